@@ -1,0 +1,47 @@
+# Two commands do everything on a fresh clone: `make demo` (the main job) and `make test`.
+# Both run `make setup` first, which is idempotent: it (re)installs only when a pin file changed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA := data/digits
+OUT ?= demo-output
+MODEL ?= build/model
+PORT ?= 8080
+
+.PHONY: setup test lint data train serve demo bench synth clean
+
+setup: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements.txt constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
+	@touch $@
+
+node_modules/.installed: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	@touch $@
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check .
+
+data: setup $(DATA)/train
+
+$(DATA)/train:
+	$(PY) -m local.digits $(DATA)
+
+# Train by hand on the local digits, exactly as SageMaker would run the script (SM_* variables set).
+train: data
+	SM_CHANNEL_TRAIN=$(DATA)/train SM_CHANNEL_VALID=$(DATA)/valid SM_CHANNEL_TEST=$(DATA)/test \
+	SM_MODEL_DIR=$(MODEL) SM_OUTPUT_DATA_DIR=build/output SM_OUTPUT_DIR=build \
+	$(PY) ml/train.py --preset local --checkpoint-dir build/checkpoints $(ARGS)
+
+bench: data
+	$(PY) bench/train_bench.py
+
+clean:
+	rm -rf build cdk.out $(OUT)

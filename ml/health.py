@@ -1,0 +1,151 @@
+"""The training script's own rule checks: a deployment gate that works with or without SageMaker Debugger.
+
+Each check mirrors a Debugger built-in rule and reports Debugger's verdict words, so the state machine gates
+on both alike. Thresholds follow the built-in rules' defaults where those make sense per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from contract import ISSUES_FOUND, NO_ISSUES
+
+
+@dataclass
+class Thresholds:
+    vanishing_gradient: float = 1e-7  # VanishingGradient: mean |grad| of a weight tensor below this
+    overfit_ratio: float = 0.1  # Overfit: (valid - train) / train above this ...
+    overfit_patience: int = 2  # ... while valid loss rose for this many epochs in a row
+    loss_window: int = 10  # LossNotDecreasing: mean of the first vs the last `loss_window` steps
+    loss_min_decrease: float = 0.01  # ... must fall by at least this fraction
+    init_variance_ratio: float = 1000.0  # PoorWeightInitialization: max/min variance of ReLU inputs
+    init_dead_fraction: float = 0.99  # ... or a ReLU input almost never positive
+
+
+@dataclass
+class HealthMonitor:
+    """Fed by the training loop; `report()` is what health.json holds."""
+
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    step_losses: list[float] = field(default_factory=list)
+    epochs: list[dict] = field(default_factory=list)
+    grad_sums: dict[str, float] = field(default_factory=dict)
+    grad_steps: int = 0
+    min_grad: dict[str, float] = field(default_factory=dict)
+    init: dict | None = None
+
+    # --- observations -----------------------------------------------------------------------------
+    def observe_step(self, loss: float, model: nn.Module) -> None:
+        self.step_losses.append(float(loss))
+        self.grad_steps += 1
+        for name, param in model.named_parameters():
+            if param.grad is not None and param.dim() >= 2:
+                self.grad_sums[name] = self.grad_sums.get(name, 0.0) + float(param.grad.abs().mean())
+
+    def end_epoch(self, epoch: int, train_loss: float, valid_loss: float) -> None:
+        steps = max(self.grad_steps, 1)
+        mean_grads = {name: total / steps for name, total in self.grad_sums.items()}
+        if mean_grads:
+            weakest = min(mean_grads, key=mean_grads.get)
+            self.min_grad = {"tensor": weakest, "mean_abs_grad": mean_grads[weakest]}
+        self.grad_sums, self.grad_steps = {}, 0
+        self.epochs.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss,
+                            "min_mean_abs_grad": self.min_grad.get("mean_abs_grad")})
+
+    def observe_initialisation(self, model: nn.Module, batch: torch.Tensor) -> None:
+        """ReLU inputs of one forward pass before any update, as Debugger's relu_input collection."""
+        stats: list[tuple[str, float, float]] = []
+        hooks = []
+
+        def record(name: str):
+            def hook(_module, inputs, _output):
+                x = inputs[0].detach().float()
+                stats.append((name, float(x.var()), float((x > 0).float().mean())))
+            return hook
+
+        for name, module in model.named_modules():
+            if isinstance(module, nn.ReLU):
+                hooks.append(module.register_forward_hook(record(name)))
+        try:
+            with torch.no_grad():
+                model(batch)
+        finally:
+            for h in hooks:
+                h.remove()
+        if stats:
+            variances = [v for _, v, _ in stats]
+            self.init = {
+                "relu_layers": len(stats),
+                "variance_ratio": max(variances) / max(min(variances), 1e-12),
+                "min_positive_fraction": min(p for _, _, p in stats),
+            }
+
+    # --- verdicts ---------------------------------------------------------------------------------
+    def _vanishing_gradient(self) -> dict:
+        value = self.min_grad.get("mean_abs_grad")
+        found = value is not None and value < self.thresholds.vanishing_gradient
+        return {"status": ISSUES_FOUND if found else NO_ISSUES,
+                "detail": f"smallest mean |gradient| {value:.3g} in {self.min_grad['tensor']}"
+                if value is not None else "no gradients observed",
+                "threshold": self.thresholds.vanishing_gradient}
+
+    def _overfit(self) -> dict:
+        t, streak, found = self.thresholds, 0, False
+        for prev, cur in zip(self.epochs, self.epochs[1:]):
+            streak = streak + 1 if cur["valid_loss"] > prev["valid_loss"] else 0
+            gap = (cur["valid_loss"] - cur["train_loss"]) / max(cur["train_loss"], 1e-12)
+            found = found or (streak >= t.overfit_patience and gap > t.overfit_ratio)
+        return {"status": ISSUES_FOUND if found else NO_ISSUES,
+                "detail": f"valid loss rose {t.overfit_patience} epochs in a row with a train/valid gap "
+                          f"over {t.overfit_ratio:.0%}" if found else "valid loss tracks train loss",
+                "threshold": t.overfit_ratio}
+
+    def _loss_not_decreasing(self) -> dict:
+        w, losses = self.thresholds.loss_window, [x for x in self.step_losses if math.isfinite(x)]
+        if len(losses) < 2 * w or len(losses) < len(self.step_losses):
+            found = len(losses) < len(self.step_losses)  # a NaN/inf loss is an issue in itself
+            detail = "non-finite loss" if found else f"fewer than {2 * w} steps: not judged"
+            return {"status": ISSUES_FOUND if found else NO_ISSUES, "detail": detail}
+        first, last = sum(losses[:w]) / w, sum(losses[-w:]) / w
+        decrease = (first - last) / max(abs(first), 1e-12)
+        found = decrease < self.thresholds.loss_min_decrease
+        return {"status": ISSUES_FOUND if found else NO_ISSUES,
+                "detail": f"train loss {first:.4g} -> {last:.4g} ({decrease:+.1%})",
+                "threshold": self.thresholds.loss_min_decrease}
+
+    def _poor_initialisation(self) -> dict:
+        if not self.init:
+            return {"status": NO_ISSUES, "detail": "no ReLU layers observed"}
+        t = self.thresholds
+        found = (self.init["variance_ratio"] > t.init_variance_ratio
+                 or self.init["min_positive_fraction"] < 1 - t.init_dead_fraction)
+        return {"status": ISSUES_FOUND if found else NO_ISSUES,
+                "detail": f"ReLU input variance ratio {self.init['variance_ratio']:.3g}, "
+                          f"least active layer {self.init['min_positive_fraction']:.1%} positive",
+                "threshold": t.init_variance_ratio}
+
+    def report(self) -> dict:
+        checks = {
+            "VanishingGradient": self._vanishing_gradient(),
+            "Overfit": self._overfit(),
+            "LossNotDecreasing": self._loss_not_decreasing(),
+            "PoorWeightInitialization": self._poor_initialisation(),
+        }
+        return {"checks": checks,
+                "issues": sorted(k for k, v in checks.items() if v["status"] == ISSUES_FOUND),
+                "epochs": self.epochs}
+
+    # --- checkpointing ----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"step_losses": self.step_losses, "epochs": self.epochs, "min_grad": self.min_grad,
+                "init": self.init}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_losses = list(state["step_losses"])
+        self.epochs = list(state["epochs"])
+        self.min_grad = dict(state["min_grad"])
+        self.init = state["init"]

@@ -1,0 +1,105 @@
+"""SageMaker PyTorch inference handlers: image bytes in, labels with scores out.
+
+Training copies this file and the modules it imports into <model>/code/, where the inference toolkit looks
+for user code. The request checks, decoding and evaluation transform are training's own (contract.py,
+imaging.py), so serving cannot drift from what the model was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import contract
+from contract import ApiException
+from imaging import TransformSettings, build_transforms, decode_image
+from model import build_model
+
+log = logging.getLogger(__name__)
+
+try:  # in the inference container: the toolkit turns these into HTTP statuses instead of 500
+    from sagemaker_inference.errors import BaseInferenceToolkitError
+except ImportError:  # local endpoint server and tests: it reads `status_code` the same way
+    class BaseInferenceToolkitError(Exception):  # type: ignore[no-redef]
+        def __init__(self, status_code: int, message: str, phrase: str) -> None:
+            super().__init__(message)
+            self.status_code, self.message, self.phrase = status_code, message, phrase
+
+
+def _toolkit_error(exc: ApiException) -> BaseInferenceToolkitError:
+    # The message is the contract's JSON error so the Lambda can pass code and text on unchanged.
+    return BaseInferenceToolkitError(exc.status_code, json.dumps(exc.body()), exc.error.code)
+
+
+@dataclass
+class ImageRequest:
+    body: bytes
+    format: str
+
+
+class Predictor:
+    """A loaded model with its classes and the exact evaluation transform it was trained with."""
+
+    def __init__(self, model_dir: str | Path, device: str | None = None) -> None:
+        model_dir = Path(model_dir)
+        config = json.loads((model_dir / contract.MODEL_CONFIG_FILE).read_text())
+        self.classes: list[str] = list(config["classes"])
+        self.name: str = config.get("training_job") or model_dir.name
+        self.settings = TransformSettings.from_dict(config["transforms"])
+        self.transform = build_transforms(self.settings)[1]
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model = build_model(config["backbone"], len(self.classes), weights="none", finetune="all")
+        state = torch.load(model_dir / contract.MODEL_WEIGHTS_FILE, map_location=self.device, weights_only=True)
+        model.load_state_dict(state)
+        self.model = model.to(self.device).eval()
+
+    def preprocess(self, body: bytes) -> torch.Tensor:
+        image = decode_image(body, min_side=self.settings.resize_size)
+        return self.transform(image).unsqueeze(0)
+
+    @torch.inference_mode()
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(batch.to(self.device)).float(), dim=1).cpu()
+
+    def predict(self, body: bytes, top_k: int | None = None) -> dict:
+        probs = self.probabilities(self.preprocess(body))[0]
+        k = len(self.classes) if top_k is None else max(1, min(top_k, len(self.classes)))
+        scores, indices = torch.topk(probs, k)
+        return {
+            "predictions": [{"label": self.classes[i], "score": round(float(s), 6)}
+                            for s, i in zip(scores.tolist(), indices.tolist())],
+            "model": self.name,
+        }
+
+
+# --- the four functions the SageMaker PyTorch inference toolkit calls --------------------------------
+def model_fn(model_dir: str, context=None) -> Predictor:
+    predictor = Predictor(model_dir)
+    log.info("loaded %s: %d classes on %s", predictor.name, len(predictor.classes), predictor.device)
+    return predictor
+
+
+def input_fn(input_data: bytes | bytearray | str, content_type: str, context=None) -> ImageRequest:
+    # The toolkit decodes JSON/CSV/text bodies to str before calling us.
+    body = input_data.encode("utf-8") if isinstance(input_data, str) else bytes(input_data)
+    try:
+        fmt = contract.check_image_request(body, content_type, contract.ENDPOINT_MAX_BODY_BYTES)
+    except ApiException as exc:
+        raise _toolkit_error(exc) from None
+    return ImageRequest(body, fmt)
+
+
+def predict_fn(data: ImageRequest, model: Predictor, context=None) -> dict:
+    try:
+        return model.predict(data.body)
+    except ApiException as exc:
+        raise _toolkit_error(exc) from None
+
+
+def output_fn(prediction: dict, accept: str | None = None, context=None) -> tuple[str, str]:
+    # Every class, best first: callers (the Lambda) cut to their top_k.
+    return json.dumps(prediction), contract.JSON_CONTENT_TYPE

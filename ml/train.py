@@ -1,0 +1,477 @@
+"""Transfer learning on an ImageFolder dataset, under SageMaker's training-container contract.
+
+One entry point for tuning trials and the final (Debugger-enabled) training job. SageMaker runs
+    python train.py --batch-size 256 --lr 0.0031 --epochs 3 ...
+with the data in SM_CHANNEL_TRAIN / SM_CHANNEL_VALID / SM_CHANNEL_TEST (one sub-folder per class) and
+writes SM_MODEL_DIR to model.tar.gz. Run by hand with those variables (or the matching flags) set, it
+behaves the same. `--preset local` picks the defaults for a CPU without downloads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+import contract
+from contract import ApiException
+from debugger import create_hook
+from health import HealthMonitor
+from imaging import AUGMENTATIONS, TransformSettings, build_transforms, decode_image
+from model import FINETUNE_MODES, ModelError, build_model, train_mode
+
+HERE = Path(__file__).resolve().parent
+log = logging.getLogger("train")
+PRESETS = {"cloud": contract.CLOUD_HYPERPARAMETERS, "local": contract.LOCAL_HYPERPARAMETERS}
+CACHE_BUDGET_BYTES = 256 * 1024 * 1024  # datasets whose files add up to less are decoded once, kept in memory
+INFERENCE_REQUIREMENTS = (
+    "# Serving needs nothing beyond the PyTorch inference container (torch, torchvision, Pillow, numpy).\n"
+)
+
+
+class DataError(Exception):
+    """Something about the input data the user has to fix."""
+
+
+# --- arguments ---------------------------------------------------------------------------------------
+def _env_path(name: str, default: str | None) -> str | None:
+    return os.environ.get(name, default)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", choices=sorted(PRESETS), default="cloud")
+    preset = pre.parse_known_args(argv)[0].preset
+    d = PRESETS[preset]
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=[pre])
+    hp = p.add_argument_group("hyperparameters (tuned)")
+    hp.add_argument(f"--{contract.BATCH_SIZE}", dest="batch_size", type=int, default=int(d[contract.BATCH_SIZE]))
+    hp.add_argument(f"--{contract.LR}", dest="lr", type=float, default=float(d[contract.LR]))
+    hp.add_argument(f"--{contract.EPOCHS}", dest="epochs", type=int, default=int(d[contract.EPOCHS]))
+    st = p.add_argument_group("hyperparameters (static)")
+    st.add_argument("--backbone", default=d["backbone"], help="any torchvision classification model")
+    st.add_argument("--weights", default=d["weights"], help="'imagenet' (downloads), 'none', or a state-dict file")
+    st.add_argument("--finetune", choices=FINETUNE_MODES, default=d["finetune"],
+                    help="train the new head only, the head and the last block, or everything")
+    st.add_argument("--image-size", type=int, default=int(d["image-size"]))
+    st.add_argument("--augment", choices=AUGMENTATIONS, default=None,
+                    help="training augmentation (default: flip-crop, or crop for images under 64 px)")
+    st.add_argument("--weight-decay", type=float, default=1e-4)
+    st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--num-workers", type=int, default=-1, help="data loader workers (-1: automatic)")
+    st.add_argument("--nproc", type=int, default=0,
+                    help="data-parallel processes per host (0: one per GPU, else 1)")
+    st.add_argument("--debugger", choices=("on", "off"), default="on",
+                    help="register the smdebug hook when a hook config exists")
+    io = p.add_argument_group("locations (SageMaker sets the SM_* variables)")
+    for channel in contract.CHANNELS:
+        io.add_argument(f"--{channel}", default=_env_path(f"SM_CHANNEL_{channel.upper()}", None))
+    io.add_argument("--model-dir", default=_env_path("SM_MODEL_DIR", contract.DEFAULT_MODEL_DIR))
+    io.add_argument("--output-data-dir", default=_env_path("SM_OUTPUT_DATA_DIR", contract.DEFAULT_OUTPUT_DATA_DIR))
+    io.add_argument("--checkpoint-dir", default=contract.DEFAULT_CHECKPOINT_DIR)
+    # SageMaker adds hyperparameters of its own (the tuner's _tuning_objective_metric): tolerate them.
+    args, unknown = p.parse_known_args(argv)
+    args.unknown = unknown
+    if args.augment is None:
+        args.augment = "crop" if args.image_size < 64 else "flip-crop"
+    for name in ("batch_size", "epochs", "image_size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if not args.lr > 0:
+        p.error("--lr must be positive")
+    return args
+
+
+# --- data --------------------------------------------------------------------------------------------
+@dataclass
+class Split:
+    name: str
+    classes: list[str]
+    items: list = field(default_factory=list)  # PIL images when cached, else paths
+    labels: list[int] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    cached: bool = False
+
+
+def scan_channel(name: str, root: str | None, classes: list[str] | None = None) -> tuple[list[str], list[tuple[Path, int]]]:
+    """Class folders and image files of one channel, with a clear error for each way it can be wrong."""
+    env = f"SM_CHANNEL_{name.upper()}"
+    if not root:
+        raise DataError(f"channel '{name}' is missing: set {env} or --{name} to a folder with one sub-folder per class")
+    path = Path(root)
+    if not path.is_dir():
+        raise DataError(f"channel '{name}' folder {path} does not exist")
+    class_dirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise DataError(f"channel '{name}' ({path}) is empty: it needs one sub-folder of images per class")
+    names = [d.name for d in class_dirs]
+    if classes is not None and (unknown := sorted(set(names) - set(classes))):
+        raise DataError(f"channel '{name}' has classes that train does not have: {', '.join(unknown[:5])}")
+    index = {c: i for i, c in enumerate(classes if classes is not None else names)}
+    files: list[tuple[Path, int]] = []
+    for d in class_dirs:
+        images = sorted(f for f in d.rglob("*") if f.is_file() and f.suffix.lower() in contract.IMAGE_EXTENSIONS)
+        if not images:
+            raise DataError(f"class folder '{d.name}' in channel '{name}' holds no images "
+                            f"({', '.join(contract.IMAGE_EXTENSIONS)})")
+        files.extend((f, index[d.name]) for f in images)
+    return names, files
+
+
+def load_split(name: str, root: str | None, settings: TransformSettings, classes: list[str] | None = None,
+               workers: int = 4) -> Split:
+    """Decode every image once to find corrupt files before training starts; keep small datasets decoded."""
+    names, files = scan_channel(name, root, classes)
+    cached = sum(f.stat().st_size for f, _ in files) < CACHE_BUDGET_BYTES
+    from torchvision.transforms import Resize
+
+    shrink = Resize(settings.resize_size)
+
+    def decode(path: Path):
+        try:
+            image = decode_image(path.read_bytes(), min_side=settings.resize_size)
+        except ApiException as exc:
+            return None, exc.message
+        except OSError as exc:
+            return None, str(exc)
+        return (shrink(image) if cached else path), None
+
+    split = Split(name, classes if classes is not None else names, cached=cached)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for (path, label), (item, error) in zip(files, pool.map(decode, [f for f, _ in files])):
+            if error is not None:
+                split.skipped.append((str(path), error))
+                log.warning("skipping corrupt image %s: %s", path, error)
+            else:
+                split.items.append(item)
+                split.labels.append(label)
+    if not split.items:
+        raise DataError(f"channel '{name}' has no readable images ({len(split.skipped)} corrupt)")
+    if classes is None:
+        empty = sorted({split.classes[lbl] for _, lbl in files} - {split.classes[lbl] for lbl in split.labels})
+        if empty:
+            raise DataError(f"class folder(s) {', '.join(empty)} in channel '{name}' hold no readable images")
+    return split
+
+
+class ImageDataset(Dataset):
+    def __init__(self, split: Split, transform, min_side: int) -> None:
+        self.split, self.transform, self.min_side = split, transform, min_side
+
+    def __len__(self) -> int:
+        return len(self.split.items)
+
+    def __getitem__(self, i: int):
+        item = self.split.items[i]
+        image = item if self.split.cached else decode_image(Path(item).read_bytes(), min_side=self.min_side)
+        return self.transform(image), self.split.labels[i]
+
+
+# --- distributed -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    local_size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def plan_world(nproc: int) -> tuple[list[str], str, int]:
+    """Hosts from SM_HOSTS (SageMaker's list), this host, processes per host."""
+    hosts = json.loads(os.environ.get("SM_HOSTS", "[]")) or ["localhost"]
+    current = os.environ.get("SM_CURRENT_HOST", hosts[0])
+    if nproc <= 0:
+        gpus = torch.cuda.device_count()
+        nproc = gpus if gpus > 1 else 1
+    return hosts, current, nproc
+
+
+def init_world(hosts: list[str], current: str, nproc: int, local_rank: int) -> World:
+    size = len(hosts) * nproc
+    world = World(rank=hosts.index(current) * nproc + local_rank, size=size,
+                  local_rank=local_rank, local_size=nproc)
+    if size > 1:
+        os.environ.setdefault("MASTER_ADDR", hosts[0] if len(hosts) > 1 else "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29500")
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend, rank=world.rank, world_size=size)
+    return world
+
+
+# --- training ----------------------------------------------------------------------------------------
+def emit(**metrics: float) -> None:
+    """A metric line for MetricDefinitions (SageMaker) and the local stand-in: same regexes."""
+    print(contract.format_metrics(**metrics), flush=True)
+
+
+def evaluate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, device: torch.device) -> tuple[float, float]:
+    model.eval()
+    total_loss, correct, count = 0.0, 0, 0
+    with torch.no_grad():
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            out = model(x)
+            total_loss += float(loss_fn(out, y)) * len(y)
+            correct += int((out.argmax(1) == y).sum())
+            count += len(y)
+    return total_loss / max(count, 1), correct / max(count, 1)
+
+
+def seed_epoch(seed: int, epoch: int, generator: torch.Generator) -> None:
+    """Everything random in an epoch derives from (seed, epoch): a resumed job replays the same epochs."""
+    torch.manual_seed(seed * 1000 + epoch)
+    generator.manual_seed(seed * 1000 + epoch)
+
+
+def fingerprint(args: argparse.Namespace, classes: list[str]) -> dict:
+    keys = ("batch_size", "lr", "epochs", "backbone", "weights", "finetune", "image_size", "augment",
+            "weight_decay", "seed")
+    return {"classes": classes, **{k: getattr(args, k) for k in keys}}
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
+
+
+def load_checkpoint(path: Path, expected: dict) -> dict | None:
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("fingerprint") != expected:
+        log.warning("checkpoint %s was written by another configuration; starting afresh", path)
+        return None
+    return state
+
+
+def save_model(model_dir: Path, module: nn.Module, classes: list[str], settings: TransformSettings,
+               args: argparse.Namespace, metrics: dict) -> None:
+    """Exactly what the inference container loads: weights, model.json, code/inference.py and its modules."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(module.state_dict(), model_dir / contract.MODEL_WEIGHTS_FILE)
+    config = {
+        "format": 1,
+        "backbone": args.backbone,
+        "classes": classes,
+        "transforms": settings.to_dict(),
+        "hyperparameters": {k: v for k, v in fingerprint(args, classes).items() if k != "classes"},
+        "metrics": metrics,
+        "training_job": os.environ.get("TRAINING_JOB_NAME"),
+    }
+    (model_dir / contract.MODEL_CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    code = model_dir / contract.MODEL_CODE_DIR
+    code.mkdir(exist_ok=True)
+    for module_file in contract.INFERENCE_MODULES:
+        shutil.copy2(HERE / module_file, code / module_file)
+    (code / "requirements.txt").write_text(INFERENCE_REQUIREMENTS)
+
+
+def run(args: argparse.Namespace, world: World) -> dict | None:
+    device = torch.device(f"cuda:{world.local_rank}" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world.local_size))
+    else:
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+
+    settings = TransformSettings.for_size(args.image_size, args.augment)
+    train_tf, eval_tf = build_transforms(settings)
+    train = load_split(contract.TRAIN, args.train, settings)
+    valid = load_split(contract.VALID, args.valid, settings, train.classes)
+    test = load_split(contract.TEST, args.test, settings, train.classes)
+    skipped = len(train.skipped) + len(valid.skipped) + len(test.skipped)
+    classes = train.classes
+    if world.main:
+        log.info("data: %d classes, %d train / %d valid / %d test images (%s), %d skipped", len(classes),
+                 len(train.items), len(valid.items), len(test.items), "cached" if train.cached else "streamed",
+                 skipped)
+        emit(**{contract.SKIPPED_IMAGES: skipped})
+
+    workers = args.num_workers if args.num_workers >= 0 else (0 if train.cached else min(8, os.cpu_count() or 1))
+    generator = torch.Generator()
+    train_ds = ImageDataset(train, train_tf, settings.resize_size)
+    sampler = DistributedSampler(train_ds, world.size, world.rank, shuffle=True, seed=args.seed) \
+        if world.size > 1 else None
+    loader_opts = {"num_workers": workers, "pin_memory": device.type == "cuda",
+                   "persistent_workers": False}
+    train_loader = DataLoader(train_ds, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
+                              generator=generator, **loader_opts)
+    eval_loaders = {s.name: DataLoader(ImageDataset(s, eval_tf, settings.resize_size),
+                                       batch_size=max(args.batch_size, 64), **loader_opts) for s in (valid, test)}
+
+    torch.manual_seed(args.seed)
+    module = build_model(args.backbone, len(classes), args.weights, args.finetune).to(device)
+    loss_fn = nn.CrossEntropyLoss()
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    steps = args.epochs * len(train_loader)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=steps,
+                                                    pct_start=0.15)
+    health = HealthMonitor()
+    history: list[dict] = []
+    expected = fingerprint(args, classes)
+    ckpt_path = Path(args.checkpoint_dir) / contract.CHECKPOINT_FILE
+    state = load_checkpoint(ckpt_path, expected)
+    start = 1
+    if state:
+        module.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        health.load_state_dict(state["health"])
+        history = state["history"]
+        start = state["epoch"] + 1
+        if world.main:
+            log.info("resuming from %s after epoch %d", ckpt_path, state["epoch"])
+    elif world.main:
+        probe = next(iter(eval_loaders[contract.VALID]))[0][: min(32, args.batch_size)].to(device)
+        twin = copy.deepcopy(module)
+        train_mode(twin)
+        health.observe_initialisation(twin, probe)
+        del twin
+
+    hook = create_hook(module, loss_fn, enabled=args.debugger == "on")
+    model = module
+    if world.size > 1:
+        model = nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+    for epoch in range(start, args.epochs + 1):
+        seed_epoch(args.seed, epoch, generator)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        train_mode(model)
+        hook.train()
+        started, seen, loss_sum = time.perf_counter(), 0, 0.0
+        for x, y in train_loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            if world.main:
+                health.observe_step(float(loss), module)
+            optimizer.step()
+            scheduler.step()
+            seen += len(y)
+            loss_sum += float(loss) * len(y)
+        elapsed = time.perf_counter() - started
+        totals = torch.tensor([loss_sum, seen, elapsed], dtype=torch.float64)
+        if world.size > 1:
+            dist.all_reduce(totals)
+        train_loss = float(totals[0] / totals[1])
+        throughput = float(totals[1] / (totals[2] / world.size))
+        if world.main:
+            hook.eval()
+            valid_loss, valid_acc = evaluate(module, eval_loaders[contract.VALID], loss_fn, device)
+            health.end_epoch(epoch, train_loss, valid_loss)
+            record = {"epoch": epoch, contract.TRAIN_LOSS: train_loss, contract.VALID_LOSS: valid_loss,
+                      contract.VALID_ACCURACY: valid_acc, contract.THROUGHPUT: throughput}
+            history.append(record)
+            print(f"epoch={epoch}/{args.epochs} ", end="")
+            emit(**{k: v for k, v in record.items() if k != "epoch"})
+            save_checkpoint(ckpt_path, {"epoch": epoch, "fingerprint": expected, "model": module.state_dict(),
+                                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                        "health": health.state_dict(), "history": history})
+        if world.size > 1:
+            dist.barrier()
+
+    if not world.main:
+        return None
+    hook.eval()
+    test_loss, test_acc = evaluate(module, eval_loaders[contract.TEST], loss_fn, device)
+    report = health.report()
+    for check, verdict in report["checks"].items():
+        log.info("health: %s %s (%s)", check, verdict["status"], verdict["detail"])
+    emit(**{contract.TEST_LOSS: test_loss, contract.TEST_ACCURACY: test_acc,
+            contract.HEALTH_ISSUES: len(report["issues"])})
+    metrics = {contract.TEST_LOSS: test_loss, contract.TEST_ACCURACY: test_acc,
+               contract.HEALTH_ISSUES: len(report["issues"]), contract.SKIPPED_IMAGES: skipped,
+               **({f"final_{k}": v for k, v in history[-1].items() if k != "epoch"} if history else {})}
+    out = Path(args.output_data_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / contract.HEALTH_FILE).write_text(json.dumps(report, indent=2))
+    (out / contract.HISTORY_FILE).write_text(json.dumps(
+        {"epochs": history, "test": {contract.TEST_LOSS: test_loss, contract.TEST_ACCURACY: test_acc},
+         "skipped_images": [{"path": p, "reason": r} for s in (train, valid, test) for p, r in s.skipped]},
+        indent=2))
+    save_model(Path(args.model_dir), module, classes, settings, args, metrics)
+    log.info("model written to %s", args.model_dir)
+    return metrics
+
+
+def worker(local_rank: int, args: argparse.Namespace, hosts: list[str], current: str, nproc: int) -> None:
+    _setup_logging()
+    world = init_world(hosts, current, nproc, local_rank)
+    try:
+        run(args, world)
+    finally:
+        if world.size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# --- entry point -------------------------------------------------------------------------------------
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def write_failure(message: str) -> None:
+    """SageMaker shows this file's content as the job's FailureReason."""
+    failure = Path(os.environ.get("SM_OUTPUT_DIR", str(Path(contract.FAILURE_FILE).parent))) / "failure"
+    try:
+        failure.parent.mkdir(parents=True, exist_ok=True)
+        failure.write_text(message[:1024])
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    _setup_logging()
+    args = parse_args(argv)
+    if args.unknown:
+        log.warning("ignoring arguments train.py does not know: %s", " ".join(args.unknown))
+    hosts, current, nproc = plan_world(args.nproc)
+    try:
+        if current not in hosts:
+            raise DataError(f"SM_CURRENT_HOST {current!r} is not in SM_HOSTS {hosts}")
+        if nproc > 1:
+            import torch.multiprocessing as mp
+
+            # Catch layout mistakes here: an error inside a spawned worker reaches us only as text.
+            classes = scan_channel(contract.TRAIN, args.train)[0]
+            for channel in (contract.VALID, contract.TEST):
+                scan_channel(channel, getattr(args, channel), classes)
+
+            mp.spawn(worker, args=(args, hosts, current, nproc), nprocs=nproc, join=True)
+        else:
+            worker(0, args, hosts, current, 1)
+    except (DataError, ModelError) as exc:
+        log.error("%s", exc)
+        write_failure(str(exc))
+        return 2
+    except Exception as exc:
+        write_failure(f"{type(exc).__name__}: {exc}")
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

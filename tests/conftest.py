@@ -1,0 +1,50 @@
+"""Shared fixtures: the local digits dataset and one small model trained by the real ml/train.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN_SCRIPT = ROOT / "ml" / "train.py"
+
+
+def run_train(args: list[str], env_extra: dict[str, str] | None = None, timeout: float = 600,
+              **kwargs) -> subprocess.CompletedProcess:
+    """Run ml/train.py as SageMaker would: a fresh interpreter, settings in SM_* variables and flags."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, str(TRAIN_SCRIPT), *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+def channel_env(data: Path, model_dir: Path, output: Path) -> dict[str, str]:
+    return {
+        "SM_CHANNEL_TRAIN": str(data / "train"), "SM_CHANNEL_VALID": str(data / "valid"),
+        "SM_CHANNEL_TEST": str(data / "test"), "SM_MODEL_DIR": str(model_dir),
+        "SM_OUTPUT_DATA_DIR": str(output / "data"), "SM_OUTPUT_DIR": str(output),
+    }
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory) -> Path:
+    from local.digits import render
+
+    out = tmp_path_factory.mktemp("digits")
+    render(out, size=32, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_model(digits_dir, tmp_path_factory) -> Path:
+    """A model directory written by the real training script (2 quick epochs: accurate enough to serve)."""
+    work = tmp_path_factory.mktemp("trained")
+    model_dir = work / "model"
+    result = run_train(["--preset", "local", "--epochs", "3", "--checkpoint-dir", str(work / "ckpt")],
+                       channel_env(digits_dir, model_dir, work / "output"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return model_dir
