@@ -40,6 +40,17 @@ train: data
 	SM_MODEL_DIR=$(MODEL) SM_OUTPUT_DATA_DIR=build/output SM_OUTPUT_DIR=build \
 	$(PY) ml/train.py --preset local --checkpoint-dir build/checkpoints $(ARGS)
 
+# A local REST API (API Gateway -> Lambda -> endpoint, all on 127.0.0.1) around a trained model.
+serve: setup
+	$(PY) -m local.serve $(MODEL) --port $(PORT)
+
+# The synthesized state machine, run end to end on this machine (no AWS account needed).
+demo: setup data
+	$(PY) -m local.demo --out $(OUT) $(if $(SERVE),--serve,)
+
+synth: setup
+	npx cdk synth --quiet
+
 bench: data
 	$(PY) bench/train_bench.py
 
