@@ -257,3 +257,10 @@ def check_image_request(body: bytes | None, content_type: str | None, max_bytes:
         UNSUPPORTED_MEDIA_TYPE,
         f"unsupported media type {declared or '(none)'!r}: send {' or '.join(ACCEPTED_CONTENT_TYPES[:2])}",
     )
+
+
+# --- Serving: AWS limits in front of the Lambda, and a fault of the service itself -------------------
+API_GATEWAY_MAX_BODY_BYTES = 10_485_760  # API Gateway REST payload limit
+LAMBDA_MAX_EVENT_BYTES = 6_291_456  # Lambda synchronous invocation payload limit (the event JSON)
+INTERNAL_ERROR = ApiError(500, "internal_error")  # a bug of ours, never a client's mistake
+API_ERRORS = (*API_ERRORS, INTERNAL_ERROR)
