@@ -48,7 +48,7 @@ def create_hook(model: nn.Module, loss_fn: nn.Module, enabled: bool = True) -> N
     os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
     try:
         import smdebug.pytorch as smd
-    except Exception as exc:  # noqa: BLE001 - any import failure means "train without Debugger"
+    except Exception as exc:
         log.warning("debugger: hook config %s found but smdebug does not import (%s); training without it",
                     config, exc)
         return NoHook()

@@ -10,9 +10,8 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
-
 from contract import ISSUES_FOUND, NO_ISSUES
+from torch import nn
 
 
 @dataclass
@@ -95,7 +94,7 @@ class HealthMonitor:
 
     def _overfit(self) -> dict:
         t, streak, found = self.thresholds, 0, False
-        for prev, cur in zip(self.epochs, self.epochs[1:]):
+        for prev, cur in zip(self.epochs, self.epochs[1:], strict=False):
             streak = streak + 1 if cur["valid_loss"] > prev["valid_loss"] else 0
             gap = (cur["valid_loss"] - cur["train_loss"]) / max(cur["train_loss"], 1e-12)
             found = found or (streak >= t.overfit_patience and gap > t.overfit_ratio)

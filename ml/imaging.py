@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import io
-import struct
 import warnings
 from dataclasses import asdict, dataclass
 
-import numpy as np
-from PIL import Image, ImageOps
-
 import contract
+import numpy as np
 from contract import ApiException
+from PIL import Image, ImageOps
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -103,8 +101,16 @@ def decode_image(data: bytes, min_side: int | None = None) -> Image.Image:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ApiException(contract.UNPROCESSABLE_IMAGE, f"the image is too large to decode safely: {exc}") from None
-    except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, TypeError) as exc:
-        raise ApiException(contract.INVALID_IMAGE, f"the image could not be decoded: {exc}") from None
+    except MemoryError:
+        raise ApiException(contract.UNPROCESSABLE_IMAGE, "the image is too large to decode") from None
+    except Exception as exc:  # a malformed file can raise nearly anything inside a Pillow plugin
+        # (OSError, SyntaxError, struct.error, KeyError, ZeroDivisionError...): it is the sender's file, not our fault.
+        raise ApiException(contract.INVALID_IMAGE, f"the image could not be decoded: {_short(exc)}") from None
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def build_transforms(settings: TransformSettings):

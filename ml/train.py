@@ -21,17 +21,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import contract
 import torch
 import torch.distributed as dist
-from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
-
-import contract
 from contract import ApiException
 from debugger import create_hook
 from health import HealthMonitor
 from imaging import AUGMENTATIONS, TransformSettings, build_transforms, decode_image
 from model import FINETUNE_MODES, ModelError, build_model, train_mode
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("train")
@@ -47,6 +46,13 @@ class DataError(Exception):
 
 
 # --- arguments ---------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        # A bad hyperparameter is a job failure SageMaker should show, not only a usage line.
+        write_failure(f"invalid hyperparameter: {message}")
+        super().error(message)
+
+
 def _env_path(name: str, default: str | None) -> str | None:
     return os.environ.get(name, default)
 
@@ -57,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     preset = pre.parse_known_args(argv)[0].preset
     d = PRESETS[preset]
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=[pre])
+    p = _Parser(description=__doc__.split("\n\n")[0], parents=[pre])
     hp = p.add_argument_group("hyperparameters (tuned)")
     hp.add_argument(f"--{contract.BATCH_SIZE}", dest="batch_size", type=int, default=int(d[contract.BATCH_SIZE]))
     hp.add_argument(f"--{contract.LR}", dest="lr", type=float, default=float(d[contract.LR]))
@@ -107,7 +113,9 @@ class Split:
     cached: bool = False
 
 
-def scan_channel(name: str, root: str | None, classes: list[str] | None = None) -> tuple[list[str], list[tuple[Path, int]]]:
+def scan_channel(
+    name: str, root: str | None, classes: list[str] | None = None
+) -> tuple[list[str], list[tuple[Path, int]]]:
     """Class folders and image files of one channel, with a clear error for each way it can be wrong."""
     env = f"SM_CHANNEL_{name.upper()}"
     if not root:
@@ -152,7 +160,7 @@ def load_split(name: str, root: str | None, settings: TransformSettings, classes
 
     split = Split(name, classes if classes is not None else names, cached=cached)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for (path, label), (item, error) in zip(files, pool.map(decode, [f for f, _ in files])):
+        for (path, label), (item, error) in zip(files, pool.map(decode, [f for f, _ in files]), strict=True):
             if error is not None:
                 split.skipped.append((str(path), error))
                 log.warning("skipping corrupt image %s: %s", path, error)
@@ -213,6 +221,8 @@ def init_world(hosts: list[str], current: str, nproc: int, local_rank: int) -> W
         os.environ.setdefault("MASTER_PORT", "29500")
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend, rank=world.rank, world_size=size)
+        if world.main:
+            log.info("distributed: %d processes on %d host(s), backend %s", size, len(hosts), backend)
     return world
 
 
@@ -352,7 +362,8 @@ def run(args: argparse.Namespace, world: World) -> dict | None:
     hook = create_hook(module, loss_fn, enabled=args.debugger == "on")
     model = module
     if world.size > 1:
-        model = nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+        ids = [device.index] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(module, device_ids=ids)
 
     for epoch in range(start, args.epochs + 1):
         seed_epoch(args.seed, epoch, generator)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -39,12 +40,34 @@ def digits_dir(tmp_path_factory) -> Path:
     return out
 
 
+# Exactly how the SageMaker training toolkit calls the script for a tuning trial: every hyperparameter
+# as "--name value" strings, including the tuner's own _tuning_objective_metric.
+BASELINE_ARGS = ["--preset", "local", "--epochs", "3", "--lr", "0.003", "--batch-size", "64",
+                 "--_tuning_objective_metric", "valid_accuracy"]
+
+
+@dataclass
+class TrainingRun:
+    work: Path
+    model_dir: Path
+    output_dir: Path
+    checkpoint_dir: Path
+    log: str
+
+
 @pytest.fixture(scope="session")
-def trained_model(digits_dir, tmp_path_factory) -> Path:
-    """A model directory written by the real training script (2 quick epochs: accurate enough to serve)."""
+def training_run(digits_dir, tmp_path_factory) -> TrainingRun:
+    """One real run of ml/train.py on the local digits (3 epochs), shared by every test that needs a model."""
     work = tmp_path_factory.mktemp("trained")
-    model_dir = work / "model"
-    result = run_train(["--preset", "local", "--epochs", "3", "--checkpoint-dir", str(work / "ckpt")],
-                       channel_env(digits_dir, model_dir, work / "output"))
+    run = TrainingRun(work, work / "model", work / "output", work / "ckpt", "")
+    result = run_train([*BASELINE_ARGS, "--checkpoint-dir", str(run.checkpoint_dir)],
+                       channel_env(digits_dir, run.model_dir, run.output_dir))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return model_dir
+    run.log = result.stdout
+    return run
+
+
+@pytest.fixture(scope="session")
+def trained_model(training_run) -> Path:
+    """A model directory written by the real training script."""
+    return training_run.model_dir
