@@ -1,0 +1,389 @@
+"""A SageMaker inference endpoint on this machine: the container protocol around a model's own code/inference.py.
+
+    python -m local.endpoint_server --model-dir PATH --port N [--host 127.0.0.1] [--endpoint-name NAME]
+
+PATH is a model directory written by ml/train.py or its model.tar.gz. Like the PyTorch inference toolkit, the
+server puts <model>/code first on sys.path of a fresh process, imports `inference` and calls its model_fn once,
+then input_fn -> predict_fn -> output_fn per request; an exception carrying `status_code` becomes that status
+with its message, anything else a 500.
+
+Routes:
+  GET  /ping                          200 once the model is loaded (503 while it loads)
+  POST /invocations                   the container protocol (what SageMaker's front end calls)
+  POST /endpoints/<name>/invocations  the sagemaker-runtime InvokeEndpoint API in front of it, so an unchanged
+                                      boto3 client reaches it via AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME; a model's
+                                      error becomes a 424 ModelError carrying OriginalStatusCode/OriginalMessage
+                                      (the message followed by the traceback, as SageMaker forwards it).
+It prints "listening on http://HOST:PORT" once the model is loaded and requests are answered, and exits cleanly
+on SIGTERM/SIGINT. Python API: start_endpoint_server(model, port) -> EndpointProcess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.request
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import IO, Any
+
+from local import wsgi
+from ml import contract
+
+ROOT = Path(__file__).resolve().parent.parent
+HANDLERS = ("model_fn", "input_fn", "predict_fn", "output_fn")
+UTF8_TYPES = ("application/json", "text/csv")  # the toolkit hands these bodies to input_fn as str
+DEFAULT_ACCEPT = os.environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", contract.JSON_CONTENT_TYPE)
+RUNTIME_INVOKE = re.compile(r"/endpoints/([^/]+)/invocations")
+VARIANT = "AllTraffic"
+ACCOUNT = "000000000000"
+log = logging.getLogger("local.endpoint_server")
+
+
+class ModelSourceError(Exception):
+    """The model path is not something this server can load (one clear line for the user)."""
+
+
+ENTRY = f"{contract.MODEL_CODE_DIR}/inference.py"
+
+
+def check_model_source(path: str | Path) -> None:
+    """Raise ModelSourceError unless `path` is a model directory or model.tar.gz with code/inference.py."""
+    source = Path(path)
+    if source.is_dir():
+        if not (source / ENTRY).is_file():
+            raise ModelSourceError(f"{source} has no {ENTRY}: not a model directory written by ml/train.py")
+        return
+    if not source.exists():
+        raise ModelSourceError(f"{source} does not exist")
+    if not source.is_file() or not tarfile.is_tarfile(source):
+        raise ModelSourceError(f"{source} is neither a model directory nor a model.tar.gz")
+    try:
+        with tarfile.open(source) as archive:
+            names = {name.removeprefix("./") for name in archive.getnames()}
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ModelSourceError(f"cannot read {source}: {exc}") from None
+    if ENTRY not in names:
+        raise ModelSourceError(f"{source} has no {ENTRY}: not a model.tar.gz written from ml/train.py's output")
+
+
+def resolve_model(path: str | Path) -> tuple[Path, Path | None]:
+    """(model directory, temporary directory to delete afterwards or None) for a model dir or a model.tar.gz."""
+    check_model_source(path)
+    source = Path(path)
+    if source.is_dir():
+        return source, None
+    temp = Path(tempfile.mkdtemp(prefix="endpoint-model-"))
+    try:
+        with tarfile.open(source) as archive:
+            archive.extractall(temp, filter="data")  # refuses absolute paths, links out, device files
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise ModelSourceError(f"cannot extract {source}: {exc}") from None
+    return temp, temp
+
+
+@dataclass
+class Result:
+    status: int
+    body: bytes
+    content_type: str
+    trace: str = ""
+
+
+class ModelServer:
+    """The user's handlers, loaded once, and the WSGI app around them."""
+
+    def __init__(self, model_dir: Path, endpoint_name: str | None = None) -> None:
+        self.model_dir = model_dir
+        self.endpoint_name = endpoint_name
+        self.module: ModuleType | None = None
+        self.model: Any = None
+        self.ready = threading.Event()
+        self.context = SimpleNamespace(system_properties={"model_dir": str(model_dir), "gpu_id": None})
+
+    # --- loading, as the inference toolkit does it ------------------------------------------------------
+    def load(self) -> None:
+        code_dir = str((self.model_dir / contract.MODEL_CODE_DIR).resolve())
+        sys.path.insert(0, code_dir)
+        module = importlib.import_module("inference")
+        if not str(Path(module.__file__ or "").resolve()).startswith(code_dir):
+            raise ModelSourceError(f"imported {module.__file__} instead of {code_dir}/inference.py")
+        missing = [name for name in HANDLERS if not callable(getattr(module, name, None))]
+        if missing:
+            raise ModelSourceError(f"{code_dir}/inference.py does not define {', '.join(missing)}")
+        self.module = module
+        self.model = self._call("model_fn", str(self.model_dir))
+        self.ready.set()
+
+    def _call(self, name: str, *args: Any) -> Any:
+        # The toolkit passes its context as a last argument to handlers that take one more parameter.
+        fn = getattr(self.module, name)
+        try:
+            takes = len(inspect.signature(fn).parameters)
+        except (TypeError, ValueError):
+            takes = len(args)
+        return fn(*args, self.context) if takes == len(args) + 1 else fn(*args)
+
+    # --- one invocation ----------------------------------------------------------------------------------
+    def invoke(self, body: bytes, content_type: str | None, accept: str | None) -> Result:
+        accept = accept if accept and accept != "*/*" else DEFAULT_ACCEPT
+        try:
+            data: bytes | str = body
+            if contract.media_type(content_type) in UTF8_TYPES:
+                data = body.decode("utf-8")
+            request = self._call("input_fn", data, content_type or "")
+            prediction = self._call("predict_fn", request, self.model)
+            output = self._call("output_fn", prediction, accept)
+            payload, out_type = output if isinstance(output, tuple) else (output, accept)
+            if isinstance(payload, str):
+                payload = payload.encode("utf-8")
+            return Result(200, bytes(payload), out_type)
+        except Exception as exc:
+            status = getattr(exc, "status_code", None)
+            status = status if isinstance(status, int) and 400 <= status <= 599 else 500
+            message = str(getattr(exc, "message", None) or exc) or type(exc).__name__
+            trace = traceback.format_exc()
+            if status >= 500:
+                log.error("invocation failed (%d): %s", status, trace)
+            else:
+                log.info("invocation refused (%d): %s", status, message.split("\n", 1)[0][:300])
+            kind = contract.JSON_CONTENT_TYPE if message.lstrip().startswith("{") else "text/plain"
+            return Result(status, message.encode("utf-8", "replace"), kind, trace)
+
+    # --- HTTP --------------------------------------------------------------------------------------------
+    def app(self, environ: dict, start_response: wsgi.StartResponse) -> list[bytes]:
+        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "GET")
+        runtime = RUNTIME_INVOKE.fullmatch(path)
+        if path == "/ping":
+            if method not in ("GET", "HEAD"):
+                return wsgi.respond_error(start_response, contract.METHOD_NOT_ALLOWED, "use GET /ping",
+                                          [("Allow", "GET")])
+            if not self.ready.is_set():
+                return wsgi.respond_error(start_response, contract.SERVICE_UNAVAILABLE, "the model is loading")
+            return wsgi.respond_json(start_response, 200, {"status": "Healthy"})
+        if path == "/invocations" or runtime:
+            if method != "POST":
+                return wsgi.respond_error(start_response, contract.METHOD_NOT_ALLOWED, f"use POST {path}",
+                                          [("Allow", "POST")])
+            if runtime:
+                return self._runtime_invoke(runtime.group(1), environ, start_response)
+            return self._container_invoke(environ, start_response)
+        return wsgi.respond_error(start_response, contract.NOT_FOUND, f"no route for {path}")
+
+    def _container_invoke(self, environ: dict, start_response: wsgi.StartResponse) -> list[bytes]:
+        if not self.ready.is_set():
+            return wsgi.respond_error(start_response, contract.SERVICE_UNAVAILABLE, "the model is loading")
+        body = wsgi.read_body(environ, contract.ENDPOINT_MAX_BODY_BYTES)
+        if body is None:
+            return wsgi.respond_error(start_response, contract.PAYLOAD_TOO_LARGE,
+                                      f"the limit is {contract.ENDPOINT_MAX_BODY_BYTES:,} bytes")
+        result = self.invoke(body, environ.get("CONTENT_TYPE"), environ.get("HTTP_ACCEPT"))
+        return wsgi.respond(start_response, result.status, result.body, result.content_type)
+
+    def _runtime_invoke(self, name: str, environ: dict, start_response: wsgi.StartResponse) -> list[bytes]:
+        """InvokeEndpoint as sagemaker-runtime answers it (rest-json: the error code in x-amzn-ErrorType)."""
+        if self.endpoint_name and name != self.endpoint_name:
+            return _aws_error(start_response, 400, "ValidationError",
+                              f"Endpoint {name} of account {ACCOUNT} not found.")
+        if not self.ready.is_set():
+            return _aws_error(start_response, 429, "ModelNotReadyException", f"Model for endpoint {name} is not ready")
+        body = wsgi.read_body(environ, contract.ENDPOINT_MAX_BODY_BYTES)
+        if body is None:
+            return _aws_error(start_response, 413, "ValidationError",
+                              f"Request payload exceeds {contract.ENDPOINT_MAX_BODY_BYTES} bytes")
+        result = self.invoke(body, environ.get("CONTENT_TYPE"), environ.get("HTTP_ACCEPT"))
+        if result.status == 200:
+            return wsgi.respond(start_response, 200, result.body, result.content_type,
+                                [("x-Amzn-Invoked-Production-Variant", VARIANT)])
+        kind = "client" if result.status < 500 else "server"
+        original = result.body.decode("utf-8", "replace") + ("\n" + result.trace if result.trace else "")
+        log_group = f"/aws/sagemaker/Endpoints/{name}"
+        return wsgi.respond_json(start_response, 424, {
+            "ErrorCode": f"{kind.upper()}_ERROR_FROM_MODEL",
+            "LogStreamArn": f"arn:aws:logs:local:{ACCOUNT}:log-group:{log_group}",
+            "Message": f"Received {kind} error ({result.status}) from primary with message \"{original}\". "
+                       f"See the log group {log_group} for more information.",
+            "OriginalMessage": original,
+            "OriginalStatusCode": result.status,
+        }, [("x-amzn-ErrorType", "ModelError")])
+
+
+def _aws_error(start_response: wsgi.StartResponse, status: int, code: str, message: str) -> list[bytes]:
+    return wsgi.respond_json(start_response, status, {"message": message}, [("x-amzn-ErrorType", code)])
+
+
+# --- the process --------------------------------------------------------------------------------------------
+def _watch_parent(parent_pid: int, stop: Any) -> None:
+    # Started by another process (local.serve, the SageMaker stand-in): never outlive it, even if it is killed.
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    log.warning("parent process %d is gone: shutting down", parent_pid)
+    stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local.endpoint_server", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", required=True, help="model directory or model.tar.gz written by ml/train.py")
+    parser.add_argument("--port", type=int, required=True, help="0 picks a free port (printed)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--endpoint-name", default=None,
+                        help="answer InvokeEndpoint only for this name (default: any name)")
+    parser.add_argument("--threads", type=int, default=4, help="request threads")
+    parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s endpoint %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    try:
+        model_dir, temp = resolve_model(args.model_dir)
+    except ModelSourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        model = ModelServer(model_dir, args.endpoint_name)
+        try:
+            # 16 MB: bodies over the 6 MB InvokeEndpoint limit still get this server's JSON answer.
+            server = wsgi.Server(model.app, args.host, args.port, threads=args.threads,
+                                 max_request_body_size=16 * 1024 * 1024, ident="local-endpoint")
+        except OSError as exc:
+            print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        wsgi.stop_on_signals(server.stop)
+        if args.parent_pid:
+            threading.Thread(target=_watch_parent, args=(args.parent_pid, server.stop), daemon=True).start()
+        failure: list[str] = []
+
+        def load() -> None:
+            try:
+                model.load()
+            except Exception as exc:
+                log.error("model_fn failed:\n%s", traceback.format_exc())
+                failure.append(f"cannot load the model from {args.model_dir}: {exc}")
+                server.stop()
+                return
+            print(wsgi.LISTENING.format(host=args.host, port=server.port), flush=True)
+
+        # /ping answers 503 while model_fn runs, as a container does during endpoint creation.
+        threading.Thread(target=load, name="model_fn", daemon=True).start()
+        server.serve()
+        if failure:
+            print(f"error: {failure[0]}", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+# --- Python API for the processes that start endpoints ------------------------------------------------------
+@dataclass
+class EndpointProcess:
+    """A running endpoint server subprocess; stop() (or a with block) ends it."""
+
+    process: subprocess.Popen
+    host: str
+    port: int
+    output: deque = field(default_factory=lambda: deque(maxlen=200))
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        return self.process.returncode
+
+    def __enter__(self) -> EndpointProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _pump(stream: IO[str], sink: IO[str] | None, lines: deque, started: threading.Event, box: dict) -> None:
+    listening = re.compile(r"listening on http://([^:\s]+):(\d+)")
+    for line in stream:
+        lines.append(line.rstrip("\n"))
+        if not started.is_set() and (match := listening.search(line)):
+            box["port"] = int(match.group(2))
+            started.set()
+        if sink is not None:
+            try:
+                sink.write(line)
+                sink.flush()
+            except (OSError, ValueError):
+                sink = None
+    started.set()  # the process ended: wake the waiter
+
+
+def start_endpoint_server(model: str | Path, port: int = 0, host: str = "127.0.0.1", endpoint_name: str | None = None,
+                          threads: int = 4, timeout: float = 300.0, log_to: IO[str] | None = sys.stderr,
+                          env: dict[str, str] | None = None) -> EndpointProcess:
+    """Start `python -m local.endpoint_server` and return once GET /ping answers 200.
+
+    port=0 lets the server pick a free port (read back from its "listening on" line). Its output is forwarded to
+    `log_to` (None: kept only in EndpointProcess.output). Raises RuntimeError with the server's last lines if it
+    exits or does not become healthy within `timeout` seconds.
+    """
+    cmd = [sys.executable, "-m", "local.endpoint_server", "--model-dir", str(model), "--port", str(port),
+           "--host", host, "--threads", str(threads), "--parent-pid", str(os.getpid())]
+    if endpoint_name:
+        cmd += ["--endpoint-name", endpoint_name]
+    child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), child_env.get("PYTHONPATH")) if p)
+    # Its own session: a terminal's Ctrl-C reaches only the parent, which then stops it in order.
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env,
+                               cwd=ROOT, start_new_session=True)
+    lines: deque = deque(maxlen=200)
+    started, box = threading.Event(), {}
+    threading.Thread(target=_pump, args=(process.stdout, log_to, lines, started, box), daemon=True,
+                     name=f"endpoint-{process.pid}-output").start()
+    handle = EndpointProcess(process, host, 0, lines)
+    deadline = time.monotonic() + timeout
+    try:
+        if not started.wait(timeout) or "port" not in box:
+            raise RuntimeError("the endpoint server did not start")
+        handle.port = box["port"]
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"the endpoint server exited with status {process.returncode}")
+            try:
+                with urllib.request.urlopen(f"{handle.url}/ping", timeout=5) as response:
+                    if response.status == 200:
+                        return handle
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"the endpoint server did not become healthy within {timeout:g} s")
+    except BaseException as exc:
+        handle.stop()
+        if isinstance(exc, RuntimeError):
+            time.sleep(0.1)  # let the pump collect the last lines
+            tail = "\n".join(list(lines)[-15:])
+            raise RuntimeError(f"{exc}:\n{tail}") from None
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

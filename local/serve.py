@@ -1,0 +1,99 @@
+"""The prediction API on this machine: API Gateway -> the Lambda handler -> a SageMaker endpoint, on 127.0.0.1.
+
+    python -m local.serve MODEL --port PORT        (make serve MODEL=... PORT=...)
+
+MODEL is a model directory written by ml/train.py or its model.tar.gz. Starts the endpoint server
+(local/endpoint_server.py) as a subprocess on a free port, points the unchanged Lambda handler's boto3 client at it
+with AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME (fake credentials: nothing can reach AWS), and serves the REST front
+(local/rest_api.py) on 127.0.0.1:PORT. Ctrl-C or SIGTERM stops both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+import time
+
+from local import wsgi
+from local.endpoint_server import ModelSourceError, check_model_source, start_endpoint_server
+from local.rest_api import create_server, load_forwarder
+
+DEFAULT_ENDPOINT_NAME = "local-endpoint"
+log = logging.getLogger("local.serve")
+
+
+def local_aws_environment(endpoint_url: str, endpoint_name: str) -> dict[str, str]:
+    """What the Lambda process sees locally: the endpoint's URL and name, and credentials that are not real."""
+    return {
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": endpoint_url,
+        "ENDPOINT_NAME": endpoint_name,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_SESSION_TOKEN": "local",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "POWERTOOLS_SERVICE_NAME": "predict",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local.serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="model directory or model.tar.gz written by ml/train.py")
+    parser.add_argument("--port", type=int, default=8080, help="port of the REST API (0: any free port)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--endpoint-name", default=DEFAULT_ENDPOINT_NAME)
+    parser.add_argument("--threads", type=int, default=8, help="REST front request threads")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # "found credentials in environment" each start
+    try:
+        check_model_source(args.model)
+    except ModelSourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+    wsgi.stop_on_signals(stop.set)  # Ctrl-C during startup must still stop the endpoint cleanly
+    try:
+        endpoint = start_endpoint_server(args.model, port=0, endpoint_name=args.endpoint_name)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if stop.is_set():
+            return 0
+        os.environ.update(local_aws_environment(endpoint.url, args.endpoint_name))
+        os.environ.pop("AWS_PROFILE", None)
+        forwarder = load_forwarder()  # after the environment: its client is created at import
+        try:
+            server = create_server(forwarder.handler, args.host, args.port, threads=args.threads)
+        except OSError as exc:
+            print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        wsgi.stop_on_signals(server.stop)
+        if stop.is_set():
+            return 0
+
+        def watch_endpoint() -> None:
+            while not server.stopping:
+                if endpoint.process.poll() is not None:
+                    log.error("the endpoint server exited (%s): stopping", endpoint.process.returncode)
+                    server.stop()
+                    return
+                time.sleep(0.5)
+
+        threading.Thread(target=watch_endpoint, daemon=True).start()
+        print(wsgi.LISTENING.format(host=args.host, port=server.port), flush=True)
+        server.serve()
+        return 0 if endpoint.process.poll() is None else 1
+    finally:
+        endpoint.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
