@@ -21,16 +21,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import contract
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+import contract
 from contract import ApiException
 from debugger import create_hook
 from health import HealthMonitor
 from imaging import AUGMENTATIONS, TransformSettings, build_transforms, decode_image
 from model import FINETUNE_MODES, ModelError, build_model, train_mode
-from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("train")
@@ -245,6 +246,26 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, device: t
     return total_loss / max(count, 1), correct / max(count, 1)
 
 
+def train_epoch(model: nn.Module, batches, loss_fn: nn.Module, optimizer, scheduler, device: torch.device,
+                on_step=None) -> tuple[float, int]:
+    """One pass over `batches`; returns (summed loss, images seen). bench/ times this very loop."""
+    train_mode(model)
+    loss_sum, seen = 0.0, 0
+    for x, y in batches:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        value = loss.item()
+        if on_step is not None:
+            on_step(value)
+        optimizer.step()
+        scheduler.step()
+        seen += len(y)
+        loss_sum += value * len(y)
+    return loss_sum, seen
+
+
 def seed_epoch(seed: int, epoch: int, generator: torch.Generator) -> None:
     """Everything random in an epoch derives from (seed, epoch): a resumed job replays the same epochs."""
     torch.manual_seed(seed * 1000 + epoch)
@@ -369,20 +390,10 @@ def run(args: argparse.Namespace, world: World) -> dict | None:
         seed_epoch(args.seed, epoch, generator)
         if sampler is not None:
             sampler.set_epoch(epoch)
-        train_mode(model)
         hook.train()
-        started, seen, loss_sum = time.perf_counter(), 0, 0.0
-        for x, y in train_loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            if world.main:
-                health.observe_step(float(loss), module)
-            optimizer.step()
-            scheduler.step()
-            seen += len(y)
-            loss_sum += float(loss) * len(y)
+        started = time.perf_counter()
+        loss_sum, seen = train_epoch(model, train_loader, loss_fn, optimizer, scheduler, device,
+                                     (lambda loss: health.observe_step(loss, module)) if world.main else None)
         elapsed = time.perf_counter() - started
         totals = torch.tensor([loss_sum, seen, elapsed], dtype=torch.float64)
         if world.size > 1:
