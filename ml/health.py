@@ -10,8 +10,9 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from contract import ISSUES_FOUND, NO_ISSUES
 from torch import nn
+
+from contract import ISSUES_FOUND, NO_ISSUES
 
 
 @dataclass

@@ -6,10 +6,11 @@ import io
 import warnings
 from dataclasses import asdict, dataclass
 
-import contract
 import numpy as np
-from contract import ApiException
 from PIL import Image, ImageOps
+
+import contract
+from contract import ApiException
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

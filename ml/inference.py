@@ -13,8 +13,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import contract
 import torch
+
+import contract
 from contract import ApiException
 from imaging import TransformSettings, build_transforms, decode_image
 from model import build_model
