@@ -321,7 +321,8 @@ class EndpointProcess:
         self.stop()
 
 
-def _pump(stream: IO[str], sink: IO[str] | None, lines: deque, started: threading.Event, box: dict) -> None:
+def _pump(stream: IO[str], sink: IO[str] | None, prefix: str, lines: deque, started: threading.Event,
+          box: dict) -> None:
     listening = re.compile(r"listening on http://([^:\s]+):(\d+)")
     for line in stream:
         lines.append(line.rstrip("\n"))
@@ -330,7 +331,7 @@ def _pump(stream: IO[str], sink: IO[str] | None, lines: deque, started: threadin
             started.set()
         if sink is not None:
             try:
-                sink.write(line)
+                sink.write(prefix + line)
                 sink.flush()
             except (OSError, ValueError):
                 sink = None
@@ -339,12 +340,12 @@ def _pump(stream: IO[str], sink: IO[str] | None, lines: deque, started: threadin
 
 def start_endpoint_server(model: str | Path, port: int = 0, host: str = "127.0.0.1", endpoint_name: str | None = None,
                           threads: int = 4, timeout: float = 300.0, log_to: IO[str] | None = sys.stderr,
-                          env: dict[str, str] | None = None) -> EndpointProcess:
+                          log_prefix: str = "", env: dict[str, str] | None = None) -> EndpointProcess:
     """Start `python -m local.endpoint_server` and return once GET /ping answers 200.
 
-    port=0 lets the server pick a free port (read back from its "listening on" line). Its output is forwarded to
-    `log_to` (None: kept only in EndpointProcess.output). Raises RuntimeError with the server's last lines if it
-    exits or does not become healthy within `timeout` seconds.
+    port=0 lets the server pick a free port (read back from its "listening on" line). Its output goes to `log_to`,
+    each line after `log_prefix` (None: kept only in EndpointProcess.output). Raises RuntimeError with the
+    server's last lines if it exits or does not become healthy within `timeout` seconds.
     """
     cmd = [sys.executable, "-m", "local.endpoint_server", "--model-dir", str(model), "--port", str(port),
            "--host", host, "--threads", str(threads), "--parent-pid", str(os.getpid())]
@@ -357,7 +358,7 @@ def start_endpoint_server(model: str | Path, port: int = 0, host: str = "127.0.0
                                cwd=ROOT, start_new_session=True)
     lines: deque = deque(maxlen=200)
     started, box = threading.Event(), {}
-    threading.Thread(target=_pump, args=(process.stdout, log_to, lines, started, box), daemon=True,
+    threading.Thread(target=_pump, args=(process.stdout, log_to, log_prefix, lines, started, box), daemon=True,
                      name=f"endpoint-{process.pid}-output").start()
     handle = EndpointProcess(process, host, 0, lines)
     deadline = time.monotonic() + timeout

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     wsgi.stop_on_signals(stop.set)  # Ctrl-C during startup must still stop the endpoint cleanly
     try:
-        endpoint = start_endpoint_server(args.model, port=0, endpoint_name=args.endpoint_name)
+        endpoint = start_endpoint_server(args.model, port=0, endpoint_name=args.endpoint_name, log_prefix="endpoint | ")
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
