@@ -264,3 +264,7 @@ API_GATEWAY_MAX_BODY_BYTES = 10_485_760  # API Gateway REST payload limit
 LAMBDA_MAX_EVENT_BYTES = 6_291_456  # Lambda synchronous invocation payload limit (the event JSON)
 INTERNAL_ERROR = ApiError(500, "internal_error")  # a bug of ours, never a client's mistake
 API_ERRORS = (*API_ERRORS, INTERNAL_ERROR)
+
+# --- Entry points SageMaker runs (sagemaker_program / SAGEMAKER_PROGRAM) ------------------------------
+TRAINING_PROGRAM = "train.py"  # in the training source dir (sourcedir.tar.gz of ml/)
+INFERENCE_PROGRAM = "inference.py"  # in model.tar.gz's code/ (MODEL_CODE_DIR)
