@@ -66,9 +66,14 @@ _MAX_ENCODED = (contract.API_MAX_IMAGE_BYTES + 2) // 3 * 4  # base64 length of t
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "predict"))
 
 
-def make_client(**config: Any):
-    """A sagemaker-runtime client; created once per container (module level) and reused across invocations."""
-    return boto3.client("sagemaker-runtime", config=CLIENT_CONFIG.merge(Config(**config)) if config else CLIENT_CONFIG)
+def make_client(endpoint_url: str | None = None, **config: Any):
+    """A sagemaker-runtime client; created once per container (module level) and reused across invocations.
+
+    `config` overrides CLIENT_CONFIG (tests shorten timeouts); endpoint_url defaults to the AWS one, or to
+    AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME when that is set (local mode).
+    """
+    merged = CLIENT_CONFIG.merge(Config(**config)) if config else CLIENT_CONFIG
+    return boto3.client("sagemaker-runtime", config=merged, endpoint_url=endpoint_url)
 
 
 sagemaker_runtime = make_client()
