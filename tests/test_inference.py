@@ -1,0 +1,251 @@
+"""The inference handlers and the careful decoding they share with training, in process (flat imports, as inside
+the container): odd-but-valid images come out upright RGB, bad ones raise the contract's errors and nothing else."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.serve_helpers import (
+    BAD_AND_ODD,
+    GOOD_PNG,
+    animated_gif,
+    cmyk_jpeg,
+    digit,
+    encode,
+    png16,
+    png_declaring,
+    random_bytes,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "ml"))
+
+import contract  # flat, as inside the container
+import inference
+from contract import ApiException
+from imaging import TransformSettings, build_transforms, decode_image
+
+EXIF_ORIENTATION = 0x0112
+T = Image.Transpose
+# What a viewer does for each EXIF orientation, and so the inverse a camera stored.
+VIEW = {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE, 6: T.ROTATE_270,
+        7: T.TRANSVERSE, 8: T.ROTATE_90}
+STORE = {**VIEW, 6: T.ROTATE_90, 8: T.ROTATE_270}
+
+
+def quadrants(width: int = 40, height: int = 20) -> Image.Image:
+    """Four colours in four quadrants: any turn or flip moves them."""
+    arr = np.zeros((height, width, 3), np.uint8)
+    h, w = height // 2, width // 2
+    arr[:h, :w], arr[:h, w:], arr[h:, :w], arr[h:, w:] = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)
+    return Image.fromarray(arr)
+
+
+# --- decoding ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied(orientation):
+    upright = quadrants()
+    stored = upright if orientation == 1 else upright.transpose(STORE[orientation])
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = orientation
+    decoded = decode_image(encode(stored, "PNG", exif=exif.tobytes()))
+    assert decoded.size == upright.size
+    assert np.array_equal(np.asarray(decoded), np.asarray(upright)), f"orientation {orientation} not applied"
+
+
+def test_exif_orientation_on_jpeg():
+    upright = quadrants(64, 32)
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    decoded = np.asarray(decode_image(encode(upright.transpose(STORE[6]), "JPEG", exif=exif.tobytes(), quality=98)),
+                         dtype=int)
+    assert decoded.shape == (32, 64, 3)
+    assert np.abs(decoded[4, 4] - (255, 0, 0)).max() < 40 and np.abs(decoded[28, 60] - (255, 255, 0)).max() < 40
+
+
+def test_transparency_is_composited_over_white():
+    img = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    img.putpixel((0, 0), (10, 20, 30, 255))
+    decoded = decode_image(encode(img))
+    assert decoded.getpixel((3, 3)) == (255, 255, 255) and decoded.getpixel((0, 0)) == (10, 20, 30)
+    palette = img.convert("P")
+    assert decode_image(encode(palette, transparency=0)).mode == "RGB"
+
+
+def test_sixteen_bit_is_scaled_not_clipped():
+    arr = np.array([[0, 32896, 65535]], dtype=np.uint16)
+    decoded = np.asarray(decode_image(encode(Image.fromarray(arr))))
+    assert decoded[0, :, 0].tolist() == [0, 128, 255]
+    assert decode_image(png16()).mode == "RGB"
+
+
+def test_cmyk_becomes_rgb():
+    cyan = Image.new("CMYK", (8, 8), (255, 0, 0, 0))
+    r, g, b = decode_image(encode(cyan, "JPEG", quality=100)).getpixel((4, 4))
+    assert r < 30 and g > 220 and b > 220
+    assert decode_image(cmyk_jpeg()).mode == "RGB"
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "LA", "RGBA", "I", "F"])
+def test_every_mode_becomes_rgb(mode):
+    img = digit(24, mode="L").convert(mode)
+    fmt = "TIFF" if mode in ("I", "F") else "PNG"
+    decoded = decode_image(encode(img, fmt))
+    assert decoded.mode == "RGB" and decoded.size == (24, 24)
+    assert np.asarray(decoded).max() > np.asarray(decoded).min(), "the glyph survived the conversion"
+
+
+def test_first_frame_of_an_animation():
+    assert decode_image(animated_gif()).size == (32, 32)
+
+
+@pytest.mark.parametrize(("size", "ok"), [((1, 1), True), ((1000, 20), True), ((20, 1000), True),
+                                          ((1020, 20), False), ((20, 1020), False)])
+def test_aspect_ratio_bound(size, ok):
+    data = encode(Image.new("L", size, 100))
+    if ok:
+        assert decode_image(data).size == size
+    else:
+        with pytest.raises(ApiException) as info:
+            decode_image(data)
+        assert info.value.error == contract.UNPROCESSABLE_IMAGE
+
+
+def test_pixel_budget_is_checked_before_decoding():
+    # 8000 x 5001 = 40,008,000 pixels, just over the budget, and far under Pillow's own bomb threshold.
+    with pytest.raises(ApiException) as info:
+        decode_image(png_declaring(8000, 5001))
+    assert info.value.error == contract.UNPROCESSABLE_IMAGE and "40,000,000" in info.value.message
+    for side in (10000, 20000):  # Pillow's warning (> 89 M) and error (> 179 M) thresholds: still a 422
+        with pytest.raises(ApiException) as info:
+            decode_image(png_declaring(side, side))
+        assert info.value.error == contract.UNPROCESSABLE_IMAGE
+
+
+@pytest.mark.parametrize("min_side", [32, 256])
+def test_large_jpegs_decode_reduced_but_never_below_the_model_size(min_side):
+    data = encode(quadrants(3000, 2000), "JPEG")
+    decoded = decode_image(data, min_side=min_side)
+    assert min(decoded.size) >= min_side and decoded.size[0] < 3000
+    assert decode_image(encode(quadrants(300, 200)), min_side=min_side).size == (300, 200)  # PNG: no draft
+
+
+def _mutants(n: int = 240):
+    rng = np.random.default_rng(7)
+    seeds = [encode(digit(48), fmt) for fmt in ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")]
+    for i in range(n):
+        data = bytearray(seeds[i % len(seeds)])
+        how = i % 3
+        if how == 0:  # flip bytes past the magic number
+            for pos in rng.integers(8, len(data), 1 + i % 8):
+                data[pos] ^= int(rng.integers(1, 256))
+        elif how == 1:  # truncate
+            data = data[: int(rng.integers(8, len(data)))]
+        else:  # splice random bytes in
+            pos = int(rng.integers(8, len(data)))
+            data[pos:pos] = random_bytes(int(rng.integers(1, 64)), seed=i)
+        yield bytes(data)
+
+
+def test_corrupted_images_raise_only_contract_errors():
+    """Fuzz: whatever Pillow's plugins raise inside, a broken file is a 400 or a 422, never anything else."""
+    outcomes = {"ok": 0, 400: 0, 422: 0}
+    for data in _mutants():
+        try:
+            assert decode_image(data, min_side=32).mode == "RGB"
+            outcomes["ok"] += 1
+        except ApiException as exc:
+            assert exc.status_code in (400, 422), exc.message
+            assert "Traceback" not in exc.message and len(exc.message) < 300
+            outcomes[exc.status_code] += 1
+    assert outcomes[400] > 50, outcomes  # the fuzz really hits the error paths
+
+
+@pytest.mark.parametrize("case", [c for c in BAD_AND_ODD if c.status == 200 and not c.query],
+                         ids=lambda c: c.name)
+def test_odd_but_valid_images_preprocess_to_the_model_input(case):
+    settings = TransformSettings.for_size(32)
+    tensor = build_transforms(settings)[1](decode_image(case.make(), min_side=settings.resize_size))
+    assert tuple(tensor.shape) == (3, 32, 32)
+    assert bool(tensor.isfinite().all())
+
+
+# --- the handlers -----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def predictor(trained_model):
+    return inference.model_fn(str(trained_model))
+
+
+def test_model_fn_reads_the_training_transform(predictor, trained_model):
+    config = json.loads((trained_model / contract.MODEL_CONFIG_FILE).read_text())
+    assert predictor.classes == config["classes"] == [str(d) for d in range(10)]
+    assert predictor.settings == TransformSettings.from_dict(config["transforms"])
+    assert not predictor.model.training
+
+
+def test_preprocess_is_trainings_evaluation_transform(predictor):
+    image = decode_image(GOOD_PNG, min_side=predictor.settings.resize_size)
+    expected = build_transforms(predictor.settings)[1](image).unsqueeze(0)
+    assert bool((predictor.preprocess(GOOD_PNG) == expected).all())
+
+
+def test_handlers_answer_every_class_best_first(predictor, digits_dir):
+    right = total = 0
+    for folder in sorted((digits_dir / "test").iterdir()):
+        for path in sorted(folder.glob("*.png"))[:3]:
+            request = inference.input_fn(path.read_bytes(), "image/png")
+            body, content_type = inference.output_fn(inference.predict_fn(request, predictor), "application/json")
+            assert content_type == contract.JSON_CONTENT_TYPE
+            predictions = json.loads(body)["predictions"]
+            scores = [p["score"] for p in predictions]
+            assert len(predictions) == 10 and scores == sorted(scores, reverse=True)
+            assert sum(scores) <= 1.0 + 1e-9 and all(round(s, 6) == s for s in scores)
+            right += predictions[0]["label"] == folder.name
+            total += 1
+    assert right >= 0.8 * total, f"{right}/{total}"
+
+
+def test_predict_top_k_is_clamped(predictor):
+    assert len(predictor.predict(GOOD_PNG, top_k=3)["predictions"]) == 3
+    assert len(predictor.predict(GOOD_PNG, top_k=99)["predictions"]) == 10
+    assert len(predictor.predict(GOOD_PNG, top_k=0)["predictions"]) == 1
+
+
+@pytest.mark.parametrize(("data", "content_type", "error"), [
+    (b"", "image/png", contract.EMPTY_BODY),
+    ('{"image": "x"}', "application/json", contract.UNSUPPORTED_MEDIA_TYPE),  # the toolkit passes JSON as str
+    (b"GIF89a" + b"\x00" * 10, "image/gif", None),  # sniffed as an image: refused later, by predict_fn
+    (b"plain", "image/png", contract.INVALID_IMAGE),
+])
+def test_input_fn_errors_carry_status_and_contract_json(data, content_type, error):
+    if error is None:
+        assert inference.input_fn(data, content_type).format == "GIF"
+        return
+    with pytest.raises(Exception) as info:
+        inference.input_fn(data, content_type)
+    assert info.value.status_code == error.status
+    assert json.loads(str(info.value)) == contract.error_body(error, json.loads(str(info.value))["error"]["message"])
+
+
+@pytest.mark.parametrize(("data", "error"), [(png_declaring(20000, 20000), contract.UNPROCESSABLE_IMAGE),
+                                             (b"GIF89a" + b"\x00" * 10, contract.INVALID_IMAGE),
+                                             (GOOD_PNG[:100], contract.INVALID_IMAGE)])
+def test_predict_fn_errors_carry_status_and_contract_json(predictor, data, error):
+    request = inference.input_fn(data, "image/png")
+    with pytest.raises(Exception) as info:
+        inference.predict_fn(request, predictor)
+    assert info.value.status_code == error.status
+    first_line = str(info.value).split("\n")[0]
+    assert json.loads(first_line)["error"]["code"] == error.code
+
+
+def test_image_bytes_are_read_from_any_buffer(predictor):
+    for data in (GOOD_PNG, bytearray(GOOD_PNG), memoryview(GOOD_PNG).tobytes()):
+        assert inference.input_fn(data, "image/png").body == GOOD_PNG
+    assert Image.open(io.BytesIO(GOOD_PNG)).size == (32, 32)
