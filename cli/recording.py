@@ -1,0 +1,555 @@
+"""A local run as recorded AWS responses: the demo writes them, the CLI and the report read them back.
+
+Layout under the run's folder DIR (the demo's --out, default demo-output/):
+
+    DIR/api/<service>/<method>/<identifier>.json   one response per call, e.g.
+        api/stepfunctions/describe_execution/<execution name>.json
+        api/stepfunctions/get_execution_history/<execution name>.json      (every page, merged)
+        api/stepfunctions/list_executions/<state machine name>.json        (every page, merged; newest first)
+        api/sagemaker/describe_hyper_parameter_tuning_job/<tuning job>.json
+        api/sagemaker/list_training_jobs_for_hyper_parameter_tuning_job/<tuning job>.json  (merged)
+        api/sagemaker/describe_training_job/<training job>.json           (every trial and the final job)
+        api/sagemaker/describe_endpoint/<endpoint>.json, describe_endpoint_config/<config>.json,
+            describe_model/<model>.json
+        api/cloudformation/describe_stacks/<stack name>.json
+        api/cloudwatch/get_metric_data/<training job>.json                 (when a CloudWatch client was given)
+    DIR/api/<service>/<method>.json                  calls without an identifying argument, e.g.
+        api/sagemaker/list_endpoints.json, list_endpoint_configs.json, list_models.json   (merged)
+    DIR/s3/<bucket>/<key>                            the run's S3 objects (output.tar.gz, model.tar.gz, data)
+
+Responses are the clients' own dicts, JSON-safe (datetimes as ISO 8601 strings, no ResponseMetadata); each one
+validates against botocore's output shape of its operation. RecordedClient answers the same method calls from
+these files (timestamps revived, pagination and filters applied, AWS's error codes for what is missing), and
+RecordedS3 serves DIR/s3 with S3's methods.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+from botocore.response import StreamingBody
+from botocore.validate import validate_parameters
+
+from cli import config
+from cli.aws import (
+    collect,
+    jsonable,
+    operation_model,
+    paginator_config,
+    parse_s3_uri,
+    region_of_arn,
+    revive,
+    shape_problems,
+)
+from cli.pipeline import execution_refs, fetch_metric_data, job_from
+from ml import contract
+
+log = logging.getLogger(__name__)
+
+API_DIR, S3_DIR = "api", "s3"
+DEFAULT_PAGE_SIZE = {"sagemaker": 10, "stepfunctions": 100}  # what AWS returns without MaxResults
+
+
+@dataclass(frozen=True)
+class Op:
+    """How one recorded operation is filed and answered."""
+
+    key_param: str | None = None  # the request member that names the file (None: one file for the operation)
+    missing: tuple[str, str] | None = None  # (AWS error code, message with {id}) when the file is absent
+    key_of: Callable[[str], str] = lambda value: value  # request value -> identifier (an ARN -> its name)
+    filters: dict[str, tuple[str, str]] = field(default_factory=dict)  # member -> (item member, "contains"|"equals")
+
+
+def _arn_name(arn: str) -> str:
+    return arn.rsplit(":", 1)[-1]
+
+
+OPS: dict[tuple[str, str], Op] = {
+    ("stepfunctions", "describe_execution"): Op(
+        "executionArn", ("ExecutionDoesNotExist", "Execution Does Not Exist: '{value}'"), _arn_name),
+    ("stepfunctions", "get_execution_history"): Op(
+        "executionArn", ("ExecutionDoesNotExist", "Execution Does Not Exist: '{value}'"), _arn_name),
+    ("stepfunctions", "list_executions"): Op(
+        "stateMachineArn", ("StateMachineDoesNotExist", "State Machine Does Not Exist: '{value}'"), _arn_name,
+        {"statusFilter": ("status", "equals")}),
+    ("sagemaker", "describe_hyper_parameter_tuning_job"): Op(
+        "HyperParameterTuningJobName", ("ResourceNotFound", "Amazon SageMaker can't find a tuning job with name "
+                                        "{value}")),
+    ("sagemaker", "list_training_jobs_for_hyper_parameter_tuning_job"): Op(
+        "HyperParameterTuningJobName", ("ResourceNotFound", "Amazon SageMaker can't find a tuning job with name "
+                                        "{value}"), filters={"StatusEquals": ("TrainingJobStatus", "equals")}),
+    ("sagemaker", "describe_training_job"): Op("TrainingJobName", ("ValidationException",
+                                                                   "Requested resource not found.")),
+    ("sagemaker", "describe_endpoint"): Op("EndpointName", ("ValidationException",
+                                                            "Could not find endpoint \"{value}\".")),
+    ("sagemaker", "describe_endpoint_config"): Op("EndpointConfigName", (
+        "ValidationException", "Could not find endpoint configuration \"{value}\".")),
+    ("sagemaker", "describe_model"): Op("ModelName", ("ValidationException", "Could not find model \"{value}\".")),
+    ("sagemaker", "list_endpoints"): Op(filters={"NameContains": ("EndpointName", "contains"),
+                                                 "StatusEquals": ("EndpointStatus", "equals")}),
+    ("sagemaker", "list_endpoint_configs"): Op(filters={"NameContains": ("EndpointConfigName", "contains")}),
+    ("sagemaker", "list_models"): Op(filters={"NameContains": ("ModelName", "contains")}),
+    ("cloudformation", "describe_stacks"): Op("StackName", ("ValidationError", "Stack with id {value} does not "
+                                                                               "exist")),
+    ("cloudwatch", "get_metric_data"): Op(),  # filed per training job; answered query by query
+}
+
+# Deleting through a recorded client removes the resource from the recording (teardown --local).
+DELETES: dict[str, tuple[str, str, str]] = {  # method -> (describe method, list method, list item name member)
+    "delete_endpoint": ("describe_endpoint", "list_endpoints", "EndpointName"),
+    "delete_endpoint_config": ("describe_endpoint_config", "list_endpoint_configs", "EndpointConfigName"),
+    "delete_model": ("describe_model", "list_models", "ModelName"),
+}
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def safe_name(value: str) -> str:
+    name = _UNSAFE.sub("_", value)
+    return name if name.strip(".") else "_"
+
+
+def record_path(root: Path, service: str, method: str, identifier: str | None = None) -> Path:
+    base = Path(root) / API_DIR / service
+    return base / f"{method}.json" if identifier is None else base / method / f"{safe_name(identifier)}.json"
+
+
+def _client_error(code: str, message: str, operation: str, status: int = 400) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": message},
+                        "ResponseMetadata": {"HTTPStatusCode": status, "RequestId": "recorded"}}, operation)
+
+
+def _metadata() -> dict:
+    return {"ResponseMetadata": {"HTTPStatusCode": 200, "RequestId": "recorded", "HTTPHeaders": {},
+                                 "RetryAttempts": 0}}
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+# --- reading -----------------------------------------------------------------------------------------------------
+class RecordedClient:
+    """A boto3 client of one service that answers from a recording (read-only, except deletes)."""
+
+    def __init__(self, root: str | Path, service: str) -> None:
+        self.root, self.service = Path(root), service
+
+    def __getattr__(self, method: str) -> Callable[..., dict]:
+        if (self.service, method) in OPS:
+            return lambda **params: self._call(method, params)
+        if self.service == "sagemaker" and method in DELETES:
+            return lambda **params: self._delete(method, params)
+        raise AttributeError(f"a recorded local run cannot answer {self.service}.{method}")
+
+    def _operation(self, method: str) -> str:
+        return operation_model(self.service, method).name
+
+    def _call(self, method: str, params: dict) -> dict:
+        model = operation_model(self.service, method)
+        validate_parameters(params, model.input_shape)  # ParamValidationError, as boto3 raises it
+        op = OPS[(self.service, method)]
+        if (self.service, method) == ("cloudwatch", "get_metric_data"):
+            return self._metric_data(params)
+        if (self.service, method) == ("cloudformation", "describe_stacks") and "StackName" not in params:
+            stacks = [s for p in sorted((self.root / API_DIR / "cloudformation" / method).glob("*.json"))
+                      for s in _read(p).get("Stacks", [])]
+            return {**revive({"Stacks": stacks}, model.output_shape), **_metadata()}
+        value = params.get(op.key_param) if op.key_param else None
+        identifier = op.key_of(value) if value is not None else None
+        if (self.service, method) == ("cloudformation", "describe_stacks") and identifier and "/" in identifier:
+            identifier = identifier.split("/")[1]  # a stack id: arn:...:stack/<name>/<uuid>
+        path = record_path(self.root, self.service, method, identifier)
+        if not path.is_file():
+            if op.missing is None:  # a list nobody recorded is an empty list
+                return {**{k: [] for k in self._result_keys(method)}, **_metadata()}
+            code, message = op.missing
+            raise _client_error(code, message.format(value=value), model.name)
+        response = _read(path)
+        if method == "get_execution_history" and params.get("reverseOrder"):
+            response["events"] = list(reversed(response.get("events", [])))
+        response = self._page(method, response, params, op)
+        return {**revive(response, model.output_shape), **_metadata()}
+
+    def _result_keys(self, method: str) -> list[str]:
+        keys = (paginator_config(self.service, method) or {}).get("result_key", [])
+        return [keys] if isinstance(keys, str) else list(keys)
+
+    def _page(self, method: str, response: dict, params: dict, op: Op) -> dict:
+        config_ = paginator_config(self.service, method)
+        keys = self._result_keys(method)
+        if not config_ or not keys:
+            return response
+        items: list = response.get(keys[0], [])
+        for member, (item_member, how) in op.filters.items():
+            if params.get(member) is not None:
+                wanted = str(params[member])
+                items = [i for i in items if (wanted.lower() in str(i.get(item_member, "")).lower()
+                                              if how == "contains" else str(i.get(item_member)) == wanted)]
+        token = params.get(config_["input_token"])
+        try:
+            start = int(token) if token else 0
+        except ValueError:
+            raise _client_error("ValidationException" if self.service == "sagemaker" else "InvalidToken",
+                                f"Invalid pagination token {token!r}", self._operation(method)) from None
+        size = params.get(config_.get("limit_key", "")) or DEFAULT_PAGE_SIZE.get(self.service) or len(items) or 1
+        page = {**response, keys[0]: items[start:start + size]}
+        if start + size < len(items):
+            page[config_["output_token"]] = str(start + size)
+        return page
+
+    def _metric_data(self, params: dict) -> dict:
+        results = []
+        for query in params["MetricDataQueries"]:
+            metric = (query.get("MetricStat") or {}).get("Metric") or {}
+            host = next((d["Value"] for d in metric.get("Dimensions", []) if d.get("Name") == "Host"), "")
+            job = host.split("/")[0]
+            path = record_path(self.root, "cloudwatch", "get_metric_data", job)
+            recorded = _read(path).get("MetricDataResults", []) if job and path.is_file() else []
+            match = next((r for r in recorded if r.get("Label") == metric.get("MetricName")), None)
+            results.append({"Id": query["Id"], "Label": query.get("Label", metric.get("MetricName", "")),
+                            "Timestamps": list(match.get("Timestamps", [])) if match else [],
+                            "Values": list(match.get("Values", [])) if match else [], "StatusCode": "Complete"})
+        shape = operation_model("cloudwatch", "get_metric_data").output_shape
+        return {**revive({"MetricDataResults": results, "Messages": []}, shape), **_metadata()}
+
+    def _delete(self, method: str, params: dict) -> dict:
+        describe, list_method, member = DELETES[method]
+        validate_parameters(params, operation_model(self.service, method).input_shape)
+        op = OPS[(self.service, describe)]
+        name = params[op.key_param]
+        path = record_path(self.root, self.service, describe, name)
+        listing_path = record_path(self.root, self.service, list_method)
+        listing = _read(listing_path) if listing_path.is_file() else {}
+        key = self._result_keys(list_method)[0]
+        items = listing.get(key, [])
+        if not path.is_file() and not any(i.get(member) == name for i in items):
+            code, message = op.missing or ("ValidationException", "not found")
+            raise _client_error(code, message.format(value=name), self._operation(method))
+        path.unlink(missing_ok=True)
+        if listing:
+            listing[key] = [i for i in items if i.get(member) != name]
+            listing_path.write_text(json.dumps(listing, indent=1))
+        return _metadata()
+
+
+class RecordedS3:
+    """S3's object calls over a folder: s3://<bucket>/<key> is <root>/<bucket>/<key>."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, bucket: str, key: str, operation: str) -> Path:
+        if not bucket or "/" in bucket or bucket in (".", "..") or ".." in key.split("/"):
+            raise _client_error("InvalidArgument", f"invalid bucket or key: {bucket}/{key}", operation)
+        return self.root / bucket / key
+
+    def _bucket(self, bucket: str, operation: str) -> Path:
+        path = self._path(bucket, "", operation)
+        if not path.is_dir():
+            raise _client_error("NoSuchBucket", "The specified bucket does not exist", operation, 404)
+        return path
+
+    @staticmethod
+    def _etag(path: Path) -> str:
+        digest = hashlib.md5(usedforsecurity=False)
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        return f'"{digest.hexdigest()}"'
+
+    def _object(self, Bucket: str, Key: str, operation: str) -> Path:
+        self._bucket(Bucket, operation)
+        path = self._path(Bucket, Key, operation)
+        if not path.is_file():
+            if operation == "HeadObject":
+                raise _client_error("404", "Not Found", operation, 404)
+            raise _client_error("NoSuchKey", "The specified key does not exist.", operation, 404)
+        return path
+
+    def get_object(self, Bucket: str, Key: str, **_: Any) -> dict:
+        path = self._object(Bucket, Key, "GetObject")
+        data = path.read_bytes()
+        return {"Body": StreamingBody(io.BytesIO(data), len(data)), "ContentLength": len(data),
+                "ETag": self._etag(path), "LastModified": _mtime(path), **_metadata()}
+
+    def head_object(self, Bucket: str, Key: str, **_: Any) -> dict:
+        path = self._object(Bucket, Key, "HeadObject")
+        return {"ContentLength": path.stat().st_size, "ETag": self._etag(path), "LastModified": _mtime(path),
+                **_metadata()}
+
+    def list_objects_v2(self, Bucket: str, Prefix: str = "", ContinuationToken: str | None = None,
+                        MaxKeys: int = 1000, **_: Any) -> dict:
+        root = self._bucket(Bucket, "ListObjectsV2")
+        keys = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+        keys = [k for k in keys if k.startswith(Prefix) and k > (ContinuationToken or "")]
+        page, more = keys[:MaxKeys], len(keys) > MaxKeys
+        contents = [{"Key": k, "Size": (root / k).stat().st_size, "ETag": self._etag(root / k),
+                     "LastModified": _mtime(root / k), "StorageClass": "STANDARD"} for k in page]
+        response = {"Name": Bucket, "Prefix": Prefix, "KeyCount": len(page), "MaxKeys": MaxKeys,
+                    "IsTruncated": more, **({"Contents": contents} if contents else {}), **_metadata()}
+        if more:
+            response["NextContinuationToken"] = page[-1]
+        return response
+
+    def upload_file(self, Filename: str, Bucket: str, Key: str, ExtraArgs: dict | None = None,
+                    Callback: Callable[[int], Any] | None = None, Config: Any = None) -> None:
+        target = self._path(Bucket, Key, "PutObject")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".part")
+        with open(Filename, "rb") as src, tmp.open("wb") as dst:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                dst.write(chunk)
+                if Callback:
+                    Callback(len(chunk))
+        tmp.replace(target)
+
+    def put_object(self, Bucket: str, Key: str, Body: bytes = b"", **_: Any) -> dict:
+        target = self._path(Bucket, Key, "PutObject")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(Body if isinstance(Body, bytes) else Body.read())
+        return {"ETag": self._etag(target), **_metadata()}
+
+
+def _mtime(path: Path) -> dt.datetime:
+    return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+
+
+def recorded_stacks(root: Path) -> list[str]:
+    folder = Path(root) / API_DIR / "cloudformation" / "describe_stacks"
+    names = []
+    for path in sorted(folder.glob("*.json")):
+        names += [s["StackName"] for s in _read(path).get("Stacks", [])]
+    return names
+
+
+def recorded_region(root: Path) -> str:
+    for path in sorted((Path(root) / API_DIR / "stepfunctions" / "describe_execution").glob("*.json")):
+        if region := region_of_arn(_read(path).get("executionArn", "")):
+            return region
+    return config.LOCAL_REGION
+
+
+def validate_recording(root: str | Path) -> list[str]:
+    """Every recorded response checked against botocore's output shape: a list of problems (empty: all valid)."""
+    problems = []
+    api = Path(root) / API_DIR
+    for path in sorted(api.rglob("*.json")):
+        parts = path.relative_to(api).parts
+        service, method = parts[0], (parts[1] if len(parts) == 3 else Path(parts[1]).stem)
+        try:
+            found = shape_problems(service, method, _read(path))
+        except (KeyError, ValueError) as exc:
+            found = [f"unreadable: {exc}"]
+        problems += [f"{path.relative_to(root)}: {p}" for p in found]
+    return problems
+
+
+# --- writing -----------------------------------------------------------------------------------------------------
+class _Writer:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.written: list[Path] = []
+
+    def save(self, service: str, method: str, identifier: str | None, response: dict) -> dict:
+        data = jsonable(response)
+        for problem in shape_problems(service, method, data):
+            log.warning("recording %s.%s(%s) does not fit the API's shape: %s", service, method, identifier, problem)
+        path = record_path(self.root, service, method, identifier)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(path)
+        self.written.append(path)
+        return response
+
+    def call(self, client: Any, service: str, method: str, identifier: str | None, **params: Any) -> dict | None:
+        """One call recorded; a client without the method, or a refused call, is logged and skipped."""
+        if client is None or not hasattr(client, method):
+            log.info("recording: the %s client has no %s; skipped", service, method)
+            return None
+        try:
+            response = collect(client, service, method, **params) if paginator_config(service, method) \
+                else getattr(client, method)(**params)
+        except ClientError as exc:
+            log.warning("recording: %s.%s(%s) failed: %s", service, method, identifier, exc)
+            return None
+        return self.save(service, method, identifier, response)
+
+
+def _newest_first(executions: list[dict]) -> list[dict]:
+    def started(item: dict) -> float:
+        value = item.get("startDate")
+        if isinstance(value, str):
+            value = dt.datetime.fromisoformat(value)
+        return value.timestamp() if isinstance(value, dt.datetime) else 0.0
+
+    merged = {e["executionArn"]: e for e in executions}
+    return sorted(merged.values(), key=started, reverse=True)
+
+
+def _copy_objects(source: Any, root: Path, locations: list[tuple[str, str, bool]]) -> list[Path]:
+    """Copy S3 objects (bucket, key or prefix, is_prefix) from a client or a local S3 folder into root/s3."""
+    reader = RecordedS3(source) if isinstance(source, str | Path) else source
+    if isinstance(reader, RecordedS3) and reader.root.resolve() == (root / S3_DIR).resolve():
+        return []  # the run's S3 already lives in the recording
+    copied = []
+    for bucket, key, is_prefix in locations:
+        try:
+            keys = [o["Key"] for o in collect(reader, "s3", "list_objects_v2", Bucket=bucket,
+                                               Prefix=key)["Contents"]] if is_prefix else [key]
+            for k in keys:
+                target = root / S3_DIR / bucket / k
+                if target.is_file():
+                    continue
+                body = reader.get_object(Bucket=bucket, Key=k)["Body"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with target.open("wb") as handle:
+                    shutil.copyfileobj(body, handle)
+                copied.append(target)
+        except ClientError as exc:
+            log.info("recording: s3://%s/%s not copied: %s", bucket, key, exc)
+    return copied
+
+
+def write_recording(out_dir: str | Path, *, sagemaker: Any, stepfunctions: Any, execution_arn: str,
+                    cloudformation: Any = None, cloudwatch: Any = None, s3: Any = None,
+                    stack_name: str | None = None, stack_outputs: dict[str, str] | None = None) -> list[Path]:
+    """Record everything the CLI and the report read about one execution; return the files written.
+
+    `sagemaker` and `stepfunctions` are any objects with boto3's methods (real clients, the local stand-in, a
+    client pointed at moto). `cloudformation`: when given, DescribeStacks of `stack_name` is recorded; otherwise a
+    stack record is made from what the execution shows (its state machine, bucket and endpoint) updated with
+    `stack_outputs`. `cloudwatch`: when given, each training job's metric series. `s3`: a client or a local S3
+    folder (<root>/<bucket>/<key>) whose job outputs, final model, test channel and profiler report are copied
+    into DIR/s3 (skipped when it already is DIR/s3).
+    """
+    root = Path(out_dir)
+    w = _Writer(root)
+    name = _arn_name(execution_arn)
+    described = w.call(stepfunctions, "stepfunctions", "describe_execution", name, executionArn=execution_arn)
+    if described is None:
+        raise ValueError(f"cannot record {execution_arn}: DescribeExecution failed")
+    history = w.call(stepfunctions, "stepfunctions", "get_execution_history", name, executionArn=execution_arn) \
+        or {"events": []}
+    state_machine = described["stateMachineArn"]
+    listing_path = record_path(root, "stepfunctions", "list_executions", _arn_name(state_machine))
+    previous = _read(listing_path)["executions"] if listing_path.is_file() else []
+    listed = []
+    if hasattr(stepfunctions, "list_executions"):
+        try:
+            listed = collect(stepfunctions, "stepfunctions", "list_executions", stateMachineArn=state_machine)[
+                "executions"]
+        except ClientError as exc:
+            log.info("recording: ListExecutions failed: %s", exc)
+    this = {k: described[k] for k in ("executionArn", "stateMachineArn", "name", "status", "startDate", "stopDate")
+            if described.get(k) is not None}
+    w.save("stepfunctions", "list_executions", _arn_name(state_machine),
+           {"executions": _newest_first([*jsonable(previous), *jsonable(listed), jsonable(this)])})
+
+    def parse(doc: Any) -> Any:
+        try:
+            return json.loads(doc) if isinstance(doc, str) else None
+        except ValueError:
+            return None
+
+    refs = execution_refs(history["events"], [parse(described.get("input")), parse(described.get("output"))])
+    jobs: list[dict] = []
+    for tuning in refs.tuning_jobs:
+        w.call(sagemaker, "sagemaker", "describe_hyper_parameter_tuning_job", tuning,
+               HyperParameterTuningJobName=tuning)
+        trials = w.call(sagemaker, "sagemaker", "list_training_jobs_for_hyper_parameter_tuning_job", tuning,
+                        HyperParameterTuningJobName=tuning) or {}
+        for summary in trials.get("TrainingJobSummaries", []):
+            job = summary["TrainingJobName"]
+            if described_job := w.call(sagemaker, "sagemaker", "describe_training_job", job, TrainingJobName=job):
+                jobs.append(described_job)
+    finals = []
+    for job in refs.training_jobs:
+        if described_job := w.call(sagemaker, "sagemaker", "describe_training_job", job, TrainingJobName=job):
+            jobs.append(described_job)
+            finals.append(described_job)
+    for endpoint in refs.endpoints:
+        w.call(sagemaker, "sagemaker", "describe_endpoint", endpoint, EndpointName=endpoint)
+    for endpoint_config in refs.endpoint_configs:
+        w.call(sagemaker, "sagemaker", "describe_endpoint_config", endpoint_config, EndpointConfigName=endpoint_config)
+    for model in refs.models:
+        w.call(sagemaker, "sagemaker", "describe_model", model, ModelName=model)
+    for listing in ("list_endpoints", "list_endpoint_configs", "list_models"):
+        w.call(sagemaker, "sagemaker", listing, None)
+
+    if cloudwatch is not None:
+        for d in jobs:
+            if d.get("TrainingStartTime") is None:
+                continue
+            start = _as_datetime(d["TrainingStartTime"]) - dt.timedelta(minutes=1)
+            end = _as_datetime(d.get("TrainingEndTime") or dt.datetime.now(dt.UTC)) + dt.timedelta(minutes=5)
+            try:
+                w.save("cloudwatch", "get_metric_data", d["TrainingJobName"],
+                       fetch_metric_data(cloudwatch, d["TrainingJobName"], start, end))
+            except ClientError as exc:
+                log.info("recording: metrics of %s: %s", d["TrainingJobName"], exc)
+
+    if s3 is not None:
+        locations: list[tuple[str, str, bool]] = []
+        for d in jobs:
+            job = job_from(d)
+            if job.output_archive:
+                locations.append((*job.output_archive, False))
+        for d in finals:
+            job = job_from(d)
+            if job.model_uri:
+                locations.append((*parse_s3_uri(job.model_uri), False))
+            if job.test_data_uri:
+                bucket, prefix = parse_s3_uri(job.test_data_uri)
+                locations.append((bucket, prefix.rstrip("/") + "/", True))
+            for path in job.profiler_paths:
+                bucket, prefix = parse_s3_uri(path)
+                locations.append((bucket, prefix.rstrip("/") + "/", True))
+        w.written += _copy_objects(s3, root, locations)
+
+    stack_name = stack_name or config.DEFAULT_STACK_NAME
+    recorded = w.call(cloudformation, "cloudformation", "describe_stacks", stack_name, StackName=stack_name) \
+        if cloudformation is not None else None
+    if recorded is None:
+        w.save("cloudformation", "describe_stacks", stack_name,
+               _stack_record(stack_name, described, finals or jobs, refs.endpoints, stack_outputs or {}))
+    return w.written
+
+
+def _as_datetime(value: Any) -> dt.datetime:
+    return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _stack_record(name: str, execution: dict, jobs: list[dict], endpoints: list[str],
+                  overrides: dict[str, str]) -> dict:
+    """A DescribeStacks response for a local run: the outputs the CLI reads, from what the execution used."""
+    state_machine = execution["stateMachineArn"]
+    outputs = {config.OUTPUT_STATE_MACHINE: state_machine}
+    for d in jobs:
+        path = (d.get("OutputDataConfig") or {}).get("S3OutputPath")
+        if path:
+            outputs[config.OUTPUT_BUCKET] = parse_s3_uri(path)[0]
+    if endpoints:
+        outputs[config.OUTPUT_ENDPOINT] = endpoints[-1]
+    outputs.update(overrides)
+    parts = state_machine.split(":")
+    region, account = (parts[3], parts[4]) if len(parts) > 5 else (config.LOCAL_REGION, "000000000000")
+    return {"Stacks": [{
+        "StackName": name, "StackId": f"arn:aws:cloudformation:{region}:{account}:stack/{name}/local",
+        "Description": f"local run (recorded); the prediction API path is {contract.PREDICT_PATH}",
+        "CreationTime": execution.get("startDate") or dt.datetime.now(dt.UTC),
+        "StackStatus": "CREATE_COMPLETE",
+        "Outputs": [{"OutputKey": k, "OutputValue": v} for k, v in outputs.items()]}]}
