@@ -1,0 +1,59 @@
+"""The AWS CDK app: `synth_template()` for tests and local mode, `build_app()` for app.py (`cdk synth`)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CDK_JSON = ROOT / "cdk.json"
+BUILD_SUBDIR = ".build"  # inside the cloud assembly: sourcedir.tar.gz and the Lambda bundle, rebuilt each synth
+
+
+def cdk_json_context() -> dict[str, Any]:
+    """The `context` of cdk.json, which the CDK CLI would pass; synthesizing in-process must read it itself."""
+    return dict(json.loads(CDK_JSON.read_text()).get("context", {})) if CDK_JSON.is_file() else {}
+
+
+def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = None, nag: bool | None = None,
+              from_cli: bool = False):
+    """An App holding the stack. From the CLI, context comes from the CLI (cdk.json merged with -c)."""
+    import aws_cdk as cdk
+
+    from infra.config import load_config
+    from infra.stack import ImageClassifierStack
+
+    app = cdk.App() if from_cli else cdk.App(outdir=outdir, context={**cdk_json_context(), **(context or {})})
+    cfg = load_config(app.node.get_all_context())
+    stack = ImageClassifierStack(app, cfg.stack_name, cfg=cfg, build_dir=Path(app.outdir) / BUILD_SUBDIR)
+    if cfg.nag if nag is None else nag:
+        from cdk_nag import AwsSolutionsChecks
+
+        cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return app, stack
+
+
+def synth(context: Mapping[str, Any] | None = None, *, outdir: str | Path, nag: bool = False) -> dict[str, Any]:
+    """Synthesize into `outdir` (the cloud assembly stays there) and return the stack's template."""
+    app, stack = build_app(context, outdir=str(outdir), nag=nag)
+    assembly = app.synth()
+    return assembly.get_stack_by_name(stack.stack_name).template
+
+
+def synth_template(context: Mapping[str, Any] | None = None, *, nag: bool = False) -> dict[str, Any]:
+    """Synthesize in-process into a temporary directory and return the stack template as a dict.
+
+    `context` overrides cdk.json's context, e.g. {"profile": "local"}. No AWS call is made.
+    """
+    with tempfile.TemporaryDirectory(prefix="cdk-synth-") as outdir:
+        return synth(context, outdir=outdir, nag=nag)
+
+
+def load_config_for(context: Mapping[str, Any] | None = None):
+    """The StackConfig `synth_template(context)` would use (cdk.json context + these overrides)."""
+    from infra.config import load_config
+
+    return load_config({**cdk_json_context(), **(context or {})})

@@ -1,0 +1,332 @@
+"""Typed stack configuration, read from CDK context (cdk.json, `-c key=value`, or `synth_template(context)`).
+
+Resolution order (later wins): the profile's defaults (`profile` = "cloud" | "local") < `profiles.<name>` in
+context < top-level context keys named after a field (`prefix`, `gate`, ...) < dotted keys
+(`-c gate.min_test_accuracy=0.9`). Hyperparameters, tuning ranges, metric names and channels come from
+ml/contract.py; context may only narrow or override them by name.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ml import contract
+
+PROFILES = ("cloud", "local")
+# Debugger's built-in rules of the seed: the script's own HEALTH_CHECKS mirror all but Overtraining.
+DEBUG_RULES: tuple[str, ...] = (*contract.HEALTH_CHECKS, "Overtraining")
+PROFILER_RULES: tuple[str, ...] = ("ProfilerReport", "LowGPUUtilization")
+# SageMaker caps a tuning job name at 32 characters: "<prefix>-<12 hex run id>".
+RUN_ID_LENGTH = 12
+MAX_PREFIX_LENGTH = 32 - 1 - RUN_ID_LENGTH
+_PREFIX = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's endpoint / job name pattern
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RangeOverride(_Model):
+    """Narrows one of the contract's tuning ranges (by hyperparameter name)."""
+
+    values: tuple[str, ...] | None = None  # categorical
+    min: float | None = None
+    max: float | None = None
+    scaling: Literal["Auto", "Linear", "Logarithmic", "ReverseLogarithmic"] | None = None
+
+
+class TuningConfig(_Model):
+    max_jobs: int = Field(6, ge=1, le=500)
+    max_parallel_jobs: int = Field(2, ge=1, le=100)
+    strategy: Literal["Bayesian", "Random"] = "Bayesian"
+    early_stopping: Literal["Auto", "Off"] = "Auto"
+    instance_type: str = "ml.g4dn.xlarge"
+    volume_size_gb: int = Field(30, ge=1)
+    max_runtime_s: int = Field(7200, ge=60)
+    warm_start_parent: str | None = None  # default parent tuning job; the execution input may override it
+    warm_start_type: Literal["IdenticalDataAndAlgorithm", "TransferLearning"] = "TransferLearning"
+    ranges: dict[str, RangeOverride] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _parallel(self) -> TuningConfig:
+        if self.max_parallel_jobs > self.max_jobs:
+            raise ValueError("tuning.max_parallel_jobs cannot exceed tuning.max_jobs")
+        return self
+
+
+class TrainingConfig(_Model):
+    instance_type: str = "ml.g4dn.xlarge"
+    instance_count: int = Field(1, ge=1)
+    volume_size_gb: int = Field(30, ge=1)
+    max_runtime_s: int = Field(10800, ge=60)
+    spot: bool = False  # managed spot; train.py resumes from /opt/ml/checkpoints
+    max_wait_s: int | None = None  # spot only; default 2 x max_runtime_s
+    hyperparameters: dict[str, str] = Field(default_factory=dict)  # static overrides on the profile's values
+
+    @model_validator(mode="after")
+    def _spot(self) -> TrainingConfig:
+        if self.max_wait_s is not None and self.max_wait_s < self.max_runtime_s:
+            raise ValueError("training.max_wait_s must be at least training.max_runtime_s")
+        return self
+
+    @property
+    def spot_max_wait_s(self) -> int:
+        return self.max_wait_s or 2 * self.max_runtime_s
+
+
+class DebuggerConfig(_Model):
+    """SageMaker Debugger is closed to new customers (2026): `enabled: false` keeps a gated pipeline."""
+
+    enabled: bool = True
+    rules: tuple[str, ...] = DEBUG_RULES
+    profiler: bool = True
+    profiler_rules: tuple[str, ...] = PROFILER_RULES
+    # Rules whose IssuesFound (or failed evaluation) blocks the deploy; profiler rules only inform by default.
+    gate_rules: tuple[str, ...] = DEBUG_RULES
+    save_interval: int | None = Field(None, ge=1)  # steps between tensor saves; None keeps the SDK's default
+    profiling_interval_ms: int = Field(500, ge=100)
+    poll_s: int = Field(60, ge=1)  # wait between DescribeTrainingJob calls while rules run
+    max_polls: int = Field(180, ge=1)
+
+    @model_validator(mode="after")
+    def _gate_subset(self) -> DebuggerConfig:
+        configured = set(self.rules) | (set(self.profiler_rules) if self.profiler else set())
+        unknown = [r for r in self.gate_rules if r not in configured]
+        if self.enabled and unknown:
+            raise ValueError(f"debugger.gate_rules {unknown} are not among the configured rules {sorted(configured)}")
+        return self
+
+    @property
+    def active_rules(self) -> tuple[str, ...]:
+        return self.rules if self.enabled else ()
+
+    @property
+    def active_profiler_rules(self) -> tuple[str, ...]:
+        return self.profiler_rules if self.enabled and self.profiler else ()
+
+    @property
+    def active_gate_rules(self) -> tuple[str, ...]:
+        return self.gate_rules if self.enabled else ()
+
+
+class GateConfig(_Model):
+    min_test_accuracy: float = Field(0.8, ge=0.0, le=1.0)  # the execution input may override it
+    health_checks: bool = True  # block on the script's own checks (health_issues > 0)
+
+
+class ServingConfig(_Model):
+    endpoint_name: str | None = None  # default "<prefix>-endpoint"; stable, so the Lambda never changes
+    instance_type: str = "ml.m5.large"
+    instance_count: int = Field(1, ge=1)
+    serverless: bool = False
+    serverless_memory_mb: Literal[1024, 2048, 3072, 4096, 5120, 6144] = 3072
+    serverless_max_concurrency: int = Field(5, ge=1, le=200)
+    data_capture_percent: int = Field(100, ge=0, le=100)  # 0 turns capture off (serverless cannot capture)
+    traffic: Literal["ALL_AT_ONCE", "CANARY", "LINEAR"] = "ALL_AT_ONCE"
+    traffic_step_percent: int = Field(25, ge=1, le=100)  # canary size / linear step, % of capacity
+    wait_interval_s: int = Field(300, ge=0, le=3600)
+    termination_wait_s: int = Field(300, ge=0, le=3600)  # baking period the rollback alarms watch
+    max_execution_s: int = Field(3600, ge=600, le=14400)
+    alarm_5xx_errors: int = Field(1, ge=1)  # rollback when the new fleet returns this many 5xx in a minute
+    alarm_latency_ms: int = Field(2000, ge=1)  # ... or its p99 model latency exceeds this
+    poll_s: int = Field(30, ge=1)
+    framework_version: str = "2.6"  # the last PyTorch inference DLC
+    py_version: str = "py312"
+
+    @model_validator(mode="after")
+    def _shifting(self) -> ServingConfig:
+        if self.traffic != "ALL_AT_ONCE" and not self.serverless and self.instance_count < 2:
+            raise ValueError("serving.traffic CANARY/LINEAR needs serving.instance_count >= 2")
+        return self
+
+    @property
+    def capture(self) -> bool:
+        return self.data_capture_percent > 0 and not self.serverless
+
+
+class ApiConfig(_Model):
+    stage_name: str = "prod"
+    iam_auth: bool = True  # SigV4 (execute-api:Invoke)
+    api_key_required: bool = False
+    throttle_rate: float = Field(10.0, gt=0)
+    throttle_burst: int = Field(20, ge=1)
+    quota_per_day: int = Field(10000, ge=1)
+
+    @model_validator(mode="after")
+    def _no_anonymous(self) -> ApiConfig:
+        if not (self.iam_auth or self.api_key_required):
+            raise ValueError("api: enable iam_auth or api_key_required; anonymous access is not offered")
+        return self
+
+
+class LambdaConfig(_Model):
+    architecture: Literal["arm64", "x86_64"] = "arm64"
+    memory_mb: int = Field(512, ge=128, le=10240)
+    timeout_s: int = Field(29, ge=28, le=900)  # forwarder.py: at least 28 s, API Gateway cuts at 29 s
+    powertools_layer_version: int = Field(27, ge=1)
+    powertools_layer_account: str = "017000801446"  # AWS's publisher account for the Powertools layer
+
+
+class StackConfig(_Model):
+    profile: Literal["cloud", "local"] = "cloud"
+    stack_name: str = "ImageClassifier"
+    prefix: str = "imgclf"
+    region: str | None = None  # None: one region-agnostic template (images from a per-region mapping)
+    removal_policy: Literal["retain", "destroy"] = "retain"
+    teardown_on_destroy: bool = True
+    data_prefix: str = "data/"  # the SageMaker role reads datasets under s3://<bucket>/<data_prefix>
+    log_retention_days: int = 30
+    artifact_retention_days: int = Field(30, ge=1)  # debugger/, profiler/, tuning/ outputs
+    checkpoint_retention_days: int = Field(7, ge=1)
+    execution_timeout_hours: int = Field(24, ge=1)
+    framework_version: str = "2.6"  # training DLC; keep equal to serving's so torch matches
+    py_version: str = "py312"
+    nag: bool = True  # cdk-nag AwsSolutions as a synth-time validation plugin (app.py)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    debugger: DebuggerConfig = Field(default_factory=DebuggerConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    function: LambdaConfig = Field(default_factory=LambdaConfig, alias="lambda")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if len(value) > MAX_PREFIX_LENGTH or not _PREFIX.match(value):
+            raise ValueError(f"prefix must be lowercase letters, digits and single hyphens, at most "
+                             f"{MAX_PREFIX_LENGTH} characters (tuning job names are capped at 32): {value!r}")
+        return value
+
+    @field_validator("data_prefix")
+    @classmethod
+    def _data_prefix(cls, value: str) -> str:
+        if not value.endswith("/") or value.startswith("/") or "*" in value:
+            raise ValueError(f"data_prefix must be a key prefix ending with '/': {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _checks(self) -> StackConfig:
+        name = self.endpoint_name
+        if not name.startswith(f"{self.prefix}-") or not _NAME.match(name) or name != name.lower():
+            raise ValueError(f"serving.endpoint_name must be lowercase and start with '{self.prefix}-' (IAM and "
+                             f"teardown are scoped to the prefix): {name!r}")
+        unknown = set(self.tuning.ranges) - {r.name for r in self.tuning_space.ranges}
+        if unknown:
+            raise ValueError(f"tuning.ranges names unknown hyperparameters: {sorted(unknown)}")
+        return self
+
+    # --- derived values ---------------------------------------------------------------------------
+    @property
+    def endpoint_name(self) -> str:
+        return self.serving.endpoint_name or f"{self.prefix}-endpoint"
+
+    @property
+    def state_machine_name(self) -> str:
+        return f"{self.prefix}-train-deploy"
+
+    @property
+    def base_hyperparameters(self) -> dict[str, str]:
+        base = contract.LOCAL_HYPERPARAMETERS if self.profile == "local" else contract.CLOUD_HYPERPARAMETERS
+        return {**base, **self.training.hyperparameters}
+
+    @property
+    def tuning_space(self) -> contract.TuningSpace:
+        space = contract.LOCAL_TUNING_SPACE if self.profile == "local" else contract.TuningSpace()
+        return _narrow(space, self.tuning.ranges)
+
+    @property
+    def tuned_names(self) -> tuple[str, ...]:
+        return tuple(r.name for r in self.tuning_space.ranges)
+
+    @property
+    def alarm_names(self) -> tuple[str, str]:
+        return f"{self.endpoint_name}-5xx", f"{self.endpoint_name}-latency"
+
+
+def _narrow(space: contract.TuningSpace, overrides: Mapping[str, RangeOverride]) -> contract.TuningSpace:
+    ranges: list[contract.ParameterRange] = []
+    for r in space.ranges:
+        o = overrides.get(r.name)
+        if o is None:
+            ranges.append(r)
+        elif isinstance(r, contract.CategoricalRange):
+            ranges.append(contract.CategoricalRange(r.name, tuple(o.values or r.values)))
+        elif isinstance(r, contract.IntegerRange):
+            ranges.append(contract.IntegerRange(r.name, int(o.min if o.min is not None else r.min_value),
+                                                int(o.max if o.max is not None else r.max_value),
+                                                o.scaling or r.scaling))
+        else:
+            ranges.append(contract.ContinuousRange(r.name, o.min if o.min is not None else r.min_value,
+                                                   o.max if o.max is not None else r.max_value,
+                                                   o.scaling or r.scaling))
+    for r in ranges:
+        if not isinstance(r, contract.CategoricalRange) and r.min_value >= r.max_value:
+            raise ValueError(f"tuning range {r.name}: min {r.min_value} must be below max {r.max_value}")
+    return contract.TuningSpace(tuple(ranges))
+
+
+# --- profile defaults ------------------------------------------------------------------------------
+# Local mode runs the same definition against a stand-in on a CPU: CPU instance types (so the image URIs
+# are the CPU DLCs), short polls, a gate the digits dataset can pass.
+PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cloud": {},
+    "local": {
+        "tuning": {"instance_type": "ml.m5.xlarge", "max_runtime_s": 1800},
+        "training": {"instance_type": "ml.m5.xlarge", "max_runtime_s": 1800},
+        "debugger": {"poll_s": 1, "max_polls": 600},
+        "gate": {"min_test_accuracy": 0.5},
+        "serving": {"poll_s": 1, "wait_interval_s": 0, "termination_wait_s": 0, "max_execution_s": 600},
+    },
+}
+_FIELDS = set(StackConfig.model_fields) | {"lambda"}
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def _parse_cli(value: Any) -> Any:
+    """`-c key={"a": 1}` arrives as a string: parse JSON objects and lists (pydantic coerces "true", "0.9")."""
+    if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def load_config(context: Mapping[str, Any] | None = None) -> StackConfig:
+    """The effective configuration for these context values (CDK's own keys are ignored)."""
+    context = dict(context or {})
+    profile = str(context.get("profile", "cloud"))
+    if profile not in PROFILES:
+        raise ValueError(f"context 'profile' must be one of {PROFILES}: {profile!r}")
+    merged: dict[str, Any] = _deep_merge(PROFILE_DEFAULTS[profile], {"profile": profile})
+    profiles = _parse_cli(context.get("profiles", {})) or {}
+    merged = _deep_merge(merged, profiles.get(profile, {}))
+    for key, value in context.items():
+        if key in _FIELDS and key not in ("profile", "profiles"):
+            merged = _deep_merge(merged, {key: _parse_cli(value)})
+    for key, value in context.items():
+        head, _, rest = key.partition(".")
+        if rest and head in _FIELDS:
+            nested: Any = _parse_cli(value)
+            for part in reversed(rest.split(".")):
+                nested = {part: nested}
+            merged = _deep_merge(merged, {head: nested})
+    return StackConfig.model_validate(merged)

@@ -1,0 +1,287 @@
+"""The SageMaker request of every Task state, as plain JSON (Step Functions `Parameters`).
+
+Static members are literal; members ending in `.$` are JsonPath or intrinsic functions over the execution state.
+Deployment values (bucket, role, images, code location) are `${Name}` placeholders that the state machine's
+DefinitionSubstitutions fill in, so the definition itself is one plain string (see infra.definition).
+
+State layout the requests read (built by infra.pipeline):
+  $.args   dataset, max_jobs, max_parallel_jobs, min_test_accuracy, run_id[, warm_start_parent]
+  $.names  run_id, tuning_job, training_job, model, endpoint_config, endpoint
+  $.hyperparameters.static          static hyperparameters of the final training job
+  $.tuning.hyperparameters          the best trial's tuned hyperparameters (strings)
+  $.training.model_data             s3://.../model.tar.gz of the final training job
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sagemaker.core.debugger import CollectionConfig, DebuggerHookConfig, ProfilerRule, Rule, rule_configs
+
+from infra.config import StackConfig
+from ml import contract
+
+# --- DefinitionSubstitutions keys ------------------------------------------------------------------
+BUCKET = "Bucket"
+ROLE_ARN = "SageMakerRoleArn"
+SOURCEDIR_URI = "SourceDirUri"
+REGION = "Region"
+TRAINING_IMAGE = "TrainingImage"
+INFERENCE_IMAGE = "InferenceImage"
+RULES_IMAGE = "RuleEvaluatorImage"
+SUBSTITUTIONS: tuple[str, ...] = (BUCKET, ROLE_ARN, SOURCEDIR_URI, REGION, TRAINING_IMAGE, INFERENCE_IMAGE,
+                                  RULES_IMAGE)
+
+# --- S3 layout of the project bucket -----------------------------------------------------------------
+TUNING_OUTPUT = "tuning/"
+TRAINING_OUTPUT = "training/"
+CHECKPOINTS = "checkpoints/"
+DEBUGGER_OUTPUT = "debugger/"
+PROFILER_OUTPUT = "profiler/"
+DATA_CAPTURE = "datacapture/"
+VARIANT_NAME = "AllTraffic"
+
+
+def sub(key: str) -> str:
+    return "${" + key + "}"
+
+
+def s3(prefix: str) -> str:
+    return f"s3://{sub(BUCKET)}/{prefix}"
+
+
+def task_resource(action: str, *, sync: bool = False, sdk: bool = False) -> str:
+    """Step Functions' own integration ARN (optimized `sagemaker:` or `aws-sdk:sagemaker:`), aws partition."""
+    service = "aws-sdk:sagemaker" if sdk else "sagemaker"
+    return f"arn:aws:states:::{service}:{action}{'.sync' if sync else ''}"
+
+
+def _tags(cfg: StackConfig) -> list[dict[str, str]]:
+    # The execution name ties every SageMaker resource back to the run that made it.
+    return [{"Key": "project", "Value": cfg.prefix}, {"Key": "sfn-execution", "Value.$": "$$.Execution.Name"}]
+
+
+def _metric_definitions() -> list[dict[str, str]]:
+    return [{"Name": m.name, "Regex": m.regex} for m in contract.METRICS]
+
+
+def _channels() -> list[dict[str, Any]]:
+    return [{
+        "ChannelName": channel,
+        "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix",
+            "S3Uri.$": f"States.Format('{{}}{channel}/', $.args.dataset)",
+            "S3DataDistributionType": "FullyReplicated",
+        }},
+        "InputMode": "File",
+    } for channel in contract.CHANNELS]
+
+
+def static_hyperparameters(cfg: StackConfig, *, debugger: bool) -> dict[str, str]:
+    """Everything but the tuned three: the profile's defaults and how the toolkit finds the code."""
+    values = {k: v for k, v in cfg.base_hyperparameters.items() if k not in cfg.tuned_names}
+    values.update({
+        "debugger": "on" if debugger else "off",
+        "sagemaker_program": contract.TRAINING_PROGRAM,
+        "sagemaker_submit_directory": sub(SOURCEDIR_URI),
+        "sagemaker_region": sub(REGION),
+        "sagemaker_container_log_level": "20",
+    })
+    return values
+
+
+def parameter_ranges(cfg: StackConfig) -> dict[str, list[dict[str, Any]]]:
+    ranges: dict[str, list[dict[str, Any]]] = {
+        "CategoricalParameterRanges": [], "ContinuousParameterRanges": [], "IntegerParameterRanges": []}
+    for r in cfg.tuning_space.ranges:
+        if isinstance(r, contract.CategoricalRange):
+            ranges["CategoricalParameterRanges"].append({"Name": r.name, "Values": list(r.values)})
+        elif isinstance(r, contract.IntegerRange):
+            ranges["IntegerParameterRanges"].append({"Name": r.name, "MinValue": str(r.min_value),
+                                                     "MaxValue": str(r.max_value), "ScalingType": r.scaling})
+        else:
+            ranges["ContinuousParameterRanges"].append({"Name": r.name, "MinValue": repr(float(r.min_value)),
+                                                        "MaxValue": repr(float(r.max_value)),
+                                                        "ScalingType": r.scaling})
+    return {k: v for k, v in ranges.items() if v}
+
+
+def tuning_job(cfg: StackConfig, *, warm_start: bool) -> dict[str, Any]:
+    t = cfg.tuning
+    request: dict[str, Any] = {
+        "HyperParameterTuningJobName.$": "$.names.tuning_job",
+        "HyperParameterTuningJobConfig": {
+            "Strategy": t.strategy,
+            "HyperParameterTuningJobObjective": {"Type": contract.OBJECTIVE_TYPE,
+                                                 "MetricName": contract.OBJECTIVE_METRIC},
+            "ResourceLimits": {"MaxNumberOfTrainingJobs.$": "$.args.max_jobs",
+                               "MaxParallelTrainingJobs.$": "$.args.max_parallel_jobs"},
+            "ParameterRanges": parameter_ranges(cfg),
+            "TrainingJobEarlyStoppingType": t.early_stopping,
+        },
+        "TrainingJobDefinition": {
+            # Tuning trials cannot carry Debugger (the API has no such members): the final job does.
+            "StaticHyperParameters": static_hyperparameters(cfg, debugger=False),
+            "AlgorithmSpecification": {"TrainingImage": sub(TRAINING_IMAGE), "TrainingInputMode": "File",
+                                       "MetricDefinitions": _metric_definitions()},
+            "RoleArn": sub(ROLE_ARN),
+            "InputDataConfig": _channels(),
+            "OutputDataConfig": {"S3OutputPath": s3(TUNING_OUTPUT)},
+            "ResourceConfig": {"InstanceType": t.instance_type, "InstanceCount": 1,
+                               "VolumeSizeInGB": t.volume_size_gb},
+            "StoppingCondition": {"MaxRuntimeInSeconds": t.max_runtime_s},
+        },
+        "Tags": _tags(cfg),
+    }
+    if warm_start:
+        request["WarmStartConfig"] = {
+            "ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName.$": "$.args.warm_start_parent"}],
+            "WarmStartType": t.warm_start_type,
+        }
+    return request
+
+
+def _debug_rules(cfg: StackConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """DebugRuleConfigurations and the hook's collections, as the SDK builds them for built-in rules."""
+    rules, collections = [], {}
+    for name in cfg.debugger.active_rules:
+        snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+        rule = Rule.sagemaker(getattr(rule_configs, snake)())
+        config = rule.to_debugger_rule_config_dict()
+        config["RuleEvaluatorImage"] = sub(RULES_IMAGE)
+        rules.append(config)
+        for c in rule.collection_configs or ():
+            params = dict(collections.get(c.name, {}), **(c.parameters or {}))
+            if cfg.debugger.save_interval is not None:
+                params["save_interval"] = str(cfg.debugger.save_interval)
+            collections[c.name] = params
+    hook = DebuggerHookConfig(
+        s3_output_path=s3(DEBUGGER_OUTPUT),
+        collection_configs=[CollectionConfig(name, params or None) for name, params in sorted(collections.items())],
+    )
+    return rules, [hook._to_request_dict()]
+
+
+def _profiler_rules(cfg: StackConfig) -> list[dict[str, Any]]:
+    out = []
+    for name in cfg.debugger.active_profiler_rules:
+        config = ProfilerRule.sagemaker(getattr(rule_configs, name)()).to_profiler_rule_config_dict()
+        config["RuleEvaluatorImage"] = sub(RULES_IMAGE)
+        out.append(config)
+    return out
+
+
+def training_job(cfg: StackConfig) -> dict[str, Any]:
+    t, d = cfg.training, cfg.debugger
+    request: dict[str, Any] = {
+        "TrainingJobName.$": "$.names.training_job",
+        # Tuned values arrive as strings from the tuner and override nothing static (disjoint names).
+        "HyperParameters.$": "States.JsonMerge($.hyperparameters.static, $.tuning.hyperparameters, false)",
+        "AlgorithmSpecification": {"TrainingImage": sub(TRAINING_IMAGE), "TrainingInputMode": "File",
+                                   "MetricDefinitions": _metric_definitions(),
+                                   "EnableSageMakerMetricsTimeSeries": True},
+        "RoleArn": sub(ROLE_ARN),
+        "InputDataConfig": _channels(),
+        "OutputDataConfig": {"S3OutputPath": s3(TRAINING_OUTPUT)},
+        "ResourceConfig": {"InstanceType": t.instance_type, "InstanceCount": t.instance_count,
+                           "VolumeSizeInGB": t.volume_size_gb},
+        "StoppingCondition": {"MaxRuntimeInSeconds": t.max_runtime_s},
+        # Always checkpoint: train.py resumes from /opt/ml/checkpoints after a spot interruption or a retry.
+        "CheckpointConfig": {
+            "S3Uri.$": f"States.Format('{s3(CHECKPOINTS)}{{}}/', $.names.training_job)",
+            "LocalPath": contract.DEFAULT_CHECKPOINT_DIR,
+        },
+        "Tags": _tags(cfg),
+    }
+    if t.spot:
+        request["EnableManagedSpotTraining"] = True
+        request["StoppingCondition"]["MaxWaitTimeInSeconds"] = t.spot_max_wait_s
+    if d.enabled:
+        rules, (hook,) = _debug_rules(cfg)
+        if rules:
+            request["DebugHookConfig"] = hook
+            request["DebugRuleConfigurations"] = rules
+        if d.profiler:
+            request["ProfilerConfig"] = {"S3OutputPath": s3(PROFILER_OUTPUT),
+                                         "ProfilingIntervalInMilliseconds": d.profiling_interval_ms}
+            if rules := _profiler_rules(cfg):
+                request["ProfilerRuleConfigurations"] = rules
+    return request
+
+
+def describe_training_job() -> dict[str, Any]:
+    return {"TrainingJobName.$": "$.names.training_job"}
+
+
+def create_model(cfg: StackConfig) -> dict[str, Any]:
+    code_dir = f"{contract.DEFAULT_MODEL_DIR}/{contract.MODEL_CODE_DIR}"
+    return {
+        "ModelName.$": "$.names.model",
+        "PrimaryContainer": {
+            "Image": sub(INFERENCE_IMAGE),
+            "ModelDataUrl.$": "$.training.model_data",
+            # The PyTorch inference toolkit loads code/ from model.tar.gz, which train.py writes.
+            "Environment": {"SAGEMAKER_PROGRAM": contract.INFERENCE_PROGRAM, "SAGEMAKER_SUBMIT_DIRECTORY": code_dir,
+                            "SAGEMAKER_CONTAINER_LOG_LEVEL": "20", "SAGEMAKER_REGION": sub(REGION)},
+        },
+        "ExecutionRoleArn": sub(ROLE_ARN),
+        # Serving downloads nothing (no ImageNet weights, no pip); serverless endpoints cannot isolate.
+        "EnableNetworkIsolation": not cfg.serving.serverless,
+        "Tags": _tags(cfg),
+    }
+
+
+def create_endpoint_config(cfg: StackConfig) -> dict[str, Any]:
+    s = cfg.serving
+    variant: dict[str, Any] = {"VariantName": VARIANT_NAME, "ModelName.$": "$.names.model"}
+    if s.serverless:
+        variant["ServerlessConfig"] = {"MemorySizeInMB": s.serverless_memory_mb,
+                                       "MaxConcurrency": s.serverless_max_concurrency}
+    else:
+        variant.update({"InstanceType": s.instance_type, "InitialInstanceCount": s.instance_count,
+                        "InitialVariantWeight": 1.0})
+    request: dict[str, Any] = {
+        "EndpointConfigName.$": "$.names.endpoint_config",  # per execution: configs are immutable
+        "ProductionVariants": [variant],
+        "Tags": _tags(cfg),
+    }
+    if s.capture:
+        request["DataCaptureConfig"] = {
+            "EnableCapture": True,
+            "InitialSamplingPercentage": s.data_capture_percent,
+            "DestinationS3Uri": s3(DATA_CAPTURE),
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+            "CaptureContentTypeHeader": {"JsonContentTypes": [contract.JSON_CONTENT_TYPE]},
+        }
+    return request
+
+
+def describe_endpoint(cfg: StackConfig) -> dict[str, Any]:
+    return {"EndpointName": cfg.endpoint_name}
+
+
+def create_endpoint(cfg: StackConfig) -> dict[str, Any]:
+    return {"EndpointName": cfg.endpoint_name, "EndpointConfigName.$": "$.names.endpoint_config",
+            "Tags": _tags(cfg)}
+
+
+def update_endpoint(cfg: StackConfig) -> dict[str, Any]:
+    s = cfg.serving
+    routing: dict[str, Any] = {"Type": s.traffic, "WaitIntervalInSeconds": s.wait_interval_s}
+    step = {"Type": "CAPACITY_PERCENT", "Value": s.traffic_step_percent}
+    if s.traffic == "CANARY":
+        routing["CanarySize"] = step
+    elif s.traffic == "LINEAR":
+        routing["LinearStepSize"] = step
+    return {
+        "EndpointName": cfg.endpoint_name,
+        "EndpointConfigName.$": "$.names.endpoint_config",
+        "RetainAllVariantProperties": False,
+        # Blue/green: the old fleet keeps serving until the new one passes the baking period without an alarm.
+        "DeploymentConfig": {
+            "BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": routing,
+                                      "TerminationWaitInSeconds": s.termination_wait_s,
+                                      "MaximumExecutionTimeoutInSeconds": s.max_execution_s},
+            "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": name} for name in cfg.alarm_names]},
+        },
+    }

@@ -1,0 +1,91 @@
+"""The one stack: bucket, code asset, roles, the state machine, the endpoint's rollback alarms, the REST API and
+the teardown custom resource."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from aws_cdk import Aws, CfnMapping, CfnOutput, CfnRule, CfnRuleAssertion, Environment, Fn, Stack
+from aws_cdk import aws_s3_assets as s3_assets
+from constructs import Construct
+
+from infra import images, nag, packaging
+from infra import sagemaker_requests as req
+from infra.api import PredictApi
+from infra.config import StackConfig
+from infra.monitoring import EndpointAlarms
+from infra.pipeline import Pipeline
+from infra.security import Roles
+from infra.storage import Storage
+from infra.teardown import Teardown
+
+
+def image_request(cfg: StackConfig) -> images.ImageRequest:
+    return images.ImageRequest(
+        training_version=cfg.framework_version, inference_version=cfg.serving.framework_version,
+        py_version=cfg.py_version, training_instance_type=cfg.training.instance_type,
+        # Serverless endpoints run the CPU image.
+        inference_instance_type="ml.m5.large" if cfg.serving.serverless else cfg.serving.instance_type,
+        rules=cfg.debugger.enabled)
+
+
+class ImageClassifierStack(Stack):
+    def __init__(self, scope: Construct, cid: str, *, cfg: StackConfig, build_dir: Path) -> None:
+        super().__init__(
+            scope, cid, env=Environment(region=cfg.region) if cfg.region else None, analytics_reporting=False,
+            description="Image classifier: tune -> debugged training -> gate -> blue/green SageMaker endpoint -> "
+                        "REST API")
+        self.cfg = cfg
+        self.storage = Storage(self, "Storage", cfg=cfg)
+        bucket = self.storage.bucket
+        self.sourcedir = s3_assets.Asset(self, "TrainingSource", path=str(packaging.build_sourcedir(build_dir)))
+        image = self._images(cfg)
+        self.roles = Roles(self, "Roles", cfg=cfg, bucket=bucket, sourcedir_bucket=self.sourcedir.s3_bucket_name,
+                           sourcedir_key=self.sourcedir.s3_object_key, image=image)
+        substitutions = {
+            req.BUCKET: bucket.bucket_name,
+            req.ROLE_ARN: self.roles.sagemaker.role_arn,
+            req.SOURCEDIR_URI: self.sourcedir.s3_object_url,
+            req.REGION: self.region,
+            req.TRAINING_IMAGE: image(images.TRAINING_IMAGE),
+            req.INFERENCE_IMAGE: image(images.INFERENCE_IMAGE),
+        }
+        if cfg.debugger.enabled:
+            substitutions[req.RULES_IMAGE] = image(images.RULES_IMAGE)
+        self.alarms = EndpointAlarms(self, "EndpointAlarms", cfg=cfg)
+        self.pipeline = Pipeline(self, "Pipeline", cfg=cfg, role=self.roles.state_machine,
+                                 substitutions=substitutions)
+        self.api = PredictApi(self, "PredictApi", cfg=cfg, bundle_dir=packaging.build_forwarder(build_dir))
+        self.teardown = (Teardown(self, "Teardown", cfg=cfg, state_machine=self.pipeline.state_machine)
+                         if cfg.teardown_on_destroy else None)
+
+        CfnOutput(self, "BucketName", value=bucket.bucket_name)
+        CfnOutput(self, "DatasetUri", value=f"s3://{bucket.bucket_name}/{cfg.data_prefix}",
+                  description="Default dataset: upload train/, valid/ and test/ (one folder per class) under it")
+        CfnOutput(self, "StateMachineArn", value=self.pipeline.state_machine.state_machine_arn)
+        CfnOutput(self, "EndpointName", value=cfg.endpoint_name)
+        CfnOutput(self, "PredictUrl", value=self.api.predict_url)
+        CfnOutput(self, "PredictMethodArn", value=self.api.method.method_arn,
+                  description="Grant execute-api:Invoke on this ARN to the callers of POST /predict")
+        if self.api.api_key is not None:
+            CfnOutput(self, "ApiKeyId", value=self.api.api_key.key_id,
+                      description="aws apigateway get-api-key --include-value --api-key <id>")
+        nag.acknowledge(self)
+
+    def _images(self, cfg: StackConfig) -> Callable[[str], str]:
+        request = image_request(cfg)
+        if cfg.region:
+            supported = images.supported_regions(request)
+            if cfg.region not in supported:
+                raise ValueError(f"region {cfg.region} lacks one of the images this configuration needs; the SDK "
+                                 f"lists them all in: {', '.join(supported)}")
+            table = images.resolve(request, (cfg.region,))[cfg.region]
+            return table.__getitem__
+        table = images.resolve(request)
+        mapping = CfnMapping(self, "Images", mapping=table, lazy=True)
+        CfnRule(self, "SupportedRegion", assertions=[CfnRuleAssertion(
+            assert_=Fn.condition_contains(sorted(table), Aws.REGION),
+            assert_description="This region lacks one of the SageMaker images the stack needs (training DLC, "
+                               "inference DLC, Debugger rule evaluator); see the Images mapping.")])
+        return lambda key: mapping.find_in_map(Aws.REGION, key)

@@ -1,0 +1,156 @@
+"""Checks a Step Functions task's Parameters against botocore's own SageMaker service model.
+
+Static values must have the model's type, length, range, enum and pattern; `Name.$` members are dynamic
+(JsonPath or an intrinsic function) and only their name is checked. Also walks ResultSelector paths through the
+operation's output shape, so a misspelt response field fails here rather than at run time.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Any
+
+import botocore.session
+from botocore.model import Shape
+
+# What a .sync integration returns: the Describe* of the job it waited for.
+SYNC_OUTPUT = {"CreateHyperParameterTuningJob": "DescribeHyperParameterTuningJob",
+               "CreateTrainingJob": "DescribeTrainingJob"}
+
+
+@cache
+def service_model():
+    return botocore.session.get_session().get_service_model("sagemaker")
+
+
+def operation(resource: str) -> tuple[str, bool]:
+    """'arn:aws:states:::sagemaker:createTrainingJob.sync' -> ('CreateTrainingJob', True)."""
+    action = resource.rsplit(":", 1)[1]
+    sync = action.endswith(".sync")
+    action = action.removesuffix(".sync")
+    return action[0].upper() + action[1:], sync
+
+
+def _dynamic_ok(value: Any) -> bool:
+    return isinstance(value, str) and (value.startswith("$") or value.startswith("States."))
+
+
+def _pattern_ok(pattern: str, value: str) -> bool:
+    try:
+        return re.fullmatch(pattern.removeprefix("^").removesuffix("$"), value, re.DOTALL) is not None
+    except re.error:  # a Java-only construct: the other checks still apply
+        return True
+
+
+def validate(shape: Shape, value: Any, path: str = "") -> list[str]:
+    errors: list[str] = []
+    t = shape.type_name
+    meta = shape.metadata
+    if t == "structure":
+        if not isinstance(value, dict):
+            return [f"{path}: expected an object for {shape.name}, got {type(value).__name__}"]
+        seen: set[str] = set()
+        for key, item in value.items():
+            dynamic = key.endswith(".$")
+            name = key[:-2] if dynamic else key
+            if name not in shape.members:
+                errors.append(f"{path}.{name}: unknown member of {shape.name}")
+                continue
+            if name in seen:
+                errors.append(f"{path}.{name}: given twice (static and dynamic)")
+            seen.add(name)
+            if dynamic:
+                if not _dynamic_ok(item):
+                    errors.append(f"{path}.{key}: a dynamic member needs a JsonPath or intrinsic, got {item!r}")
+                continue
+            errors += validate(shape.members[name], item, f"{path}.{name}")
+        errors += [f"{path}.{m}: required member of {shape.name} missing"
+                   for m in shape.required_members if m not in seen]
+    elif t == "map":
+        if not isinstance(value, dict):
+            return [f"{path}: expected a map for {shape.name}"]
+        for key, item in value.items():
+            if key.endswith(".$"):
+                if not _dynamic_ok(item):
+                    errors.append(f"{path}.{key}: a dynamic entry needs a JsonPath or intrinsic")
+                continue
+            errors += validate(shape.key, key, f"{path}<key {key}>")
+            errors += validate(shape.value, item, f"{path}.{key}")
+        errors += _length(meta, len(value), path)
+    elif t == "list":
+        if not isinstance(value, list):
+            return [f"{path}: expected a list for {shape.name}"]
+        for i, item in enumerate(value):
+            errors += validate(shape.member, item, f"{path}[{i}]")
+        errors += _length(meta, len(value), path)
+    elif t == "string":
+        if not isinstance(value, str):
+            return [f"{path}: expected a string, got {value!r}"]
+        if shape.enum and value not in shape.enum:
+            errors.append(f"{path}: {value!r} is not one of {shape.enum}")
+        errors += _length(meta, len(value), path)
+        if "pattern" in meta and not _pattern_ok(meta["pattern"], value):
+            errors.append(f"{path}: {value!r} does not match {meta['pattern']}")
+    elif t in ("integer", "long"):
+        if not isinstance(value, int) or isinstance(value, bool):
+            return [f"{path}: expected an integer, got {value!r}"]
+        errors += _range(meta, value, path)
+    elif t in ("float", "double"):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return [f"{path}: expected a number, got {value!r}"]
+        errors += _range(meta, value, path)
+    elif t == "boolean":
+        if not isinstance(value, bool):
+            return [f"{path}: expected a boolean, got {value!r}"]
+    else:
+        errors.append(f"{path}: unchecked type {t}")
+    return errors
+
+
+def _length(meta: dict, n: int, path: str) -> list[str]:
+    out = []
+    if "min" in meta and n < meta["min"]:
+        out.append(f"{path}: length {n} < min {meta['min']}")
+    if "max" in meta and n > meta["max"]:
+        out.append(f"{path}: length {n} > max {meta['max']}")
+    return out
+
+
+def _range(meta: dict, v: float, path: str) -> list[str]:
+    out = []
+    if "min" in meta and v < meta["min"]:
+        out.append(f"{path}: {v} < min {meta['min']}")
+    if "max" in meta and v > meta["max"]:
+        out.append(f"{path}: {v} > max {meta['max']}")
+    return out
+
+
+def validate_request(resource: str, parameters: dict[str, Any]) -> list[str]:
+    op, _ = operation(resource)
+    return validate(service_model().operation_model(op).input_shape, parameters, op)
+
+
+_SEGMENT = re.compile(r"\.([A-Za-z0-9_]+)|\[\*\]|\[\?\([^]]*\)\]|\[\d+\]")
+
+
+def output_path_errors(resource: str, path: str) -> list[str]:
+    """Does `$.A.B[?(...)].C` exist in the operation's output shape?"""
+    op, sync = operation(resource)
+    shape = service_model().operation_model(SYNC_OUTPUT.get(op, op) if sync else op).output_shape
+    rest = path.removeprefix("$")
+    pos = 0
+    while pos < len(rest):
+        m = _SEGMENT.match(rest, pos)
+        if not m:
+            return [f"{path}: cannot parse at {rest[pos:]!r}"]
+        pos = m.end()
+        if m.group(1):
+            if shape.type_name != "structure" or m.group(1) not in shape.members:
+                return [f"{path}: {m.group(1)!r} is not a member of {shape.name}"]
+            shape = shape.members[m.group(1)]
+        else:
+            if shape.type_name != "list":
+                return [f"{path}: {shape.name} is not a list"]
+            shape = shape.member
+    return []
