@@ -1,0 +1,524 @@
+"""Run a Step Functions definition on this machine: moto's ASL interpreter, SageMaker tasks served locally.
+
+    from local.engine import TemplateResolver, run_definition
+    definition = TemplateResolver(infra.synth_template({"profile": "local"})).definition()
+    result = run_definition(definition, {"...": "..."}, sagemaker, on_event=print)
+    result.status, result.output, result.error, result.cause, result.events
+
+moto's interpreter (the one LocalStack wrote) runs with real execution switched on (`mock_aws(config=...)`, in
+process). It lists SageMaker as unsupported, so the factory it calls for every Task state is replaced while a run
+is in progress: `arn:aws:states:::sagemaker:<action>[.sync]` and `arn:aws:states:::aws-sdk:sagemaker:<action>` go
+to a LocalSageMaker; every other service keeps moto's own implementation. Errors carry the names Step Functions
+gives them (optimised integration: SageMaker.AmazonSageMakerException; aws-sdk: SageMaker.<Exception>), a failed
+or stopped .sync job fails its state with States.TaskFailed and the Describe* output as the cause, and a .sync
+state that times out or is aborted stops its job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import boto3
+from botocore.exceptions import ClientError
+from moto import mock_aws
+from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
+from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import CustomErrorName
+from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+    FailureEvent,
+    FailureEventException,
+)
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import StatesErrorNameType
+from moto.stepfunctions.parser.asl.component.state.exec.state_task import state_task_factory
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import ResourceCondition
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk import (
+    StateTaskServiceAwsSdk,
+)
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_callback import (
+    StateTaskServiceCallback,
+)
+from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+
+from local.sagemaker import LocalSageMaker, SageMakerError
+from local.sagemaker.api import DEFAULT_ACCOUNT, DEFAULT_REGION, service_model, to_json
+
+# --- SageMaker task states -------------------------------------------------------------------------------------
+# Step Functions' optimised SageMaker integration: these actions, .sync for the job-creating ones.
+OPTIMISED_ACTIONS: Final[set[str]] = {
+    "CreateEndpoint", "CreateEndpointConfig", "CreateHyperParameterTuningJob", "CreateLabelingJob", "CreateModel",
+    "CreateProcessingJob", "CreateTrainingJob", "CreateTransformJob", "UpdateEndpoint",
+}
+# .sync: (name parameter, describe operation, status member, success status)
+SYNC_JOBS: Final[dict[str, tuple[str, str, str, str]]] = {
+    "CreateTrainingJob": ("TrainingJobName", "DescribeTrainingJob", "TrainingJobStatus", "Completed"),
+    "CreateHyperParameterTuningJob": ("HyperParameterTuningJobName", "DescribeHyperParameterTuningJob",
+                                      "HyperParameterTuningJobStatus", "Completed"),
+}
+STOP_OPERATIONS: Final[dict[str, str]] = {"CreateTrainingJob": "StopTrainingJob",
+                                          "CreateHyperParameterTuningJob": "StopHyperParameterTuningJob"}
+TERMINAL_JOB_STATUSES: Final[set[str]] = {"Completed", "Failed", "Stopped"}
+
+_registry_lock = threading.RLock()
+_standins: dict[str, LocalSageMaker] = {}  # state machine ARN -> the stand-in its SageMaker tasks call
+_original_factory = state_task_factory.state_task_service_for
+_installed = 0
+
+
+def _operation(action: str) -> str:
+    """'createTrainingJob' -> 'CreateTrainingJob', checked against the SageMaker API."""
+    operation = action[:1].upper() + action[1:]
+    if operation not in service_model().operation_names:
+        raise ValueError(f"SageMaker has no API action {action!r}")
+    return operation
+
+
+def _standin(env) -> LocalSageMaker:
+    arn = env.states.context_object.context_object_data["StateMachine"]["Id"]
+    with _registry_lock:
+        sm = _standins.get(arn)
+    if sm is None:
+        raise RuntimeError(f"no local SageMaker registered for state machine {arn}")
+    return sm
+
+
+def _aws_cause(exc: SageMakerError, service: str, separator: str) -> str:
+    meta = exc.response["ResponseMetadata"]
+    parts = [f"Service: {service}", f"Status Code: {meta['HTTPStatusCode']}", f"Error Code: {exc.code}",
+             f"Request ID: {meta['RequestId']}"]
+    return f"{exc.message} ({separator.join(parts)})"
+
+
+class SageMakerTask(StateTaskServiceCallback):
+    """`arn:aws:states:::sagemaker:<action>[.sync]`, served by the LocalSageMaker registered for the machine.
+
+    Declares WaitForTaskToken as well as Sync: moto's callback code dereferences the task-token endpoint on .sync
+    (design §3); .waitForTaskToken itself is refused when the definition is parsed, as Step Functions does.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(supported_integration_patterns={ResourceCondition.WaitForTaskToken, ResourceCondition.Sync})
+
+    def _validate_service_integration_is_supported(self) -> None:
+        operation = _operation(self.resource.api_action)
+        if operation not in OPTIMISED_ACTIONS:
+            raise ValueError(f"The resource provided {self.resource.resource_arn} not recognized: {operation} is not "
+                             "an optimised SageMaker integration (use arn:aws:states:::aws-sdk:sagemaker:...)")
+        condition = self.resource.condition
+        if condition == ResourceCondition.Sync and operation not in SYNC_JOBS:
+            raise ValueError(f"{self.resource.resource_arn}: .sync is not supported for {operation} locally")
+        if condition not in (None, ResourceCondition.Sync):
+            raise ValueError(f"{self.resource.resource_arn}: the .{condition} pattern is not supported for SageMaker")
+
+    def _eval_service_task(self, env, resource_runtime_part, normalised_parameters: dict, state_credentials) -> None:
+        response = _standin(env).call(_operation(self.resource.api_action), normalised_parameters)
+        env.stack.append(to_json(response, timestamps="millis"))
+
+    def _build_sync_resolver(self, env, resource_runtime_part, normalised_parameters: dict,
+                             state_credentials) -> Callable[[], Any]:
+        env.stack.pop()  # the create call's output: .sync answers with the job's final description instead
+        sm = _standin(env)
+        operation = _operation(self.resource.api_action)
+        name_key, describe, status_key, success = SYNC_JOBS[operation]
+        name = normalised_parameters[name_key]
+        self._sync_job = (sm, operation, name_key, name)
+
+        def resolve() -> Any | None:
+            description = sm.call(describe, {name_key: name})
+            status = description[status_key]
+            if status not in TERMINAL_JOB_STATUSES:
+                return None
+            output = to_json(description, timestamps="millis")
+            if status == success:
+                return output
+            raise FailureEventException(FailureEvent(
+                env=env, error_name=StatesErrorName(typ=StatesErrorNameType.StatesTaskFailed),
+                event_type=HistoryEventType.TaskFailed,
+                event_details=EventDetails(taskFailedEventDetails=TaskFailedEventDetails(
+                    resource=self._get_sfn_resource(), resourceType=self._get_sfn_resource_type(),
+                    error=StatesErrorNameType.StatesTaskFailed.to_name(), cause=json.dumps(output)))))
+
+        return resolve
+
+    def _eval_sync(self, env, sync_resolver, timeout_seconds, callback_endpoint, heartbeat_endpoint) -> Any:
+        # No task-token listener for .sync; and a state that ends without a result (TimeoutSeconds, StopExecution)
+        # stops its job: a Step Functions timeout would not end a local training process.
+        result = super()._eval_sync(env, sync_resolver, timeout_seconds, None, None)
+        if result is None and getattr(self, "_sync_job", None):
+            sm, operation, name_key, name = self._sync_job
+            with contextlib.suppress(SageMakerError):  # already ended
+                sm.call(STOP_OPERATIONS[operation], {name_key: name})
+        return result
+
+    def _from_error(self, env, ex: Exception) -> FailureEvent:
+        if isinstance(ex, SageMakerError):
+            error = "SageMaker.AmazonSageMakerException"
+            return FailureEvent(env=env, error_name=CustomErrorName(error), event_type=HistoryEventType.TaskFailed,
+                                event_details=EventDetails(taskFailedEventDetails=TaskFailedEventDetails(
+                                    resource=self._get_sfn_resource(), resourceType=self._get_sfn_resource_type(),
+                                    error=error, cause=_aws_cause(ex, "AmazonSageMaker", "; "))))
+        return super()._from_error(env=env, ex=ex)
+
+
+class AwsSdkTask(StateTaskServiceAwsSdk):
+    """`arn:aws:states:::aws-sdk:<service>:<action>`: SageMaker to the stand-in, any other service to moto."""
+
+    def _is_sagemaker(self) -> bool:
+        return self.resource.api_name.lower() == "sagemaker"
+
+    def _eval_service_task(self, env, resource_runtime_part, normalised_parameters: dict, state_credentials) -> None:
+        if not self._is_sagemaker():
+            super()._eval_service_task(env, resource_runtime_part, normalised_parameters, state_credentials)
+            return
+        response = _standin(env).call(_operation(self.resource.api_action), normalised_parameters)
+        env.stack.append(to_json(response, timestamps="iso"))
+
+    def _from_error(self, env, ex: Exception) -> FailureEvent:
+        if isinstance(ex, SageMakerError) and self._is_sagemaker():
+            # Step Functions names aws-sdk errors after the SDK's exception class: modelled errors keep their name
+            # (ResourceNotFound -> SageMaker.ResourceNotFoundException), the rest are SageMaker.SageMakerException.
+            modelled = {shape.name for shape in service_model().error_shapes}
+            name = ex.code if ex.code in modelled else "SageMaker"
+            error = f"SageMaker.{name}" if name.endswith("Exception") else f"SageMaker.{name}Exception"
+            return self._get_task_failure_event(env=env, error=error, cause=_aws_cause(ex, "SageMaker", ", "))
+        return super()._from_error(env=env, ex=ex)
+
+
+def _service_for(service_name: str):
+    if service_name == "sagemaker":
+        return SageMakerTask()
+    if service_name == "aws-sdk":
+        return AwsSdkTask()
+    return _original_factory(service_name)
+
+
+class _Routing:
+    """Installs the factory for the duration of a run (reference-counted: runs may overlap)."""
+
+    def __enter__(self) -> None:
+        global _installed
+        with _registry_lock:
+            if _installed == 0:
+                state_task_factory.state_task_service_for = _service_for
+            _installed += 1
+
+    def __exit__(self, *exc: object) -> None:
+        global _installed
+        with _registry_lock:
+            _installed -= 1
+            if _installed == 0:
+                state_task_factory.state_task_service_for = _original_factory
+
+
+# --- CloudFormation template -> definition -----------------------------------------------------------------------
+_BUCKET_CHARS = re.compile(r"[^a-z0-9.-]+")
+
+
+class TemplateResolver:
+    """Resolves the intrinsics CDK puts in a state machine definition (Fn::Join, Ref, Fn::GetAtt, Fn::Sub, ...)
+    to local names: pseudo parameters to the local region/account, resources to physical names."""
+
+    def __init__(self, template: dict, *, region: str = DEFAULT_REGION, account: str = DEFAULT_ACCOUNT,
+                 partition: str = "aws", stack_name: str = "local", names: dict[str, str] | None = None,
+                 parameters: dict[str, str] | None = None) -> None:
+        self.template = template
+        self.resources: dict[str, dict] = template.get("Resources", {})
+        self.region, self.account, self.partition, self.stack_name = region, account, partition, stack_name
+        self.overrides = dict(names or {})
+        self.parameters = dict(parameters or {})
+
+    # physical names and attributes
+    def name(self, logical_id: str) -> str:
+        """What Ref returns for a resource: its name property when set, else a stable local name."""
+        if logical_id in self.overrides:
+            return self.overrides[logical_id]
+        resource = self.resources.get(logical_id)
+        if resource is None:
+            raise KeyError(f"Ref to unknown resource {logical_id!r}")
+        kind, props = resource.get("Type", ""), resource.get("Properties", {})
+        name_property = {"AWS::S3::Bucket": "BucketName", "AWS::IAM::Role": "RoleName",
+                         "AWS::Lambda::Function": "FunctionName", "AWS::StepFunctions::StateMachine":
+                         "StateMachineName", "AWS::SageMaker::Model": "ModelName"}.get(kind)
+        if name_property and name_property in props:
+            return str(self.resolve(props[name_property]))
+        if kind == "AWS::S3::Bucket":
+            return _BUCKET_CHARS.sub("-", f"{self.stack_name}-{logical_id}".lower()).strip("-")[:63]
+        return f"{self.stack_name}-{logical_id}"[:64]
+
+    def attribute(self, logical_id: str, attribute: str) -> str:
+        kind = self.resources.get(logical_id, {}).get("Type", "")
+        name = self.name(logical_id)
+        p, r, a = self.partition, self.region, self.account
+        if attribute == "Arn":
+            return {
+                "AWS::IAM::Role": f"arn:{p}:iam::{a}:role/{name}",
+                "AWS::S3::Bucket": f"arn:{p}:s3:::{name}",
+                "AWS::Lambda::Function": f"arn:{p}:lambda:{r}:{a}:function:{name}",
+                "AWS::StepFunctions::StateMachine": f"arn:{p}:states:{r}:{a}:stateMachine:{name}",
+                "AWS::SNS::Topic": f"arn:{p}:sns:{r}:{a}:{name}",
+                "AWS::SQS::Queue": f"arn:{p}:sqs:{r}:{a}:{name}",
+            }.get(kind, f"arn:{p}:{kind.split('::')[1].lower() if '::' in kind else 'local'}:{r}:{a}:{name}")
+        if kind == "AWS::S3::Bucket" and attribute in ("DomainName", "RegionalDomainName"):
+            return f"{name}.s3.amazonaws.com" if attribute == "DomainName" else f"{name}.s3.{r}.amazonaws.com"
+        if attribute == "Name":
+            return name
+        return f"{name}.{attribute}"
+
+    def _ref(self, target: str) -> str:
+        pseudo = {"AWS::Partition": self.partition, "AWS::Region": self.region, "AWS::AccountId": self.account,
+                  "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": self.stack_name,
+                  "AWS::StackId": f"arn:{self.partition}:cloudformation:{self.region}:{self.account}:stack/"
+                                  f"{self.stack_name}/local", "AWS::NoValue": None}
+        if target in pseudo:
+            return pseudo[target]
+        if target in self.parameters:
+            return self.parameters[target]
+        if target in self.template.get("Parameters", {}):
+            default = self.template["Parameters"][target].get("Default")
+            if default is None:
+                raise KeyError(f"template parameter {target!r} has no default: pass parameters={{...}}")
+            return default
+        return self.name(target)
+
+    def _sub(self, text: str, variables: dict[str, Any]) -> str:
+        def replace(match: re.Match) -> str:
+            key = match.group(1)
+            if key.startswith("!"):
+                return "${" + key[1:] + "}"
+            if key in variables:
+                return str(self.resolve(variables[key]))
+            if "." in key and not key.startswith("AWS::"):
+                logical_id, attribute = key.split(".", 1)
+                return self.attribute(logical_id, attribute)
+            return str(self._ref(key))
+
+        return re.sub(r"\$\{([^}]+)\}", replace, text)
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            (key, arg), = value.items()
+            if key == "Ref":
+                return self._ref(arg)
+            if key == "Fn::GetAtt":
+                logical_id, attribute = arg.split(".", 1) if isinstance(arg, str) else arg
+                return self.attribute(logical_id, self.resolve(attribute))
+            if key == "Fn::Join":
+                separator, items = arg
+                return separator.join(str(self.resolve(i)) for i in self.resolve(items))
+            if key == "Fn::Sub":
+                text, variables = (arg, {}) if isinstance(arg, str) else arg
+                return self._sub(text, variables)
+            if key == "Fn::Select":
+                index, items = arg
+                return self.resolve(items)[int(self.resolve(index))]
+            if key == "Fn::Split":
+                separator, text = arg
+                return str(self.resolve(text)).split(separator)
+            if key == "Fn::If":
+                raise ValueError("Fn::If (template conditions) is not supported in local mode")
+            if key.startswith("Fn::"):
+                raise ValueError(f"intrinsic {key} is not supported in local mode")
+        return {k: self.resolve(v) for k, v in value.items()}
+
+    def state_machines(self) -> list[str]:
+        return [lid for lid, r in self.resources.items() if r.get("Type") == "AWS::StepFunctions::StateMachine"]
+
+    def definition(self, logical_id: str | None = None) -> dict:
+        """The ASL definition of the template's state machine (the only one, or `logical_id`), resolved."""
+        machines = self.state_machines()
+        if logical_id is None:
+            if len(machines) != 1:
+                raise ValueError(f"the template has {len(machines)} state machines ({', '.join(machines)}): "
+                                 "name one")
+            logical_id = machines[0]
+        props = self.resources[logical_id].get("Properties", {})
+        if "Definition" in props:
+            definition = self.resolve(props["Definition"])
+            text = json.dumps(definition)
+        elif "DefinitionString" in props:
+            text = self.resolve(props["DefinitionString"])
+        else:
+            raise ValueError(f"{logical_id} has no inline definition (DefinitionS3Location is not supported)")
+        for key, value in (self.resolve(props.get("DefinitionSubstitutions", {})) or {}).items():
+            text = text.replace("${" + key + "}", str(value))
+        return json.loads(text)
+
+
+# --- running -----------------------------------------------------------------------------------------------------
+@dataclass
+class ExecutionResult:
+    status: str  # SUCCEEDED | FAILED | TIMED_OUT | ABORTED
+    output: Any = None
+    error: str | None = None
+    cause: str | None = None
+    events: list[dict] = field(default_factory=list)
+    execution_arn: str = ""
+    seconds: float = 0.0
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "SUCCEEDED"
+
+    @property
+    def failed_state(self) -> str | None:
+        """The state the execution failed in (the last state entered), for 'failed in X: cause' messages."""
+        if self.succeeded:
+            return None
+        for event in reversed(self.events):
+            details = event.get("stateEnteredEventDetails")
+            if details:
+                return details.get("name")
+        return None
+
+    def states(self) -> list[dict]:
+        """[{name, type, entered, exited, status}] in the order states were entered (for summary tables);
+        status is succeeded, caught (failed, then left through a Catch), failed or running."""
+        rows: list[dict] = []
+        open_rows: dict[str, dict] = {}
+        last: dict | None = None
+        for event in self.events:
+            kind = event["type"]
+            if "stateEnteredEventDetails" in event:
+                last = {"name": event["stateEnteredEventDetails"]["name"], "type": kind.removesuffix("StateEntered"),
+                        "entered": event["timestamp"], "exited": None, "status": "running"}
+                rows.append(last)
+                open_rows[last["name"]] = last
+            elif "stateExitedEventDetails" in event:
+                row = open_rows.pop(event["stateExitedEventDetails"]["name"], None)
+                if row:
+                    row["exited"] = event["timestamp"]
+                    row["status"] = "caught" if row["status"] == "failed" else "succeeded"
+            elif kind.endswith(("Failed", "TimedOut")) and kind != "ExecutionFailed" and last is not None:
+                last["status"] = "failed"
+        return rows
+
+    def save(self, path: str | Path) -> Path:
+        """The execution history as JSON (what GetExecutionHistory returns, plus the outcome)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"executionArn": self.execution_arn, "status": self.status, "output": self.output,
+                                    "error": self.error, "cause": self.cause, "seconds": round(self.seconds, 3),
+                                    "events": self.events}, indent=2, default=str))
+        return path
+
+
+def _json_event(event: dict) -> dict:
+    return {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in event.items()}
+
+
+class _Mock:
+    """One mock_aws with real execution for all overlapping runs of this process."""
+
+    lock = threading.Lock()
+    users = 0
+    mock = None
+
+    @classmethod
+    def acquire(cls) -> None:
+        with cls.lock:
+            if cls.users == 0:
+                cls.mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
+                cls.mock.start()
+            cls.users += 1
+
+    @classmethod
+    def release(cls) -> None:
+        with cls.lock:
+            cls.users -= 1
+            if cls.users == 0 and cls.mock is not None:
+                cls.mock.stop()
+                cls.mock = None
+
+
+def run_definition(definition: dict | str, input: dict | None = None, sagemaker: LocalSageMaker | None = None, *,
+                   on_event: Callable[[dict], None] | None = None, name: str | None = None,
+                   timeout: float | None = None, region: str = DEFAULT_REGION, account: str = DEFAULT_ACCOUNT,
+                   role_arn: str | None = None, poll_interval: float = 0.2) -> ExecutionResult:
+    """Execute `definition` with `input`; SageMaker tasks call `sagemaker`. Blocks until the execution ends.
+
+    `on_event(event)` gets every history event as GetExecutionHistory renders it (ISO timestamps), in order, while
+    the execution runs. `timeout` (seconds) stops the execution (ABORTED) and its .sync jobs. Ctrl-C does the same,
+    then re-raises KeyboardInterrupt.
+    """
+    text = definition if isinstance(definition, str) else json.dumps(definition)
+    started = time.monotonic()
+    machine_name = f"local-{uuid.uuid4().hex[:12]}"
+    execution_name = name or f"run-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    role = role_arn or f"arn:aws:iam::{account}:role/local-state-machine"
+    events: list[dict] = []
+    with _Routing():
+        _Mock.acquire()
+        machine_arn = None
+        try:
+            client = boto3.client("stepfunctions", region_name=region, aws_access_key_id="local",
+                                  aws_secret_access_key="local")
+            try:
+                machine_arn = client.create_state_machine(name=machine_name, definition=text,
+                                                          roleArn=role)["stateMachineArn"]
+            except ClientError as exc:
+                raise ValueError(f"invalid state machine definition: {exc.response['Error']['Message']}") from None
+            if sagemaker is not None:
+                with _registry_lock:
+                    _standins[machine_arn] = sagemaker
+            execution_arn = client.start_execution(stateMachineArn=machine_arn, name=execution_name,
+                                                   input=json.dumps(input or {}))["executionArn"]
+            deadline = None if timeout is None else started + timeout
+            try:
+                while True:
+                    described = client.describe_execution(executionArn=execution_arn)
+                    for event in _new_events(client, execution_arn, len(events)):
+                        events.append(event)
+                        if on_event:
+                            on_event(event)
+                    if described["status"] != "RUNNING":
+                        break
+                    if deadline is not None and time.monotonic() > deadline:
+                        client.stop_execution(executionArn=execution_arn, error="States.Timeout",
+                                              cause=f"local run exceeded {timeout:g}s")
+                        deadline = None
+                    time.sleep(poll_interval)
+            except KeyboardInterrupt:
+                client.stop_execution(executionArn=execution_arn, error="KeyboardInterrupt",
+                                      cause="interrupted on this machine")
+                time.sleep(1.0)  # lets the .sync state see the stop and stop its job
+                raise
+            time.sleep(poll_interval)  # the interpreter records its last events just after the status flips
+            for event in _new_events(client, execution_arn, len(events)):
+                events.append(event)
+                if on_event:
+                    on_event(event)
+            output = described.get("output")
+            return ExecutionResult(status=described["status"], output=json.loads(output) if output else None,
+                                   error=described.get("error"), cause=described.get("cause"), events=events,
+                                   execution_arn=execution_arn, seconds=time.monotonic() - started)
+        finally:
+            if machine_arn:
+                with _registry_lock:
+                    _standins.pop(machine_arn, None)
+            _Mock.release()
+
+
+def _new_events(client, execution_arn: str, seen: int) -> list[dict]:
+    events: list[dict] = []
+    kwargs: dict[str, Any] = {"executionArn": execution_arn, "maxResults": 1000}
+    while True:
+        page = client.get_execution_history(**kwargs)
+        events.extend(page["events"])
+        if not page.get("nextToken"):
+            break
+        kwargs["nextToken"] = page["nextToken"]
+    events.sort(key=lambda e: e["id"])
+    return [_json_event(e) for e in events[seen:]]

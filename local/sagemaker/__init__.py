@@ -1,0 +1,20 @@
+"""A local SageMaker stand-in: training, Debugger/Profiler rules, tuning and hosting on this machine.
+
+    from local.sagemaker import LocalSageMaker, SageMakerError
+    with LocalSageMaker("demo-output/sagemaker") as sm:
+        sm.create_training_job(**request)
+
+Working directory layout:
+    s3/<bucket>/<key>                 the local S3 root (configurable): channels, sourcedir.tar.gz, model.tar.gz,
+                                      debug-output/, rule-output/, profiler-output/ as SageMaker writes them
+    training-jobs/<job>/              the job's /opt/ml (input/config, input/data, code, model, output),
+                                      logs/algo-1.log, rules/ (spec, rule-job.log, verdicts.json), description.json
+    tuning-jobs/<job>/                description.json, training-jobs.json (every trial's summary)
+    endpoints/<endpoint>/             one log per endpoint-server process
+    hosting/state.json                models, endpoint configs and endpoints (restored with restore=True)
+"""
+
+from local.sagemaker.errors import SageMakerError
+from local.sagemaker.service import LocalSageMaker
+
+__all__ = ["LocalSageMaker", "SageMakerError"]

@@ -1,0 +1,411 @@
+"""Hosting: models, endpoint configs and endpoints served by local endpoint-server processes.
+
+Each production variant of an endpoint runs `python -m local.endpoint_server` on a free port. One stable runtime
+URL (the RuntimeProxy) answers sagemaker-runtime's InvokeEndpoint at /endpoints/<name>/invocations and forwards to
+the endpoint's current server, so AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME never changes. UpdateEndpoint is blue/green:
+the old servers answer until the new ones pass /ping, then traffic switches and the old ones stop. A failed update
+leaves the old servers in service (status InService with a FailureReason), as SageMaker rolls back.
+"""
+
+from __future__ import annotations
+
+import copy
+import http.client
+import json
+import os
+import random
+import re
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from local.sagemaker import processes
+from local.sagemaker.api import now
+
+if TYPE_CHECKING:
+    from local.sagemaker.service import LocalSageMaker
+
+LISTENING = re.compile(r"listening on http://([^:\s]+):(\d+)")
+INVOKE_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
+INVOKE_TIMEOUT = 60.0  # InvokeEndpoint's limit per request
+MAX_BODY = 16 * 1024 * 1024
+
+
+@dataclass
+class Backend:
+    """One production variant's server process."""
+
+    variant: str
+    model_name: str
+    weight: float
+    image: str
+    proc: subprocess.Popen | None = None
+    port: int | None = None
+    log_path: Path | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self.proc is not None:
+            processes.terminate(self.proc, grace)
+
+
+class Endpoint:
+    def __init__(self, sm: LocalSageMaker, name: str, arn: str, config_name: str) -> None:
+        self.sm = sm
+        self.name, self.arn = name, arn
+        self.config_name = config_name
+        self.status = "Creating"
+        self.failure_reason: str | None = None
+        self.creation_time = self.last_modified = now()
+        self.backends: list[Backend] = []
+        self.pending_config: str | None = None
+        self.pending_since = None
+        self.deployment_config: dict | None = None
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+
+    def describe(self) -> dict:
+        with self.sm.lock:
+            d: dict[str, Any] = {"EndpointName": self.name, "EndpointArn": self.arn,
+                                 "EndpointConfigName": self.config_name, "EndpointStatus": self.status,
+                                 "CreationTime": self.creation_time, "LastModifiedTime": self.last_modified}
+            if self.backends:
+                d["ProductionVariants"] = [{
+                    "VariantName": b.variant,
+                    "DeployedImages": [{"SpecifiedImage": b.image, "ResolvedImage": b.image,
+                                        "ResolutionTime": self.last_modified}],
+                    "CurrentWeight": b.weight, "DesiredWeight": b.weight,
+                    "CurrentInstanceCount": 1, "DesiredInstanceCount": 1,
+                } for b in self.backends]
+            if self.failure_reason:
+                d["FailureReason"] = self.failure_reason
+            if self.pending_config:
+                d["PendingDeploymentSummary"] = {"EndpointConfigName": self.pending_config,
+                                                 "StartTime": self.pending_since}
+            if self.deployment_config:
+                d["LastDeploymentConfig"] = copy.deepcopy(self.deployment_config)
+            return d
+
+    def pick(self, target_variant: str | None) -> Backend | None:
+        backends = [b for b in self.backends if b.ready.is_set()]
+        if target_variant:
+            backends = [b for b in backends if b.variant == target_variant]
+        if not backends:
+            return None
+        weights = [max(b.weight, 0.0) for b in backends]
+        return random.choices(backends, weights=weights)[0] if sum(weights) > 0 else backends[0]
+
+
+class Hosting:
+    """The hosting half of the stand-in (models, endpoint configs, endpoints), persisted in <work>/hosting."""
+
+    def __init__(self, sm: LocalSageMaker) -> None:
+        self.sm = sm
+        self.models: dict[str, dict] = {}
+        self.configs: dict[str, dict] = {}
+        self.endpoints: dict[str, Endpoint] = {}
+        self.dir = sm.work_dir / "hosting"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.state_file = self.dir / "state.json"
+
+    # --- persistence: endpoints outlive the process that created them, as in the cloud ---------------------
+    def save(self) -> None:
+        from local.sagemaker.api import to_json
+
+        with self.sm.lock:
+            state = {"models": self.models, "configs": self.configs,
+                     "endpoints": {n: {"arn": e.arn, "config": e.config_name, "status": e.status,
+                                       "created": e.creation_time} for n, e in self.endpoints.items()
+                                   if e.status not in ("Failed", "Deleting")}}
+            text = json.dumps(to_json(state), indent=2)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.state_file)
+
+    def restore(self) -> list[str]:
+        """Bring back the models, configs and in-service endpoints of an earlier run (their servers restart)."""
+        import datetime as dt
+
+        if not self.state_file.is_file():
+            return []
+        state = json.loads(self.state_file.read_text())
+
+        def times(d: dict) -> dict:
+            return {k: dt.datetime.fromisoformat(v) if k == "CreationTime" and isinstance(v, str) else v
+                    for k, v in d.items()}
+
+        self.models = {k: times(v) for k, v in state.get("models", {}).items()}
+        self.configs = {k: times(v) for k, v in state.get("configs", {}).items()}
+        restored = []
+        for name, e in state.get("endpoints", {}).items():
+            if e["config"] not in self.configs:
+                continue
+            endpoint = Endpoint(self.sm, name, e["arn"], e["config"])
+            endpoint.creation_time = dt.datetime.fromisoformat(e["created"])
+            endpoint.status = "SystemUpdating"  # "undergoing maintenance": its servers are coming back
+            self.endpoints[name] = endpoint
+            backends = self._start_backends(endpoint, e["config"])
+            if backends is None:
+                endpoint.status = "Failed"
+            else:
+                with self.sm.lock:
+                    endpoint.backends, endpoint.status, endpoint.last_modified = backends, "InService", now()
+                restored.append(name)
+            endpoint.done.set()
+        return restored
+
+    # --- models and configs ----------------------------------------------------------------------------------
+    def model_data_path(self, model: dict) -> Path:
+        container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
+        url = container.get("ModelDataUrl")
+        if not url:
+            raise ValueError(f"model {model['ModelName']} has no ModelDataUrl (only model.tar.gz models run locally)")
+        return self.sm.s3.path(url)
+
+    # --- endpoints -------------------------------------------------------------------------------------------
+    def _start_backends(self, endpoint: Endpoint, config_name: str) -> list[Backend] | None:
+        """Start one server per variant; None (and FailureReason set) if any does not come up."""
+        config = self.configs[config_name]
+        backends: list[Backend] = []
+        try:
+            for variant in config["ProductionVariants"]:
+                model = self.models.get(variant["ModelName"])
+                if model is None:
+                    raise RuntimeError(f"Could not find model \"{variant['ModelName']}\".")
+                container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
+                backend = Backend(variant["VariantName"], variant["ModelName"],
+                                  float(variant.get("InitialVariantWeight", 1.0)), container.get("Image", ""))
+                backends.append(backend)
+                self._launch(endpoint, backend, self.model_data_path(model), container.get("Environment", {}))
+            return backends
+        except Exception as exc:  # becomes the endpoint's FailureReason
+            for backend in backends:
+                backend.stop(1.0)
+            with self.sm.lock:
+                endpoint.failure_reason = str(exc)[:1024]
+            return None
+
+    def _launch(self, endpoint: Endpoint, backend: Backend, model_path: Path, environment: dict) -> None:
+        if not model_path.exists():
+            raise RuntimeError(f"Failed to download model data from {self.sm.s3.uri_for(model_path)}: no such "
+                               "object in the local S3 root")
+        log_dir = self.sm.work_dir / "endpoints" / endpoint.name
+        log_dir.mkdir(parents=True, exist_ok=True)
+        backend.log_path = log_dir / f"{backend.variant}-{int(time.time() * 1000)}.log"
+        env = {**os.environ, **environment, "PYTHONUNBUFFERED": "1",
+               "PYTHONPATH": os.pathsep.join(p for p in (str(self.sm.repo_root), os.environ.get("PYTHONPATH")) if p)}
+        cmd = [self.sm.python, "-m", "local.endpoint_server", "--model-dir", str(model_path), "--port", "0",
+               "--endpoint-name", endpoint.name, "--parent-pid", str(os.getpid())]
+        log = backend.log_path.open("w")
+        backend.proc = processes.spawn(cmd, cwd=str(self.sm.repo_root), env=env, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        found = threading.Event()
+
+        def pump() -> None:
+            with log:
+                for raw in iter(backend.proc.stdout.readline, b""):
+                    line = raw.decode("utf-8", "replace")
+                    log.write(line)
+                    log.flush()
+                    if backend.port is None and (m := LISTENING.search(line)):
+                        backend.port = int(m.group(2))
+                        found.set()
+            found.set()
+
+        threading.Thread(target=pump, name=f"endpoint-{endpoint.name}-{backend.variant}", daemon=True).start()
+        deadline = time.monotonic() + self.sm.endpoint_startup_timeout
+        found.wait(self.sm.endpoint_startup_timeout)
+        while time.monotonic() < deadline and not self.sm.closed:
+            if backend.proc.poll() is not None:
+                break
+            if backend.port is not None and _ping(backend.url):
+                backend.ready.set()
+                return
+            time.sleep(0.2)
+        backend.stop(1.0)
+        time.sleep(0.1)
+        tail = backend.log_path.read_text(errors="replace").strip().splitlines()[-6:]
+        why = "exited" if backend.proc.poll() is not None else \
+            f"did not pass the /ping health check within {self.sm.endpoint_startup_timeout:g}s"
+        raise RuntimeError(f"The primary container for production variant {backend.variant} {why}. "
+                           + " | ".join(tail))
+
+    def create(self, endpoint: Endpoint) -> None:
+        def run() -> None:
+            backends = self._start_backends(endpoint, endpoint.config_name)
+            with self.sm.lock:
+                if backends is None:
+                    endpoint.status = "Failed"
+                else:
+                    endpoint.backends, endpoint.status = backends, "InService"
+                endpoint.last_modified = now()
+            self._emit(endpoint)
+            self.save()
+            endpoint.done.set()
+
+        self._emit(endpoint)
+        threading.Thread(target=run, name=f"create-endpoint-{endpoint.name}", daemon=True).start()
+
+    def update(self, endpoint: Endpoint, config_name: str, deployment_config: dict | None) -> None:
+        def run() -> None:
+            backends = self._start_backends(endpoint, config_name)
+            with self.sm.lock:
+                old = endpoint.backends
+                if backends is not None:
+                    endpoint.backends, endpoint.config_name = backends, config_name  # the switch: atomic for routing
+                    endpoint.failure_reason = None
+                else:
+                    old = []
+                    endpoint.failure_reason = f"Update failed; rolled back to {endpoint.config_name}: " \
+                                              f"{endpoint.failure_reason or ''}"[:1024]
+                endpoint.status, endpoint.pending_config, endpoint.pending_since = "InService", None, None
+                endpoint.deployment_config = deployment_config
+                endpoint.last_modified = now()
+            wait = (deployment_config or {}).get("BlueGreenUpdatePolicy", {}).get("TerminationWaitInSeconds", 0)
+            if old and wait:
+                time.sleep(min(float(wait), 30.0))  # SageMaker keeps the blue fleet this long after the switch
+            for backend in old:
+                backend.stop(self.sm.stop_grace_seconds)
+            self._emit(endpoint)
+            self.save()
+            endpoint.done.set()
+
+        endpoint.done.clear()
+        with self.sm.lock:
+            endpoint.status, endpoint.pending_config, endpoint.pending_since = "Updating", config_name, now()
+            endpoint.last_modified = now()
+        self._emit(endpoint)
+        threading.Thread(target=run, name=f"update-endpoint-{endpoint.name}", daemon=True).start()
+
+    def delete(self, endpoint: Endpoint) -> None:
+        with self.sm.lock:
+            endpoint.status = "Deleting"
+            backends, endpoint.backends = endpoint.backends, []
+        self._emit(endpoint)
+        for backend in backends:
+            backend.stop(self.sm.stop_grace_seconds)
+        with self.sm.lock:
+            self.endpoints.pop(endpoint.name, None)
+        self.save()
+
+    def shutdown(self) -> None:
+        for endpoint in list(self.endpoints.values()):
+            for backend in list(endpoint.backends):
+                backend.stop(1.0)
+
+    def _emit(self, endpoint: Endpoint) -> None:
+        d = endpoint.describe()
+        self.sm.emit({"type": "Endpoint", "EndpointName": endpoint.name, "EndpointStatus": d["EndpointStatus"],
+                      "EndpointConfigName": d["EndpointConfigName"],
+                      **({"FailureReason": d["FailureReason"]} if "FailureReason" in d else {})})
+
+
+def _ping(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+# --- the stable sagemaker-runtime URL ------------------------------------------------------------------------
+class RuntimeProxy:
+    """http://127.0.0.1:<port>: InvokeEndpoint for every local endpoint, routed to its current server."""
+
+    def __init__(self, sm: LocalSageMaker, port: int = 0) -> None:
+        self.sm = sm
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # requests are not the stand-in's log
+                pass
+
+            def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _error(self, status: int, code: str, message: str) -> None:
+                self._reply(status, json.dumps({"message": message}).encode(),
+                            {"Content-Type": "application/json", "x-amzn-ErrorType": code,
+                             "x-amzn-RequestId": os.urandom(16).hex()})
+
+            def do_GET(self) -> None:  # http.server's naming
+                if self.path == "/ping":
+                    self._reply(200, b"", {})
+                else:
+                    self._error(404, "UnknownOperationException", f"no route for GET {self.path}")
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if 0 < length <= MAX_BODY else b""
+                if length > MAX_BODY:
+                    self.close_connection = True
+                    self._error(413, "ValidationError", f"Request payload exceeds {MAX_BODY} bytes")
+                    return
+                match = INVOKE_PATH.match(self.path.split("?")[0])
+                if not match:
+                    self._error(404, "UnknownOperationException", f"no route for POST {self.path}")
+                    return
+                proxy.invoke(self, urllib.request.unquote(match.group(1)), body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, name="sagemaker-runtime", daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def invoke(self, handler: Any, name: str, body: bytes) -> None:
+        endpoint = self.sm.hosting.endpoints.get(name)
+        with self.sm.lock:
+            backend = endpoint.pick(handler.headers.get("X-Amzn-SageMaker-Target-Variant")) if endpoint else None
+            status = endpoint.status if endpoint else None
+        if endpoint is None or status in ("Creating", "Failed", "Deleting"):
+            handler._error(400, "ValidationError", f"Endpoint {name} of account {self.sm.account} not found.")
+            return
+        if backend is None:
+            handler._error(400, "ValidationError", f"Endpoint {name} has no variant in service")
+            return
+        headers = {k: v for k, v in handler.headers.items()
+                   if k.lower() in ("content-type", "accept", "x-amzn-sagemaker-custom-attributes")}
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", backend.port, timeout=INVOKE_TIMEOUT)
+            conn.request("POST", f"/endpoints/{urllib.request.quote(name)}/invocations", body=body, headers=headers)
+            response = conn.getresponse()
+            payload = response.read()
+            out = {k: v for k, v in response.getheaders()
+                   if k.lower() not in ("content-length", "connection", "transfer-encoding", "server", "date")}
+            conn.close()
+        except TimeoutError:
+            handler._error(424, "ModelError", "Your invocation timed out while waiting for a response from "
+                                              f"container {backend.variant}.")
+            return
+        except OSError as exc:
+            handler._error(503, "ServiceUnavailable", f"variant {backend.variant} is not reachable: {exc}")
+            return
+        out = {k: v for k, v in out.items() if k.lower() != "x-amzn-invoked-production-variant"}
+        out["x-Amzn-Invoked-Production-Variant"] = backend.variant
+        handler._reply(response.status, payload, out)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

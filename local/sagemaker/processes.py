@@ -1,0 +1,116 @@
+"""Child processes that never outlive the stand-in: their own process group, killed on stop, exit and parent death.
+
+Every child starts in a new session (so a stop reaches its whole process tree), is registered for the atexit
+sweep, and on Linux asks the kernel for SIGKILL when its parent dies (covers SIGKILL of the parent, where no
+Python code runs). PR_SET_PDEATHSIG fires when the *thread* that forked exits, so all children are forked by
+one long-lived spawner thread rather than by the short-lived job threads.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import ctypes.util
+import functools
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any
+
+_PR_SET_PDEATHSIG = 1
+_lock = threading.Lock()
+_children: set[subprocess.Popen] = set()
+_requests: queue.Queue[tuple[dict[str, Any], Future]] = queue.Queue()
+_spawner: threading.Thread | None = None
+
+try:
+    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    _prctl = _libc.prctl
+except (OSError, AttributeError):  # not Linux: the atexit sweep still applies
+    _prctl = None
+
+
+def _die_with_parent(parent: int) -> None:
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _spawner_loop() -> None:
+    while True:
+        kwargs, future = _requests.get()
+        if not future.set_running_or_notify_cancel():
+            continue
+        try:
+            proc = subprocess.Popen(**kwargs, start_new_session=True,
+                                    preexec_fn=functools.partial(_die_with_parent, os.getpid()))
+            with _lock:
+                _children.add(proc)
+            future.set_result(proc)
+        except BaseException as exc:  # handed to the caller
+            future.set_exception(exc)
+
+
+def spawn(args: list[str], **kwargs: Any) -> subprocess.Popen:
+    """subprocess.Popen(args, **kwargs), registered and tied to this process's lifetime."""
+    global _spawner
+    with _lock:
+        if _spawner is None or not _spawner.is_alive():
+            _spawner = threading.Thread(target=_spawner_loop, name="sagemaker-spawner", daemon=True)
+            _spawner.start()
+    future: Future = Future()
+    _requests.put(({"args": args, **kwargs}, future))
+    return future.result()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)  # the child leads its own group: pgid == pid
+
+
+def terminate(proc: subprocess.Popen, grace: float = 5.0) -> int | None:
+    """SIGTERM the child's process group (as SageMaker stops a job), SIGKILL after `grace` seconds."""
+    if proc.poll() is None:
+        _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if proc.poll() is None:
+        _signal_group(proc, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+    # Grandchildren of an exited leader can outlive it in the group: sweep them too.
+    _signal_group(proc, signal.SIGKILL)
+    forget(proc)
+    return proc.returncode
+
+
+def forget(proc: subprocess.Popen) -> None:
+    with _lock:
+        _children.discard(proc)
+
+
+def running() -> list[subprocess.Popen]:
+    with _lock:
+        return [p for p in _children if p.poll() is None]
+
+
+def kill_all() -> None:
+    """End every child still registered (atexit, Ctrl-C, or an explicit shutdown)."""
+    with _lock:
+        children = list(_children)
+    for proc in children:
+        _signal_group(proc, signal.SIGKILL)
+    for proc in children:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+        forget(proc)
+
+
+atexit.register(kill_all)

@@ -1,0 +1,196 @@
+"""Debugger's system monitoring, locally: psutil samples of the job's process tree and a self-contained HTML report.
+
+SageMaker's profiler samples CPU, GPU, memory and I/O of the training instance every
+ProfilingIntervalInMilliseconds and writes them under <ProfilerConfig.S3OutputPath>/<job>/profiler-output/system;
+the ProfilerReport rule renders them as profiler-report.html. Framework (step-level) profiling is deprecated for
+PyTorch >= 2.0, so step timings here come from what the training script logs per epoch.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+
+@dataclass
+class Sample:
+    t: float  # seconds since the monitor started
+    cpu_process: float  # % of one core used by the job's process tree (can exceed 100)
+    cpu_cores: list[float]  # % per core, whole machine
+    rss_mb: float  # resident memory of the job's process tree
+    memory_percent: float  # whole machine
+    read_mb: float  # cumulative disk reads of the process tree
+    write_mb: float
+
+
+@dataclass
+class SystemMonitor:
+    """Samples one process tree on a thread until `stop()`; also appends SageMaker-style JSON lines."""
+
+    pid: int
+    interval: float = 0.5
+    out_dir: Path | None = None  # <...>/profiler-output/system
+    samples: list[Sample] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> SystemMonitor:
+        self._thread = threading.Thread(target=self._run, name=f"profiler-{self.pid}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[Sample]:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        return self.samples
+
+    def _tree(self, root: psutil.Process) -> list[psutil.Process]:
+        try:
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return [root]
+
+    def _run(self) -> None:
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.Error:
+            return
+        started = time.monotonic()
+        known: dict[int, psutil.Process] = {}
+        psutil.cpu_percent(percpu=True)  # primes the per-core counters
+        sink = None
+        if self.out_dir is not None:
+            path = Path(self.out_dir) / "incremental" / f"{int(time.time())}.algo-1.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sink = path.open("a")
+        try:
+            while not self._stop.wait(self.interval):
+                cpu = rss = read = write = 0.0
+                for proc in self._tree(root):
+                    proc = known.setdefault(proc.pid, proc)  # cpu_percent needs the same object each time
+                    try:
+                        with proc.oneshot():
+                            cpu += proc.cpu_percent()
+                            rss += proc.memory_info().rss
+                            io_counters = proc.io_counters() if hasattr(proc, "io_counters") else None
+                            if io_counters:
+                                read += io_counters.read_bytes
+                                write += io_counters.write_bytes
+                    except psutil.Error:
+                        continue
+                sample = Sample(time.monotonic() - started, cpu, psutil.cpu_percent(percpu=True), rss / 2**20,
+                                psutil.virtual_memory().percent, read / 2**20, write / 2**20)
+                self.samples.append(sample)
+                if sink:
+                    now = time.time()
+                    for i, value in enumerate(sample.cpu_cores):
+                        sink.write(json.dumps({"Name": f"cpu{i}", "Type": "cpu", "Dimension": "CPUUtilization",
+                                               "Value": value, "Timestamp": now}) + "\n")
+                    sink.write(json.dumps({"Name": "MemoryUsedPercent", "Type": "memory", "Dimension": "Memory",
+                                           "Value": sample.memory_percent, "Timestamp": now}) + "\n")
+                    sink.flush()
+                if not root.is_running():
+                    break
+        finally:
+            if sink:
+                sink.close()
+
+
+# --- report -----------------------------------------------------------------------------------------
+def _figure_html(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return f'<img alt="figure" src="data:image/png;base64,{data}"/>'
+
+
+def _table(rows: list[tuple], header: tuple) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def write_report(path: Path, job: dict, samples: list[Sample], epochs: list[dict],
+                 checks: list[tuple[str, str, str]]) -> Path:
+    """profiler-report.html: system usage over time, epoch timings, metrics and rule summaries (no network)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sections: list[str] = []
+    if samples:
+        t = [s.t for s in samples]
+        fig, (ax_cpu, ax_mem) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+        ax_cpu.plot(t, [s.cpu_process for s in samples], label="training process tree (% of one core)")
+        ax_cpu.plot(t, [sum(s.cpu_cores) / max(len(s.cpu_cores), 1) for s in samples], label="machine (mean %)")
+        ax_cpu.set_ylabel("CPU %")
+        ax_cpu.legend(loc="upper right")
+        ax_mem.plot(t, [s.rss_mb for s in samples], color="tab:green", label="training RSS (MiB)")
+        ax_mem.set_ylabel("MiB")
+        ax_mem.set_xlabel("seconds since the training process started")
+        twin = ax_mem.twinx()
+        twin.plot(t, [s.memory_percent for s in samples], color="tab:red", alpha=0.5, label="machine memory %")
+        twin.set_ylabel("machine memory %")
+        ax_mem.legend(loc="upper left")
+        fig.suptitle("System utilization")
+        sections.append("<h2>System utilization</h2>" + _figure_html(fig))
+        plt.close(fig)
+        cpu = [s.cpu_process for s in samples]
+        rows = [("samples", len(samples)), ("duration (s)", f"{t[-1]:.1f}"),
+                ("CPU p50 / p95 / max (% of a core)",
+                 " / ".join(f"{v:.0f}" for v in _percentiles(cpu, (50, 95, 100)))),
+                ("peak RSS (MiB)", f"{max(s.rss_mb for s in samples):.0f}"),
+                ("disk read / written (MiB)", f"{samples[-1].read_mb:.1f} / {samples[-1].write_mb:.1f}")]
+        sections.append(_table(rows, ("system metric", "value")))
+    else:
+        sections.append("<p>No system samples: the training process ended before the first sampling interval.</p>")
+    if epochs:
+        fig, ax = plt.subplots(figsize=(9, 3))
+        ax.bar([str(e["epoch"]) for e in epochs], [e["seconds"] for e in epochs], color="tab:purple")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("wall seconds")
+        fig.suptitle("Epoch time (from the training log)")
+        sections.append("<h2>Step time</h2>" + _figure_html(fig))
+        plt.close(fig)
+        keys = sorted({k for e in epochs for k in e if k not in ("epoch", "seconds")})
+        rows = [(e["epoch"], f"{e['seconds']:.1f}", *(f"{e.get(k, ''):.4g}" if k in e else "" for k in keys))
+                for e in epochs]
+        sections.append(_table(rows, ("epoch", "seconds", *keys)))
+    sections.append("<h2>Rules</h2>" + _table(checks, ("rule", "status", "details")))
+    metrics = [(m["MetricName"], f"{m['Value']:.6g}") for m in job.get("FinalMetricDataList", [])]
+    if metrics:
+        sections.append("<h2>Final metrics</h2>" + _table(metrics, ("metric", "value")))
+    summary = [("training job", job.get("TrainingJobName")), ("status", job.get("TrainingJobStatus")),
+               ("secondary status", job.get("SecondaryStatus")),
+               ("training time (s)", job.get("TrainingTimeInSeconds", "")),
+               ("instance", job.get("ResourceConfig", {}).get("InstanceType", "")),
+               ("run locally on", f"{psutil.cpu_count()} CPU cores, "
+                                  f"{psutil.virtual_memory().total / 2**30:.1f} GiB memory, no GPU")]
+    page = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>Profiler report: {html.escape(str(job.get("TrainingJobName")))}</title>
+<style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100%}}</style></head><body>
+<h1>SageMaker Debugger profiling report (local)</h1>
+{_table(summary, ("", ""))}
+{"".join(sections)}
+<p>Framework profiling (per-step and data-loader timelines) is deprecated for PyTorch 2.x; step time above is
+per epoch, from the training log.</p>
+</body></html>"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page)
+    return path
+
+
+def _percentiles(values: list[float], qs: tuple[int, ...]) -> list[float]:
+    ordered = sorted(values)
+    return [ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] for q in qs]

@@ -1,0 +1,639 @@
+"""Training jobs: the entry point as a subprocess under SageMaker's training-container contract.
+
+Per job, under <work>/training-jobs/<name>/ (the container's /opt/ml, made local):
+    input/config/{hyperparameters,inputdataconfig,resourceconfig,debughookconfig}.json
+    input/data/<channel>  -> the channel's folder in the local S3 root
+    code/                 sagemaker_submit_directory, extracted (or the repository's ml/ as a fallback)
+    model/  output/  output/data/  checkpoints/ (when no CheckpointConfig)
+    logs/algo-1.log       the CloudWatch log stream: everything the script printed
+    rules/                rule evaluation spec, verdicts and the rule job's log
+    description.json      the last DescribeTrainingJob answer
+and in the local S3 root, as SageMaker uploads them:
+    <S3OutputPath>/<job>/output/model.tar.gz, output.tar.gz
+    <DebugHookConfig.S3OutputPath>/<job>/debug-output/          smdebug tensors (+ training_job_end.ts)
+    <DebugHookConfig.S3OutputPath>/<job>/rule-output/<rule>/    verdicts
+    <ProfilerConfig.S3OutputPath>/<job>/profiler-output/system/ system metrics
+    <ProfilerConfig.S3OutputPath>/<job>/rule-output/ProfilerReport/profiler-output/profiler-report.html
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from local.sagemaker import processes
+from local.sagemaker.api import arn, now
+from local.sagemaker.profiler import SystemMonitor, write_report
+
+if TYPE_CHECKING:
+    from local.sagemaker.service import LocalSageMaker
+
+TERMINAL = ("Completed", "Failed", "Stopped")
+RULE_TERMINAL = ("NoIssuesFound", "IssuesFound", "Error", "Stopped")
+HOST = "algo-1"
+# SageMaker's script-mode hyperparameters that configure the toolkit, not the script.
+TOOLKIT_PREFIX = "sagemaker_"
+TUNING_OBJECTIVE_HP = "_tuning_objective_metric"
+EPOCH_PROGRESS = re.compile(r"\bepoch=(\d+)/(\d+)")
+STATUS_MESSAGES = {
+    "Starting": "Launching requested ML instances",
+    "Downloading": "Downloading input data",
+    "Training": "Training image download completed. Training in progress.",
+    "Uploading": "Uploading generated training model",
+    "Completed": "Training job completed",
+    "Failed": "Training job failed",
+    "Stopping": "Stopping the training job",
+    "Stopped": "Training job stopped",
+    "MaxRuntimeExceeded": "Training job exceeded MaxRuntimeInSeconds provided",
+}
+END_OF_JOB_FILE = "training_job_end.ts"  # smdebug's marker; SageMaker writes it when the job ends
+
+
+class JobFailure(Exception):
+    """Ends the job as Failed with this FailureReason."""
+
+
+def _decode_hp(value: str) -> str:
+    # The SageMaker Python SDK JSON-encodes script-mode values ('"train.py"'); raw API callers do not.
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        try:
+            return str(json.loads(value))
+        except ValueError:
+            pass
+    return value
+
+
+def script_arguments(hyperparameters: dict[str, str]) -> list[str]:
+    """What the training toolkit passes the entry point: --name value, toolkit settings removed."""
+    args: list[str] = []
+    for name, value in hyperparameters.items():
+        if name.startswith(TOOLKIT_PREFIX) or name == TUNING_OBJECTIVE_HP:
+            continue
+        args += [f"--{name}", _decode_hp(value)]
+    return args
+
+
+def metric_values(definitions: list[dict], text: str) -> dict[str, list[float]]:
+    """Every value of every MetricDefinition in a log, in order (SageMaker's scraper; the last one is final)."""
+    found: dict[str, list[float]] = {}
+    for definition in definitions:
+        values = []
+        for match in re.finditer(definition["Regex"], text, flags=re.MULTILINE):
+            raw = match.group(1) if match.groups() else match.group(0)
+            try:
+                values.append(float(raw))
+            except (TypeError, ValueError):
+                continue
+        if values:
+            found[definition["Name"]] = values
+    return found
+
+
+def _tar_directory(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    with tarfile.open(tmp, "w:gz") as archive:
+        for path in sorted(source.rglob("*")):
+            archive.add(path, arcname=str(path.relative_to(source)), recursive=False)
+    os.replace(tmp, target)
+
+
+class TrainingJob:
+    """One CreateTrainingJob request, run on a thread; `describe()` is DescribeTrainingJob's answer."""
+
+    def __init__(self, sm: LocalSageMaker, request: dict, tuning_job_arn: str | None = None) -> None:
+        self.sm = sm
+        self.request = copy.deepcopy(request)
+        self.name: str = request["TrainingJobName"]
+        self.dir = sm.work_dir / "training-jobs" / self.name
+        self.log_path = self.dir / "logs" / f"{HOST}.log"
+        self.metric_listeners: list[Callable[[str, float, int], None]] = []
+        self._stop = threading.Event()
+        self._finished = threading.Event()
+        self._rules_finished = threading.Event()
+        self._proc: subprocess.Popen | None = None
+        self._rule_proc: subprocess.Popen | None = None
+        self._thread: threading.Thread | None = None
+        self._line_times: dict[str, float] = {}
+        self.report_path: Path | None = None
+        self.epochs: list[dict] = []
+        created = now()
+        d: dict[str, Any] = {
+            "TrainingJobName": self.name,
+            "TrainingJobArn": arn("training-job", self.name, sm.region, sm.account),
+            "TrainingJobStatus": "InProgress",
+            "SecondaryStatus": "Starting",
+            "HyperParameters": dict(request.get("HyperParameters", {})),
+            "AlgorithmSpecification": {"EnableSageMakerMetricsTimeSeries": False, **request["AlgorithmSpecification"]},
+            "RoleArn": request["RoleArn"],
+            "InputDataConfig": copy.deepcopy(request.get("InputDataConfig", [])),
+            "OutputDataConfig": copy.deepcopy(request["OutputDataConfig"]),
+            "ResourceConfig": copy.deepcopy(request["ResourceConfig"]),
+            "StoppingCondition": copy.deepcopy(request["StoppingCondition"]),
+            "CreationTime": created,
+            "LastModifiedTime": created,
+            "SecondaryStatusTransitions": [
+                {"Status": "Starting", "StartTime": created, "StatusMessage": STATUS_MESSAGES["Starting"]}],
+            "EnableNetworkIsolation": request.get("EnableNetworkIsolation", False),
+            "EnableInterContainerTrafficEncryption": request.get("EnableInterContainerTrafficEncryption", False),
+            "EnableManagedSpotTraining": request.get("EnableManagedSpotTraining", False),
+        }
+        if tuning_job_arn:
+            d["TuningJobArn"] = tuning_job_arn
+        for key in ("VpcConfig", "CheckpointConfig", "DebugHookConfig", "DebugRuleConfigurations",
+                    "TensorBoardOutputConfig", "ExperimentConfig", "ProfilerConfig", "ProfilerRuleConfigurations",
+                    "Environment", "RetryStrategy"):
+            if key in request:
+                d[key] = copy.deepcopy(request[key])
+        if request.get("DebugRuleConfigurations"):
+            d["DebugRuleEvaluationStatuses"] = [self._rule_status(c, "debug")
+                                                for c in request["DebugRuleConfigurations"]]
+        profiling = "ProfilerConfig" in request and not request["ProfilerConfig"].get("DisableProfiler", False)
+        d["ProfilingStatus"] = "Enabled" if profiling else "Disabled"
+        if request.get("ProfilerRuleConfigurations"):
+            d["ProfilerRuleEvaluationStatuses"] = [self._rule_status(c, "profiler")
+                                                   for c in request["ProfilerRuleConfigurations"]]
+        self.desc = d
+
+    # --- status --------------------------------------------------------------------------------------------
+    def _rule_status(self, config: dict, kind: str) -> dict:
+        name = config["RuleConfigurationName"]
+        return {"RuleConfigurationName": name,
+                "RuleEvaluationJobArn": arn("processing-job", f"{self.name[:26]}-{name[:20]}-{kind[:1]}",
+                                            self.sm.region, self.sm.account),
+                "RuleEvaluationStatus": "InProgress", "LastModifiedTime": now()}
+
+    def describe(self) -> dict:
+        with self.sm.lock:
+            return copy.deepcopy(self.desc)
+
+    @property
+    def status(self) -> str:
+        with self.sm.lock:
+            return self.desc["TrainingJobStatus"]
+
+    def _transition(self, secondary: str, status: str | None = None, message: str | None = None) -> None:
+        stamp = now()
+        with self.sm.lock:
+            transitions = self.desc["SecondaryStatusTransitions"]
+            if transitions and "EndTime" not in transitions[-1]:
+                transitions[-1]["EndTime"] = stamp
+            transitions.append({"Status": secondary, "StartTime": stamp,
+                                "StatusMessage": message or STATUS_MESSAGES.get(secondary, secondary)})
+            self.desc["SecondaryStatus"] = secondary
+            if status:
+                self.desc["TrainingJobStatus"] = status
+            self.desc["LastModifiedTime"] = stamp
+            if status in TERMINAL:
+                transitions[-1]["EndTime"] = stamp
+            event = {"type": "TrainingJob", "TrainingJobName": self.name,
+                     "TrainingJobStatus": self.desc["TrainingJobStatus"], "SecondaryStatus": secondary,
+                     "StatusMessage": transitions[-1]["StatusMessage"]}
+        self.sm.emit(event)
+
+    def _set_rule(self, kind: str, name: str, status: str, details: str | None = None) -> None:
+        key = "DebugRuleEvaluationStatuses" if kind == "debug" else "ProfilerRuleEvaluationStatuses"
+        with self.sm.lock:
+            for entry in self.desc.get(key, []):
+                if entry["RuleConfigurationName"] == name:
+                    entry["RuleEvaluationStatus"] = status
+                    entry["LastModifiedTime"] = now()
+                    if details:
+                        entry["StatusDetails"] = details[:1024]
+        self.sm.emit({"type": "DebugRuleEvaluation" if kind == "debug" else "ProfilerRuleEvaluation",
+                      "TrainingJobName": self.name, "RuleConfigurationName": name, "RuleEvaluationStatus": status,
+                      "StatusDetails": details or ""})
+
+    # --- lifecycle -----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"training-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """StopTrainingJob: Stopping now, Stopped once the process has ended (SIGTERM, then SIGKILL)."""
+        with self.sm.lock:
+            if self.desc["TrainingJobStatus"] != "InProgress":
+                return
+        self._transition("Stopping", "Stopping")
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._finished.wait(timeout)
+
+    def wait_rules(self, timeout: float | None = None) -> bool:
+        return self._rules_finished.wait(timeout)
+
+    def kill(self) -> None:
+        """Shutdown of the stand-in: end the processes now, whatever the state."""
+        self._stop.set()
+        for proc in (self._proc, self._rule_proc):
+            if proc is not None:
+                processes.terminate(proc, grace=1.0)
+
+    # --- the job ---------------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        monitor: SystemMonitor | None = None
+        outcome = ("Failed", "Failed", None)
+        try:
+            for sub in ("input/config", "input/data", "model", "output/data", "code", "logs"):
+                (self.dir / sub).mkdir(parents=True, exist_ok=True)
+            self._transition("Downloading")
+            env, cmd, cwd = self._prepare()
+            if self._stop.is_set():
+                outcome = ("Stopped", "Stopped", None)
+            else:
+                outcome, monitor = self._train(env, cmd, cwd)
+        except JobFailure as failure:
+            outcome = ("Failed", "Failed", str(failure))
+        except Exception as exc:  # the stand-in's own fault, reported as SageMaker's
+            outcome = ("Failed", "Failed", f"InternalServerError: {type(exc).__name__}: {exc}")
+            self._log(traceback.format_exc())
+        status, secondary, reason = outcome
+        try:
+            self._finish(status, secondary, reason)
+        finally:
+            self._finished.set()
+        threading.Thread(target=self._evaluate_rules, args=(monitor,), name=f"rules-{self.name}", daemon=True).start()
+
+    def _log(self, text: str) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("a") as log:
+            log.write(text if text.endswith("\n") else text + "\n")
+
+    def _s3_path(self, uri: str, *parts: str) -> Path:
+        return self.sm.s3.path(self.sm.s3.join(uri, *parts))
+
+    def _prepare(self) -> tuple[dict[str, str], list[str], Path]:
+        config = self.dir / "input" / "config"
+        hps = {k: str(v) for k, v in self.request.get("HyperParameters", {}).items()}
+        (config / "hyperparameters.json").write_text(json.dumps(hps, indent=2))
+        channels: dict[str, dict] = {}
+        for channel in self.request.get("InputDataConfig", []):
+            name = channel["ChannelName"]
+            channels[name] = {"TrainingInputMode": channel.get("InputMode", self.request["AlgorithmSpecification"].get(
+                "TrainingInputMode", "File")), "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+            if "ContentType" in channel:
+                channels[name]["ContentType"] = channel["ContentType"]
+            source = channel["DataSource"].get("S3DataSource")
+            if source is None:
+                raise JobFailure(f"ClientError: channel {name}: only S3DataSource is supported locally")
+            local = self.sm.s3.path(source["S3Uri"])
+            target = self.dir / "input" / "data" / name
+            if target.is_symlink() or target.is_file():
+                target.unlink()
+            elif target.exists():
+                shutil.rmtree(target)
+            if local.is_dir():
+                target.symlink_to(local, target_is_directory=True)
+            elif local.is_file():
+                target.mkdir(parents=True)
+                shutil.copy2(local, target / local.name)
+            else:
+                raise JobFailure(f"ClientError: Data download failed:Could not download {source['S3Uri']}: "
+                                 f"no such key or prefix in the local S3 root {self.sm.s3.root}")
+        (config / "inputdataconfig.json").write_text(json.dumps(channels, indent=2))
+        (config / "resourceconfig.json").write_text(json.dumps(
+            {"current_host": HOST, "hosts": [HOST], "network_interface_name": "eth0"}, indent=2))
+
+        program = _decode_hp(hps.get("sagemaker_program", ""))
+        if not program:
+            raise JobFailure("AlgorithmError: no sagemaker_program hyperparameter: the local stand-in runs framework "
+                             "containers in script mode (sagemaker_program + sagemaker_submit_directory)")
+        code = self._source_code(_decode_hp(hps.get("sagemaker_submit_directory", "")))
+        entry = code / program
+        if not entry.is_file():
+            raise JobFailure(f"AlgorithmError: ExecuteUserScriptError: entry point {program} not found in the "
+                             f"source directory {code}")
+
+        if "CheckpointConfig" in self.request:
+            checkpoints = self.sm.s3.path(self.request["CheckpointConfig"]["S3Uri"])
+        else:
+            checkpoints = self.dir / "checkpoints"
+        checkpoints.mkdir(parents=True, exist_ok=True)
+
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("SM_", "SMDEBUG_", "TRAINING_JOB_", "PYTHONPATH"))}
+        env.update(self.request.get("Environment", {}))
+        model_dir, output = self.dir / "model", self.dir / "output"
+        env.update({
+            "TRAINING_JOB_NAME": self.name, "TRAINING_JOB_ARN": self.desc["TrainingJobArn"],
+            "SM_MODEL_DIR": str(model_dir), "SM_OUTPUT_DIR": str(output),
+            "SM_OUTPUT_DATA_DIR": str(output / "data"), "SM_INPUT_DIR": str(self.dir / "input"),
+            "SM_INPUT_CONFIG_DIR": str(config), "SM_CHANNELS": json.dumps(sorted(channels)),
+            "SM_HOSTS": json.dumps([HOST]), "SM_CURRENT_HOST": HOST, "SM_NUM_CPUS": str(os.cpu_count() or 1),
+            "SM_NUM_GPUS": "0", "SM_HPS": json.dumps(hps), "SM_USER_ENTRY_POINT": program,
+            "SM_MODULE_DIR": self.sm.s3.normalise(hps["sagemaker_submit_directory"])
+            if hps.get("sagemaker_submit_directory", "").startswith(("s3://", "https://")) else str(code),
+            "PYTHONPATH": str(code), "PYTHONUNBUFFERED": "1",
+            "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",  # smdebug's generated protobuf (design §2)
+        })
+        for name in channels:
+            env[f"SM_CHANNEL_{name.upper()}"] = str(self.dir / "input" / "data" / name)
+        for name, value in hps.items():
+            if not name.startswith(TOOLKIT_PREFIX):
+                env[f"SM_HP_{name.upper().replace('-', '_')}"] = _decode_hp(value)
+
+        hook = self._hook_config()
+        if hook is not None:
+            path = config / "debughookconfig.json"
+            path.write_text(json.dumps(hook, indent=2))
+            env["SMDEBUG_CONFIG_FILE_PATH"] = str(path)
+
+        cmd = [self.sm.python, str(entry), *script_arguments(hps)]
+        if "--checkpoint-dir" not in cmd:
+            cmd += ["--checkpoint-dir", str(checkpoints)]  # the container's /opt/ml/checkpoints, made local
+        return env, cmd, code
+
+    def _source_code(self, submit_directory: str) -> Path:
+        """sagemaker_submit_directory from the local S3 root (a tar.gz or a folder), else the configured fallback."""
+        code = self.dir / "code"
+        if submit_directory:
+            local = self.sm.s3.path(submit_directory) if submit_directory.startswith(("s3://", "http")) \
+                else Path(submit_directory)
+            if local.is_file() and tarfile.is_tarfile(local):
+                with tarfile.open(local) as archive:
+                    archive.extractall(code, filter="data")
+                self._log(f"[stand-in] source code: {submit_directory} extracted to {code}")
+                return code
+            if local.is_dir():
+                self._log(f"[stand-in] source code: {local}")
+                return local
+        self._log(f"[stand-in] source code: {submit_directory or '(none given)'} is not in the local S3 root; "
+                  f"using {self.sm.source_dir}")
+        return self.sm.source_dir
+
+    def debug_output_uri(self) -> str | None:
+        hook = self.request.get("DebugHookConfig")
+        if hook is None and not self.request.get("DebugRuleConfigurations"):
+            return None
+        base = hook["S3OutputPath"] if hook else self.request["OutputDataConfig"]["S3OutputPath"]
+        return self.sm.s3.join(base, self.name, "debug-output")
+
+    def _hook_config(self) -> dict | None:
+        """The JSON SageMaker writes to /opt/ml/input/config/debughookconfig.json (smdebug's json_config format)."""
+        uri = self.debug_output_uri()
+        if uri is None:
+            return None
+        hook = self.request.get("DebugHookConfig", {})
+        local = self.sm.s3.path(uri)
+        local.mkdir(parents=True, exist_ok=True)
+        return {"S3OutputPath": uri, "LocalPath": str(local), "HookParameters": hook.get("HookParameters", {}),
+                "CollectionConfigurations": hook.get("CollectionConfigurations", [])}
+
+    def _read_output(self, stream, sink) -> None:
+        definitions = self.request["AlgorithmSpecification"].get("MetricDefinitions", [])
+        compiled = [(d["Name"], re.compile(d["Regex"])) for d in definitions]
+        counts: dict[str, int] = {}
+        epoch_started = time.monotonic()
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace")
+            sink.write(line)
+            sink.flush()
+            self.sm.emit({"type": "TrainingLog", "TrainingJobName": self.name, "line": line.rstrip("\n")})
+            progress = EPOCH_PROGRESS.search(line)
+            values: dict[str, float] = {}
+            for name, regex in compiled:
+                for match in regex.finditer(line):
+                    try:
+                        values[name] = float(match.group(1) if match.groups() else match.group(0))
+                    except (TypeError, ValueError):
+                        continue
+            for name, value in values.items():
+                counts[name] = counts.get(name, 0) + 1
+                self._line_times[name] = time.time()
+                event = {"type": "TrainingMetric", "TrainingJobName": self.name, "MetricName": name, "Value": value}
+                if progress:
+                    event["Epoch"], event["Epochs"] = int(progress.group(1)), int(progress.group(2))
+                self.sm.emit(event)
+                for listener in list(self.metric_listeners):
+                    with contextlib.suppress(Exception):  # a listener must not break the job
+                        listener(name, value, counts[name])
+            if progress:
+                stamp = time.monotonic()
+                self.epochs.append({"epoch": int(progress.group(1)), "seconds": stamp - epoch_started, **values})
+                epoch_started = stamp
+
+    def _train(self, env: dict[str, str], cmd: list[str], cwd: Path
+               ) -> tuple[tuple[str, str, str | None], SystemMonitor | None]:
+        failure_file = self.dir / "output" / "failure"
+        failure_file.unlink(missing_ok=True)
+        limit = self.request["StoppingCondition"].get("MaxRuntimeInSeconds", 86400)
+        with self.sm.lock:
+            self.desc["TrainingStartTime"] = now()
+        self._transition("Training")
+        started = time.monotonic()
+        with self.log_path.open("a") as sink:
+            sink.write(f"[stand-in] {' '.join(cmd)}\n")
+            sink.flush()
+            self._proc = processes.spawn(cmd, cwd=str(cwd), env=env,
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            monitor = None
+            profiler = self.request.get("ProfilerConfig")
+            if profiler and not profiler.get("DisableProfiler", False):
+                interval = profiler.get("ProfilingIntervalInMilliseconds", 500) / 1000
+                out = self._s3_path(profiler.get("S3OutputPath", self.request["OutputDataConfig"]["S3OutputPath"]),
+                                    self.name, "profiler-output", "system")
+                monitor = SystemMonitor(self._proc.pid, interval, out).start()
+            reader = threading.Thread(target=self._read_output, args=(self._proc.stdout, sink), daemon=True,
+                                      name=f"log-{self.name}")
+            reader.start()
+            timed_out = False
+            while self._proc.poll() is None:
+                if self._stop.wait(0.1):
+                    break
+                if time.monotonic() - started > limit:
+                    timed_out = True
+                    break
+            if self._proc.poll() is None:
+                why = f"MaxRuntimeInSeconds ({limit}s) exceeded" if timed_out else "stop"
+                sink.write(f"[stand-in] {why}: SIGTERM, then SIGKILL after {self.sm.stop_grace_seconds:g}s\n")
+                sink.flush()
+                processes.terminate(self._proc, self.sm.stop_grace_seconds)
+            rc = self._proc.wait()
+            processes.forget(self._proc)
+            reader.join(timeout=10)
+        if monitor:
+            monitor.stop()
+        if timed_out:
+            return ("Stopped", "MaxRuntimeExceeded", None), monitor
+        if self._stop.is_set():
+            return ("Stopped", "Stopped", None), monitor
+        if rc != 0:
+            if failure_file.is_file() and failure_file.read_text().strip():
+                reason = f"AlgorithmError: {failure_file.read_text().strip()}"
+            else:
+                tail = self.log_path.read_text(errors="replace").strip().splitlines()[-5:]
+                reason = (f"AlgorithmError: ExecuteUserScriptError:\nExitCode {rc}\nErrorMessage \""
+                          + "\n".join(tail) + f"\"\nCommand \"{' '.join(cmd[:2])}\"")
+            return ("Failed", "Failed", reason), monitor
+        return ("Completed", "Completed", None), monitor
+
+    def _finish(self, status: str, secondary: str, reason: str | None) -> None:
+        definitions = self.request["AlgorithmSpecification"].get("MetricDefinitions", [])
+        log_text = self.log_path.read_text(errors="replace") if self.log_path.is_file() else ""
+        final = [{"MetricName": name, "Value": values[-1],
+                  "Timestamp": _from_epoch(self._line_times.get(name, time.time()))}
+                 for name, values in metric_values(definitions, log_text).items()]
+        model_dir = self.dir / "model"
+        output_uri = self.sm.s3.join(self.request["OutputDataConfig"]["S3OutputPath"], self.name, "output")
+        artifacts = None
+        if status == "Completed" or (status == "Stopped" and any(model_dir.iterdir())):
+            # SageMaker uploads /opt/ml/model as model.tar.gz, also after a stop (the SIGTERM window's results).
+            if status == "Completed":
+                self._transition("Uploading")
+            _tar_directory(model_dir, self.sm.s3.path(output_uri + "/model.tar.gz"))
+            artifacts = output_uri + "/model.tar.gz"
+        data_dir = self.dir / "output" / "data"
+        if data_dir.is_dir() and any(data_dir.iterdir()):
+            _tar_directory(data_dir, self.sm.s3.path(output_uri + "/output.tar.gz"))
+        end = now()
+        with self.sm.lock:
+            d = self.desc
+            if artifacts:
+                d["ModelArtifacts"] = {"S3ModelArtifacts": artifacts}
+            if final:
+                d["FinalMetricDataList"] = final
+            if reason:
+                d["FailureReason"] = reason[:1024]
+            d["TrainingEndTime"] = end
+            start = d.get("TrainingStartTime", d["CreationTime"])
+            d["TrainingTimeInSeconds"] = max(1, int((end - start).total_seconds()))
+            d["BillableTimeInSeconds"] = d["TrainingTimeInSeconds"]
+        message = STATUS_MESSAGES.get(secondary)
+        if reason and status == "Failed":
+            message = f"{message}: {reason.splitlines()[0][:200]}"
+        self._transition(secondary, status, message)
+        uri = self.debug_output_uri()
+        if uri:
+            marker = self.sm.s3.path(uri) / END_OF_JOB_FILE
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        self.save()
+
+    def save(self) -> None:
+        from local.sagemaker.api import to_json
+
+        (self.dir / "description.json").write_text(json.dumps(to_json(self.describe()), indent=2))
+
+    # --- rules, after the job (SageMaker reports them after the training job has ended) ----------------------
+    def _evaluate_rules(self, monitor: SystemMonitor | None) -> None:
+        try:
+            if self.request.get("DebugRuleConfigurations"):
+                self._evaluate_debug_rules()
+            if self.request.get("ProfilerRuleConfigurations"):
+                self._profiler_rules(monitor)
+        except Exception as exc:  # a rule failure is a rule status, never a crash
+            self._log(f"[stand-in] rule evaluation failed: {traceback.format_exc()}")
+            for kind, key in (("debug", "DebugRuleEvaluationStatuses"), ("profiler", "ProfilerRuleEvaluationStatuses")):
+                for entry in self.describe().get(key, []):
+                    if entry["RuleEvaluationStatus"] == "InProgress":
+                        self._set_rule(kind, entry["RuleConfigurationName"], "Error", f"InternalServerError: {exc}")
+        finally:
+            self.save()
+            self._rules_finished.set()
+
+    def _evaluate_debug_rules(self) -> None:
+        configs = self.request["DebugRuleConfigurations"]
+        rules_dir = self.dir / "rules"
+        rules_dir.mkdir(exist_ok=True)
+        base = self.request.get("DebugHookConfig", {}).get("S3OutputPath",
+                                                           self.request["OutputDataConfig"]["S3OutputPath"])
+        if self.sm.closed or self.describe()["SecondaryStatus"] == "Stopped":
+            # StopTrainingJob stops the rule jobs with it.
+            for config in configs:
+                self._set_rule("debug", config["RuleConfigurationName"], "Stopped", "The training job was stopped")
+            return
+        runnable = list(configs)
+        results_file = rules_dir / "verdicts.json"
+        results_file.unlink(missing_ok=True)
+        spec = {"trial": str(self.sm.s3.path(self.debug_output_uri())), "result_file": str(results_file),
+                "rules": runnable,
+                "rule_output": {c["RuleConfigurationName"]: str(self._s3_path(
+                    c.get("S3OutputPath", base), self.name, "rule-output", c["RuleConfigurationName"]))
+                    for c in runnable}}
+        spec_file = rules_dir / "spec.json"
+        spec_file.write_text(json.dumps(spec, indent=2))
+        env = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
+               "PYTHONPATH": os.pathsep.join(p for p in (str(self.sm.repo_root), os.environ.get("PYTHONPATH")) if p)}
+        env.pop("TRAINING_JOB_NAME", None)  # smdebug would otherwise think it runs inside a training job
+        reported: set[str] = set()
+        with (rules_dir / "rule-job.log").open("w") as log:
+            self._rule_proc = processes.spawn([self.sm.python, "-m", "local.sagemaker.rules", str(spec_file)],
+                                              cwd=str(self.sm.repo_root), env=env, stdout=log,
+                                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            while True:
+                done = self._rule_proc.poll() is not None
+                reported |= self._report_verdicts(results_file, reported)
+                if done:
+                    break
+                time.sleep(0.2)
+            processes.forget(self._rule_proc)
+        for config in runnable:
+            if config["RuleConfigurationName"] not in reported:
+                self._set_rule("debug", config["RuleConfigurationName"], "Error",
+                               f"InternalServerError: the rule job exited with status {self._rule_proc.returncode}; "
+                               f"see {rules_dir / 'rule-job.log'}")
+
+    def _report_verdicts(self, results_file: Path, reported: set[str]) -> set[str]:
+        if not results_file.is_file():
+            return set()
+        try:
+            results = json.loads(results_file.read_text())
+        except ValueError:
+            return set()
+        new = set()
+        for name, result in results.items():
+            if name not in reported:
+                status = result["status"]
+                self._set_rule("debug", name, status, result.get("details") if status != "NoIssuesFound" else None)
+                new.add(name)
+        return new
+
+    def _profiler_rules(self, monitor: SystemMonitor | None) -> None:
+        samples = monitor.samples if monitor else []
+        configs = self.request.get("ProfilerRuleConfigurations", [])
+        profiler = self.request.get("ProfilerConfig", {})
+        base = profiler.get("S3OutputPath", self.request["OutputDataConfig"]["S3OutputPath"])
+        verdicts: dict[str, tuple[str, str]] = {}
+        report_rule = None
+        for config in configs:
+            name = config["RuleConfigurationName"]
+            rule = config.get("RuleParameters", {}).get("rule_to_invoke", name)
+            if rule == "ProfilerReport":
+                report_rule = name
+            elif rule == "LowGPUUtilization":
+                verdicts[name] = ("NoIssuesFound", "No GPU on this machine: GPU utilization was not evaluated "
+                                                   "(the local stand-in trains on CPU)")
+            else:
+                verdicts[name] = ("Error", f"ClientError: profiler rule {rule!r} is not implemented locally "
+                                           "(local rules: ProfilerReport, LowGPUUtilization)")
+        for name, (status, details) in verdicts.items():
+            self._set_rule("profiler", name, status, details)
+        if report_rule:
+            report = self._s3_path(base, self.name, "rule-output", report_rule, "profiler-output",
+                                   "profiler-report.html")
+            checks = [(r["RuleConfigurationName"], r["RuleEvaluationStatus"], r.get("StatusDetails", ""))
+                      for r in self.describe().get("DebugRuleEvaluationStatuses", [])]
+            checks += [(name, status, details) for name, (status, details) in verdicts.items()]
+            write_report(report, self.describe(), samples, self.epochs, checks)
+            self.report_path = report
+            self._set_rule("profiler", report_rule, "NoIssuesFound",
+                           f"Report: {self.sm.s3.uri_for(report)} ({len(samples)} system samples)")
+
+
+def _from_epoch(seconds: float):
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)

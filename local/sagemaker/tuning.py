@@ -1,0 +1,365 @@
+"""Hyperparameter tuning jobs: trials are training jobs, proposed by optuna.
+
+Strategy -> sampler: Bayesian -> TPE, Random -> RandomSampler, Grid -> GridSampler (categorical and integer
+ranges), Hyperband -> TPE with a HyperbandPruner on the objective's per-epoch values. TrainingJobEarlyStoppingType
+Auto -> MedianPruner, which is SageMaker's documented rule (stop a job whose objective at an epoch is worse than
+the median of the earlier jobs at that epoch); a pruned trial's training job is stopped and counts as Stopped.
+A failed trial is reported to optuna as FAIL and the tuning job carries on, as SageMaker does.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import threading
+import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from local.sagemaker.api import arn, now, validate_request
+from local.sagemaker.errors import validation
+from local.sagemaker.training import TUNING_OBJECTIVE_HP, TrainingJob
+
+if TYPE_CHECKING:
+    from local.sagemaker.service import LocalSageMaker
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+TERMINAL = ("Completed", "Failed", "Stopped")
+# TrainingJobDefinition members a trial's CreateTrainingJob request inherits as they are.
+INHERITED = ("AlgorithmSpecification", "RoleArn", "InputDataConfig", "VpcConfig", "OutputDataConfig", "ResourceConfig",
+             "StoppingCondition", "EnableNetworkIsolation", "EnableInterContainerTrafficEncryption",
+             "EnableManagedSpotTraining", "CheckpointConfig", "RetryStrategy", "Environment")
+
+
+def _reverse_log(low: float, high: float) -> tuple[float, float]:
+    # ReverseLogarithmic: log-uniform in 1 - x (values crowd towards 1), valid for 0 <= low < high < 1.
+    return math.log(1 - high), math.log(1 - low)
+
+
+def search_space(config: dict) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
+    """optuna distributions for ParameterRanges, and the scaling of each (to map samples back to values)."""
+    ranges = config.get("ParameterRanges", {})
+    space: dict[str, BaseDistribution] = {}
+    scaling: dict[str, str] = {}
+    for r in ranges.get("IntegerParameterRanges", []):
+        low, high = int(r["MinValue"]), int(r["MaxValue"])
+        scale = r.get("ScalingType", "Auto")
+        if low > high:
+            raise validation(f"MinValue {low} is greater than MaxValue {high} for hyperparameter {r['Name']}")
+        space[r["Name"]] = IntDistribution(low, high, log=scale == "Logarithmic" and low > 0)
+        scaling[r["Name"]] = "Integer"
+    for r in ranges.get("ContinuousParameterRanges", []):
+        low, high = float(r["MinValue"]), float(r["MaxValue"])
+        scale = r.get("ScalingType", "Auto")
+        if low > high:
+            raise validation(f"MinValue {low} is greater than MaxValue {high} for hyperparameter {r['Name']}")
+        if scale == "Logarithmic" and low <= 0:
+            raise validation(f"Logarithmic scaling needs MinValue > 0 for hyperparameter {r['Name']}")
+        if scale == "ReverseLogarithmic":
+            if not 0 <= low < high < 1:
+                raise validation(f"ReverseLogarithmic scaling needs 0 <= MinValue < MaxValue < 1 for {r['Name']}")
+            space[r["Name"]] = FloatDistribution(*_reverse_log(low, high))
+            scaling[r["Name"]] = "ReverseLogarithmic"
+        else:
+            space[r["Name"]] = FloatDistribution(low, high, log=scale == "Logarithmic")
+            scaling[r["Name"]] = "Continuous"
+    for r in ranges.get("CategoricalParameterRanges", []):
+        space[r["Name"]] = CategoricalDistribution(tuple(r["Values"]))
+        scaling[r["Name"]] = "Categorical"
+    if not space:
+        raise validation("HyperParameterTuningJobConfig.ParameterRanges must define at least one range")
+    return space, scaling
+
+
+def hyperparameter_value(value: Any, scale: str) -> str:
+    """Tuned values reach the script as strings, as SageMaker sends them."""
+    if scale == "ReverseLogarithmic":
+        return repr(1 - math.exp(value))
+    if scale == "Integer":
+        return str(int(value))
+    if scale == "Continuous":
+        return repr(float(value))
+    return str(value)
+
+
+class _GridSampler(optuna.samplers.GridSampler):
+    """GridSampler for ask/tell: the job bounds trials to the grid size itself, and GridSampler's own
+    `study.stop()` on exhaustion is only legal inside `study.optimize`."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
+class TuningJob:
+    def __init__(self, sm: LocalSageMaker, request: dict) -> None:
+        self.sm = sm
+        self.request = copy.deepcopy(request)
+        self.name: str = request["HyperParameterTuningJobName"]
+        self.config = request["HyperParameterTuningJobConfig"]
+        if "TrainingJobDefinition" not in request:
+            raise validation("TrainingJobDefinition is required (TrainingJobDefinitions is not supported locally)")
+        self.definition = request["TrainingJobDefinition"]
+        objective = self.config.get("HyperParameterTuningJobObjective") or self.definition.get("TuningObjective")
+        if not objective:
+            raise validation("HyperParameterTuningJobObjective is required")
+        self.objective = objective
+        metric_names = {d["Name"] for d in self.definition["AlgorithmSpecification"].get("MetricDefinitions", [])}
+        if objective["MetricName"] not in metric_names:
+            raise validation(f"The objective metric {objective['MetricName']!r} is not defined in "
+                             "AlgorithmSpecification.MetricDefinitions")
+        self.space, self.scaling = search_space(self.config)
+        static = self.definition.get("StaticHyperParameters", {})
+        if overlap := sorted(set(static) & set(self.space)):
+            raise validation(f"Hyperparameters {overlap} are both static and tunable")
+        self.strategy = self.config["Strategy"]
+        limits = self.config["ResourceLimits"]
+        self.parallel = int(limits.get("MaxParallelTrainingJobs", 1))
+        if self.strategy == "Grid":
+            if any(not isinstance(d, CategoricalDistribution | IntDistribution) for d in self.space.values()):
+                raise validation("Grid search supports categorical and integer parameter ranges only")
+            self.grid = {name: (list(d.choices) if isinstance(d, CategoricalDistribution)
+                                else list(range(d.low, d.high + 1))) for name, d in self.space.items()}
+            grid_size = math.prod(len(v) for v in self.grid.values())
+            self.max_jobs = min(int(limits.get("MaxNumberOfTrainingJobs", grid_size)), grid_size)
+        else:
+            if "MaxNumberOfTrainingJobs" not in limits:
+                raise validation("ResourceLimits.MaxNumberOfTrainingJobs is required unless Strategy is Grid")
+            self.max_jobs = int(limits["MaxNumberOfTrainingJobs"])
+        # Trials are CreateTrainingJob requests: refuse now what each of them would be refused.
+        sample = {n: hyperparameter_value(d.choices[0] if isinstance(d, CategoricalDistribution) else d.low,
+                                          self.scaling[n]) for n, d in self.space.items()}
+        validate_request("CreateTrainingJob", self._trial_request(f"{self.name}-001-00000000", sample))
+        self.trials: list[TrainingJob] = []
+        self._tuned: dict[str, dict[str, str]] = {}
+        self._objective_values: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._finished = threading.Event()
+        created = now()
+        self.desc: dict[str, Any] = {
+            "HyperParameterTuningJobName": self.name,
+            "HyperParameterTuningJobArn": arn("hyper-parameter-tuning-job", self.name, sm.region, sm.account),
+            "HyperParameterTuningJobConfig": copy.deepcopy(self.config),
+            "TrainingJobDefinition": copy.deepcopy(self.definition),
+            "HyperParameterTuningJobStatus": "InProgress",
+            "CreationTime": created,
+            "LastModifiedTime": created,
+            "TrainingJobStatusCounters": {"Completed": 0, "InProgress": 0, "RetryableError": 0,
+                                          "NonRetryableError": 0, "Stopped": 0},
+            "ObjectiveStatusCounters": {"Succeeded": 0, "Pending": 0, "Failed": 0},
+        }
+        if "WarmStartConfig" in request:
+            self.desc["WarmStartConfig"] = copy.deepcopy(request["WarmStartConfig"])
+
+    def _trial_request(self, name: str, tuned: dict[str, str]) -> dict:
+        request = {k: copy.deepcopy(self.definition[k]) for k in INHERITED if k in self.definition}
+        request["TrainingJobName"] = name
+        request["HyperParameters"] = {**self.definition.get("StaticHyperParameters", {}), **tuned,
+                                      TUNING_OBJECTIVE_HP: self.objective["MetricName"]}
+        return request
+
+    # --- optuna ---------------------------------------------------------------------------------------------
+    def _study(self) -> optuna.Study:
+        seed = self.config.get("RandomSeed")
+        direction = "maximize" if self.objective["Type"] == "Maximize" else "minimize"
+        if self.strategy == "Grid":
+            sampler: optuna.samplers.BaseSampler = _GridSampler(self.grid, seed=seed)
+        elif self.strategy == "Random":
+            sampler = optuna.samplers.RandomSampler(seed=seed)
+        else:
+            # Few trials locally: model after a third of the budget instead of optuna's fixed 10 random starts.
+            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, min(10, self.max_jobs // 3)))
+        pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
+        if self.strategy == "Hyperband":
+            pruner = optuna.pruners.HyperbandPruner(min_resource=1)
+        elif self.config.get("TrainingJobEarlyStoppingType", "Off") == "Auto":
+            pruner = optuna.pruners.MedianPruner(n_startup_trials=max(1, self.parallel), n_warmup_steps=0)
+        return optuna.create_study(direction=direction, sampler=sampler, pruner=pruner,
+                                   study_name=self.name)
+
+    # --- status --------------------------------------------------------------------------------------------
+    def describe(self) -> dict:
+        with self.sm.lock:
+            desc = copy.deepcopy(self.desc)
+        counters = {"Completed": 0, "InProgress": 0, "RetryableError": 0, "NonRetryableError": 0, "Stopped": 0}
+        objectives = {"Succeeded": 0, "Pending": 0, "Failed": 0}
+        for job in list(self.trials):
+            summary = self.summary(job)
+            status = summary["TrainingJobStatus"]
+            counters["NonRetryableError" if status == "Failed" else
+                     "InProgress" if status in ("InProgress", "Stopping") else status] += 1
+            objectives[summary["ObjectiveStatus"]] += 1
+        desc["TrainingJobStatusCounters"], desc["ObjectiveStatusCounters"] = counters, objectives
+        best = self.best()
+        if best is not None:
+            desc["BestTrainingJob"] = self.summary(best, with_tuning_name=False)
+        if "HyperParameterTuningEndTime" in desc:
+            seconds = (desc["HyperParameterTuningEndTime"] - desc["CreationTime"]).total_seconds()
+            desc["ConsumedResources"] = {"RuntimeInSeconds": max(1, int(seconds))}
+        return desc
+
+    def summary(self, job: TrainingJob, with_tuning_name: bool = True) -> dict:
+        d = job.describe()
+        status = d["TrainingJobStatus"]
+        summary: dict[str, Any] = {"TrainingJobName": d["TrainingJobName"], "TrainingJobArn": d["TrainingJobArn"],
+                                   "CreationTime": d["CreationTime"], "TrainingJobStatus": status,
+                                   "TunedHyperParameters": dict(self._tuned.get(job.name, {}))}
+        if with_tuning_name:
+            summary["TuningJobName"] = self.name
+        for key in ("TrainingStartTime", "TrainingEndTime", "FailureReason"):
+            if key in d:
+                summary[key] = d[key]
+        value = self._objective_values.get(job.name)
+        if value is not None:
+            summary["FinalHyperParameterTuningJobObjectiveMetric"] = {
+                "Type": self.objective["Type"], "MetricName": self.objective["MetricName"], "Value": value}
+            summary["ObjectiveStatus"] = "Succeeded"
+        else:
+            summary["ObjectiveStatus"] = "Pending" if status in ("InProgress", "Stopping") else "Failed"
+        return summary
+
+    def best(self) -> TrainingJob | None:
+        sign = 1 if self.objective["Type"] == "Maximize" else -1
+        done = [j for j in self.trials if j.status == "Completed" and j.name in self._objective_values]
+        return max(done, key=lambda j: sign * self._objective_values[j.name], default=None)
+
+    # --- lifecycle -----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        threading.Thread(target=self._run, name=f"tuning-{self.name}", daemon=True).start()
+
+    def stop(self) -> None:
+        with self.sm.lock:
+            if self.desc["HyperParameterTuningJobStatus"] != "InProgress":
+                return
+            self.desc["HyperParameterTuningJobStatus"] = "Stopping"
+            self.desc["LastModifiedTime"] = now()
+        self._stop.set()
+        for job in list(self.trials):
+            job.stop()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._finished.wait(timeout)
+
+    def _set_status(self, status: str, reason: str | None = None) -> None:
+        with self.sm.lock:
+            self.desc["HyperParameterTuningJobStatus"] = status
+            self.desc["LastModifiedTime"] = now()
+            if status in TERMINAL:
+                self.desc["HyperParameterTuningEndTime"] = self.desc["LastModifiedTime"]
+            if reason:
+                self.desc["FailureReason"] = reason[:1024]
+        self.sm.emit({"type": "TuningJob", "HyperParameterTuningJobName": self.name,
+                      "HyperParameterTuningJobStatus": status, **({"FailureReason": reason} if reason else {})})
+
+    def _run(self) -> None:
+        try:
+            self._optimise()
+            if self._stop.is_set():
+                self._set_status("Stopped")
+            elif self.best() is None:
+                self._set_status("Failed", "No training job succeeded: every training job of the tuning job "
+                                           "failed or reported no objective metric")
+            else:
+                self._set_status("Completed")
+        except Exception as exc:  # reported as the tuning job's failure
+            self._set_status("Failed", f"InternalServerError: {type(exc).__name__}: {exc}")
+        finally:
+            self._save()
+            self._finished.set()
+
+    def _done_early(self, completed: list[float]) -> bool:
+        criteria = self.config.get("TuningJobCompletionCriteria", {})
+        best = self.best()
+        if best is None:
+            return False
+        value = self._objective_values[best.name]
+        target = criteria.get("TargetObjectiveMetricValue")
+        if target is not None and (value >= target if self.objective["Type"] == "Maximize" else value <= target):
+            return True
+        patience = criteria.get("BestObjectiveNotImproving", {}).get("MaxNumberOfTrainingJobsNotImproving")
+        if patience:
+            sign = 1 if self.objective["Type"] == "Maximize" else -1
+            since, running_best = 0, None
+            for v in completed:
+                if running_best is None or sign * v > sign * running_best:
+                    running_best, since = v, 0
+                else:
+                    since += 1
+            with self.sm.lock:
+                self.desc["TuningJobCompletionDetails"] = {"NumberOfTrainingJobsObjectiveNotImproving": since}
+            return since >= patience
+        return False
+
+    def _optimise(self) -> None:
+        study = self._study()
+        completed: list[float] = []
+        futures: set[Future] = set()
+        launched = 0
+        with ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix=f"trial-{self.name}") as pool:
+            while True:
+                stop_launching = self._stop.is_set() or self.sm.closed or self._done_early(completed)
+                while not stop_launching and len(futures) < self.parallel and launched < self.max_jobs:
+                    launched += 1
+                    trial = study.ask(self.space)
+                    futures.add(pool.submit(self._trial, study, trial, launched, completed))
+                if not futures:
+                    break
+                finished, futures = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
+                futures = set(futures)
+                for future in finished:
+                    future.result()  # a bug in _trial surfaces as the tuning job's failure
+
+    def _trial(self, study: optuna.Study, trial: optuna.trial.Trial, index: int, completed: list[float]) -> None:
+        tuned = {name: hyperparameter_value(trial.params[name], self.scaling[name]) for name in self.space}
+        name = f"{self.name}-{index:03d}-{uuid.uuid4().hex[:8]}"
+        request = self._trial_request(name, tuned)
+        self._tuned[name] = tuned
+        job = self.sm._start_training_job(request, tuning_job_arn=self.desc["HyperParameterTuningJobArn"])
+        self.trials.append(job)
+        self.sm.emit({"type": "TuningTrial", "HyperParameterTuningJobName": self.name, "TrainingJobName": name,
+                      "Index": index, "TunedHyperParameters": tuned, "TrainingJobStatus": "InProgress"})
+        metric = self.objective["MetricName"]
+        pruned = threading.Event()
+
+        def on_metric(metric_name: str, value: float, step: int) -> None:
+            if metric_name != metric or pruned.is_set() or not math.isfinite(value):
+                return
+            trial.report(value, step)
+            if trial.should_prune():
+                pruned.set()
+                job.stop()  # SageMaker's early stopping stops the training job
+
+        job.metric_listeners.append(on_metric)
+        job.wait()
+        d = job.describe()
+        final = {m["MetricName"]: m["Value"] for m in d.get("FinalMetricDataList", [])}
+        value = final.get(metric)
+        if value is not None and math.isfinite(value):
+            self._objective_values[name] = value
+        status = d["TrainingJobStatus"]
+        if pruned.is_set():
+            study.tell(trial, state=TrialState.PRUNED)
+        elif status == "Completed" and name in self._objective_values:
+            study.tell(trial, value)
+            completed.append(value)
+        else:
+            study.tell(trial, state=TrialState.FAIL)
+        with self.sm.lock:
+            self.desc["LastModifiedTime"] = now()
+        self.sm.emit({"type": "TuningTrial", "HyperParameterTuningJobName": self.name, "TrainingJobName": name,
+                      "Index": index, "TunedHyperParameters": tuned, "TrainingJobStatus": status,
+                      "EarlyStopped": pruned.is_set(), "ObjectiveValue": self._objective_values.get(name),
+                      **({"FailureReason": d["FailureReason"]} if "FailureReason" in d else {})})
+
+    def _save(self) -> None:
+        from local.sagemaker.api import to_json
+
+        folder = self.sm.work_dir / "tuning-jobs" / self.name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "description.json").write_text(json.dumps(to_json(self.describe()), indent=2))
+        (folder / "training-jobs.json").write_text(json.dumps(to_json([self.summary(j) for j in self.trials]),
+                                                              indent=2))
