@@ -22,6 +22,10 @@ BROKEN_STACK_STATES = frozenset({"CREATE_FAILED", "ROLLBACK_IN_PROGRESS", "ROLLB
                                  "DELETE_IN_PROGRESS", "DELETE_FAILED", "DELETE_COMPLETE"})
 
 
+class StackMissing(CliError):
+    """The stack is not deployed (or is being deleted): teardown can still work from the name prefix."""
+
+
 @dataclass
 class Backend:
     sagemaker: Any
@@ -50,15 +54,15 @@ class Backend:
                 if error_code(exc) == "ValidationError" and "does not exist" in str(exc):
                     where = f"in {self.local_dir}" if self.local_dir else f"in {self.region}"
                     hint = "run `make demo` first" if self.local_dir else "deploy it with `npx cdk deploy`"
-                    raise CliError(f"stack {self.stack_name} is not deployed {where} ({hint}, or pass --stack"
-                                   f"{'' if self.local_dir else ' / --region'})") from None
+                    raise StackMissing(f"stack {self.stack_name} is not deployed {where} ({hint}, or pass --stack"
+                                       f"{'' if self.local_dir else ' / --region'})") from None
                 raise
             if not stacks:
-                raise CliError(f"stack {self.stack_name} is not deployed in {self.region}")
+                raise StackMissing(f"stack {self.stack_name} is not deployed in {self.region}")
             stack = stacks[0]
             status = stack.get("StackStatus", "")
             if status in BROKEN_STACK_STATES:
-                raise CliError(f"stack {self.stack_name} is in state {status}: deploy it again")
+                raise StackMissing(f"stack {self.stack_name} is in state {status}: deploy it again")
             self._outputs = {o["OutputKey"]: o.get("OutputValue", "") for o in stack.get("Outputs", [])}
         return self._outputs
 

@@ -116,19 +116,19 @@ def cmd_status(args: argparse.Namespace, backend: Backend) -> int:
     from cli.pipeline import resolve_execution
     from cli.views import console, load_snapshot, status_view
 
+    if args.interval <= 0:
+        raise UsageError("--interval must be positive")
     arn = resolve_execution(backend, args.execution)
     snapshot = load_snapshot(backend, arn)
     out = console()
     if not args.watch or snapshot.execution.terminal:
         out.print(status_view(snapshot))
     else:
-        with Live(status_view(snapshot), console=out, refresh_per_second=2, auto_refresh=False) as live:
-            while not snapshot.execution.terminal or (snapshot.job and snapshot.job.rules_pending):
+        with Live(status_view(snapshot), console=out, auto_refresh=False) as live:
+            while not snapshot.execution.terminal:
                 time.sleep(args.interval)
                 snapshot = load_snapshot(backend, arn)
                 live.update(status_view(snapshot), refresh=True)
-                if snapshot.execution.terminal:
-                    break
     if args.watch and snapshot.execution.status != "SUCCEEDED":
         return EXIT_EXECUTION_FAILED
     return 0
@@ -224,8 +224,11 @@ def cmd_teardown(args: argparse.Namespace, backend: Backend) -> int:
     from cli import teardown
     from cli.views import console
 
-    prefix = teardown.resource_prefix(backend, args.prefix)
-    todo = teardown.plan(backend, prefix)
+    outputs, note = teardown.stack_outputs(backend)
+    if note and not args.prefix:
+        print(f"note: {note}", file=sys.stderr)
+    prefix = teardown.resource_prefix(outputs, backend, args.prefix)
+    todo = teardown.plan(backend, prefix, outputs)
     out = console()
     if not todo.items:
         out.print(f"nothing to delete: no endpoint, endpoint config or model named {prefix}* in {backend.source}")

@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 from cli import config
 from cli.aws import console_execution_url, console_s3_url, parse_s3_uri
 from cli.backend import Backend
-from cli.errors import CliError, describe_aws_error, is_not_found
+from cli.errors import CliError, is_not_found
 from cli.evaluate import Predictions, evaluate, extract_model, load_predictions
 from cli.pipeline import (
     Curves,
@@ -353,6 +353,7 @@ def fig_confusion(predictions: Predictions, path: Path) -> Path:
     labels = [f"{t} → {p}" for t, p, _ in reversed(top)]
     ax.barh(labels or ["(none)"], [c for _, _, c in reversed(top)] or [0], color="#d62728")
     ax.set_xlabel("test images")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title(f"Top confusions of {len(classes)} classes (accuracy {predictions.accuracy:.4f})")
     ax.tick_params(axis="y", labelsize=8)
     return _save(fig, path)
@@ -673,11 +674,5 @@ def write_report(data: ReportData, out: Path) -> Rendered:
 def build_report(backend: Backend, arn: str, out: Path, request: PredictionsRequest,
                  progress: Callable[[int, int], Any] | None = None) -> Rendered:
     with tempfile.TemporaryDirectory(prefix="imgclf-report-") as work:
-        try:
-            data = gather(backend, arn, out, request, Path(work), progress)
-        except ClientError as exc:
-            if is_not_found(exc):
-                raise CliError(describe_aws_error(exc)) from None
-            raise
-        return write_report(data, out)
+        return write_report(gather(backend, arn, out, request, Path(work), progress), out)
 

@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 
 from cli import config
 from cli.aws import collect
-from cli.backend import Backend
+from cli.backend import Backend, StackMissing
 from cli.errors import describe_aws_error, is_not_found
 
 KINDS = (  # deletion order: an endpoint holds its config, a config its models
@@ -30,13 +30,21 @@ class Plan:
         return len(self.items)
 
 
-def resource_prefix(backend: Backend, prefix: str | None) -> str:
-    return prefix or backend.optional_output(config.OUTPUT_RESOURCE_PREFIX) or backend.stack_name
+def stack_outputs(backend: Backend) -> tuple[dict[str, str], str | None]:
+    """The stack's outputs, or none with a note: after `cdk destroy` the stack is gone but its endpoints are not."""
+    try:
+        return backend.stack_outputs(), None
+    except StackMissing as exc:
+        return {}, f"{exc.message}; looking for names starting with the stack name instead"
 
 
-def plan(backend: Backend, prefix: str) -> Plan:
+def resource_prefix(outputs: dict[str, str], backend: Backend, prefix: str | None) -> str:
+    return prefix or outputs.get(config.OUTPUT_RESOURCE_PREFIX) or backend.stack_name
+
+
+def plan(backend: Backend, prefix: str, outputs: dict[str, str]) -> Plan:
     """What carries the prefix (case-insensitive, as SageMaker's NameContains), plus the stack's own endpoint."""
-    stack_endpoint = backend.optional_output(config.OUTPUT_ENDPOINT)
+    stack_endpoint = outputs.get(config.OUTPUT_ENDPOINT)
     result = Plan(prefix)
     for kind, list_method, key, member, _ in KINDS:
         names = [item[member] for item in collect(backend.sagemaker, "sagemaker", list_method,

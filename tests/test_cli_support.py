@@ -481,6 +481,12 @@ AWS_ENV = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret"
            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
 
 
+@functools.cache
+def _stub_session() -> boto3.Session:
+    # One session: its loader caches the service models, so each test's clients are cheap to make.
+    return boto3.Session(aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret", region_name=REGION)
+
+
 @dataclass
 class Stubs:
     """Stubbed clients for the Backend; `expect_*` queue responses in the order the CLI makes its calls."""
@@ -490,7 +496,7 @@ class Stubs:
     stubbers: dict[str, Stubber] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        session = boto3.Session(aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret", region_name=REGION)
+        session = _stub_session()
         for service in ("sagemaker", "stepfunctions", "cloudformation", "cloudwatch", "s3"):
             client = session.client(service)
             self.clients[service] = client
@@ -613,7 +619,7 @@ class StubApi:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def url(self) -> str:
@@ -639,8 +645,8 @@ def png_bytes(size: int = 16, value: int = 200) -> bytes:
 def make_dataset(root, classes=("0", "1", "2"), per_class: int = 2) -> None:
     """A tiny ImageFolder dataset with train/valid/test splits."""
     for split in contract.CHANNELS:
-        for c in classes:
+        for n, c in enumerate(classes):
             folder = root / split / c
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(per_class):
-                (folder / f"{i}.png").write_bytes(png_bytes(8, 40 * int(c) + i))
+                (folder / f"{i}.png").write_bytes(png_bytes(8, 40 * n + i))

@@ -1,0 +1,216 @@
+"""Every verb against a recorded local run (--local DIR): the recording is written by write_recording over fake
+clients whose responses validate against botocore's output shapes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cli import config
+from cli.main import build_parser, main, untangle_local
+from cli.recording import RecordedClient
+from tests.test_cli_support import BUCKET, Scenario, StubApi, make_dataset, png_bytes, record
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def scenario() -> Scenario:
+    return Scenario()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, scenario) -> Path:
+    root = tmp_path_factory.mktemp("demo-output")
+    record(root, scenario)
+    return root
+
+
+@pytest.fixture
+def fresh_run(tmp_path, run_dir) -> Path:
+    """A copy for verbs that change the recording (teardown, upload-data)."""
+    return Path(shutil.copytree(run_dir, tmp_path / "run"))
+
+
+VERBS = ("upload-data", "start", "status", "best", "report", "predict", "teardown")
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_every_verb_has_help(verb, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([verb, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"imgclf {verb}" in out and "--region" in out
+    assert "--local" in out
+
+
+def test_module_entry_point_runs():
+    result = subprocess.run([sys.executable, "-m", "cli", "--help"], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0
+    assert all(verb in result.stdout for verb in VERBS)
+
+
+def test_status(run_dir, scenario, capsys):
+    code, out, err = run(["status", "--local", str(run_dir)], capsys)
+    assert code == 0, err
+    assert "SUCCEEDED" in out and scenario.execution_name in out
+    for i, spec in enumerate(scenario.trials):
+        assert scenario.trial_name(i) in out
+        assert spec.lr in out
+    assert f"★ {scenario.best_name}" in out
+    assert "0.9851" in out and "LossNotDecreasing" in out and "IssuesFound" in out
+    assert scenario.endpoint in out and "InService" in out
+
+
+def test_status_by_name_and_watch_of_a_finished_execution(run_dir, scenario, capsys):
+    code, out, _ = run(["status", scenario.execution_name, "--watch", "--local", str(run_dir)], capsys)
+    assert code == 0 and scenario.final_job in out
+
+
+def test_status_watch_of_a_failed_execution_exits_3(tmp_path, capsys):
+    failed = Scenario(status="FAILED")
+    record(tmp_path, failed)
+    code, out, _ = run(["status", "--watch", "--local", str(tmp_path)], capsys)
+    assert code == 3
+    assert "FAILED" in out and "RulesFoundIssues" in out
+
+
+def test_best_table_and_json(run_dir, scenario, capsys):
+    code, out, _ = run(["best", "--local", str(run_dir)], capsys)
+    best = scenario.trials[scenario.best_index]
+    assert code == 0 and scenario.best_name in out and best.lr in out and "0.9851" in out
+    code, out, _ = run(["best", "--json", "--local", str(run_dir)], capsys)
+    data = json.loads(out)
+    assert data["training_job"] == scenario.best_name
+    assert data["objective"] == {"metric": "valid_accuracy", "type": "Maximize", "value": best.objective}
+    assert data["hyperparameters"] == {"batch-size": best.batch_size, "lr": best.lr, "epochs": best.epochs}
+    assert data["trials"] == {"completed": 5, "total": 6}
+
+
+def test_report(run_dir, scenario, tmp_path, capsys):
+    out_dir = tmp_path / "report"
+    code, out, err = run(["report", "--local", str(run_dir), "--out", str(out_dir)], capsys)
+    assert code == 0, err
+    assert str(out_dir / "report.html") in out
+    markdown = (out_dir / "report.md").read_text()
+    assert scenario.best_name in markdown and "★ best" in markdown
+    assert (out_dir / "profiler-report.html").read_bytes() == scenario.s3_objects()[
+        (BUCKET, scenario.profiler_report_key)]
+
+
+def test_execution_not_found(run_dir, capsys):
+    code, out, err = run(["status", "run-9999", "--local", str(run_dir)], capsys)
+    assert code == 1 and out == ""
+    assert err.startswith("error: execution not found") and err.count("\n") == 1
+
+
+def test_missing_local_run(tmp_path, capsys):
+    code, _, err = run(["best", "--local", str(tmp_path / "nothing")], capsys)
+    assert code == 1 and "no local run in" in err and "make demo" in err and "Traceback" not in err
+
+
+def test_local_run_without_an_execution(tmp_path, capsys):
+    (tmp_path / "api").mkdir()
+    code, _, err = run(["status", "--local", str(tmp_path)], capsys)
+    assert code == 1 and "is not deployed" in err and "make demo" in err
+
+
+def test_start_says_to_use_make_demo(run_dir, capsys):
+    code, _, err = run(["start", "--local", str(run_dir)], capsys)
+    assert code == 2 and "make demo" in err
+
+
+def test_teardown_lists_then_deletes(fresh_run, scenario, capsys):
+    code, out, _ = run(["teardown", "--local", str(fresh_run)], capsys)  # stdin is not a terminal: no prompt
+    assert code == 0 and "nothing deleted" in out
+    for name in (scenario.endpoint, scenario.endpoint_config, scenario.model):
+        assert name in out
+    assert "someone-elses-endpoint" not in out
+    code, out, _ = run(["teardown", "--dry-run", "--local", str(fresh_run)], capsys)
+    assert code == 0 and "dry run" in out
+    code, out, err = run(["teardown", "--yes", "--local", str(fresh_run)], capsys)
+    assert code == 0, err
+    assert f"deleted endpoint {scenario.endpoint}" in out and f"deleted model {scenario.model}" in out
+    sagemaker = RecordedClient(fresh_run, "sagemaker")
+    assert [e["EndpointName"] for e in sagemaker.list_endpoints()["Endpoints"]] == ["someone-elses-endpoint"]
+    assert sagemaker.list_endpoint_configs()["EndpointConfigs"] == [] and sagemaker.list_models()["Models"] == []
+    code, out, _ = run(["teardown", "--yes", "--local", str(fresh_run)], capsys)
+    assert code == 0 and "nothing to delete" in out
+
+
+def test_upload_data_syncs_into_the_run_folder(fresh_run, tmp_path, capsys):
+    data = tmp_path / "digits"
+    make_dataset(data)
+    code, out, err = run(["upload-data", str(data), "--local", str(fresh_run)], capsys)
+    assert code == 0, err
+    assert "18 to upload" in out and f"s3://{BUCKET}/data/" in out
+    uploaded = fresh_run / "s3" / BUCKET / "data" / "valid" / "2" / "1.png"
+    assert uploaded.read_bytes() == (data / "valid" / "2" / "1.png").read_bytes()
+    (data / "test" / "0" / "0.png").write_bytes(png_bytes(9))  # changed: uploaded again, the rest is unchanged
+    code, out, _ = run(["upload-data", str(data), "--prefix", "data", "--local", str(fresh_run)], capsys)
+    assert code == 0 and "1 to upload" in out and "17 unchanged" in out
+    assert (fresh_run / "s3" / BUCKET / "data" / "test" / "0" / "0.png").read_bytes() == png_bytes(9)
+
+
+def test_upload_data_refuses_a_bad_layout(fresh_run, tmp_path, capsys):
+    data = tmp_path / "bad"
+    make_dataset(data)
+    shutil.rmtree(data / "test")
+    for f in (data / "train" / "1").iterdir():
+        f.unlink()
+    (data / "valid" / "0" / "notes.txt").write_text("hello")
+    (data / "valid" / "9").mkdir()
+    (data / "valid" / "9" / "x.png").write_bytes(png_bytes())
+    code, out, err = run(["upload-data", str(data), "--local", str(fresh_run)], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    for problem in ("missing split: test/", "empty class: train/1/", "notes.txt", "valid/ has classes that train/"):
+        assert problem in err
+    assert not (fresh_run / "s3" / BUCKET / "data").exists()
+
+
+def test_upload_data_missing_folder(fresh_run, tmp_path, capsys):
+    code, _, err = run(["upload-data", str(tmp_path / "none"), "--local", str(fresh_run)], capsys)
+    assert code == 2 and "is not a folder" in err
+
+
+def test_predict_against_a_local_api(run_dir, capsys, tmp_path):
+    image = tmp_path / "three.png"
+    image.write_bytes(png_bytes())
+    with StubApi() as api:
+        code, out, err = run(["predict", str(image), "--url", api.url, "--top-k", "2", "--local", str(run_dir)],
+                             capsys)
+    assert code == 0, err
+    assert "3" in out and "0.9100" in out
+    request = api.received[0]
+    assert request.path == "/predict?top_k=2"
+    assert request.headers["Content-Type"] == "image/png" and request.body == image.read_bytes()
+    assert "Authorization" not in request.headers  # never signed for a local server
+
+
+def test_predict_uses_the_runs_recorded_api_url(tmp_path, scenario, capsys):
+    image = tmp_path / "img.png"
+    image.write_bytes(png_bytes())
+    with StubApi() as api:
+        record(tmp_path / "run", scenario, stack_outputs={config.OUTPUT_API_URL: api.url})
+        code, out, err = run(["predict", "--local", str(tmp_path / "run"), str(image), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)[0]["predictions"][0] == {"label": "3", "score": 0.91}
+
+
+def test_local_flag_does_not_swallow_the_positional():
+    assert untangle_local(["status", "--local", "run-7"]) == ["status", f"--local={config.DEFAULT_LOCAL_DIR}",
+                                                                "run-7"]
+    assert untangle_local(["teardown", "--local", "x"]) == ["teardown", "--local", "x"]
+    args = build_parser().parse_args(untangle_local(["predict", "--local", "a.png", "b.png"]))
+    assert args.local == config.DEFAULT_LOCAL_DIR and args.images == ["a.png", "b.png"]

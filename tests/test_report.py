@@ -1,0 +1,257 @@
+"""The report's content: its tables hold the trials' real values, its figures exist and are real PNGs, report.html
+is self-contained, and what is missing is said rather than invented."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cli.main import main
+from cli.report import FIGURES
+from tests.test_cli_support import BUCKET, Scenario, png_bytes, record
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def scenario() -> Scenario:
+    return Scenario()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, scenario) -> Path:
+    root = tmp_path_factory.mktemp("demo-output")
+    record(root, scenario)
+    return root
+
+
+def write_predictions(folder: Path, classes: list[str], wrong: dict[tuple[str, str], int], per_class: int = 5) -> Path:
+    """A predictions file over real image files: `per_class` right per class plus the given confusions."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for c in classes:
+        for i in range(per_class):
+            image = folder / f"{c}-{i}.png"
+            image.write_bytes(png_bytes(24, (classes.index(c) * 23) % 255))
+            rows.append({"label": c, "predicted": c, "score": 0.9, "image": str(image)})
+    for (true, predicted), count in wrong.items():
+        for i in range(count):
+            image = folder / f"{true}-as-{predicted}-{i}.png"
+            image.write_bytes(png_bytes(24, 128))
+            rows.append({"label": true, "predicted": predicted, "score": 0.4, "image": str(image)})
+    path = folder / "predictions.json"
+    path.write_text(json.dumps({"predictions": rows}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory, run_dir) -> Path:
+    work = tmp_path_factory.mktemp("report")
+    predictions = write_predictions(work / "preds", [str(d) for d in range(10)], {("3", "8"): 3, ("9", "4"): 1})
+    assert main(["report", "--local", str(run_dir), "--out", str(work / "out"), "--predictions",
+                 str(predictions)]) == 0
+    return work / "out"
+
+
+def table_rows(markdown: str, header_start: str) -> list[list[str]]:
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split(" | ")])
+    return rows
+
+
+def test_trials_table_holds_every_trials_real_values(report_dir, scenario):
+    rows = table_rows((report_dir / "report.md").read_text(), "| # | training job | batch-size | lr | epochs |")
+    assert len(rows) == len(scenario.trials)
+    for i, (row, spec) in enumerate(zip(rows, scenario.trials, strict=True)):
+        number, name, batch, lr, epochs, objective, status, duration, best = row
+        assert (number, name, batch, lr, epochs) == (str(i + 1), scenario.trial_name(i), spec.batch_size, spec.lr,
+                                                     spec.epochs)
+        assert objective == (f"{spec.objective:.4f}" if spec.objective is not None else "-")
+        assert status.startswith("Completed" if spec.objective is not None else "Failed (AlgorithmError")
+        assert duration == f"{spec.minutes}m 00s"
+        assert best == ("★ best" if i == scenario.best_index else "")
+
+
+def test_html_marks_the_best_trial(report_dir, scenario):
+    html = (report_dir / "report.html").read_text()
+    best_rows = re.findall(r'<tr class="best">(.*?)</tr>', html)
+    assert len(best_rows) == 1 and scenario.best_name in best_rows[0] and "0.9851" in best_rows[0]
+
+
+def test_summary_rules_and_health(report_dir, scenario):
+    markdown = (report_dir / "report.md").read_text()
+    best = scenario.trials[scenario.best_index]
+    assert f"| best valid_accuracy | 0.9851 — {scenario.best_name} (batch-size={best.batch_size}, lr={best.lr}, " \
+           f"epochs={best.epochs}) |" in markdown
+    assert "| test_accuracy | 0.9812 |" in markdown
+    rules = table_rows(markdown, "| kind | rule | verdict | details |")
+    assert ["Debugger", "LossNotDecreasing", "IssuesFound", "train loss 2.3 -> 2.29 (-0.4%)"] in rules
+    assert ["Profiler", "ProfilerReport", "NoIssuesFound", ""] in rules and len(rules) == 6
+    health = table_rows(markdown, "| check | verdict | detail |")
+    assert [row[0] for row in health] == ["VanishingGradient", "Overfit", "LossNotDecreasing",
+                                         "PoorWeightInitialization"]
+    assert "issues found in LossNotDecreasing" in markdown
+    assert "[Profiler report (copied beside this report)](profiler-report.html)" in markdown
+
+
+def test_figures_are_real_pngs(report_dir):
+    for name in FIGURES.values():
+        data = (report_dir / name).read_bytes()
+        assert data.startswith(PNG_SIGNATURE), name
+        with Image.open(io.BytesIO(data)) as image:
+            pixels = np.asarray(image.convert("L"), dtype=float)
+        assert image.width >= 400 and image.height >= 250, name
+        assert pixels.std() > 5, f"{name} is blank"
+
+
+def test_html_is_self_contained_with_every_figure_embedded(report_dir):
+    html = (report_dir / "report.html").read_text()
+    assert "<script" not in html and "<link" not in html and 'src="http' not in html
+    embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(embedded) == len(FIGURES)
+    for encoded in embedded:
+        decoded = base64.b64decode(encoded)
+        assert decoded.startswith(PNG_SIGNATURE)
+    assert {base64.b64decode(e) for e in embedded} == {(report_dir / n).read_bytes() for n in FIGURES.values()}
+    markdown = (report_dir / "report.md").read_text()
+    for name in FIGURES.values():
+        assert f"]({name})" in markdown
+
+
+def test_evaluation_section(report_dir):
+    markdown = (report_dir / "report.md").read_text()
+    assert "54 predictions on the test set" in markdown and "accuracy 0.9259 over 10 classes" in markdown
+    assert table_rows(markdown, "| true | predicted | images |") == [["3", "8", "3"], ["9", "4", "1"]]
+    saved = json.loads((report_dir / "predictions.json").read_text())
+    assert len(saved["predictions"]) == 54 and saved["accuracy"] == pytest.approx(50 / 54)
+
+
+def test_many_classes_show_top_confusions(tmp_path, run_dir):
+    classes = [f"breed_{i:03d}" for i in range(40)]
+    predictions = write_predictions(tmp_path / "p", classes, {("breed_001", "breed_002"): 4,
+                                                              ("breed_010", "breed_011"): 2}, per_class=1)
+    out = tmp_path / "out"
+    assert main(["report", "--local", str(run_dir), "--out", str(out), "--predictions", str(predictions)]) == 0
+    markdown = (out / "report.md").read_text()
+    assert table_rows(markdown, "| true | predicted | images |")[0] == ["breed_001", "breed_002", "4"]
+    assert (out / FIGURES["confusion"]).read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_csv_predictions(tmp_path, run_dir):
+    csv = tmp_path / "p.csv"
+    csv.write_text("label,predicted\ncat,cat\ncat,dog\ndog,dog\n")
+    out = tmp_path / "out"
+    assert main(["report", "--local", str(run_dir), "--out", str(out), "--predictions", str(csv)]) == 0
+    markdown = (out / "report.md").read_text()
+    assert "3 predictions on the test set" in markdown and "accuracy 0.6667 over 2 classes" in markdown
+    assert not (out / FIGURES["samples"]).exists()  # no image files: no sample figure, and no invented one
+
+
+def test_without_predictions_the_report_says_so(tmp_path, run_dir, report_dir):
+    out = tmp_path / "out"
+    shutil.copytree(report_dir, out)  # an earlier report's confusion figures must not survive
+    assert main(["report", "--local", str(run_dir), "--out", str(out)]) == 0
+    markdown = (out / "report.md").read_text()
+    assert "No confusion matrix: no predictions on the test set: pass --evaluate" in markdown
+    assert not (out / FIGURES["confusion"]).exists() and not (out / FIGURES["samples"]).exists()
+    assert "confusion_matrix" not in (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--predictions", "missing.json"], "no such predictions file"),
+    (["--model", "m"], "--model and --test-data go together"),
+    (["--evaluate", "--predictions", "p.json"], "choose one of"),
+])
+def test_bad_report_options(tmp_path, run_dir, capsys, args, message):
+    code = main(["report", "--local", str(run_dir), "--out", str(tmp_path), *args])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+class RunningScenario(Scenario):
+    """Tuning still running: the history stops inside the Tune state; no final job, no endpoint yet."""
+
+    def events(self) -> list[dict]:
+        return super().events()[:4]
+
+    def describe_tuning(self) -> dict:
+        described = super().describe_tuning()
+        described["HyperParameterTuningJobStatus"] = "InProgress"
+        return described
+
+
+def test_report_of_an_execution_still_tuning(tmp_path, capsys):
+    scenario = RunningScenario(status="RUNNING")
+    record(tmp_path / "run", scenario)
+    assert main(["status", "--local", str(tmp_path / "run")]) == 0
+    assert "current state" in capsys.readouterr().out
+    out = tmp_path / "out"
+    assert main(["report", "--local", str(tmp_path / "run"), "--out", str(out)]) == 0
+    markdown = (out / "report.md").read_text()
+    assert "| status | RUNNING |" in markdown
+    assert "No Debugger or Profiler rule verdicts" in markdown
+    assert "No endpoint was created or updated by this execution." in markdown
+    assert (out / FIGURES["objective_vs_lr"]).is_file() and not (out / FIGURES["curves_final"]).exists()
+
+
+def test_report_without_s3_outputs_uses_the_jobs_final_metrics(tmp_path):
+    scenario = Scenario(with_history=False)
+    record(tmp_path / "run", scenario)
+    out = tmp_path / "out"
+    assert main(["report", "--local", str(tmp_path / "run"), "--out", str(out)]) == 0
+    markdown = (out / "report.md").read_text()
+    assert "per-epoch metrics from final metrics only" in markdown  # not invented curves: the one final value
+    assert "No health.json from the final job" in markdown
+    assert "| test_accuracy | 0.9812 |" in markdown
+
+
+# --- predictions made by the trained model itself (slow: needs the session's trained model) ---------------------
+def _model_tar(model_dir: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for path in sorted(model_dir.rglob("*")):
+            archive.add(path, arcname=path.relative_to(model_dir).as_posix(), recursive=False)
+    return buffer.getvalue()
+
+
+@pytest.mark.slow
+def test_evaluate_the_runs_model_on_its_test_channel(tmp_path, trained_model, digits_dir, scenario):
+    run = tmp_path / "run"
+    record(run, scenario)
+    s3 = run / "s3" / BUCKET
+    (s3 / "jobs" / scenario.final_job / "output").mkdir(parents=True, exist_ok=True)
+    (s3 / "jobs" / scenario.final_job / "output" / "model.tar.gz").write_bytes(_model_tar(trained_model))
+    shutil.copytree(digits_dir / "test", s3 / "data" / "test")
+    out = tmp_path / "out"
+    assert main(["report", "--local", str(run), "--out", str(out), "--evaluate"]) == 0
+    saved = json.loads((out / "predictions.json").read_text())
+    count = sum(1 for _ in (digits_dir / "test").rglob("*.png"))
+    assert len(saved["predictions"]) == count and saved["classes"] == [str(d) for d in range(10)]
+    assert saved["accuracy"] > 0.8  # the 3-epoch fixture model is a real classifier
+    assert saved["predictions"][0]["image"].startswith(f"s3://{BUCKET}/data/test/")
+    markdown = (out / "report.md").read_text()
+    assert f"{count} predictions on the test set ({scenario.final_job}" in markdown
+    for name in ("confusion", "samples"):
+        assert (out / FIGURES[name]).read_bytes().startswith(PNG_SIGNATURE)
+
+
+@pytest.mark.slow
+def test_model_and_test_data_options(tmp_path, trained_model, digits_dir, run_dir):
+    out = tmp_path / "out"
+    assert main(["report", "--local", str(run_dir), "--out", str(out), "--model", str(trained_model),
+                 "--test-data", str(digits_dir / "test")]) == 0
+    saved = json.loads((out / "predictions.json").read_text())
+    assert saved["accuracy"] > 0.8 and Path(saved["predictions"][0]["image"]).is_file()
