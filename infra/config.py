@@ -276,10 +276,12 @@ def _narrow(space: contract.TuningSpace, overrides: Mapping[str, RangeOverride])
 
 # --- profile defaults ------------------------------------------------------------------------------
 # Local mode runs the same definition against a stand-in on a CPU: CPU instance types (so the image URIs
-# are the CPU DLCs), short polls, a gate the digits dataset can pass.
+# are the CPU DLCs), short polls, a gate the digits dataset can pass, and a pinned region so the template holds
+# literal image URIs rather than a per-region mapping.
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "cloud": {},
     "local": {
+        "region": "us-east-1",
         "tuning": {"instance_type": "ml.m5.xlarge", "max_runtime_s": 1800},
         "training": {"instance_type": "ml.m5.xlarge", "max_runtime_s": 1800},
         "debugger": {"poll_s": 1, "max_polls": 600},

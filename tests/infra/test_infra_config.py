@@ -1,0 +1,89 @@
+"""Typed configuration from CDK context: profiles, overrides, and the mistakes it refuses."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+import infra
+from infra.config import DEBUG_RULES, MAX_PREFIX_LENGTH, load_config
+from ml import contract
+
+
+def test_cdk_json_is_valid_for_both_profiles():
+    for profile in ("cloud", "local"):
+        cfg = infra.load_config_for({"profile": profile})
+        assert cfg.profile == profile
+        assert (cfg.tuning.max_jobs, cfg.tuning.max_parallel_jobs) == (6, 2)
+
+
+def test_defaults_follow_the_contract():
+    cloud, local = load_config({}), load_config({"profile": "local"})
+    assert cloud.base_hyperparameters == contract.CLOUD_HYPERPARAMETERS
+    assert local.base_hyperparameters == contract.LOCAL_HYPERPARAMETERS
+    assert cloud.tuning_space == contract.TuningSpace()
+    assert local.tuning_space == contract.LOCAL_TUNING_SPACE
+    assert set(contract.HEALTH_CHECKS) < set(DEBUG_RULES) and "Overtraining" in DEBUG_RULES
+    assert cloud.region is None and local.region == "us-east-1"
+    assert local.training.instance_type.startswith("ml.m5")  # CPU images locally
+    assert local.debugger.poll_s == 1 and local.serving.poll_s == 1
+
+
+def test_override_order_profile_then_profiles_then_keys_then_dotted():
+    ctx = {
+        "profile": "local",
+        "profiles": {"local": {"gate": {"min_test_accuracy": 0.6}, "tuning": {"max_jobs": 4}}},
+        "gate": {"min_test_accuracy": 0.7},
+        "tuning.max_jobs": "3",  # -c values arrive as strings
+        "debugger.enabled": "false",
+        "@aws-cdk/core:anything": True,  # CDK's own keys are ignored
+        "aws:cdk:enable-path-metadata": True,
+    }
+    cfg = load_config(ctx)
+    assert cfg.gate.min_test_accuracy == 0.7
+    assert cfg.tuning.max_jobs == 3 and cfg.tuning.max_parallel_jobs == 2
+    assert cfg.debugger.enabled is False
+    assert cfg.debugger.active_gate_rules == ()
+    assert load_config({"tuning": '{"max_jobs": 5}'}).tuning.max_jobs == 5
+
+
+def test_training_hyperparameters_and_ranges_can_be_narrowed_by_name():
+    cfg = load_config({"training.hyperparameters": {"backbone": "resnet18"},
+                       "tuning.ranges": {"lr": {"min": 0.002}, "batch-size": {"values": ["128", "256"]}}})
+    assert cfg.base_hyperparameters["backbone"] == "resnet18"
+    ranges = {r.name: r for r in cfg.tuning_space.ranges}
+    assert ranges["lr"].min_value == 0.002 and ranges["lr"].max_value == 0.1
+    assert ranges["batch-size"].values == ("128", "256")
+    with pytest.raises(ValidationError, match="unknown hyperparameters"):
+        load_config({"tuning.ranges": {"momentum": {"min": 0.1}}})
+    with pytest.raises(ValidationError, match="must be below max"):
+        load_config({"tuning.ranges": {"lr": {"min": 0.5}}})
+
+
+@pytest.mark.parametrize(("context", "message"), [
+    ({"prefix": "x" * (MAX_PREFIX_LENGTH + 1)}, "at most"),
+    ({"prefix": "Img_Clf"}, "lowercase"),
+    ({"serving": {"endpoint_name": "other-endpoint"}}, "start with 'imgclf-'"),
+    ({"debugger": {"gate_rules": ["NoSuchRule"]}}, "not among the configured rules"),
+    ({"api": {"iam_auth": False, "api_key_required": False}}, "anonymous"),
+    ({"serving": {"traffic": "CANARY"}}, "instance_count >= 2"),
+    ({"tuning": {"max_jobs": 2, "max_parallel_jobs": 3}}, "cannot exceed"),
+    ({"training": {"spot": True, "max_runtime_s": 3600, "max_wait_s": 60}}, "at least"),
+    ({"data_prefix": "/data"}, "ending with '/'"),
+    ({"tuning": {"instance_typo": "ml.m5.large"}}, "Extra inputs"),
+])
+def test_refuses(context, message):
+    with pytest.raises(ValidationError, match=message):
+        load_config(context)
+
+
+def test_unknown_profile():
+    with pytest.raises(ValueError, match="profile"):
+        load_config({"profile": "staging"})
+
+
+def test_derived_names():
+    cfg = load_config({"prefix": "dogs"})
+    assert cfg.endpoint_name == "dogs-endpoint"
+    assert cfg.state_machine_name == "dogs-train-deploy"
+    assert cfg.alarm_names == ("dogs-endpoint-5xx", "dogs-endpoint-latency")

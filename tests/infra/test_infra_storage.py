@@ -1,0 +1,57 @@
+"""The project bucket and its access-log bucket."""
+
+from __future__ import annotations
+
+from aws_cdk.assertions import Match
+
+from infra import sagemaker_requests as req
+
+
+def _buckets(synth):
+    buckets = synth.resources("AWS::S3::Bucket")
+    (project,) = [b for b in buckets.values() if "LoggingConfiguration" in b["Properties"]]
+    (logs,) = [b for b in buckets.values() if "LoggingConfiguration" not in b["Properties"]]
+    return project, logs
+
+
+def test_both_buckets_are_private_encrypted_and_ssl_only(cloud):
+    t = cloud.assertions()
+    t.resource_count_is("AWS::S3::Bucket", 2)
+    t.all_resources_properties("AWS::S3::Bucket", {
+        "BucketEncryption": {"ServerSideEncryptionConfiguration": [
+            {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]},
+        "PublicAccessBlockConfiguration": {"BlockPublicAcls": True, "BlockPublicPolicy": True,
+                                           "IgnorePublicAcls": True, "RestrictPublicBuckets": True},
+        "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+    })
+    for policy in cloud.resources("AWS::S3::BucketPolicy").values():
+        statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+                   for s in statements)
+
+
+def test_project_bucket_versioned_logged_and_expiring(cloud):
+    project, logs = _buckets(cloud)
+    props = project["Properties"]
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert props["LoggingConfiguration"]["LogFilePrefix"] == "project-bucket/"
+    rules = {r["Id"]: r for r in props["LifecycleConfiguration"]["Rules"]}
+    for prefix in (req.DEBUGGER_OUTPUT, req.PROFILER_OUTPUT, req.TUNING_OUTPUT, req.CHECKPOINTS):
+        (rule,) = [r for r in rules.values() if r.get("Prefix") == prefix]
+        assert rule["Status"] == "Enabled" and rule["ExpirationInDays"] >= 1
+    assert rules["expire-checkpoints"]["ExpirationInDays"] == cloud.config.checkpoint_retention_days
+    assert rules["expire-noncurrent-versions"]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30
+    assert logs["Properties"]["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"] == 365
+    # The log bucket lets the S3 logging service write (bucket policy, not ACLs).
+    logging_write = Match.object_like({"Principal": {"Service": "logging.s3.amazonaws.com"}, "Action": "s3:PutObject"})
+    cloud.assertions().has_resource_properties(
+        "AWS::S3::BucketPolicy", {"PolicyDocument": {"Statement": Match.array_with([logging_write])}})
+
+
+def test_removal_policy_is_a_context_choice(cloud, variant):
+    for bucket in cloud.resources("AWS::S3::Bucket").values():
+        assert bucket["DeletionPolicy"] == "Retain" and bucket["UpdateReplacePolicy"] == "Retain"
+    assert not cloud.resources("Custom::S3AutoDeleteObjects")
+    for bucket in variant.resources("AWS::S3::Bucket").values():
+        assert bucket["DeletionPolicy"] == "Delete"
+    assert len(variant.resources("Custom::S3AutoDeleteObjects")) == 2
