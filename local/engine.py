@@ -511,6 +511,24 @@ def run_definition(definition: dict | str, input: dict | None = None, sagemaker:
             _Mock.release()
 
 
+def check_definition(definition: dict | str, *, region: str = DEFAULT_REGION) -> None:
+    """Parse `definition` as the engine would run it (SageMaker tasks included); ValueError if it would not run."""
+    text = definition if isinstance(definition, str) else json.dumps(definition)
+    with _Routing():
+        _Mock.acquire()
+        try:
+            client = boto3.client("stepfunctions", region_name=region, aws_access_key_id="local",
+                                  aws_secret_access_key="local")
+            try:
+                arn = client.create_state_machine(name=f"check-{uuid.uuid4().hex[:12]}", definition=text,
+                                                  roleArn=f"arn:aws:iam::{DEFAULT_ACCOUNT}:role/check")
+            except ClientError as exc:
+                raise ValueError(f"invalid state machine definition: {exc.response['Error']['Message']}") from None
+            client.delete_state_machine(stateMachineArn=arn["stateMachineArn"])
+        finally:
+            _Mock.release()
+
+
 def _new_events(client, execution_arn: str, seen: int) -> list[dict]:
     events: list[dict] = []
     kwargs: dict[str, Any] = {"executionArn": execution_arn, "maxResults": 1000}

@@ -152,8 +152,11 @@ class TuningJob:
                                           "NonRetryableError": 0, "Stopped": 0},
             "ObjectiveStatusCounters": {"Succeeded": 0, "Pending": 0, "Failed": 0},
         }
+        self.warm_start: list[dict] = []
         if "WarmStartConfig" in request:
             self.desc["WarmStartConfig"] = copy.deepcopy(request["WarmStartConfig"])
+            for parent in request["WarmStartConfig"]["ParentHyperParameterTuningJobs"]:
+                self.warm_start += self._parent_trials(parent["HyperParameterTuningJobName"])
 
     def _trial_request(self, name: str, tuned: dict[str, str]) -> dict:
         request = {k: copy.deepcopy(self.definition[k]) for k in INHERITED if k in self.definition}
@@ -161,6 +164,50 @@ class TuningJob:
         request["HyperParameters"] = {**self.definition.get("StaticHyperParameters", {}), **tuned,
                                       TUNING_OBJECTIVE_HP: self.objective["MetricName"]}
         return request
+
+    def _parent_trials(self, parent: str) -> list[dict]:
+        """A parent tuning job's trial summaries: from this stand-in, or from an earlier run's working directory."""
+        with self.sm.lock:
+            job = self.sm.tuning_jobs.get(parent)
+        if job is not None:
+            return [job.summary(t) for t in job.trials]
+        saved = self.sm.work_dir / "tuning-jobs" / parent / "training-jobs.json"
+        if saved.is_file():
+            return json.loads(saved.read_text())
+        raise validation(f"The parent hyperparameter tuning job {parent} for warm start was not found")
+
+    def _seed_from_parents(self, study: optuna.Study) -> int:
+        """Warm start: the parents' finished trials become this study's history (TPE models them)."""
+        added = 0
+        for summary in self.warm_start:
+            metric = summary.get("FinalHyperParameterTuningJobObjectiveMetric")
+            if summary.get("TrainingJobStatus") != "Completed" or not metric:
+                continue
+            params: dict[str, Any] = {}
+            for name, distribution in self.space.items():
+                raw = summary.get("TunedHyperParameters", {}).get(name)
+                if raw is None:
+                    break
+                try:
+                    if self.scaling[name] == "ReverseLogarithmic":
+                        value: Any = math.log(1 - float(raw))
+                    elif self.scaling[name] == "Integer":
+                        value = int(float(raw))
+                    elif self.scaling[name] == "Continuous":
+                        value = float(raw)
+                    else:
+                        value = raw
+                    inside = distribution._contains(distribution.to_internal_repr(value))
+                except ValueError:
+                    break
+                if not inside:  # outside this job's ranges: the parent's result does not transfer
+                    break
+                params[name] = value
+            else:
+                study.add_trial(optuna.trial.create_trial(params=params, distributions=self.space,
+                                                          value=float(metric["Value"])))
+                added += 1
+        return added
 
     # --- optuna ---------------------------------------------------------------------------------------------
     def _study(self) -> optuna.Study:
@@ -178,8 +225,9 @@ class TuningJob:
             pruner = optuna.pruners.HyperbandPruner(min_resource=1)
         elif self.config.get("TrainingJobEarlyStoppingType", "Off") == "Auto":
             pruner = optuna.pruners.MedianPruner(n_startup_trials=max(1, self.parallel), n_warmup_steps=0)
-        return optuna.create_study(direction=direction, sampler=sampler, pruner=pruner,
-                                   study_name=self.name)
+        study = optuna.create_study(direction=direction, sampler=sampler, pruner=pruner, study_name=self.name)
+        self._seed_from_parents(study)
+        return study
 
     # --- status --------------------------------------------------------------------------------------------
     def describe(self) -> dict:

@@ -1,0 +1,328 @@
+"""The engine: moto's ASL interpreter running a tune -> train -> gate -> deploy definition against the stand-in."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+from local.engine import TemplateResolver, check_definition, run_definition
+from local.sagemaker import LocalSageMaker
+from ml import contract
+from tests.test_local_support import (
+    BUCKET,
+    FAKE_TRAIN,
+    RULE_IMAGE,
+    channels,
+    metric_definitions,
+    pid_alive,
+    s3_data,
+    sourcedir,
+    tiny_dataset,
+    training_request,
+)
+
+pytestmark = pytest.mark.slow
+ENDPOINT = "engine-endpoint"
+SAGEMAKER = "arn:aws:states:::sagemaker"
+AWS_SDK = "arn:aws:states:::aws-sdk:sagemaker"
+
+
+def pipeline(data: str, fake_code: str) -> dict:
+    """A small hand-written version of the project's pipeline, on the same task resources."""
+    train = training_request("placeholder", data, debugger=True)
+    train.pop("TrainingJobName")
+    train.pop("HyperParameters")
+    train.pop("DebugRuleConfigurations")
+    train.pop("CheckpointConfig")
+    rules_path = "$.DebugRuleEvaluationStatuses[*].RuleEvaluationStatus"
+    return {
+        "StartAt": "Tune",
+        "States": {
+            "Tune": {
+                "Type": "Task", "Resource": f"{SAGEMAKER}:createHyperParameterTuningJob.sync",
+                "Parameters": {
+                    "HyperParameterTuningJobName.$": "States.Format('tune-{}', $.run)",
+                    "HyperParameterTuningJobConfig": {
+                        "Strategy": "Bayesian", "TrainingJobEarlyStoppingType": "Auto",
+                        "HyperParameterTuningJobObjective": {"Type": "Maximize",
+                                                             "MetricName": contract.OBJECTIVE_METRIC},
+                        "ResourceLimits": {"MaxNumberOfTrainingJobs": 3, "MaxParallelTrainingJobs": 2},
+                        "ParameterRanges": {
+                            "ContinuousParameterRanges": [{"Name": contract.LR, "MinValue": "0.001",
+                                                           "MaxValue": "0.01", "ScalingType": "Logarithmic"}],
+                            "CategoricalParameterRanges": [{"Name": contract.BATCH_SIZE, "Values": ["16", "32"]}]}},
+                    "TrainingJobDefinition": {
+                        "StaticHyperParameters": {"sagemaker_program": "train.py",
+                                                  "sagemaker_submit_directory": fake_code},
+                        "AlgorithmSpecification": {"TrainingImage": "img", "TrainingInputMode": "File",
+                                                   "MetricDefinitions": metric_definitions()},
+                        "RoleArn": train["RoleArn"], "InputDataConfig": channels(data),
+                        "OutputDataConfig": {"S3OutputPath": f"s3://{BUCKET}/tuning"},
+                        "ResourceConfig": train["ResourceConfig"],
+                        "StoppingCondition": {"MaxRuntimeInSeconds": 300}}},
+                "ResultSelector": {"best.$": "$.BestTrainingJob.TrainingJobName",
+                                   "hyperparameters.$": "$.BestTrainingJob.TunedHyperParameters"},
+                "ResultPath": "$.tuning",
+                "Next": "Describe best trial"},
+            "Describe best trial": {
+                "Type": "Task", "Resource": f"{AWS_SDK}:describeTrainingJob",
+                "Parameters": {"TrainingJobName.$": "$.tuning.best"},
+                "ResultSelector": {"objective.$": "$.FinalMetricDataList[?(@.MetricName == 'valid_accuracy')].Value"},
+                "ResultPath": "$.best", "Next": "Train"},
+            "Train": {
+                "Type": "Task", "Resource": f"{SAGEMAKER}:createTrainingJob.sync",
+                "Parameters": {**train,
+                               "TrainingJobName.$": "States.Format('train-{}', $.run)",
+                               "HyperParameters.$": "States.JsonMerge($.static, $.tuning.hyperparameters, false)",
+                               "StoppingCondition": {"MaxRuntimeInSeconds.$": "$.max_runtime"},
+                               "DebugRuleConfigurations.$": "$.rules"},
+                "ResultSelector": {"name.$": "$.TrainingJobName", "model.$": "$.ModelArtifacts.S3ModelArtifacts",
+                                   "test_accuracy.$":
+                                       "$.FinalMetricDataList[?(@.MetricName == 'test_accuracy')].Value"},
+                "ResultPath": "$.training",
+                "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Training failed"}],
+                "Next": "Poll rules"},
+            "Training failed": {"Type": "Fail", "Error": "TrainingFailed", "CausePath": "$.error.Cause"},
+            "Poll rules": {
+                "Type": "Task", "Resource": f"{AWS_SDK}:describeTrainingJob",
+                "Parameters": {"TrainingJobName.$": "$.training.name"},
+                "ResultSelector": {"statuses.$": rules_path,
+                                   "pending.$": f"States.ArrayContains({rules_path}, 'InProgress')",
+                                   "issues.$": f"States.ArrayContains({rules_path}, 'IssuesFound')"},
+                "ResultPath": "$.rules_state", "Next": "Rules done?"},
+            "Rules done?": {"Type": "Choice", "Choices": [
+                {"Variable": "$.rules_state.pending", "BooleanEquals": True, "Next": "Wait for rules"}],
+                "Default": "Gate"},
+            "Wait for rules": {"Type": "Wait", "Seconds": 1, "Next": "Poll rules"},
+            "Gate": {"Type": "Choice", "Choices": [
+                {"Variable": "$.rules_state.issues", "BooleanEquals": True, "Next": "Gate rejected"}],
+                "Default": "Create model"},
+            "Gate rejected": {"Type": "Fail", "Error": "GateRejected", "Cause": "a Debugger rule found issues"},
+            "Create model": {
+                "Type": "Task", "Resource": f"{SAGEMAKER}:createModel",
+                "Parameters": {"ModelName.$": "States.Format('model-{}', $.run)", "ExecutionRoleArn": train["RoleArn"],
+                               "PrimaryContainer": {"Image": "inference", "ModelDataUrl.$": "$.training.model"}},
+                "ResultPath": "$.model", "Next": "Create endpoint config"},
+            "Create endpoint config": {
+                "Type": "Task", "Resource": f"{SAGEMAKER}:createEndpointConfig",
+                "Parameters": {"EndpointConfigName.$": "States.Format('config-{}', $.run)", "ProductionVariants": [
+                    {"VariantName": "AllTraffic", "ModelName.$": "States.Format('model-{}', $.run)",
+                     "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}]},
+                "ResultPath": "$.config", "Next": "Find endpoint"},
+            "Find endpoint": {
+                "Type": "Task", "Resource": f"{AWS_SDK}:describeEndpoint",
+                "Parameters": {"EndpointName": ENDPOINT}, "ResultSelector": {"status.$": "$.EndpointStatus"},
+                "ResultPath": "$.existing",
+                "Catch": [{"ErrorEquals": ["SageMaker.SageMakerException"], "ResultPath": "$.lookup",
+                           "Next": "Create endpoint"}],
+                "Next": "Update endpoint"},
+            "Create endpoint": {
+                "Type": "Task", "Resource": f"{SAGEMAKER}:createEndpoint",
+                "Parameters": {"EndpointName": ENDPOINT, "EndpointConfigName.$": "States.Format('config-{}', $.run)"},
+                "ResultPath": "$.deploy", "Next": "Wait for endpoint"},
+            "Update endpoint": {
+                "Type": "Task", "Resource": f"{SAGEMAKER}:updateEndpoint",
+                "Parameters": {"EndpointName": ENDPOINT, "EndpointConfigName.$": "States.Format('config-{}', $.run)"},
+                "ResultPath": "$.deploy", "Next": "Wait for endpoint"},
+            "Wait for endpoint": {"Type": "Wait", "Seconds": 1, "Next": "Describe endpoint"},
+            "Describe endpoint": {
+                "Type": "Task", "Resource": f"{AWS_SDK}:describeEndpoint", "Parameters": {"EndpointName": ENDPOINT},
+                "ResultSelector": {"status.$": "$.EndpointStatus", "config.$": "$.EndpointConfigName"},
+                "ResultPath": "$.endpoint", "Next": "Deployed?"},
+            "Deployed?": {"Type": "Choice", "Choices": [
+                {"And": [{"Variable": "$.endpoint.status", "StringEquals": "InService"},
+                         {"Variable": "$.endpoint.config", "StringEqualsPath": "$.expected_config"}],
+                 "Next": "Done"},
+                {"Variable": "$.endpoint.status", "StringEquals": "Failed", "Next": "Deployment failed"}],
+                "Default": "Wait for endpoint"},
+            "Deployment failed": {"Type": "Fail", "Error": "DeploymentFailed"},
+            "Done": {"Type": "Succeed"},
+        },
+    }
+
+
+def run_input(run: str, *, rules: dict[str, dict] | None = None, max_runtime: int = 600,
+              static: dict | None = None) -> dict:
+    rules = rules if rules is not None else {"VanishingGradient": {}, "LossNotDecreasing": {}}
+    hyperparameters = training_request("x", "s3://b/d")["HyperParameters"]
+    for tuned in (contract.LR, contract.BATCH_SIZE):
+        hyperparameters.pop(tuned)
+    return {"run": run, "expected_config": f"config-{run}", "max_runtime": max_runtime,
+            "static": {**hyperparameters, **(static or {})},
+            "rules": [{"RuleConfigurationName": n, "RuleEvaluatorImage": RULE_IMAGE,
+                       "RuleParameters": {"rule_to_invoke": n, **p}} for n, p in rules.items()]}
+
+
+@pytest.fixture(scope="module")
+def sm(tmp_path_factory):
+    with LocalSageMaker(tmp_path_factory.mktemp("engine"), stop_grace_seconds=2.0) as standin:
+        yield standin
+
+
+@pytest.fixture(scope="module")
+def definition(sm, digits_dir, tmp_path_factory) -> dict:
+    data = s3_data(sm.s3.root, tiny_dataset(digits_dir, tmp_path_factory.mktemp("tiny")))
+    return pipeline(data, sourcedir(sm.s3.root, {"train.py": FAKE_TRAIN}, key="code/fake.tar.gz"))
+
+
+def _runtime(sm: LocalSageMaker):
+    return boto3.client("sagemaker-runtime", region_name="us-east-1", endpoint_url=sm.runtime_url,
+                        aws_access_key_id="local", aws_secret_access_key="local")
+
+
+def _image(sm: LocalSageMaker) -> bytes:
+    return next((sm.s3.root / BUCKET / "data" / contract.TEST / "7").iterdir()).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def first_run(sm, definition):
+    events: list[dict] = []
+    result = run_definition(definition, run_input("one"), sm, on_event=events.append, timeout=900)
+    return result, events
+
+
+def test_pipeline_runs_end_to_end_and_creates_the_endpoint(sm, first_run, tmp_path):
+    result, events = first_run
+    assert result.status == "SUCCEEDED", (result.error, result.cause)
+    assert result.events == events and [e["id"] for e in events] == list(range(1, len(events) + 1))
+    visited = [row["name"] for row in result.states()]
+    assert visited[:3] == ["Tune", "Describe best trial", "Train"]
+    assert "Create endpoint" in visited and "Update endpoint" not in visited
+    find = next(row for row in result.states() if row["name"] == "Find endpoint")
+    assert find["status"] == "caught"  # describeEndpoint's not-found error went through the Catch
+    output = result.output
+    assert output["lookup"]["Error"] == "SageMaker.SageMakerException"
+    assert "Could not find endpoint" in output["lookup"]["Cause"]
+    # The tuned values reached the training job; the .sync output was the final Describe* answer.
+    tuning = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="tune-one")
+    counters = tuning["TrainingJobStatusCounters"]
+    assert counters["Completed"] + counters["Stopped"] == 3 and counters["Completed"] >= 1  # early stopping is on
+    assert output["tuning"]["hyperparameters"] == tuning["BestTrainingJob"]["TunedHyperParameters"]
+    trained = sm.describe_training_job(TrainingJobName="train-one")
+    for name, value in output["tuning"]["hyperparameters"].items():
+        assert trained["HyperParameters"][name] == value
+    assert output["training"]["model"] == trained["ModelArtifacts"]["S3ModelArtifacts"]
+    assert output["rules_state"]["statuses"] == ["NoIssuesFound", "NoIssuesFound"]
+    assert sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == "config-one"
+    answer = _runtime(sm).invoke_endpoint(EndpointName=ENDPOINT, Body=_image(sm), ContentType="image/png")
+    assert json.loads(answer["Body"].read())
+    saved = json.loads(result.save(tmp_path / "history.json").read_text())
+    assert saved["status"] == "SUCCEEDED" and len(saved["events"]) == len(events)
+
+
+def test_second_run_updates_the_endpoint_without_downtime(sm, definition, first_run):
+    assert first_run[0].succeeded
+    failures: list[str] = []
+    answered = [0]
+    stop = threading.Event()
+
+    def hammer() -> None:
+        client = _runtime(sm)
+        while not stop.is_set():
+            try:
+                client.invoke_endpoint(EndpointName=ENDPOINT, Body=_image(sm), ContentType="image/png")
+                answered[0] += 1
+            except Exception as exc:
+                failures.append(repr(exc))
+            time.sleep(0.05)
+
+    worker = threading.Thread(target=hammer)
+    worker.start()
+    try:
+        result = run_definition(definition, run_input("two"), sm, timeout=900)
+    finally:
+        stop.set()
+        worker.join()
+    assert result.status == "SUCCEEDED", (result.error, result.cause)
+    visited = [row["name"] for row in result.states()]
+    assert "Update endpoint" in visited and "Create endpoint" not in visited
+    assert sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == "config-two"
+    assert failures == [] and answered[0] > 10
+
+
+def test_gate_stops_on_rule_issues_and_leaves_the_endpoint_untouched(sm, definition, first_run):
+    before = sm.describe_endpoint(EndpointName=ENDPOINT)
+    strict = {"VanishingGradient": {"threshold": "1.0"}, "LossNotDecreasing": {}}
+    result = run_definition(definition, run_input("gate", rules=strict), sm, timeout=900)
+    assert result.status == "FAILED" and result.error == "GateRejected"
+    assert result.failed_state == "Gate rejected"
+    assert "Create model" not in [row["name"] for row in result.states()]
+    after = sm.describe_endpoint(EndpointName=ENDPOINT)
+    assert after["EndpointConfigName"] == before["EndpointConfigName"]
+    assert after["LastModifiedTime"] == before["LastModifiedTime"]
+    answer = _runtime(sm).invoke_endpoint(EndpointName=ENDPOINT, Body=_image(sm), ContentType="image/png")
+    assert json.loads(answer["Body"].read())
+
+
+def test_training_over_its_time_limit_takes_the_failure_path(sm, definition, first_run):
+    result = run_definition(definition, run_input("slow", max_runtime=3, static={contract.EPOCHS: "500"}), sm,
+                            timeout=900)
+    assert result.status == "FAILED" and result.error == "TrainingFailed"
+    cause = json.loads(result.cause)  # the .sync task fails with the final DescribeTrainingJob as its cause
+    assert (cause["TrainingJobStatus"], cause["SecondaryStatus"]) == ("Stopped", "MaxRuntimeExceeded")
+    failed = next(e for e in result.events if e["type"] == "TaskFailed")
+    assert failed["taskFailedEventDetails"]["error"] == "States.TaskFailed"
+    assert failed["taskFailedEventDetails"]["resource"] == "createTrainingJob.sync"
+    job = sm.training_jobs["train-slow"]
+    assert not pid_alive(job._proc.pid)
+
+
+def test_stopping_an_execution_stops_its_training_job(sm, definition, first_run):
+    result = run_definition(definition, run_input("abort", static={contract.EPOCHS: "500"}), sm, timeout=25)
+    assert result.status == "ABORTED"
+    job = sm.training_jobs["train-abort"]
+    assert job.wait(30)
+    assert job.describe()["TrainingJobStatus"] == "Stopped"
+    assert not pid_alive(job._proc.pid)
+
+
+def test_template_intrinsics_resolve_to_local_names():
+    template = {
+        "Parameters": {"BootstrapVersion": {"Type": "String", "Default": "/cdk-bootstrap/hnb659fds/version"}},
+        "Resources": {
+            "Bucket": {"Type": "AWS::S3::Bucket"},
+            "Role": {"Type": "AWS::IAM::Role"},
+            "Machine": {"Type": "AWS::StepFunctions::StateMachine", "Properties": {
+                "DefinitionString": {"Fn::Join": ["", [
+                    '{"StartAt":"T","States":{"T":{"Type":"Task","Resource":"arn:',
+                    {"Ref": "AWS::Partition"},
+                    ':states:::sagemaker:createModel","Parameters":{"ModelName":"m","ExecutionRoleArn":"',
+                    {"Fn::GetAtt": ["Role", "Arn"]},
+                    '","PrimaryContainer":{"ModelDataUrl":"',
+                    {"Fn::Sub": "https://s3.${AWS::Region}.${AWS::URLSuffix}/${Bucket}/model.tar.gz"},
+                    '"}},"End":true}}}']]},
+                "DefinitionSubstitutions": {"unused": {"Ref": "Bucket"}}}}}}
+    resolver = TemplateResolver(template, region="eu-west-1", stack_name="Demo")
+    task = resolver.definition()["States"]["T"]
+    assert task["Resource"] == "arn:aws:states:::sagemaker:createModel"
+    assert task["Parameters"]["ExecutionRoleArn"] == "arn:aws:iam::123456789012:role/Demo-Role"
+    assert task["Parameters"]["PrimaryContainer"]["ModelDataUrl"] == \
+        "https://s3.eu-west-1.amazonaws.com/demo-bucket/model.tar.gz"
+    assert resolver.name("Bucket") == "demo-bucket"
+    check_definition(resolver.definition())
+    with pytest.raises(ValueError, match="waitForTaskToken"):
+        check_definition({"StartAt": "T", "States": {"T": {
+            "Type": "Task", "Resource": f"{SAGEMAKER}:createTrainingJob.waitForTaskToken", "End": True}}})
+    with pytest.raises(ValueError, match=r"[dD]escribeEndpoint"):
+        check_definition({"StartAt": "T", "States": {"T": {
+            "Type": "Task", "Resource": f"{SAGEMAKER}:describeEndpoint", "End": True}}})
+
+
+def test_the_synthesized_definition_parses():
+    infra = pytest.importorskip("infra")
+    template = infra.synth_template({"profile": "local"})
+    definition = TemplateResolver(template).definition()
+    resources = {s.get("Resource") for s in definition["States"].values()}
+    assert f"{SAGEMAKER}:createTrainingJob.sync" in resources
+    check_definition(definition)
+
+
+def test_invalid_definitions_are_refused(sm):
+    with pytest.raises(ValueError, match="invalid state machine definition"):
+        run_definition({"StartAt": "Nope", "States": {}}, {}, sm)
+    assert Path(sm.work_dir).is_dir()
