@@ -8,6 +8,8 @@ DATA := data/digits
 OUT ?= demo-output
 MODEL ?= build/model
 PORT ?= 8080
+# jsii (under aws-cdk-lib) prints a banner on Node 20, which still runs it correctly; Node >= 22 needs no silencing.
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
 .PHONY: setup test lint data train serve demo bench synth clean
 
