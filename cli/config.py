@@ -10,22 +10,26 @@ import os
 
 # --- the deployed stack ----------------------------------------------------------------------------------------
 STACK_ENV = "IMGCLF_STACK"
-DEFAULT_STACK_NAME = os.environ.get(STACK_ENV, "ImageClassifierStack")
+DEFAULT_STACK_NAME = os.environ.get(STACK_ENV, "ImageClassifier")  # infra.config.StackConfig.stack_name
 
-# CloudFormation OutputKeys (CfnOutput logical ids) of the stack.
+# CloudFormation OutputKeys (CfnOutput logical ids in infra/stack.py).
 OUTPUT_BUCKET = "BucketName"
+OUTPUT_DATASET = "DatasetUri"  # s3://<bucket>/<data prefix>/: the SageMaker role reads datasets only under it
 OUTPUT_STATE_MACHINE = "StateMachineArn"
-OUTPUT_API_URL = "ApiUrl"
+OUTPUT_API_URL = "PredictUrl"  # the stage URL of POST /predict
 OUTPUT_ENDPOINT = "EndpointName"
-# Optional: the name prefix of what the state machine creates (models, endpoint configs, endpoints). When the
-# stack has no such output, the stack name is the prefix.
+# Optional: the name prefix of what the state machine creates (models, endpoint configs, endpoints: <prefix>-...).
+# Without such an output, teardown uses DEFAULT_RESOURCE_PREFIX (cdk.json's "prefix" context) or --prefix.
 OUTPUT_RESOURCE_PREFIX = "ResourcePrefix"
+DEFAULT_RESOURCE_PREFIX = "imgclf"
 
-# --- the state machine's execution input (what `start` sends) -------------------------------------------------
-INPUT_DATASET = "dataset"  # S3 URI of the prefix holding train/ valid/ test/
-INPUT_MAX_JOBS = "maxJobs"  # tuning: total trials
-INPUT_MAX_PARALLEL_JOBS = "maxParallelJobs"  # tuning: trials at once
-DEFAULT_DATA_PREFIX = "data"  # upload-data's default key prefix in the stack's bucket
+# --- the state machine's execution input (what `start` sends; anything left out takes the stack's default) -----
+INPUT_DATASET = "dataset"  # s3:// prefix ending in '/', under OUTPUT_DATASET, holding train/ valid/ test/
+INPUT_MAX_JOBS = "max_jobs"  # tuning: total trials
+INPUT_MAX_PARALLEL_JOBS = "max_parallel_jobs"  # tuning: trials at once
+INPUT_MIN_TEST_ACCURACY = "min_test_accuracy"  # the deployment gate
+INPUT_WARM_START = "warm_start_parent"  # a previous tuning job to warm-start from
+DEFAULT_DATA_PREFIX = "data/"  # upload-data's key prefix when the stack has no DatasetUri output
 
 # --- local runs ------------------------------------------------------------------------------------------------
 DEFAULT_LOCAL_DIR = "demo-output"

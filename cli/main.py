@@ -36,6 +36,18 @@ def default_backend(args: argparse.Namespace) -> Backend:
 
 
 # --- verbs -----------------------------------------------------------------------------------------------------
+def dataset_location(backend: Backend, bucket: str | None, prefix: str | None) -> tuple[str, str, str | None]:
+    """(bucket, key prefix, the stack's dataset root or None): flags first, then the stack's outputs."""
+    root = None
+    if bucket is None or prefix is None:
+        root = backend.optional_output(config.OUTPUT_DATASET)
+    if root:
+        root_bucket, root_prefix = parse_s3_uri(root)
+        return bucket or root_bucket, (prefix if prefix is not None else root_prefix).strip("/"), root
+    bucket = bucket or backend.output(config.OUTPUT_BUCKET, "to know where to upload (or pass --bucket)")
+    return bucket, (prefix if prefix is not None else config.DEFAULT_DATA_PREFIX).strip("/"), None
+
+
 def cmd_upload_data(args: argparse.Namespace, backend: Backend) -> int:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
@@ -47,14 +59,16 @@ def cmd_upload_data(args: argparse.Namespace, backend: Backend) -> int:
         detail = "; ".join(layout.problems)
         raise UsageError(f"{args.folder} is not an ImageFolder dataset ({len(layout.problems)} problem"
                          f"{'s' if len(layout.problems) > 1 else ''}): {detail}")
-    bucket = args.bucket or backend.output(config.OUTPUT_BUCKET, "to know where to upload (or pass --bucket)")
-    prefix = args.prefix.strip("/")
+    bucket, prefix, root = dataset_location(backend, args.bucket, args.prefix)
+    target = s3_uri(bucket, prefix + "/" if prefix else "")
+    if root and not target.startswith(root):
+        print(f"warning: {target} is outside the stack's dataset location {root}: the pipeline's SageMaker role "
+              "cannot read it", file=sys.stderr)
     plan = dataset.plan_sync(backend.s3, layout, bucket, prefix, bucket_may_be_new=backend.is_local)
     out = console()
     counts = ", ".join(f"{layout.counts.get(s, 0)} {s}" for s in contract.CHANNELS)
     out.print(f"{len(layout.classes.get(contract.TRAIN, []))} classes, {counts} images; "
               f"{len(plan.uploads)} to upload ({plan.bytes / 1e6:.1f} MB), {plan.unchanged} unchanged")
-    target = s3_uri(bucket, prefix + "/" if prefix else "")
     if args.dry_run:
         out.print(f"dry run: nothing uploaded to {target}")
         return 0
@@ -69,7 +83,7 @@ def cmd_upload_data(args: argparse.Namespace, backend: Backend) -> int:
             progress.update(task, files=done[0])
 
         dataset.upload(backend.s3, plan, on_bytes=lambda n: progress.advance(task, n), on_file=file_done)
-    out.print(f"dataset at {target}  (use it with: imgclf start --dataset {target})")
+    out.print(f"dataset at {target}  (train on it with: imgclf start --dataset {target})")
     return 0
 
 
@@ -78,14 +92,22 @@ def cmd_start(args: argparse.Namespace, backend: Backend) -> int:
         raise CliError("a local execution is started with `make demo` (it runs the same state machine on this "
                        "machine and records it for --local)", EXIT_USAGE)
     state_machine = backend.output(config.OUTPUT_STATE_MACHINE, "to start an execution")
-    dataset = args.dataset or s3_uri(backend.output(config.OUTPUT_BUCKET, "for the default --dataset"),
-                                     config.DEFAULT_DATA_PREFIX + "/")
-    parse_s3_uri(dataset)
-    document: dict = {config.INPUT_DATASET: dataset}
-    if args.max_jobs is not None:
-        document[config.INPUT_MAX_JOBS] = args.max_jobs
-    if args.parallel is not None:
-        document[config.INPUT_MAX_PARALLEL_JOBS] = args.parallel
+    document: dict = {}
+    if args.dataset:
+        bucket, key = parse_s3_uri(args.dataset)
+        dataset = s3_uri(bucket, key.rstrip("/") + "/")
+        root = backend.optional_output(config.OUTPUT_DATASET)
+        if root and not dataset.startswith(root):
+            raise UsageError(f"--dataset {dataset} must be under {root} (the only place the pipeline's SageMaker "
+                             "role can read; `imgclf upload-data` puts datasets there)")
+        document[config.INPUT_DATASET] = dataset
+    for key, value in ((config.INPUT_MAX_JOBS, args.max_jobs), (config.INPUT_MAX_PARALLEL_JOBS, args.parallel),
+                       (config.INPUT_MIN_TEST_ACCURACY, args.min_test_accuracy),
+                       (config.INPUT_WARM_START, args.warm_start)):
+        if value is not None:
+            document[key] = value
+    if args.max_jobs is not None and args.parallel is not None and args.parallel > args.max_jobs:
+        raise UsageError("--parallel cannot exceed --max-jobs")
     if args.input:
         try:
             extra = json.loads(args.input)
@@ -294,8 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
              "Check DIR's layout (train/ valid/ test/, one folder of images per class), then upload what S3 does "
              "not already hold, with a progress bar. With --local, copy into the run folder's s3/<bucket>/.")
     p.add_argument("folder", metavar="DIR", help="dataset folder holding train/ valid/ test/")
-    p.add_argument("--prefix", default=config.DEFAULT_DATA_PREFIX, help="key prefix in the bucket")
-    p.add_argument("--bucket", default=None, help="bucket (default: the stack's bucket output)")
+    p.add_argument("--prefix", default=None,
+                   help="key prefix in the bucket (default: the stack's {config.OUTPUT_DATASET} output, else "
+                        f"{config.DEFAULT_DATA_PREFIX})")
+    p.add_argument("--bucket", default=None, help="bucket (default: the stack's)")
     p.add_argument("--ignore-non-images", action="store_true", help="skip non-image files instead of refusing")
     p.add_argument("--dry-run", action="store_true", help="check and plan only")
     p.set_defaults(run=cmd_upload_data)
@@ -304,9 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
              "Start the stack's state machine (tune, train with Debugger/Profiler, gate, deploy); print the "
              "execution ARN and its console link. Local runs are started with `make demo`.")
     p.add_argument("--dataset", default=None, metavar="S3_PREFIX",
-                   help=f"S3 prefix holding train/ valid/ test/ (default: s3://<bucket>/{config.DEFAULT_DATA_PREFIX}/)")
+                   help=f"S3 prefix holding train/ valid/ test/ (default: the stack's {config.OUTPUT_DATASET})")
     p.add_argument("--max-jobs", type=int, default=None, metavar="N", help="tuning trials in total")
     p.add_argument("--parallel", type=int, default=None, metavar="N", help="tuning trials at once")
+    p.add_argument("--min-test-accuracy", type=float, default=None, metavar="X",
+                   help="deploy only when the final job's test accuracy reaches X")
+    p.add_argument("--warm-start", default=None, metavar="TUNING_JOB", help="warm-start from this tuning job")
     p.add_argument("--name", default=None, help="execution name (default: generated by Step Functions)")
     p.add_argument("--input", default=None, metavar="JSON", help="more execution input, merged over the above")
     p.set_defaults(run=cmd_start)
@@ -362,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
              "endpoints, endpoint configs and models whose names start with the prefix, and the stack's endpoint. "
              "Lists them and asks first; --yes deletes without asking.")
     p.add_argument("--prefix", default=None,
-                   help=f"name prefix (default: the stack's {config.OUTPUT_RESOURCE_PREFIX} output, else its name)")
+                   help=f"name prefix (default: the stack's {config.OUTPUT_RESOURCE_PREFIX} output, else "
+                        f"{config.DEFAULT_RESOURCE_PREFIX})")
     p.add_argument("--yes", action="store_true", help="delete without asking")
     p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     p.set_defaults(run=cmd_teardown)

@@ -313,6 +313,7 @@ class Job:
     output_path: str | None  # OutputDataConfig.S3OutputPath
     model_uri: str | None
     test_data_uri: str | None
+    train_data_uri: str | None
     profiler_paths: list[str]  # S3 prefixes where a ProfilerReport can be
 
     @property
@@ -345,12 +346,18 @@ def job_from(d: dict) -> Job:
     rules += [RuleVerdict("Profiler", r.get("RuleConfigurationName", "?"), r.get("RuleEvaluationStatus", "?"),
                           r.get("StatusDetails")) for r in d.get("ProfilerRuleEvaluationStatuses", [])]
     output_path = (d.get("OutputDataConfig") or {}).get("S3OutputPath")
-    profiler_paths = [r["S3OutputPath"] for r in d.get("ProfilerRuleConfigurations", [])
-                      if r.get("RuleConfigurationName") == config.PROFILER_REPORT_RULE and r.get("S3OutputPath")]
-    if output_path:
-        profiler_paths.append(output_path.rstrip("/") + f"/{d['TrainingJobName']}/rule-output")
-    test_uri = next((c["DataSource"]["S3DataSource"]["S3Uri"] for c in d.get("InputDataConfig", [])
-                     if c.get("ChannelName") == contract.TEST and "S3DataSource" in c.get("DataSource", {})), None)
+    # The ProfilerReport rule writes <rule-output>/ProfilerReport/profiler-output/profiler-report.html; its rule
+    # output is the rule's own S3OutputPath if set, else <OutputDataConfig>/<job>/rule-output (AWS's default); the
+    # local stand-in uses <ProfilerConfig.S3OutputPath>/<job>/rule-output. Only looked for when the rule is set.
+    report_rules = [r for r in d.get("ProfilerRuleConfigurations", [])
+                    if r.get("RuleConfigurationName") == config.PROFILER_REPORT_RULE]
+    profiler_paths = [r["S3OutputPath"] for r in report_rules if r.get("S3OutputPath")]
+    if report_rules:
+        for base in (output_path, (d.get("ProfilerConfig") or {}).get("S3OutputPath")):
+            if base:
+                profiler_paths.append(base.rstrip("/") + f"/{d['TrainingJobName']}/rule-output")
+    channels = {c.get("ChannelName"): c["DataSource"]["S3DataSource"]["S3Uri"] for c in d.get("InputDataConfig", [])
+                if "S3DataSource" in c.get("DataSource", {})}
     resources = d.get("ResourceConfig") or {}
     instance = resources.get("InstanceType")
     if instance and resources.get("InstanceCount", 1) > 1:
@@ -365,7 +372,8 @@ def job_from(d: dict) -> Job:
         instance=instance, final_metrics={m["MetricName"]: m["Value"] for m in d.get("FinalMetricDataList", [])
                                           if "MetricName" in m and "Value" in m},
         rules=rules, output_path=output_path, model_uri=(d.get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
-        test_data_uri=test_uri, profiler_paths=list(dict.fromkeys(profiler_paths)))
+        test_data_uri=channels.get(contract.TEST), train_data_uri=channels.get(contract.TRAIN),
+        profiler_paths=list(dict.fromkeys(profiler_paths)))
 
 
 # --- S3 objects ------------------------------------------------------------------------------------------------

@@ -358,6 +358,64 @@ def validate_recording(root: str | Path) -> list[str]:
 
 
 # --- writing -----------------------------------------------------------------------------------------------------
+class ExecutionRecord:
+    """A finished execution as a Step Functions client (DescribeExecution, GetExecutionHistory, ListExecutions), for
+    engines whose own client is gone when the run ends (local.engine's mock ends with run_definition).
+
+    `events` are GetExecutionHistory's events (datetimes or ISO strings); input, output, start and stop dates come
+    from them when not given.
+    """
+
+    def __init__(self, *, execution_arn: str, status: str, events: list[dict], output: Any = None,
+                 error: str | None = None, cause: str | None = None, input: Any = None,
+                 state_machine_arn: str | None = None) -> None:
+        self.arn, self.status, self.events = execution_arn, status, list(events)
+        name = _arn_name(execution_arn)
+        self.state_machine_arn = state_machine_arn or execution_arn.replace(":execution:", ":stateMachine:", 1)[
+            : -len(name) - 1]
+        started = next((e for e in self.events if e.get("type") == "ExecutionStarted"), None)
+        if input is None and started:
+            input = (started.get("executionStartedEventDetails") or {}).get("input")
+        if output is None and status == "SUCCEEDED" and self.events:
+            output = (self.events[-1].get("executionSucceededEventDetails") or {}).get("output")
+
+        def as_text(value: Any) -> str | None:
+            return value if isinstance(value, str) or value is None else json.dumps(value)
+
+        self.described: dict[str, Any] = {
+            "executionArn": execution_arn, "stateMachineArn": self.state_machine_arn, "name": name, "status": status,
+            "startDate": _as_datetime(self.events[0]["timestamp"]) if self.events else dt.datetime.now(dt.UTC)}
+        if status != "RUNNING" and self.events:
+            self.described["stopDate"] = _as_datetime(self.events[-1]["timestamp"])
+        for key, value in (("input", as_text(input)), ("output", as_text(output)), ("error", error),
+                           ("cause", cause)):
+            if value is not None:
+                self.described[key] = value
+
+    @classmethod
+    def from_result(cls, result: Any, **overrides: Any) -> ExecutionRecord:
+        """From local.engine's ExecutionResult (execution_arn, status, events, output, error, cause)."""
+        return cls(execution_arn=result.execution_arn, status=result.status, events=result.events,
+                   output=result.output, error=result.error, cause=result.cause, **overrides)
+
+    def _check(self, arn: str, operation: str) -> None:
+        if arn != self.arn:
+            raise _client_error("ExecutionDoesNotExist", f"Execution Does Not Exist: '{arn}'", operation)
+
+    def describe_execution(self, executionArn: str) -> dict:
+        self._check(executionArn, "DescribeExecution")
+        return dict(self.described)
+
+    def get_execution_history(self, executionArn: str, **_: Any) -> dict:
+        self._check(executionArn, "GetExecutionHistory")
+        return {"events": [dict(e) for e in self.events]}
+
+    def list_executions(self, stateMachineArn: str, **_: Any) -> dict:
+        keys = ("executionArn", "stateMachineArn", "name", "status", "startDate", "stopDate")
+        mine = stateMachineArn == self.state_machine_arn
+        return {"executions": [{k: self.described[k] for k in keys if k in self.described}] if mine else []}
+
+
 class _Writer:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -542,6 +600,10 @@ def _stack_record(name: str, execution: dict, jobs: list[dict], endpoints: list[
         path = (d.get("OutputDataConfig") or {}).get("S3OutputPath")
         if path:
             outputs[config.OUTPUT_BUCKET] = parse_s3_uri(path)[0]
+        train = job_from(d).train_data_uri
+        if train and train.rstrip("/").endswith("/" + contract.TRAIN):
+            bucket, key = parse_s3_uri(train.rstrip("/")[: -len(contract.TRAIN)])
+            outputs[config.OUTPUT_DATASET] = f"s3://{bucket}/{key}"  # what the run trained on
     if endpoints:
         outputs[config.OUTPUT_ENDPOINT] = endpoints[-1]
     outputs.update(overrides)

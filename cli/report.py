@@ -473,7 +473,7 @@ def summary_table(data: ReportData) -> Table:
     if data.endpoint:
         rows.append(["endpoint", f"{data.endpoint['EndpointName']} ({data.endpoint['EndpointStatus']})"])
     rows.append(["read from", data.source])
-    return Table(["", ""], rows)
+    return Table(["run", ""], rows)
 
 
 def confusions_table(predictions: Predictions) -> Table:

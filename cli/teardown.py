@@ -35,11 +35,11 @@ def stack_outputs(backend: Backend) -> tuple[dict[str, str], str | None]:
     try:
         return backend.stack_outputs(), None
     except StackMissing as exc:
-        return {}, f"{exc.message}; looking for names starting with the stack name instead"
+        return {}, f"{exc.message}; looking for names that start with the resource prefix instead"
 
 
 def resource_prefix(outputs: dict[str, str], backend: Backend, prefix: str | None) -> str:
-    return prefix or outputs.get(config.OUTPUT_RESOURCE_PREFIX) or backend.stack_name
+    return prefix or outputs.get(config.OUTPUT_RESOURCE_PREFIX) or config.DEFAULT_RESOURCE_PREFIX
 
 
 def plan(backend: Backend, prefix: str, outputs: dict[str, str]) -> Plan:

@@ -26,6 +26,8 @@ from tests.test_cli_support import (
     png_bytes,
 )
 
+PREFIX = config.DEFAULT_RESOURCE_PREFIX
+
 
 @pytest.fixture
 def scenario() -> Scenario:
@@ -134,26 +136,32 @@ def test_report_falls_back_to_cloudwatch(tmp_path, capsys):
 def test_start(stubs, capsys):
     stubs.expect_stack()
     arn = STATE_MACHINE.replace(":stateMachine:", ":execution:") + ":try-2"
-    expected_input = {config.INPUT_DATASET: f"s3://{BUCKET}/digits/", config.INPUT_MAX_JOBS: 8,
-                      config.INPUT_MAX_PARALLEL_JOBS: 2, "extra": True}
+    expected_input = {config.INPUT_DATASET: f"s3://{BUCKET}/data/digits/", config.INPUT_MAX_JOBS: 8,
+                      config.INPUT_MAX_PARALLEL_JOBS: 2, config.INPUT_MIN_TEST_ACCURACY: 0.9, "extra": True}
     stubs.add("stepfunctions", "start_execution", {"executionArn": arn, "startDate": dt.datetime.now(dt.UTC)},
               {"stateMachineArn": STATE_MACHINE, "name": "try-2", "input": json.dumps(expected_input)})
-    code, out, err = run(["start", "--dataset", f"s3://{BUCKET}/digits/", "--max-jobs", "8", "--parallel", "2",
-                          "--name", "try-2", "--input", '{"extra": true}'], stubs, capsys)
+    code, out, err = run(["start", "--dataset", f"s3://{BUCKET}/data/digits", "--max-jobs", "8", "--parallel", "2",
+                          "--min-test-accuracy", "0.9", "--name", "try-2", "--input", '{"extra": true}'],
+                         stubs, capsys)
     assert code == 0, err
     stubs.assert_done()
     assert out.strip() == arn
     assert f"https://{REGION}.console.aws.amazon.com/states/home?region={REGION}#/v2/executions/details/{arn}" in err
 
 
-def test_start_defaults_to_the_stacks_data_prefix(stubs, capsys):
+def test_start_leaves_defaults_to_the_state_machine(stubs, capsys):
     stubs.expect_stack()
     started = {"executionArn": STATE_MACHINE + ":x", "startDate": dt.datetime.now()}
-    stubs.add("stepfunctions", "start_execution", started,
-              {"stateMachineArn": STATE_MACHINE,
-               "input": json.dumps({config.INPUT_DATASET: f"s3://{BUCKET}/{config.DEFAULT_DATA_PREFIX}/"})})
+    stubs.add("stepfunctions", "start_execution", started, {"stateMachineArn": STATE_MACHINE, "input": "{}"})
     code, _, err = run(["start"], stubs, capsys)
     assert code == 0, err
+    stubs.assert_done()
+
+
+def test_start_refuses_a_dataset_the_role_cannot_read(stubs, capsys):
+    stubs.expect_stack()
+    code, _, err = run(["start", "--dataset", f"s3://{BUCKET}/elsewhere/"], stubs, capsys)
+    assert code == 2 and f"must be under s3://{BUCKET}/data/" in err
     stubs.assert_done()
 
 
@@ -197,9 +205,9 @@ def test_upload_data_skips_what_s3_already_holds(stubs, tmp_path, capsys):
 
 def test_teardown(stubs, scenario, capsys):
     stubs.expect_stack()
-    stubs.add("sagemaker", "list_endpoints", scenario.list_endpoints(), {"NameContains": STACK})
-    stubs.add("sagemaker", "list_endpoint_configs", scenario.list_endpoint_configs(), {"NameContains": STACK})
-    stubs.add("sagemaker", "list_models", scenario.list_models(), {"NameContains": STACK})
+    stubs.add("sagemaker", "list_endpoints", scenario.list_endpoints(), {"NameContains": PREFIX})
+    stubs.add("sagemaker", "list_endpoint_configs", scenario.list_endpoint_configs(), {"NameContains": PREFIX})
+    stubs.add("sagemaker", "list_models", scenario.list_models(), {"NameContains": PREFIX})
     stubs.add("sagemaker", "delete_endpoint", {}, {"EndpointName": scenario.endpoint})
     stubs.error("sagemaker", "delete_endpoint_config", "ValidationException",
                 f'Could not find endpoint configuration "{scenario.endpoint_config}".',
@@ -248,12 +256,13 @@ def test_predict_signs_with_sigv4(monkeypatch, tmp_path, capsys):
 def test_predict_signing_decision():
     from cli import predict
 
-    assert predict.wants_signature(API_URL + "predict", "auto")
+    assert predict.wants_signature(API_URL, "auto")
     assert not predict.wants_signature("http://127.0.0.1:8080/predict", "auto")
     assert predict.wants_signature("http://127.0.0.1:8080/predict", "iam")
     assert not predict.wants_signature(API_URL, "none")
     assert predict.signing_region(API_URL, None) == REGION
-    assert predict.predict_url(API_URL, 3) == API_URL + "predict?top_k=3"
+    assert predict.predict_url(API_URL, 3) == API_URL + "?top_k=3"
+    assert predict.predict_url(API_URL.removesuffix("predict"), None) == API_URL
     assert predict.predict_url("http://127.0.0.1:8080/predict", None) == "http://127.0.0.1:8080/predict"
 
 
@@ -272,7 +281,7 @@ def test_predict_finds_the_api_in_the_stack(stubs, tmp_path, capsys, monkeypatch
     image = tmp_path / "x.png"
     image.write_bytes(png_bytes())
     code, _, err = run(["predict", str(image), "--auth", "none"], stubs, capsys)
-    assert sent[0][0] == API_URL + "predict"
+    assert sent[0][0] == API_URL
     assert code == 1 and err.startswith("error: cannot reach") and err.count("\n") == 1
 
 
@@ -399,10 +408,10 @@ def test_teardown_after_the_stack_is_destroyed(stubs, scenario, capsys):
     """`cdk destroy` removes the stack but not what the state machine created: teardown still finds it by name."""
     stubs.error("cloudformation", "describe_stacks", "ValidationError", f"Stack with id {STACK} does not exist")
     ours = scenario.list_endpoints()["Endpoints"][:1]
-    stubs.add("sagemaker", "list_endpoints", {"Endpoints": ours, "NextToken": "2"}, {"NameContains": STACK})
-    stubs.add("sagemaker", "list_endpoints", {"Endpoints": []}, {"NameContains": STACK, "NextToken": "2"})
-    stubs.add("sagemaker", "list_endpoint_configs", {"EndpointConfigs": []}, {"NameContains": STACK})
-    stubs.add("sagemaker", "list_models", {"Models": []}, {"NameContains": STACK})
+    stubs.add("sagemaker", "list_endpoints", {"Endpoints": ours, "NextToken": "2"}, {"NameContains": PREFIX})
+    stubs.add("sagemaker", "list_endpoints", {"Endpoints": []}, {"NameContains": PREFIX, "NextToken": "2"})
+    stubs.add("sagemaker", "list_endpoint_configs", {"EndpointConfigs": []}, {"NameContains": PREFIX})
+    stubs.add("sagemaker", "list_models", {"Models": []}, {"NameContains": PREFIX})
     code, out, err = run(["teardown", "--dry-run"], stubs, capsys)
     stubs.assert_done()
     assert code == 0 and "is not deployed" in err and scenario.endpoint in out and "dry run" in out

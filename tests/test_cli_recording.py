@@ -39,7 +39,7 @@ def test_layout_is_one_file_per_operation_and_identifier(run_dir, scenario):
     expected = [
         ("stepfunctions", "describe_execution", scenario.execution_name),
         ("stepfunctions", "get_execution_history", scenario.execution_name),
-        ("stepfunctions", "list_executions", "ImageClassifierPipeline"),
+        ("stepfunctions", "list_executions", "imgclf-train-deploy"),
         ("sagemaker", "describe_hyper_parameter_tuning_job", scenario.tuning_job),
         ("sagemaker", "list_training_jobs_for_hyper_parameter_tuning_job", scenario.tuning_job),
         ("sagemaker", "describe_endpoint", scenario.endpoint),
@@ -111,7 +111,7 @@ def test_recorded_lists_paginate_and_filter(run_dir, scenario):
     failed = sagemaker.list_training_jobs_for_hyper_parameter_tuning_job(
         HyperParameterTuningJobName=scenario.tuning_job, StatusEquals="Failed")
     assert [t["TrainingJobName"] for t in failed["TrainingJobSummaries"]] == [scenario.trial_name(3)]
-    endpoints = sagemaker.list_endpoints(NameContains="imageclassifierstack")  # case-insensitive, as SageMaker
+    endpoints = sagemaker.list_endpoints(NameContains="IMGCLF")  # case-insensitive, as SageMaker
     assert [e["EndpointName"] for e in endpoints["Endpoints"]] == [scenario.endpoint]
     with pytest.raises(ClientError) as info:
         sagemaker.list_endpoints(NextToken="garbage")
@@ -208,7 +208,8 @@ def test_clients_without_optional_methods_still_record(tmp_path, scenario):
 def test_stack_record_for_a_local_run(run_dir, scenario):
     stack = RecordedClient(run_dir, "cloudformation").describe_stacks(StackName=STACK)["Stacks"][0]
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
-    assert outputs == {"StateMachineArn": STATE_MACHINE, "BucketName": BUCKET, "EndpointName": scenario.endpoint}
+    assert outputs == {"StateMachineArn": STATE_MACHINE, "BucketName": BUCKET, "DatasetUri": f"s3://{BUCKET}/data/",
+                       "EndpointName": scenario.endpoint}
     by_id = RecordedClient(run_dir, "cloudformation").describe_stacks(StackName=stack["StackId"])
     assert by_id["Stacks"][0]["StackName"] == STACK
 
@@ -277,3 +278,39 @@ def test_s3_objects_of_failed_trials_are_skipped_quietly(tmp_path, scenario):
     written = record(tmp_path, scenario)
     assert not (tmp_path / "s3" / BUCKET / "jobs" / scenario.trial_name(3)).exists()
     assert all(p.exists() for p in written)  # the fake S3 raised NoSuchKey for it; the recording went on
+
+
+def test_execution_record_stands_in_for_a_finished_engine_run(tmp_path, scenario):
+    """local.engine's client is gone when run_definition returns; its ExecutionResult is recorded instead."""
+    from types import SimpleNamespace
+
+    from cli.aws import jsonable
+    from cli.recording import ExecutionRecord
+
+    events = jsonable(scenario.events())  # the engine renders timestamps as ISO strings
+    result = SimpleNamespace(execution_arn=scenario.execution_arn, status="SUCCEEDED", events=events,
+                             output={"endpoint": scenario.endpoint}, error=None, cause=None)
+    stepfunctions = ExecutionRecord.from_result(result)
+    write_recording(tmp_path, sagemaker=FakeSageMaker(scenario), stepfunctions=stepfunctions,
+                    execution_arn=scenario.execution_arn)
+    assert validate_recording(tmp_path) == []
+    described = RecordedClient(tmp_path, "stepfunctions").describe_execution(executionArn=scenario.execution_arn)
+    assert described["stateMachineArn"] == STATE_MACHINE and described["name"] == scenario.execution_name
+    assert described["startDate"] == scenario.events()[0]["timestamp"]
+    assert described["stopDate"] == scenario.events()[-1]["timestamp"]
+    assert json.loads(described["output"]) == {"endpoint": scenario.endpoint}
+    assert json.loads(described["input"]) == {}  # from the ExecutionStarted event
+    with pytest.raises(ClientError):
+        stepfunctions.describe_execution(executionArn=scenario.execution_arn + "x")
+
+
+def test_profiler_report_is_looked_for_only_when_the_rule_ran(scenario):
+    from cli.pipeline import job_from
+
+    final = scenario.describe_job(scenario.final_job)
+    assert job_from(final).profiler_paths == [f"s3://{BUCKET}/jobs/{scenario.final_job}/rule-output",
+                                             f"s3://{BUCKET}/profiler/{scenario.final_job}/rule-output"]
+    final["ProfilerRuleConfigurations"] = [r for r in final["ProfilerRuleConfigurations"]
+                                           if r["RuleConfigurationName"] != "ProfilerReport"]
+    assert job_from(final).profiler_paths == []
+    assert job_from(scenario.describe_job(scenario.trial_name(0))).profiler_paths == []

@@ -27,10 +27,10 @@ from cli.pipeline import metric_queries
 from ml import contract
 
 REGION, ACCOUNT = "us-east-1", "123456789012"
-STACK = "ImageClassifierStack"
+STACK = config.DEFAULT_STACK_NAME  # "ImageClassifier", as infra/ names it
 BUCKET = "imgclf-artifacts-123456789012"
-STATE_MACHINE = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:ImageClassifierPipeline"
-API_URL = f"https://abc123def4.execute-api.{REGION}.amazonaws.com/prod/"
+STATE_MACHINE = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:imgclf-train-deploy"
+API_URL = f"https://abc123def4.execute-api.{REGION}.amazonaws.com/prod/predict"
 T0 = dt.datetime(2025, 3, 1, 9, 0, 0, tzinfo=dt.UTC)
 
 
@@ -62,12 +62,13 @@ TRIALS = [
 class Scenario:
     """A finished execution: tuning (6 trials, one failed), the final Debugger-enabled job, the endpoint."""
 
+    # As the state machine names them: every resource "<prefix>-<run id>", the endpoint stable.
     execution_name: str = "run-0001"
-    tuning_job: str = "imgclf-hpo-0001"
-    final_job: str = "imgclf-train-0001"
-    endpoint: str = "ImageClassifierStack-endpoint"
-    endpoint_config: str = "ImageClassifierStack-config-run-0001"
-    model: str = "ImageClassifierStack-model-run-0001"
+    tuning_job: str = "imgclf-0a1b2c3d4e5f"
+    final_job: str = "imgclf-0a1b2c3d4e5f"
+    endpoint: str = "imgclf-endpoint"
+    endpoint_config: str = "imgclf-0a1b2c3d4e5f"
+    model: str = "imgclf-0a1b2c3d4e5f"
     trials: list[TrialSpec] = field(default_factory=lambda: list(TRIALS))
     with_history: bool = True  # output.tar.gz with history.json for every completed job
     status: str = "SUCCEEDED"
@@ -340,8 +341,9 @@ class Scenario:
 
     def describe_stacks(self, outputs: dict[str, str] | None = None) -> dict:
         outputs = outputs if outputs is not None else {
-            config.OUTPUT_BUCKET: BUCKET, config.OUTPUT_STATE_MACHINE: STATE_MACHINE,
-            config.OUTPUT_API_URL: API_URL, config.OUTPUT_ENDPOINT: self.endpoint}
+            config.OUTPUT_BUCKET: BUCKET, config.OUTPUT_DATASET: f"s3://{BUCKET}/data/",
+            config.OUTPUT_STATE_MACHINE: STATE_MACHINE, config.OUTPUT_API_URL: API_URL,
+            config.OUTPUT_ENDPOINT: self.endpoint}
         return {"Stacks": [{"StackName": STACK, "StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/"
                                                           f"{STACK}/1a2b3c", "CreationTime": T0 - dt.timedelta(days=2),
                             "StackStatus": "UPDATE_COMPLETE",
@@ -601,7 +603,7 @@ class StubApi:
         self.received: list[Received] = []
         self.status = status
         self.payload = payload or {"predictions": [{"label": "3", "score": 0.91}, {"label": "8", "score": 0.05}],
-                                   "model": "ImageClassifierStack-endpoint"}
+                                   "model": "imgclf-endpoint"}
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
