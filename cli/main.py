@@ -217,7 +217,8 @@ def cmd_predict(args: argparse.Namespace, backend_factory: BackendFactory) -> in
     with requests.Session() as session:
         for path in bodies:
             results.append(predict.post_image(session, url, path, auth=args.auth, region=region,
-                                              credentials=credentials, api_key=args.api_key, timeout=args.timeout))
+                                              credentials=credentials, timeout=args.timeout,
+                                              api_key=args.api_key or os.environ.get("IMGCLF_API_KEY")))
     failed = [r for r in results if r.error]
     if args.json:
         print(json.dumps([r.as_json() for r in results], indent=2))
@@ -286,7 +287,11 @@ def cmd_teardown(args: argparse.Namespace, backend: Backend) -> int:
 
 # --- parser ----------------------------------------------------------------------------------------------------
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        # Show defaults that say something (not None/False, and not already in the text).
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _target_options(local: bool = True) -> argparse.ArgumentParser:
@@ -379,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"labels per image (the API's default is {contract.DEFAULT_TOP_K})")
     p.add_argument("--auth", choices=("auto", "iam", "none"), default="auto",
                    help="SigV4-sign requests: auto signs for API Gateway hosts when credentials exist")
-    p.add_argument("--api-key", default=os.environ.get("IMGCLF_API_KEY"), help="x-api-key header (or $IMGCLF_API_KEY)")
+    p.add_argument("--api-key", default=None, help="x-api-key header (or $IMGCLF_API_KEY)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(run=cmd_predict)

@@ -607,6 +607,11 @@ def _stack_record(name: str, execution: dict, jobs: list[dict], endpoints: list[
     if endpoints:
         outputs[config.OUTPUT_ENDPOINT] = endpoints[-1]
     outputs.update(overrides)
+    # The recording files executions under the state machine that ran them: the stack must name that one.
+    if outputs[config.OUTPUT_STATE_MACHINE] != state_machine:
+        log.info("recording: StateMachineArn %s replaced by the one that ran, %s", outputs[config.OUTPUT_STATE_MACHINE],
+                 state_machine)
+        outputs[config.OUTPUT_STATE_MACHINE] = state_machine
     parts = state_machine.split(":")
     region, account = (parts[3], parts[4]) if len(parts) > 5 else (config.LOCAL_REGION, "000000000000")
     return {"Stacks": [{

@@ -415,3 +415,27 @@ def test_teardown_after_the_stack_is_destroyed(stubs, scenario, capsys):
     code, out, err = run(["teardown", "--dry-run"], stubs, capsys)
     stubs.assert_done()
     assert code == 0 and "is not deployed" in err and scenario.endpoint in out and "dry run" in out
+
+
+def test_status_watch_follows_until_the_end(stubs, scenario, capsys, monkeypatch):
+    """--watch polls: first the tuning is running, then the execution has succeeded."""
+    import cli.main
+
+    monkeypatch.setattr(cli.main.time, "sleep", lambda s: None)
+    running = scenario.describe_execution() | {"status": "RUNNING"}
+    del running["stopDate"]
+    stubs.add("stepfunctions", "describe_execution", running, {"executionArn": scenario.execution_arn})
+    stubs.add("stepfunctions", "get_execution_history", {"events": scenario.events()[:4]},
+              {"executionArn": scenario.execution_arn, "maxResults": 1000})
+    tuning = scenario.describe_tuning() | {"HyperParameterTuningJobStatus": "InProgress"}
+    stubs.add("sagemaker", "describe_hyper_parameter_tuning_job", tuning)
+    stubs.add("sagemaker", "list_training_jobs_for_hyper_parameter_tuning_job",
+              {"TrainingJobSummaries": scenario.list_trials()[:2]})
+    stubs.expect_execution()
+    stubs.expect_tuning()
+    stubs.expect_job(scenario.final_job)
+    stubs.expect_endpoint()
+    code, out, err = run(["status", scenario.execution_arn, "--watch", "--interval", "0.01"], stubs, capsys)
+    assert code == 0, err
+    stubs.assert_done()
+    assert "SUCCEEDED" in out and "InService" in out

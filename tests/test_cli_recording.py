@@ -314,3 +314,12 @@ def test_profiler_report_is_looked_for_only_when_the_rule_ran(scenario):
                                            if r["RuleConfigurationName"] != "ProfilerReport"]
     assert job_from(final).profiler_paths == []
     assert job_from(scenario.describe_job(scenario.trial_name(0))).profiler_paths == []
+
+
+def test_stack_outputs_given_by_the_runner_except_a_foreign_state_machine(tmp_path, scenario):
+    record(tmp_path, scenario, stack_outputs={"PredictUrl": "http://127.0.0.1:8123/predict",
+                                              "StateMachineArn": STATE_MACHINE + "-from-template"})
+    stack = RecordedClient(tmp_path, "cloudformation").describe_stacks(StackName=STACK)["Stacks"][0]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    assert outputs["PredictUrl"] == "http://127.0.0.1:8123/predict"
+    assert outputs["StateMachineArn"] == STATE_MACHINE  # the one whose executions were recorded
