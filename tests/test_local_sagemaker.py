@@ -172,8 +172,10 @@ def test_rule_statuses_are_reported_after_the_job(sm, completed, events):
     assert profiler["ProfilerReport"]["RuleEvaluationStatus"] == "NoIssuesFound"
     assert completed["ProfilingStatus"] == "Enabled"
     report = sm.profiler_report("tiny-debug")
-    assert report == sm.s3.path(f"s3://{BUCKET}/profiler/tiny-debug/rule-output/ProfilerReport/profiler-output/"
+    assert report == sm.s3.path(f"s3://{BUCKET}/output/tiny-debug/rule-output/ProfilerReport/profiler-output/"
                                 "profiler-report.html")
+    verdict = sm.s3.path(f"s3://{BUCKET}/output/tiny-debug/rule-output/VanishingGradientStrict/verdict.json")
+    assert json.loads(verdict.read_text())["status"] == "IssuesFound"
     page = report.read_text()
     assert "tiny-debug" in page and page.count("data:image/png;base64,") >= 2 and "VanishingGradientStrict" in page
     system = sm.s3.path(f"s3://{BUCKET}/profiler/tiny-debug/profiler-output/system/incremental")

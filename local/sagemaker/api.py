@@ -39,6 +39,17 @@ def arn(kind: str, name: str, region: str = DEFAULT_REGION, account: str = DEFAU
 
 
 # --- request validation ----------------------------------------------------------------------------
+@functools.cache
+def _pattern(pattern: str | None) -> re.Pattern | None:
+    # The model's patterns are Java regexes; the few Python cannot read (\p{L} classes, in tag keys) are skipped.
+    if not pattern:
+        return None
+    try:
+        return re.compile(pattern, flags=re.DOTALL)
+    except re.error:
+        return None
+
+
 def _member_label(path: str) -> str:
     # AWS names the offending member camelCase with its full path: 'trainingJobName', 'hyperParameters.lr'
     parts = [p[:1].lower() + p[1:] for p in path.split(".") if p]
@@ -69,8 +80,8 @@ def _constraint_errors(value: Any, shape: Shape, path: str, errors: list[str]) -
         if "max" in meta and len(value) > meta["max"]:
             errors.append(f"Value '{value[:80]}' at '{_member_label(path)}' failed to satisfy constraint: "
                           f"Member must have length less than or equal to {meta['max']}")
-        pattern = meta.get("pattern")
-        if pattern and not re.fullmatch(pattern, value, flags=re.DOTALL):
+        pattern = _pattern(meta.get("pattern"))
+        if pattern is not None and not pattern.fullmatch(value):
             errors.append(f"Value '{value[:80]}' at '{_member_label(path)}' failed to satisfy constraint: "
                           f"Member must satisfy regular expression pattern: {pattern}")
         if shape.enum and value not in shape.enum:

@@ -11,9 +11,9 @@ Per job, under <work>/training-jobs/<name>/ (the container's /opt/ml, made local
 and in the local S3 root, as SageMaker uploads them:
     <S3OutputPath>/<job>/output/model.tar.gz, output.tar.gz
     <DebugHookConfig.S3OutputPath>/<job>/debug-output/          smdebug tensors (+ training_job_end.ts)
-    <DebugHookConfig.S3OutputPath>/<job>/rule-output/<rule>/    verdicts
+    <S3OutputPath>/<job>/rule-output/<rule>/verdict.json       each Debugger rule's verdict
     <ProfilerConfig.S3OutputPath>/<job>/profiler-output/system/ system metrics
-    <ProfilerConfig.S3OutputPath>/<job>/rule-output/ProfilerReport/profiler-output/profiler-report.html
+    <S3OutputPath>/<job>/rule-output/ProfilerReport/profiler-output/profiler-report.html
 """
 
 from __future__ import annotations
@@ -548,8 +548,8 @@ class TrainingJob:
         configs = self.request["DebugRuleConfigurations"]
         rules_dir = self.dir / "rules"
         rules_dir.mkdir(exist_ok=True)
-        base = self.request.get("DebugHookConfig", {}).get("S3OutputPath",
-                                                           self.request["OutputDataConfig"]["S3OutputPath"])
+        # Rule output goes under the job's output path, as with SageMaker: <output>/<job>/rule-output/<rule>/
+        base = self.request["OutputDataConfig"]["S3OutputPath"]
         if self.sm.closed or self.describe()["SecondaryStatus"] == "Stopped":
             # StopTrainingJob stops the rule jobs with it.
             for config in configs:
@@ -604,32 +604,32 @@ class TrainingJob:
     def _profiler_rules(self, monitor: SystemMonitor | None) -> None:
         samples = monitor.samples if monitor else []
         configs = self.request.get("ProfilerRuleConfigurations", [])
-        profiler = self.request.get("ProfilerConfig", {})
-        base = profiler.get("S3OutputPath", self.request["OutputDataConfig"]["S3OutputPath"])
         verdicts: dict[str, tuple[str, str]] = {}
-        report_rule = None
+        report_rule: dict | None = None
         for config in configs:
             name = config["RuleConfigurationName"]
             rule = config.get("RuleParameters", {}).get("rule_to_invoke", name)
             if rule == "ProfilerReport":
-                report_rule = name
+                report_rule = config
             elif rule == "LowGPUUtilization":
-                verdicts[name] = ("NoIssuesFound", "No GPU on this machine: GPU utilization was not evaluated "
-                                                   "(the local stand-in trains on CPU)")
+                verdicts[name] = ("NoIssuesFound", "No GPU on this machine: GPU utilization was not evaluated"
+                                  if shutil.which("nvidia-smi") is None else
+                                  "GPU utilization is not sampled by the local profiler: not evaluated")
             else:
                 verdicts[name] = ("Error", f"ClientError: profiler rule {rule!r} is not implemented locally "
                                            "(local rules: ProfilerReport, LowGPUUtilization)")
         for name, (status, details) in verdicts.items():
             self._set_rule("profiler", name, status, details)
         if report_rule:
-            report = self._s3_path(base, self.name, "rule-output", report_rule, "profiler-output",
-                                   "profiler-report.html")
+            name = report_rule["RuleConfigurationName"]
+            base = report_rule.get("S3OutputPath", self.request["OutputDataConfig"]["S3OutputPath"])
+            report = self._s3_path(base, self.name, "rule-output", name, "profiler-output", "profiler-report.html")
             checks = [(r["RuleConfigurationName"], r["RuleEvaluationStatus"], r.get("StatusDetails", ""))
                       for r in self.describe().get("DebugRuleEvaluationStatuses", [])]
             checks += [(name, status, details) for name, (status, details) in verdicts.items()]
             write_report(report, self.describe(), samples, self.epochs, checks)
             self.report_path = report
-            self._set_rule("profiler", report_rule, "NoIssuesFound",
+            self._set_rule("profiler", name, "NoIssuesFound",
                            f"Report: {self.sm.s3.uri_for(report)} ({len(samples)} system samples)")
 
 
