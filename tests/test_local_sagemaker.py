@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import shutil
@@ -326,6 +327,38 @@ def test_grid_search_covers_the_grid(sm, data, fake_code):
     assert d["BestTrainingJob"]["TunedHyperParameters"][contract.LR] == "0.01"
 
 
+def test_warm_start_learns_from_the_parent(sm, data, fake_code):
+    """The parent's 12 results seed TPE: the child's first proposals already sit near the optimum."""
+    sm.wait_for_tuning_job("fake-bayes", timeout=300)
+    ranges = {"ContinuousParameterRanges": [{"Name": contract.LR, "MinValue": "0.0001", "MaxValue": "1.0",
+                                             "ScalingType": "Logarithmic"}],
+              "CategoricalParameterRanges": [{"Name": contract.BATCH_SIZE, "Values": ["16", "32"]}]}
+    request = _tuning_request("fake-warm", data, fake_code, "Bayesian", ranges, 3, 1, seed=11)
+    request["WarmStartConfig"] = {"ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": "fake-bayes"}],
+                                  "WarmStartType": "IdenticalDataAndAlgorithm"}
+    sm.create_hyper_parameter_tuning_job(**request)
+    d = sm.wait_for_tuning_job("fake-warm", timeout=300)
+    assert d["WarmStartConfig"]["ParentHyperParameterTuningJobs"][0]["HyperParameterTuningJobName"] == "fake-bayes"
+    assert d["BestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] > 0.75
+    request["HyperParameterTuningJobName"] = "fake-orphan"
+    request["WarmStartConfig"]["ParentHyperParameterTuningJobs"][0]["HyperParameterTuningJobName"] = "never-ran"
+    with pytest.raises(SageMakerError, match="not found"):
+        sm.create_hyper_parameter_tuning_job(**request)
+
+
+def test_hyperband_prunes_on_epochs(sm, data, fake_code):
+    ranges = {"ContinuousParameterRanges": [{"Name": contract.LR, "MinValue": "0.0001", "MaxValue": "1.0",
+                                             "ScalingType": "Logarithmic"}]}
+    request = _tuning_request("fake-band", data, fake_code, "Hyperband", ranges, 6, 2,
+                              static={contract.EPOCHS: "4", "sleep": "0.2"})
+    request["HyperParameterTuningJobConfig"]["StrategyConfig"] = {
+        "HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": 4}}
+    sm.create_hyper_parameter_tuning_job(**request)
+    d = sm.wait_for_tuning_job("fake-band", timeout=300)
+    counters = d["TrainingJobStatusCounters"]
+    assert d["HyperParameterTuningJobStatus"] == "Completed" and counters["Completed"] + counters["Stopped"] == 6
+
+
 def test_tuning_validation(sm, data, fake_code):
     ranges = {"ContinuousParameterRanges": [{"Name": contract.LR, "MinValue": "0.1", "MaxValue": "0.01"}]}
     with pytest.raises(SageMakerError) as inverted:
@@ -363,11 +396,17 @@ def _image(tiny: Path) -> bytes:
     return next((tiny / contract.TEST / "3").iterdir()).read_bytes()
 
 
-def _deploy_model(sm: LocalSageMaker, name: str, model_data: str) -> None:
+CAPTURE = {"EnableCapture": True, "InitialSamplingPercentage": 100, "DestinationS3Uri": f"s3://{BUCKET}/capture/",
+           "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+           "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]}}
+
+
+def _deploy_model(sm: LocalSageMaker, name: str, model_data: str, capture: dict | None = None) -> None:
     sm.create_model(ModelName=name, ExecutionRoleArn=ROLE,
                     PrimaryContainer={"Image": "pytorch-inference:2.6", "ModelDataUrl": model_data})
     sm.create_endpoint_config(EndpointConfigName=f"{name}-config", ProductionVariants=[
-        {"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])
+        {"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}],
+        **({"DataCaptureConfig": capture} if capture else {}))
 
 
 def _runtime(sm: LocalSageMaker):
@@ -377,7 +416,7 @@ def _runtime(sm: LocalSageMaker):
 
 def test_endpoint_serves_and_updates_without_downtime(sm, completed, tiny):
     model_data = completed["ModelArtifacts"]["S3ModelArtifacts"]
-    _deploy_model(sm, "blue", model_data)
+    _deploy_model(sm, "blue", model_data, capture=CAPTURE)
     sm.create_endpoint(EndpointName="digits", EndpointConfigName="blue-config")
     assert sm.describe_endpoint(EndpointName="digits")["EndpointStatus"] == "Creating"
     d = sm.wait_for_endpoint("digits", timeout=180)
@@ -387,6 +426,15 @@ def test_endpoint_serves_and_updates_without_downtime(sm, completed, tiny):
     answer = runtime.invoke_endpoint(EndpointName="digits", Body=_image(tiny), ContentType="image/png")
     predictions = json.loads(answer["Body"].read())
     assert answer["InvokedProductionVariant"] == "AllTraffic" and predictions
+    # Data capture, in SageMaker's JSON-lines format: the image as base64, the JSON answer as text.
+    assert d["DataCaptureConfig"]["CaptureStatus"] == "Started"
+    captured = [json.loads(line) for f in sm.s3.path(f"s3://{BUCKET}/capture/digits/AllTraffic").rglob("*.jsonl")
+                for line in f.read_text().splitlines()]
+    assert len(captured) == 1
+    data = captured[0]["captureData"]
+    assert data["endpointInput"]["encoding"] == "BASE64" and data["endpointInput"]["observedContentType"] == "image/png"
+    assert base64.b64decode(data["endpointInput"]["data"]) == _image(tiny)
+    assert data["endpointOutput"]["encoding"] == "JSON" and json.loads(data["endpointOutput"]["data"]) == predictions
 
     with pytest.raises(SageMakerError) as busy:
         sm.create_endpoint(EndpointName="digits", EndpointConfigName="blue-config")

@@ -9,6 +9,7 @@ leaves the old servers in service (status InService with a FailureReason), as Sa
 
 from __future__ import annotations
 
+import base64
 import copy
 import http.client
 import json
@@ -20,6 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -48,7 +50,24 @@ class Backend:
     proc: subprocess.Popen | None = None
     port: int | None = None
     log_path: Path | None = None
+    instances: int = 1
     ready: threading.Event = field(default_factory=threading.Event)
+    inflight: int = 0
+    idle: threading.Condition = field(default_factory=threading.Condition)
+
+    def enter(self) -> None:
+        with self.idle:
+            self.inflight += 1
+
+    def leave(self) -> None:
+        with self.idle:
+            self.inflight -= 1
+            self.idle.notify_all()
+
+    def drain(self, timeout: float) -> None:
+        """Wait for the requests this server is answering (blue/green: the old fleet finishes its work)."""
+        with self.idle:
+            self.idle.wait_for(lambda: self.inflight == 0, timeout)
 
     @property
     def url(self) -> str:
@@ -85,8 +104,16 @@ class Endpoint:
                     "DeployedImages": [{"SpecifiedImage": b.image, "ResolvedImage": b.image,
                                         "ResolutionTime": self.last_modified}],
                     "CurrentWeight": b.weight, "DesiredWeight": b.weight,
-                    "CurrentInstanceCount": 1, "DesiredInstanceCount": 1,
+                    "CurrentInstanceCount": b.instances, "DesiredInstanceCount": b.instances,
                 } for b in self.backends]
+            capture = self.sm.hosting.configs.get(self.config_name, {}).get("DataCaptureConfig")
+            if capture:
+                d["DataCaptureConfig"] = {
+                    "EnableCapture": capture.get("EnableCapture", True),
+                    "CaptureStatus": "Started" if capture.get("EnableCapture", True) else "Stopped",
+                    "CurrentSamplingPercentage": capture["InitialSamplingPercentage"],
+                    "DestinationS3Uri": capture["DestinationS3Uri"],
+                    "KmsKeyId": capture.get("KmsKeyId", "")}  # no key given: S3's default encryption
             if self.failure_reason:
                 d["FailureReason"] = self.failure_reason
             if self.pending_config:
@@ -184,7 +211,8 @@ class Hosting:
                     raise RuntimeError(f"Could not find model \"{variant['ModelName']}\".")
                 container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
                 backend = Backend(variant["VariantName"], variant["ModelName"],
-                                  float(variant.get("InitialVariantWeight", 1.0)), container.get("Image", ""))
+                                  float(variant.get("InitialVariantWeight", 1.0)), container.get("Image", ""),
+                                  instances=int(variant.get("InitialInstanceCount", 1)))
                 backends.append(backend)
                 self._launch(endpoint, backend, self.model_data_path(model), container.get("Environment", {}))
             return backends
@@ -275,6 +303,7 @@ class Hosting:
             if old and wait:
                 time.sleep(min(float(wait), 30.0))  # SageMaker keeps the blue fleet this long after the switch
             for backend in old:
+                backend.drain(INVOKE_TIMEOUT)
                 backend.stop(self.sm.stop_grace_seconds)
             self._emit(endpoint)
             self.save()
@@ -364,6 +393,8 @@ class RuntimeProxy:
                     return
                 proxy.invoke(self, urllib.request.unquote(match.group(1)), body)
 
+        self._capture_lock = threading.Lock()
+        self.session = f"{now():%M-%S-%f}"[:-3] + f"-{uuid.uuid4()}"  # one capture file per process and hour
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
@@ -376,10 +407,14 @@ class RuntimeProxy:
 
     def invoke(self, handler: Any, name: str, body: bytes) -> None:
         endpoint = self.sm.hosting.endpoints.get(name)
-        with self.sm.lock:
+        with self.sm.lock:  # the blue/green switch holds this lock too: a request is counted on the fleet it picked
             backend = endpoint.pick(handler.headers.get("X-Amzn-SageMaker-Target-Variant")) if endpoint else None
             status = endpoint.status if endpoint else None
+            if backend is not None:
+                backend.enter()
         if endpoint is None or status in ("Creating", "Failed", "Deleting"):
+            if backend is not None:
+                backend.leave()
             handler._error(400, "ValidationError", f"Endpoint {name} of account {self.sm.account} not found.")
             return
         if backend is None:
@@ -402,9 +437,52 @@ class RuntimeProxy:
         except OSError as exc:
             handler._error(503, "ServiceUnavailable", f"variant {backend.variant} is not reachable: {exc}")
             return
+        finally:
+            backend.leave()
         out = {k: v for k, v in out.items() if k.lower() != "x-amzn-invoked-production-variant"}
         out["x-Amzn-Invoked-Production-Variant"] = backend.variant
         handler._reply(response.status, payload, out)
+        if response.status == 200:
+            content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
+            self.capture(endpoint, backend, content_type, body, out.get("Content-Type", ""), payload)
+
+    def capture(self, endpoint: Endpoint, backend: Backend, content_type: str | None, body: bytes,
+                output_type: str, payload: bytes) -> None:
+        """Data capture as SageMaker writes it: JSON lines under <destination>/<endpoint>/<variant>/yyyy/mm/dd/hh/."""
+        with self.sm.lock:
+            config = self.sm.hosting.configs.get(endpoint.config_name, {}).get("DataCaptureConfig")
+        if not config or not config.get("EnableCapture", True):
+            return
+        if random.uniform(0, 100) >= config["InitialSamplingPercentage"]:
+            return
+        header = config.get("CaptureContentTypeHeader", {})
+
+        def encode(data: bytes, observed: str | None, mode: str) -> dict:
+            media = (observed or "").split(";")[0].strip().lower()
+            if media in [t.lower() for t in header.get("JsonContentTypes", [])]:
+                encoding, text = "JSON", data.decode("utf-8", "replace")
+            elif media in [t.lower() for t in header.get("CsvContentTypes", [])]:
+                encoding, text = "CSV", data.decode("utf-8", "replace")
+            else:
+                encoding, text = "BASE64", base64.b64encode(data).decode()
+            return {"observedContentType": observed or "", "mode": mode, "data": text, "encoding": encoding}
+
+        modes = {o["CaptureMode"] for o in config["CaptureOptions"]}
+        record: dict[str, Any] = {"captureData": {}, "eventMetadata": {
+            "eventId": str(uuid.uuid4()), "inferenceTime": now().strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"},
+            "eventVersion": "0"}
+        if "Input" in modes:
+            record["captureData"]["endpointInput"] = encode(body, content_type, "INPUT")
+        if "Output" in modes:
+            record["captureData"]["endpointOutput"] = encode(payload, output_type, "OUTPUT")
+        stamp = now()
+        uri = self.sm.s3.join(config["DestinationS3Uri"], endpoint.name, backend.variant,
+                              stamp.strftime("%Y/%m/%d/%H"), f"{self.session}.jsonl")
+        path = self.sm.s3.path(uri)
+        with self._capture_lock:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as sink:
+                sink.write(json.dumps(record) + "\n")
 
     def close(self) -> None:
         self.server.shutdown()

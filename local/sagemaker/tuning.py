@@ -222,7 +222,10 @@ class TuningJob:
             sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, min(10, self.max_jobs // 3)))
         pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
         if self.strategy == "Hyperband":
-            pruner = optuna.pruners.HyperbandPruner(min_resource=1)
+            # The objective's per-epoch reports are the resource, as SageMaker's Hyperband uses epochs.
+            band = self.config.get("StrategyConfig", {}).get("HyperbandStrategyConfig", {})
+            pruner = optuna.pruners.HyperbandPruner(min_resource=band.get("MinResource", 1),
+                                                    max_resource=band.get("MaxResource", "auto"))
         elif self.config.get("TrainingJobEarlyStoppingType", "Off") == "Auto":
             pruner = optuna.pruners.MedianPruner(n_startup_trials=max(1, self.parallel), n_warmup_steps=0)
         study = optuna.create_study(direction=direction, sampler=sampler, pruner=pruner, study_name=self.name)
