@@ -226,6 +226,15 @@ def test_max_runtime_kills_the_job(sm, data):
 def test_stop_training_job(sm, data):
     sm.create_training_job(**training_request("tiny-stop", data, hyperparameters={contract.EPOCHS: "500"}))
     wait_until(lambda: sm.describe_training_job(TrainingJobName="tiny-stop")["SecondaryStatus"] == "Training")
+    # The container contract, as the training toolkit sets it up.
+    proc = sm.training_jobs["tiny-stop"]._proc
+    env = dict(item.split("=", 1) for item in Path(f"/proc/{proc.pid}/environ").read_text().split("\0") if "=" in item)
+    job_dir = sm.training_job_dir("tiny-stop")
+    assert env["TRAINING_JOB_NAME"] == "tiny-stop" and env["SM_CURRENT_HOST"] == "algo-1"
+    assert env["SM_CHANNEL_TRAIN"] == str(job_dir / "input" / "data" / contract.TRAIN)
+    assert env["SM_MODEL_DIR"] == str(job_dir / "model") and env["SM_OUTPUT_DIR"] == str(job_dir / "output")
+    assert json.loads(env["SM_HPS"])[contract.EPOCHS] == "500" and env["SM_HP_EPOCHS"] == "500"
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE"  # local default for shared cores
     sm.stop_training_job(TrainingJobName="tiny-stop")
     assert sm.describe_training_job(TrainingJobName="tiny-stop")["TrainingJobStatus"] in ("Stopping", "Stopped")
     d = sm.wait_for_training_job("tiny-stop", timeout=60)

@@ -230,8 +230,9 @@ class Hosting:
         log_dir = self.sm.work_dir / "endpoints" / endpoint.name
         log_dir.mkdir(parents=True, exist_ok=True)
         backend.log_path = log_dir / f"{backend.variant}-{int(time.time() * 1000)}.log"
-        env = {**os.environ, **environment, "PYTHONUNBUFFERED": "1",
-               "PYTHONPATH": os.pathsep.join(p for p in (str(self.sm.repo_root), os.environ.get("PYTHONPATH")) if p)}
+        env = processes.child_env(environment, {
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(p for p in (str(self.sm.repo_root), os.environ.get("PYTHONPATH")) if p)})
         cmd = [self.sm.python, "-m", "local.endpoint_server", "--model-dir", str(model_path), "--port", "0",
                "--endpoint-name", endpoint.name, "--parent-pid", str(os.getpid())]
         log = backend.log_path.open("w")

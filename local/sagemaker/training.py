@@ -323,7 +323,7 @@ class TrainingJob:
             checkpoints = self.dir / "checkpoints"
         checkpoints.mkdir(parents=True, exist_ok=True)
 
-        env = {k: v for k, v in os.environ.items()
+        env = {k: v for k, v in processes.child_env().items()
                if not k.startswith(("SM_", "SMDEBUG_", "TRAINING_JOB_", "PYTHONPATH"))}
         env.update(self.request.get("Environment", {}))
         model_dir, output = self.dir / "model", self.dir / "output"
@@ -565,8 +565,9 @@ class TrainingJob:
                     for c in runnable}}
         spec_file = rules_dir / "spec.json"
         spec_file.write_text(json.dumps(spec, indent=2))
-        env = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
-               "PYTHONPATH": os.pathsep.join(p for p in (str(self.sm.repo_root), os.environ.get("PYTHONPATH")) if p)}
+        env = processes.child_env({
+            "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
+            "PYTHONPATH": os.pathsep.join(p for p in (str(self.sm.repo_root), os.environ.get("PYTHONPATH")) if p)})
         env.pop("TRAINING_JOB_NAME", None)  # smdebug would otherwise think it runs inside a training job
         reported: set[str] = set()
         with (rules_dir / "rule-job.log").open("w") as log:
