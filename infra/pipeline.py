@@ -82,9 +82,9 @@ class Pipeline(Construct):
                  substitutions: dict[str, str]) -> None:
         super().__init__(scope, cid)
         self.cfg = cfg
-        missing = set(req.SUBSTITUTIONS) - set(substitutions)
-        if cfg.debugger.enabled and missing:
-            raise ValueError(f"definition substitutions missing: {sorted(missing)}")
+        needed = set(req.SUBSTITUTIONS) - (set() if cfg.debugger.enabled else {req.RULES_IMAGE})
+        if needed != set(substitutions):
+            raise ValueError(f"definition substitutions {sorted(substitutions)} != needed {sorted(needed)}")
         self.log_group = log_group(self, "Logs", cfg)
         self.state_machine = sfn.StateMachine(
             self, "StateMachine",
