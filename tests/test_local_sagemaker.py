@@ -368,6 +368,15 @@ def test_hyperband_prunes_on_epochs(sm, data, fake_code):
     assert d["HyperParameterTuningJobStatus"] == "Completed" and counters["Completed"] + counters["Stopped"] == 6
 
 
+def test_tuning_fails_when_every_trial_fails(sm, data, fake_code):
+    ranges = {"CategoricalParameterRanges": [{"Name": contract.LR, "Values": ["0.001", "0.01"]}]}
+    request = _tuning_request("fake-doomed", data, fake_code, "Grid", ranges, None, 2, static={"fail": "yes"})
+    sm.create_hyper_parameter_tuning_job(**request)
+    d = sm.wait_for_tuning_job("fake-doomed", timeout=120)
+    assert d["HyperParameterTuningJobStatus"] == "Failed" and "BestTrainingJob" not in d
+    assert d["TrainingJobStatusCounters"]["NonRetryableError"] == 2 and d["FailureReason"]
+
+
 def test_tuning_validation(sm, data, fake_code):
     ranges = {"ContinuousParameterRanges": [{"Name": contract.LR, "MinValue": "0.1", "MaxValue": "0.01"}]}
     with pytest.raises(SageMakerError) as inverted:
@@ -518,3 +527,47 @@ def test_endpoints_survive_a_restart_of_the_stand_in(completed, sm, tmp_path, ti
         assert second.describe_model(ModelName="m1")["PrimaryContainer"]["ModelDataUrl"].endswith("model.tar.gz")
         answer = _runtime(second).invoke_endpoint(EndpointName="kept", Body=_image(tiny), ContentType="image/png")
         assert json.loads(answer["Body"].read())
+
+
+# --- no orphans --------------------------------------------------------------------------------------------------
+ORPHAN_SCRIPT = """
+import sys, time
+from local.sagemaker import LocalSageMaker
+from tests.test_local_sagemaker import _tuning_request
+from tests.test_local_support import FAKE_TRAIN, sourcedir
+with LocalSageMaker(sys.argv[1]) as sm:
+    code = sourcedir(sm.s3.root, {"train.py": FAKE_TRAIN})
+    (sm.s3.root / "local-test-bucket" / "data").mkdir(parents=True)
+    for c in ("train", "valid", "test"):
+        (sm.s3.root / "local-test-bucket" / "data" / c).mkdir()
+    request = _tuning_request("long", "s3://local-test-bucket/data", code, "Random",
+                              {"CategoricalParameterRanges": [{"Name": "lr", "Values": ["0.01"]}]}, 2, 2,
+                              static={"epochs": "1000", "sleep": "1"})
+    sm.create_hyper_parameter_tuning_job(**request)
+    while len([j for j in sm.training_jobs.values() if j._proc]) < 2:
+        time.sleep(0.1)
+    print(" ".join(str(j._proc.pid) for j in sm.training_jobs.values()), flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM", "SIGKILL"])
+def test_no_child_outlives_the_stand_in(tmp_path, signal_name):
+    """Ctrl-C (atexit sweep), SIGTERM and even SIGKILL of the parent (PR_SET_PDEATHSIG) end every job process."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.test_local_support import ROOT
+
+    parent = subprocess.Popen([sys.executable, "-c", ORPHAN_SCRIPT, str(tmp_path / "work")], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in parent.stdout.readline().split()]
+        assert len(pids) == 2 and all(pid_alive(p) for p in pids)
+        parent.send_signal(getattr(signal, signal_name))
+        parent.wait(30)
+        wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=15)
+    finally:
+        parent.kill()
+        parent.wait()

@@ -236,7 +236,7 @@ class Hosting:
         cmd = [self.sm.python, "-m", "local.endpoint_server", "--model-dir", str(model_path), "--port", "0",
                "--endpoint-name", endpoint.name, "--parent-pid", str(os.getpid())]
         log = backend.log_path.open("w")
-        backend.proc = processes.spawn(cmd, cwd=str(self.sm.repo_root), env=env, stdout=subprocess.PIPE,
+        backend.proc = processes.spawn(cmd, owner=self.sm, cwd=str(self.sm.repo_root), env=env, stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         found = threading.Event()
 

@@ -29,8 +29,8 @@ _PR_SET_PDEATHSIG = 1
 # PASSIVE, the same as pinning it to one core. SageMaker gives each job its own instance; locally they share.
 CHILD_ENV_DEFAULTS: dict[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
 _lock = threading.Lock()
-_children: set[subprocess.Popen] = set()
-_requests: queue.Queue[tuple[dict[str, Any], Future]] = queue.Queue()
+_children: dict[subprocess.Popen, object] = {}  # child -> the stand-in that started it
+_requests: queue.Queue[tuple[dict[str, Any], object, Future]] = queue.Queue()
 _spawner: threading.Thread | None = None
 
 try:
@@ -49,14 +49,14 @@ def _die_with_parent(parent: int) -> None:
 
 def _spawner_loop() -> None:
     while True:
-        kwargs, future = _requests.get()
+        kwargs, owner, future = _requests.get()
         if not future.set_running_or_notify_cancel():
             continue
         try:
             proc = subprocess.Popen(**kwargs, start_new_session=True,
                                     preexec_fn=functools.partial(_die_with_parent, os.getpid()))
             with _lock:
-                _children.add(proc)
+                _children[proc] = owner
             future.set_result(proc)
         except BaseException as exc:  # handed to the caller
             future.set_exception(exc)
@@ -70,15 +70,15 @@ def child_env(*layers: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def spawn(args: list[str], **kwargs: Any) -> subprocess.Popen:
-    """subprocess.Popen(args, **kwargs), registered and tied to this process's lifetime."""
+def spawn(args: list[str], owner: object = None, **kwargs: Any) -> subprocess.Popen:
+    """subprocess.Popen(args, **kwargs), registered (under `owner`) and tied to this process's lifetime."""
     global _spawner
     with _lock:
         if _spawner is None or not _spawner.is_alive():
             _spawner = threading.Thread(target=_spawner_loop, name="sagemaker-spawner", daemon=True)
             _spawner.start()
     future: Future = Future()
-    _requests.put(({"args": args, **kwargs}, future))
+    _requests.put(({"args": args, **kwargs}, owner, future))
     return future.result()
 
 
@@ -106,7 +106,7 @@ def terminate(proc: subprocess.Popen, grace: float = 5.0) -> int | None:
 
 def forget(proc: subprocess.Popen) -> None:
     with _lock:
-        _children.discard(proc)
+        _children.pop(proc, None)
 
 
 def running() -> list[subprocess.Popen]:
@@ -114,10 +114,10 @@ def running() -> list[subprocess.Popen]:
         return [p for p in _children if p.poll() is None]
 
 
-def kill_all() -> None:
-    """End every child still registered (atexit, Ctrl-C, or an explicit shutdown)."""
+def kill_all(owner: object = None) -> None:
+    """End every child still registered (atexit, Ctrl-C), or only those `owner` started."""
     with _lock:
-        children = list(_children)
+        children = [p for p, o in _children.items() if owner is None or o is owner]
     for proc in children:
         _signal_group(proc, signal.SIGKILL)
     for proc in children:

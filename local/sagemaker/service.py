@@ -148,7 +148,7 @@ class LocalSageMaker:
             job.kill()
         self.hosting.shutdown()
         self._runtime.close()
-        processes.kill_all()
+        processes.kill_all(owner=self)
         for job in list(self.training_jobs.values()):
             job.wait(10)
         with contextlib.suppress(OSError):

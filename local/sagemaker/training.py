@@ -437,7 +437,7 @@ class TrainingJob:
         with self.log_path.open("a") as sink:
             sink.write(f"[stand-in] {' '.join(cmd)}\n")
             sink.flush()
-            self._proc = processes.spawn(cmd, cwd=str(cwd), env=env,
+            self._proc = processes.spawn(cmd, owner=self.sm, cwd=str(cwd), env=env,
                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             monitor = None
             profiler = self.request.get("ProfilerConfig")
@@ -572,6 +572,7 @@ class TrainingJob:
         reported: set[str] = set()
         with (rules_dir / "rule-job.log").open("w") as log:
             self._rule_proc = processes.spawn([self.sm.python, "-m", "local.sagemaker.rules", str(spec_file)],
+                                              owner=self.sm,
                                               cwd=str(self.sm.repo_root), env=env, stdout=log,
                                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             while True:
