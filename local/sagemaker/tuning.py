@@ -13,6 +13,7 @@ import copy
 import json
 import math
 import threading
+import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
@@ -350,8 +351,13 @@ class TuningJob:
         completed: list[float] = []
         futures: set[Future] = set()
         launched = 0
+        limit = self.config["ResourceLimits"].get("MaxRuntimeInSeconds")
+        deadline = time.monotonic() + limit if limit else None
         with ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix=f"trial-{self.name}") as pool:
             while True:
+                if deadline is not None and time.monotonic() > deadline and not self._stop.is_set():
+                    # ResourceLimits.MaxRuntimeInSeconds bounds the whole tuning job: its running trials stop.
+                    self.stop()
                 stop_launching = self._stop.is_set() or self.sm.closed or self._done_early(completed)
                 while not stop_launching and len(futures) < self.parallel and launched < self.max_jobs:
                     launched += 1
