@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import shutil
@@ -74,7 +75,8 @@ class DemoProgress:
     def sagemaker_event(self, event: dict) -> None:
         kind = event.get("type")
         with self._lock:
-            if kind == "TrainingJob" and event.get("TrainingJobStatus") == "InProgress":
+            if kind == "TrainingJob" and event.get("TrainingJobStatus") == "InProgress" \
+                    and event["TrainingJobName"] not in self._tasks:
                 name = event["TrainingJobName"]
                 epochs = int(event.get("HyperParameters", {}).get(contract.EPOCHS, 0) or 0)
                 label = "trial" if event.get("TuningJobArn") else "training"
@@ -330,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080, help="REST API port with --serve")
     args = parser.parse_args(argv)
     console = Console()
+    # moto's interpreter logs every caught error (a Choice probing an absent optional input field, say) at
+    # ERROR; the execution history below is the record that matters.
+    logging.getLogger("moto").setLevel(logging.CRITICAL)
     try:
         return run(args, console)
     except KeyboardInterrupt:
