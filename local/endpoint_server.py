@@ -109,8 +109,11 @@ class Result:
 class ModelServer:
     """The user's handlers, loaded once, and the WSGI app around them."""
 
-    def __init__(self, model_dir: Path, endpoint_name: str | None = None) -> None:
+    def __init__(self, model_dir: Path, endpoint_name: str | None = None, max_concurrency: int = 1) -> None:
         self.model_dir = model_dir
+        # On CPU one forward pass already uses every core (intra-op threads): running several at once only
+        # oversubscribes the cores and makes every request slower. Requests wait their turn here instead.
+        self._slots = threading.BoundedSemaphore(max(1, max_concurrency))
         self.endpoint_name = endpoint_name
         self.module: ModuleType | None = None
         self.model: Any = None
@@ -147,9 +150,10 @@ class ModelServer:
             data: bytes | str = body
             if contract.media_type(content_type) in UTF8_TYPES:
                 data = body.decode("utf-8")
-            request = self._call("input_fn", data, content_type or "")
-            prediction = self._call("predict_fn", request, self.model)
-            output = self._call("output_fn", prediction, accept)
+            with self._slots:
+                request = self._call("input_fn", data, content_type or "")
+                prediction = self._call("predict_fn", request, self.model)
+                output = self._call("output_fn", prediction, accept)
             payload, out_type = output if isinstance(output, tuple) else (output, accept)
             if isinstance(payload, str):
                 payload = payload.encode("utf-8")
@@ -244,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--endpoint-name", default=None,
                         help="answer InvokeEndpoint only for this name (default: any name)")
-    parser.add_argument("--threads", type=int, default=4, help="request threads")
+    parser.add_argument("--threads", type=int, default=8, help="request threads")
+    parser.add_argument("--max-concurrency", type=int, default=1,
+                        help="requests that run the model's handlers at once (default 1: one forward pass uses "
+                             "every core)")
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s endpoint %(levelname)s %(message)s",
@@ -255,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        model = ModelServer(model_dir, args.endpoint_name)
+        model = ModelServer(model_dir, args.endpoint_name, args.max_concurrency)
         try:
             # 16 MB: bodies over the 6 MB InvokeEndpoint limit still get this server's JSON answer.
             server = wsgi.Server(model.app, args.host, args.port, threads=args.threads,
@@ -321,6 +328,9 @@ class EndpointProcess:
         self.stop()
 
 
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
+
+
 def _pump(stream: IO[str], sink: IO[str] | None, prefix: str, lines: deque, started: threading.Event,
           box: dict) -> None:
     listening = re.compile(r"listening on http://([^:\s]+):(\d+)")
@@ -339,16 +349,19 @@ def _pump(stream: IO[str], sink: IO[str] | None, prefix: str, lines: deque, star
 
 
 def start_endpoint_server(model: str | Path, port: int = 0, host: str = "127.0.0.1", endpoint_name: str | None = None,
-                          threads: int = 4, timeout: float = 300.0, log_to: IO[str] | None = sys.stderr,
-                          log_prefix: str = "", env: dict[str, str] | None = None) -> EndpointProcess:
+                          threads: int = 8, max_concurrency: int = 1, timeout: float = 300.0,
+                          log_to: IO[str] | None = sys.stderr, log_prefix: str = "",
+                          env: dict[str, str] | None = None, cancel: threading.Event | None = None) -> EndpointProcess:
     """Start `python -m local.endpoint_server` and return once GET /ping answers 200.
 
     port=0 lets the server pick a free port (read back from its "listening on" line). Its output goes to `log_to`,
     each line after `log_prefix` (None: kept only in EndpointProcess.output). Raises RuntimeError with the
-    server's last lines if it exits or does not become healthy within `timeout` seconds.
+    server's last lines if it exits or does not become healthy within `timeout` seconds, or ("cancelled") as soon
+    as `cancel` is set.
     """
     cmd = [sys.executable, "-m", "local.endpoint_server", "--model-dir", str(model), "--port", str(port),
-           "--host", host, "--threads", str(threads), "--parent-pid", str(os.getpid())]
+           "--host", host, "--threads", str(threads), "--max-concurrency", str(max_concurrency),
+           "--parent-pid", str(os.getpid())]
     if endpoint_name:
         cmd += ["--endpoint-name", endpoint_name]
     child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
@@ -363,23 +376,30 @@ def start_endpoint_server(model: str | Path, port: int = 0, host: str = "127.0.0
     handle = EndpointProcess(process, host, 0, lines)
     deadline = time.monotonic() + timeout
     try:
-        if not started.wait(timeout) or "port" not in box:
+        while not started.wait(0.2):
+            if cancel is not None and cancel.is_set():
+                raise RuntimeError("cancelled")
+            if time.monotonic() > deadline:
+                break
+        if "port" not in box:
             raise RuntimeError("the endpoint server did not start")
         handle.port = box["port"]
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (cancel is not None and cancel.is_set()):
             if process.poll() is not None:
                 raise RuntimeError(f"the endpoint server exited with status {process.returncode}")
             try:
-                with urllib.request.urlopen(f"{handle.url}/ping", timeout=5) as response:
+                with _DIRECT.open(f"{handle.url}/ping", timeout=5) as response:
                     if response.status == 200:
                         return handle
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.1)
+        if cancel is not None and cancel.is_set():
+            raise RuntimeError("cancelled")
         raise RuntimeError(f"the endpoint server did not become healthy within {timeout:g} s")
     except BaseException as exc:
         handle.stop()
-        if isinstance(exc, RuntimeError):
+        if isinstance(exc, RuntimeError) and str(exc) != "cancelled":
             time.sleep(0.1)  # let the pump collect the last lines
             tail = "\n".join(list(lines)[-15:])
             raise RuntimeError(f"{exc}:\n{tail}") from None

@@ -117,8 +117,8 @@ def make_event(environ: dict, body: bytes, request_id: str) -> dict:
 class RestApi:
     """The WSGI app: routing, API Gateway's limits, event in, Lambda proxy response out."""
 
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
+    def __init__(self, handler: Handler | None) -> None:
+        self.handler = handler  # None until the Lambda is ready: the port can be held before that
 
     def __call__(self, environ: dict, start_response: wsgi.StartResponse) -> list[bytes]:
         request_id = str(uuid.uuid4())
@@ -144,6 +144,8 @@ class RestApi:
                 start_response, contract.PAYLOAD_TOO_LARGE,
                 f"the image is {len(body):,} bytes; through API Gateway and Lambda (base64) the limit is "
                 f"{contract.API_MAX_IMAGE_BYTES:,} bytes", headers)
+        if self.handler is None:
+            return wsgi.respond_error(start_response, contract.SERVICE_UNAVAILABLE, "the API is starting", headers)
         try:
             result = self.handler(event, LambdaContext())
             return self._write(result, start_response, headers)
@@ -171,7 +173,8 @@ class RestApi:
                             [*extra, *((str(k), str(v)) for k, v in headers.items())])
 
 
-def create_server(handler: Handler, host: str = "127.0.0.1", port: int = 0, threads: int = 8) -> wsgi.Server:
-    """The REST front on waitress. Bodies above waitress's cap (16 MB) get waitress's own plain 413."""
+def create_server(handler: Handler | None, host: str = "127.0.0.1", port: int = 0, threads: int = 8) -> wsgi.Server:
+    """The REST front on waitress (its app is `server.app`). Bodies above waitress's 16 MB cap get waitress's own
+    plain-text 413, as bodies above 10 MB get API Gateway's own answer in the cloud."""
     return wsgi.Server(RestApi(handler), host, port, threads=threads,
                        max_request_body_size=16 * 1024 * 1024, ident="local-api-gateway")

@@ -37,6 +37,9 @@ def local_aws_environment(endpoint_url: str, endpoint_name: str) -> dict[str, st
         "AWS_REGION": "us-east-1",
         "AWS_EC2_METADATA_DISABLED": "true",
         "POWERTOOLS_SERVICE_NAME": "predict",
+        # botocore honours HTTP(S)_PROXY: loopback must never go through one.
+        "NO_PROXY": ",".join(filter(None, ("127.0.0.1,localhost", os.environ.get("NO_PROXY")))),
+        "no_proxy": ",".join(filter(None, ("127.0.0.1,localhost", os.environ.get("no_proxy")))),
     }
 
 
@@ -47,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--endpoint-name", default=DEFAULT_ENDPOINT_NAME)
     parser.add_argument("--threads", type=int, default=8, help="REST front request threads")
+    parser.add_argument("--endpoint-concurrency", type=int, default=1,
+                        help="requests the endpoint runs through the model at once (default 1: CPU)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
@@ -57,27 +62,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    stop = threading.Event()
-    wsgi.stop_on_signals(stop.set)  # Ctrl-C during startup must still stop the endpoint cleanly
+    # Hold the port first: a port in use fails in a second, not after the model has loaded.
     try:
-        endpoint = start_endpoint_server(args.model, port=0, endpoint_name=args.endpoint_name, log_prefix="endpoint | ")
+        server = create_server(None, args.host, args.port, threads=args.threads)
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    wsgi.stop_on_signals(server.stop)  # Ctrl-C while the model loads must still stop the endpoint cleanly
+    try:
+        endpoint = start_endpoint_server(args.model, port=0, endpoint_name=args.endpoint_name,
+                                         max_concurrency=args.endpoint_concurrency, log_prefix="endpoint | ",
+                                         cancel=server.stopped)
     except RuntimeError as exc:
+        cancelled = server.stopping
+        server.stop()
+        server.serve()  # returns at once: closes the socket
+        if cancelled:
+            return 0
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        if stop.is_set():
-            return 0
         os.environ.update(local_aws_environment(endpoint.url, args.endpoint_name))
         os.environ.pop("AWS_PROFILE", None)
         forwarder = load_forwarder()  # after the environment: its client is created at import
-        try:
-            server = create_server(forwarder.handler, args.host, args.port, threads=args.threads)
-        except OSError as exc:
-            print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-        wsgi.stop_on_signals(server.stop)
-        if stop.is_set():
-            return 0
+        server.app.handler = forwarder.handler
 
         def watch_endpoint() -> None:
             while not server.stopping:
@@ -88,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.5)
 
         threading.Thread(target=watch_endpoint, daemon=True).start()
-        print(wsgi.LISTENING.format(host=args.host, port=server.port), flush=True)
+        if not server.stopping:
+            print(wsgi.LISTENING.format(host=args.host, port=server.port), flush=True)
         server.serve()
         return 0 if endpoint.process.poll() is None else 1
     finally:

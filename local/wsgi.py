@@ -73,6 +73,7 @@ class Server:
     POLL_S = 0.2
 
     def __init__(self, app: WSGIApp, host: str, port: int, threads: int = 4, **adjustments: Any) -> None:
+        self.app = app
         self._server = create_server(app, host=host, port=port, threads=threads, map={}, **adjustments)
         self.host = host
         self.port = int(self._server.effective_port)
@@ -103,6 +104,11 @@ class Server:
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    @property
+    def stopped(self) -> threading.Event:
+        """Set once stop() is called (for waits that must end with the server)."""
+        return self._stop
 
 
 def stop_on_signals(stop: Callable[[], None]) -> None:

@@ -9,6 +9,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -214,6 +215,40 @@ BAD_AND_ODD: tuple[Case, ...] = (
     _valid("top_k-1", lambda: GOOD_PNG, query="top_k=1"),
     _valid("top_k-all-classes", lambda: GOOD_PNG, query="top_k=10"),
 )
+
+
+# --- a model of our own, to test the toolkit's rules (no torch, instant model_fn) -------------------------------
+TOY_INFERENCE = '''
+import json, os, time
+
+class Teapot(Exception):
+    status_code = 418
+
+def model_fn(model_dir, context):
+    if os.environ.get("TOY_FAIL"):
+        raise RuntimeError("weights are corrupt")
+    time.sleep(float(os.environ.get("TOY_LOAD_S", "0")))
+    return {"dir": model_dir, "context": type(context).__name__}
+
+def input_fn(data, content_type):
+    if data in (b"teapot", "teapot"):
+        raise Teapot("short and stout")
+    if data in (b"boom", "boom"):
+        raise ValueError("kaboom")
+    return data, content_type
+
+def predict_fn(data, model):
+    return {"type": type(data[0]).__name__, "content_type": data[1], "context": model["context"]}
+
+def output_fn(prediction, accept):
+    return json.dumps({**prediction, "accept": accept})
+'''
+
+
+def write_toy_model(model_dir: Path) -> Path:
+    (model_dir / "code").mkdir(parents=True)
+    (model_dir / "code" / "inference.py").write_text(TOY_INFERENCE)
+    return model_dir
 
 
 # --- HTTP --------------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from tests.serve_helpers import (
     http_request,
     jpeg_like,
     png_declaring,
+    write_toy_model,
 )
 
 pytestmark = pytest.mark.slow
@@ -123,39 +124,11 @@ def test_concurrent_invocations_are_consistent(endpoint):
 
 
 # --- the toolkit's rules, on a model of our own -----------------------------------------------------------------
-TOY_INFERENCE = '''
-import json, os, time
-
-class Teapot(Exception):
-    status_code = 418
-
-def model_fn(model_dir, context):
-    if os.environ.get("TOY_FAIL"):
-        raise RuntimeError("weights are corrupt")
-    time.sleep(float(os.environ.get("TOY_LOAD_S", "0")))
-    return {"dir": model_dir, "context": type(context).__name__}
-
-def input_fn(data, content_type):
-    if data in (b"teapot", "teapot"):
-        raise Teapot("short and stout")
-    if data in (b"boom", "boom"):
-        raise ValueError("kaboom")
-    return data, content_type
-
-def predict_fn(data, model):
-    return {"type": type(data[0]).__name__, "content_type": data[1], "context": model["context"]}
-
-def output_fn(prediction, accept):
-    return json.dumps({**prediction, "accept": accept})
-'''
 
 
 @pytest.fixture
 def toy_model(tmp_path) -> Path:
-    code = tmp_path / "toy" / "code"
-    code.mkdir(parents=True)
-    (code / "inference.py").write_text(TOY_INFERENCE)
-    return tmp_path / "toy"
+    return write_toy_model(tmp_path / "toy")
 
 
 def test_toolkit_rules_on_user_code(toy_model):

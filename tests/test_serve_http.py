@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -32,6 +33,7 @@ from tests.serve_helpers import (
     encode,
     exif_rotated,
     http_request,
+    write_toy_model,
 )
 
 pytestmark = pytest.mark.slow
@@ -221,3 +223,34 @@ def test_bad_model_path_is_one_clear_line(model):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and model in lines[0], result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_ctrl_c_while_the_model_loads_stops_everything(tmp_path):
+    model = write_toy_model(tmp_path / "toy")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), "TOY_LOAD_S": "60"}
+    process = subprocess.Popen([sys.executable, "-m", "local.serve", str(model), "--port", "0"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    children: list[int] = []
+    while not children and time.monotonic() < deadline:  # the endpoint server is up and inside model_fn
+        children = [c.pid for c in psutil.Process(process.pid).children(recursive=True)]
+        time.sleep(0.2)
+    time.sleep(2)
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    assert process.wait(30) == 0
+    assert time.monotonic() - started < 15, "did not wait for model_fn to finish"
+    assert children and gone(children)
+    assert "Traceback" not in process.stdout.read()
+
+
+def test_port_in_use_fails_fast_with_one_line(trained_model):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "local.serve", str(trained_model), "--port", str(port)],
+                                cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and time.monotonic() - started < 30, "failed before loading the model"
+    assert result.stderr.strip().splitlines() == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]
