@@ -6,7 +6,13 @@ import json
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import aws_cdk as cdk
+
+    from infra.config import StackConfig
+    from infra.stack import ImageClassifierStack
 
 ROOT = Path(__file__).resolve().parent.parent
 CDK_JSON = ROOT / "cdk.json"
@@ -19,7 +25,7 @@ def cdk_json_context() -> dict[str, Any]:
 
 
 def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = None, nag: bool | None = None,
-              from_cli: bool = False):
+              from_cli: bool = False) -> tuple[cdk.App, ImageClassifierStack]:
     """An App holding the stack. From the CLI, context comes from the CLI (cdk.json merged with -c)."""
     import aws_cdk as cdk
 
@@ -52,7 +58,7 @@ def synth_template(context: Mapping[str, Any] | None = None, *, nag: bool = Fals
         return synth(context, outdir=outdir, nag=nag)
 
 
-def load_config_for(context: Mapping[str, Any] | None = None):
+def load_config_for(context: Mapping[str, Any] | None = None) -> StackConfig:
     """The StackConfig `synth_template(context)` would use (cdk.json context + these overrides)."""
     from infra.config import load_config
 
