@@ -65,3 +65,17 @@ def test_assets_in_the_cloud_assembly(cloud, local):
     local_files = json.loads((local.outdir / "ImageClassifier.assets.json").read_text())["files"]
     assert {k for k in files if files[k]["source"]["path"].endswith(".tar.gz")} == {
         k for k in local_files if local_files[k]["source"]["path"].endswith(".tar.gz")}
+
+
+def test_training_jobs_point_at_the_sourcedir_asset(cloud):
+    import json
+
+    files = json.loads((cloud.outdir / "ImageClassifier.assets.json").read_text())["files"]
+    (asset_hash,) = [h for h, f in files.items() if f["source"]["path"].endswith(".tar.gz")]
+    subs = cloud.one("AWS::StepFunctions::StateMachine")["Properties"]["DefinitionSubstitutions"]
+    assert asset_hash in subs["SourceDirUri"]["Fn::Sub"]
+    static = cloud.task_states()["Tune hyperparameters"]["Parameters"]["TrainingJobDefinition"]["StaticHyperParameters"]
+    assert asset_hash in static["sagemaker_submit_directory"]
+    readable = [s for p in cloud.resources("AWS::IAM::Policy").values()
+                for s in p["Properties"]["PolicyDocument"]["Statement"] if s.get("Sid") == "ReadTrainingSource"]
+    assert readable and asset_hash in json.dumps(readable[0]["Resource"])
