@@ -227,7 +227,7 @@ def test_stop_training_job(sm, data):
     sm.create_training_job(**training_request("tiny-stop", data, hyperparameters={contract.EPOCHS: "500"}))
     wait_until(lambda: sm.describe_training_job(TrainingJobName="tiny-stop")["SecondaryStatus"] == "Training")
     # The container contract, as the training toolkit sets it up.
-    proc = sm.training_jobs["tiny-stop"]._proc
+    proc = wait_until(lambda: sm.training_jobs["tiny-stop"]._proc)
     env = dict(item.split("=", 1) for item in Path(f"/proc/{proc.pid}/environ").read_text().split("\0") if "=" in item)
     job_dir = sm.training_job_dir("tiny-stop")
     assert env["TRAINING_JOB_NAME"] == "tiny-stop" and env["SM_CURRENT_HOST"] == "algo-1"
@@ -462,8 +462,9 @@ def test_endpoint_serves_and_updates_without_downtime(sm, completed, tiny):
     assert answer["InvokedProductionVariant"] == "AllTraffic" and predictions
     # Data capture, in SageMaker's JSON-lines format: the image as base64, the JSON answer as text.
     assert d["DataCaptureConfig"]["CaptureStatus"] == "Started"
-    captured = [json.loads(line) for f in sm.s3.path(f"s3://{BUCKET}/capture/digits/AllTraffic").rglob("*.jsonl")
-                for line in f.read_text().splitlines()]
+    capture_dir = sm.s3.path(f"s3://{BUCKET}/capture/digits/AllTraffic")
+    captured = wait_until(lambda: [json.loads(line) for f in capture_dir.rglob("*.jsonl")  # written after the reply
+                                   for line in f.read_text().splitlines()], timeout=10)
     assert len(captured) == 1
     data = captured[0]["captureData"]
     assert data["endpointInput"]["encoding"] == "BASE64" and data["endpointInput"]["observedContentType"] == "image/png"

@@ -8,6 +8,20 @@
 
 Requests are validated against botocore's SageMaker model; refusals raise SageMakerError (a botocore ClientError)
 carrying SageMaker's error code and message. Responses carry SageMaker's shapes (datetimes as in boto3).
+
+Progress events (on_event= / add_listener), each a dict with "type" and "time" (epoch seconds):
+    TrainingJob             TrainingJobName, TrainingJobStatus, SecondaryStatus, StatusMessage
+                            (the first one also TuningJobArn, HyperParameters)
+    TrainingLog             TrainingJobName, line                      every line the script prints
+    TrainingMetric          TrainingJobName, MetricName, Value[, Epoch, Epochs]   a MetricDefinitions match
+    DebugRuleEvaluation     TrainingJobName, RuleConfigurationName, RuleEvaluationStatus, StatusDetails
+    ProfilerRuleEvaluation  (same fields)
+    TuningJob               HyperParameterTuningJobName, HyperParameterTuningJobStatus
+                            (the first one also Strategy, MaxNumberOfTrainingJobs, MaxParallelTrainingJobs)
+    TuningTrial             HyperParameterTuningJobName, TrainingJobName, Index, TunedHyperParameters,
+                            TrainingJobStatus[, EarlyStopped, ObjectiveValue, FailureReason]   at start and end
+    Endpoint                EndpointName, EndpointStatus, EndpointConfigName[, FailureReason]
+Listeners run on the job threads: keep them quick, and they must not raise (errors are swallowed).
 """
 
 from __future__ import annotations
