@@ -446,12 +446,13 @@ class _Mock:
 def run_definition(definition: dict | str, input: dict | None = None, sagemaker: LocalSageMaker | None = None, *,
                    on_event: Callable[[dict], None] | None = None, name: str | None = None,
                    timeout: float | None = None, region: str = DEFAULT_REGION, account: str = DEFAULT_ACCOUNT,
-                   role_arn: str | None = None, poll_interval: float = 0.2) -> ExecutionResult:
+                   role_arn: str | None = None, poll_interval: float = 0.2,
+                   stop: threading.Event | None = None) -> ExecutionResult:
     """Execute `definition` with `input`; SageMaker tasks call `sagemaker`. Blocks until the execution ends.
 
     `on_event(event)` gets every history event as GetExecutionHistory renders it (ISO timestamps), in order, while
-    the execution runs. `timeout` (seconds) stops the execution (ABORTED) and its .sync jobs. Ctrl-C does the same,
-    then re-raises KeyboardInterrupt.
+    the execution runs. `timeout` (seconds) or setting `stop` stops the execution (ABORTED) and its .sync jobs.
+    Ctrl-C does the same, then re-raises KeyboardInterrupt.
     """
     text = definition if isinstance(definition, str) else json.dumps(definition)
     started = time.monotonic()
@@ -489,6 +490,10 @@ def run_definition(definition: dict | str, input: dict | None = None, sagemaker:
                         client.stop_execution(executionArn=execution_arn, error="States.Timeout",
                                               cause=f"local run exceeded {timeout:g}s")
                         deadline = None
+                    if stop is not None and stop.is_set():
+                        client.stop_execution(executionArn=execution_arn, error="Stopped",
+                                              cause="stopped on this machine")
+                        stop = None
                     time.sleep(poll_interval)
             except KeyboardInterrupt:
                 client.stop_execution(executionArn=execution_arn, error="KeyboardInterrupt",
