@@ -245,6 +245,12 @@ class Tuning:
         return next((t for t in self.trials if t.best), None)
 
 
+def trial_number(trial: str, tuning_job: str) -> int | None:
+    """3 for <tuning job>-003-1d0347bf, the number SageMaker gives a tuning job's trials in launch order."""
+    number = trial[len(tuning_job) + 1:].split("-", 1)[0] if trial.startswith(tuning_job + "-") else ""
+    return int(number) if number.isdigit() else None
+
+
 def load_tuning(backend: Backend, name: str, with_trials: bool = True) -> Tuning:
     described = backend.sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
     summaries = collect(backend.sagemaker, "sagemaker", "list_training_jobs_for_hyper_parameter_tuning_job",
@@ -272,7 +278,10 @@ def tuning_from(described: dict, summaries: list[dict]) -> Tuning:
             started=s.get("TrainingStartTime"), ended=s.get("TrainingEndTime"), failure_reason=s.get("FailureReason"),
             best=s["TrainingJobName"] == best_name))
     epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
-    trials.sort(key=lambda t: (t.created or epoch, t.name))
+    # SageMaker numbers trials in launch order (<tuning job>-001-<hex>); creation times of trials launched together
+    # differ by microseconds in either order.
+    trials.sort(key=lambda t: (trial_number(t.name, described["HyperParameterTuningJobName"]) or 10**9,
+                               t.created or epoch, t.name))
     if not tuned:
         tuned = sorted({k for t in trials for k in t.hyperparameters})
     return Tuning(
@@ -479,16 +488,12 @@ def curves_from_cloudwatch(backend: Backend, job: Job) -> Curves | None:
     return Curves("CloudWatch", epochs)
 
 
-def curves_from_final(job: Job) -> Curves | None:
-    values = {m: job.final_metrics[m] for m in CURVE_METRICS if m in job.final_metrics}
-    return Curves("final metrics only", [{"epoch": 1, **values}]) if values else None
-
-
 def job_curves(backend: Backend, job: Job, outputs: dict[str, Any]) -> Curves | None:
-    """history.json from output.tar.gz, else the CloudWatch series, else the job's final values."""
+    """history.json from output.tar.gz, else the CloudWatch series, else None: a job's final values alone
+    (FinalMetricDataList) are no curve, and drawing them at some epoch would invent one."""
     if contract.HISTORY_FILE in outputs and (curves := curves_from_history(outputs[contract.HISTORY_FILE])):
         return curves
-    return curves_from_cloudwatch(backend, job) or curves_from_final(job)
+    return curves_from_cloudwatch(backend, job)
 
 
 # --- profiler report and endpoint ------------------------------------------------------------------------------

@@ -255,19 +255,34 @@ def fig_objective_by_trial(tuning: Tuning, path: Path) -> Path | None:
         better = best_so_far is None or (trial.objective > best_so_far if maximize else trial.objective < best_so_far)
         best_so_far = trial.objective if better else best_so_far
         running.append(best_so_far)
-    ax.plot(xs, ys, "o", color="#1f77b4", label="trial", zorder=3)
+    groups: dict[str, list[tuple[int, float]]] = {}
+    for x, y in zip(xs, ys, strict=True):
+        status = tuning.trials[x - 1].status
+        groups.setdefault({"Completed": "completed", "Stopped": "stopped early (objective so far)"}.get(
+            status, status.lower()), []).append((x, y))
+    colours = {"completed": "#1f77b4", "stopped early (objective so far)": "#ff7f0e"}
+    for label, points in groups.items():
+        ax.plot([x for x, _ in points], [y for _, y in points], "o", color=colours.get(label, "#7f7f7f"),
+                label=label, zorder=3)
     ax.step(xs, running, where="post", color="#2ca02c", label="best so far")
     failed = [i for i, t in enumerate(tuning.trials, 1) if t.objective is None]
     if failed:
         bottom = min(ys)
         ax.plot(failed, [bottom] * len(failed), "x", color="#d62728", label="no objective (failed/stopped)")
     ax.set_xticks(range(1, len(tuning.trials) + 1))
-    ax.set_xlabel("trial (creation order)")
+    ax.set_xlabel("trial (launch order)")
     ax.set_ylabel(tuning.objective_name)
     ax.set_title(f"Tuning: {tuning.objective_name} over trials")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     return _save(fig, path)
+
+
+def _log_scale_if_spread(ax: Any, ratio: float = 30.0) -> None:
+    """A diverging first epoch (loss 100+) flattens every other point: switch such loss axes to log."""
+    values = [y for line in ax.get_lines() for y in line.get_ydata() if y > 0]
+    if values and max(values) / min(values) > ratio:
+        ax.set_yscale("log")
 
 
 def fig_final_curves(result: JobResult, test_accuracy: float | None, path: Path) -> Path | None:
@@ -286,6 +301,7 @@ def fig_final_curves(result: JobResult, test_accuracy: float | None, path: Path)
     if test_accuracy is not None:
         acc.axhline(test_accuracy, color="#9467bd", linestyle=":",
                     label=f"{contract.TEST_ACCURACY} {test_accuracy:.4f}")
+    _log_scale_if_spread(loss)
     for ax, title in ((loss, "loss"), (acc, "accuracy")):
         ax.set_xlabel("epoch")
         ax.set_title(title)
@@ -312,7 +328,9 @@ def fig_trial_curves(trials: list[JobResult], tuning: Tuning, path: Path) -> Pat
                 ax.plot(xs, ys, "o-" if is_best else ".-", color=colours[i - 1], linewidth=2.6 if is_best else 1.2,
                         markersize=4, label=f"#{i}{' (best)' if is_best else ''}", zorder=3 if is_best else 2)
     for ax, metric in zip(axes, CURVE_PANELS, strict=True):
-        ax.set_title(metric)
+        if metric != contract.VALID_ACCURACY:
+            _log_scale_if_spread(ax)
+        ax.set_title(metric + (" (log scale)" if ax.get_yscale() == "log" else ""))
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -533,13 +551,19 @@ def sections(data: ReportData) -> list[Section]:
         source = data.final.curves.source if data.final.curves else None
         curves.append(("text", f"Final training job {data.final.name}: "
                                + (f"per-epoch metrics from {source}." if source else
-                                  f"no per-epoch metrics ({data.final.note or 'none recorded'}).")))
+                                  "no per-epoch metrics (no history.json"
+                                  + (f": {data.final.note}" if data.final.note else "")
+                                  + ", and no CloudWatch series).")))
         curves.append(("figure", "curves_final"))
     if data.trials:
-        sources = sorted({r.curves.source for r in data.trials if r.curves})
-        missing = [r.name for r in data.trials if not r.curves]
-        curves.append(("text", "Tuning trials: metrics from " + (", ".join(sources) or "nowhere")
-                               + (f"; none for {', '.join(missing)}." if missing else ".")))
+        by_source: dict[str, list[str]] = {}
+        for i, result in enumerate(data.trials, 1):
+            by_source.setdefault(result.curves.source if result.curves else "", []).append(f"#{i}")
+        parts = [f"from {source} for {', '.join(numbers)}" for source, numbers in by_source.items() if source]
+        if "" in by_source:
+            parts.append(f"none for {', '.join(by_source[''])} (stopped or failed before writing history.json, and "
+                         "no CloudWatch series: their final values are in the table above)")
+        curves.append(("text", "Per-epoch metrics of the tuning trials: " + "; ".join(parts) + "."))
         curves.append(("figure", "curves_trials"))
     if not curves:
         curves.append(("text", "No training job has run yet."))

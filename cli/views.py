@@ -99,11 +99,10 @@ def execution_panel(execution: Execution) -> Panel:
 
 
 def trials_table(tuning: Tuning) -> Table:
-    counters = tuning.counters
-    done = counters.get("Completed", 0)
+    counts = ", ".join(f"{v} {k}" for k, v in tuning.counters.items() if isinstance(v, int) and v)
     total = tuning.max_jobs or len(tuning.trials)
-    title = (f"Tuning job {tuning.name}: {tuning.status}, {done}/{total} trials completed"
-             + (f", best {tuning.objective_name} {fmt_metric(tuning.best_objective)}"
+    title = (f"Tuning job {tuning.name}: {tuning.status}; {total} trials: {counts or 'none started'}"
+             + (f"; best {tuning.objective_name} {fmt_metric(tuning.best_objective)}"
                 if tuning.best_objective is not None else ""))
     table = Table(title=title, title_justify="left")
     table.add_column("#", justify="right")

@@ -110,7 +110,8 @@ def test_report_from_s3_outputs(stubs, scenario, tmp_path, capsys):
     assert out.splitlines()[0] == str(tmp_path / "report.html")
     markdown = (tmp_path / "report.md").read_text()
     assert "per-epoch metrics from history.json" in markdown
-    assert "Tuning trials: metrics from history.json; none for " + scenario.trial_name(3) in markdown
+    assert "Per-epoch metrics of the tuning trials: from history.json for #1, #2, #3, #5, #6; none for #4 (" \
+        in markdown
     assert (tmp_path / "profiler-report.html").is_file()
     html = (tmp_path / "report.html").read_text()
     assert f"https://{REGION}.console.aws.amazon.com/states/home" in html  # the AWS run links to its console
@@ -127,6 +128,7 @@ def test_report_falls_back_to_cloudwatch(tmp_path, capsys):
     stubs.assert_done()
     markdown = (tmp_path / "report.md").read_text()
     assert "per-epoch metrics from CloudWatch" in markdown
+    assert "the tuning trials: from CloudWatch for #1, #2, #3, #5, #6; none for #4 (" in markdown
     assert "No health.json from the final job" in markdown
     # the test accuracy still comes from the job's FinalMetricDataList
     assert "test_accuracy 0.9812" in markdown

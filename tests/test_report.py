@@ -213,7 +213,9 @@ def test_report_without_s3_outputs_uses_the_jobs_final_metrics(tmp_path):
     out = tmp_path / "out"
     assert main(["report", "--local", str(tmp_path / "run"), "--out", str(out)]) == 0
     markdown = (out / "report.md").read_text()
-    assert "per-epoch metrics from final metrics only" in markdown  # not invented curves: the one final value
+    assert "no per-epoch metrics (no history.json" in markdown  # not a curve invented from one final value
+    assert "Per-epoch metrics of the tuning trials: none for #1, #2, #3, #4, #5, #6" in markdown
+    assert not (out / FIGURES["curves_final"]).exists() and not (out / FIGURES["curves_trials"]).exists()
     assert "No health.json from the final job" in markdown
     assert "| test_accuracy | 0.9812 |" in markdown
 
@@ -255,3 +257,15 @@ def test_model_and_test_data_options(tmp_path, trained_model, digits_dir, run_di
                  "--test-data", str(digits_dir / "test")]) == 0
     saved = json.loads((out / "predictions.json").read_text())
     assert saved["accuracy"] > 0.8 and Path(saved["predictions"][0]["image"]).is_file()
+
+
+def test_trials_are_ordered_by_sagemakers_trial_number(scenario):
+    """Trials launched together have creation times microseconds apart, in either order: the -NNN- decides."""
+    from cli.pipeline import tuning_from
+
+    summaries = scenario.list_trials()  # listed newest first
+    first, last = summaries[-1], summaries[0]
+    first["CreationTime"], last["CreationTime"] = last["CreationTime"], first["CreationTime"]
+    tuning = tuning_from(scenario.describe_tuning(), summaries)
+    assert [t.name for t in tuning.trials] == scenario.trial_names
+    assert [t.best for t in tuning.trials].index(True) == scenario.best_index
