@@ -130,7 +130,6 @@ class SageMakerTask(StateTaskServiceCallback):
         operation = _operation(self.resource.api_action)
         name_key, describe, status_key, success = SYNC_JOBS[operation]
         name = normalised_parameters[name_key]
-        self._sync_job = (sm, operation, name_key, name)
 
         def resolve() -> Any | None:
             description = sm.call(describe, {name_key: name})
@@ -147,14 +146,15 @@ class SageMakerTask(StateTaskServiceCallback):
                     resource=self._get_sfn_resource(), resourceType=self._get_sfn_resource_type(),
                     error=StatesErrorNameType.StatesTaskFailed.to_name(), cause=json.dumps(output)))))
 
+        resolve.job = (sm, operation, name_key, name)  # for _eval_sync (a state object may run concurrently in a Map)
         return resolve
 
     def _eval_sync(self, env, sync_resolver, timeout_seconds, callback_endpoint, heartbeat_endpoint) -> Any:
         # No task-token listener for .sync; and a state that ends without a result (TimeoutSeconds, StopExecution)
         # stops its job: a Step Functions timeout would not end a local training process.
         result = super()._eval_sync(env, sync_resolver, timeout_seconds, None, None)
-        if result is None and getattr(self, "_sync_job", None):
-            sm, operation, name_key, name = self._sync_job
+        if result is None and getattr(sync_resolver, "job", None):
+            sm, operation, name_key, name = sync_resolver.job
             with contextlib.suppress(SageMakerError):  # already ended
                 sm.call(STOP_OPERATIONS[operation], {name_key: name})
         return result
