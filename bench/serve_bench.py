@@ -4,7 +4,7 @@
 
 For each model: p50 per image in process (Predictor.preprocess + forward), through the endpoint server alone
 (HTTP POST /invocations) and through the full local REST API (POST /predict: REST front -> Lambda handler ->
-boto3 -> endpoint server), interleaved image by image so drift hits all three alike; then the two ratios. The
+boto3 -> endpoint server), interleaved round by round so drift hits all three alike; then the two ratios. The
 trained 32x32 digits model is so fast that fixed HTTP overhead dominates its ratios, so the same is measured on a
 224x224 resnet18 model directory as well (random weights: the timing, not the accuracy, matters). Last, a load
 phase: 8 concurrent clients on the full API -> errors, p50/p99, requests/s, RSS of the server processes.
@@ -44,6 +44,7 @@ from imaging import TransformSettings  # noqa: E402
 from model import build_model  # noqa: E402
 
 TARGET_FULL, TARGET_ENDPOINT = 1.25, 1.10
+SETTLE_S = 0.5
 
 
 # --- models and images ------------------------------------------------------------------------------------------
@@ -52,7 +53,7 @@ def train_local_model(work: Path) -> Path:
     from local.digits import render
 
     render(work / "digits", size=32, seed=0)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SM_") and k != "OMP_NUM_THREADS"}
     env.update({"SM_CHANNEL_TRAIN": str(work / "digits/train"), "SM_CHANNEL_VALID": str(work / "digits/valid"),
                 "SM_CHANNEL_TEST": str(work / "digits/test"), "SM_MODEL_DIR": str(work / "model"),
                 "SM_OUTPUT_DATA_DIR": str(work / "output/data"), "SM_OUTPUT_DIR": str(work / "output")})
@@ -186,10 +187,12 @@ def overhead(model: Path, images: list[bytes], content_type: str, rounds: int, l
         for fn in paths.values():  # warm-up: allocator, thread pools, keep-alive connections
             for body in images[:5]:
                 fn(body)
-        # Interleaved image by image: on a shared machine, load from other processes hits all three paths alike.
+        # Round by round, path by path, with a pause between paths: on 2 cores, the intra-op (OpenMP) threads of
+        # the path just measured spin for a while after their last op and would slow the next path's threads.
         for _ in range(rounds):
-            for body in images:
-                for name, fn in paths.items():
+            for name, fn in paths.items():
+                time.sleep(SETTLE_S)
+                for body in images:
                     started = time.perf_counter()
                     fn(body)
                     times[name].append((time.perf_counter() - started) * 1000)
@@ -263,19 +266,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="model dir or model.tar.gz (default: train one, ~1 min)")
     parser.add_argument("--images", type=int, default=40)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--load-seconds", type=float, default=60.0)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--endpoint-concurrency", type=int, default=1)
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="intra-op threads in every process measured (0: torch's default, one per core). On a "
+                             "small shared machine two OpenMP teams fighting over the cores make forwards 10-100x "
+                             "slower; one thread each keeps the comparison about serving, not about that")
     parser.add_argument("--no-resnet224", dest="resnet224", action="store_false",
                         help="skip the 224x224 resnet18 measurement")
     args = parser.parse_args(argv)
+    if args.torch_threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.torch_threads)  # inherited by local.serve and the endpoint
     work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     try:
         import torch
 
+        if args.torch_threads:
+            torch.set_num_threads(args.torch_threads)
+
         print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-              f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}")
+              f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}; "
+              f"load average {os.getloadavg()[0]:.1f} (other processes)")
         model = args.model or train_local_model(work)
         config_dir = model if model.is_dir() else None
         classes = (json.loads((config_dir / contract.MODEL_CONFIG_FILE).read_text())["classes"]
@@ -287,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             big = bench_images(args.images, 320, "JPEG")
             overhead(big_model, big, "image/jpeg", args.rounds, "resnet18 at 224x224 (320x320 JPEG)")
         load(model, small, "image/png", args.clients, args.load_seconds, args.endpoint_concurrency)
+        print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
