@@ -153,6 +153,7 @@ def _mutants(n: int = 240):
         yield bytes(data)
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
 def test_corrupted_images_raise_only_contract_errors():
     """Fuzz: whatever Pillow's plugins raise inside, a broken file is a 400 or a 422, never anything else."""
     outcomes = {"ok": 0, 400: 0, 422: 0}
@@ -182,6 +183,7 @@ def predictor(trained_model):
     return inference.model_fn(str(trained_model))
 
 
+@pytest.mark.slow
 def test_model_fn_reads_the_training_transform(predictor, trained_model):
     config = json.loads((trained_model / contract.MODEL_CONFIG_FILE).read_text())
     assert predictor.classes == config["classes"] == [str(d) for d in range(10)]
@@ -189,12 +191,14 @@ def test_model_fn_reads_the_training_transform(predictor, trained_model):
     assert not predictor.model.training
 
 
+@pytest.mark.slow
 def test_preprocess_is_trainings_evaluation_transform(predictor):
     image = decode_image(GOOD_PNG, min_side=predictor.settings.resize_size)
     expected = build_transforms(predictor.settings)[1](image).unsqueeze(0)
     assert bool((predictor.preprocess(GOOD_PNG) == expected).all())
 
 
+@pytest.mark.slow
 def test_handlers_answer_every_class_best_first(predictor, digits_dir):
     right = total = 0
     for folder in sorted((digits_dir / "test").iterdir()):
@@ -211,6 +215,7 @@ def test_handlers_answer_every_class_best_first(predictor, digits_dir):
     assert right >= 0.8 * total, f"{right}/{total}"
 
 
+@pytest.mark.slow
 def test_predict_top_k_is_clamped(predictor):
     assert len(predictor.predict(GOOD_PNG, top_k=3)["predictions"]) == 3
     assert len(predictor.predict(GOOD_PNG, top_k=99)["predictions"]) == 10
@@ -233,6 +238,7 @@ def test_input_fn_errors_carry_status_and_contract_json(data, content_type, erro
     assert json.loads(str(info.value)) == contract.error_body(error, json.loads(str(info.value))["error"]["message"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("data", "error"), [(png_declaring(20000, 20000), contract.UNPROCESSABLE_IMAGE),
                                              (b"GIF89a" + b"\x00" * 10, contract.INVALID_IMAGE),
                                              (GOOD_PNG[:100], contract.INVALID_IMAGE)])
@@ -245,7 +251,7 @@ def test_predict_fn_errors_carry_status_and_contract_json(predictor, data, error
     assert json.loads(first_line)["error"]["code"] == error.code
 
 
-def test_image_bytes_are_read_from_any_buffer(predictor):
+def test_image_bytes_are_read_from_any_buffer():
     for data in (GOOD_PNG, bytearray(GOOD_PNG), memoryview(GOOD_PNG).tobytes()):
         assert inference.input_fn(data, "image/png").body == GOOD_PNG
     assert Image.open(io.BytesIO(GOOD_PNG)).size == (32, 32)

@@ -355,6 +355,7 @@ def good_request_succeeds(forwarder) -> None:
     assert_predictions(payload, 2, CLASSES)
 
 
+@pytest.mark.slow
 def test_real_endpoint_predicts(real, digits_dir):
     for folder in sorted((digits_dir / "test").iterdir())[:5]:
         image = sorted(folder.glob("*.png"))[0]
@@ -363,6 +364,7 @@ def test_real_endpoint_predicts(real, digits_dir):
         assert_predictions(payload, 10, CLASSES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("ev", "status", "code"), [
     pytest.param({**event(), "body": "%%% not base64 %%%"}, 400, "invalid_image", id="base64-flag-on-text"),
     pytest.param(event(GOOD_PNG[:60], "image/png"), 400, "invalid_image", id="truncated-png-from-the-model"),
@@ -377,6 +379,7 @@ def test_real_endpoint_errors_reach_the_client_without_traceback(real, ev, statu
     good_request_succeeds(real)
 
 
+@pytest.mark.slow
 def test_real_endpoint_with_the_wrong_name_is_503(real, monkeypatch):
     monkeypatch.setenv("ENDPOINT_NAME", "ep-missing")
     status, payload = call(real, event())
@@ -386,6 +389,7 @@ def test_real_endpoint_with_the_wrong_name_is_503(real, monkeypatch):
     good_request_succeeds(real)
 
 
+@pytest.mark.slow
 def test_real_endpoint_model_error_carries_status_and_traceback(forwarder, endpoint):
     """What the Lambda parses is what SageMaker sends: ModelError + OriginalStatusCode + message\\ntraceback."""
     client = forwarder.make_client(endpoint_url=endpoint.url)
