@@ -195,7 +195,8 @@ def test_crash_fails_the_job_with_the_failure_file_as_reason(sm, tiny):
     failure = (sm.training_job_dir("tiny-crash") / "output" / "failure").read_text()
     assert "eleven" in failure
     assert d["FailureReason"] == f"AlgorithmError: {failure.strip()}"
-    assert "ModelArtifacts" not in d
+    assert validate_response("DescribeTrainingJob", d) == []
+    assert not sm.s3.path(d["ModelArtifacts"]["S3ModelArtifacts"]).exists()  # a failed job uploads no model
 
 
 def test_missing_channel_data_fails_before_training(sm, data):
@@ -239,6 +240,8 @@ def test_stop_training_job(sm, data):
     assert sm.describe_training_job(TrainingJobName="tiny-stop")["TrainingJobStatus"] in ("Stopping", "Stopped")
     d = sm.wait_for_training_job("tiny-stop", timeout=60)
     assert (d["TrainingJobStatus"], d["SecondaryStatus"]) == ("Stopped", "Stopped")
+    assert validate_response("DescribeTrainingJob", d) == []
+    assert tarfile.is_tarfile(sm.s3.path(d["ModelArtifacts"]["S3ModelArtifacts"]))  # what the script had saved
     with pytest.raises(SageMakerError) as again:
         sm.stop_training_job(TrainingJobName="tiny-stop")
     assert again.value.code == "ValidationException"
@@ -322,6 +325,8 @@ def test_early_stopping_stops_poor_trials(sm, data, fake_code):
     for summary in stopped:  # a stopped trial ran fewer epochs than it was given
         log = sm.training_log(summary["TrainingJobName"]).read_text()
         assert "epoch=4/4" not in log
+        assert validate_response("DescribeTrainingJob",
+                                 sm.describe_training_job(TrainingJobName=summary["TrainingJobName"])) == []
     assert d["BestTrainingJob"]["TrainingJobStatus"] == "Completed"
 
 

@@ -150,6 +150,9 @@ class TrainingJob:
             "EnableInterContainerTrafficEncryption": request.get("EnableInterContainerTrafficEncryption", False),
             "EnableManagedSpotTraining": request.get("EnableManagedSpotTraining", False),
         }
+        # Required in DescribeTrainingJob's shape: the location the model is (or would be) uploaded to.
+        d["ModelArtifacts"] = {"S3ModelArtifacts": sm.s3.join(request["OutputDataConfig"]["S3OutputPath"], self.name,
+                                                              "output", "model.tar.gz")}
         if tuning_job_arn:
             d["TuningJobArn"] = tuning_job_arn
         for key in ("VpcConfig", "CheckpointConfig", "DebugHookConfig", "DebugRuleConfigurations",
@@ -488,21 +491,19 @@ class TrainingJob:
                  for name, values in metric_values(definitions, log_text).items()]
         model_dir = self.dir / "model"
         output_uri = self.sm.s3.join(self.request["OutputDataConfig"]["S3OutputPath"], self.name, "output")
-        artifacts = None
-        if status == "Completed" or (status == "Stopped" and any(model_dir.iterdir())):
-            # SageMaker uploads /opt/ml/model as model.tar.gz, also after a stop (the SIGTERM window's results).
+        if status in ("Completed", "Stopped"):
+            # SageMaker uploads /opt/ml/model as model.tar.gz, also after a stop (whatever the script saved in the
+            # SIGTERM window, possibly nothing); a failed job uploads no model.
             if status == "Completed":
                 self._transition("Uploading")
+            model_dir.mkdir(parents=True, exist_ok=True)
             _tar_directory(model_dir, self.sm.s3.path(output_uri + "/model.tar.gz"))
-            artifacts = output_uri + "/model.tar.gz"
         data_dir = self.dir / "output" / "data"
         if data_dir.is_dir() and any(data_dir.iterdir()):
             _tar_directory(data_dir, self.sm.s3.path(output_uri + "/output.tar.gz"))
         end = now()
         with self.sm.lock:
             d = self.desc
-            if artifacts:
-                d["ModelArtifacts"] = {"S3ModelArtifacts": artifacts}
             if final:
                 d["FinalMetricDataList"] = final
             if reason:
