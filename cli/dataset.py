@@ -123,12 +123,26 @@ def plan_sync(s3: Any, layout: Layout, bucket: str, prefix: str, bucket_may_be_n
 
 
 def upload(s3: Any, plan: SyncPlan, on_bytes: Callable[[int], Any] | None = None,
-           on_file: Callable[[Path], Any] | None = None) -> None:
-    for path, key in plan.uploads:
-        extra = {"ContentType": _content_type(path)}
-        s3.upload_file(str(path), plan.bucket, key, ExtraArgs=extra, Callback=on_bytes)
-        if on_file:
-            on_file(path)
+           on_file: Callable[[Path], Any] | None = None, jobs: int = 1) -> None:
+    """Upload the plan's files, `jobs` at a time (boto3 clients are thread-safe; small files are latency-bound)."""
+    def one(item: tuple[Path, str]) -> Path:
+        path, key = item
+        s3.upload_file(str(path), plan.bucket, key, ExtraArgs={"ContentType": _content_type(path)},
+                       Callback=on_bytes)
+        return path
+
+    if jobs <= 1:
+        done = map(one, plan.uploads)
+        for path in done:
+            if on_file:
+                on_file(path)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for path in pool.map(one, plan.uploads):  # the first failure surfaces here, in plan order
+            if on_file:
+                on_file(path)
 
 
 def _content_type(path: Path) -> str:

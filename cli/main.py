@@ -59,6 +59,8 @@ def cmd_upload_data(args: argparse.Namespace, backend: Backend) -> int:
         detail = "; ".join(layout.problems)
         raise UsageError(f"{args.folder} is not an ImageFolder dataset ({len(layout.problems)} problem"
                          f"{'s' if len(layout.problems) > 1 else ''}): {detail}")
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
     bucket, prefix, root = dataset_location(backend, args.bucket, args.prefix)
     target = s3_uri(bucket, prefix + "/" if prefix else "")
     if root and not target.startswith(root):
@@ -82,7 +84,8 @@ def cmd_upload_data(args: argparse.Namespace, backend: Backend) -> int:
             done[0] += 1
             progress.update(task, files=done[0])
 
-        dataset.upload(backend.s3, plan, on_bytes=lambda n: progress.advance(task, n), on_file=file_done)
+        dataset.upload(backend.s3, plan, on_bytes=lambda n: progress.advance(task, n), on_file=file_done,
+                       jobs=args.jobs)
     out.print(f"dataset at {target}  (train on it with: imgclf start --dataset {target})")
     return 0
 
@@ -327,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bucket", default=None, help="bucket (default: the stack's)")
     p.add_argument("--ignore-non-images", action="store_true", help="skip non-image files instead of refusing")
     p.add_argument("--dry-run", action="store_true", help="check and plan only")
+    p.add_argument("--jobs", type=int, default=8, metavar="N", help="uploads at once")
     p.set_defaults(run=cmd_upload_data)
 
     p = verb("start", "start an execution of the deployed state machine",
