@@ -235,6 +235,7 @@ def _summary(console: Console, output: dict, paths: dict[str, str], api_url: str
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    from cli.recording import ExecutionRecord, write_recording
     from infra import synth_template
     from local.engine import TemplateResolver, run_definition
     from local.rest_api import create_server, load_forwarder
@@ -259,7 +260,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
     ui = DemoProgress(console)
     with ExitStack() as stack:
-        sm = stack.enter_context(LocalSageMaker(out / "sagemaker", restore=True, on_event=ui.sagemaker_event))
+        sm = stack.enter_context(LocalSageMaker(out / "sagemaker", s3_root=out / "s3", restore=True,
+                                                on_event=ui.sagemaker_event))
         dataset_dir = sm.s3.path(dataset_uri)
         for split in contract.CHANNELS:
             shutil.copytree(args.data / split, dataset_dir / split, dirs_exist_ok=True)
@@ -289,6 +291,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
         if prober:
             prober.__exit__(None, None, None)
         paths = _copy_artifacts(out, sm, result.output, result)
+        # What `imgclf ... --local` reads: the same boto3 responses a deployed stack would give.
+        write_recording(out, sagemaker=sm, stepfunctions=ExecutionRecord.from_result(result),
+                        execution_arn=result.execution_arn, s3=sm.s3.root,
+                        stack_outputs={**outputs, "PredictUrl": api_url})
 
         if not result.succeeded:
             console.print(f"[bold red]the pipeline failed in state {result.failed_state!r}[/]: "
