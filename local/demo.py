@@ -182,40 +182,44 @@ class Prober:
         self._thread.join(timeout=30)
 
 
-def _copy_artifacts(out: Path, sm, result_output: dict | None, execution) -> dict[str, str]:
+def _copy_artifacts(out: Path, sm, output: dict | None, execution) -> dict[str, str]:
     """The run's deliverables at the top of --out, beside the stand-in's full working tree."""
     paths: dict[str, str] = {}
     execution.save(out / "execution.json")
     paths["execution history"] = str(out / "execution.json")
-    output = result_output or {}
-    training = (output.get("training") or {})
-    job = training.get("job") or training.get("TrainingJobName") or output.get("training_job")
-    if not job:
-        names = sorted(sm.training_jobs, key=lambda n: sm.describe_training_job(TrainingJobName=n)["CreationTime"])
-        finals = [n for n in names if not sm.describe_training_job(TrainingJobName=n).get("TuningJobArn")]
+    output = output or {}
+    if "best_hyperparameters" in output:
+        best = {"tuning_job": output.get("tuning_job_name"), "training_job": output.get("best_training_job_name"),
+                "hyperparameters": output["best_hyperparameters"], "objective": output.get("objective")}
+        (out / "best-hyperparameters.json").write_text(json.dumps(best, indent=2))
+        paths["best hyperparameters"] = str(out / "best-hyperparameters.json")
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    for name in list(sm.training_jobs):
+        if sm.training_log(name).is_file():
+            shutil.copy2(sm.training_log(name), logs / f"{name}.log")
+    paths["job logs"] = str(logs)
+    job = output.get("training_job_name")
+    if not job:  # a failed run: the newest job that is not a tuning trial, if any got that far
+        finals = [n for n, j in sm.training_jobs.items() if not sm.describe_training_job(TrainingJobName=n)
+                  .get("TuningJobArn")]
         job = finals[-1] if finals else None
-    if job:
-        desc = sm.describe_training_job(TrainingJobName=job)
-        model = desc.get("ModelArtifacts", {}).get("S3ModelArtifacts")
-        if model and sm.s3.path(model).is_file():
-            shutil.copy2(sm.s3.path(model), out / "model.tar.gz")
-            paths["model"] = str(out / "model.tar.gz")
-        verdicts = {r["RuleConfigurationName"]: r["RuleEvaluationStatus"]
-                    for key in ("DebugRuleEvaluationStatuses", "ProfilerRuleEvaluationStatuses")
-                    for r in desc.get(key, [])}
+    if not job:
+        return paths
+    desc = sm.describe_training_job(TrainingJobName=job)
+    model = desc.get("ModelArtifacts", {}).get("S3ModelArtifacts")
+    if model and sm.s3.path(model).is_file():
+        shutil.copy2(sm.s3.path(model), out / "model.tar.gz")
+        paths["model"] = str(out / "model.tar.gz")
+    verdicts = {r["RuleConfigurationName"]: r["RuleEvaluationStatus"]
+                for key in ("DebugRuleEvaluationStatuses", "ProfilerRuleEvaluationStatuses") for r in desc.get(key, [])}
+    if verdicts:
         (out / "rule-verdicts.json").write_text(json.dumps(verdicts, indent=2))
         paths["rule verdicts"] = str(out / "rule-verdicts.json")
-        report = sm.profiler_report(job)
-        if report and report.is_file():
-            shutil.copy2(report, out / "profiler-report.html")
-            paths["profiler report"] = str(out / "profiler-report.html")
-        logs = out / "logs"
-        logs.mkdir(exist_ok=True)
-        for name in sm.training_jobs:
-            log_file = sm.training_log(name)
-            if log_file.is_file():
-                shutil.copy2(log_file, logs / f"{name}.log")
-        paths["job logs"] = str(logs)
+    report = sm.profiler_report(job)
+    if report and report.is_file():
+        shutil.copy2(report, out / "profiler-report.html")
+        paths["profiler report"] = str(out / "profiler-report.html")
     return paths
 
 
@@ -223,14 +227,21 @@ def _summary(console: Console, output: dict, paths: dict[str, str], api_url: str
     table = Table(title="local run", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    for key, value in output.items():
-        if key in ("args", "names", "poll", "rules", "lookup_error", "existing"):
-            continue
-        table.add_row(key, json.dumps(value, default=str) if not isinstance(value, str) else value)
-    if api_url:
-        table.add_row("REST API", api_url)
-    for key, value in paths.items():
-        table.add_row(key, value)
+    objective = output.get("objective") or {}
+    rows = {
+        "best hyperparameters": " ".join(f"{k}={v}" for k, v in sorted(output.get("best_hyperparameters", {}).items())),
+        "tuning objective": f"{objective.get('MetricName')} = {objective.get('Value'):.4f}" if objective else "",
+        "best trial": output.get("best_training_job_name", ""),
+        "training job": output.get("training_job_name", ""),
+        "test accuracy": f"{output['test_accuracy']:.4f}" if "test_accuracy" in output else "",
+        "health issues": str(output.get("health_issues", "")),
+        "rule verdicts": ", ".join(f"{k}: {v}" for k, v in output.get("rule_verdicts", {}).items()),
+        "endpoint": f"{output.get('endpoint_name', '')} ({output.get('endpoint_config_name', '')})",
+        "REST API": api_url or "",
+    }
+    for key, value in {**rows, **paths}.items():
+        if value:
+            table.add_row(key, value)
     console.print(table)
 
 
