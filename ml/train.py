@@ -320,7 +320,8 @@ def save_model(model_dir: Path, module: nn.Module, classes: list[str], settings:
 def run(args: argparse.Namespace, world: World) -> dict | None:
     device = torch.device(f"cuda:{world.local_rank}" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world.local_size))
+        # The CPUs this process may use (a local stand-in may pin parallel trials apart), shared by local ranks.
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // world.local_size))
     else:
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
