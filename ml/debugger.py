@@ -26,6 +26,8 @@ class NoHook:
 
     def eval(self) -> None: ...
 
+    def predict(self) -> None: ...
+
 
 class SmdebugHook:
     enabled = True
@@ -38,6 +40,9 @@ class SmdebugHook:
 
     def eval(self) -> None:
         self._hook.set_mode(self._modes.EVAL)
+
+    def predict(self) -> None:
+        self._hook.set_mode(self._modes.PREDICT)
 
 
 def create_hook(model: nn.Module, loss_fn: nn.Module, enabled: bool = True) -> NoHook | SmdebugHook:

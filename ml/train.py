@@ -79,6 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="training augmentation (default: flip-crop, or crop for images under 64 px)")
     st.add_argument("--weight-decay", type=float, default=1e-4)
     st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--bn-recalibration-batches", type=int, default=8,
+                    help="batches that re-estimate trainable batch-norm statistics after each epoch (0: off)")
     st.add_argument("--num-workers", type=int, default=-1, help="data loader workers (-1: automatic)")
     st.add_argument("--nproc", type=int, default=0,
                     help="data-parallel processes per host (0: one per GPU, else 1)")
@@ -266,6 +268,29 @@ def train_epoch(model: nn.Module, batches, loss_fn: nn.Module, optimizer, schedu
     return loss_sum, seen
 
 
+def recalibrate_batchnorm(model: nn.Module, loader: DataLoader, device: torch.device, max_batches: int) -> None:
+    """Re-estimate trainable batch-norm statistics with the epoch's final weights ("precise BN").
+
+    Trained from scratch at a high rate, the running averages lag weights that move fast, and evaluation-mode
+    losses explode after the first epochs; a cumulative average over a few batches fixes that for a small cost.
+    """
+    train_mode(model)
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    if not layers or max_batches <= 0:
+        return
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average of the batches below
+    with torch.no_grad():
+        for i, (x, _) in enumerate(loader):
+            if i >= max_batches:
+                break
+            model(x.to(device, non_blocking=True))
+    for m, momentum in zip(layers, momenta, strict=True):
+        m.momentum = momentum
+
+
 def seed_epoch(seed: int, epoch: int, generator: torch.Generator) -> None:
     """Everything random in an epoch derives from (seed, epoch): a resumed job replays the same epochs."""
     torch.manual_seed(seed * 1000 + epoch)
@@ -274,7 +299,7 @@ def seed_epoch(seed: int, epoch: int, generator: torch.Generator) -> None:
 
 def fingerprint(args: argparse.Namespace, classes: list[str]) -> dict:
     keys = ("batch_size", "lr", "epochs", "backbone", "weights", "finetune", "image_size", "augment",
-            "weight_decay", "seed")
+            "weight_decay", "seed", "bn_recalibration_batches")
     return {"classes": classes, **{k: getattr(args, k) for k in keys}}
 
 
@@ -402,6 +427,8 @@ def run(args: argparse.Namespace, world: World) -> dict | None:
         train_loss = float(totals[0] / totals[1])
         throughput = float(totals[1] / (totals[2] / world.size))
         if world.main:
+            hook.predict()  # the recalibration passes are neither training nor evaluation steps for the rules
+            recalibrate_batchnorm(module, train_loader, device, args.bn_recalibration_batches)
             hook.eval()
             valid_loss, valid_acc = evaluate(module, eval_loaders[contract.VALID], loss_fn, device)
             health.end_epoch(epoch, train_loss, valid_loss)
