@@ -192,7 +192,7 @@ def _copy_artifacts(out: Path, sm, output: dict | None, execution) -> dict[str, 
         best = {"tuning_job": output.get("tuning_job_name"), "training_job": output.get("best_training_job_name"),
                 "hyperparameters": output["best_hyperparameters"], "objective": output.get("objective")}
         (out / "best-hyperparameters.json").write_text(json.dumps(best, indent=2))
-        paths["best hyperparameters"] = str(out / "best-hyperparameters.json")
+        paths["best hyperparameters JSON"] = str(out / "best-hyperparameters.json")
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
     for name in list(sm.training_jobs):
@@ -215,7 +215,7 @@ def _copy_artifacts(out: Path, sm, output: dict | None, execution) -> dict[str, 
                 for key in ("DebugRuleEvaluationStatuses", "ProfilerRuleEvaluationStatuses") for r in desc.get(key, [])}
     if verdicts:
         (out / "rule-verdicts.json").write_text(json.dumps(verdicts, indent=2))
-        paths["rule verdicts"] = str(out / "rule-verdicts.json")
+        paths["rule verdicts JSON"] = str(out / "rule-verdicts.json")
     report = sm.profiler_report(job)
     if report and report.is_file():
         shutil.copy2(report, out / "profiler-report.html")
@@ -234,7 +234,7 @@ def _summary(console: Console, output: dict, paths: dict[str, str], api_url: str
         "best trial": output.get("best_training_job_name", ""),
         "training job": output.get("training_job_name", ""),
         "test accuracy": f"{output['test_accuracy']:.4f}" if "test_accuracy" in output else "",
-        "health issues": str(output.get("health_issues", "")),
+        "health issues": f"{output['health_issues']:g}" if "health_issues" in output else "",
         "rule verdicts": ", ".join(f"{k}: {v}" for k, v in output.get("rule_verdicts", {}).items()),
         "endpoint": f"{output.get('endpoint_name', '')} ({output.get('endpoint_config_name', '')})",
         "REST API": api_url or "",
@@ -279,6 +279,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         console.log(f"dataset at {dataset_uri} (local S3: {dataset_dir})")
 
         os.environ.update(local_aws_environment(sm.runtime_url, endpoint_name))
+        os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")  # the Lambda's per-request JSON logs
         forwarder = load_forwarder()
         server = create_server(forwarder.handler, "127.0.0.1", args.port if args.serve else 0)
         threading.Thread(target=server.serve, daemon=True, name="rest-front").start()
