@@ -261,7 +261,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
     t0 = time.monotonic()
     console.log("synthesizing the CDK app (profile local) ...")
-    template = synth_template({"profile": "local"})
+    template = synth_template({**args.context, "profile": "local"})
     (out / "template.json").write_text(json.dumps(template, indent=1))
     resolver = TemplateResolver(template)
     definition = resolver.definition()
@@ -281,6 +281,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         os.environ.update(local_aws_environment(sm.runtime_url, endpoint_name))
         os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")  # the Lambda's per-request JSON logs
         forwarder = load_forwarder()
+        # A cold start per run: the module (and its client) may survive from an earlier run in this process.
+        forwarder.sagemaker_runtime = forwarder.make_client()
         server = create_server(forwarder.handler, "127.0.0.1", args.port if args.serve else 0)
         threading.Thread(target=server.serve, daemon=True, name="rest-front").start()
         stack.callback(server.stop)
@@ -297,7 +299,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
         t0 = time.monotonic()
         with ui.progress:
-            result = run_definition(definition, {}, sm, on_event=ui.state_event,
+            result = run_definition(definition, args.input, sm, on_event=ui.state_event,
                                     name=f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
         timings["pipeline"] = time.monotonic() - t0
         if prober:
@@ -348,7 +350,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ImageFolder dataset (train/valid/test)")
     parser.add_argument("--serve", action="store_true", help="keep the REST API up after the run")
     parser.add_argument("--port", type=int, default=8080, help="REST API port with --serve")
+    parser.add_argument("-c", "--context", action="append", default=[], metavar="KEY=VALUE",
+                        help="CDK context for the synth, as `cdk -c` takes it (e.g. tuning.max_jobs=2)")
+    parser.add_argument("--input", default="{}", help="the execution input, JSON (e.g. '{\"max_jobs\": 2}')")
     args = parser.parse_args(argv)
+    try:
+        args.context = dict(item.split("=", 1) for item in args.context)
+        args.input = json.loads(args.input)
+    except ValueError as exc:
+        parser.error(f"--context takes KEY=VALUE and --input a JSON object: {exc}")
+    if not isinstance(args.input, dict):
+        parser.error("--input must be a JSON object")
     console = Console()
     # moto's interpreter logs every caught error (a Choice probing an absent optional input field, say) at
     # ERROR; the execution history below is the record that matters.
@@ -358,8 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: every job and endpoint process was stopped[/]")
         return 130
-    except DemoError as exc:
-        console.print(f"[red]error:[/] {exc}")
+    except (DemoError, ValueError, RuntimeError) as exc:  # bad context or input, a working folder in use
+        console.print(f"[red]error:[/] {exc or type(exc).__name__}", highlight=False)
         return 1
 
 

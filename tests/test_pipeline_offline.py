@@ -1,0 +1,120 @@
+"""The synthesized state machine, executed offline end to end (moto's ASL interpreter + the local SageMaker
+stand-in + real ml/train.py subprocesses), through `make demo`'s own runner: first deploy (create), second deploy
+(update, no downtime), a gate failure (endpoint untouched and still answering), and a training failure."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import threading
+
+import pytest
+
+from ml import contract
+
+pytestmark = pytest.mark.slow
+
+# Small but real: two quick trials of one or two epochs, so the suite stays within minutes on 2 cores.
+CONTEXT = [
+    "tuning.max_jobs=2", "tuning.max_parallel_jobs=2",
+    'tuning.ranges={"epochs": {"min": 1, "max": 2}, "batch-size": {"values": ["64"]}, '
+    '"lr": {"min": 0.001, "max": 0.002}}',
+]
+
+
+def _demo(out, data, capsys, *extra: str) -> tuple[int, str]:
+    from local.demo import main
+
+    args = ["--out", str(out), "--data", str(data)]
+    for item in CONTEXT:
+        args += ["-c", item]
+    code = main([*args, *extra])
+    text = capsys.readouterr().out
+    return code, re.sub(r"\s+", " ", text)
+
+
+def _hosting(out) -> dict:
+    return json.loads((out / "sagemaker" / "hosting" / "state.json").read_text())
+
+
+def _endpoint_config(out) -> str:
+    state = _hosting(out)
+    endpoints = state.get("endpoints", state.get("Endpoints", {}))
+    (endpoint,) = endpoints.values() if isinstance(endpoints, dict) else endpoints
+    return endpoint.get("EndpointConfigName") or endpoint.get("config") or json.dumps(endpoint)
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    return tmp_path_factory.mktemp("demo")
+
+
+def test_first_run_creates_the_endpoint_and_predicts(out, digits_dir, capsys):
+    code, text = _demo(out, digits_dir, capsys)
+    assert code == 0, text[-3000:]
+    assert "▶ Create endpoint" in text and "▶ Update endpoint" not in text
+    assert "prediction:" in text and "— correct" in text
+    output = json.loads((out / "execution.json").read_text())["output"]
+    assert output["endpoint_name"] and set(output["best_hyperparameters"]) == {
+        contract.BATCH_SIZE, contract.LR, contract.EPOCHS}
+    assert output["rule_verdicts"] and all(v == contract.NO_ISSUES for v in output["rule_verdicts"].values())
+    for name in ("model.tar.gz", "best-hyperparameters.json", "rule-verdicts.json", "profiler-report.html",
+                 "template.json"):
+        assert (out / name).is_file(), name
+    from cli.recording import validate_recording
+
+    problems = validate_recording(out)
+    assert all("ModelArtifacts" in p for p in problems), problems  # early-stopped trials have none
+
+
+def test_second_run_updates_blue_green_without_downtime(out, digits_dir, capsys):
+    before = _endpoint_config(out)
+    code, text = _demo(out, digits_dir, capsys)
+    assert code == 0, text[-3000:]
+    assert "takes the update path" in text and "▶ Update endpoint" in text
+    match = re.search(r"answered (\d+) of (\d+) requests: no downtime", text)
+    assert match and int(match[1]) == int(match[2]) > 0, text[-2000:]
+    assert _endpoint_config(out) != before
+
+
+def test_gate_failure_leaves_the_endpoint_serving(out, digits_dir, capsys):
+    before = _endpoint_config(out)
+    code, text = _demo(out, digits_dir, capsys, "--input", json.dumps({"min_test_accuracy": 1.01}))
+    assert code == 1
+    assert "GateFailed" in text and "Gate: test accuracy too low" in text
+    assert "the serving endpoint was left untouched and answers: HTTP 200" in text
+    assert _endpoint_config(out) == before
+
+
+def test_training_failure_takes_the_failure_path(digits_dir, tmp_path):
+    """The final training job dies (stopped from outside, as a spot reclaim or an operator would): the execution
+    fails in the training state with SageMaker's description as the cause, and nothing is deployed."""
+    from infra import synth_template
+    from local.engine import TemplateResolver, run_definition
+    from local.sagemaker import LocalSageMaker
+
+    context = {"profile": "local", "tuning": {"max_jobs": 1, "max_parallel_jobs": 1,
+                                              "ranges": {"epochs": {"min": 1, "max": 2}}}}
+    resolver = TemplateResolver(synth_template(context))
+    dataset = resolver.resolve(resolver.template["Outputs"]["DatasetUri"]["Value"])
+    stopped = threading.Event()
+    with LocalSageMaker(tmp_path / "sm") as sm:
+        def stop_final_job(event: dict) -> None:
+            if (event.get("type") == "TrainingJob" and event.get("TrainingJobStatus") == "InProgress"
+                    and not stopped.is_set()
+                    and not sm.describe_training_job(TrainingJobName=event["TrainingJobName"]).get("TuningJobArn")):
+                stopped.set()
+                threading.Timer(2.0, sm.stop_training_job, kwargs={"TrainingJobName": event["TrainingJobName"]}
+                                ).start()
+
+        sm.add_listener(stop_final_job)
+        for split in contract.CHANNELS:
+            shutil.copytree(digits_dir / split, sm.s3.path(dataset) / split)
+        result = run_definition(resolver.definition(), {}, sm)
+        endpoints = sm.list_endpoints()["Endpoints"]
+    assert stopped.is_set()
+    assert result.status == "FAILED"
+    assert result.failed_state == "Training failed", result.states()[-3:]
+    assert "Stopped" in (result.cause or "")
+    assert endpoints == []
