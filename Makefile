@@ -49,7 +49,7 @@ serve: setup
 
 # The synthesized state machine, run end to end on this machine (no AWS account needed).
 demo: setup data
-	$(PY) -m local.demo --out $(OUT) $(if $(SERVE),--serve,)
+	$(PY) -m local.demo --out $(OUT) --data $(DATA) $(if $(SERVE),--serve --port $(PORT),) $(ARGS)
 
 synth: setup
 	npx cdk synth --quiet
