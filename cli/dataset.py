@@ -147,4 +147,5 @@ def upload(s3: Any, plan: SyncPlan, on_bytes: Callable[[int], Any] | None = None
 
 def _content_type(path: Path) -> str:
     suffix = path.suffix.lower().lstrip(".")
-    return {"jpg": "image/jpeg", "jpeg": "image/jpeg", "tif": "image/tiff"}.get(suffix, f"image/{suffix}")
+    fmt = {"jpg": "JPEG", "tif": "TIFF"}.get(suffix, suffix.upper())
+    return contract.MEDIA_TYPE_BY_FORMAT.get(fmt, "application/octet-stream")

@@ -15,8 +15,6 @@ from cli.errors import CliError, UsageError
 from ml import contract
 
 EXECUTE_API_HOST = re.compile(r"^[a-z0-9]+\.execute-api\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
-MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "BMP": "image/bmp",
-               "TIFF": "image/tiff", "WEBP": "image/webp"}
 AUTH_MODES = ("auto", "iam", "none")
 
 
@@ -63,7 +61,7 @@ def read_image(path: Path) -> tuple[bytes, str]:
     fmt = contract.sniff_image_format(body)
     if fmt is None:
         raise UsageError(f"{path} is not an image ({', '.join(contract.IMAGE_FORMATS)})")
-    return body, MEDIA_TYPES[fmt]
+    return body, contract.MEDIA_TYPE_BY_FORMAT[fmt]
 
 
 def signing_region(url: str, fallback: str | None) -> str | None:

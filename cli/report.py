@@ -146,7 +146,7 @@ def _evaluate_run(backend: Backend, job: Job, work: Path, names: dict[str, str],
     if data is None:
         return None, f"the model {job.model_uri} could not be read ({why})"
     model_dir = extract_model(data, work / "model")
-    test_dir = work / "test"
+    test_dir = work / contract.TEST
     if _download_prefix(backend, job.test_data_uri, test_dir) == 0:
         return None, f"the test channel {job.test_data_uri} holds no readable images"
     predictions = evaluate(model_dir, test_dir, f"{job.name} ({job.model_uri}) on {job.test_data_uri}", progress)

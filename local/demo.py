@@ -141,8 +141,9 @@ def _held_out_image(data: Path) -> tuple[Path, str]:
 
 
 def post_image(url: str, image: Path, timeout: float = 30.0) -> tuple[int, dict]:
-    content_type = "image/png" if image.suffix.lower() == ".png" else "image/jpeg"
-    request = urllib.request.Request(url, data=image.read_bytes(), method="POST",
+    body = image.read_bytes()
+    content_type = contract.MEDIA_TYPE_BY_FORMAT.get(contract.sniff_image_format(body) or "", "image/jpeg")
+    request = urllib.request.Request(url, data=body, method="POST",
                                      headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:

@@ -221,6 +221,7 @@ def sniff_image_format(body: bytes) -> str | None:
 
 
 IMAGE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
+MEDIA_TYPE_BY_FORMAT: dict[str, str] = {fmt: f"image/{fmt.lower()}" for fmt in IMAGE_FORMATS}
 
 
 class ApiException(Exception):
