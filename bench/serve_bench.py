@@ -27,12 +27,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import psutil
-from PIL import Image
+from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -50,9 +51,9 @@ SETTLE_S = 0.5
 # --- models and images ------------------------------------------------------------------------------------------
 def train_local_model(work: Path) -> Path:
     """The same model the tests use: ml/train.py --preset local on the rendered digits (about a minute)."""
-    from local.digits import render
-
-    render(work / "digits", size=32, seed=0)
+    # A child process renders the digits: scikit-learn stays out of this process (see bench_images).
+    subprocess.run([sys.executable, "-m", "local.digits", str(work / "digits")], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SM_") and k != "OMP_NUM_THREADS"}
     env.update({"SM_CHANNEL_TRAIN": str(work / "digits/train"), "SM_CHANNEL_VALID": str(work / "digits/valid"),
                 "SM_CHANNEL_TEST": str(work / "digits/test"), "SM_MODEL_DIR": str(work / "model"),
@@ -80,14 +81,19 @@ def write_resnet224(model_dir: Path, classes: list[str]) -> Path:
 
 
 def bench_images(n: int, side: int, fmt: str) -> list[bytes]:
-    """n distinct digit-like pictures of side x side pixels (photos for the 224 model: JPEG at camera-ish size)."""
-    from sklearn.datasets import load_digits
+    """n distinct handwriting-like digits of side x side pixels (JPEG "photos" for the 224 model).
 
-    digits = load_digits().images
+    Drawn with Pillow rather than loaded from scikit-learn: sklearn's wheel brings a second OpenMP runtime into this
+    process, and on a small machine two OpenMP runtimes make the in-process timings erratic.
+    """
+    rng = np.random.default_rng(0)
     out = []
     for i in range(n):
-        glyph = Image.fromarray((digits[i] * 255 / 16).astype(np.uint8), "L").resize((side, side),
-                                                                                    Image.Resampling.BICUBIC)
+        glyph = Image.new("L", (side, side), 0)
+        size = side * rng.uniform(0.5, 0.8)
+        xy = (side * rng.uniform(0.15, 0.35), side * rng.uniform(0.0, 0.2))
+        ImageDraw.Draw(glyph).text(xy, str(i % 10), fill=int(rng.integers(180, 256)), font_size=size)
+        glyph = glyph.rotate(float(rng.uniform(-12, 12)), resample=Image.Resampling.BILINEAR)
         buf = io.BytesIO()
         glyph.convert("RGB").save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
         out.append(buf.getvalue())
@@ -172,14 +178,27 @@ def overhead(model: Path, images: list[bytes], content_type: str, rounds: int, l
         endpoint = Client(stack.endpoint_port, "/invocations", content_type)
         api = Client(stack.api_port, f"{contract.PREDICT_PATH}?top_k=3", content_type)
 
-        def in_process(body: bytes) -> None:
-            predictor.probabilities(predictor.preprocess(body))
+        # The model runs on a worker thread, as in every server (the endpoint's waitress threads): with two
+        # intra-op threads, forwards started from a process's main thread were 2-60x slower here under load, which
+        # would flatter the servers. Only the preprocess + forward itself is timed, inside that thread.
+        model_thread = ThreadPoolExecutor(1, thread_name_prefix="in-process-model")
 
-        def over_http(client: Client) -> Callable[[bytes], None]:
-            def call(body: bytes) -> None:
+        def forward(body: bytes) -> float:
+            started = time.perf_counter()
+            predictor.probabilities(predictor.preprocess(body))
+            return (time.perf_counter() - started) * 1000
+
+        def in_process(body: bytes) -> float:
+            return model_thread.submit(forward, body).result()
+
+        def over_http(client: Client) -> Callable[[bytes], float]:
+            def call(body: bytes) -> float:
+                started = time.perf_counter()
                 status, data = client.post(body)
+                elapsed = (time.perf_counter() - started) * 1000
                 if status != 200:
                     raise SystemExit(f"{client.path} answered {status}: {data[:200]!r}")
+                return elapsed
             return call
 
         paths = {"in-process": in_process, "endpoint": over_http(endpoint), "full": over_http(api)}
@@ -192,10 +211,7 @@ def overhead(model: Path, images: list[bytes], content_type: str, rounds: int, l
         for _ in range(rounds):
             for name, fn in paths.items():
                 time.sleep(SETTLE_S)
-                for body in images:
-                    started = time.perf_counter()
-                    fn(body)
-                    times[name].append((time.perf_counter() - started) * 1000)
+                times[name].extend(fn(body) for body in images)
         result = {name: statistics.median(t) for name, t in times.items()}
         print(f"\n== {label}: {len(images)} images x {rounds} rounds per path ==")
         for name, values in times.items():
@@ -207,6 +223,7 @@ def overhead(model: Path, images: list[bytes], content_type: str, rounds: int, l
               f"{'met' if ep <= TARGET_ENDPOINT else 'MISSED'})")
         print(f"  fixed HTTP cost: endpoint {result['endpoint'] - result['in-process']:.2f} ms, "
               f"full {result['full'] - result['in-process']:.2f} ms per request")
+        model_thread.shutdown()
         return result
     finally:
         stack.stop()
@@ -270,12 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-seconds", type=float, default=60.0)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--endpoint-concurrency", type=int, default=1)
-    parser.add_argument("--torch-threads", type=int, default=1,
-                        help="intra-op threads in every process measured (0: torch's default, one per core). On a "
-                             "small shared machine two OpenMP teams fighting over the cores make forwards 10-100x "
-                             "slower; one thread each keeps the comparison about serving, not about that")
-    parser.add_argument("--no-resnet224", dest="resnet224", action="store_false",
-                        help="skip the 224x224 resnet18 measurement")
+    parser.add_argument("--torch-threads", type=int, default=0,
+                        help="intra-op threads in every process measured (default 0: torch's default, one per core, "
+                             "as make serve runs; 1 makes timings steadier on a busy shared machine)")
     args = parser.parse_args(argv)
     if args.torch_threads:
         os.environ["OMP_NUM_THREADS"] = str(args.torch_threads)  # inherited by local.serve and the endpoint
