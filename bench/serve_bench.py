@@ -290,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torch-threads", type=int, default=0,
                         help="intra-op threads in every process measured (default 0: torch's default, one per core, "
                              "as make serve runs; 1 makes timings steadier on a busy shared machine)")
+    parser.add_argument("--no-resnet224", dest="resnet224", action="store_false",
+                        help="skip the 224x224 resnet18 measurement")
     args = parser.parse_args(argv)
     if args.torch_threads:
         os.environ["OMP_NUM_THREADS"] = str(args.torch_threads)  # inherited by local.serve and the endpoint
