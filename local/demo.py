@@ -279,11 +279,15 @@ def run(args: argparse.Namespace, console: Console) -> int:
             shutil.copytree(args.data / split, dataset_dir / split, dirs_exist_ok=True)
         console.log(f"dataset at {dataset_uri} (local S3: {dataset_dir})")
 
+        saved_env = dict(os.environ)
+        stack.callback(lambda: (os.environ.clear(), os.environ.update(saved_env)))
         os.environ.update(local_aws_environment(sm.runtime_url, endpoint_name))
-        os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")  # the Lambda's per-request JSON logs
         forwarder = load_forwarder()
         # A cold start per run: the module (and its client) may survive from an earlier run in this process.
         forwarder.sagemaker_runtime = forwarder.make_client()
+        log_level = forwarder.logger.log_level
+        forwarder.logger.setLevel("WARNING")  # its per-request JSON lines would drown the progress display
+        stack.callback(forwarder.logger.setLevel, log_level)
         server = create_server(forwarder.handler, "127.0.0.1", args.port if args.serve else 0)
         threading.Thread(target=server.serve, daemon=True, name="rest-front").start()
         stack.callback(server.stop)
