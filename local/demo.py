@@ -39,10 +39,6 @@ DEFAULT_DATA = ROOT / "data" / "digits"
 EPOCH_LINE = re.compile(r"^epoch=(\d+)/(\d+)\b")
 
 
-class DemoError(Exception):
-    """A reason to stop the demo with one clear line."""
-
-
 # --- terminal progress -------------------------------------------------------------------------------------------
 class DemoProgress:
     """Turns execution-history and stand-in events into log lines and per-job epoch bars."""
@@ -174,11 +170,12 @@ class Prober:
                 self.failed += 1
                 self.failures.append(f"{status}: {body.get('error', {}).get('message', '')}"[:200])
 
-    def __enter__(self) -> Prober:
+    def start(self) -> Prober:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
+        """Idempotent: called once the pipeline ends, and again on the way out of an interrupted run."""
         self._stop.set()
         self._thread.join(timeout=30)
 
@@ -300,7 +297,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         if existing:
             console.log(f"endpoint {endpoint_name} is already InService: this run takes the update path, "
                         "and a prober POSTs an image every second meanwhile")
-            stack.enter_context(prober)
+            stack.callback(prober.start().stop)
 
         t0 = time.monotonic()
         with ui.progress:
@@ -308,7 +305,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
                                     name=f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
         timings["pipeline"] = time.monotonic() - t0
         if prober:
-            prober.__exit__(None, None, None)
+            prober.stop()
         paths = _copy_artifacts(out, sm, result.output, result)
         # What `imgclf ... --local` reads: the same boto3 responses a deployed stack would give.
         write_recording(out, sagemaker=sm, stepfunctions=ExecutionRecord.from_result(result),
@@ -375,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: every job and endpoint process was stopped[/]")
         return 130
-    except (DemoError, ValueError, RuntimeError) as exc:  # bad context or input, a working folder in use
+    except (ValueError, RuntimeError) as exc:  # bad context or input, a working folder in use
         console.print(f"[red]error:[/] {exc or type(exc).__name__}", highlight=False)
         return 1
 
