@@ -18,8 +18,8 @@ OUTPUT_DATASET = "DatasetUri"  # s3://<bucket>/<data prefix>/: the SageMaker rol
 OUTPUT_STATE_MACHINE = "StateMachineArn"
 OUTPUT_API_URL = "PredictUrl"  # the stage URL of POST /predict
 OUTPUT_ENDPOINT = "EndpointName"
-# Optional: the name prefix of what the state machine creates (models, endpoint configs, endpoints: <prefix>-...).
-# Without such an output, teardown uses DEFAULT_RESOURCE_PREFIX (cdk.json's "prefix" context) or --prefix.
+# The name prefix of what the state machine creates (models, endpoint configs, endpoints: <prefix>-...). Once the
+# stack is gone, teardown uses --prefix or DEFAULT_RESOURCE_PREFIX (cdk.json's "prefix" context).
 OUTPUT_RESOURCE_PREFIX = "ResourcePrefix"
 DEFAULT_RESOURCE_PREFIX = "imgclf"
 

@@ -282,6 +282,9 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "cloud": {},
     "local": {
         "region": "us-east-1",
+        # No CloudFormation deletion runs locally (`imgclf teardown --local` cleans a run), and the teardown's
+        # Provider framework would add a second state machine to the template the local engine runs.
+        "teardown_on_destroy": False,
         "tuning": {"instance_type": "ml.m5.xlarge", "max_runtime_s": 1800},
         "training": {"instance_type": "ml.m5.xlarge", "max_runtime_s": 1800},
         "debugger": {"poll_s": 1, "max_polls": 600},

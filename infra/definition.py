@@ -20,7 +20,10 @@ _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 
 
 def state_machine_resource(template: Mapping[str, Any]) -> dict[str, Any]:
-    found = [r for r in template.get("Resources", {}).values() if r.get("Type") == STATE_MACHINE_TYPE]
+    """The pipeline's state machine: the one whose definition takes DefinitionSubstitutions (the teardown's
+    custom-resource Provider adds a completion-polling state machine of its own, which takes none)."""
+    found = [r for r in template.get("Resources", {}).values() if r.get("Type") == STATE_MACHINE_TYPE
+             and "DefinitionSubstitutions" in r.get("Properties", {})]
     if len(found) != 1:
         raise ValueError(f"expected one {STATE_MACHINE_TYPE} in the template, found {len(found)}")
     return found[0]

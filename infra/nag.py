@@ -41,6 +41,8 @@ WILDCARD_REASONS: dict[str, str] = {
             "project prefix.",
     "Delete": "The teardown deletes what the state machine created: names with the project prefix only.",
     "StopJobs": "The teardown stops the project's running jobs: names with the project prefix only.",
+    "ReadTags": "The teardown reads the owner tag of the project's resources (names with the project prefix only) "
+                "to act only on what this stack's state machine created.",
     "StopExecutions": "The teardown stops this state machine's running executions (execution ARNs are "
                       "'<state machine>:<execution name>').",
 }
@@ -50,6 +52,8 @@ CDK_WILDCARD_REASONS: dict[str, str] = {
                              "no resource-level permissions.",
     "logs:CreateLogDelivery": "Step Functions vended-log delivery to the state machine's log group: the "
                               "CloudWatch Logs delivery actions have no resource-level permissions.",
+    "lambda:InvokeFunction": "The custom-resource Provider framework invokes the teardown's own functions; ':*' "
+                             "is their versions and aliases (aws-cdk-lib's grantInvoke), nothing else.",
 }
 
 
@@ -109,6 +113,8 @@ def acknowledge(stack: Stack) -> None:
     roles: list[iam.Role] = [stack.roles.sagemaker, stack.roles.state_machine, stack.api.role]
     if stack.teardown is not None:
         roles.append(stack.teardown.function.role)  # type: ignore[arg-type]
+        roles += [c for c in stack.teardown.provider.node.find_all() if isinstance(c, iam.Role)]
+        _acknowledge_provider(stack.teardown.provider)
     for role in roles:
         policy = role.node.try_find_child("DefaultPolicy")
         if isinstance(policy, iam.Policy):
@@ -135,3 +141,17 @@ def acknowledge(stack: Stack) -> None:
     _ack(api.api.deployment_stage, "AwsSolutions-APIG3",
          "No WAF by default: IAM auth, stage throttling and a usage-plan quota bound abuse; a WAFv2 web ACL is a "
          "fixed monthly cost to add when the API faces untrusted callers.")
+
+
+def _acknowledge_provider(provider: IConstruct) -> None:
+    """aws-cdk-lib's custom-resource Provider framework: its own Lambda roles and waiter state machine."""
+    for role in (c for c in provider.node.find_all() if isinstance(c, iam.Role)):
+        _ack(role, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                   "AWSLambdaBasicExecutionRole]",
+             "The Provider framework's own functions (aws-cdk-lib custom_resources) use the narrow "
+             "AWSLambdaBasicExecutionRole for their logs; they run only during the teardown resource's events.")
+    waiter = provider.node.try_find_child("waiter-state-machine")
+    if waiter is not None:
+        _ack(waiter, "AwsSolutions-SF2",
+             "The Provider framework's completion poller (aws-cdk-lib custom_resources) offers no X-Ray setting; it "
+             "logs ALL events to its own log group.")

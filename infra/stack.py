@@ -65,6 +65,8 @@ class ImageClassifierStack(Stack):
                   description="Default dataset: upload train/, valid/ and test/ (one folder per class) under it")
         CfnOutput(self, "StateMachineArn", value=self.pipeline.state_machine.state_machine_arn)
         CfnOutput(self, "EndpointName", value=cfg.endpoint_name)
+        CfnOutput(self, "ResourcePrefix", value=cfg.prefix,
+                  description="Name prefix of what the state machine creates (<prefix>-<run id>): imgclf teardown")
         CfnOutput(self, "PredictUrl", value=self.api.predict_url)
         CfnOutput(self, "PredictMethodArn", value=self.api.method.method_arn,
                   description="Grant execute-api:Invoke on this ARN to the callers of POST /predict")

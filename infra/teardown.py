@@ -1,22 +1,45 @@
 """`cdk destroy` also removes what the state machine created (endpoint, endpoint configs, models) and stops its
-running executions and jobs, so nothing outside CloudFormation is left billing."""
+running executions and jobs, so nothing outside CloudFormation is left billing.
+
+aws-cdk-lib's custom-resource Provider framework runs the handlers (infra/teardown_handler/handler.py): it answers
+CloudFormation, polls `is_complete` every QUERY_INTERVAL until the endpoint is gone and no job runs, and reports
+FAILED when a handler raises or TOTAL_TIMEOUT passes
+(https://docs.aws.amazon.com/cdk/api/v2/docs/aws-cdk-lib.custom_resources-readme.html#provider-framework).
+The handlers act only while the stack itself is being deleted (see the handler's docstring).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import ArnFormat, CustomResource, Duration, Stack
+from aws_cdk import ArnFormat, Aws, CustomResource, Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import custom_resources as cr
 from constructs import Construct
 
+from infra import sagemaker_requests as req
 from infra.common import log_group
 from infra.config import StackConfig
 from infra.security import sagemaker_arn
 
 HANDLER_DIR = Path(__file__).resolve().parent / "teardown_handler"
 RESOURCE_TYPE = "Custom::SageMakerTeardown"
+# A custom resource gets one hour to answer (AWS::CloudFormation::CustomResource ServiceTimeout, at most 3600 s:
+# https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-cloudformation-customresource.html);
+# stopping jobs and waiting out a Creating endpoint fit well inside it.
+TOTAL_TIMEOUT = Duration.minutes(50)
+QUERY_INTERVAL = Duration.seconds(30)
+
+
+def owner_tag(cfg: StackConfig) -> tuple[str, str]:
+    """The literal tag every SageMaker request of the state machine sets: what marks a resource as this stack's."""
+    literal = [t for t in req._tags(cfg) if "Value" in t]
+    if not literal:
+        raise ValueError("the state machine's SageMaker requests carry no literal tag: teardown could not tell "
+                         "this stack's resources from others named like them")
+    return literal[0]["Key"], literal[0]["Value"]
 
 
 class Teardown(Construct):
@@ -27,6 +50,9 @@ class Teardown(Construct):
         logs = log_group(self, "Logs", cfg)
         role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
                         description=f"{p}: deletes the state machine's SageMaker resources on stack deletion")
+        # Is the stack itself being deleted, or did the resource only leave the template?
+        role.add_to_policy(iam.PolicyStatement(
+            sid="StackStatus", actions=["cloudformation:DescribeStacks"], resources=[Aws.STACK_ID]))
         role.add_to_policy(iam.PolicyStatement(
             sid="Logs", actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[logs.log_group_arn]))
         # List calls have no resource-level permissions; every write below is scoped to the prefix.
@@ -39,6 +65,11 @@ class Teardown(Construct):
                                      sagemaker_arn(self, "endpoint-config", f"{p}-*"),
                                      sagemaker_arn(self, "model", f"{p}-*")],
             actions=["sagemaker:DeleteEndpoint", "sagemaker:DeleteEndpointConfig", "sagemaker:DeleteModel"]))
+        # Ownership is the owner tag, read per resource (ListTags authorizes on the resource's ARN).
+        role.add_to_policy(iam.PolicyStatement(
+            sid="ReadTags", actions=["sagemaker:ListTags"],
+            resources=[sagemaker_arn(self, kind, f"{p}-*") for kind in (
+                "endpoint", "endpoint-config", "model", "hyper-parameter-tuning-job", "training-job")]))
         role.add_to_policy(iam.PolicyStatement(
             sid="StopJobs", actions=["sagemaker:StopHyperParameterTuningJob", "sagemaker:StopTrainingJob"],
             resources=[sagemaker_arn(self, "hyper-parameter-tuning-job", f"{p}-*"),
@@ -50,22 +81,29 @@ class Teardown(Construct):
             resources=[stack.format_arn(service="states", resource="execution",
                                         resource_name=f"{cfg.state_machine_name}:*",
                                         arn_format=ArnFormat.COLON_RESOURCE_NAME)]))
-        self.function = lambda_.Function(
-            self, "Function",
-            description=f"{p}: on stack deletion, remove endpoints/configs/models named {p}-*",
-            runtime=lambda_.Runtime.PYTHON_3_14,
-            architecture=lambda_.Architecture.ARM_64,
-            handler="handler.handler",
-            code=lambda_.Code.from_asset(str(HANDLER_DIR), exclude=["__pycache__", "*.pyc", "__init__.py"]),
-            timeout=Duration.minutes(5),
-            memory_size=256,
-            role=role,
-            log_group=logs,
-            tracing=lambda_.Tracing.ACTIVE,
-        )
+        code = lambda_.Code.from_asset(str(HANDLER_DIR), exclude=["__pycache__", "*.pyc", "__init__.py"])
+
+        def handler(cid: str, name: str, what: str) -> lambda_.Function:
+            return lambda_.Function(
+                self, cid, description=f"{p}: teardown {what}", runtime=lambda_.Runtime.PYTHON_3_14,
+                architecture=lambda_.Architecture.ARM_64, handler=f"handler.{name}", code=code,
+                timeout=Duration.minutes(5), memory_size=256, role=role, log_group=logs,
+                tracing=lambda_.Tracing.ACTIVE)
+
+        self.on_event = handler("OnEvent", "on_event", "(acts only when the stack itself is being deleted)")
+        self.is_complete = handler("IsComplete", "is_complete", "progress: stop jobs, delete endpoint/configs/models")
+        self.function = self.is_complete
+        self.provider = cr.Provider(
+            self, "Provider", on_event_handler=self.on_event, is_complete_handler=self.is_complete,
+            query_interval=QUERY_INTERVAL, total_timeout=TOTAL_TIMEOUT, log_group=logs,
+            disable_waiter_state_machine_logging=False,
+            waiter_state_machine_log_options=cr.LogOptions(destination=log_group(self, "WaiterLogs", cfg),
+                                                           level=sfn.LogLevel.ALL))
+        tag_key, tag_value = owner_tag(cfg)
         # Depends on the state machine (its ARN), so CloudFormation deletes this first: executions stop before
         # the state machine goes, and the endpoint before the roles it was created with.
         self.resource = CustomResource(
-            self, "Resource", service_token=self.function.function_arn, resource_type=RESOURCE_TYPE,
-            properties={"Prefix": p, "StateMachineArn": state_machine.state_machine_arn})
+            self, "Resource", service_token=self.provider.service_token, resource_type=RESOURCE_TYPE,
+            properties={"Prefix": p, "StateMachineArn": state_machine.state_machine_arn,
+                        "OwnerTagKey": tag_key, "OwnerTagValue": tag_value})
         self.resource.node.add_dependency(role)

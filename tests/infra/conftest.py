@@ -55,6 +55,13 @@ class Synth:
         return found[0]
 
     @property
+    def state_machine(self) -> dict[str, Any]:
+        """The pipeline's state machine resource (the teardown's Provider framework adds a poller of its own)."""
+        from infra.definition import state_machine_resource
+
+        return state_machine_resource(self.template)
+
+    @property
     def config(self):
         return infra.load_config_for(self.context)
 

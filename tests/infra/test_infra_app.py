@@ -36,3 +36,15 @@ def test_app_synthesizes_like_the_cli(tmp_path, cloud):
     assert result.returncode == 0, result.stderr[-3000:]
     template = json.loads((tmp_path / "ImageClassifier.template.json").read_text())
     assert template["Resources"].keys() == cloud.template["Resources"].keys()
+
+
+def test_every_output_the_cli_reads_is_emitted(cloud, variant):
+    """`imgclf` reads the stack through these OutputKeys; `teardown` needs the prefix a `-c prefix=...` deploy used."""
+    from cli import config
+
+    keys = {v for k, v in vars(config).items() if k.startswith("OUTPUT_") and k != "OUTPUT_ARCHIVE"}
+    assert config.OUTPUT_RESOURCE_PREFIX in keys
+    for synth in (cloud, variant):
+        assert keys <= set(synth.template["Outputs"]), keys - set(synth.template["Outputs"])
+        assert synth.template["Outputs"][config.OUTPUT_RESOURCE_PREFIX]["Value"] == synth.config.prefix
+    assert variant.config.prefix == "imgvar"

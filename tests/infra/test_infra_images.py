@@ -56,12 +56,12 @@ def test_template_maps_regions_and_refuses_others(cloud, table):
     assert cloud.template["Mappings"]["Images"] == table
     rule = cloud.template["Rules"]["SupportedRegion"]["Assertions"][0]["Assert"]["Fn::Contains"]
     assert rule == [sorted(table), {"Ref": "AWS::Region"}]
-    subs = cloud.one("AWS::StepFunctions::StateMachine")["Properties"]["DefinitionSubstitutions"]
+    subs = cloud.state_machine["Properties"]["DefinitionSubstitutions"]
     assert subs["TrainingImage"] == {"Fn::FindInMap": ["Images", {"Ref": "AWS::Region"}, "TrainingImage"]}
 
 
 def test_pinned_region_gets_literals(variant, local):
-    subs = variant.one("AWS::StepFunctions::StateMachine")["Properties"]["DefinitionSubstitutions"]
+    subs = variant.state_machine["Properties"]["DefinitionSubstitutions"]
     assert subs["TrainingImage"] == f"{DLC_ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:2.6-gpu-py312"
     assert "Mappings" not in local.template
 

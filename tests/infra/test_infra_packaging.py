@@ -72,7 +72,7 @@ def test_training_jobs_point_at_the_sourcedir_asset(cloud):
 
     files = json.loads((cloud.outdir / "ImageClassifier.assets.json").read_text())["files"]
     (asset_hash,) = [h for h, f in files.items() if f["source"]["path"].endswith(".tar.gz")]
-    subs = cloud.one("AWS::StepFunctions::StateMachine")["Properties"]["DefinitionSubstitutions"]
+    subs = cloud.state_machine["Properties"]["DefinitionSubstitutions"]
     assert asset_hash in subs["SourceDirUri"]["Fn::Sub"]
     static = cloud.task_states()["Tune hyperparameters"]["Parameters"]["TrainingJobDefinition"]["StaticHyperParameters"]
     assert asset_hash in static["sagemaker_submit_directory"]

@@ -24,7 +24,7 @@ def _targets(state: dict) -> set[str]:
 
 
 def test_definition_is_one_plain_string_with_named_substitutions(any_synth):
-    props = any_synth.one("AWS::StepFunctions::StateMachine")["Properties"]
+    props = any_synth.state_machine["Properties"]
     assert isinstance(props["DefinitionString"], str)
     placeholders = set(re.findall(r"\$\{([A-Za-z]+)\}", props["DefinitionString"]))
     assert placeholders == set(props["DefinitionSubstitutions"])
@@ -201,7 +201,7 @@ def test_output_shape(cloud):
 
 
 def test_state_machine_resource(cloud):
-    props = cloud.one("AWS::StepFunctions::StateMachine")["Properties"]
+    props = cloud.state_machine["Properties"]
     assert props["StateMachineName"] == cloud.config.state_machine_name
     assert props["TracingConfiguration"] == {"Enabled": True}
     assert props["LoggingConfiguration"]["Level"] == "ALL"

@@ -1,4 +1,9 @@
-"""`cdk destroy` removes what the state machine created: the custom resource and its handler (against moto)."""
+"""`cdk destroy` removes what the state machine created: the Provider-framework custom resource and its handlers.
+
+SageMaker and Step Functions run in moto; CloudFormation's DescribeStacks is a botocore Stubber (its StackStatus is
+what decides whether anything is touched). moto has no StopTrainingJob / StopHyperParameterTuningJob, so a thin
+wrapper flips moto's own job status the way SageMaker does (InProgress -> Stopping).
+"""
 
 from __future__ import annotations
 
@@ -6,99 +11,255 @@ import json
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
+from botocore.stub import Stubber
 from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.sagemaker.models import sagemaker_backends
 
-from infra.teardown import RESOURCE_TYPE
+from infra import sagemaker_requests as req
+from infra.teardown import RESOURCE_TYPE, TOTAL_TIMEOUT, owner_tag
 from infra.teardown_handler import handler
 
-ROLE = "arn:aws:iam::123456789012:role/sagemaker"
+REGION = "us-east-1"
+ROLE = f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/sagemaker"
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6-cpu-py312"
+STACK_ID = f"arn:aws:cloudformation:{REGION}:{DEFAULT_ACCOUNT_ID}:stack/ImageClassifier/1"
+TAGS = [{"Key": "project", "Value": "imgclf"}]
 
 
-def test_custom_resource_is_wired_to_the_state_machine(cloud, variant):
+# --- the template --------------------------------------------------------------------------------------------
+def test_custom_resource_runs_on_the_provider_framework(cloud, variant):
     resource = cloud.one(RESOURCE_TYPE)
     props = resource["Properties"]
     assert props["Prefix"] == cloud.config.prefix
-    assert props["StateMachineArn"] == {"Ref": next(iter(cloud.resources("AWS::StepFunctions::StateMachine")))}
-    assert "Fn::GetAtt" in props["ServiceToken"]
-    fn = [f["Properties"] for f in cloud.resources("AWS::Lambda::Function").values()
-          if f["Properties"]["Handler"] == "handler.handler"]
-    assert fn and fn[0]["Runtime"] == "python3.14"
+    (pipeline,) = [k for k, r in cloud.template["Resources"].items() if r is cloud.state_machine]
+    assert props["StateMachineArn"] == {"Ref": pipeline}
+    # The service token is the Provider framework's onEvent function, not a handler answering by hand.
+    token = props["ServiceToken"]["Fn::GetAtt"][0]
+    framework = cloud.template["Resources"][token]["Properties"]
+    assert framework["Handler"] == "framework.onEvent"
+    handlers = {f["Properties"]["Handler"]: f["Properties"] for f in cloud.resources("AWS::Lambda::Function").values()}
+    assert handlers["handler.on_event"]["Runtime"] == handlers["handler.is_complete"]["Runtime"] == "python3.14"
+    assert "framework.isComplete" in handlers and "framework.onTimeout" in handlers  # completion polling
+    waiter = [m["Properties"] for k, m in cloud.resources("AWS::StepFunctions::StateMachine").items()
+              if "Teardown" in k]
+    assert len(waiter) == 1 and waiter[0]["LoggingConfiguration"]["Level"] == "ALL"
+    assert TOTAL_TIMEOUT.to_seconds() < 3600  # inside a custom resource's one-hour answer window
     assert len(variant.resources(RESOURCE_TYPE)) == 1
+
+
+def test_owner_tag_is_what_every_create_request_sets(cloud):
+    """The teardown trusts a tag: each Create* request of the state machine must carry it."""
+    props = cloud.one(RESOURCE_TYPE)["Properties"]
+    assert (props["OwnerTagKey"], props["OwnerTagValue"]) == owner_tag(cloud.config)
+    creates = {name: s for name, s in cloud.task_states().items() if ":create" in s["Resource"].lower()}
+    assert len(creates) >= 5  # tuning (cold/warm), training, model, endpoint config, endpoint
+    for name, state in creates.items():
+        tags = state["Parameters"].get("Tags", [])
+        assert {"Key": props["OwnerTagKey"], "Value": props["OwnerTagValue"]} in tags, name
+
+
+def test_teardown_role_can_check_the_stack_status_and_read_tags(cloud):
+    (role_id,) = [k for k, r in cloud.resources("AWS::IAM::Role").items() if k.startswith("TeardownRole")]
+    policy = next(p["Properties"]["PolicyDocument"] for p in cloud.resources("AWS::IAM::Policy").values()
+                  if {"Ref": role_id} in p["Properties"]["Roles"])
+    by_sid = {s["Sid"]: s for s in policy["Statement"] if "Sid" in s}
+    assert by_sid["StackStatus"]["Action"] == "cloudformation:DescribeStacks"
+    assert by_sid["StackStatus"]["Resource"] == {"Ref": "AWS::StackId"}
+    assert by_sid["ReadTags"]["Action"] == "sagemaker:ListTags"
+
+
+# --- the handlers --------------------------------------------------------------------------------------------
+class _SageMaker:
+    """moto's client plus the two stop calls moto lacks, behaving like SageMaker: InProgress -> Stopping, and a
+    ValidationException for a job that is not InProgress."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+        self.stopped: list[str] = []
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def _backend(self):
+        return sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION]
+
+    def _stop(self, job, attribute: str, name: str) -> None:
+        if getattr(job, attribute) != "InProgress":
+            raise ClientError({"Error": {"Code": "ValidationException",
+                                         "Message": f"The job {name} is not in progress"}}, "Stop")
+        setattr(job, attribute, "Stopping")
+        self.stopped.append(name)
+
+    def stop_training_job(self, TrainingJobName: str) -> None:
+        self._stop(self._backend().training_jobs[TrainingJobName], "training_job_status", TrainingJobName)
+
+    def stop_hyper_parameter_tuning_job(self, HyperParameterTuningJobName: str) -> None:
+        job = self._backend().tuning_jobs[HyperParameterTuningJobName]
+        self._stop(job, "hyper_parameter_tuning_job_status", HyperParameterTuningJobName)
 
 
 @pytest.fixture
 def aws(monkeypatch):
     for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+                       "AWS_DEFAULT_REGION": REGION}.items():
         monkeypatch.setenv(key, value)
     with mock_aws():
-        yield boto3.client("sagemaker"), boto3.client("stepfunctions")
+        yield _SageMaker(boto3.client("sagemaker")), boto3.client("stepfunctions")
 
 
-def _deployments(sm, names):
-    for name in names:
-        sm.create_model(ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer={"Image": IMAGE})
-        sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
-            "VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.m5.large",
-            "InitialInstanceCount": 1}])
+def _deployment(sm, name: str, tags=TAGS) -> None:
+    sm.create_model(ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer={"Image": IMAGE}, Tags=tags)
+    sm.create_endpoint_config(EndpointConfigName=name, Tags=tags, ProductionVariants=[{
+        "VariantName": req.VARIANT_NAME, "ModelName": name, "InstanceType": "ml.m5.large",
+        "InitialInstanceCount": 1}])
 
 
-def test_teardown_removes_only_the_prefix(aws):
-    sm, sfn = aws
-    _deployments(sm, ["imgclf-aaaaaaaaaaaa", "imgclf-bbbbbbbbbbbb", "other-cccccccccccc", "imgclfx-dddddddddddd"])
-    sm.create_endpoint(EndpointName="imgclf-endpoint", EndpointConfigName="imgclf-bbbbbbbbbbbb")
-    sm.create_endpoint(EndpointName="other-endpoint", EndpointConfigName="other-cccccccccccc")
-    machine = sfn.create_state_machine(name="imgclf-train-deploy", roleArn=ROLE, definition=json.dumps(
+def _training_job(sm, name: str, status: str, tags=TAGS) -> None:
+    sm.create_training_job(
+        TrainingJobName=name, RoleArn=ROLE, Tags=tags,
+        AlgorithmSpecification={"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+        OutputDataConfig={"S3OutputPath": "s3://bucket/training/"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
+        StoppingCondition={"MaxRuntimeInSeconds": 600})
+    sm._backend().training_jobs[name].training_job_status = status
+
+
+def _state_machine(sfn) -> str:
+    arn = sfn.create_state_machine(name="imgclf-train-deploy", roleArn=ROLE, definition=json.dumps(
         {"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 600, "End": True}}}))["stateMachineArn"]
-    sfn.start_execution(stateMachineArn=machine, name="run-1")
-
-    removed = handler.teardown("imgclf", machine, sm, sfn)
-
-    assert removed["endpoints"] == ["imgclf-endpoint"]
-    assert sorted(removed["endpoint_configs"]) == ["imgclf-aaaaaaaaaaaa", "imgclf-bbbbbbbbbbbb"]
-    assert sorted(removed["models"]) == ["imgclf-aaaaaaaaaaaa", "imgclf-bbbbbbbbbbbb"]
-    assert removed["executions"] == ["run-1"]
-    assert [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]] == ["other-endpoint"]
-    assert sorted(m["ModelName"] for m in sm.list_models()["Models"]) == ["imgclf" + "x-dddddddddddd",
-                                                                         "other-cccccccccccc"]
-    assert handler.teardown("imgclf", machine, sm, sfn)["models"] == []  # idempotent
+    sfn.start_execution(stateMachineArn=arn, name="run-1")
+    return arn
 
 
-class _Response:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def read(self):
-        return b""
-
-
-def _event(kind: str) -> dict:
-    return {"RequestType": kind, "ResponseURL": "https://cloudformation-custom-resource-response.example/x",
-            "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/s/1", "RequestId": "r1",
-            "LogicalResourceId": "Teardown", "ResourceProperties": {"Prefix": "imgclf"}}
+def _cloudformation(*statuses: str):
+    client = boto3.client("cloudformation", region_name=REGION)
+    stubber = Stubber(client)
+    for status in statuses:
+        stubber.add_response("describe_stacks", {"Stacks": [{
+            "StackName": "ImageClassifier", "StackId": STACK_ID, "StackStatus": status,
+            "CreationTime": "2026-01-01T00:00:00Z"}]}, {"StackName": STACK_ID})
+    stubber.activate()
+    return client, stubber
 
 
-@pytest.mark.parametrize(("kind", "fails", "status"), [
-    ("Create", False, "SUCCESS"), ("Update", False, "SUCCESS"), ("Delete", False, "SUCCESS"),
-    ("Delete", True, "FAILED")])
-def test_handler_always_answers_cloudformation(monkeypatch, kind, fails, status):
-    sent = []
-    monkeypatch.setattr(handler.urllib.request, "urlopen",
-                        lambda request, timeout: sent.append(json.loads(request.data)) or _Response())
+def _event(kind: str, arn: str | None = None) -> dict:
+    return {"RequestType": kind, "StackId": STACK_ID, "RequestId": "r1", "LogicalResourceId": "Teardown",
+            "PhysicalResourceId": "imgclf-teardown", "ResourceType": RESOURCE_TYPE,
+            "ResourceProperties": {"Prefix": "imgclf", "StateMachineArn": arn, "OwnerTagKey": "project",
+                                   "OwnerTagValue": "imgclf"}}
 
-    def teardown(prefix, arn):
-        if fails:
-            raise RuntimeError("boom")
-        return {"endpoints": ["imgclf-endpoint"]}
 
-    monkeypatch.setattr(handler, "teardown", teardown)
-    handler.handler(_event(kind), None)
-    (body,) = sent
-    assert body["Status"] == status
-    assert body["PhysicalResourceId"] == "imgclf-teardown"
-    if fails:
-        assert "boom" in body["Reason"]
+def _run(event: dict, clients: handler.Clients, max_polls: int = 10) -> int:
+    """What the Provider framework does: on_event once, then is_complete until it says done."""
+    result = handler.on_event(event, None, clients)
+    polled = {**event, **result}
+    for poll in range(1, max_polls + 1):
+        if handler.is_complete(polled, None, clients)["IsComplete"]:
+            return poll
+    raise AssertionError(f"not complete after {max_polls} polls")
+
+
+def _names(sm) -> dict[str, list[str]]:
+    return {"endpoints": sorted(e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]),
+            "configs": sorted(c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]),
+            "models": sorted(m["ModelName"] for m in sm.list_models()["Models"])}
+
+
+@pytest.mark.parametrize("status", ["UPDATE_COMPLETE_CLEANUP_IN_PROGRESS", "UPDATE_ROLLBACK_IN_PROGRESS",
+                                    "ROLLBACK_IN_PROGRESS", "UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS"])
+def test_leaving_the_template_touches_nothing(aws, status):
+    """Removing/renaming the resource, or rolling back the update that added it, keeps the live endpoint."""
+    sm, sfn = aws
+    _deployment(sm, "imgclf-aaaaaaaaaaaa")
+    sm.create_endpoint(EndpointName="imgclf-endpoint", EndpointConfigName="imgclf-aaaaaaaaaaaa", Tags=TAGS)
+    machine = _state_machine(sfn)
+    cfn, stubber = _cloudformation(status)
+    before = _names(sm)
+
+    assert _run(_event("Delete", machine), handler.Clients(sm, sfn, cfn)) == 1
+
+    stubber.assert_no_pending_responses()
+    assert _names(sm) == before
+    assert sfn.list_executions(stateMachineArn=machine)["executions"][0]["status"] == "RUNNING"
+
+
+@pytest.mark.parametrize("kind", ["Create", "Update"])
+def test_create_and_update_do_nothing(aws, kind):
+    sm, sfn = aws
+    _deployment(sm, "imgclf-aaaaaaaaaaaa")
+    cfn, _ = _cloudformation()  # no DescribeStacks call expected: the stubber would raise
+    assert _run(_event(kind), handler.Clients(sm, sfn, cfn)) == 1
+    assert _names(sm)["models"] == ["imgclf-aaaaaaaaaaaa"]
+
+
+def test_stack_deletion_removes_only_what_the_stack_made(aws):
+    sm, sfn = aws
+    _deployment(sm, "imgclf-aaaaaaaaaaaa")
+    _deployment(sm, "imgclf-bbbbbbbbbbbb")
+    _deployment(sm, "imgclf-handmade0000", tags=[])  # the prefix, but not made by the state machine
+    _deployment(sm, "other-cccccccccccc", tags=[{"Key": "project", "Value": "imgclf"}])
+    _deployment(sm, "imgclfx-dddddddddddd", tags=[{"Key": "project", "Value": "imgclfx"}])
+    sm.create_endpoint(EndpointName="imgclf-endpoint", EndpointConfigName="imgclf-bbbbbbbbbbbb", Tags=TAGS)
+    sm.create_endpoint(EndpointName="other-endpoint", EndpointConfigName="other-cccccccccccc", Tags=TAGS)
+    machine = _state_machine(sfn)
+    cfn, _ = _cloudformation("DELETE_IN_PROGRESS")
+
+    _run(_event("Delete", machine), handler.Clients(sm, sfn, cfn))
+
+    assert _names(sm) == {"endpoints": ["other-endpoint"],
+                          "configs": ["imgclf-handmade0000", "imgclfx-dddddddddddd", "other-cccccccccccc"],
+                          "models": ["imgclf-handmade0000", "imgclfx-dddddddddddd", "other-cccccccccccc"]}
+    assert sfn.list_executions(stateMachineArn=machine)["executions"][0]["status"] == "ABORTED"
+
+
+def test_running_jobs_are_stopped_and_waited_for(aws):
+    """Stopping/Stopped jobs (a trial stopped by its tuning job) never fail the teardown; it waits until no job
+    of ours is InProgress or Stopping, and leaves other jobs alone."""
+    sm, sfn = aws
+    _training_job(sm, "imgclf-aaaaaaaaaaaa", "InProgress")
+    _training_job(sm, "imgclf-bbbbbbbbbbbb-001-1a2b3c4d", "Stopping")  # a trial its tuning job is stopping
+    _training_job(sm, "imgclf-cccccccccccc", "Stopped")
+    _training_job(sm, "imgclf-handmade0000", "InProgress", tags=[])
+    cfn, _ = _cloudformation("DELETE_IN_PROGRESS")
+    clients = handler.Clients(sm, sfn, cfn)
+    result = handler.on_event(_event("Delete"), None, clients)
+
+    first = handler.teardown_step(handler.Owner(_event("Delete")["ResourceProperties"]), clients)
+    assert sm.stopped == ["imgclf-aaaaaaaaaaaa"]
+    assert sorted(first["pending"]) == ["training job imgclf-aaaaaaaaaaaa (InProgress)",
+                                        "training job imgclf-bbbbbbbbbbbb-001-1a2b3c4d (Stopping)"]
+    assert not handler.is_complete({**_event("Delete"), **result}, None, clients)["IsComplete"]
+    for name in ("imgclf-aaaaaaaaaaaa", "imgclf-bbbbbbbbbbbb-001-1a2b3c4d"):
+        sm._backend().training_jobs[name].training_job_status = "Stopped"
+    assert handler.is_complete({**_event("Delete"), **result}, None, clients)["IsComplete"]
+    assert sm._backend().training_jobs["imgclf-handmade0000"].training_job_status == "InProgress"
+
+
+def test_a_creating_endpoint_is_waited_for_then_deleted(aws):
+    sm, sfn = aws
+    _deployment(sm, "imgclf-aaaaaaaaaaaa")
+    sm.create_endpoint(EndpointName="imgclf-endpoint", EndpointConfigName="imgclf-aaaaaaaaaaaa", Tags=TAGS)
+    endpoint = sm._backend().endpoints["imgclf-endpoint"]
+    endpoint.endpoint_status = "Creating"
+    cfn, _ = _cloudformation("DELETE_IN_PROGRESS")
+    clients = handler.Clients(sm, sfn, cfn)
+    event = {**_event("Delete"), **handler.on_event(_event("Delete"), None, clients)}
+
+    assert not handler.is_complete(event, None, clients)["IsComplete"]
+    assert _names(sm)["endpoints"] == ["imgclf-endpoint"]  # not deleted while Creating
+    assert _names(sm)["models"] == ["imgclf-aaaaaaaaaaaa"]  # nor what it is being created from
+    endpoint.endpoint_status = "InService"
+    assert not handler.is_complete(event, None, clients)["IsComplete"]  # DeleteEndpoint sent: Deleting
+    assert handler.is_complete(event, None, clients)["IsComplete"]
+    assert _names(sm) == {"endpoints": [], "configs": [], "models": []}
+
+
+def test_an_unexpected_error_fails_the_event(aws):
+    """The Provider framework reports FAILED to CloudFormation when a handler raises: nothing is swallowed."""
+    sm, sfn = aws
+    cfn, stubber = _cloudformation()
+    stubber.add_client_error("describe_stacks", "AccessDenied", "not allowed", 403, {"StackName": STACK_ID})
+    with pytest.raises(ClientError, match="AccessDenied"):
+        handler.on_event(_event("Delete"), None, handler.Clients(sm, sfn, cfn))
