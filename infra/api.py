@@ -3,27 +3,89 @@ X-Ray, IAM auth by default) in front of lambda/forwarder.py, which calls the one
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
+from infra import ROOT
 from infra.common import log_group
 from infra.config import StackConfig
 from infra.security import sagemaker_arn
 from ml import contract
 
 FORWARDER_HANDLER = "forwarder.handler"
-FORWARDER_RUNTIME = lambda_.Runtime.PYTHON_3_12  # matches the Powertools layer's python312 build
+FORWARDER_RUNTIME = lambda_.Runtime.PYTHON_3_12  # a runtime the Powertools layer is built for
+REQUIREMENTS = ROOT / "requirements.txt"
+# Powertools publishes each layer version's ARN as a public SSM parameter per architecture, runtime and library
+# version: https://docs.aws.amazon.com/powertools/python/latest/getting-started/install/#using-ssm-parameter-store
+POWERTOOLS_PARAMETER = "/aws/service/powertools/python/{arch}/{runtime}/{version}"
+
+# Serving mode -> what the forwarder may send and how long it waits (lambda/forwarder.py reads these variables).
+# Serverless endpoints take at most 4 MB per request and may start cold for many seconds
+# (https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints-invoke.html): one long attempt that still
+# ends inside API Gateway's 29 s integration timeout. Instance endpoints answer warm: two short attempts.
+SERVERLESS_MAX_PAYLOAD_BYTES = 4_000_000
+
+
+def serving_limits(cfg: StackConfig) -> dict[str, str]:
+    if cfg.serving.serverless:
+        return {contract.ENV_MAX_IMAGE_BYTES: str(min(contract.API_MAX_IMAGE_BYTES, SERVERLESS_MAX_PAYLOAD_BYTES)),
+                contract.ENV_READ_TIMEOUT_S: "24", contract.ENV_ATTEMPTS: "1"}
+    return {contract.ENV_MAX_IMAGE_BYTES: str(contract.API_MAX_IMAGE_BYTES), contract.ENV_READ_TIMEOUT_S: "10",
+            contract.ENV_ATTEMPTS: "2"}
+
+
+def powertools_version(requirements: Path = REQUIREMENTS) -> str:
+    """The one pin: requirements.txt's aws-lambda-powertools==X (what the tests run) is the layer deployed."""
+    match = re.search(r"^aws-lambda-powertools(?:\[[^\]]*\])?==([0-9][0-9.]*)\s*$", requirements.read_text(), re.M)
+    if not match:
+        raise ValueError(f"{requirements} pins no aws-lambda-powertools==<version>")
+    return match.group(1)
+
+
+def powertools_layer_arn(architecture: lambda_.Architecture) -> str:
+    name = POWERTOOLS_PARAMETER.format(arch=architecture.name, runtime=FORWARDER_RUNTIME.name,
+                                       version=powertools_version())
+    return "{{resolve:ssm:" + name + "}}"  # a CloudFormation dynamic reference, resolved at deploy time
+
+
+# API Gateway's own refusals (before the Lambda runs) carry the contract's error JSON, like the Lambda's:
+# https://docs.aws.amazon.com/apigateway/latest/developerguide/supported-gateway-response-types.html
+# $context.error.messageString is already a quoted JSON string.
+GATEWAY_ERRORS: dict[str, contract.ApiError] = {
+    "ACCESS_DENIED": contract.FORBIDDEN,  # IAM denies execute-api:Invoke
+    "MISSING_AUTHENTICATION_TOKEN": contract.FORBIDDEN,  # unsigned request (or an unknown path)
+    "INVALID_SIGNATURE": contract.FORBIDDEN,
+    "EXPIRED_TOKEN": contract.FORBIDDEN,
+    "INVALID_API_KEY": contract.FORBIDDEN,
+    "WAF_FILTERED": contract.FORBIDDEN,
+    "REQUEST_TOO_LARGE": contract.PAYLOAD_TOO_LARGE,  # body over 10 MB
+    "UNSUPPORTED_MEDIA_TYPE": contract.UNSUPPORTED_MEDIA_TYPE,
+    "BAD_REQUEST_PARAMETERS": contract.UNSUPPORTED_MEDIA_TYPE,  # the validator's required Content-Type is missing
+    "BAD_REQUEST_BODY": contract.BAD_REQUEST,
+    "RESOURCE_NOT_FOUND": contract.NOT_FOUND,
+    "THROTTLED": contract.THROTTLED,
+    "QUOTA_EXCEEDED": contract.THROTTLED,
+    "INTEGRATION_TIMEOUT": contract.GATEWAY_TIMEOUT,  # the 29 s integration timeout
+    "INTEGRATION_FAILURE": contract.SERVICE_UNAVAILABLE,
+}
+# Every other 4xx/5xx keeps its status and gets a generic code.
+GATEWAY_DEFAULTS: dict[str, contract.ApiError] = {"DEFAULT_4XX": contract.BAD_REQUEST,
+                                                   "DEFAULT_5XX": contract.INTERNAL_ERROR}
+
+
+def gateway_template(error: contract.ApiError) -> str:
+    return '{"error": {"code": "' + error.code + '", "message": $context.error.messageString}}'
 
 
 class PredictApi(Construct):
     def __init__(self, scope: Construct, cid: str, *, cfg: StackConfig, bundle_dir: Path) -> None:
         super().__init__(scope, cid)
-        stack = Stack.of(self)
         fc = cfg.function
         arm = fc.architecture == "arm64"
         self.function_logs = log_group(self, "ForwarderLogs", cfg)
@@ -35,14 +97,13 @@ class PredictApi(Construct):
         self.role.add_to_policy(iam.PolicyStatement(
             sid="InvokeEndpoint", actions=["sagemaker:InvokeEndpoint"],
             resources=[sagemaker_arn(self, "endpoint", cfg.endpoint_name)]))
-        layer_arn = (f"arn:{stack.partition}:lambda:{stack.region}:{fc.powertools_layer_account}:layer:"
-                     f"AWSLambdaPowertoolsPythonV3-python312-{'arm64' if arm else 'x86_64'}:"
-                     f"{fc.powertools_layer_version}")
+        architecture = lambda_.Architecture.ARM_64 if arm else lambda_.Architecture.X86_64
+        layer_arn = powertools_layer_arn(architecture)
         self.function = lambda_.Function(
             self, "Forwarder",
             description="POST /predict: image bytes -> SageMaker InvokeEndpoint -> top-k labels",
             runtime=FORWARDER_RUNTIME,
-            architecture=lambda_.Architecture.ARM_64 if arm else lambda_.Architecture.X86_64,
+            architecture=architecture,
             handler=FORWARDER_HANDLER,
             code=lambda_.Code.from_asset(str(bundle_dir)),
             layers=[lambda_.LayerVersion.from_layer_version_arn(self, "Powertools", layer_arn)],
@@ -51,7 +112,8 @@ class PredictApi(Construct):
             role=self.role,
             log_group=self.function_logs,
             tracing=lambda_.Tracing.ACTIVE,
-            environment={"ENDPOINT_NAME": cfg.endpoint_name, "POWERTOOLS_SERVICE_NAME": "predict"},
+            environment={"ENDPOINT_NAME": cfg.endpoint_name, "POWERTOOLS_SERVICE_NAME": "predict",
+                         **serving_limits(cfg)},
         )
 
         api_cfg = cfg.api
@@ -93,13 +155,25 @@ class PredictApi(Construct):
             request_parameters={"method.request.header.Content-Type": True,
                                 f"method.request.querystring.{contract.TOP_K_PARAM}": False},
         )
-        self.usage_plan = self.api.add_usage_plan(
-            "UsagePlan", name=f"{cfg.prefix}-predict",
-            throttle=apigw.ThrottleSettings(rate_limit=api_cfg.throttle_rate, burst_limit=api_cfg.throttle_burst),
-            quota=apigw.QuotaSettings(limit=api_cfg.quota_per_day, period=apigw.Period.DAY),
-            api_stages=[apigw.UsagePlanPerApiStage(api=self.api, stage=self.api.deployment_stage)])
+        for response_type, error in {**GATEWAY_ERRORS, **GATEWAY_DEFAULTS}.items():
+            self.api.add_gateway_response(
+                f"Gateway{response_type.title().replace('_', '')}",
+                type=apigw.ResponseType.of(response_type),
+                status_code=None if response_type in GATEWAY_DEFAULTS else str(error.status),
+                templates={contract.JSON_CONTENT_TYPE: gateway_template(error)},
+                response_headers={"Cache-Control": "'no-store'"})
+        # Usage plans meter API keys: with keys, a plan caps each key (throttle, optional daily quota); without
+        # keys only the stage's throttle applies (configuration refuses a quota without keys).
+        self.usage_plan: apigw.UsagePlan | None = None
         self.api_key: apigw.IApiKey | None = None
         if api_cfg.api_key_required:
+            quota = (apigw.QuotaSettings(limit=api_cfg.quota_per_day, period=apigw.Period.DAY)
+                     if api_cfg.quota_per_day else None)
+            self.usage_plan = self.api.add_usage_plan(
+                "UsagePlan", name=f"{cfg.prefix}-predict",
+                throttle=apigw.ThrottleSettings(rate_limit=api_cfg.throttle_rate,
+                                                burst_limit=api_cfg.throttle_burst),
+                quota=quota, api_stages=[apigw.UsagePlanPerApiStage(api=self.api, stage=self.api.deployment_stage)])
             self.api_key = self.api.add_api_key("ApiKey", api_key_name=f"{cfg.prefix}-predict")
             self.usage_plan.add_api_key(self.api_key)
 

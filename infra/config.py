@@ -156,12 +156,19 @@ class ApiConfig(_Model):
     api_key_required: bool = False
     throttle_rate: float = Field(10.0, gt=0)
     throttle_burst: int = Field(20, ge=1)
-    quota_per_day: int = Field(10000, ge=1)
+    # A usage plan meters and caps API keys only: without keys a quota would count nothing, so it needs them
+    # (https://docs.aws.amazon.com/apigateway/latest/developerguide/api-gateway-api-usage-plans.html). Without keys
+    # the stage's throttle_rate/throttle_burst apply to all callers together and there is no daily cap.
+    quota_per_day: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _no_anonymous(self) -> ApiConfig:
         if not (self.iam_auth or self.api_key_required):
             raise ValueError("api: enable iam_auth or api_key_required; anonymous access is not offered")
+        if self.quota_per_day is not None and not self.api_key_required:
+            raise ValueError("api.quota_per_day needs api.api_key_required: true (a usage-plan quota counts requests "
+                             "per API key; without keys it meters nothing). Without keys only the stage throttle "
+                             "(api.throttle_rate / api.throttle_burst) applies.")
         return self
 
 
@@ -169,8 +176,6 @@ class LambdaConfig(_Model):
     architecture: Literal["arm64", "x86_64"] = "arm64"
     memory_mb: int = Field(512, ge=128, le=10240)
     timeout_s: int = Field(29, ge=28, le=900)  # forwarder.py: at least 28 s, API Gateway cuts at 29 s
-    powertools_layer_version: int = Field(27, ge=1)
-    powertools_layer_account: str = "017000801446"  # AWS's publisher account for the Powertools layer
 
 
 class StackConfig(_Model):

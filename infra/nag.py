@@ -122,8 +122,8 @@ def acknowledge(stack: Stack) -> None:
 
     api = stack.api
     _ack(api.function, "AwsSolutions-L1",
-         "python3.12 on purpose: it matches the AWS-published Powertools v3 layer build (python312) pinned in "
-         "cdk.json and the runtime the forwarder is tested on; upgrade both together.")
+         "python3.12 on purpose: a runtime the AWS-published Powertools v3 layer is built for (its version is "
+         "requirements.txt's pin) and the runtime the forwarder is tested on; upgrade both together.")
     cloudwatch_role = api.api.node.try_find_child("CloudWatchRole")
     if cloudwatch_role is not None:
         _ack(cloudwatch_role,

@@ -17,6 +17,8 @@ import json
 import os
 import re
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -38,16 +40,39 @@ ENDPOINT_NAME_ENV = "ENDPOINT_NAME"
 # What the Lambda sends on: the bytes are already sniffed as a real image, and this media type is one the
 # inference toolkit never decodes as UTF-8 text.
 ENDPOINT_CONTENT_TYPE = "application/x-image"
-# API Gateway gives up after 29 s with its own non-JSON 504. Two attempts of at most 10 s each (plus connects and
-# one backoff) end well inside it, so a slow model surfaces as this function's JSON 504. The Lambda's own timeout
-# should be at least 28 s.
-READ_TIMEOUT_S = 10.0
-CLIENT_CONFIG = Config(
-    connect_timeout=2,
-    read_timeout=READ_TIMEOUT_S,
-    retries={"mode": "standard", "total_max_attempts": 2},
-    tcp_keepalive=True,
-)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the serving mode allows (infra/api.py sets the variables): the largest image, and how long and how
+    often to wait for the endpoint. API Gateway gives up after 29 s with its own 504: the attempts (plus connects
+    and one backoff) end inside it, so a slow model surfaces as this function's JSON 504. An instance endpoint
+    answers warm (two attempts of 10 s); a serverless one takes at most 4 MB and may start cold (one of 24 s).
+    The Lambda's own timeout should be at least 28 s."""
+
+    max_image_bytes: int = contract.API_MAX_IMAGE_BYTES
+    read_timeout_s: float = 10.0
+    attempts: int = 2
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Limits:
+        default = cls()
+        return cls(int(environ.get(contract.ENV_MAX_IMAGE_BYTES, default.max_image_bytes)),
+                   float(environ.get(contract.ENV_READ_TIMEOUT_S, default.read_timeout_s)),
+                   int(environ.get(contract.ENV_ATTEMPTS, default.attempts)))
+
+    @property
+    def max_encoded(self) -> int:
+        return (self.max_image_bytes + 2) // 3 * 4  # base64 length of the largest image accepted
+
+    def client_config(self) -> Config:
+        return Config(connect_timeout=2, read_timeout=self.read_timeout_s, tcp_keepalive=True,
+                      retries={"mode": "standard", "total_max_attempts": self.attempts})
+
+
+LIMITS = Limits.from_env(os.environ)
+READ_TIMEOUT_S = LIMITS.read_timeout_s
+CLIENT_CONFIG = LIMITS.client_config()
 THROTTLING_CODES = frozenset({
     "ThrottlingException", "Throttling", "TooManyRequestsException", "RequestThrottled", "RequestLimitExceeded",
     "ProvisionedThroughputExceededException", "ModelNotReadyException", "ServiceUnavailable",
@@ -61,7 +86,6 @@ _CLIENT_ERRORS: tuple[ApiError, ...] = (
 )
 _ERRORS_BY_CODE: dict[str, ApiError] = {e.code: e for e in _CLIENT_ERRORS}
 _ERRORS_BY_STATUS: dict[int, ApiError] = {e.status: e for e in reversed(_CLIENT_ERRORS)}
-_MAX_ENCODED = (contract.API_MAX_IMAGE_BYTES + 2) // 3 * 4  # base64 length of the largest image accepted
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "predict"))
 
@@ -111,7 +135,7 @@ def _predict(event: dict, facts: dict[str, Any]) -> dict:
         raise ApiException(contract.SERVICE_UNAVAILABLE, "the prediction endpoint is not configured")
     top_k = _top_k(event.get("queryStringParameters"))
     body = _body(event)
-    fmt = contract.check_image_request(body, _header(event, "content-type"), contract.API_MAX_IMAGE_BYTES)
+    fmt = contract.check_image_request(body, _header(event, "content-type"), LIMITS.max_image_bytes)
     facts.update(endpoint=endpoint, bytes=len(body), format=fmt, top_k=top_k)
 
     predictions = _invoke(endpoint, body, facts)
@@ -154,10 +178,10 @@ def _body(event: dict) -> bytes:
         raise ApiException(contract.INVALID_IMAGE, "the request body is not a string in the event")
     if not event.get("isBase64Encoded"):
         return body.encode("utf-8", "replace")
-    if len(body) > _MAX_ENCODED:  # refuse before decoding megabytes we would throw away
+    if len(body) > LIMITS.max_encoded:  # refuse before decoding megabytes we would throw away
         raise ApiException(contract.PAYLOAD_TOO_LARGE,
                            f"the image is about {len(body) * 3 // 4:,} bytes; the limit is "
-                           f"{contract.API_MAX_IMAGE_BYTES:,} bytes (API Gateway -> Lambda carries base64)")
+                           f"{LIMITS.max_image_bytes:,} bytes (API Gateway -> Lambda carries base64)")
     try:
         return base64.b64decode(body, validate=True)
     except (binascii.Error, ValueError):
@@ -175,7 +199,7 @@ def _invoke(endpoint: str, body: bytes, facts: dict[str, Any]) -> list[dict]:
         raise _from_client_error(exc, endpoint, facts) from None
     except ReadTimeoutError:
         raise ApiException(contract.GATEWAY_TIMEOUT,
-                           f"the model did not answer within {READ_TIMEOUT_S:g} s; try again later") from None
+                           f"the model did not answer within {LIMITS.read_timeout_s:g} s; try again later") from None
     except (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError) as exc:
         facts["endpoint_error"] = type(exc).__name__
         raise ApiException(contract.SERVICE_UNAVAILABLE, "the model endpoint cannot be reached; retry later") from None

@@ -265,7 +265,17 @@ def check_image_request(body: bytes | None, content_type: str | None, max_bytes:
 API_GATEWAY_MAX_BODY_BYTES = 10_485_760  # API Gateway REST payload limit
 LAMBDA_MAX_EVENT_BYTES = 6_291_456  # Lambda synchronous invocation payload limit (the event JSON)
 INTERNAL_ERROR = ApiError(500, "internal_error")  # a bug of ours, never a client's mistake
-API_ERRORS = (*API_ERRORS, INTERNAL_ERROR)
+# What API Gateway itself refuses before the Lambda runs (infra/api.py's gateway responses carry these codes).
+BAD_REQUEST = ApiError(400, "bad_request")
+FORBIDDEN = ApiError(403, "forbidden")  # no/invalid SigV4 signature or API key, IAM denies execute-api:Invoke
+THROTTLED = ApiError(429, "throttled")  # stage throttle or usage-plan quota
+API_ERRORS = (*API_ERRORS, INTERNAL_ERROR, BAD_REQUEST, FORBIDDEN, THROTTLED)
+
+# The forwarder Lambda's serving-mode limits: infra/api.py sets them from the serving mode, lambda/forwarder.py
+# reads them (unset: an instance endpoint's).
+ENV_MAX_IMAGE_BYTES = "MAX_IMAGE_BYTES"
+ENV_READ_TIMEOUT_S = "ENDPOINT_READ_TIMEOUT_S"
+ENV_ATTEMPTS = "ENDPOINT_ATTEMPTS"
 
 # --- Entry points SageMaker runs (sagemaker_program / SAGEMAKER_PROGRAM) ------------------------------
 TRAINING_PROGRAM = "train.py"  # in the training source dir (sourcedir.tar.gz of ml/)

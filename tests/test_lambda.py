@@ -405,3 +405,17 @@ def test_real_endpoint_model_error_carries_status_and_traceback(forwarder, endpo
                                 Accept=contract.JSON_CONTENT_TYPE)
     assert ok["InvokedProductionVariant"] == "AllTraffic"
     assert len(json.loads(ok["Body"].read())["predictions"]) == 10
+
+
+def test_serverless_limits_come_from_the_environment(forwarder, stub, monkeypatch):
+    """The stack sets the serving mode's limits (infra/api.py); a serverless endpoint's 4 MB cap is enforced here
+    with the contract's 413 instead of SageMaker's own refusal."""
+    limits = forwarder.Limits.from_env({contract.ENV_MAX_IMAGE_BYTES: "4000000",
+                                        contract.ENV_READ_TIMEOUT_S: "24", contract.ENV_ATTEMPTS: "1"})
+    assert (limits.max_image_bytes, limits.read_timeout_s, limits.attempts) == (4_000_000, 24.0, 1)
+    assert limits.client_config().retries["total_max_attempts"] == 1
+    assert forwarder.Limits.from_env({}) == forwarder.Limits()  # unset: an instance endpoint's
+    monkeypatch.setattr(forwarder, "LIMITS", limits)
+    big = GOOD_PNG + b"\0" * (4_100_000 - len(GOOD_PNG))
+    status, payload = call(forwarder, event(body=big))
+    assert error_of(status, payload) == (413, "payload_too_large") and "4,000,000" in payload["error"]["message"]

@@ -24,6 +24,7 @@ VARIANT_CONTEXT: dict[str, Any] = {
     "serving.traffic": "CANARY",
     "api.iam_auth": False,
     "api.api_key_required": True,
+    "api.quota_per_day": 5000,
 }
 
 

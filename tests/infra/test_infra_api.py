@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+from importlib import metadata
 
+import pytest
 from aws_cdk.assertions import Match
 
+import infra
+from infra import api
 from ml import contract
 
 
@@ -46,10 +51,48 @@ def test_stage_throttles_logs_and_traces(cloud):
     assert settings["LoggingLevel"] == "ERROR" and settings["DataTraceEnabled"] is False
     access = stage["AccessLogSetting"]
     assert "Fn::GetAtt" in access["DestinationArn"] and "$context.requestId" in access["Format"]
-    plan = cloud.one("AWS::ApiGateway::UsagePlan")["Properties"]
+
+
+
+def test_usage_plan_only_meters_api_keys(cloud, variant):
+    """A usage plan counts requests per API key: without keys (the default, IAM auth) there is no plan and no
+    quota, only the stage throttle; with keys the plan throttles and caps each key."""
+    assert cloud.config.api.quota_per_day is None
+    cloud.assertions().resource_count_is("AWS::ApiGateway::UsagePlan", 0)
+    api_cfg = variant.config.api
+    plan = variant.one("AWS::ApiGateway::UsagePlan")["Properties"]
     assert plan["Throttle"] == {"RateLimit": api_cfg.throttle_rate, "BurstLimit": api_cfg.throttle_burst}
-    assert plan["Quota"] == {"Limit": api_cfg.quota_per_day, "Period": "DAY"}
-    assert plan["ApiStages"][0]["Stage"] == {"Ref": next(iter(cloud.resources("AWS::ApiGateway::Stage")))}
+    assert plan["Quota"] == {"Limit": api_cfg.quota_per_day, "Period": "DAY"} and api_cfg.quota_per_day == 5000
+    assert plan["ApiStages"][0]["Stage"] == {"Ref": next(iter(variant.resources("AWS::ApiGateway::Stage")))}
+
+
+def test_a_quota_without_api_keys_is_refused():
+    with pytest.raises(ValueError, match=r"quota_per_day needs api\.api_key_required"):
+        infra.load_config_for({"api.quota_per_day": 1000})
+    assert infra.load_config_for({"api.quota_per_day": 1000, "api.api_key_required": True}).api.quota_per_day == 1000
+
+
+def test_gateway_errors_carry_the_contract_json(cloud):
+    """API Gateway's own refusals (IAM 403, body over 10 MB, 29 s timeout, missing Content-Type, throttling, any
+    other 4xx/5xx) answer `{"error": {"code", "message"}}` with a contract code, like the Lambda."""
+    responses = {r["Properties"]["ResponseType"]: r["Properties"]
+                 for r in cloud.resources("AWS::ApiGateway::GatewayResponse").values()}
+    assert {"ACCESS_DENIED", "MISSING_AUTHENTICATION_TOKEN", "REQUEST_TOO_LARGE", "INTEGRATION_TIMEOUT",
+            "BAD_REQUEST_PARAMETERS", "UNSUPPORTED_MEDIA_TYPE", "THROTTLED", "QUOTA_EXCEEDED", "DEFAULT_4XX",
+            "DEFAULT_5XX"} <= set(responses)
+    codes = {e.code: e for e in contract.API_ERRORS}
+    for kind, props in responses.items():
+        template = props["ResponseTemplates"][contract.JSON_CONTENT_TYPE]
+        # $context.error.messageString is a quoted JSON string at run time.
+        body = json.loads(template.replace("$context.error.messageString", json.dumps("gateway said no")))
+        assert set(body) == {"error"} and body["error"]["message"] == "gateway said no", kind
+        error = codes[body["error"]["code"]]
+        if kind.startswith("DEFAULT_"):
+            assert "StatusCode" not in props  # keeps API Gateway's own status
+        else:
+            assert props["StatusCode"] == str(error.status), kind
+    assert codes[json.loads(responses["ACCESS_DENIED"]["ResponseTemplates"][contract.JSON_CONTENT_TYPE].replace(
+        "$context.error.messageString", '""'))["error"]["code"]].status == 403
 
 
 def test_forwarder_function(cloud):
@@ -62,10 +105,30 @@ def test_forwarder_function(cloud):
     assert props["TracingConfig"] == {"Mode": "Active"}
     assert props["Environment"]["Variables"]["ENDPOINT_NAME"] == cloud.config.endpoint_name
     (layer,) = props["Layers"]
-    text = json.dumps(layer)
-    version = cloud.config.function.powertools_layer_version
-    assert f":017000801446:layer:AWSLambdaPowertoolsPythonV3-python312-arm64:{version}" in text
+    # One pin: requirements.txt's aws-lambda-powertools (what these tests run) is the layer version deployed.
+    pin = re.search(r"^aws-lambda-powertools==(\S+)$", (infra.ROOT / "requirements.txt").read_text(), re.M)[1]
+    assert pin == metadata.version("aws-lambda-powertools")
+    assert layer == f"{{{{resolve:ssm:/aws/service/powertools/python/arm64/python3.12/{pin}}}}}"
     assert "LoggingConfig" in props  # its own log group, with retention
+
+
+def _forwarder_env(synth) -> dict[str, str]:
+    (props,) = [f["Properties"] for f in synth.resources("AWS::Lambda::Function").values()
+                if f["Properties"]["Handler"] == "forwarder.handler"]
+    return props["Environment"]["Variables"]
+
+
+def test_forwarder_limits_follow_the_serving_mode(cloud, variant):
+    """Serverless endpoints take at most 4 MB and start cold: the forwarder's size limit and waits follow."""
+    assert not cloud.config.serving.serverless and variant.config.serving.serverless
+    instance, serverless = _forwarder_env(cloud), _forwarder_env(variant)
+    assert int(instance[contract.ENV_MAX_IMAGE_BYTES]) == contract.API_MAX_IMAGE_BYTES
+    assert int(serverless[contract.ENV_MAX_IMAGE_BYTES]) <= api.SERVERLESS_MAX_PAYLOAD_BYTES <= 4 * 1024 * 1024
+    for env in (instance, serverless):
+        # Every attempt (plus a 2 s connect each and a 1 s backoff) ends inside API Gateway's 29 s.
+        attempts, read = int(env[contract.ENV_ATTEMPTS]), float(env[contract.ENV_READ_TIMEOUT_S])
+        assert attempts * (read + 2) + 1 < 29
+    assert float(serverless[contract.ENV_READ_TIMEOUT_S]) > float(instance[contract.ENV_READ_TIMEOUT_S])
 
 
 def test_forwarder_bundle_needs_no_docker(cloud):
