@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy
+from aws_cdk import Aws, Fn, RemovalPolicy
 from aws_cdk import aws_logs as logs
 
 from infra.config import StackConfig
@@ -27,5 +27,19 @@ def removal(cfg: StackConfig) -> RemovalPolicy:
     return RemovalPolicy.DESTROY if cfg.removal_policy == "destroy" else RemovalPolicy.RETAIN
 
 
-def log_group(scope, cid: str, cfg: StackConfig) -> logs.LogGroup:
-    return logs.LogGroup(scope, cid, retention=retention(cfg.log_retention_days), removal_policy=removal(cfg))
+def log_group(scope, cid: str, cfg: StackConfig, name: str | None = None) -> logs.LogGroup:
+    return logs.LogGroup(scope, cid, log_group_name=name, retention=retention(cfg.log_retention_days),
+                         removal_policy=removal(cfg))
+
+
+# Step Functions delivers logs through CloudWatch Logs' vended-log delivery, which adds the log group to an
+# account-wide resource policy capped at 5,120 characters unless the group's name starts with /aws/vendedlogs/:
+# https://docs.aws.amazon.com/step-functions/latest/dg/bp-cwl.html
+VENDED_LOGS_PREFIX = "/aws/vendedlogs/states/"
+
+
+def state_machine_log_group(scope, cid: str, cfg: StackConfig) -> logs.LogGroup:
+    """The state machine's log group under /aws/vendedlogs/states/. The stack id's unique part ends the name: a
+    retained group (removal_policy retain) never blocks deploying the stack again after `cdk destroy`."""
+    stack_uuid = Fn.select(2, Fn.split("/", Aws.STACK_ID))
+    return log_group(scope, cid, cfg, name=f"{VENDED_LOGS_PREFIX}{cfg.state_machine_name}-{stack_uuid}")

@@ -200,6 +200,8 @@ class StackConfig(_Model):
     serving: ServingConfig = Field(default_factory=ServingConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     function: LambdaConfig = Field(default_factory=LambdaConfig, alias="lambda")
+    # --- data retention ---
+    data_capture_retention_days: int = Field(90, ge=1)  # endpoint data capture (requests and predictions)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -23,6 +23,8 @@ WILDCARD_REASONS: dict[str, str] = {
                     "prefix (datasets are folders of images).",
     "ReadWriteArtifacts": "Training, tuning, checkpoint, Debugger, Profiler and data-capture output: SageMaker "
                           "writes per-job keys under these project prefixes only.",
+    "ReadTrainingSource": "Training source bundles of this app only (its asset prefix in the CDK bootstrap bucket): "
+                          "a running execution keeps reading the bundle its definition named before a redeploy.",
     "SyncCheckpoints": "Checkpoint sync may remove stale checkpoint files, under checkpoints/ only.",
     "EcrToken": "ecr:GetAuthorizationToken has no resource-level permissions; image pulls are scoped to the "
                 "three repositories.",

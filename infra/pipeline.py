@@ -16,7 +16,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra import sagemaker_requests as req
-from infra.common import log_group
+from infra.common import state_machine_log_group
 from infra.config import RUN_ID_LENGTH, StackConfig
 from ml import contract
 
@@ -85,7 +85,7 @@ class Pipeline(Construct):
         needed = set(req.SUBSTITUTIONS) - (set() if cfg.debugger.enabled else {req.RULES_IMAGE})
         if needed != set(substitutions):
             raise ValueError(f"definition substitutions {sorted(substitutions)} != needed {sorted(needed)}")
-        self.log_group = log_group(self, "Logs", cfg)
+        self.log_group = state_machine_log_group(self, "Logs", cfg)
         self.state_machine = sfn.StateMachine(
             self, "StateMachine",
             state_machine_name=cfg.state_machine_name,

@@ -6,7 +6,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from aws_cdk import Aws, CfnMapping, CfnOutput, CfnRule, CfnRuleAssertion, Environment, Fn, Stack
+from aws_cdk import (
+    Aws,
+    CfnMapping,
+    CfnOutput,
+    CfnRule,
+    CfnRuleAssertion,
+    DefaultStackSynthesizer,
+    Environment,
+    Fn,
+    Stack,
+)
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
@@ -19,6 +29,11 @@ from infra.pipeline import Pipeline
 from infra.security import Roles
 from infra.storage import Storage
 from infra.teardown import Teardown
+
+
+def asset_prefix(cfg: StackConfig) -> str:
+    """The key prefix of this app's file assets in the CDK bootstrap bucket (the synthesizer's bucket_prefix)."""
+    return f"{cfg.prefix}/"
 
 
 def image_request(cfg: StackConfig) -> images.ImageRequest:
@@ -34,6 +49,7 @@ class ImageClassifierStack(Stack):
     def __init__(self, scope: Construct, cid: str, *, cfg: StackConfig, build_dir: Path) -> None:
         super().__init__(
             scope, cid, env=Environment(region=cfg.region) if cfg.region else None, analytics_reporting=False,
+            synthesizer=DefaultStackSynthesizer(bucket_prefix=asset_prefix(cfg)),
             description="Image classifier: tune -> debugged training -> gate -> blue/green SageMaker endpoint -> "
                         "REST API")
         self.cfg = cfg
@@ -41,8 +57,12 @@ class ImageClassifierStack(Stack):
         bucket = self.storage.bucket
         self.sourcedir = s3_assets.Asset(self, "TrainingSource", path=str(packaging.build_sourcedir(build_dir)))
         image = self._images(cfg)
+        # The SageMaker role reads every source bundle of this app (the asset prefix), not only the current key: a
+        # `cdk deploy` during a running execution uploads a new bundle and updates the definition, while the
+        # running execution still names the old bundle in the jobs it has yet to start. Bundles are immutable,
+        # content-addressed objects of this app's own code.
         self.roles = Roles(self, "Roles", cfg=cfg, bucket=bucket, sourcedir_bucket=self.sourcedir.s3_bucket_name,
-                           sourcedir_key=self.sourcedir.s3_object_key, image=image)
+                           sourcedir_key=f"{asset_prefix(cfg)}*", image=image)
         substitutions = {
             req.BUCKET: bucket.bucket_name,
             req.ROLE_ARN: self.roles.sagemaker.role_arn,

@@ -37,6 +37,9 @@ class Storage(Construct):
                 s3.LifecycleRule(id="expire-debugger-output", prefix=req.DEBUGGER_OUTPUT, expiration=days),
                 s3.LifecycleRule(id="expire-profiler-output", prefix=req.PROFILER_OUTPUT, expiration=days),
                 s3.LifecycleRule(id="expire-tuning-trials", prefix=req.TUNING_OUTPUT, expiration=days),
+                # Data capture grows with every request the endpoint serves.
+                s3.LifecycleRule(id="expire-data-capture", prefix=req.DATA_CAPTURE,
+                                 expiration=Duration.days(cfg.data_capture_retention_days)),
                 s3.LifecycleRule(id="expire-checkpoints", prefix=req.CHECKPOINTS,
                                  expiration=Duration.days(cfg.checkpoint_retention_days)),
                 s3.LifecycleRule(id="expire-noncurrent-versions",

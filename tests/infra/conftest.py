@@ -25,6 +25,7 @@ VARIANT_CONTEXT: dict[str, Any] = {
     "api.iam_auth": False,
     "api.api_key_required": True,
     "api.quota_per_day": 5000,
+    "data_capture_retention_days": 14,
 }
 
 

@@ -76,6 +76,15 @@ def test_training_jobs_point_at_the_sourcedir_asset(cloud):
     assert asset_hash in subs["SourceDirUri"]["Fn::Sub"]
     static = cloud.task_states()["Tune hyperparameters"]["Parameters"]["TrainingJobDefinition"]["StaticHyperParameters"]
     assert asset_hash in static["sagemaker_submit_directory"]
+    # A redeploy during a running execution must not revoke the bundle that execution still names: the role reads
+    # the app's whole asset prefix, where every bundle this app uploads lands.
+    from infra.stack import asset_prefix
+
+    prefix = asset_prefix(cloud.config)
+    assert all(d["objectKey"].startswith(prefix) for d in files[asset_hash]["destinations"].values())
+    assert f"/{prefix}{asset_hash}" in subs["SourceDirUri"]["Fn::Sub"]
     readable = [s for p in cloud.resources("AWS::IAM::Policy").values()
                 for s in p["Properties"]["PolicyDocument"]["Statement"] if s.get("Sid") == "ReadTrainingSource"]
-    assert readable and asset_hash in json.dumps(readable[0]["Resource"])
+    (resource,) = readable
+    assert resource["Action"] == "s3:GetObject"
+    assert resource["Resource"]["Fn::Join"][1][-1] == f"/{prefix}*" and asset_hash not in json.dumps(resource)

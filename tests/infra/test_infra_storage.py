@@ -40,6 +40,9 @@ def test_project_bucket_versioned_logged_and_expiring(cloud):
         (rule,) = [r for r in rules.values() if r.get("Prefix") == prefix]
         assert rule["Status"] == "Enabled" and rule["ExpirationInDays"] >= 1
     assert rules["expire-checkpoints"]["ExpirationInDays"] == cloud.config.checkpoint_retention_days
+    # Endpoint data capture would otherwise grow with every request served.
+    assert rules["expire-data-capture"]["Prefix"] == req.DATA_CAPTURE
+    assert rules["expire-data-capture"]["ExpirationInDays"] == cloud.config.data_capture_retention_days == 90
     assert rules["expire-noncurrent-versions"]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30
     assert logs["Properties"]["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"] == 365
     # The log bucket lets the S3 logging service write (bucket policy, not ACLs).
@@ -55,3 +58,9 @@ def test_removal_policy_is_a_context_choice(cloud, variant):
     for bucket in variant.resources("AWS::S3::Bucket").values():
         assert bucket["DeletionPolicy"] == "Delete"
     assert len(variant.resources("Custom::S3AutoDeleteObjects")) == 2
+
+
+def test_data_capture_expiry_is_configurable(variant):
+    project, _ = _buckets(variant)
+    rules = {r["Id"]: r for r in project["Properties"]["LifecycleConfiguration"]["Rules"]}
+    assert rules["expire-data-capture"]["ExpirationInDays"] == variant.config.data_capture_retention_days == 14
