@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +18,10 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 CDK_JSON = ROOT / "cdk.json"
 BUILD_SUBDIR = ".build"  # inside the cloud assembly: sourcedir.tar.gz and the Lambda bundle, rebuilt each synth
+# The CDK CLI always tells the app it runs where to write the cloud assembly; a bare `python app.py` has no CDK_OUTDIR
+# (and no cdk.json context: feature flags included) unless someone set it.
+CLI_OUTDIR_ENV = "CDK_OUTDIR"
+BARE_OUTDIR = "cdk.out"
 
 
 def cdk_json_context() -> dict[str, Any]:
@@ -26,13 +31,18 @@ def cdk_json_context() -> dict[str, Any]:
 
 def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = None, nag: bool | None = None,
               from_cli: bool = False) -> tuple[cdk.App, ImageClassifierStack]:
-    """An App holding the stack. From the CLI, context comes from the CLI (cdk.json merged with -c)."""
+    """An App holding the stack. From the CDK CLI, context comes from the CLI (cdk.json merged with -c); run bare
+    (`python app.py`), the app reads cdk.json's context itself and writes ./cdk.out, as `cdk synth` would."""
     import aws_cdk as cdk
 
     from infra.config import load_config
     from infra.stack import ImageClassifierStack
 
-    app = cdk.App() if from_cli else cdk.App(outdir=outdir, context={**cdk_json_context(), **(context or {})})
+    if from_cli and CLI_OUTDIR_ENV in os.environ:
+        app = cdk.App()
+    else:
+        bare_outdir = BARE_OUTDIR if from_cli else None
+        app = cdk.App(outdir=outdir or bare_outdir, context={**cdk_json_context(), **(context or {})})
     cfg = load_config(app.node.get_all_context())
     stack = ImageClassifierStack(app, cfg.stack_name, cfg=cfg, build_dir=Path(app.outdir) / BUILD_SUBDIR)
     if cfg.nag if nag is None else nag:

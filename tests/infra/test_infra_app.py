@@ -48,3 +48,15 @@ def test_every_output_the_cli_reads_is_emitted(cloud, variant):
         assert keys <= set(synth.template["Outputs"]), keys - set(synth.template["Outputs"])
         assert synth.template["Outputs"][config.OUTPUT_RESOURCE_PREFIX]["Value"] == synth.config.prefix
     assert variant.config.prefix == "imgvar"
+
+
+@pytest.mark.slow
+def test_bare_python_app_py_synthesizes(tmp_path, cloud):
+    """`python app.py` without the CDK CLI: cdk.json's context (feature flags included) is read by the app."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CDK_"))}
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
+    result = subprocess.run([sys.executable, str(APP)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    template = json.loads((tmp_path / "cdk.out" / "ImageClassifier.template.json").read_text())
+    assert template["Resources"].keys() == cloud.template["Resources"].keys()
