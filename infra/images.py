@@ -17,6 +17,16 @@ PARTITION = "aws"
 TRAINING_IMAGE = "TrainingImage"
 INFERENCE_IMAGE = "InferenceImage"
 RULES_IMAGE = "RuleEvaluatorImage"
+# Regions where AWS publishes the Powertools for AWS Lambda (Python) v3 layer that the forwarder uses (and its SSM
+# parameter), commercial partition:
+# https://docs.aws.amazon.com/powertools/python/latest/getting-started/install/#lambda-layer (all regional ARNs).
+POWERTOOLS_LAYER_REGIONS = frozenset({
+    "af-south-1", "ap-east-1", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-south-1", "ap-south-2",
+    "ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "ap-southeast-4", "ap-southeast-5", "ap-southeast-7",
+    "ca-central-1", "eu-central-1", "eu-central-2", "eu-north-1", "eu-south-1", "eu-south-2", "eu-west-1",
+    "eu-west-2", "eu-west-3", "il-central-1", "me-central-1", "me-south-1", "mx-central-1", "sa-east-1",
+    "us-east-1", "us-east-2", "us-west-1", "us-west-2",
+})
 _URI = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
                   r"(?P<repository>[^:@]+)[:@].+$")
 
@@ -46,9 +56,12 @@ def _full_version(scope: dict, version: str) -> str:
 
 
 def supported_regions(request: ImageRequest) -> list[str]:
-    """Regions of the aws partition where every image the stack needs is published, per the SDK's tables.
+    """Regions of the aws partition where every piece the stack needs is published: the training and inference
+    DLCs and (with Debugger) the rule evaluator per the SDK's tables, and the forwarder's Powertools layer.
 
-    China and GovCloud are left out: the state machine's task ARNs are `arn:aws:states:::...`.
+    China and GovCloud are left out: the state machine's task ARNs are `arn:aws:states:::...`. Instance types are
+    checked at run time: `imgclf start` reads the region's per-instance-type quotas (Service Quotas lists one only
+    where SageMaker offers the type).
     """
     from sagemaker.core import image_uris
     from sagemaker.core.common_utils import aws_partition
@@ -62,7 +75,7 @@ def supported_regions(request: ImageRequest) -> list[str]:
     if request.rules:
         debugger = image_uris.config_for_framework("debugger")
         regions &= set(next(iter(debugger["versions"].values()))["registries"])
-    return sorted(r for r in regions or () if aws_partition(r) == PARTITION)
+    return sorted(r for r in regions or () if aws_partition(r) == PARTITION and r in POWERTOOLS_LAYER_REGIONS)
 
 
 def repository_arn(uri: str, partition: str) -> str:

@@ -100,14 +100,14 @@ class ImageClassifierStack(Stack):
         if cfg.region:
             supported = images.supported_regions(request)
             if cfg.region not in supported:
-                raise ValueError(f"region {cfg.region} lacks one of the images this configuration needs; the SDK "
-                                 f"lists them all in: {', '.join(supported)}")
+                raise ValueError(f"region {cfg.region} lacks one of the images or the Powertools layer this "
+                                 f"configuration needs; all are published in: {', '.join(supported)}")
             table = images.resolve(request, (cfg.region,))[cfg.region]
             return table.__getitem__
         table = images.resolve(request)
         mapping = CfnMapping(self, "Images", mapping=table, lazy=True)
         CfnRule(self, "SupportedRegion", assertions=[CfnRuleAssertion(
             assert_=Fn.condition_contains(sorted(table), Aws.REGION),
-            assert_description="This region lacks one of the SageMaker images the stack needs (training DLC, "
-                               "inference DLC, Debugger rule evaluator); see the Images mapping.")])
+            assert_description="This region lacks one of the pieces the stack needs (training DLC, inference DLC, "
+                               "Debugger rule evaluator, Powertools layer); see the Images mapping.")])
         return lambda key: mapping.find_in_map(Aws.REGION, key)

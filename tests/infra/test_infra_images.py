@@ -78,3 +78,16 @@ def test_repository_arn_parsing():
         "arn:aws:ecr:eu-west-1:123456789012:repository/repo/name")
     with pytest.raises(ValueError):
         images.repository_arn("docker.io/library/python:3", "aws")
+
+
+def test_regions_without_the_powertools_layer_are_left_out():
+    """The SDK publishes the DLCs in regions where the forwarder's layer does not exist (yet): every piece must."""
+    from infra.config import load_config
+
+    no_rules = images.supported_regions(image_request(load_config({"debugger.enabled": False})))
+    assert set(no_rules) <= images.POWERTOOLS_LAYER_REGIONS
+    assert "ca-west-1" not in no_rules  # DLCs are there, the Powertools layer is not
+    with pytest.raises(ValueError, match="Powertools layer"):
+        import infra
+
+        infra.synth_template({"region": "ca-west-1", "debugger.enabled": False})
