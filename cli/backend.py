@@ -36,6 +36,7 @@ class Backend:
     region: str
     stack_name: str
     local_dir: Path | None = None  # set for a recorded local run
+    servicequotas: Any = None  # AWS only: `start` checks the training-instance quotas
     _outputs: dict[str, str] | None = field(default=None, repr=False)
 
     @property
@@ -95,7 +96,7 @@ def aws_backend(region: str | None = None, profile: str | None = None,
 
     return Backend(sagemaker=client("sagemaker"), stepfunctions=client("stepfunctions"),
                    cloudformation=client("cloudformation"), cloudwatch=client("cloudwatch"), s3=client("s3"),
-                   region=session.region_name, stack_name=stack_name)
+                   region=session.region_name, stack_name=stack_name, servicequotas=client("service-quotas"))
 
 
 def local_backend(directory: str | Path, stack_name: str | None = None) -> Backend:

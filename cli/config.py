@@ -22,6 +22,12 @@ OUTPUT_ENDPOINT = "EndpointName"
 # stack is gone, teardown uses --prefix or DEFAULT_RESOURCE_PREFIX (cdk.json's "prefix" context).
 OUTPUT_RESOURCE_PREFIX = "ResourcePrefix"
 DEFAULT_RESOURCE_PREFIX = "imgclf"
+# What a run asks of the account's per-instance-type training quotas (`start` checks them before it starts).
+OUTPUT_TUNING_INSTANCE_TYPE = "TuningInstanceType"
+OUTPUT_TUNING_PARALLEL = "TuningMaxParallelJobs"  # the default of INPUT_MAX_PARALLEL_JOBS
+OUTPUT_TRAINING_INSTANCE_TYPE = "TrainingInstanceType"
+OUTPUT_TRAINING_INSTANCE_COUNT = "TrainingInstanceCount"
+OUTPUT_TRAINING_SPOT = "TrainingSpot"  # "true": the final job runs on managed spot (its own quota)
 
 # --- the state machine's execution input (what `start` sends; anything left out takes the stack's default) -----
 INPUT_DATASET = "dataset"  # s3:// prefix ending in '/', under OUTPUT_DATASET, holding train/ valid/ test/

@@ -85,6 +85,12 @@ class ImageClassifierStack(Stack):
                   description="Default dataset: upload train/, valid/ and test/ (one folder per class) under it")
         CfnOutput(self, "StateMachineArn", value=self.pipeline.state_machine.state_machine_arn)
         CfnOutput(self, "EndpointName", value=cfg.endpoint_name)
+        # What a run needs of the account's per-instance-type training quotas (`imgclf start` checks them).
+        CfnOutput(self, "TuningInstanceType", value=cfg.tuning.instance_type)
+        CfnOutput(self, "TuningMaxParallelJobs", value=str(cfg.tuning.max_parallel_jobs))
+        CfnOutput(self, "TrainingInstanceType", value=cfg.training.instance_type)
+        CfnOutput(self, "TrainingInstanceCount", value=str(cfg.training.instance_count))
+        CfnOutput(self, "TrainingSpot", value="true" if cfg.training.spot else "false")
         CfnOutput(self, "ResourcePrefix", value=cfg.prefix,
                   description="Name prefix of what the state machine creates (<prefix>-<run id>): imgclf teardown")
         CfnOutput(self, "PredictUrl", value=self.api.predict_url)
