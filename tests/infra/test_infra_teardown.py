@@ -96,7 +96,7 @@ class _SageMaker:
         self._stop(self._backend().training_jobs[TrainingJobName], "training_job_status", TrainingJobName)
 
     def stop_hyper_parameter_tuning_job(self, HyperParameterTuningJobName: str) -> None:
-        job = self._backend().tuning_jobs[HyperParameterTuningJobName]
+        job = self._backend().hyper_parameter_tuning_jobs[HyperParameterTuningJobName]
         self._stop(job, "hyper_parameter_tuning_job_status", HyperParameterTuningJobName)
 
 
@@ -263,3 +263,28 @@ def test_an_unexpected_error_fails_the_event(aws):
     stubber.add_client_error("describe_stacks", "AccessDenied", "not allowed", 403, {"StackName": STACK_ID})
     with pytest.raises(ClientError, match="AccessDenied"):
         handler.on_event(_event("Delete"), None, handler.Clients(sm, sfn, cfn))
+
+
+def test_a_running_tuning_job_is_stopped_with_its_trials(aws):
+    sm, sfn = aws
+    spec = {"ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
+            "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+            "RoleArn": ROLE, "OutputDataConfig": {"S3OutputPath": "s3://bucket/tuning/"},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 600}}
+    config = {"Strategy": "Random", "ResourceLimits": {"MaxNumberOfTrainingJobs": 2, "MaxParallelTrainingJobs": 2}}
+    for name, tags in (("imgclf-aaaaaaaaaaaa", TAGS), ("imgclf-handmade0000", [])):
+        sm.create_hyper_parameter_tuning_job(HyperParameterTuningJobName=name, HyperParameterTuningJobConfig=config,
+                                             TrainingJobDefinition=spec, Tags=tags)
+        sm._backend().hyper_parameter_tuning_jobs[name].hyper_parameter_tuning_job_status = "InProgress"
+    cfn, _ = _cloudformation("DELETE_IN_PROGRESS")
+    clients = handler.Clients(sm, sfn, cfn)
+    event = {**_event("Delete"), **handler.on_event(_event("Delete"), None, clients)}
+
+    assert not handler.is_complete(event, None, clients)["IsComplete"]
+    assert sm.stopped == ["imgclf-aaaaaaaaaaaa"]
+    assert not handler.is_complete(event, None, clients)["IsComplete"]  # Stopping: its trials are still stopping
+    assert sm.stopped == ["imgclf-aaaaaaaaaaaa"]  # asked once
+    sm._backend().hyper_parameter_tuning_jobs["imgclf-aaaaaaaaaaaa"].hyper_parameter_tuning_job_status = "Stopped"
+    assert handler.is_complete(event, None, clients)["IsComplete"]
+    other = sm._backend().hyper_parameter_tuning_jobs["imgclf-handmade0000"]
+    assert other.hyper_parameter_tuning_job_status == "InProgress"
