@@ -38,8 +38,9 @@ def log_group(scope, cid: str, cfg: StackConfig, name: str | None = None) -> log
 VENDED_LOGS_PREFIX = "/aws/vendedlogs/states/"
 
 
-def state_machine_log_group(scope, cid: str, cfg: StackConfig) -> logs.LogGroup:
-    """The state machine's log group under /aws/vendedlogs/states/. The stack id's unique part ends the name: a
-    retained group (removal_policy retain) never blocks deploying the stack again after `cdk destroy`."""
+def state_machine_log_group(scope, cid: str, cfg: StackConfig, machine: str | None = None) -> logs.LogGroup:
+    """A state machine's log group under /aws/vendedlogs/states/ (`machine`: the pipeline's by default). The stack
+    id's unique part ends the name: a retained group (removal_policy retain) never blocks deploying the stack again
+    after `cdk destroy`."""
     stack_uuid = Fn.select(2, Fn.split("/", Aws.STACK_ID))
-    return log_group(scope, cid, cfg, name=f"{VENDED_LOGS_PREFIX}{cfg.state_machine_name}-{stack_uuid}")
+    return log_group(scope, cid, cfg, name=f"{VENDED_LOGS_PREFIX}{machine or cfg.state_machine_name}-{stack_uuid}")

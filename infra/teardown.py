@@ -20,7 +20,7 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from infra import sagemaker_requests as req
-from infra.common import log_group
+from infra.common import log_group, state_machine_log_group
 from infra.config import StackConfig
 from infra.security import sagemaker_arn
 
@@ -97,8 +97,9 @@ class Teardown(Construct):
             self, "Provider", on_event_handler=self.on_event, is_complete_handler=self.is_complete,
             query_interval=QUERY_INTERVAL, total_timeout=TOTAL_TIMEOUT, log_group=logs,
             disable_waiter_state_machine_logging=False,
-            waiter_state_machine_log_options=cr.LogOptions(destination=log_group(self, "WaiterLogs", cfg),
-                                                           level=sfn.LogLevel.ALL))
+            waiter_state_machine_log_options=cr.LogOptions(
+                destination=state_machine_log_group(self, "WaiterLogs", cfg, f"{p}-teardown-waiter"),
+                level=sfn.LogLevel.ALL))
         tag_key, tag_value = owner_tag(cfg)
         # Depends on the state machine (its ARN), so CloudFormation deletes this first: executions stop before
         # the state machine goes, and the endpoint before the roles it was created with.
