@@ -28,7 +28,9 @@ POWERTOOLS_PARAMETER = "/aws/service/powertools/python/{arch}/{runtime}/{version
 # Serving mode -> what the forwarder may send and how long it waits (lambda/forwarder.py reads these variables).
 # Serverless endpoints take at most 4 MB per request and may start cold for many seconds
 # (https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints-invoke.html): one long attempt that still
-# ends inside API Gateway's 29 s integration timeout. Instance endpoints answer warm: two short attempts.
+# ends inside API Gateway's 29 s integration timeout
+# (https://docs.aws.amazon.com/apigateway/latest/developerguide/api-gateway-execution-service-limits-table.html).
+# Instance endpoints answer warm: two short attempts.
 SERVERLESS_MAX_PAYLOAD_BYTES = 4_000_000
 
 

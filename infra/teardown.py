@@ -65,7 +65,8 @@ class Teardown(Construct):
                                      sagemaker_arn(self, "endpoint-config", f"{p}-*"),
                                      sagemaker_arn(self, "model", f"{p}-*")],
             actions=["sagemaker:DeleteEndpoint", "sagemaker:DeleteEndpointConfig", "sagemaker:DeleteModel"]))
-        # Ownership is the owner tag, read per resource (ListTags authorizes on the resource's ARN).
+        # Ownership is the owner tag, read per resource (ListTags authorizes on the resource's ARN:
+        # https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsagemaker.html).
         role.add_to_policy(iam.PolicyStatement(
             sid="ReadTags", actions=["sagemaker:ListTags"],
             resources=[sagemaker_arn(self, kind, f"{p}-*") for kind in (
