@@ -288,3 +288,33 @@ def test_a_running_tuning_job_is_stopped_with_its_trials(aws):
     assert handler.is_complete(event, None, clients)["IsComplete"]
     other = sm._backend().hyper_parameter_tuning_jobs["imgclf-handmade0000"]
     assert other.hyper_parameter_tuning_job_status == "InProgress"
+
+
+def test_the_role_allows_every_call_the_handlers_make(aws, cloud):
+    """The IAM actions the teardown needs are derived from the calls its handlers make (botocore's operation names),
+    not listed by hand: each must be in the teardown role's policy."""
+    sm, sfn = aws
+    _deployment(sm, "imgclf-aaaaaaaaaaaa")
+    sm.create_endpoint(EndpointName="imgclf-endpoint", EndpointConfigName="imgclf-aaaaaaaaaaaa", Tags=TAGS)
+    _training_job(sm, "imgclf-bbbbbbbbbbbb", "InProgress")
+    machine = _state_machine(sfn)
+    cfn, _ = _cloudformation("DELETE_IN_PROGRESS")
+    called: set[str] = set()
+    for prefix, client in (("sagemaker", sm._client), ("states", sfn), ("cloudformation", cfn)):
+        client.meta.events.register("before-parameter-build.*.*", lambda model, prefix=prefix, **_: called.add(
+            f"{prefix}:{model.name}"))
+    clients = handler.Clients(sm, sfn, cfn)
+    event = {**_event("Delete", machine), **handler.on_event(_event("Delete", machine), None, clients)}
+    handler.is_complete(event, None, clients)
+    sm._backend().training_jobs["imgclf-bbbbbbbbbbbb"].training_job_status = "Stopped"
+    for _ in range(3):
+        handler.is_complete(event, None, clients)
+    called |= {"sagemaker:StopTrainingJob", "sagemaker:StopHyperParameterTuningJob"}  # moto lacks them (wrapper)
+
+    (role_id,) = [k for k in cloud.resources("AWS::IAM::Role") if k.startswith("TeardownRole")]
+    policy = next(p["Properties"]["PolicyDocument"] for p in cloud.resources("AWS::IAM::Policy").values()
+                  if {"Ref": role_id} in p["Properties"]["Roles"])
+    allowed = {a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert {"sagemaker:DeleteEndpoint", "sagemaker:ListTags", "states:StopExecution",
+            "cloudformation:DescribeStacks"} <= called
+    assert called <= allowed, called - allowed
