@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import io
 import warnings
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageMode
 
 import contract
 from contract import ApiException
@@ -15,6 +17,7 @@ from contract import ApiException
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 AUGMENTATIONS = ("flip-crop", "crop", "none")
+EXIF_ORIENTATION = 0x0112
 
 
 @dataclass(frozen=True)
@@ -49,13 +52,17 @@ class TransformSettings:
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        # 16-bit and float greyscale: scale to 8 bits instead of clipping to white.
-        arr = np.asarray(img, dtype=np.float64)
+        # 16-bit and float greyscale: scale to 8 bits instead of clipping to white (float32, in place: the
+        # image is already reduced, and this is the one copy).
+        arr = np.array(img, dtype=np.float32)
         top = 65535.0 if (img.mode.startswith("I") and arr.max(initial=0) > 255) else 255.0
         if img.mode == "F":
+            arr[~np.isfinite(arr)] = 0.0
             lo, hi = float(arr.min(initial=0)), float(arr.max(initial=1))
-            arr, top = arr - lo, max(hi - lo, 1e-12)
-        img = Image.fromarray(np.clip(arr * 255.0 / top, 0, 255).astype(np.uint8), "L")
+            arr -= lo
+            top = max(hi - lo, 1e-12)
+        arr *= 255.0 / top
+        img = Image.fromarray(np.clip(arr, 0, 255, out=arr).astype(np.uint8), "L")
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -66,12 +73,46 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
+# Modes whose pixels Image.reduce cannot average (palette indices, bits, 16-bit), and what they become first.
+_BEFORE_REDUCE = {"1": "L", "P": "RGBA", "PA": "RGBA", "I;16": "I", "I;16B": "I", "I;16L": "I", "I;16N": "I"}
+# Whole-factor box reduction while the image stays at least this many times the side the transform resizes to
+# (Pillow's own `reducing_gap` idea: the final resize then looks as if made from the full image).
+REDUCING_GAP = 2.0
+# EXIF orientation -> the transposition that shows the image upright (what ImageOps.exif_transpose applies).
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+_TRIM_ABOVE_BYTES = 8 * 1024 * 1024
+
+
+def held_bytes(mode: str, width: int, height: int) -> int:
+    """Bytes Pillow holds for an image: 1, 2 or 4 per pixel with one band, 4 with several 8-bit bands (RGB is
+    stored as RGBX)."""
+    try:
+        desc = ImageMode.getmode(mode)
+    except KeyError:
+        return width * height * 4
+    return width * height * (4 if len(desc.bands) > 1 else int(desc.typestr[-1]))
+
+
 def decode_image(data: bytes, min_side: int | None = None) -> Image.Image:
     """Bytes -> upright RGB image, refusing what is not a bounded raster image.
 
-    `min_side` lets JPEG decode at a reduced scale that still covers the model's input size.
-    Raises ApiException (400 undecodable/truncated, 422 over the pixel budget or absurd shape).
+    `min_side` (the side the transform resizes to) lets JPEG decode at a reduced scale and any image be reduced
+    by a whole factor right after decoding, so conversions run on the small image. Bounded by
+    contract.MAX_IMAGE_PIXELS, MAX_ASPECT_RATIO and MAX_DECODED_BYTES, checked before decoding; the memory of a
+    large decode goes back to the system afterwards. Raises ApiException (400 undecodable/truncated, 422 over a
+    budget or absurd shape).
     """
+    held = [0]
+    try:
+        return _decode(data, min_side, held)
+    finally:
+        if held[0] > _TRIM_ABOVE_BYTES:
+            release_memory()
+
+
+def _decode(data: bytes, min_side: int | None, held: list[int]) -> Image.Image:
     if not data:
         raise ApiException(contract.EMPTY_BODY, "the image is empty")
     try:
@@ -94,9 +135,26 @@ def decode_image(data: bytes, min_side: int | None = None) -> Image.Image:
             if min_side and img.format == "JPEG":
                 scale = min(width, height) / min_side
                 if scale >= 2:
-                    img.draft("RGB", (int(width / scale) + 1, int(height / scale) + 1))
+                    img.draft("RGB", (int(width / scale) + 1, int(height / scale) + 1))  # decodes at 1/2..1/8
+            width, height = img.size
+            before_reduce = _BEFORE_REDUCE.get(img.mode)
+            held[0] = held_bytes(img.mode, width, height) + (
+                held_bytes(before_reduce, width, height) if before_reduce else 0)
+            if held[0] > contract.MAX_DECODED_BYTES:
+                raise ApiException(
+                    contract.UNPROCESSABLE_IMAGE,
+                    f"the image ({width}x{height}, mode {img.mode}) needs {held[0] / 2**20:,.0f} MiB to decode; "
+                    f"the limit is {contract.MAX_DECODED_BYTES / 2**20:,.0f} MiB",
+                )
+            orientation = img.getexif().get(EXIF_ORIENTATION)
             img.load()
-            img = ImageOps.exif_transpose(img) or img
+            factor = int(min(width, height) / (min_side * REDUCING_GAP)) if min_side else 1
+            if factor >= 2:
+                if before_reduce:
+                    img = img.convert(before_reduce)
+                img = img.reduce(factor)
+            if orientation in _UPRIGHT:
+                img = img.transpose(_UPRIGHT[orientation])
             return _to_rgb(img)
     except ApiException:
         raise
@@ -107,6 +165,23 @@ def decode_image(data: bytes, min_side: int | None = None) -> Image.Image:
     except Exception as exc:  # a malformed file can raise nearly anything inside a Pillow plugin
         # (OSError, SyntaxError, struct.error, KeyError, ZeroDivisionError...): it is the sender's file, not our fault.
         raise ApiException(contract.INVALID_IMAGE, f"the image could not be decoded: {_short(exc)}") from None
+
+
+def release_memory() -> None:
+    """Give freed heap memory back to the system (glibc keeps large freed blocks otherwise: an endpoint that
+    decoded a few big images would stay at its peak). A no-op where malloc_trim does not exist."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+def _find_malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _find_malloc_trim()
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:

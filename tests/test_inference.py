@@ -27,9 +27,10 @@ from tests.serve_helpers import (
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "ml"))
 
 import contract  # flat, as inside the container
+import imaging
 import inference
 from contract import ApiException
-from imaging import TransformSettings, build_transforms, decode_image
+from imaging import REDUCING_GAP, TransformSettings, build_transforms, decode_image
 
 EXIF_ORIENTATION = 0x0112
 T = Image.Transpose
@@ -133,7 +134,10 @@ def test_large_jpegs_decode_reduced_but_never_below_the_model_size(min_side):
     data = encode(quadrants(3000, 2000), "JPEG")
     decoded = decode_image(data, min_side=min_side)
     assert min(decoded.size) >= min_side and decoded.size[0] < 3000
-    assert decode_image(encode(quadrants(300, 200)), min_side=min_side).size == (300, 200)  # PNG: no draft
+    # Other formats are reduced by a whole factor after decoding, never below REDUCING_GAP x the model's side.
+    png = decode_image(encode(quadrants(300, 200)), min_side=min_side).size
+    assert min(png) >= min(200, min_side * REDUCING_GAP)
+    assert (png == (300, 200)) == (2 * min_side * REDUCING_GAP > 200)
 
 
 def _mutants(n: int = 240):
@@ -255,3 +259,79 @@ def test_image_bytes_are_read_from_any_buffer():
     for data in (GOOD_PNG, bytearray(GOOD_PNG), memoryview(GOOD_PNG).tobytes()):
         assert inference.input_fn(data, "image/png").body == GOOD_PNG
     assert Image.open(io.BytesIO(GOOD_PNG)).size == (32, 32)
+
+
+# --- bounded decoding (issue 12, item 17) -------------------------------------------------------------------------
+DECODE_MEMORY = r"""
+import json, pathlib, resource, sys, time
+from ml import host_import
+imaging = host_import("imaging")
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+folder = pathlib.Path(sys.argv[1])
+crafted = {p.stem: p.read_bytes() for p in sorted(folder.iterdir())}
+imaging.decode_image(crafted.pop("small"), min_side=256)
+base_peak, base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, rss()
+out = {"outcomes": {}, "cpu": {}}
+for name, data in crafted.items():
+    start = time.process_time()
+    try:
+        out["outcomes"][name] = list(imaging.decode_image(data, min_side=256).size)
+    except imaging.ApiException as exc:
+        out["outcomes"][name] = exc.status_code
+    out["cpu"][name] = round(time.process_time() - start, 3)
+out["peak_growth"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_peak
+out["kept"] = rss() - base
+print(json.dumps(out))
+"""
+
+
+def _crafted(folder: Path) -> dict[str, int]:
+    """Attacker-sized files (a few hundred KB) with huge dimensions, all within the pixel budget."""
+    def save(name: str, img: Image.Image, fmt: str = "PNG", **params) -> None:
+        img.save(folder / f"{name}.{fmt.lower()}", fmt, **params)
+
+    save("small", Image.new("RGB", (64, 64), (200, 10, 10)))
+    save("rgb-6000x6000", Image.new("RGB", (6000, 6000), (20, 30, 40)), compress_level=9)
+    save("grey-6300x6300", Image.new("L", (6300, 6300), 90), compress_level=9)
+    save("rgba-4200x4200", Image.new("RGBA", (4200, 4200), (1, 2, 3, 4)), compress_level=9)
+    save("palette-6000x6000", Image.new("P", (6000, 6000), 3), compress_level=9)
+    save("16-bit-6000x6000", Image.fromarray(np.full((6000, 6000), 40000, np.uint16)), compress_level=9)
+    save("16-bit-3000x3000", Image.fromarray(np.full((3000, 3000), 40000, np.uint16)), compress_level=9)
+    save("float-5000x5000", Image.fromarray(np.full((5000, 5000), 0.5, np.float32)), "TIFF",
+         compression="tiff_adobe_deflate")
+    return {p.stem: p.stat().st_size for p in folder.iterdir()}
+
+
+def test_decoding_is_bounded_in_memory_and_memory_returns(tmp_path):
+    """Each crafted file is refused by the byte budget before decoding, or decoded and reduced at once: the
+    process's peak stays near the budget (not ~1 GB) and its memory falls back after."""
+    import subprocess
+
+    sizes = _crafted(tmp_path)
+    assert max(sizes.values()) < 400_000, sizes
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-c", DECODE_MEMORY, str(tmp_path)], capture_output=True, text=True,
+                            cwd=root, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout)
+    outcomes = out["outcomes"]
+    for name in ("rgb-6000x6000", "rgba-4200x4200", "palette-6000x6000", "16-bit-6000x6000", "float-5000x5000"):
+        assert outcomes[name] == contract.UNPROCESSABLE_IMAGE.status, (name, outcomes)
+    for name in ("grey-6300x6300", "16-bit-3000x3000"):  # within the byte budget: decoded, then reduced
+        assert isinstance(outcomes[name], list) and 512 <= min(outcomes[name]) < 1024, (name, outcomes)
+    mib = 2**20
+    assert out["peak_growth"] < contract.MAX_DECODED_BYTES + 32 * mib, (out["peak_growth"] / mib, out)
+    assert out["kept"] < 16 * mib, (out["kept"] / mib, out)
+
+
+def test_the_byte_budget_counts_bytes_per_pixel():
+    assert imaging.held_bytes("L", 100, 10) == 1000
+    assert imaging.held_bytes("I;16", 100, 10) == 2000
+    assert imaging.held_bytes("RGB", 100, 10) == imaging.held_bytes("F", 100, 10) == 4000
+    with pytest.raises(ApiException) as info:  # 4,100 x 4,100 RGBA: 17 M pixels, 64.1 MiB; the limit is bytes
+        decode_image(encode(Image.new("RGBA", (4100, 4100), (1, 2, 3, 4))), min_side=256)
+    assert info.value.error == contract.UNPROCESSABLE_IMAGE and "MiB" in info.value.message
