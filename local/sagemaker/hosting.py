@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from local.sagemaker import processes
 from local.sagemaker.api import now
+from local.wsgi import REQUEST_TIMEOUT_S
 
 if TYPE_CHECKING:
     from local.sagemaker.service import LocalSageMaker
@@ -358,6 +359,7 @@ class RuntimeProxy:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = REQUEST_TIMEOUT_S  # a silent kept-alive client frees its thread (socket timeout per read)
 
             def log_message(self, *args: Any) -> None:  # requests are not the stand-in's log
                 pass
