@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import io
+import math
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -38,13 +39,36 @@ class TransformSettings:
 
     @classmethod
     def from_dict(cls, data: dict) -> TransformSettings:
-        return cls(
-            image_size=int(data["image_size"]),
-            resize_size=int(data["resize_size"]),
-            mean=tuple(data["mean"]),
-            std=tuple(data["std"]),
-            augment=data.get("augment", "flip-crop"),
-        )
+        """model.json's "transforms", checked: a value no model could be served with is a ValueError naming it
+        (at load time, not as an error on every request)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"transforms must be an object, not {type(data).__name__}")
+        top = contract.MAX_MODEL_IMAGE_SIZE
+
+        def side(name: str) -> int:
+            value = data.get(name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+                raise ValueError(f"transforms.{name} must be a whole number from 1 to {top}, not {value!r}")
+            return value
+
+        def triple(name: str, positive: bool) -> tuple[float, float, float]:
+            value = data.get(name)
+            ok = isinstance(value, list | tuple) and len(value) == 3 and all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 or not positive)
+                for v in value)
+            if not ok:
+                raise ValueError(f"transforms.{name} must be 3 finite{' positive' if positive else ''} numbers, "
+                                 f"not {value!r}")
+            return (float(value[0]), float(value[1]), float(value[2]))
+
+        image_size, resize_size = side("image_size"), side("resize_size")
+        if resize_size < image_size:
+            raise ValueError(f"transforms.resize_size {resize_size} is below image_size {image_size}")
+        augment = data.get("augment", "flip-crop")
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"transforms.augment must be one of {', '.join(AUGMENTATIONS)}, not {augment!r}")
+        return cls(image_size=image_size, resize_size=resize_size, mean=triple("mean", False),
+                   std=triple("std", True), augment=augment)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,9 +114,10 @@ def held_bytes(mode: str, width: int, height: int) -> int:
     stored as RGBX)."""
     try:
         desc = ImageMode.getmode(mode)
-    except KeyError:
+        item = int(desc.typestr[-1])
+    except (KeyError, AttributeError, ValueError):  # a mode this Pillow does not describe: count the most
         return width * height * 4
-    return width * height * (4 if len(desc.bands) > 1 else int(desc.typestr[-1]))
+    return width * height * (4 if len(desc.bands) > 1 else item)
 
 
 def decode_image(data: bytes, min_side: int | None = None) -> Image.Image:

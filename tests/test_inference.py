@@ -335,3 +335,36 @@ def test_the_byte_budget_counts_bytes_per_pixel():
     with pytest.raises(ApiException) as info:  # 4,100 x 4,100 RGBA: 17 M pixels, 64.1 MiB; the limit is bytes
         decode_image(encode(Image.new("RGBA", (4100, 4100), (1, 2, 3, 4))), min_side=256)
     assert info.value.error == contract.UNPROCESSABLE_IMAGE and "MiB" in info.value.message
+
+
+# --- model.json is checked when the model loads (issue 12, item 19) -------------------------------------------------
+@pytest.mark.parametrize(("change", "named"), [
+    ({"transforms": {"image_size": 100_000, "resize_size": 100_000}}, "image_size"),
+    ({"transforms": {"image_size": 32, "resize_size": 16}}, "resize_size"),
+    ({"transforms": {"std": [0, 1, 1]}}, "std"),
+    ({"transforms": {"mean": ["a", 1, 1]}}, "mean"),
+    ({"transforms": {"augment": "rotate"}}, "augment"),
+    ({"transforms": "big"}, "transforms"),
+    ({"classes": []}, "classes"),
+    ({"classes": ["a", "a"]}, "duplicate"),
+    ({"backbone": 7}, "backbone"),
+])
+def test_absurd_model_config_is_refused_at_load(tmp_path, change, named):
+    from tests.serve_helpers import write_random_model
+
+    model_dir = write_random_model(tmp_path / "model")
+    config = json.loads((model_dir / contract.MODEL_CONFIG_FILE).read_text())
+    for key, value in change.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) else value
+    (model_dir / contract.MODEL_CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=named) as info:
+        inference.model_fn(str(model_dir))
+    assert contract.MODEL_CONFIG_FILE in str(info.value)
+
+
+def test_a_valid_model_config_loads(tmp_path):
+    from tests.serve_helpers import write_random_model
+
+    predictor = inference.model_fn(str(write_random_model(tmp_path / "model", classes=("x", "y", "z"))))
+    assert predictor.classes == ["x", "y", "z"] and predictor.settings.image_size == 32
+    assert len(predictor.predict(GOOD_PNG)["predictions"]) == 3
