@@ -109,8 +109,8 @@ def sweep_orphaned_copies(folder: Path | None = None) -> list[Path]:
     return removed
 
 
-def resolve_model(path: str | Path, max_bytes: int = MAX_MODEL_BYTES,
-                  max_files: int = MAX_MODEL_FILES) -> tuple[Path, Path | None]:
+def resolve_model(path: str | Path, max_bytes: int = MAX_MODEL_BYTES, max_files: int = MAX_MODEL_FILES,
+                  temp_root: str | Path | None = None) -> tuple[Path, Path | None]:
     """(model directory, temporary directory to delete afterwards or None) for a model dir or a model.tar.gz.
 
     An archive is extracted member by member, refused (ModelSourceError) as soon as it declares more than
@@ -121,8 +121,8 @@ def resolve_model(path: str | Path, max_bytes: int = MAX_MODEL_BYTES,
     source = Path(path)
     if source.is_dir():
         return source, None
-    sweep_orphaned_copies()
-    temp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-"))
+    sweep_orphaned_copies(Path(temp_root) if temp_root else None)
+    temp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=temp_root))
     try:
         total, count = 0, 0
         with tarfile.open(source) as archive:
@@ -409,7 +409,7 @@ def start_endpoint_server(model: str | Path, port: int = 0, host: str = "127.0.0
     SIGKILL leaves no copy behind: stop() deletes it.
     """
     try:
-        model_dir, model_copy = resolve_model(model)
+        model_dir, model_copy = resolve_model(model, temp_root=(env or {}).get("TMPDIR"))  # the server's temp
     except ModelSourceError as exc:
         raise RuntimeError(str(exc)) from None
     cmd = [sys.executable, "-m", "local.endpoint_server", "--model-dir", str(model_dir), "--port", str(port),
