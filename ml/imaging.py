@@ -5,12 +5,13 @@ from __future__ import annotations
 import ctypes
 import io
 import math
+import re
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageMode
+from PIL import Image, ImageMode, UnidentifiedImageError
 
 import contract
 from contract import ApiException
@@ -209,8 +210,15 @@ def _find_malloc_trim() -> Any:
 _malloc_trim = _find_malloc_trim()
 
 
+# Pillow names the stream it could not read by its repr ("<_io.BytesIO object at 0x7f...>"): a memory address,
+# which a client must never see.
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
 def _short(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = " ".join(_OBJECT_REPR.sub("the data", str(exc)).split()) or type(exc).__name__
+    if isinstance(exc, UnidentifiedImageError):
+        text = f"not a {'/'.join(contract.IMAGE_FORMATS)} image Pillow can read"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

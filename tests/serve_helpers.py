@@ -291,6 +291,7 @@ def assert_error(reply: Reply, status: int, code: str) -> None:
     assert payload["error"]["code"] == code, payload
     assert isinstance(payload["error"]["message"], str) and payload["error"]["message"]
     assert "Traceback" not in payload["error"]["message"]
+    assert " at 0x" not in payload["error"]["message"], payload  # no memory address (issue 12 item 21)
 
 
 def assert_predictions(payload: dict, k: int, classes: list[str] | None = None) -> None:

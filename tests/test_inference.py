@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -168,6 +169,7 @@ def test_corrupted_images_raise_only_contract_errors():
         except ApiException as exc:
             assert exc.status_code in (400, 422), exc.message
             assert "Traceback" not in exc.message and len(exc.message) < 300
+            assert not re.search(r"0x[0-9a-f]{6,}", exc.message), exc.message  # no memory address
             outcomes[exc.status_code] += 1
     assert outcomes[400] > 50, outcomes  # the fuzz really hits the error paths
 
@@ -368,3 +370,12 @@ def test_a_valid_model_config_loads(tmp_path):
     predictor = inference.model_fn(str(write_random_model(tmp_path / "model", classes=("x", "y", "z"))))
     assert predictor.classes == ["x", "y", "z"] and predictor.settings.image_size == 32
     assert len(predictor.predict(GOOD_PNG)["predictions"]) == 3
+
+
+@pytest.mark.parametrize("magic", [b"\x89PNG\r\n\x1a\n", b"GIF89a", b"BM", b"II*\x00", b"\xff\xd8\xff"])
+def test_no_message_carries_a_memory_address(magic):
+    # Issue 12 item 21: Pillow's "cannot identify image file <_io.BytesIO object at 0x7f...>" reached clients.
+    with pytest.raises(ApiException) as info:
+        decode_image(magic + b"\0" * 40)
+    assert info.value.error == contract.INVALID_IMAGE
+    assert " at 0x" not in info.value.message and "object" not in info.value.message, info.value.message
