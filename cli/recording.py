@@ -514,7 +514,11 @@ def _copy_objects(source: Any, root: Path, locations: list[tuple[str, str, bool]
             keys = [o["Key"] for o in collect(reader, "s3", "list_objects_v2", Bucket=bucket,
                                                Prefix=key)["Contents"]] if is_prefix else [key]
             for k in keys:
-                target = root / S3_DIR / bucket / k
+                try:
+                    target = confined(root / S3_DIR, bucket, *k.split("/"))  # a key like '/x' or '../x' stays in
+                except ValueError:
+                    log.info("recording: s3://%s/%s not copied: it leads outside the recording", bucket, k)
+                    continue
                 if target.is_file():
                     continue
                 body = reader.get_object(Bucket=bucket, Key=k)["Body"]

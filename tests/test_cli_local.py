@@ -256,3 +256,26 @@ def test_a_tampered_job_record_is_named(fresh_run, scenario, capsys):
     path.write_text(json.dumps(job))
     code, _, err = run(["status", "--local", str(fresh_run)], capsys)
     assert code == 1 and str(path) in err and "internal error" not in err, err
+
+
+def test_copied_s3_keys_stay_inside_the_recording(tmp_path):
+    import io
+
+    from botocore.response import StreamingBody
+
+    from cli.recording import _copy_objects
+
+    class HostileS3:
+        keys = ["out/ok.bin", "out/../../../escaped.bin", f"out/{tmp_path}/abs.bin"]
+
+        def list_objects_v2(self, **params):
+            return {"Contents": [{"Key": k} for k in self.keys], "IsTruncated": False}
+
+        def get_object(self, Bucket, Key):
+            return {"Body": StreamingBody(io.BytesIO(b"x"), 1)}
+
+    root = tmp_path / "run"
+    copied = _copy_objects(HostileS3(), root, [("bucket", "out/", True), ("bucket", "/" + str(tmp_path / "a"), False)])
+    assert all(p.resolve().is_relative_to(root.resolve()) for p in copied), copied
+    assert not (tmp_path / "escaped.bin").exists() and not (tmp_path / "a").exists()
+    assert (root / "s3" / "bucket" / "out" / "ok.bin").read_bytes() == b"x"
