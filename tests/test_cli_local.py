@@ -266,7 +266,7 @@ def test_copied_s3_keys_stay_inside_the_recording(tmp_path):
     from cli.recording import _copy_objects
 
     class HostileS3:
-        keys = ["out/ok.bin", "out/../../../escaped.bin", f"out/{tmp_path}/abs.bin"]
+        keys = ("out/ok.bin", "out/../../../escaped.bin", f"out/{tmp_path}/abs.bin")
 
         def list_objects_v2(self, **params):
             return {"Contents": [{"Key": k} for k in self.keys], "IsTruncated": False}
