@@ -8,30 +8,33 @@ modules that import their siblings flat through `host_import`, so a host process
 
 from __future__ import annotations
 
-import importlib
-import importlib.abc
-import importlib.machinery
 import sys
 import threading
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
+# Standard library only, and little of it: the Lambda bundle ships this file (importlib comes with host_import).
 _LOCK = threading.Lock()
 
 
-class _Siblings(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Answers a flat `import contract` with the module `ml.contract` itself (not a second copy of the file)."""
+class _Siblings:
+    """A meta path finder and loader (importlib's protocol) that answers a flat `import contract` with the module
+    `ml.contract` itself, not a second copy of the file."""
 
     def __init__(self, names: frozenset[str]) -> None:
         self.names = names
 
-    def find_spec(self, fullname: str, path: object = None,
-                  target: object = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> Any:
+        from importlib.machinery import ModuleSpec
+
         if path is None and fullname in self.names:
-            return importlib.machinery.ModuleSpec(fullname, self)
+            return ModuleSpec(fullname, self)
         return None
 
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+    def create_module(self, spec: Any) -> ModuleType:
+        import importlib
+
         module = importlib.import_module(f"{__name__}.{spec.name}")
         spec.loader_state = module.__spec__  # the import system sets __spec__ to the alias's: put it back
         return module
@@ -51,6 +54,8 @@ def host_import(name: str) -> ModuleType:
     if name not in siblings:
         raise ImportError(f"ml has no module {name!r}")
     with _LOCK:
+        import importlib
+
         hidden = {n: sys.modules.pop(n) for n in siblings if n in sys.modules}
         finder = _Siblings(siblings)
         sys.meta_path.insert(0, finder)
