@@ -269,6 +269,10 @@ import json, pathlib, resource, sys, time
 from ml import host_import
 imaging = host_import("imaging")
 
+def hwm():  # this process's peak RSS (VmHWM: ru_maxrss would carry the parent's peak across exec)
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
 def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()
@@ -276,7 +280,7 @@ def rss():
 folder = pathlib.Path(sys.argv[1])
 crafted = {p.stem: p.read_bytes() for p in sorted(folder.iterdir())}
 imaging.decode_image(crafted.pop("small"), min_side=256)
-base_peak, base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, rss()
+base_peak, base = hwm(), rss()
 out = {"outcomes": {}, "cpu": {}}
 for name, data in crafted.items():
     start = time.process_time()
@@ -285,7 +289,7 @@ for name, data in crafted.items():
     except imaging.ApiException as exc:
         out["outcomes"][name] = exc.status_code
     out["cpu"][name] = round(time.process_time() - start, 3)
-out["peak_growth"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_peak
+out["peak_growth"] = hwm() - base_peak
 out["kept"] = rss() - base
 print(json.dumps(out))
 """
