@@ -1,5 +1,6 @@
-"""The inference handlers and the careful decoding they share with training, in process (flat imports, as inside
-the container): odd-but-valid images come out upright RGB, bad ones raise the contract's errors and nothing else."""
+"""The inference handlers and the careful decoding they share with training, in process (the container's modules
+through ml.host_import): odd-but-valid images come out upright RGB, bad ones raise the contract's errors and
+nothing else."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ml import contract, host_import
 from tests.serve_helpers import (
     BAD_AND_ODD,
     GOOD_PNG,
@@ -25,13 +27,11 @@ from tests.serve_helpers import (
     random_bytes,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "ml"))
-
-import contract  # flat, as inside the container
-import imaging
-import inference
-from contract import ApiException
-from imaging import REDUCING_GAP, TransformSettings, build_transforms, decode_image
+# The container's code as the host imports it: its flat sibling imports bound to ml.* (one ApiException class).
+imaging, inference = host_import("imaging"), host_import("inference")
+ApiException = contract.ApiException
+REDUCING_GAP, TransformSettings, decode_image = imaging.REDUCING_GAP, imaging.TransformSettings, imaging.decode_image
+build_transforms = imaging.build_transforms
 
 EXIF_ORIENTATION = 0x0112
 T = Image.Transpose
