@@ -103,6 +103,7 @@ _BEFORE_REDUCE = {"1": "L", "P": "RGBA", "PA": "RGBA", "I;16": "I", "I;16B": "I"
 # Whole-factor box reduction while the image stays at least this many times the side the transform resizes to
 # (Pillow's own `reducing_gap` idea: the final resize then looks as if made from the full image).
 REDUCING_GAP = 2.0
+_PREMULTIPLIED = ("LA", "RGBA")  # Image.reduce averages these as La/RGBa: one more full-size copy
 # EXIF orientation -> the transposition that shows the image upright (what ImageOps.exif_transpose applies).
 _UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
             5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
@@ -164,8 +165,13 @@ def _decode(data: bytes, min_side: int | None, held: list[int]) -> Image.Image:
                     img.draft("RGB", (int(width / scale) + 1, int(height / scale) + 1))  # decodes at 1/2..1/8
             width, height = img.size
             before_reduce = _BEFORE_REDUCE.get(img.mode)
-            held[0] = held_bytes(img.mode, width, height) + (
-                held_bytes(before_reduce, width, height) if before_reduce else 0)
+            factor = int(min(width, height) / (min_side * REDUCING_GAP)) if min_side else 1
+            # Every full-size copy held at once: the decoded pixels, the mode a reduce needs, and the premultiplied
+            # copy Image.reduce makes of an image with alpha.
+            copies = [img.mode, *([before_reduce] if before_reduce else [])]
+            if factor >= 2 and copies[-1] in _PREMULTIPLIED:
+                copies.append(copies[-1])
+            held[0] = sum(held_bytes(mode, width, height) for mode in copies)
             if held[0] > contract.MAX_DECODED_BYTES:
                 raise ApiException(
                     contract.UNPROCESSABLE_IMAGE,
@@ -174,7 +180,6 @@ def _decode(data: bytes, min_side: int | None, held: list[int]) -> Image.Image:
                 )
             orientation = img.getexif().get(EXIF_ORIENTATION)
             img.load()
-            factor = int(min(width, height) / (min_side * REDUCING_GAP)) if min_side else 1
             if factor >= 2:
                 if before_reduce:
                     img = img.convert(before_reduce)
