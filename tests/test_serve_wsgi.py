@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import socket
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 from local import wsgi
 from local.rest_api import create_server
@@ -38,36 +39,41 @@ def _closed_by_server(sock: socket.socket, within: float) -> bool:
         return False
 
 
+@contextmanager
+def serving(**limits) -> Iterator[wsgi.Server]:
+    """The REST front of `make serve` (its own defaults, or `limits`) around a Lambda that answers 200."""
+    server = (wsgi.Server(create_server(_lambda).app, "127.0.0.1", 0, **limits) if limits
+              else create_server(_lambda)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _predict(server: wsgi.Server):
+    return http_request(server.port, "POST", contract.PREDICT_PATH, GOOD_PNG, "image/png", timeout=PROMPT_S)
+
+
 def test_120_idle_connections_do_not_lock_out_a_request():
     # Issue 12 item 16: waitress's limit of 100 counted the server's own sockets; ~98 silent clients locked
     # everyone out until waitress's 120 s channel timeout.
-    server = create_server(_lambda).start()
-    try:
-        with ExitStack() as stack:
-            _silent_sockets(stack, server.port, 120)
-            started = time.monotonic()
-            reply = http_request(server.port, "POST", contract.PREDICT_PATH, GOOD_PNG, "image/png", timeout=PROMPT_S)
-            assert reply.status == 200 and reply.json() == {"ok": True}
-            assert time.monotonic() - started < PROMPT_S
-    finally:
-        server.stop()
+    with serving() as server, ExitStack() as stack:
+        _silent_sockets(stack, server.port, 120)
+        started = time.monotonic()
+        reply = _predict(server)
+        assert reply.status == 200 and reply.json() == {"ok": True}
+        assert time.monotonic() - started < PROMPT_S
 
 
 def test_at_the_limit_the_longest_idle_clients_make_room():
-    server = wsgi.Server(create_server(_lambda).app, "127.0.0.1", 0, max_clients=20).start()
-    try:
-        with ExitStack() as stack:
-            first = _silent_sockets(stack, server.port, 30)
-            reply = http_request(server.port, "POST", contract.PREDICT_PATH, GOOD_PNG, "image/png", timeout=PROMPT_S)
-            assert reply.status == 200
-            assert _closed_by_server(first[0], PROMPT_S), "the longest-idle client was kept"
-    finally:
-        server.stop()
+    with serving(max_clients=20) as server, ExitStack() as stack:
+        first = _silent_sockets(stack, server.port, 30)
+        assert _predict(server).status == 200
+        assert _closed_by_server(first[0], PROMPT_S), "the longest-idle client was kept"
 
 
 def test_slowloris_partial_headers_time_out():
-    server = wsgi.Server(create_server(_lambda).app, "127.0.0.1", 0, request_timeout=2).start()
-    try:
+    with serving(request_timeout=2) as server:
         with socket.create_connection(("127.0.0.1", server.port), timeout=PROMPT_S) as sock:
             sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
             deadline, closed = time.monotonic() + 4 * PROMPT_S, False
@@ -79,35 +85,24 @@ def test_slowloris_partial_headers_time_out():
                     break
                 closed = _closed_by_server(sock, 0.5)
             assert closed, "a client trickling headers kept its connection"
-            assert time.monotonic() < deadline
-        reply = http_request(server.port, "POST", contract.PREDICT_PATH, GOOD_PNG, "image/png", timeout=PROMPT_S)
-        assert reply.status == 200
-    finally:
-        server.stop()
+        assert _predict(server).status == 200
 
 
 def test_idle_keep_alive_connections_are_closed():
-    server = wsgi.Server(create_server(_lambda).app, "127.0.0.1", 0, idle_timeout=1).start()
-    try:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=PROMPT_S) as sock:
-            assert _closed_by_server(sock, PROMPT_S)
-    finally:
-        server.stop()
+    with serving(idle_timeout=1) as server, \
+            socket.create_connection(("127.0.0.1", server.port), timeout=PROMPT_S) as sock:
+        assert _closed_by_server(sock, PROMPT_S)
 
 
 def test_a_normal_slow_upload_within_the_timeout_is_served():
-    server = create_server(_lambda).start()
-    try:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=PROMPT_S) as sock:
-            head = (f"POST {contract.PREDICT_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-                    f"Content-Length: {len(GOOD_PNG)}\r\nConnection: close\r\n\r\n").encode()
-            for i in range(0, len(head), 16):
-                sock.sendall(head[i:i + 16])
-                time.sleep(0.05)
-            sock.sendall(GOOD_PNG)
-            data = b""
-            while chunk := sock.recv(4096):
-                data += chunk
-            assert data.startswith(b"HTTP/1.1 200"), data[:200]
-    finally:
-        server.stop()
+    with serving() as server, socket.create_connection(("127.0.0.1", server.port), timeout=PROMPT_S) as sock:
+        head = (f"POST {contract.PREDICT_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                f"Content-Length: {len(GOOD_PNG)}\r\nConnection: close\r\n\r\n").encode()
+        for i in range(0, len(head), 16):
+            sock.sendall(head[i:i + 16])
+            time.sleep(0.05)
+        sock.sendall(GOOD_PNG)
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200"), data[:200]
