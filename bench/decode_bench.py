@@ -4,8 +4,9 @@
 
 1. Each crafted file (a few hundred KB; 6000x6000 RGB, grey, palette, RGBA, 16-bit and float) decoded alone in a
    fresh process as serving decodes it (imaging.decode_image, min_side=256): outcome, CPU seconds, peak RSS growth.
-2. The local endpoint server on a 224x224 resnet18 (random weights): latency of a normal JPEG, alone and while
-   `--clients` threads POST the crafted files in a loop, and the server's RSS before, at its peak and after.
+2. The local endpoint server on a 224x224 resnet18 (random weights): latency of a normal JPEG, alone, while
+   `--clients` threads POST normal JPEGs (plain load) and while they POST the crafted files, and the server's RSS
+   before, at its peak and after.
 Loopback only; nothing leaves the machine.
 """
 
@@ -121,28 +122,31 @@ def main(argv: list[str] | None = None) -> int:
             rss_before = server.memory_info().rss
             p50, p99 = latencies(endpoint.port, normal, args.requests)
             print(f"\nnormal 640x480 JPEG alone: p50 {p50:.0f} ms, p99 {p99:.0f} ms")
-            stop, peak = threading.Event(), [rss_before]
+            peak = [rss_before]
+            for label, sent in (("normal JPEGs (plain load, for comparison)", [normal]),
+                                ("the crafted files", bodies)):
+                stop = threading.Event()
 
-            def attack(i: int) -> None:
-                while not stop.is_set():
-                    post(endpoint.port, bodies[i % len(bodies)])
+                def attack(i: int, sent: list[bytes] = sent, stop: threading.Event = stop) -> None:
+                    while not stop.is_set():
+                        post(endpoint.port, sent[i % len(sent)])
 
-            def watch() -> None:
-                while not stop.is_set():
-                    peak[0] = max(peak[0], server.memory_info().rss)
-                    time.sleep(0.05)
+                def watch(stop: threading.Event = stop) -> None:
+                    while not stop.is_set():
+                        peak[0] = max(peak[0], server.memory_info().rss)
+                        time.sleep(0.05)
 
-            threads = [threading.Thread(target=attack, args=(i,), daemon=True) for i in range(args.clients)]
-            threads.append(threading.Thread(target=watch, daemon=True))
-            for t in threads:
-                t.start()
-            time.sleep(2)
-            p50, p99 = latencies(endpoint.port, normal, args.requests)
-            stop.set()
-            for t in threads:
-                t.join(120)
-            time.sleep(1)
-            print(f"with {args.clients} clients sending the crafted files: p50 {p50:.0f} ms, p99 {p99:.0f} ms")
+                threads = [threading.Thread(target=attack, args=(i,), daemon=True) for i in range(args.clients)]
+                threads.append(threading.Thread(target=watch, daemon=True))
+                for t in threads:
+                    t.start()
+                time.sleep(2)
+                p50, p99 = latencies(endpoint.port, normal, args.requests)
+                stop.set()
+                for t in threads:
+                    t.join(120)
+                time.sleep(1)
+                print(f"with {args.clients} clients sending {label}: p50 {p50:.0f} ms, p99 {p99:.0f} ms")
             print(f"endpoint RSS: {rss_before / 2**20:.0f} MB before, {peak[0] / 2**20:.0f} MB at peak, "
                   f"{server.memory_info().rss / 2**20:.0f} MB after")
     return 0
