@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 import tarfile
 from collections import Counter
 from collections.abc import Callable
@@ -16,7 +15,6 @@ from typing import Any
 from cli.errors import CliError, UsageError
 from ml import contract
 
-ML_DIR = Path(__file__).resolve().parent.parent / "ml"
 BATCH = 64
 
 
@@ -86,12 +84,11 @@ def _predictor(model_dir: Path) -> Any:
     if not (model_dir / contract.MODEL_CONFIG_FILE).is_file():
         raise UsageError(f"{model_dir} is not a model directory written by ml/train.py "
                          f"(no {contract.MODEL_CONFIG_FILE})")
-    # ml/inference.py imports its siblings as top-level modules, exactly as in the inference container.
-    if str(ML_DIR) not in sys.path:
-        sys.path.insert(0, str(ML_DIR))
-    from inference import Predictor
+    # ml/inference.py imports its siblings flat, as in the inference container; host_import binds those imports
+    # to ml.*, so what ml/imaging.py raises is the contract.ApiException caught below.
+    from ml import host_import
 
-    return Predictor(model_dir, device="cpu")
+    return host_import("inference").Predictor(model_dir, device="cpu")
 
 
 def list_test_images(test_dir: Path) -> list[tuple[Path, str]]:

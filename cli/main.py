@@ -48,27 +48,37 @@ def dataset_location(backend: Backend, bucket: str | None, prefix: str | None) -
     return bucket, (prefix if prefix is not None else config.DEFAULT_DATA_PREFIX).strip("/"), None
 
 
-def cmd_upload_data(args: argparse.Namespace, backend: Backend) -> int:
+def cmd_upload_data(args: argparse.Namespace, backend_factory: BackendFactory) -> int:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     from cli import dataset
     from cli.views import console
 
+    # The layout first: a dataset that cannot be used is refused before AWS (credentials, region) is needed.
     layout = dataset.check_layout(Path(args.folder), args.ignore_non_images)
     if layout.problems:
         detail = "; ".join(layout.problems)
-        raise UsageError(f"{args.folder} is not an ImageFolder dataset ({len(layout.problems)} problem"
-                         f"{'s' if len(layout.problems) > 1 else ''}): {detail}")
+        raise UsageError(f"{dataset.printable(args.folder)} is not an ImageFolder dataset ({len(layout.problems)} "
+                         f"problem{'s' if len(layout.problems) > 1 else ''}): {detail}")
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
-    bucket, prefix, root = dataset_location(backend, args.bucket, args.prefix)
+    out = console()
+    counts = ", ".join(f"{layout.counts.get(s, 0)} {s}" for s in contract.CHANNELS)
+    try:
+        backend = backend_factory(args)
+        bucket, prefix, root = dataset_location(backend, args.bucket, args.prefix)
+        plan = dataset.plan_sync(backend.s3, layout, bucket, prefix, bucket_may_be_new=backend.is_local)
+    except (CliError, ClientError, BotoCoreError) as exc:
+        if not args.dry_run:
+            raise
+        reason = exc.message if isinstance(exc, CliError) else describe_aws_error(exc)
+        out.print(f"{len(layout.classes.get(contract.TRAIN, []))} classes, {counts} images: the layout is valid")
+        out.print(f"dry run: the upload was not planned ({reason})", highlight=False, markup=False)
+        return 0
     target = s3_uri(bucket, prefix + "/" if prefix else "")
     if root and not target.startswith(root):
         print(f"warning: {target} is outside the stack's dataset location {root}: the pipeline's SageMaker role "
               "cannot read it", file=sys.stderr)
-    plan = dataset.plan_sync(backend.s3, layout, bucket, prefix, bucket_may_be_new=backend.is_local)
-    out = console()
-    counts = ", ".join(f"{layout.counts.get(s, 0)} {s}" for s in contract.CHANNELS)
     out.print(f"{len(layout.classes.get(contract.TRAIN, []))} classes, {counts} images; "
               f"{len(plan.uploads)} to upload ({plan.bytes / 1e6:.1f} MB), {plan.unchanged} unchanged")
     if args.dry_run:
@@ -448,8 +458,8 @@ def main(argv: Sequence[str] | None = None, backend_factory: BackendFactory | No
     args = parser.parse_args(untangle_local(list(sys.argv[1:] if argv is None else argv)))
     factory = backend_factory or default_backend
     try:
-        if args.run is cmd_predict:
-            return cmd_predict(args, factory)
+        if args.run in (cmd_predict, cmd_upload_data):  # they check their input before needing AWS
+            return args.run(args, factory)
         return args.run(args, factory(args))
     except CliError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

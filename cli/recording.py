@@ -52,6 +52,7 @@ from cli.aws import (
     revive,
     shape_problems,
 )
+from cli.errors import CliError
 from cli.pipeline import execution_refs, fetch_metric_data, job_from
 from ml import contract
 
@@ -136,8 +137,35 @@ def _metadata() -> dict:
                                  "RetryAttempts": 0}}
 
 
+class RecordingError(CliError):
+    """A recording file that is damaged, tampered with or points outside its run folder (one line naming it)."""
+
+
+def confined(root: Path, *parts: str) -> Path:
+    """root/parts, refused when recorded data would lead outside root: an absolute part ('/etc/passwd' as an S3
+    key), '..', or a symbolic link out of the folder."""
+    base = Path(root).resolve()
+    path = base.joinpath(*parts)
+    if any(Path(part).is_absolute() for part in parts) or not path.resolve().is_relative_to(base):
+        raise ValueError(f"{'/'.join(parts)!r} leads outside {root}")
+    return path
+
+
 def _read(path: Path) -> Any:
-    return json.loads(path.read_text())
+    """A recorded response: JSON whose top level is an object, or a RecordingError naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _short(exc)
+        raise RecordingError(f"{path}: not a readable recorded response ({reason})") from None
+    if not isinstance(data, dict):
+        raise RecordingError(f"{path}: not a recorded response (a JSON object), but {type(data).__name__}")
+    return data
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # --- reading -----------------------------------------------------------------------------------------------------
@@ -177,11 +205,20 @@ class RecordedClient:
                 return {**{k: [] for k in self._result_keys(method)}, **_metadata()}
             code, message = op.missing
             raise _client_error(code, message.format(value=value), model.name)
-        response = _read(path)
+        response = self._checked(path, method)
         if method == "get_execution_history" and params.get("reverseOrder"):
             response["events"] = list(reversed(response.get("events", [])))
         response = self._page(method, response, params, op)
         return {**revive(response, model.output_shape), **_metadata()}
+
+    def _checked(self, path: Path, method: str) -> dict:
+        """A recorded response that fits its operation's output shape (tampered or truncated: one line naming the
+        file, before a reader trips over a missing member)."""
+        response = _read(path)
+        if problems := shape_problems(self.service, method, response):
+            raise RecordingError(f"{path}: does not fit {self.service}.{method}'s response shape: "
+                                 f"{_short(problems[0])}")
+        return response
 
     def _result_keys(self, method: str) -> list[str]:
         keys = (paginator_config(self.service, method) or {}).get("result_key", [])
@@ -217,7 +254,8 @@ class RecordedClient:
             host = next((d["Value"] for d in metric.get("Dimensions", []) if d.get("Name") == "Host"), "")
             job = host.split("/")[0]
             path = record_path(self.root, "cloudwatch", "get_metric_data", job)
-            recorded = _read(path).get("MetricDataResults", []) if job and path.is_file() else []
+            recorded = self._checked(path, "get_metric_data").get("MetricDataResults", []) \
+                if job and path.is_file() else []
             match = next((r for r in recorded if r.get("Label") == metric.get("MetricName")), None)
             results.append({"Id": query["Id"], "Label": query.get("Label", metric.get("MetricName", "")),
                             "Timestamps": list(match.get("Timestamps", [])) if match else [],
@@ -252,9 +290,12 @@ class RecordedS3:
         self.root = Path(root)
 
     def _path(self, bucket: str, key: str, operation: str) -> Path:
-        if not bucket or "/" in bucket or bucket in (".", "..") or ".." in key.split("/"):
-            raise _client_error("InvalidArgument", f"invalid bucket or key: {bucket}/{key}", operation)
-        return self.root / bucket / key
+        try:
+            if not bucket or "/" in bucket or bucket in (".", ".."):
+                raise ValueError(bucket)
+            return confined(confined(self.root, bucket), *key.split("/"))
+        except ValueError:
+            raise _client_error("InvalidArgument", f"invalid bucket or key: {bucket}/{key}", operation) from None
 
     def _bucket(self, bucket: str, operation: str) -> Path:
         path = self._path(bucket, "", operation)
@@ -331,13 +372,17 @@ def recorded_stacks(root: Path) -> list[str]:
     folder = Path(root) / API_DIR / "cloudformation" / "describe_stacks"
     names = []
     for path in sorted(folder.glob("*.json")):
-        names += [s["StackName"] for s in _read(path).get("Stacks", [])]
+        stacks = _read(path).get("Stacks")
+        if not isinstance(stacks, list) or not all(isinstance(s, dict) and isinstance(s.get("StackName"), str)
+                                                   for s in stacks):
+            raise RecordingError(f"{path}: not a DescribeStacks response (Stacks[].StackName)")
+        names += [s["StackName"] for s in stacks]
     return names
 
 
 def recorded_region(root: Path) -> str:
     for path in sorted((Path(root) / API_DIR / "stepfunctions" / "describe_execution").glob("*.json")):
-        if region := region_of_arn(_read(path).get("executionArn", "")):
+        if region := region_of_arn(str(_read(path).get("executionArn", ""))):
             return region
     return config.LOCAL_REGION
 
@@ -351,7 +396,7 @@ def validate_recording(root: str | Path) -> list[str]:
         service, method = parts[0], (parts[1] if len(parts) == 3 else Path(parts[1]).stem)
         try:
             found = shape_problems(service, method, _read(path))
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, RecordingError) as exc:
             found = [f"unreadable: {exc}"]
         problems += [f"{path.relative_to(root)}: {p}" for p in found]
     return problems
@@ -469,7 +514,11 @@ def _copy_objects(source: Any, root: Path, locations: list[tuple[str, str, bool]
             keys = [o["Key"] for o in collect(reader, "s3", "list_objects_v2", Bucket=bucket,
                                                Prefix=key)["Contents"]] if is_prefix else [key]
             for k in keys:
-                target = root / S3_DIR / bucket / k
+                try:
+                    target = confined(root / S3_DIR, bucket, *k.split("/"))  # a key like '/x' or '../x' stays in
+                except ValueError:
+                    log.info("recording: s3://%s/%s not copied: it leads outside the recording", bucket, k)
+                    continue
                 if target.is_file():
                     continue
                 body = reader.get_object(Bucket=bucket, Key=k)["Body"]

@@ -40,6 +40,7 @@ from cli.pipeline import (
     read_job_outputs,
     read_object,
 )
+from cli.recording import confined
 from cli.views import fmt_duration, fmt_metric, fmt_time
 from ml import contract
 
@@ -127,11 +128,14 @@ def _download_prefix(backend: Backend, uri: str, target: Path) -> int:
     count = 0
     for item in list_keys(backend, bucket, prefix):
         relative = item["Key"][len(prefix):]
-        if not relative or relative.endswith("/") or ".." in relative.split("/"):
+        if not relative or relative.endswith("/"):
+            continue
+        try:
+            path = confined(target, *relative.split("/"))  # a key like 'test//etc/x' or '../x' stays in target
+        except ValueError:
             continue
         data, _ = read_object(backend, bucket, item["Key"])
         if data is not None:
-            path = target / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
             count += 1

@@ -122,11 +122,22 @@ class DemoProgress:
 # --- the run -----------------------------------------------------------------------------------------------------
 def _ensure_dataset(data: Path, console: Console) -> None:
     if all((data / split).is_dir() for split in contract.CHANNELS):
+        _check_dataset(data)
         return
     from local.digits import render
 
     counts = render(data)
     console.log(f"rendered the digits dataset into {data} ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    _check_dataset(data)
+
+
+def _check_dataset(data: Path) -> None:
+    """upload-data's own check (one for both): missing splits or classes, empty classes, links out of the tree.
+    Files that are not images are left to training, which skips and counts them."""
+    from cli.dataset import check_layout
+
+    if problems := check_layout(data, ignore_non_images=True).problems:
+        raise ValueError(f"{data} is not an ImageFolder dataset: {'; '.join(problems)}")
 
 
 def _held_out_image(data: Path) -> tuple[Path, str]:

@@ -82,19 +82,62 @@ def check_model_source(path: str | Path) -> None:
         raise ModelSourceError(f"{source} has no {ENTRY}: not a model.tar.gz written from ml/train.py's output")
 
 
-def resolve_model(path: str | Path) -> tuple[Path, Path | None]:
-    """(model directory, temporary directory to delete afterwards or None) for a model dir or a model.tar.gz."""
+# What a model.tar.gz may unpack to (its headers are trusted only this far: a small archive can declare terabytes).
+MAX_MODEL_BYTES = 4 * 1024**3
+MAX_MODEL_FILES = 10_000
+TEMP_PREFIX = "endpoint-model-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_orphaned_copies(folder: Path | None = None) -> list[Path]:
+    """Delete model copies whose extracting process is gone (killed before it could clean up)."""
+    removed = []
+    for path in Path(folder or tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*-*"):
+        pid = path.name.removeprefix(TEMP_PREFIX).split("-", 1)[0]
+        if path.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def resolve_model(path: str | Path, max_bytes: int = MAX_MODEL_BYTES, max_files: int = MAX_MODEL_FILES,
+                  temp_root: str | Path | None = None) -> tuple[Path, Path | None]:
+    """(model directory, temporary directory to delete afterwards or None) for a model dir or a model.tar.gz.
+
+    An archive is extracted member by member, refused (ModelSourceError) as soon as it declares more than
+    `max_bytes` or `max_files`; the copy is named after this process so a later one can sweep it if this one
+    is killed.
+    """
     check_model_source(path)
     source = Path(path)
     if source.is_dir():
         return source, None
-    temp = Path(tempfile.mkdtemp(prefix="endpoint-model-"))
+    sweep_orphaned_copies(Path(temp_root) if temp_root else None)
+    temp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=temp_root))
     try:
+        total, count = 0, 0
         with tarfile.open(source) as archive:
-            archive.extractall(temp, filter="data")  # refuses absolute paths, links out, device files
+            for member in archive:
+                total, count = total + max(member.size, 0), count + 1
+                if total > max_bytes or count > max_files:
+                    raise ModelSourceError(
+                        f"{source} unpacks to more than {max_bytes:,} bytes or {max_files:,} files: not extracted")
+                archive.extract(member, temp, filter="data")  # refuses absolute paths, links out, device files
     except (tarfile.TarError, OSError, EOFError) as exc:
         shutil.rmtree(temp, ignore_errors=True)
         raise ModelSourceError(f"cannot extract {source}: {exc}") from None
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
     return temp, temp
 
 
@@ -278,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         def load() -> None:
             try:
                 model.load()
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit in a model's code too: never healthy-looking forever
                 log.error("model_fn failed:\n%s", traceback.format_exc())
                 failure.append(f"cannot load the model from {args.model_dir}: {exc}")
                 server.stop()
@@ -306,19 +349,24 @@ class EndpointProcess:
     host: str
     port: int
     output: deque = field(default_factory=lambda: deque(maxlen=200))
+    model_copy: Path | None = None  # an archive extracted by this process for the server: deleted by stop()
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def stop(self, timeout: float = 15.0) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        try:
+            if self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(5)
+        finally:
+            if self.model_copy is not None:
+                shutil.rmtree(self.model_copy, ignore_errors=True)
         return self.process.returncode
 
     def __enter__(self) -> EndpointProcess:
@@ -357,9 +405,14 @@ def start_endpoint_server(model: str | Path, port: int = 0, host: str = "127.0.0
     port=0 lets the server pick a free port (read back from its "listening on" line). Its output goes to `log_to`,
     each line after `log_prefix` (None: kept only in EndpointProcess.output). Raises RuntimeError with the
     server's last lines if it exits or does not become healthy within `timeout` seconds, or ("cancelled") as soon
-    as `cancel` is set.
+    as `cancel` is set. A model.tar.gz is extracted here, not in the server, so that a server killed with
+    SIGKILL leaves no copy behind: stop() deletes it.
     """
-    cmd = [sys.executable, "-m", "local.endpoint_server", "--model-dir", str(model), "--port", str(port),
+    try:
+        model_dir, model_copy = resolve_model(model, temp_root=(env or {}).get("TMPDIR"))  # the server's temp
+    except ModelSourceError as exc:
+        raise RuntimeError(str(exc)) from None
+    cmd = [sys.executable, "-m", "local.endpoint_server", "--model-dir", str(model_dir), "--port", str(port),
            "--host", host, "--threads", str(threads), "--max-concurrency", str(max_concurrency),
            "--parent-pid", str(os.getpid())]
     if endpoint_name:
@@ -367,13 +420,18 @@ def start_endpoint_server(model: str | Path, port: int = 0, host: str = "127.0.0
     child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), child_env.get("PYTHONPATH")) if p)
     # Its own session: a terminal's Ctrl-C reaches only the parent, which then stops it in order.
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env,
-                               cwd=ROOT, start_new_session=True)
+    try:
+        process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   env=child_env, cwd=ROOT, start_new_session=True)
+    except BaseException:
+        if model_copy is not None:
+            shutil.rmtree(model_copy, ignore_errors=True)
+        raise
     lines: deque = deque(maxlen=200)
     started, box = threading.Event(), {}
     threading.Thread(target=_pump, args=(process.stdout, log_to, log_prefix, lines, started, box), daemon=True,
                      name=f"endpoint-{process.pid}-output").start()
-    handle = EndpointProcess(process, host, 0, lines)
+    handle = EndpointProcess(process, host, 0, lines, model_copy)
     deadline = time.monotonic() + timeout
     try:
         while not started.wait(0.2):

@@ -13,15 +13,24 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 import threading
 import time
+from collections import deque
 
 from local import wsgi
-from local.endpoint_server import ModelSourceError, check_model_source, start_endpoint_server
+from local.endpoint_server import (
+    EndpointProcess,
+    ModelSourceError,
+    check_model_source,
+    resolve_model,
+    start_endpoint_server,
+)
 from local.rest_api import create_server, load_forwarder
 
 DEFAULT_ENDPOINT_NAME = "local-endpoint"
+RESTARTS_PER_MINUTE = 3  # more deaths than this in a minute: the model itself is broken, stop with its error
 log = logging.getLogger("local.serve")
 
 
@@ -69,39 +78,76 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     wsgi.stop_on_signals(server.stop)  # Ctrl-C while the model loads must still stop the endpoint cleanly
+    # One copy of an archived model, owned here: a killed endpoint server leaves nothing behind, and its
+    # replacement starts from the same files.
     try:
-        endpoint = start_endpoint_server(args.model, port=0, endpoint_name=args.endpoint_name,
-                                         max_concurrency=args.endpoint_concurrency, log_prefix="endpoint | ",
-                                         cancel=server.stopped)
-    except RuntimeError as exc:
-        cancelled = server.stopping
+        model_dir, model_copy = resolve_model(args.model)
+    except ModelSourceError as exc:
         server.stop()
-        server.serve()  # returns at once: closes the socket
-        if cancelled:
-            return 0
+        server.serve()
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
+
+    def start(port: int = 0) -> EndpointProcess:
+        return start_endpoint_server(model_dir, port=port, endpoint_name=args.endpoint_name,
+                                     max_concurrency=args.endpoint_concurrency, log_prefix="endpoint | ",
+                                     cancel=server.stopped)
+
+    endpoint: EndpointProcess | None = None
     try:
+        try:
+            endpoint = start()
+        except RuntimeError as exc:
+            cancelled = server.stopping
+            server.stop()
+            server.serve()  # returns at once: closes the socket
+            if cancelled:
+                return 0
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         os.environ.update(local_aws_environment(endpoint.url, args.endpoint_name))
         os.environ.pop("AWS_PROFILE", None)
         forwarder = load_forwarder()  # after the environment: its client is created at import
         server.app.handler = forwarder.handler
+        failed: list[str] = []
 
         def watch_endpoint() -> None:
+            # A dead endpoint server is replaced on the same port (the Lambda's client keeps its URL); meanwhile
+            # the API answers 503 service_unavailable, as API Gateway does while an endpoint is unreachable.
+            nonlocal endpoint
+            restarts: deque[float] = deque(maxlen=RESTARTS_PER_MINUTE)
             while not server.stopping:
-                if endpoint.process.poll() is not None:
-                    log.error("the endpoint server exited (%s): stopping", endpoint.process.returncode)
+                if endpoint.process.poll() is None:
+                    time.sleep(0.5)
+                    continue
+                log.error("the endpoint server exited (%s): restarting it", endpoint.process.returncode)
+                if len(restarts) == restarts.maxlen and time.monotonic() - restarts[0] < 60:
+                    failed.append(f"the endpoint server exited {restarts.maxlen + 1} times within a minute")
                     server.stop()
                     return
-                time.sleep(0.5)
+                restarts.append(time.monotonic())
+                try:
+                    endpoint = start(endpoint.port)
+                except RuntimeError as exc:
+                    if not server.stopping:
+                        failed.append(f"the endpoint server could not be restarted: {exc}")
+                        server.stop()
+                    return
+                log.info("the endpoint server is back on %s", endpoint.url)
 
-        threading.Thread(target=watch_endpoint, daemon=True).start()
+        threading.Thread(target=watch_endpoint, name="endpoint-watch", daemon=True).start()
         if not server.stopping:
             print(wsgi.LISTENING.format(host=args.host, port=server.port), flush=True)
         server.serve()
-        return 0 if endpoint.process.poll() is None else 1
+        if failed:
+            print(f"error: {failed[0]}", file=sys.stderr)
+            return 1
+        return 0
     finally:
-        endpoint.stop()
+        if endpoint is not None:
+            endpoint.stop()
+        if model_copy is not None:
+            shutil.rmtree(model_copy, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 
 from waitress import wasyncore
+from waitress.channel import HTTPChannel
 from waitress.server import create_server
 
 from ml import contract
@@ -63,8 +66,27 @@ def read_body(environ: dict, limit: int) -> bytes | None:
     return None if len(data) > limit else data
 
 
+# Slow and idle clients (waitress's defaults let ~98 silent sockets lock everyone out for 2 minutes: its limit
+# counts the server's own sockets, and a connection that trickles a byte now and then is never idle).
+MAX_CLIENTS = 512  # open client connections; at the limit the longest-idle ones are closed to make room
+IDLE_TIMEOUT_S = 15  # a kept-alive connection with no request in progress is closed after this
+REQUEST_TIMEOUT_S = 30  # a request's headers and body must arrive within this (slowloris), as API Gateway's 29 s
+
+
+class _Channel(HTTPChannel):
+    """waitress's channel, remembering when the request it is receiving began."""
+
+    request_started = 0.0
+
+    def received(self, data: bytes) -> bool:
+        if self.request is None and data:
+            self.request_started = time.monotonic()
+        return super().received(data)
+
+
 class Server:
-    """A waitress server with a stop switch that works from any thread or a signal handler.
+    """A waitress server with a stop switch that works from any thread or a signal handler, and that slow or
+    idle clients cannot starve (MAX_CLIENTS, IDLE_TIMEOUT_S, REQUEST_TIMEOUT_S).
 
     waitress's own run() only stops on KeyboardInterrupt in the main thread; this loop polls a flag between
     socket events instead, so tests, benchmarks and the CLIs share one clean shutdown path.
@@ -72,14 +94,43 @@ class Server:
 
     POLL_S = 0.2
 
-    def __init__(self, app: WSGIApp, host: str, port: int, threads: int = 4, **adjustments: Any) -> None:
+    def __init__(self, app: WSGIApp, host: str, port: int, threads: int = 4, *, max_clients: int = MAX_CLIENTS,
+                 idle_timeout: float = IDLE_TIMEOUT_S, request_timeout: float = REQUEST_TIMEOUT_S,
+                 **adjustments: Any) -> None:
         self.app = app
-        self._server = create_server(app, host=host, port=port, threads=threads, map={}, **adjustments)
+        self.max_clients, self.request_timeout = max_clients, request_timeout
+        # The limit is enforced here (waitress's own counts its listening socket and trigger too).
+        self._server = create_server(app, host=host, port=port, threads=threads, map={},
+                                     connection_limit=1 << 30, cleanup_interval=1,
+                                     channel_timeout=max(1, math.ceil(idle_timeout)), **adjustments)
+        self._server.channel_class = _Channel
+        self._waitress_readable = self._server.readable
+        self._server.readable = self._readable  # waitress calls its server's readable() on every loop
         self.host = host
         self.port = int(self._server.effective_port)
         self.url = f"http://{host}:{self.port}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _readable(self) -> bool:
+        """Close clients too slow to send a request, and the longest-idle ones when at the limit; accept new
+        connections only below it."""
+        now = time.monotonic()
+        channels = [c for c in self._server.active_channels.values() if not c.will_close]
+        for channel in channels:
+            if channel.request is not None and not channel.requests and \
+                    now - channel.request_started > self.request_timeout:
+                log.info("closing %s: no complete request within %g s", channel.addr, self.request_timeout)
+                channel.will_close = True
+        channels = [c for c in channels if not c.will_close]
+        if len(channels) >= self.max_clients:
+            idle = sorted((c for c in channels if c.request is None and not c.requests),
+                          key=lambda c: c.last_activity)
+            for channel in idle[: len(channels) - self.max_clients + 1]:
+                channel.will_close = True
+            channels = [c for c in channels if not c.will_close]
+        self._waitress_readable()  # waitress's idle clean-up (IDLE_TIMEOUT_S)
+        return self._server.accepting and len(channels) < self.max_clients
 
     def serve(self) -> None:
         """Serve until stop() (from another thread or a signal handler); then close every socket."""

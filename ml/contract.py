@@ -169,6 +169,11 @@ API_MAX_IMAGE_BYTES = 4_400_000
 # Decoding bounds: refuse before decoding what would not fit (decompression bombs, absurd strips).
 MAX_IMAGE_PIXELS = 40_000_000
 MAX_ASPECT_RATIO = 50.0
+# ...and a budget in bytes, as Pillow holds the pixels (after a JPEG's reduced-scale draft, with the conversion a
+# mode needs before it can be reduced): a 170 KB PNG within the pixel budget can otherwise need ~1 GB and seconds.
+MAX_DECODED_BYTES = 64 * 1024 * 1024
+# The largest input side a served model may declare in model.json: each request allocates 3 x side^2 floats.
+MAX_MODEL_IMAGE_SIZE = 2048
 
 
 @dataclass(frozen=True)

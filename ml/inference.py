@@ -36,6 +36,32 @@ def _toolkit_error(exc: ApiException) -> BaseInferenceToolkitError:
     return BaseInferenceToolkitError(exc.status_code, json.dumps(exc.body()), exc.error.code)
 
 
+class ModelConfigError(ValueError):
+    """A model.json this code cannot serve: the endpoint fails to load (as SageMaker's does), never answers 502."""
+
+
+def read_model_config(model_dir: Path) -> dict:
+    """model.json, every value the handlers use checked (ModelConfigError naming the file and the value)."""
+    path = model_dir / contract.MODEL_CONFIG_FILE
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            raise ValueError(f"an object is expected, not {type(config).__name__}")
+        classes = config.get("classes")
+        if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
+            raise ValueError(f"classes must be a non-empty list of names, not {str(classes)[:80]!r}")
+        if len(set(classes)) != len(classes):
+            raise ValueError("classes has duplicate names")
+        if not isinstance(config.get("backbone"), str):
+            raise ValueError(f"backbone must be a torchvision model name, not {config.get('backbone')!r}")
+        if not isinstance(config.get("training_job") or "", str):
+            raise ValueError(f"training_job must be a name, not {config.get('training_job')!r}")
+        TransformSettings.from_dict(config.get("transforms"))
+    except (OSError, ValueError) as exc:
+        raise ModelConfigError(f"{path}: {exc}") from None
+    return config
+
+
 @dataclass
 class ImageRequest:
     body: bytes
@@ -47,7 +73,7 @@ class Predictor:
 
     def __init__(self, model_dir: str | Path, device: str | None = None) -> None:
         model_dir = Path(model_dir)
-        config = json.loads((model_dir / contract.MODEL_CONFIG_FILE).read_text())
+        config = read_model_config(model_dir)
         self.classes: list[str] = list(config["classes"])
         self.name: str = config.get("training_job") or model_dir.name
         self.settings = TransformSettings.from_dict(config["transforms"])

@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 
 from ml import contract
 
+ML_DIR = Path(__file__).resolve().parent.parent / "ml"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXIF_ORIENTATION = 0x0112
 
@@ -290,6 +291,7 @@ def assert_error(reply: Reply, status: int, code: str) -> None:
     assert payload["error"]["code"] == code, payload
     assert isinstance(payload["error"]["message"], str) and payload["error"]["message"]
     assert "Traceback" not in payload["error"]["message"]
+    assert " at 0x" not in payload["error"]["message"], payload  # no memory address (issue 12 item 21)
 
 
 def assert_predictions(payload: dict, k: int, classes: list[str] | None = None) -> None:
@@ -302,3 +304,27 @@ def assert_predictions(payload: dict, k: int, classes: list[str] | None = None) 
     assert len(set(labels)) == k
     if classes is not None:
         assert set(labels) <= set(classes)
+
+
+# --- a real model with random weights: the repository's own inference code, no training ------------------------
+def write_random_model(model_dir: Path, classes: tuple[str, ...] = ("a", "b"), image_size: int = 32,
+                       backbone: str = "resnet18", **config_overrides) -> Path:
+    """A model directory as ml/train.py writes it (model.json, model.pt, code/), with untrained weights."""
+    import shutil
+
+    import torch
+
+    from ml import host_import
+
+    imaging, model = host_import("imaging"), host_import("model")
+    model_dir.mkdir(parents=True, exist_ok=True)
+    net = model.build_model(backbone, len(classes), weights="none", finetune="all")
+    torch.save(net.state_dict(), model_dir / contract.MODEL_WEIGHTS_FILE)
+    config = {"backbone": backbone, "classes": list(classes), "training_job": "random-weights",
+              "transforms": imaging.TransformSettings.for_size(image_size, "none").to_dict(), **config_overrides}
+    (model_dir / contract.MODEL_CONFIG_FILE).write_text(json.dumps(config))
+    code = model_dir / contract.MODEL_CODE_DIR
+    code.mkdir(exist_ok=True)
+    for name in contract.INFERENCE_MODULES:
+        shutil.copy(ML_DIR / name, code / name)
+    return model_dir

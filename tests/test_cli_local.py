@@ -214,3 +214,68 @@ def test_local_flag_does_not_swallow_the_positional():
     assert untangle_local(["teardown", "--local", "x"]) == ["teardown", "--local", "x"]
     args = build_parser().parse_args(untangle_local(["predict", "--local", "a.png", "b.png"]))
     assert args.local == config.DEFAULT_LOCAL_DIR and args.images == ["a.png", "b.png"]
+
+
+# --- tampered recordings (issue 12, item 18) ----------------------------------------------------------------------
+def test_recorded_s3_keys_stay_inside_the_bucket_folder(tmp_path):
+    from botocore.exceptions import ClientError
+
+    from cli.recording import RecordedS3
+
+    planted = tmp_path / "planted.txt"
+    planted.write_text("secret")
+    (tmp_path / "s3" / "bucket").mkdir(parents=True)
+    (tmp_path / "s3" / "bucket" / "link").symlink_to(planted)
+    s3 = RecordedS3(tmp_path / "s3")
+    # An S3 URL's key that begins with '/' joined as an absolute path: s3://bucket//tmp/.../planted.txt.
+    for key in (str(planted), f"/{planted}", "link", "../../planted.txt", "a/../../../planted.txt"):
+        with pytest.raises(ClientError) as info:
+            s3.get_object(Bucket="bucket", Key=key)
+        assert info.value.response["Error"]["Code"] in ("InvalidArgument", "NoSuchKey"), key
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not-json", "a-list", "wrong-shape"])
+def test_a_damaged_recording_is_one_line_naming_the_file(fresh_run, scenario, capsys, damage):
+    from cli.recording import record_path
+
+    path = record_path(fresh_run, "stepfunctions", "describe_execution", scenario.execution_name)
+    text = path.read_text()
+    path.write_text({"truncated": text[: len(text) // 2], "not-json": "\x00\x01garbage", "a-list": "[1, 2]",
+                     "wrong-shape": json.dumps({**json.loads(text), "status": 7, "startDate": "yesterday"})}[damage])
+    code, _, err = run(["status", scenario.execution_name, "--local", str(fresh_run)], capsys)
+    assert code == 1 and err.count("\n") == 1, err
+    assert str(path) in err and "internal error" not in err and "Traceback" not in err
+
+
+def test_a_tampered_job_record_is_named(fresh_run, scenario, capsys):
+    from cli.recording import record_path
+
+    path = record_path(fresh_run, "sagemaker", "describe_training_job", scenario.final_job)
+    job = json.loads(path.read_text())
+    del job["TrainingJobName"], job["AlgorithmSpecification"]
+    path.write_text(json.dumps(job))
+    code, _, err = run(["status", "--local", str(fresh_run)], capsys)
+    assert code == 1 and str(path) in err and "internal error" not in err, err
+
+
+def test_copied_s3_keys_stay_inside_the_recording(tmp_path):
+    import io
+
+    from botocore.response import StreamingBody
+
+    from cli.recording import _copy_objects
+
+    class HostileS3:
+        keys = ("out/ok.bin", "out/../../../escaped.bin", f"out/{tmp_path}/abs.bin")
+
+        def list_objects_v2(self, **params):
+            return {"Contents": [{"Key": k} for k in self.keys], "IsTruncated": False}
+
+        def get_object(self, Bucket, Key):
+            return {"Body": StreamingBody(io.BytesIO(b"x"), 1)}
+
+    root = tmp_path / "run"
+    copied = _copy_objects(HostileS3(), root, [("bucket", "out/", True), ("bucket", "/" + str(tmp_path / "a"), False)])
+    assert all(p.resolve().is_relative_to(root.resolve()) for p in copied), copied
+    assert not (tmp_path / "escaped.bin").exists() and not (tmp_path / "a").exists()
+    assert (root / "s3" / "bucket" / "out" / "ok.bin").read_bytes() == b"x"

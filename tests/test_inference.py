@@ -1,10 +1,12 @@
-"""The inference handlers and the careful decoding they share with training, in process (flat imports, as inside
-the container): odd-but-valid images come out upright RGB, bad ones raise the contract's errors and nothing else."""
+"""The inference handlers and the careful decoding they share with training, in process (the container's modules
+through ml.host_import): odd-but-valid images come out upright RGB, bad ones raise the contract's errors and
+nothing else."""
 
 from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ml import contract, host_import
 from tests.serve_helpers import (
     BAD_AND_ODD,
     GOOD_PNG,
@@ -24,12 +27,11 @@ from tests.serve_helpers import (
     random_bytes,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "ml"))
-
-import contract  # flat, as inside the container
-import inference
-from contract import ApiException
-from imaging import TransformSettings, build_transforms, decode_image
+# The container's code as the host imports it: its flat sibling imports bound to ml.* (one ApiException class).
+imaging, inference = host_import("imaging"), host_import("inference")
+ApiException = contract.ApiException
+REDUCING_GAP, TransformSettings, decode_image = imaging.REDUCING_GAP, imaging.TransformSettings, imaging.decode_image
+build_transforms = imaging.build_transforms
 
 EXIF_ORIENTATION = 0x0112
 T = Image.Transpose
@@ -133,7 +135,10 @@ def test_large_jpegs_decode_reduced_but_never_below_the_model_size(min_side):
     data = encode(quadrants(3000, 2000), "JPEG")
     decoded = decode_image(data, min_side=min_side)
     assert min(decoded.size) >= min_side and decoded.size[0] < 3000
-    assert decode_image(encode(quadrants(300, 200)), min_side=min_side).size == (300, 200)  # PNG: no draft
+    # Other formats are reduced by a whole factor after decoding, never below REDUCING_GAP x the model's side.
+    png = decode_image(encode(quadrants(300, 200)), min_side=min_side).size
+    assert min(png) >= min(200, min_side * REDUCING_GAP)
+    assert (png == (300, 200)) == (2 * min_side * REDUCING_GAP > 200)
 
 
 def _mutants(n: int = 240):
@@ -164,6 +169,7 @@ def test_corrupted_images_raise_only_contract_errors():
         except ApiException as exc:
             assert exc.status_code in (400, 422), exc.message
             assert "Traceback" not in exc.message and len(exc.message) < 300
+            assert not re.search(r"0x[0-9a-f]{6,}", exc.message), exc.message  # no memory address
             outcomes[exc.status_code] += 1
     assert outcomes[400] > 50, outcomes  # the fuzz really hits the error paths
 
@@ -255,3 +261,125 @@ def test_image_bytes_are_read_from_any_buffer():
     for data in (GOOD_PNG, bytearray(GOOD_PNG), memoryview(GOOD_PNG).tobytes()):
         assert inference.input_fn(data, "image/png").body == GOOD_PNG
     assert Image.open(io.BytesIO(GOOD_PNG)).size == (32, 32)
+
+
+# --- bounded decoding (issue 12, item 17) -------------------------------------------------------------------------
+DECODE_MEMORY = r"""
+import json, pathlib, resource, sys, time
+from ml import host_import
+imaging = host_import("imaging")
+
+def hwm():  # this process's peak RSS (VmHWM: ru_maxrss would carry the parent's peak across exec)
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+folder = pathlib.Path(sys.argv[1])
+crafted = {p.stem: p.read_bytes() for p in sorted(folder.iterdir())}
+imaging.decode_image(crafted.pop("small"), min_side=256)
+base_peak, base = hwm(), rss()
+out = {"outcomes": {}, "cpu": {}}
+for name, data in crafted.items():
+    start = time.process_time()
+    try:
+        out["outcomes"][name] = list(imaging.decode_image(data, min_side=256).size)
+    except imaging.ApiException as exc:
+        out["outcomes"][name] = exc.status_code
+    out["cpu"][name] = round(time.process_time() - start, 3)
+out["peak_growth"] = hwm() - base_peak
+out["kept"] = rss() - base
+print(json.dumps(out))
+"""
+
+
+def _crafted(folder: Path) -> dict[str, int]:
+    """Attacker-sized files (a few hundred KB) with huge dimensions, all within the pixel budget."""
+    def save(name: str, img: Image.Image, fmt: str = "PNG", **params) -> None:
+        img.save(folder / f"{name}.{fmt.lower()}", fmt, **params)
+
+    save("small", Image.new("RGB", (64, 64), (200, 10, 10)))
+    save("rgb-6000x6000", Image.new("RGB", (6000, 6000), (20, 30, 40)), compress_level=9)
+    save("grey-6300x6300", Image.new("L", (6300, 6300), 90), compress_level=9)
+    save("rgba-4200x4200", Image.new("RGBA", (4200, 4200), (1, 2, 3, 4)), compress_level=9)
+    save("palette-6000x6000", Image.new("P", (6000, 6000), 3), compress_level=9)
+    save("16-bit-6000x6000", Image.fromarray(np.full((6000, 6000), 40000, np.uint16)), compress_level=9)
+    save("16-bit-3000x3000", Image.fromarray(np.full((3000, 3000), 40000, np.uint16)), compress_level=9)
+    save("float-5000x5000", Image.fromarray(np.full((5000, 5000), 0.5, np.float32)), "TIFF",
+         compression="tiff_adobe_deflate")
+    return {p.stem: p.stat().st_size for p in folder.iterdir()}
+
+
+def test_decoding_is_bounded_in_memory_and_memory_returns(tmp_path):
+    """Each crafted file is refused by the byte budget before decoding, or decoded and reduced at once: the
+    process's peak stays near the budget (not ~1 GB) and its memory falls back after."""
+    import subprocess
+
+    sizes = _crafted(tmp_path)
+    assert max(sizes.values()) < 400_000, sizes
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-c", DECODE_MEMORY, str(tmp_path)], capture_output=True, text=True,
+                            cwd=root, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout)
+    outcomes = out["outcomes"]
+    for name in ("rgb-6000x6000", "rgba-4200x4200", "palette-6000x6000", "16-bit-6000x6000", "float-5000x5000"):
+        assert outcomes[name] == contract.UNPROCESSABLE_IMAGE.status, (name, outcomes)
+    for name in ("grey-6300x6300", "16-bit-3000x3000"):  # within the byte budget: decoded, then reduced
+        assert isinstance(outcomes[name], list) and 512 <= min(outcomes[name]) < 1024, (name, outcomes)
+    mib = 2**20
+    assert out["peak_growth"] < contract.MAX_DECODED_BYTES + 32 * mib, (out["peak_growth"] / mib, out)
+    assert out["kept"] < 16 * mib, (out["kept"] / mib, out)
+
+
+def test_the_byte_budget_counts_bytes_per_pixel():
+    assert imaging.held_bytes("L", 100, 10) == 1000
+    assert imaging.held_bytes("I;16", 100, 10) == 2000
+    assert imaging.held_bytes("RGB", 100, 10) == imaging.held_bytes("F", 100, 10) == 4000
+    with pytest.raises(ApiException) as info:  # 4,100 x 4,100 RGBA: 17 M pixels, 64.1 MiB; the limit is bytes
+        decode_image(encode(Image.new("RGBA", (4100, 4100), (1, 2, 3, 4))), min_side=256)
+    assert info.value.error == contract.UNPROCESSABLE_IMAGE and "MiB" in info.value.message
+
+
+# --- model.json is checked when the model loads (issue 12, item 19) -------------------------------------------------
+@pytest.mark.parametrize(("change", "named"), [
+    ({"transforms": {"image_size": 100_000, "resize_size": 100_000}}, "image_size"),
+    ({"transforms": {"image_size": 32, "resize_size": 16}}, "resize_size"),
+    ({"transforms": {"std": [0, 1, 1]}}, "std"),
+    ({"transforms": {"mean": ["a", 1, 1]}}, "mean"),
+    ({"transforms": {"augment": "rotate"}}, "augment"),
+    ({"transforms": "big"}, "transforms"),
+    ({"classes": []}, "classes"),
+    ({"classes": ["a", "a"]}, "duplicate"),
+    ({"backbone": 7}, "backbone"),
+])
+def test_absurd_model_config_is_refused_at_load(tmp_path, change, named):
+    from tests.serve_helpers import write_random_model
+
+    model_dir = write_random_model(tmp_path / "model")
+    config = json.loads((model_dir / contract.MODEL_CONFIG_FILE).read_text())
+    for key, value in change.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) else value
+    (model_dir / contract.MODEL_CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=named) as info:
+        inference.model_fn(str(model_dir))
+    assert contract.MODEL_CONFIG_FILE in str(info.value)
+
+
+def test_a_valid_model_config_loads(tmp_path):
+    from tests.serve_helpers import write_random_model
+
+    predictor = inference.model_fn(str(write_random_model(tmp_path / "model", classes=("x", "y", "z"))))
+    assert predictor.classes == ["x", "y", "z"] and predictor.settings.image_size == 32
+    assert len(predictor.predict(GOOD_PNG)["predictions"]) == 3
+
+
+@pytest.mark.parametrize("magic", [b"\x89PNG\r\n\x1a\n", b"GIF89a", b"BM", b"II*\x00", b"\xff\xd8\xff"])
+def test_no_message_carries_a_memory_address(magic):
+    # Issue 12 item 21: Pillow's "cannot identify image file <_io.BytesIO object at 0x7f...>" reached clients.
+    with pytest.raises(ApiException) as info:
+        decode_image(magic + b"\0" * 40)
+    assert info.value.error == contract.INVALID_IMAGE
+    assert " at 0x" not in info.value.message and "object" not in info.value.message, info.value.message

@@ -16,6 +16,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -27,8 +28,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from local.endpoint_server import ModelSourceError, resolve_model
 from local.sagemaker import processes
 from local.sagemaker.api import now
+from local.wsgi import REQUEST_TIMEOUT_S
 
 if TYPE_CHECKING:
     from local.sagemaker.service import LocalSageMaker
@@ -37,6 +40,7 @@ LISTENING = re.compile(r"listening on http://([^:\s]+):(\d+)")
 INVOKE_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
 INVOKE_TIMEOUT = 60.0  # InvokeEndpoint's limit per request
 MAX_BODY = 16 * 1024 * 1024
+MAX_REPLACEMENTS = 5  # dead servers replaced per variant before the endpoint is Failed
 
 
 @dataclass
@@ -54,6 +58,9 @@ class Backend:
     ready: threading.Event = field(default_factory=threading.Event)
     inflight: int = 0
     idle: threading.Condition = field(default_factory=threading.Condition)
+    model_copy: Path | None = None  # the extracted model.tar.gz, owned here (a killed server cannot clean up)
+    stopping: bool = False  # stop() was called: its process ending is not a death to replace
+    restarts: int = 0
 
     def enter(self) -> None:
         with self.idle:
@@ -74,8 +81,15 @@ class Backend:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self, grace: float = 5.0) -> None:
-        if self.proc is not None:
-            processes.terminate(self.proc, grace)
+        self.stopping = True
+        self.ready.clear()
+        try:
+            if self.proc is not None:
+                processes.terminate(self.proc, grace)
+        finally:
+            if self.model_copy is not None:
+                shutil.rmtree(self.model_copy, ignore_errors=True)
+                self.model_copy = None
 
 
 class Endpoint:
@@ -227,13 +241,21 @@ class Hosting:
         if not model_path.exists():
             raise RuntimeError(f"Failed to download model data from {self.sm.s3.uri_for(model_path)}: no such "
                                "object in the local S3 root")
+        if backend.model_copy is None:  # extracted here, once per backend: its replacements reuse the files
+            try:
+                model_dir, backend.model_copy = resolve_model(model_path)
+            except ModelSourceError as exc:
+                raise RuntimeError(f"Failed to extract model data from {self.sm.s3.uri_for(model_path)}: {exc}") \
+                    from None
+        model_dir = backend.model_copy or model_path
+        backend.port = None
         log_dir = self.sm.work_dir / "endpoints" / endpoint.name
         log_dir.mkdir(parents=True, exist_ok=True)
         backend.log_path = log_dir / f"{backend.variant}-{int(time.time() * 1000)}.log"
         env = processes.child_env(environment, {
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": os.pathsep.join(p for p in (str(self.sm.repo_root), os.environ.get("PYTHONPATH")) if p)})
-        cmd = [self.sm.python, "-m", "local.endpoint_server", "--model-dir", str(model_path), "--port", "0",
+        cmd = [self.sm.python, "-m", "local.endpoint_server", "--model-dir", str(model_dir), "--port", "0",
                "--endpoint-name", endpoint.name, "--parent-pid", str(os.getpid())]
         log = backend.log_path.open("w")
         backend.proc = processes.spawn(cmd, owner=self.sm, cwd=str(self.sm.repo_root), env=env, stdout=subprocess.PIPE,
@@ -259,6 +281,9 @@ class Hosting:
                 break
             if backend.port is not None and _ping(backend.url):
                 backend.ready.set()
+                threading.Thread(target=self._replace_if_it_dies, args=(endpoint, backend, backend.proc, model_path,
+                                                                       environment),
+                                 name=f"watch-{endpoint.name}-{backend.variant}", daemon=True).start()
                 return
             time.sleep(0.2)
         backend.stop(1.0)
@@ -268,6 +293,38 @@ class Hosting:
             f"did not pass the /ping health check within {self.sm.endpoint_startup_timeout:g}s"
         raise RuntimeError(f"The primary container for production variant {backend.variant} {why}. "
                            + " | ".join(tail))
+
+    def _replace_if_it_dies(self, endpoint: Endpoint, backend: Backend, proc: subprocess.Popen, model_path: Path,
+                            environment: dict) -> None:
+        """SageMaker replaces an instance whose container dies; so does the stand-in. The endpoint stays InService
+        on its other servers (none here: requests get 503 meanwhile); a replacement that does not come up leaves
+        it Failed, with the reason."""
+        proc.wait()
+        if backend.stopping or self.sm.closed:
+            return
+        backend.ready.clear()
+        with self.sm.lock:
+            serving = backend in endpoint.backends
+        if not serving:
+            return
+        backend.restarts += 1
+        if backend.log_path is not None:
+            with backend.log_path.open("a") as log:
+                log.write(f"the server exited with status {proc.returncode}: replacing it\n")
+        try:
+            if backend.restarts > MAX_REPLACEMENTS:
+                raise RuntimeError(f"The primary container for production variant {backend.variant} exited "
+                                   f"{backend.restarts} times.")
+            self._launch(endpoint, backend, model_path, environment)
+        except Exception as exc:
+            backend.stop(1.0)
+            with self.sm.lock:
+                if backend not in endpoint.backends:
+                    return
+                endpoint.status, endpoint.failure_reason = "Failed", str(exc)[:1024]
+                endpoint.last_modified = now()
+            self._emit(endpoint)
+            self.save()
 
     def create(self, endpoint: Endpoint) -> None:
         def run() -> None:
@@ -358,6 +415,7 @@ class RuntimeProxy:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = REQUEST_TIMEOUT_S  # a silent kept-alive client frees its thread (socket timeout per read)
 
             def log_message(self, *args: Any) -> None:  # requests are not the stand-in's log
                 pass
