@@ -72,6 +72,9 @@ class S:
     WAIT_RULES = "Wait for rule evaluations"
     RULES_TIMED_OUT = "Rule evaluations timed out"
     VERDICTS = "Collect rule verdicts"
+    RULE_NAMES = "List rule names"
+    RULES_LISTED = "Every rule listed?"
+    RULES_MISSING = "Gate: rules not listed"
     REPORTS = "Report locations"
     REPORTS_NO_DEBUGGER = "Report locations (no Debugger)"
     READ_TRAINING = "Read training results"
@@ -131,7 +134,7 @@ class S:
 
 
 def _metric_path(name: str) -> str:
-    return f"$.training.metrics[?(@.MetricName == '{name}')].Value"
+    return f"$.training.FinalMetricDataList[?(@.MetricName == '{name}')].Value"
 
 
 class Pipeline(Construct):
@@ -406,15 +409,12 @@ class Pipeline(Construct):
     def _rule_wait(self, after: sfn.IChainable, failed: sfn.IChainable) -> sfn.IChainable:
         """.sync ends with the training job, not with its rule jobs: poll until every rule has a verdict."""
         dbg = self.cfg.debugger
-        selector: dict[str, Any] = {"verdicts": {}}
-        if dbg.active_rules:
-            selector["debug.$"] = "$.DebugRuleEvaluationStatuses[*].RuleEvaluationStatus"
-        if dbg.active_profiler_rules:
-            selector["profiler.$"] = "$.ProfilerRuleEvaluationStatuses[*].RuleEvaluationStatus"
-        for key, rules in (("Debug", dbg.active_rules), ("Profiler", dbg.active_profiler_rules)):
-            for rule in rules:
-                selector["verdicts"][f"{rule}.$"] = (f"$.{key}RuleEvaluationStatuses[?(@.RuleConfigurationName == "
-                                                     f"'{rule}')].RuleEvaluationStatus")
+        # Indefinite paths only ([*] of a missing list is []): an absent member never raises States.Runtime.
+        selector: dict[str, Any] = {"statuses": {}}
+        for kind, rules in (("Debug", dbg.active_rules), ("Profiler", dbg.active_profiler_rules)):
+            if rules:
+                selector[f"{kind.lower()}.$"] = f"$.{kind}RuleEvaluationStatuses[*].RuleEvaluationStatus"
+                selector["statuses"][f"{kind.lower()}.$"] = f"$.{kind}RuleEvaluationStatuses[*]"
         describe = self._task(S.DESCRIBE_TRAINING, req.task_resource("describeTrainingJob", sdk=True),
                               req.describe_training_job(), result_selector=selector, result_path="$.rules")
         describe.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=3,
@@ -434,16 +434,29 @@ class Pipeline(Construct):
                                cause=f"Debugger/Profiler rules were still running after {dbg.max_polls} checks "
                                      f"{dbg.poll_s} s apart; the endpoint was not changed.")
         wait = sfn.Wait(self, S.WAIT_RULES, time=sfn.WaitTime.duration(Duration.seconds(dbg.poll_s)))
+        statuses = {rule: f"$.rules.statuses.{kind}[?(@.RuleConfigurationName == '{rule}')].RuleEvaluationStatus"
+                    for kind, rules in (("debug", dbg.active_rules), ("profiler", dbg.active_profiler_rules))
+                    for rule in rules}
         verdicts = sfn.Pass(self, S.VERDICTS, result_path="$.verdicts", parameters={
-            f"{rule}.$": f"States.ArrayGetItem($.rules.verdicts.{rule}, 0)"
-            for rule in (*dbg.active_rules, *dbg.active_profiler_rules)})
+            f"{rule}.$": f"States.ArrayGetItem({path}, 0)" for rule, path in statuses.items()})
+        # A filter that matches nothing is an error: first check that SageMaker lists every configured rule.
+        listed = sfn.Pass(self, S.RULE_NAMES, result_path="$.rule_names",
+                          parameters={"text.$": "States.JsonToString($.rules.statuses)"})
+        missing = self._fail(S.RULES_MISSING, "GateFailed", cause_path=(
+            "States.Format('SageMaker did not list every configured rule for {} (statuses: {}); the endpoint was "
+            "not changed.', $.names.training_job, $.rule_names.text)"))
+        all_listed = (sfn.Choice(self, S.RULES_LISTED)
+                      .when(sfn.Condition.or_(*[sfn.Condition.not_(sfn.Condition.string_matches(
+                          "$.rule_names.text", f'*"{rule}"*')) for rule in statuses]), missing)
+                      .otherwise(verdicts))
+        listed.next(all_listed)
         done = (sfn.Choice(self, S.RULES_DONE)
                 .when(sfn.Condition.and_(still_running,
                                          sfn.Condition.number_greater_than_equals("$.poll.rules.count",
                                                                                   dbg.max_polls)),
                       timed_out)
                 .when(still_running, wait)
-                .otherwise(verdicts))
+                .otherwise(listed))
         wait.next(describe)
         verdicts.next(after)
         return describe.next(progress).next(done)
