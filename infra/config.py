@@ -430,9 +430,9 @@ def validate_input(value: Any, cfg: StackConfig, *, dataset_prefix: str | None =
         if isinstance(v, bool) or not isinstance(v, int | float) or not low <= v <= high:
             raise ConfigError(f"input 'min_test_accuracy': must be a number from {low} to {high} (got {v!r})")
     parent = value.get("warm_start_parent")
-    if parent not in (None, ""):
-        if not isinstance(parent, str) or not parent.startswith(f"{cfg.prefix}-") or not TUNING_JOB_NAME.match(parent):
-            raise ConfigError(f"input 'warm_start_parent': must name a tuning job of this stack ('{cfg.prefix}-...', "
+    if parent not in (None, "") and (not isinstance(parent, str) or not parent.startswith(f"{cfg.prefix}-")
+                                     or not TUNING_JOB_NAME.match(parent)):
+        raise ConfigError(f"input 'warm_start_parent': must name a tuning job of this stack ('{cfg.prefix}-...', "
                               f"at most 32 letters, digits, hyphens), or be empty (got {parent!r})")
     if "dataset" in value:
         v = value["dataset"]

@@ -160,8 +160,9 @@ def absent_member_errors(resource: str, path: str) -> list[str]:
     """Could `path` meet an absent member and raise States.Runtime (which no Catch takes)?
 
     In a definite path every member must be required in its structure (botocore's `required`); an indefinite
-    path (one with [*]) yields [] where a member is missing (JsonPath's rule, and the local interpreter's). Filters ([?(...)]) are refused: an empty filter result
-    is an error in the local interpreter. `.sync` outputs are Step Functions' own shape: nothing may be read.
+    path (one with [*]) yields [] where a member is missing (JsonPath's rule, and the local interpreter's).
+    Filters ([?(...)]) are refused: an empty filter result is an error in the local interpreter. `.sync`
+    outputs are Step Functions' own shape: nothing may be read from them.
     """
     op, sync = operation(resource)
     if sync:
