@@ -369,7 +369,9 @@ def _load_config(context: dict[str, Any]) -> StackConfig:
         raise ConfigError(f"context 'profile' must be one of {PROFILES}: {profile!r}")
     merged: dict[str, Any] = _deep_merge(PROFILE_DEFAULTS[profile], {"profile": profile})
     profiles = _parse_cli(context.get("profiles", {})) or {}
-    merged = _deep_merge(merged, profiles.get(profile, {}))
+    if not isinstance(profiles, Mapping) or set(profiles) - set(PROFILES):
+        raise ConfigError(f"context 'profiles' may hold only {', '.join(PROFILES)}")
+    merged = _deep_merge(merged, profiles.get(profile) or {})
     for key, value in context.items():
         if key in _FIELDS and key not in ("profile", "profiles"):
             merged = _deep_merge(merged, {key: _parse_cli(value)})
