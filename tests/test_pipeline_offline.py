@@ -87,6 +87,20 @@ def test_gate_failure_leaves_the_endpoint_serving(out, digits_dir, capsys):
     assert _endpoint_config(out) == before
 
 
+def test_an_account_without_debugger_still_reaches_a_deployed_endpoint(tmp_path, digits_dir, capsys, monkeypatch):
+    """Issue 11 item 1, the other way (test_first_run_creates_the_endpoint_and_predicts has Debugger): SageMaker
+    refuses the Debugger job, the same job runs without it, the gate uses the script's own checks, the endpoint
+    is created and answers, and the output says Debugger was unavailable and why."""
+    monkeypatch.setenv("LOCAL_SAGEMAKER_DEBUGGER", "unavailable")
+    out = tmp_path / "new-account"
+    code, text = _demo(out, digits_dir, capsys, "-c", "tuning.max_jobs=1", "-c", "tuning.max_parallel_jobs=1")
+    assert code == 0, text[-3000:]
+    assert "Train without Debugger" in text and "prediction:" in text
+    output = json.loads((out / "execution.json").read_text())["output"]
+    assert output["debugger"]["status"] == "unavailable" and "Debugger" in output["debugger"]["reason"]
+    assert output["training_job_name"].endswith("-nd") and output["rule_verdicts"] == {}
+
+
 def test_training_failure_takes_the_failure_path(digits_dir, tmp_path):
     """The final training job dies (stopped from outside, as a spot reclaim or an operator would): the execution
     fails in the training state with SageMaker's description as the cause, and nothing is deployed."""
