@@ -89,7 +89,9 @@ class DebuggerConfig(_Model):
     profiler_rules: tuple[str, ...] = PROFILER_RULES
     # Rules whose IssuesFound (or failed evaluation) blocks the deploy; profiler rules only inform by default.
     gate_rules: tuple[str, ...] = DEBUG_RULES
-    save_interval: int | None = Field(None, ge=1)  # steps between tensor saves; None keeps the SDK's default
+    # Steps between tensor saves; None: derived in the job from its steps per epoch (saves_per_epoch per mode).
+    save_interval: int | None = Field(None, ge=1)
+    saves_per_epoch: int = Field(10, ge=1, le=1000)
     profiling_interval_ms: int = Field(500, ge=100)
     poll_s: int = Field(60, ge=1)  # wait between DescribeTrainingJob calls while rules run
     max_polls: int = Field(180, ge=1)
@@ -291,7 +293,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "region": "us-east-1",
         "tuning": {"instance_type": "ml.m5.xlarge", "max_runtime_s": 1800},
         "training": {"instance_type": "ml.m5.xlarge", "max_runtime_s": 1800},
-        "debugger": {"poll_s": 1, "max_polls": 600},
+        "debugger": {"poll_s": 1, "max_polls": 600, "saves_per_epoch": 4},
         "gate": {"min_test_accuracy": 0.5},
         "serving": {"poll_s": 1, "wait_interval_s": 0, "termination_wait_s": 0, "max_execution_s": 600},
     },

@@ -158,11 +158,15 @@ def _debug_rules(cfg: StackConfig) -> tuple[list[dict[str, Any]], list[dict[str,
         rules.append(config)
         for c in rule.collection_configs or ():
             params = dict(collections.get(c.name, {}), **(c.parameters or {}))
+            params.pop("save_interval", None)  # the SDK's 500 steps: set below, or derived in the job
             if cfg.debugger.save_interval is not None:
                 params["save_interval"] = str(cfg.debugger.save_interval)
             collections[c.name] = params
     hook = DebuggerHookConfig(
         s3_output_path=s3(DEBUGGER_OUTPUT),
+        # Without an explicit interval, the job derives one per mode from its steps per epoch (ml/debugger.py).
+        hook_parameters=(None if cfg.debugger.save_interval is not None else
+                         {contract.DEBUGGER_SAVES_PER_EPOCH: str(cfg.debugger.saves_per_epoch)}),
         collection_configs=[CollectionConfig(name, params or None) for name, params in sorted(collections.items())],
     )
     return rules, [hook._to_request_dict()]

@@ -406,7 +406,8 @@ def run(args: argparse.Namespace, world: World) -> dict | None:
         health.observe_initialisation(twin, probe)
         del twin
 
-    hook = create_hook(module, loss_fn, enabled=args.debugger == "on")
+    hook = create_hook(module, loss_fn, enabled=args.debugger == "on",
+                       steps_per_epoch={"train": len(train_loader), "eval": len(eval_loaders[contract.VALID])})
     model = module
     if world.size > 1:
         ids = [device.index] if device.type == "cuda" else None
