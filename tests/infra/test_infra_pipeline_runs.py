@@ -343,3 +343,82 @@ def test_check_input_lets_valid_inputs_through(checked, local, value):
     result, value, bucket_data = checked(value)
     assert result.failed_state == S.TUNING_FAILED, (result.failed_state, result.cause)
     assert validate_input(value, local.config, dataset_prefix=bucket_data) == value
+
+
+# --- rules everywhere: every value reaching a SageMaker request satisfies botocore's constraints ----------------
+def _validating(sm: ScriptedSageMaker) -> ScriptedSageMaker:
+    """Every request is checked against botocore's model first (types, lengths, patterns, enums), as SageMaker
+    would: a violation refuses the call (and fails the run) with the member named."""
+    from local.sagemaker.api import validate_request
+
+    call = sm.call
+
+    def checked(operation: str, params: dict) -> dict:
+        validate_request(operation, params)
+        return call(operation, params)
+    sm.call = checked
+    return sm
+
+
+def _full_run_sagemaker() -> ScriptedSageMaker:
+    objective = {"Type": "Maximize", "MetricName": contract.OBJECTIVE_METRIC, "Value": 0.91}
+    tuning: dict[str, dict] = {}
+
+    def create_tuning(p: dict) -> dict:
+        tuning[p["HyperParameterTuningJobName"]] = p
+        return {"HyperParameterTuningJobArn": f"{ACCOUNT_ARN}:hyper-parameter-tuning-job/x"}
+
+    def describe_tuning(p: dict) -> dict:
+        name = p["HyperParameterTuningJobName"]
+        return {"HyperParameterTuningJobName": name, "HyperParameterTuningJobStatus": "Completed",
+                "BestTrainingJob": {"TrainingJobName": f"{name}-001-abcdef12", "TunedHyperParameters": {
+                    r["Name"]: r.get("MaxValue") or r["Values"][0]
+                    for kind in tuning[name]["HyperParameterTuningJobConfig"]["ParameterRanges"].values()
+                    for r in kind},
+                    "FinalHyperParameterTuningJobObjectiveMetric": objective}}
+    return _validating(_scripted(Endpoint(), CreateHyperParameterTuningJob=create_tuning,
+                                 DescribeHyperParameterTuningJob=describe_tuning,
+                                 **_trainer(debugger_available=True)))
+
+
+@pytest.fixture(scope="module")
+def extreme(tmp_path_factory):
+    """The longest prefix the config allows, in local mode (literal images, the stand-in's shapes)."""
+    import infra
+    from infra.config import MAX_PREFIX_LENGTH
+    from infra.definition import definition
+
+    prefix = ("abcdefghij-" * 3)[:MAX_PREFIX_LENGTH].rstrip("-")
+    context = {"profile": "local", "prefix": prefix}
+    template = infra.synth(context, outdir=tmp_path_factory.mktemp("extreme"))
+    return definition(template, {"Bucket": "b" * 63, "SageMakerRoleArn": f"arn:aws:iam::123456789012:role/{'r' * 64}"},
+                      region="us-east-1", account="123456789012"), infra.load_config_for(context)
+
+
+def test_extreme_but_legal_inputs_give_requests_sagemaker_accepts(extreme):
+    definition, cfg = extreme
+    bucket_data = definition["States"][S.PREPARE]["Parameters"]["defaults"]["dataset"]
+    value = {"dataset": bucket_data + "d" * 200 + "/", "max_jobs": 500, "max_parallel_jobs": 100,
+             "min_test_accuracy": 0, "warm_start_parent": f"{cfg.prefix}-0123456789ab"}
+    validate_input(value, cfg, dataset_prefix=bucket_data)
+    sm = _full_run_sagemaker()
+    # An execution name may hold characters a tag value may not ("!", "'", "(", ")"): 80 of them.
+    name = ("run!'()-" * 10)[:80]
+    result = run_definition(definition, value, sm, name=name, poll_interval=0.05, timeout=300)
+    assert result.succeeded, (result.failed_state, result.cause)
+    ops = [op for op, _ in sm.calls]
+    for op in ("CreateHyperParameterTuningJob", "CreateTrainingJob", "CreateModel", "CreateEndpointConfig",
+               "CreateEndpoint"):
+        assert op in ops
+    (tuning,) = sm.ops("CreateHyperParameterTuningJob")
+    assert len(tuning["HyperParameterTuningJobName"]) == 32  # SageMaker's cap, reached exactly
+    assert name not in str(sm.calls)  # the execution name reaches no request
+
+
+def test_the_validating_sagemaker_refuses_what_sagemaker_would(local):
+    """The check above can fail: an execution-name tag (the old design) is refused by the model's pattern."""
+    from local.sagemaker.api import validate_request
+
+    with pytest.raises(SageMakerError, match=r"tags\.1\.value"):
+        validate_request("AddTags", {"ResourceArn": f"{ACCOUNT_ARN}:model/x",
+                                     "Tags": [{"Key": "sfn-execution", "Value": "run!'()"}]})
