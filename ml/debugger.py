@@ -51,16 +51,21 @@ class SmdebugHook:
 
 
 def save_intervals(config: dict, steps_per_epoch: Mapping[str, int]) -> dict:
-    """The hook config with `saves_per_epoch` (HookParameters) turned into smdebug's per-mode save intervals:
-    each mode saves about that many steps per epoch, at least one step apart. Collections that set their own
-    save_interval keep it (smdebug lets a collection override the hook)."""
+    """The hook config with `saves_per_epoch` (HookParameters) turned into smdebug's per-mode save intervals.
+
+    TRAIN saves about that many steps per epoch (at least one step apart). EVAL saves one step per epoch, the
+    first validation batch: the evaluation loader is not shuffled, so the rules that follow the EVAL loss
+    (LossNotDecreasing, Overfit, Overtraining) compare the same samples epoch after epoch, not batches of
+    different difficulty. Collections that set their own save_interval keep it (a collection overrides the hook).
+    """
     params = dict(config.get("HookParameters") or {})
     wanted = params.pop(DEBUGGER_SAVES_PER_EPOCH, None)
     if wanted is None:
         return config
     saves = max(1, int(wanted))
     for mode, steps in steps_per_epoch.items():
-        params[f"{mode}.save_interval"] = str(max(1, int(steps) // saves))
+        per_epoch = max(1, int(steps))
+        params[f"{mode}.save_interval"] = str(per_epoch if mode == "eval" else max(1, per_epoch // saves))
     return {**config, "HookParameters": params}
 
 

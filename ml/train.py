@@ -446,7 +446,8 @@ def run(args: argparse.Namespace, world: World) -> dict | None:
 
     if not world.main:
         return None
-    hook.eval()
+    # The test set is scored once: not a step of the EVAL (validation) series the Debugger rules compare.
+    hook.predict()
     test_loss, test_acc = evaluate(module, eval_loaders[contract.TEST], loss_fn, device)
     report = health.report()
     for check, verdict in report["checks"].items():
