@@ -80,7 +80,8 @@ def test_second_run_updates_blue_green_without_downtime(out, digits_dir, capsys)
 
 def test_gate_failure_leaves_the_endpoint_serving(out, digits_dir, capsys):
     before = _endpoint_config(out)
-    code, text = _demo(out, digits_dir, capsys, "--input", json.dumps({"min_test_accuracy": 1.01}))
+    # 1.0: the strictest legal minimum (1.01 is refused by the input checks before anything runs).
+    code, text = _demo(out, digits_dir, capsys, "--input", json.dumps({"min_test_accuracy": 1.0}))
     assert code == 1
     assert "GateFailed" in text and "Gate: test accuracy too low" in text
     assert "the serving endpoint was left untouched and answers: HTTP 200" in text
