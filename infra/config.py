@@ -89,7 +89,9 @@ class DebuggerConfig(_Model):
     profiler_rules: tuple[str, ...] = PROFILER_RULES
     # Rules whose IssuesFound (or failed evaluation) blocks the deploy; profiler rules only inform by default.
     gate_rules: tuple[str, ...] = DEBUG_RULES
-    save_interval: int | None = Field(None, ge=1)  # steps between tensor saves; None keeps the SDK's default
+    # Steps between tensor saves; None: derived in the job from its steps per epoch (saves_per_epoch per mode).
+    save_interval: int | None = Field(None, ge=1)
+    saves_per_epoch: int = Field(10, ge=1, le=1000)
     profiling_interval_ms: int = Field(500, ge=100)
     poll_s: int = Field(60, ge=1)  # wait between DescribeTrainingJob calls while rules run
     max_polls: int = Field(180, ge=1)
@@ -136,6 +138,8 @@ class ServingConfig(_Model):
     alarm_5xx_errors: int = Field(1, ge=1)  # rollback when the new fleet returns this many 5xx in a minute
     alarm_latency_ms: int = Field(2000, ge=1)  # ... or its p99 model latency exceeds this
     poll_s: int = Field(30, ge=1)
+    # Creating an endpoint takes minutes; an update runs at most max_execution_s plus the baking period.
+    settle_allowance_s: int = Field(3600, ge=60)
     framework_version: str = "2.6"  # the last PyTorch inference DLC
     py_version: str = "py312"
 
@@ -148,6 +152,11 @@ class ServingConfig(_Model):
     @property
     def capture(self) -> bool:
         return self.data_capture_percent > 0 and not self.serverless
+
+    @property
+    def max_polls(self) -> int:
+        """DescribeEndpoint checks before the state machine stops waiting for a deployment (every loop is bounded)."""
+        return -(-(self.max_execution_s + self.termination_wait_s + self.settle_allowance_s) // self.poll_s)
 
 
 class ApiConfig(_Model):
@@ -294,7 +303,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "teardown_on_destroy": False,
         "tuning": {"instance_type": "ml.m5.xlarge", "max_runtime_s": 1800},
         "training": {"instance_type": "ml.m5.xlarge", "max_runtime_s": 1800},
-        "debugger": {"poll_s": 1, "max_polls": 600},
+        "debugger": {"poll_s": 1, "max_polls": 600, "saves_per_epoch": 4},
         "gate": {"min_test_accuracy": 0.5},
         "serving": {"poll_s": 1, "wait_interval_s": 0, "termination_wait_s": 0, "max_execution_s": 600},
     },
@@ -322,15 +331,59 @@ def _parse_cli(value: Any) -> Any:
     return value
 
 
+class ConfigError(ValueError):
+    """A context or input value this stack refuses: one line that names the key."""
+
+
+# Plain (no ':', '/', '@') context keys that belong to the CDK CLI, not to this app.
+CDK_CONTEXT_KEYS = frozenset({"cli-telemetry", "acknowledged-issue-numbers"})
+
+
+def _cdk_key(key: str) -> bool:
+    # Feature flags (@aws-cdk/...), CLI settings (aws:cdk:...), lookups (availability-zones:..., ssm:...).
+    return key in CDK_CONTEXT_KEYS or any(c in key for c in ":/@")
+
+
+def _one_line(exc: Exception, what: str = "context") -> ConfigError:
+    """pydantic's multi-line report -> one line per the first problem, naming its dotted key."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown key (misspelt?)"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        return ConfigError(f"{what} '{key}': {message}{more}" if key else f"{what}: {message}{more}")
+    return ConfigError(f"{what}: {exc}")
+
+
 def load_config(context: Mapping[str, Any] | None = None) -> StackConfig:
-    """The effective configuration for these context values (CDK's own keys are ignored)."""
-    context = dict(context or {})
+    """The effective configuration for these context values (CDK's own keys are ignored; unknown keys of this
+    app's are errors). ConfigError (a ValueError) names the key in one line."""
+    try:
+        return _load_config(dict(context or {}))
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise _one_line(exc) from None
+
+
+def _load_config(context: dict[str, Any]) -> StackConfig:
+    unknown = sorted(k for k in context
+                     if k.partition(".")[0] not in _FIELDS | {"profiles"} and not _cdk_key(k))
+    if unknown:
+        raise ConfigError(f"context '{unknown[0]}': unknown key (misspelt?); this app's keys are "
+                          f"{', '.join(sorted(_FIELDS))}")
     profile = str(context.get("profile", "cloud"))
     if profile not in PROFILES:
-        raise ValueError(f"context 'profile' must be one of {PROFILES}: {profile!r}")
+        raise ConfigError(f"context 'profile' must be one of {PROFILES}: {profile!r}")
     merged: dict[str, Any] = _deep_merge(PROFILE_DEFAULTS[profile], {"profile": profile})
     profiles = _parse_cli(context.get("profiles", {})) or {}
-    merged = _deep_merge(merged, profiles.get(profile, {}))
+    if not isinstance(profiles, Mapping) or set(profiles) - set(PROFILES):
+        raise ConfigError(f"context 'profiles' may hold only {', '.join(PROFILES)}")
+    merged = _deep_merge(merged, profiles.get(profile) or {})
     for key, value in context.items():
         if key in _FIELDS and key not in ("profile", "profiles"):
             merged = _deep_merge(merged, {key: _parse_cli(value)})
@@ -342,3 +395,67 @@ def load_config(context: Mapping[str, Any] | None = None) -> StackConfig:
                 nested = {part: nested}
             merged = _deep_merge(merged, {head: nested})
     return StackConfig.model_validate(merged)
+
+
+# --- the execution input ---------------------------------------------------------------------------------
+# The keys the state machine's "Check input" accepts (infra.pipeline.INPUT_KEYS); bounds from the typed config.
+def _bounds(model: type[BaseModel], name: str) -> tuple[float, float]:
+    low = high = None
+    for meta in model.model_fields[name].metadata:
+        low = getattr(meta, "ge", low)
+        high = getattr(meta, "le", high)
+    if low is None or high is None:
+        raise ValueError(f"{model.__name__}.{name} needs ge and le bounds")
+    return low, high
+
+
+def input_limits() -> dict[str, tuple[float, float]]:
+    return {"max_jobs": _bounds(TuningConfig, "max_jobs"),
+            "max_parallel_jobs": _bounds(TuningConfig, "max_parallel_jobs"),
+            "min_test_accuracy": _bounds(GateConfig, "min_test_accuracy")}
+
+
+# botocore (sagemaker service model): HyperParameterTuningJobName pattern and length; S3Uri at most 1024 chars.
+TUNING_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}$")
+S3_URI_MAX = 1024
+
+
+def validate_input(value: Any, cfg: StackConfig, *, dataset_prefix: str | None = None) -> dict[str, Any]:
+    """The checks of the state machine's "Check input", in Python, before a run starts (ConfigError names the
+    key in one line). `dataset_prefix`: s3://<bucket>/<data_prefix> when the bucket is known."""
+    from infra.pipeline import INPUT_KEYS  # the state machine's list (infra.pipeline imports this module)
+
+    if not isinstance(value, Mapping):
+        raise ConfigError("input: must be a JSON object")
+    unknown = sorted(set(value) - set(INPUT_KEYS))
+    if unknown:
+        raise ConfigError(f"input '{unknown[0]}': unknown key (misspelt?); the input may hold {', '.join(INPUT_KEYS)}")
+    limits = input_limits()
+    for key in ("max_jobs", "max_parallel_jobs"):
+        if key in value:
+            v, (low, high) = value[key], limits[key]
+            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+                raise ConfigError(f"input '{key}': must be an integer from {low} to {high} (got {v!r})")
+    jobs = value.get("max_jobs", cfg.tuning.max_jobs)
+    if value.get("max_parallel_jobs", cfg.tuning.max_parallel_jobs) > jobs:
+        raise ConfigError(f"input 'max_parallel_jobs': cannot exceed max_jobs ({jobs})")
+    if "min_test_accuracy" in value:
+        v, (low, high) = value["min_test_accuracy"], limits["min_test_accuracy"]
+        if isinstance(v, bool) or not isinstance(v, int | float) or not low <= v <= high:
+            raise ConfigError(f"input 'min_test_accuracy': must be a number from {low} to {high} (got {v!r})")
+    parent = value.get("warm_start_parent")
+    if parent not in (None, "") and (not isinstance(parent, str) or not parent.startswith(f"{cfg.prefix}-")
+                                     or not TUNING_JOB_NAME.match(parent)):
+        raise ConfigError(f"input 'warm_start_parent': must name a tuning job of this stack ('{cfg.prefix}-...', "
+                              f"at most 32 letters, digits, hyphens), or be empty (got {parent!r})")
+    if "dataset" in value:
+        v = value["dataset"]
+        longest = max(len(f"{c}/") for c in contract.CHANNELS)
+        prefix = dataset_prefix or f"s3://<bucket>/{cfg.data_prefix}"
+        ok = (isinstance(v, str) and v.endswith("/") and len(v) + longest <= S3_URI_MAX
+              and (v.startswith(dataset_prefix) if dataset_prefix else
+                   v.startswith("s3://") and v.split("/", 3)[-1].startswith(cfg.data_prefix)))
+        if not ok:
+            raise ConfigError(f"input 'dataset': must be an s3:// prefix under {prefix} ending with '/' "
+                              f"(got {v!r})")
+    return dict(value)

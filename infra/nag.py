@@ -38,7 +38,8 @@ WILDCARD_REASONS: dict[str, str] = {
                       "project's name prefix.",
     "Endpoint": "CreateEndpoint/UpdateEndpoint also authorize the per-execution endpoint config "
                 "('<prefix>-<run id>'); the endpoint itself is named exactly.",
-    "TagOnCreate": "Tags are set when the per-execution resources ('<prefix>-<run id>') are created.",
+    "Tags": "Tags are set when the per-execution resources ('<prefix>-<run id>') are created, and Step Functions "
+            "lists the tags of what it created (sagemaker-iam.html): scoped to the project's name prefix.",
     "List": "SageMaker List* calls have no resource-level permissions; the teardown only deletes names with the "
             "project prefix.",
     "Delete": "The teardown deletes what the state machine created: names with the project prefix only.",

@@ -17,12 +17,31 @@ from constructs import Construct
 
 from infra import sagemaker_requests as req
 from infra.common import state_machine_log_group
-from infra.config import RUN_ID_LENGTH, StackConfig
+from infra.config import RUN_ID_LENGTH, StackConfig, input_limits
+from infra.security import integration_key
 from ml import contract
 
 IN_PROGRESS = ("InProgress", "Stopping")  # RuleEvaluationStatus values that are not a verdict yet
-# Step Functions' names for a failed optimized / aws-sdk SageMaker call; TaskFailed matches any of them.
-SAGEMAKER_ERRORS = ("SageMaker.AmazonSageMakerException", "States.TaskFailed")
+# Step Functions' error names for a refused SageMaker call: optimized integrations raise every service error as
+# SageMaker.AmazonSageMakerException; aws-sdk integrations name it after the SDK exception class, which for an
+# error code SageMaker's model does not declare (ValidationException, ThrottlingException) is
+# SageMaker.SageMakerException (https://docs.aws.amazon.com/step-functions/latest/dg/supported-services-awssdk.html
+# "Handling errors"; local.engine raises the same names).
+OPTIMIZED_ERROR = "SageMaker.AmazonSageMakerException"
+SDK_ERROR = "SageMaker.SageMakerException"
+# DescribeEndpoint on a missing endpoint: ValidationException 'Could not find endpoint "arn:..."' (botocore
+# declares no ResourceNotFound for DescribeEndpoint; moto and the stand-in answer the same). Throttling:
+# ThrottlingException. Step Functions puts the SDK's message and error code in the Cause.
+NOT_FOUND_CAUSE = "*Could not find endpoint*"
+THROTTLED_CAUSE = "*ThrottlingException*"
+# EndpointStatus values (botocore EndpointStatus enum) that no waiting changes: the deploy loop ends on them.
+ENDPOINT_BROKEN = ("Failed", "OutOfService", "UpdateRollbackFailed")
+ENDPOINT_BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
+# The execution input: every key and how "Check input" validates it (infra.config.validate_input does the same in
+# Python before a local run).
+INPUT_KEYS = ("dataset", "max_jobs", "max_parallel_jobs", "min_test_accuracy", "warm_start_parent")
+LOOKUP_RETRIES = 5  # throttled DescribeEndpoint calls before the execution gives up
+SERVERLESS_UPDATE_DOC = "https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints-update.html"
 
 
 # --- state names (local mode and tests refer to them) ----------------------------------------------------
@@ -32,11 +51,20 @@ class S:
     NAME = "Name resources"
     CHECK_INPUT = "Check input"
     INVALID_INPUT = "Invalid input"
+    CHECK_ENDPOINT = "Check existing endpoint"
+    SERVING_MODE = "Serving mode allowed?"
+    SERVING_MODE_CHANGE = "Serving mode change refused"
     TUNE = "Tune hyperparameters"
     TUNE_WARM = "Tune hyperparameters (warm start)"
     TUNING_FAILED = "Tuning failed"
+    READ_TUNING = "Read tuning results"
+    BEST_FOUND = "Best trial found?"
+    NO_BEST = "Tuning found no best trial"
+    SELECT_BEST = "Select best trial"
     PREPARE_TRAINING = "Prepare training"
     TRAIN = "Train with best hyperparameters"
+    DEBUGGER_UNAVAILABLE = "Debugger unavailable"
+    TRAIN_NO_DEBUGGER = "Train without Debugger"
     TRAINING_FAILED = "Training failed"
     DESCRIBE_TRAINING = "Describe training job"
     RULE_PROGRESS = "Check rule progress"
@@ -44,7 +72,17 @@ class S:
     WAIT_RULES = "Wait for rule evaluations"
     RULES_TIMED_OUT = "Rule evaluations timed out"
     VERDICTS = "Collect rule verdicts"
+    RULE_NAMES = "List rule names"
+    RULES_LISTED = "Every rule listed?"
+    RULES_MISSING = "Gate: rules not listed"
     REPORTS = "Report locations"
+    REPORTS_NO_DEBUGGER = "Report locations (no Debugger)"
+    READ_TRAINING = "Read training results"
+    METRICS_LISTED = "Metrics reported?"
+    METRIC_NAMES = "List metric names"
+    METRICS_NAMED = "Gate metrics reported?"
+    FINAL_METRICS = "Final metrics"
+    GATE_RULES = "Gate: rule verdicts"
     GATE = "Gate"
     METRICS_MISSING = "Gate: metrics missing"
     RULE_INCOMPLETE = "Gate: rule not evaluated"
@@ -54,13 +92,17 @@ class S:
     CREATE_CONFIG = "Create endpoint config"
     FIND_ENDPOINT = "Find endpoint"
     ENDPOINT_STATE = "Endpoint status?"
+    COUNT_SETTLE = "Count settle waits"
+    SETTLE_TIMED_OUT = "Endpoint never settled"
     WAIT_SETTLE = "Wait for endpoint to settle"
     ENDPOINT_UNUSABLE = "Endpoint unusable"
     CREATE_ENDPOINT = "Create endpoint"
     UPDATE_ENDPOINT = "Update endpoint"
     WAIT_DEPLOY = "Wait for deployment"
     DESCRIBE_ENDPOINT = "Describe endpoint"
+    COUNT_DEPLOY = "Count deployment checks"
     DEPLOY_DONE = "Deployment finished?"
+    DEPLOY_TIMED_OUT = "Deployment timed out"
     ROLLED_BACK = "Deployment rolled back"
     DEPLOY_FAILED = "Deployment failed"
     ENDPOINT_FAILED = "Endpoint failed"
@@ -70,18 +112,40 @@ class S:
     def rule_failed(rule: str) -> str:
         return f"Gate: {rule} found issues"
 
+    @staticmethod
+    def invalid(key: str) -> str:
+        return f"Invalid input: {key}"
+
+    @staticmethod
+    def lookup_error(stage: str) -> str:
+        return f"{stage}: lookup error?"
+
+    @staticmethod
+    def lookup_wait(stage: str) -> str:
+        return f"{stage}: wait after throttling"
+
+    @staticmethod
+    def lookup_count(stage: str) -> str:
+        return f"{stage}: count lookups"
+
+    @staticmethod
+    def lookup_failed(stage: str) -> str:
+        return f"{stage}: lookup failed"
+
 
 def _metric_path(name: str) -> str:
-    return f"$.FinalMetricDataList[?(@.MetricName == '{name}')].Value"
+    return f"$.training.FinalMetricDataList[?(@.MetricName == '{name}')].Value"
 
 
 class Pipeline(Construct):
-    """The state machine with its log group; IAM for what it calls is added by infra.security."""
+    """The state machine with its log group; IAM for what it calls is added by infra.security from
+    `integrations` (every Task's Resource, as infra.security.integration_key names it)."""
 
     def __init__(self, scope: Construct, cid: str, *, cfg: StackConfig, role: iam.IRole,
                  substitutions: dict[str, str]) -> None:
         super().__init__(scope, cid)
         self.cfg = cfg
+        self.integrations: set[str] = set()
         needed = set(req.SUBSTITUTIONS) - (set() if cfg.debugger.enabled else {req.RULES_IMAGE})
         if needed != set(substitutions):
             raise ValueError(f"definition substitutions {sorted(substitutions)} != needed {sorted(needed)}")
@@ -99,177 +163,328 @@ class Pipeline(Construct):
         )
 
     # --- building blocks ---------------------------------------------------------------------------
-    def _task(self, name: str, resource: str, parameters: dict[str, Any], *, result_selector: dict,
-              result_path: str) -> sfn.CustomState:
-        """A Task whose answer is trimmed (ResultSelector: never the whole description in state) and stored
-        under its own key (a missing ResultPath would replace the whole state with the answer)."""
-        state = {"Type": "Task", "Resource": resource, "Parameters": parameters,
-                 "ResultSelector": result_selector, "ResultPath": result_path}
+    def _task(self, name: str, resource: str, parameters: dict[str, Any], *, result_path: str,
+              result_selector: dict | None = None) -> sfn.CustomState:
+        """A Task whose answer is stored under its own key (a missing ResultPath would replace the whole state
+        with the answer), trimmed by a ResultSelector where the members it picks are required by the API shape."""
+        state = {"Type": "Task", "Resource": resource, "Parameters": parameters, "ResultPath": result_path}
+        if result_selector is not None:
+            state["ResultSelector"] = result_selector
+        self.integrations.add(integration_key(resource))
         return sfn.CustomState(self, name, state_json=state)
+
+    def _wait_for_job(self, name: str, action: str, parameters: dict[str, Any]) -> sfn.CustomState:
+        """A `.sync` job: Step Functions builds its output itself, so nothing is read from it (the results come
+        from an explicit aws-sdk Describe* whose shape botocore defines); a literal marks that it ended."""
+        return self._task(name, req.task_resource(action, sync=True), parameters,
+                          result_selector={"ended": True}, result_path=f"$.waited.{action}")
 
     def _fail(self, name: str, error: str, *, cause: str | None = None, cause_path: str | None = None) -> sfn.Fail:
         return sfn.Fail(self, name, error=error, cause=cause, cause_path=cause_path)
+
+    def _counter(self, name: str, key: str) -> sfn.Pass:
+        """+1 on $.poll.<key>.count: every loop passes one, and its Choice ends the loop at a bound."""
+        return sfn.Pass(self, name, parameters={"count.$": f"States.MathAdd($.poll.{key}.count, 1)"},
+                        result_path=f"$.poll.{key}")
+
+    def _lookup(self, name: str, key: str, *, missing: sfn.IChainable) -> sfn.CustomState:
+        """DescribeEndpoint into $.existing. Not found goes to `missing`; throttling waits and asks again (at most
+        LOOKUP_RETRIES times); any other error (access denied, ...) fails the execution with its cause."""
+        cfg = self.cfg
+        task = self._task(name, req.task_resource("describeEndpoint", sdk=True), req.describe_endpoint(cfg),
+                          result_path="$.existing")
+        failed = self._fail(S.lookup_failed(name), "EndpointLookupFailed", cause_path=(
+            f"States.Format('DescribeEndpoint {cfg.endpoint_name} failed; nothing was deployed: {{}}', "
+            f"States.JsonToString($.lookup_error))"))
+        count = self._counter(S.lookup_count(name), key)
+        wait = sfn.Wait(self, S.lookup_wait(name), time=sfn.WaitTime.duration(Duration.seconds(cfg.serving.poll_s)))
+        cause = "$.lookup_error.Cause"
+        classify = (sfn.Choice(self, S.lookup_error(name))
+                    .when(sfn.Condition.is_not_present(cause), failed)
+                    .when(sfn.Condition.string_matches(cause, NOT_FOUND_CAUSE), missing)
+                    .when(sfn.Condition.and_(sfn.Condition.string_matches(cause, THROTTLED_CAUSE),
+                                             sfn.Condition.number_less_than(f"$.poll.{key}.count", LOOKUP_RETRIES)),
+                          count)
+                    .otherwise(failed))
+        count.next(wait).next(task)
+        task.add_catch(classify, errors=["States.ALL"], result_path="$.lookup_error")
+        return task
+
+    def _instance_endpoint(self) -> sfn.Condition:
+        """The existing endpoint ($.existing) serves from instances: a variant without CurrentServerlessConfig."""
+        return sfn.Condition.and_(
+            sfn.Condition.is_present("$.existing.ProductionVariants[0]"),
+            sfn.Condition.is_not_present("$.existing.ProductionVariants[0].CurrentServerlessConfig"))
 
     # --- the definition ----------------------------------------------------------------------------
     def _definition(self) -> sfn.IChainable:
         cfg = self.cfg
         dbg = cfg.debugger
-        bucket_data = req.s3(cfg.data_prefix)
-
         defaults: dict[str, Any] = {
-            "dataset": bucket_data,
+            "dataset": req.s3(cfg.data_prefix),
             "max_jobs": cfg.tuning.max_jobs,
             "max_parallel_jobs": cfg.tuning.max_parallel_jobs,
             "min_test_accuracy": cfg.gate.min_test_accuracy,
-            # 12 hex characters of a fresh UUID: unique per execution and short enough for the 32-character
-            # tuning job name. Computed once, so a redrive reuses the execution's names.
-            "run_id.$": "States.ArrayGetItem(States.StringSplit(States.UUID(), '-'), 4)",
+            "warm_start_parent": cfg.tuning.warm_start_parent or "",  # "" (or null in the input): cold start
         }
-        if cfg.tuning.warm_start_parent:
-            defaults["warm_start_parent"] = cfg.tuning.warm_start_parent
-        prepare = sfn.Pass(self, S.PREPARE, parameters={"defaults": defaults, "input.$": "$"},
-                           comment="Defaults from cdk.json context; any of them may be given in the input.")
-        apply_input = sfn.Pass(self, S.APPLY_INPUT,
-                               parameters={"args.$": "States.JsonMerge($.defaults, $.input, false)"})
-        base = f"States.Format('{cfg.prefix}-{{}}', $.args.run_id)"
+        assert tuple(defaults) == INPUT_KEYS
+        prepare = sfn.Pass(self, S.PREPARE, parameters={
+            "defaults": defaults, "input.$": "$",
+            # 12 hex characters of a fresh UUID: unique per execution and short enough for the 32-character
+            # tuning job name. Computed once (a redrive reuses the names), outside the input's reach.
+            "run_id.$": "States.ArrayGetItem(States.StringSplit(States.UUID(), '-'), 4)",
+        }, comment="Defaults from cdk.json context; any of them may be given in the input.")
+        apply_input = sfn.Pass(self, S.APPLY_INPUT, parameters={
+            "args.$": "States.JsonMerge($.defaults, $.input, false)", "run_id.$": "$.run_id"})
+        base = f"States.Format('{cfg.prefix}-{{}}', $.run_id)"
         name = sfn.Pass(self, S.NAME, parameters={
             "args.$": "$.args",
-            "names": {"run_id.$": "$.args.run_id", "tuning_job.$": base, "training_job.$": base, "model.$": base,
-                      "endpoint_config.$": base, "endpoint": cfg.endpoint_name},
-            "poll": {"count": 0},
+            "names": {"run_id.$": "$.run_id", "tuning_job.$": base, "training_job.$": base,
+                      "training_job_no_debugger.$": f"States.Format('{cfg.prefix}-{{}}-nd', $.run_id)",
+                      "model.$": base, "endpoint_config.$": base, "endpoint": cfg.endpoint_name},
+            # The final training job that ran and whether it had Debugger ("unavailable": SageMaker refused it).
+            "run": {"training_job.$": base, "debugger": {"status": "on" if dbg.enabled else "off", "reason": ""}},
+            "poll": {k: {"count": 0} for k in ("rules", "settle", "deploy", "existing", "find")},
+            "verdicts": {},
+            # For "Check input": every value of the merged input (more than INPUT_KEYS: an unknown key) and the
+            # integers as text (a fraction or an exponent is not an integer).
+            "check": {"values.$": "$.args.*", "max_jobs.$": "States.JsonToString($.args.max_jobs)",
+                      "max_parallel_jobs.$": "States.JsonToString($.args.max_parallel_jobs)"},
         }, comment=f"Every SageMaker name is <prefix>-<run id> ({RUN_ID_LENGTH} hex); the endpoint name is stable.")
 
-        invalid = self._fail(S.INVALID_INPUT, "InvalidInput",
-                             cause=f"'dataset' must be an s3:// prefix under {bucket_data} ending with '/', holding "
-                                   f"{', '.join(f'{c}/' for c in contract.CHANNELS)} (one folder per class in each).")
         tuning_failed = self._fail(S.TUNING_FAILED, "TuningFailed", cause_path="$.error.Cause")
         training_failed = self._fail(S.TRAINING_FAILED, "TrainingFailed", cause_path="$.error.Cause")
         self._deploy_failed = self._fail(S.DEPLOY_FAILED, "DeploymentFailed", cause_path="$.error.Cause")
+        self._mode_change = self._fail(S.SERVING_MODE_CHANGE, "ServingModeChangeRefused", cause=(
+            f"Endpoint {cfg.endpoint_name} serves from instances and this stack deploys it serverless: SageMaker "
+            f"cannot update an instance endpoint to serverless ({SERVERLESS_UPDATE_DOC}). Delete the endpoint "
+            f"(aws sagemaker delete-endpoint --endpoint-name {cfg.endpoint_name}) or deploy with "
+            "serving.serverless=false; nothing was trained or changed."))
 
-        best = {"job_name.$": "$.HyperParameterTuningJobName",
-                "best_training_job.$": "$.BestTrainingJob.TrainingJobName",
-                "hyperparameters.$": "$.BestTrainingJob.TunedHyperParameters",
-                "objective.$": "$.BestTrainingJob.FinalHyperParameterTuningJobObjectiveMetric"}
-        tune = self._task(S.TUNE, req.task_resource("createHyperParameterTuningJob", sync=True),
-                          req.tuning_job(cfg, warm_start=False), result_selector=best, result_path="$.tuning")
-        tune_warm = self._task(S.TUNE_WARM, req.task_resource("createHyperParameterTuningJob", sync=True),
-                               req.tuning_job(cfg, warm_start=True), result_selector=best, result_path="$.tuning")
-        for t in (tune, tune_warm):
+        tune = self._wait_for_job(S.TUNE, "createHyperParameterTuningJob", req.tuning_job(cfg, warm_start=False))
+        tune_warm = self._wait_for_job(S.TUNE_WARM, "createHyperParameterTuningJob",
+                                       req.tuning_job(cfg, warm_start=True))
+        read_tuning = self._task(S.READ_TUNING, req.task_resource("describeHyperParameterTuningJob", sdk=True),
+                                 req.describe_tuning_job(), result_path="$.tuning")
+        for t in (tune, tune_warm, read_tuning):
             t.add_catch(tuning_failed, errors=["States.ALL"], result_path="$.error")
+        read_tuning.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=3,
+                              backoff_rate=2.0)
+        best = "$.tuning.BestTrainingJob"
+        select_best = sfn.Pass(self, S.SELECT_BEST, result_path="$.tuning", parameters={
+            "job_name.$": "$.tuning.HyperParameterTuningJobName",
+            "best_training_job.$": f"{best}.TrainingJobName",
+            "hyperparameters.$": f"{best}.TunedHyperParameters",
+            "objective.$": f"{best}.FinalHyperParameterTuningJobObjectiveMetric"})
+        # BestTrainingJob and its objective are optional members of the response: absent, the run ends cleanly.
+        best_found = (sfn.Choice(self, S.BEST_FOUND)
+                      .when(sfn.Condition.or_(
+                          sfn.Condition.is_not_present(f"{best}.TrainingJobName"),
+                          sfn.Condition.is_not_present(f"{best}.FinalHyperParameterTuningJobObjectiveMetric")),
+                          self._fail(S.NO_BEST, "TuningFailed", cause_path=(
+                              "States.Format('Tuning job {} ended without a best trial that reported the objective "
+                              "metric; nothing was trained or deployed.', $.names.tuning_job)")))
+                      .otherwise(select_best))
 
+        static: dict[str, Any] = {"static": req.static_hyperparameters(cfg, debugger=dbg.enabled)}
+        if dbg.enabled:
+            static["static_no_debugger"] = req.static_hyperparameters(cfg, debugger=False)
         prepare_training = sfn.Pass(
-            self, S.PREPARE_TRAINING, result_path="$.hyperparameters",
-            parameters={"static": req.static_hyperparameters(cfg, debugger=dbg.enabled)},
+            self, S.PREPARE_TRAINING, result_path="$.hyperparameters", parameters=static,
             comment="Static hyperparameters; the train task merges the best trial's tuned values over them.")
-        metrics = {m: _metric_path(m) for m in (contract.TEST_ACCURACY, contract.HEALTH_ISSUES)}
-        train = self._task(S.TRAIN, req.task_resource("createTrainingJob", sync=True), req.training_job(cfg),
-                           result_selector={"job_name.$": "$.TrainingJobName",
-                                            "model_data.$": "$.ModelArtifacts.S3ModelArtifacts",
-                                            "metrics": {f"{k}.$": v for k, v in metrics.items()}},
-                           result_path="$.training")
+        train = self._wait_for_job(S.TRAIN, "createTrainingJob", req.training_job(cfg))
+        read_training = self._read_training(training_failed)
+
+        if dbg.enabled:
+            # Debugger is closed to new customers (2026-07-30): an account without it has the Debugger job refused
+            # at CreateTrainingJob (an optimized-integration error, SageMaker.AmazonSageMakerException; a job that
+            # started and failed is States.TaskFailed instead). The same job without any Debugger member then
+            # runs under its own name; the two requests differ only in those members, so when the second is
+            # accepted, the refusal was Debugger's. The gate then relies on the script's own health checks, and
+            # the output records debugger.status "unavailable" with SageMaker's reason.
+            fallback = sfn.Pass(self, S.DEBUGGER_UNAVAILABLE, result_path="$.run", parameters={
+                "training_job.$": "$.names.training_job_no_debugger",
+                "debugger": {"status": "unavailable", "reason.$": "$.debugger_refusal.Cause"}})
+            train_plain = self._wait_for_job(S.TRAIN_NO_DEBUGGER, "createTrainingJob",
+                                             req.training_job(cfg, debugger=False))
+            train_plain.add_catch(training_failed, errors=["States.ALL"], result_path="$.error")
+            train.add_catch(fallback, errors=[OPTIMIZED_ERROR], result_path="$.debugger_refusal")
+            fallback.next(train_plain).next(self._reports(debugger=False)).next(read_training)
         train.add_catch(training_failed, errors=["States.ALL"], result_path="$.error")
-
-        reports = self._reports()
-        gate = self._gate()
-        reports.next(gate)
-
-        check_input = (sfn.Choice(self, S.CHECK_INPUT)
-                       .when(sfn.Condition.not_(sfn.Condition.or_(
-                           sfn.Condition.string_equals("$.args.dataset", bucket_data),
-                           sfn.Condition.string_matches("$.args.dataset", f"{bucket_data}*/"))), invalid)
-                       .when(sfn.Condition.is_present("$.args.warm_start_parent"), tune_warm)
-                       .otherwise(tune))
-        tune.next(prepare_training)
-        tune_warm.next(prepare_training)
-        prepare_training.next(train)
+        reports = self._reports(debugger=dbg.enabled)
+        reports.next(read_training)
         if dbg.enabled and (dbg.active_rules or dbg.active_profiler_rules):
             train.next(self._rule_wait(reports, training_failed))
         else:
             train.next(reports)
-        return prepare.next(apply_input).next(name).next(check_input)
+
+        warm = (sfn.Choice(self, "Warm start?")
+                .when(sfn.Condition.or_(sfn.Condition.is_null("$.args.warm_start_parent"),
+                                        sfn.Condition.string_equals("$.args.warm_start_parent", "")), tune)
+                .otherwise(tune_warm))
+        check_endpoint = self._lookup(S.CHECK_ENDPOINT, "existing", missing=warm)
+        if cfg.serving.serverless:  # an instance endpoint cannot become serverless: refuse before training
+            check_endpoint.next(sfn.Choice(self, S.SERVING_MODE)
+                                .when(self._instance_endpoint(), self._mode_change).otherwise(warm))
+        else:
+            check_endpoint.next(warm)
+        for t in (tune, tune_warm):
+            t.next(read_tuning)
+        read_tuning.next(best_found)
+        select_best.next(prepare_training).next(train)
+        return prepare.next(apply_input).next(name).next(self._check_input(check_endpoint))
+
+    def _check_input(self, valid: sfn.IChainable) -> sfn.Choice:
+        """Every key of the input: known, of its type, in range, names within the prefix (the IAM scope)."""
+        cfg = self.cfg
+        limits = input_limits()
+        bucket_data = req.s3(cfg.data_prefix)
+        choice = sfn.Choice(self, S.CHECK_INPUT, comment="One Fail state per key, so the error names it.")
+
+        def invalid(key: str, cause: str, state: str | None = None) -> sfn.Fail:
+            return self._fail(state or S.invalid(key), "InvalidInput", cause=f"Input '{key}' {cause}")
+
+        c = sfn.Condition
+        choice.when(c.is_present(f"$.check.values[{len(INPUT_KEYS)}]"), self._fail(
+            S.invalid("keys"), "InvalidInput", cause=f"The input may hold only {', '.join(INPUT_KEYS)}; it has "
+                                                     "another key (misspelt?)."))
+        bad_dataset = invalid("dataset", f"must be an s3:// prefix under {bucket_data} ending with '/', holding "
+                                         f"{', '.join(f'{ch}/' for ch in contract.CHANNELS)} (one folder per class "
+                                         "in each).")
+        choice.when(c.not_(c.is_string("$.args.dataset")), bad_dataset)
+        choice.when(c.not_(c.or_(c.string_equals("$.args.dataset", bucket_data),
+                                 c.string_matches("$.args.dataset", f"{bucket_data}*/"))), bad_dataset)
+        for key in ("max_jobs", "max_parallel_jobs"):
+            low, high = limits[key]
+            bad = invalid(key, f"must be an integer from {low} to {high}.")
+            var = f"$.args.{key}"
+            choice.when(c.not_(c.is_numeric(var)), bad)
+            choice.when(c.or_(*[c.string_matches(f"$.check.{key}", p) for p in ("*.*", "*e*", "*E*")]), bad)
+            choice.when(c.or_(c.number_less_than(var, low), c.number_greater_than(var, high)), bad)
+        choice.when(c.number_greater_than_json_path("$.args.max_parallel_jobs", "$.args.max_jobs"),
+                    invalid("max_parallel_jobs", "cannot exceed max_jobs.",
+                            f"{S.invalid('max_parallel_jobs')} above max_jobs"))
+        low, high = limits["min_test_accuracy"]
+        bad = invalid("min_test_accuracy", f"must be a number from {low} to {high}.")
+        choice.when(c.not_(c.is_numeric("$.args.min_test_accuracy")), bad)
+        choice.when(c.or_(c.number_less_than("$.args.min_test_accuracy", low),
+                          c.number_greater_than("$.args.min_test_accuracy", high)), bad)
+        bad = invalid("warm_start_parent", f"must name a tuning job of this stack ('{cfg.prefix}-...'), or be "
+                                           "empty or null for a cold start.")
+        var = "$.args.warm_start_parent"
+        choice.when(c.not_(c.or_(c.is_null(var), c.is_string(var))), bad)
+        choice.when(c.and_(c.is_string(var), c.not_(c.string_equals(var, "")),
+                           c.not_(c.string_matches(var, f"{cfg.prefix}-*"))), bad)
+        return choice.otherwise(valid)
+
+    def _read_training(self, failed: sfn.IChainable) -> sfn.CustomState:
+        """DescribeTrainingJob of the job that ran: model artifacts (required members) and the gate's metrics
+        (FinalMetricDataList is optional, and a metric may be missing from it: both end at the gate cleanly)."""
+        read = self._task(S.READ_TRAINING, req.task_resource("describeTrainingJob", sdk=True),
+                          req.describe_training_job("$.run.training_job"), result_path="$.training")
+        read.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=3, backoff_rate=2.0)
+        read.add_catch(failed, errors=["States.ALL"], result_path="$.error")
+        missing = self._fail(S.METRICS_MISSING, "GateFailed",
+                             cause=f"The training job reported no final {contract.TEST_ACCURACY} / "
+                                   f"{contract.HEALTH_ISSUES} metric; the endpoint was not changed.")
+        gated = (contract.TEST_ACCURACY, contract.HEALTH_ISSUES)
+        final = sfn.Pass(self, S.FINAL_METRICS, result_path="$.training", parameters={
+            "job_name.$": "$.training.TrainingJobName",
+            "model_data.$": "$.training.ModelArtifacts.S3ModelArtifacts",
+            "metrics": {f"{m}.$": _metric_path(m) for m in gated}})
+        names = sfn.Pass(self, S.METRIC_NAMES, result_path="$.metric_names",
+                         parameters={"text.$": "States.JsonToString($.training.FinalMetricDataList)"})
+        named = (sfn.Choice(self, S.METRICS_NAMED)
+                 .when(sfn.Condition.or_(*[sfn.Condition.not_(sfn.Condition.string_matches(
+                     "$.metric_names.text", f'*"{m}"*')) for m in gated]), missing)
+                 .otherwise(final))
+        listed = (sfn.Choice(self, S.METRICS_LISTED)
+                  .when(sfn.Condition.is_not_present("$.training.FinalMetricDataList"), missing)
+                  .otherwise(names))
+        names.next(named)
+        final.next(self._gate())
+        read.next(listed)
+        return read
 
     def _rule_wait(self, after: sfn.IChainable, failed: sfn.IChainable) -> sfn.IChainable:
         """.sync ends with the training job, not with its rule jobs: poll until every rule has a verdict."""
         dbg = self.cfg.debugger
-        selector: dict[str, Any] = {"verdicts": {}}
-        if dbg.active_rules:
-            selector["debug.$"] = "$.DebugRuleEvaluationStatuses[*].RuleEvaluationStatus"
-        if dbg.active_profiler_rules:
-            selector["profiler.$"] = "$.ProfilerRuleEvaluationStatuses[*].RuleEvaluationStatus"
-        for key, rules in (("Debug", dbg.active_rules), ("Profiler", dbg.active_profiler_rules)):
-            for rule in rules:
-                selector["verdicts"][f"{rule}.$"] = (f"$.{key}RuleEvaluationStatuses[?(@.RuleConfigurationName == "
-                                                     f"'{rule}')].RuleEvaluationStatus")
+        # Indefinite paths only ([*] of a missing list is []): an absent member never raises States.Runtime.
+        selector: dict[str, Any] = {"statuses": {}}
+        for kind, rules in (("Debug", dbg.active_rules), ("Profiler", dbg.active_profiler_rules)):
+            if rules:
+                selector[f"{kind.lower()}.$"] = f"$.{kind}RuleEvaluationStatuses[*].RuleEvaluationStatus"
+                selector["statuses"][f"{kind.lower()}.$"] = f"$.{kind}RuleEvaluationStatuses[*]"
         describe = self._task(S.DESCRIBE_TRAINING, req.task_resource("describeTrainingJob", sdk=True),
                               req.describe_training_job(), result_selector=selector, result_path="$.rules")
         describe.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=3,
                            backoff_rate=2.0)
         describe.add_catch(failed, errors=["States.ALL"], result_path="$.error")
 
-        running = {"count.$": "States.MathAdd($.poll.count, 1)"}
+        running = {"count.$": "States.MathAdd($.poll.rules.count, 1)"}
         kinds = [k for k in ("debug", "profiler") if f"{k}.$" in selector]
         for kind in kinds:
             for status in IN_PROGRESS:
                 running[f"{kind}_{status.lower()}.$"] = f"States.ArrayContains($.rules.{kind}, '{status}')"
-        progress = sfn.Pass(self, S.RULE_PROGRESS, parameters=running, result_path="$.poll")
+        progress = sfn.Pass(self, S.RULE_PROGRESS, parameters=running, result_path="$.poll.rules")
         still_running = sfn.Condition.or_(*[
-            sfn.Condition.boolean_equals(f"$.poll.{kind}_{status.lower()}", True)
+            sfn.Condition.boolean_equals(f"$.poll.rules.{kind}_{status.lower()}", True)
             for kind in kinds for status in IN_PROGRESS])
         timed_out = self._fail(S.RULES_TIMED_OUT, "RulesTimedOut",
                                cause=f"Debugger/Profiler rules were still running after {dbg.max_polls} checks "
                                      f"{dbg.poll_s} s apart; the endpoint was not changed.")
         wait = sfn.Wait(self, S.WAIT_RULES, time=sfn.WaitTime.duration(Duration.seconds(dbg.poll_s)))
+        statuses = {rule: f"$.rules.statuses.{kind}[?(@.RuleConfigurationName == '{rule}')].RuleEvaluationStatus"
+                    for kind, rules in (("debug", dbg.active_rules), ("profiler", dbg.active_profiler_rules))
+                    for rule in rules}
         verdicts = sfn.Pass(self, S.VERDICTS, result_path="$.verdicts", parameters={
-            f"{rule}.$": f"States.ArrayGetItem($.rules.verdicts.{rule}, 0)"
-            for rule in (*dbg.active_rules, *dbg.active_profiler_rules)})
+            f"{rule}.$": f"States.ArrayGetItem({path}, 0)" for rule, path in statuses.items()})
+        # A filter that matches nothing is an error: first check that SageMaker lists every configured rule.
+        listed = sfn.Pass(self, S.RULE_NAMES, result_path="$.rule_names",
+                          parameters={"text.$": "States.JsonToString($.rules.statuses)"})
+        missing = self._fail(S.RULES_MISSING, "GateFailed", cause_path=(
+            "States.Format('SageMaker did not list every configured rule for {} (statuses: {}); the endpoint was "
+            "not changed.', $.names.training_job, $.rule_names.text)"))
+        all_listed = (sfn.Choice(self, S.RULES_LISTED)
+                      .when(sfn.Condition.or_(*[sfn.Condition.not_(sfn.Condition.string_matches(
+                          "$.rule_names.text", f'*"{rule}"*')) for rule in statuses]), missing)
+                      .otherwise(verdicts))
+        listed.next(all_listed)
         done = (sfn.Choice(self, S.RULES_DONE)
                 .when(sfn.Condition.and_(still_running,
-                                         sfn.Condition.number_greater_than_equals("$.poll.count", dbg.max_polls)),
+                                         sfn.Condition.number_greater_than_equals("$.poll.rules.count",
+                                                                                  dbg.max_polls)),
                       timed_out)
                 .when(still_running, wait)
-                .otherwise(verdicts))
+                .otherwise(listed))
         wait.next(describe)
         verdicts.next(after)
         return describe.next(progress).next(done)
 
-    def _reports(self) -> sfn.Pass:
+    def _reports(self, *, debugger: bool) -> sfn.Pass:
         dbg = self.cfg.debugger
-        job = "$.names.training_job"
+        job = "$.run.training_job"
         params: dict[str, Any] = {
-            "model_artifacts.$": "$.training.model_data",
+            "model_artifacts.$": f"States.Format('{req.s3(req.TRAINING_OUTPUT)}{{}}/output/model.tar.gz', {job})",
             "output_data.$": f"States.Format('{req.s3(req.TRAINING_OUTPUT)}{{}}/output/output.tar.gz', {job})",
         }
-        if dbg.active_rules or dbg.active_profiler_rules:
+        if debugger and (dbg.active_rules or dbg.active_profiler_rules):
             params["rule_output.$"] = f"States.Format('{req.s3(req.TRAINING_OUTPUT)}{{}}/rule-output/', {job})"
-        if dbg.active_rules:
+        if debugger and dbg.active_rules:
             params["debugger_tensors.$"] = f"States.Format('{req.s3(req.DEBUGGER_OUTPUT)}{{}}/debug-output/', {job})"
-        if dbg.enabled and dbg.profiler:
+        if debugger and dbg.enabled and dbg.profiler:
             params["profiler_output.$"] = (f"States.Format('{req.s3(req.PROFILER_OUTPUT)}{{}}/profiler-output/', "
                                            f"{job})")
-        if "ProfilerReport" in dbg.active_profiler_rules:
+        if debugger and "ProfilerReport" in dbg.active_profiler_rules:
             params["profiler_report.$"] = (f"States.Format('{req.s3(req.TRAINING_OUTPUT)}{{}}/rule-output/"
                                            f"ProfilerReport/profiler-output/profiler-report.html', {job})")
-        return sfn.Pass(self, S.REPORTS, parameters=params, result_path="$.reports")
+        name = S.REPORTS if debugger or not dbg.enabled else S.REPORTS_NO_DEBUGGER
+        return sfn.Pass(self, name, parameters=params, result_path="$.reports")
 
     def _gate(self) -> sfn.IChainable:
         cfg, dbg = self.cfg, self.cfg.debugger
         acc, health = (f"$.training.metrics.{m}[0]" for m in (contract.TEST_ACCURACY, contract.HEALTH_ISSUES))
         choice = sfn.Choice(self, S.GATE, comment="Blocks the deploy; every failure leaves the endpoint untouched.")
-        choice.when(sfn.Condition.or_(sfn.Condition.is_not_present(acc), sfn.Condition.is_not_present(health)),
-                    self._fail(S.METRICS_MISSING, "GateFailed",
-                               cause=f"The training job reported no final {contract.TEST_ACCURACY} / "
-                                     f"{contract.HEALTH_ISSUES} metric; the endpoint was not changed."))
-        for rule in dbg.active_gate_rules:
-            choice.when(sfn.Condition.string_equals(f"$.verdicts.{rule}", contract.ISSUES_FOUND),
-                        self._fail(S.rule_failed(rule), "GateFailed",
-                                   cause=f"Debugger rule {rule} reported {contract.ISSUES_FOUND}; the endpoint was not "
-                                         f"changed. See rule_output in the execution's report locations."))
-        if dbg.active_gate_rules:
-            choice.when(sfn.Condition.or_(*[sfn.Condition.not_(sfn.Condition.string_equals(
-                f"$.verdicts.{rule}", contract.NO_ISSUES)) for rule in dbg.active_gate_rules]),
-                self._fail(S.RULE_INCOMPLETE, "GateFailed", cause_path=(
-                    "States.Format('A gating rule ended without a verdict (Error or Stopped); the endpoint was not "
-                    "changed. Verdicts: {}', States.JsonToString($.verdicts))")))
         if cfg.gate.health_checks:
             choice.when(sfn.Condition.number_greater_than(health, 0), self._fail(
                 S.HEALTH_FAILED, "GateFailed", cause_path=(
@@ -280,81 +495,114 @@ class Pipeline(Construct):
             S.ACCURACY_LOW, "GateFailed", cause_path=(
                 f"States.Format('{contract.TEST_ACCURACY} {{}} is below the minimum {{}}; the endpoint was not "
                 f"changed.', {acc}, $.args.min_test_accuracy)")))
-        return choice.otherwise(self._deploy())
+        choice.otherwise(self._deploy())
+        if not dbg.active_gate_rules:
+            return choice
+        rules = sfn.Choice(self, S.GATE_RULES, comment="Rule verdicts block the deploy when Debugger ran.")
+        rules.when(sfn.Condition.not_(sfn.Condition.string_equals("$.run.debugger.status", "on")), choice)
+        for rule in dbg.active_gate_rules:
+            rules.when(sfn.Condition.string_equals(f"$.verdicts.{rule}", contract.ISSUES_FOUND),
+                       self._fail(S.rule_failed(rule), "GateFailed",
+                                  cause=f"Debugger rule {rule} reported {contract.ISSUES_FOUND}; the endpoint was not "
+                                        f"changed. See rule_output in the execution's report locations."))
+        rules.when(sfn.Condition.or_(*[sfn.Condition.not_(sfn.Condition.string_equals(
+            f"$.verdicts.{rule}", contract.NO_ISSUES)) for rule in dbg.active_gate_rules]),
+            self._fail(S.RULE_INCOMPLETE, "GateFailed", cause_path=(
+                "States.Format('A gating rule ended without a verdict (Error or Stopped); the endpoint was not "
+                "changed. Verdicts: {}', States.JsonToString($.verdicts))")))
+        return rules.otherwise(choice)
 
     def _deploy(self) -> sfn.IChainable:
         cfg = self.cfg
+        s = cfg.serving
         deploy_failed = self._deploy_failed
         create_model = self._task(S.CREATE_MODEL, req.task_resource("createModel"), req.create_model(cfg),
                                   result_selector={"arn.$": "$.ModelArn"}, result_path="$.model")
         create_config = self._task(S.CREATE_CONFIG, req.task_resource("createEndpointConfig"),
                                    req.create_endpoint_config(cfg),
                                    result_selector={"arn.$": "$.EndpointConfigArn"}, result_path="$.endpoint_config")
-        endpoint = {"status.$": "$.EndpointStatus", "config.$": "$.EndpointConfigName"}
-        find = self._task(S.FIND_ENDPOINT, req.task_resource("describeEndpoint", sdk=True),
-                          req.describe_endpoint(cfg), result_selector=endpoint, result_path="$.existing")
         arn = {"arn.$": "$.EndpointArn"}
         create = self._task(S.CREATE_ENDPOINT, req.task_resource("createEndpoint"), req.create_endpoint(cfg),
                             result_selector=arn, result_path="$.deployment")
         update = self._task(S.UPDATE_ENDPOINT, req.task_resource("updateEndpoint"), req.update_endpoint(cfg),
                             result_selector=arn, result_path="$.deployment")
-        # DescribeEndpoint on a missing endpoint fails: that is the "first deploy" branch, not an error.
-        find.add_catch(create, errors=list(SAGEMAKER_ERRORS), result_path="$.lookup_error")
+        # Only "not found" creates the endpoint (see _lookup); throttling retries; anything else fails.
+        find = self._lookup(S.FIND_ENDPOINT, "find", missing=create)
         for t in (create_model, create_config, create, update):
             t.add_catch(deploy_failed, errors=["States.ALL"], result_path="$.error")
 
-        wait_deploy = sfn.Wait(self, S.WAIT_DEPLOY, time=sfn.WaitTime.duration(Duration.seconds(cfg.serving.poll_s)))
+        max_polls = s.max_polls
+        wait_deploy = sfn.Wait(self, S.WAIT_DEPLOY, time=sfn.WaitTime.duration(Duration.seconds(s.poll_s)))
         describe = self._task(S.DESCRIBE_ENDPOINT, req.task_resource("describeEndpoint", sdk=True),
-                              req.describe_endpoint(cfg), result_selector=endpoint, result_path="$.endpoint")
+                              req.describe_endpoint(cfg), result_path="$.endpoint")
         describe.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=3,
                            backoff_rate=2.0)
         describe.add_catch(deploy_failed, errors=["States.ALL"], result_path="$.error")
         deployed = sfn.Pass(self, S.DEPLOYED, parameters=self._output())
-        in_service = sfn.Condition.string_equals("$.endpoint.status", "InService")
+        status = "$.endpoint.EndpointStatus"
+        in_service = sfn.Condition.string_equals(status, "InService")
+
+        def any_of(path: str, values: tuple[str, ...]) -> sfn.Condition:
+            return sfn.Condition.or_(*[sfn.Condition.string_equals(path, v) for v in values])
+
         done = (sfn.Choice(self, S.DEPLOY_DONE)
-                .when(sfn.Condition.and_(in_service, sfn.Condition.string_equals_json_path(
-                    "$.endpoint.config", "$.names.endpoint_config")), deployed)
+                .when(sfn.Condition.and_(in_service, sfn.Condition.is_present("$.endpoint.EndpointConfigName"),
+                                         sfn.Condition.string_equals_json_path(
+                                             "$.endpoint.EndpointConfigName", "$.names.endpoint_config")), deployed)
                 .when(in_service, self._fail(
                     S.ROLLED_BACK, "DeploymentRolledBack", cause_path=(
-                        "States.Format('SageMaker rolled endpoint {} back to {} (a rollback alarm fired or the new "
-                        "fleet failed); the previous model keeps serving.', $.names.endpoint, $.endpoint.config)")))
-                .when(sfn.Condition.string_equals("$.endpoint.status", "Failed"), self._fail(
+                        "States.Format('SageMaker rolled endpoint {} back: it is InService without config {} (a "
+                        "rollback alarm fired or the new fleet failed); the previous model keeps serving.', "
+                        "$.names.endpoint, $.names.endpoint_config)")))
+                .when(any_of(status, ENDPOINT_BROKEN), self._fail(
                     S.ENDPOINT_FAILED, "DeploymentFailed", cause_path=(
-                        "States.Format('Endpoint {} is Failed after deploying {}: see its FailureReason "
-                        "(aws sagemaker describe-endpoint).', $.names.endpoint, $.names.endpoint_config)")))
+                        "States.Format('Endpoint {} is {} after deploying {}: see its FailureReason "
+                        "(aws sagemaker describe-endpoint).', $.names.endpoint, $.endpoint.EndpointStatus, "
+                        "$.names.endpoint_config)")))
+                .when(sfn.Condition.number_greater_than_equals("$.poll.deploy.count", max_polls), self._fail(
+                    S.DEPLOY_TIMED_OUT, "DeploymentTimedOut", cause_path=(
+                        f"States.Format('Endpoint {{}} was still {{}} after {max_polls} checks {s.poll_s} s apart; "
+                        f"see aws sagemaker describe-endpoint.', $.names.endpoint, $.endpoint.EndpointStatus)")))
                 .otherwise(wait_deploy))
-        wait_deploy.next(describe).next(done)
+        wait_deploy.next(describe).next(self._counter(S.COUNT_DEPLOY, "deploy")).next(done)
         create.next(wait_deploy)
         update.next(wait_deploy)
 
-        settle = sfn.Wait(self, S.WAIT_SETTLE, time=sfn.WaitTime.duration(Duration.seconds(cfg.serving.poll_s)))
-        settle.next(find)
-        state = (sfn.Choice(self, S.ENDPOINT_STATE)
-                 .when(sfn.Condition.string_equals("$.existing.status", "InService"), update)
-                 .when(sfn.Condition.or_(sfn.Condition.string_equals("$.existing.status", "Failed"),
-                                         sfn.Condition.string_equals("$.existing.status", "OutOfService")),
-                       self._fail(S.ENDPOINT_UNUSABLE, "EndpointUnusable", cause_path=(
-                           f"States.Format('Endpoint {{}} is {{}} and cannot be updated: delete it (aws sagemaker "
-                           f"delete-endpoint --endpoint-name {cfg.endpoint_name}) and start a new execution; "
-                           f"model {{}} is ready for it.', $.names.endpoint, $.existing.status, $.names.model)")))
-                 .otherwise(settle))  # Creating / Updating / RollingBack / Deleting: another run is deploying
-        return create_model.next(create_config).next(find).next(state)
+        existing = "$.existing.EndpointStatus"
+        settle = self._counter(S.COUNT_SETTLE, "settle")
+        settle.next(sfn.Wait(self, S.WAIT_SETTLE, time=sfn.WaitTime.duration(Duration.seconds(s.poll_s)))).next(find)
+        state = sfn.Choice(self, S.ENDPOINT_STATE)
+        if s.serverless:
+            state.when(sfn.Condition.and_(sfn.Condition.string_equals(existing, "InService"),
+                                          self._instance_endpoint()), self._mode_change)
+        (state.when(sfn.Condition.string_equals(existing, "InService"), update)
+         .when(any_of(existing, ENDPOINT_BROKEN),
+               self._fail(S.ENDPOINT_UNUSABLE, "EndpointUnusable", cause_path=(
+                   f"States.Format('Endpoint {{}} is {{}} and cannot be updated: delete it (aws sagemaker "
+                   f"delete-endpoint --endpoint-name {cfg.endpoint_name}) and start a new execution; "
+                   f"model {{}} is ready for it.', $.names.endpoint, $.existing.EndpointStatus, $.names.model)")))
+         .when(sfn.Condition.number_greater_than_equals("$.poll.settle.count", max_polls), self._fail(
+             S.SETTLE_TIMED_OUT, "EndpointBusy", cause_path=(
+                 f"States.Format('Endpoint {{}} stayed {{}} for {max_polls} checks {s.poll_s} s apart (another "
+                 f"deployment?); nothing was changed.', $.names.endpoint, $.existing.EndpointStatus)")))
+         .otherwise(settle))  # Creating / Updating / SystemUpdating / RollingBack / Deleting: wait for it
+        find.next(state)
+        return create_model.next(create_config).next(find)
 
     def _output(self) -> dict[str, Any]:
-        dbg = self.cfg.debugger
-        rules = (*dbg.active_rules, *dbg.active_profiler_rules)
         return {
+            "run_id.$": "$.names.run_id",
             "endpoint_name.$": "$.names.endpoint",
             "endpoint_config_name.$": "$.names.endpoint_config",
             "model_name.$": "$.names.model",
-            "training_job_name.$": "$.names.training_job",
+            "training_job_name.$": "$.run.training_job",
             "tuning_job_name.$": "$.names.tuning_job",
             "best_training_job_name.$": "$.tuning.best_training_job",
             "best_hyperparameters.$": "$.tuning.hyperparameters",
             "objective.$": "$.tuning.objective",
             "test_accuracy.$": f"States.ArrayGetItem($.training.metrics.{contract.TEST_ACCURACY}, 0)",
             "health_issues.$": f"States.ArrayGetItem($.training.metrics.{contract.HEALTH_ISSUES}, 0)",
-            **({"rule_verdicts.$": "$.verdicts"} if rules else {"rule_verdicts": {}}),
+            "debugger.$": "$.run.debugger",
+            "rule_verdicts.$": "$.verdicts",
             "reports.$": "$.reports",
         }
-

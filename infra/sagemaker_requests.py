@@ -5,10 +5,11 @@ Deployment values (bucket, role, images, code location) are `${Name}` placeholde
 DefinitionSubstitutions fill in, so the definition itself is one plain string (see infra.definition).
 
 State layout the requests read (built by infra.pipeline):
-  $.args   dataset, max_jobs, max_parallel_jobs, min_test_accuracy, run_id[, warm_start_parent]
-  $.names  run_id, tuning_job, training_job, model, endpoint_config, endpoint
-  $.hyperparameters.static          static hyperparameters of the final training job
+  $.args   dataset, max_jobs, max_parallel_jobs, min_test_accuracy, warm_start_parent (null: cold start)
+  $.names  run_id, tuning_job, training_job, training_job_no_debugger, model, endpoint_config, endpoint
+  $.hyperparameters.static[_no_debugger]   static hyperparameters of the final training job (Debugger on / off)
   $.tuning.hyperparameters          the best trial's tuned hyperparameters (strings)
+  $.run.training_job                the final training job that ran (with Debugger, or without when refused)
   $.training.model_data             s3://.../model.tar.gz of the final training job
 """
 
@@ -56,9 +57,14 @@ def task_resource(action: str, *, sync: bool = False, sdk: bool = False) -> str:
     return f"arn:aws:states:::{service}:{action}{'.sync' if sync else ''}"
 
 
+RUN_ID_TAG = "run-id"
+PROJECT_TAG = "project"
+
+
 def _tags(cfg: StackConfig) -> list[dict[str, str]]:
-    # The execution name ties every SageMaker resource back to the run that made it.
-    return [{"Key": "project", "Value": cfg.prefix}, {"Key": "sfn-execution", "Value.$": "$$.Execution.Name"}]
+    # The run id (12 hex, also in the execution's output) ties every SageMaker resource back to the run that made
+    # it. Not the execution name: names may hold characters a tag value may not ('!', '(', ... TagValue pattern).
+    return [{"Key": PROJECT_TAG, "Value": cfg.prefix}, {"Key": RUN_ID_TAG, "Value.$": "$.names.run_id"}]
 
 
 def _metric_definitions() -> list[dict[str, str]]:
@@ -152,11 +158,15 @@ def _debug_rules(cfg: StackConfig) -> tuple[list[dict[str, Any]], list[dict[str,
         rules.append(config)
         for c in rule.collection_configs or ():
             params = dict(collections.get(c.name, {}), **(c.parameters or {}))
+            params.pop("save_interval", None)  # the SDK's 500 steps: set below, or derived in the job
             if cfg.debugger.save_interval is not None:
                 params["save_interval"] = str(cfg.debugger.save_interval)
             collections[c.name] = params
     hook = DebuggerHookConfig(
         s3_output_path=s3(DEBUGGER_OUTPUT),
+        # Without an explicit interval, the job derives one per mode from its steps per epoch (ml/debugger.py).
+        hook_parameters=(None if cfg.debugger.save_interval is not None else
+                         {contract.DEBUGGER_SAVES_PER_EPOCH: str(cfg.debugger.saves_per_epoch)}),
         collection_configs=[CollectionConfig(name, params or None) for name, params in sorted(collections.items())],
     )
     return rules, [hook._to_request_dict()]
@@ -171,12 +181,22 @@ def _profiler_rules(cfg: StackConfig) -> list[dict[str, Any]]:
     return out
 
 
-def training_job(cfg: StackConfig) -> dict[str, Any]:
+# Request members that make a training job a Debugger/Profiler job (botocore CreateTrainingJobRequest).
+DEBUGGER_MEMBERS = ("DebugHookConfig", "DebugRuleConfigurations", "ProfilerConfig", "ProfilerRuleConfigurations",
+                    "TensorBoardOutputConfig")
+
+
+def training_job(cfg: StackConfig, *, debugger: bool = True) -> dict[str, Any]:
+    """The final training job; `debugger=False` is the same job without any Debugger member (the fallback when
+    SageMaker refuses Debugger to this account), under its own name and with the script's hook off."""
     t, d = cfg.training, cfg.debugger
+    with_debugger = debugger and d.enabled
+    name = "$.names.training_job" if debugger else "$.names.training_job_no_debugger"
+    static = "$.hyperparameters.static" if debugger else "$.hyperparameters.static_no_debugger"
     request: dict[str, Any] = {
-        "TrainingJobName.$": "$.names.training_job",
+        "TrainingJobName.$": name,
         # Tuned values arrive as strings from the tuner and override nothing static (disjoint names).
-        "HyperParameters.$": "States.JsonMerge($.hyperparameters.static, $.tuning.hyperparameters, false)",
+        "HyperParameters.$": f"States.JsonMerge({static}, $.tuning.hyperparameters, false)",
         "AlgorithmSpecification": {"TrainingImage": sub(TRAINING_IMAGE), "TrainingInputMode": "File",
                                    "MetricDefinitions": _metric_definitions(),
                                    "EnableSageMakerMetricsTimeSeries": True},
@@ -188,7 +208,7 @@ def training_job(cfg: StackConfig) -> dict[str, Any]:
         "StoppingCondition": {"MaxRuntimeInSeconds": t.max_runtime_s},
         # Always checkpoint: train.py resumes from /opt/ml/checkpoints after a spot interruption or a retry.
         "CheckpointConfig": {
-            "S3Uri.$": f"States.Format('{s3(CHECKPOINTS)}{{}}/', $.names.training_job)",
+            "S3Uri.$": f"States.Format('{s3(CHECKPOINTS)}{{}}/', {name})",
             "LocalPath": contract.DEFAULT_CHECKPOINT_DIR,
         },
         "Tags": _tags(cfg),
@@ -196,7 +216,7 @@ def training_job(cfg: StackConfig) -> dict[str, Any]:
     if t.spot:
         request["EnableManagedSpotTraining"] = True
         request["StoppingCondition"]["MaxWaitTimeInSeconds"] = t.spot_max_wait_s
-    if d.enabled:
+    if with_debugger:
         rules, (hook,) = _debug_rules(cfg)
         if rules:
             request["DebugHookConfig"] = hook
@@ -206,11 +226,19 @@ def training_job(cfg: StackConfig) -> dict[str, Any]:
                                          "ProfilingIntervalInMilliseconds": d.profiling_interval_ms}
             if rules := _profiler_rules(cfg):
                 request["ProfilerRuleConfigurations"] = rules
+    else:
+        # SageMaker turns system monitoring on by default (ProfilerConfig.DisableProfiler, API_ProfilerConfig):
+        # a job without Debugger says so explicitly.
+        request["ProfilerConfig"] = {"DisableProfiler": True}
     return request
 
 
-def describe_training_job() -> dict[str, Any]:
-    return {"TrainingJobName.$": "$.names.training_job"}
+def describe_training_job(name_path: str = "$.names.training_job") -> dict[str, Any]:
+    return {"TrainingJobName.$": name_path}
+
+
+def describe_tuning_job() -> dict[str, Any]:
+    return {"HyperParameterTuningJobName.$": "$.names.tuning_job"}
 
 
 def create_model(cfg: StackConfig) -> dict[str, Any]:

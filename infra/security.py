@@ -6,7 +6,8 @@ Everything is scoped to the project's bucket prefixes and to SageMaker names tha
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_iam as iam
@@ -20,6 +21,99 @@ from infra.config import StackConfig
 # Managed EventBridge rules through which Step Functions learns that a .sync SageMaker job ended.
 SYNC_EVENT_RULES = ("StepFunctionsGetEventsForSageMakerTrainingJobsRule",
                     "StepFunctionsGetEventsForSageMakerTuningJobsRule")
+
+# --- the state machine role: what each integration (Task Resource + pattern) needs, from ONE table -------------
+# Resource kinds the table refers to; Roles turns each into ARNs (scoped to the project's names).
+TUNING, TRAINING, MODEL, CONFIG, ENDPOINT = "tuning", "training", "model", "config", "endpoint"
+ALARMS, TRAINING_RULE, TUNING_RULE, SAGEMAKER_ROLE = "alarms", "training-rule", "tuning-rule", "sagemaker-role"
+
+SFN_SAGEMAKER_IAM = "https://docs.aws.amazon.com/step-functions/latest/dg/sagemaker-iam.html"
+SAGEMAKER_TAGGING = ("https://docs.aws.amazon.com/sagemaker/latest/dg/security_iam_id-based-policy-examples.html"
+                     "#api-access-policy")  # tags given on Create* need sagemaker:AddTags
+GUARDRAILS = "https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html"
+CDK_TASKS = "https://github.com/aws/aws-cdk/tree/main/packages/aws-cdk-lib/aws-stepfunctions-tasks/lib/sagemaker"
+
+
+@dataclass(frozen=True)
+class Need:
+    """One IAM action an integration needs, on which kinds of resource, and where AWS says so."""
+
+    action: str
+    kinds: tuple[str, ...]
+    source: str
+
+
+def _sync_job(create: str, describe: str, stop: str, kind: str, rule: str, *extra: str) -> tuple[Need, ...]:
+    # sagemaker-iam.html, ".sync" policies: Create/Describe/Stop on the job, ListTags (Step Functions reads the
+    # job's tags), PassRole, and the managed EventBridge rule that reports the job's end.
+    return (Need(f"sagemaker:{create}", (kind,), SFN_SAGEMAKER_IAM),
+            Need(f"sagemaker:{describe}", (kind,), SFN_SAGEMAKER_IAM),
+            Need(f"sagemaker:{stop}", (kind,), SFN_SAGEMAKER_IAM),
+            *(Need(f"sagemaker:{a}", (kind,), SFN_SAGEMAKER_IAM) for a in extra),
+            Need("sagemaker:ListTags", (kind,), SFN_SAGEMAKER_IAM),
+            Need("sagemaker:AddTags", (kind,), SAGEMAKER_TAGGING),
+            Need("iam:PassRole", (SAGEMAKER_ROLE,), SFN_SAGEMAKER_IAM),
+            *(Need(f"events:{a}", (rule,), SFN_SAGEMAKER_IAM) for a in ("PutTargets", "PutRule", "DescribeRule")))
+
+
+# Key: the Task's Resource without "arn:<partition>:states:::" (pattern suffix included).
+STATE_MACHINE_NEEDS: dict[str, tuple[Need, ...]] = {
+    "sagemaker:createHyperParameterTuningJob.sync": _sync_job(
+        "CreateHyperParameterTuningJob", "DescribeHyperParameterTuningJob", "StopHyperParameterTuningJob", TUNING,
+        TUNING_RULE, "ListTrainingJobsForHyperParameterTuningJob"),
+    "sagemaker:createTrainingJob.sync": _sync_job(
+        "CreateTrainingJob", "DescribeTrainingJob", "StopTrainingJob", TRAINING, TRAINING_RULE),
+    # Request/response integrations: aws-cdk-lib's SageMakerCreateModel/-EndpointConfig/-Endpoint add ListTags
+    # (citing sagemaker-iam.html); CreateEndpoint and UpdateEndpoint authorize the endpoint config too.
+    "sagemaker:createModel": (Need("sagemaker:CreateModel", (MODEL,), CDK_TASKS),
+                              Need("sagemaker:ListTags", (MODEL,), CDK_TASKS),
+                              Need("sagemaker:AddTags", (MODEL,), SAGEMAKER_TAGGING),
+                              Need("iam:PassRole", (SAGEMAKER_ROLE,), SFN_SAGEMAKER_IAM)),
+    "sagemaker:createEndpointConfig": (Need("sagemaker:CreateEndpointConfig", (CONFIG,), CDK_TASKS),
+                                       Need("sagemaker:ListTags", (CONFIG,), CDK_TASKS),
+                                       Need("sagemaker:AddTags", (CONFIG,), SAGEMAKER_TAGGING)),
+    "sagemaker:createEndpoint": (Need("sagemaker:CreateEndpoint", (ENDPOINT, CONFIG), CDK_TASKS),
+                                 Need("sagemaker:ListTags", (ENDPOINT,), CDK_TASKS),
+                                 Need("sagemaker:AddTags", (ENDPOINT,), SAGEMAKER_TAGGING)),
+    # UpdateEndpoint's AutoRollbackConfiguration names CloudWatch alarms that SageMaker describes for the caller.
+    "sagemaker:updateEndpoint": (Need("sagemaker:UpdateEndpoint", (ENDPOINT, CONFIG), CDK_TASKS),
+                                 Need("cloudwatch:DescribeAlarms", (ALARMS,), GUARDRAILS)),
+    # aws-sdk integrations: exactly the API action (https://docs.aws.amazon.com/step-functions/latest/dg/
+    # supported-services-awssdk.html: "the IAM action of the API called").
+    "aws-sdk:sagemaker:describeHyperParameterTuningJob": (
+        Need("sagemaker:DescribeHyperParameterTuningJob", (TUNING,), SFN_SAGEMAKER_IAM),),
+    "aws-sdk:sagemaker:describeTrainingJob": (Need("sagemaker:DescribeTrainingJob", (TRAINING,), SFN_SAGEMAKER_IAM),),
+    "aws-sdk:sagemaker:describeEndpoint": (Need("sagemaker:DescribeEndpoint", (ENDPOINT,), SFN_SAGEMAKER_IAM),),
+}
+# Statement ids by resource-kind set: one statement per set, so every action appears exactly once.
+_SIDS: dict[frozenset[str], str] = {
+    frozenset({TUNING}): "Tune", frozenset({TRAINING}): "Train", frozenset({MODEL}): "Model",
+    frozenset({CONFIG}): "EndpointConfig", frozenset({ENDPOINT}): "EndpointOnly",
+    frozenset({ENDPOINT, CONFIG}): "Endpoint", frozenset({ALARMS}): "RollbackAlarms",
+    frozenset({SAGEMAKER_ROLE}): "PassSageMakerRole", frozenset({TRAINING_RULE, TUNING_RULE}): "SyncEvents",
+    frozenset({TRAINING_RULE}): "SyncEvents", frozenset({TUNING_RULE}): "SyncEvents",
+    frozenset({TUNING, TRAINING, MODEL, CONFIG, ENDPOINT}): "Tags",
+}
+
+
+def _sid(kinds: frozenset[str]) -> str:
+    return _SIDS.get(kinds) or "On" + "".join(k.title().replace("-", "") for k in sorted(kinds))
+
+
+def integration_key(resource: str) -> str:
+    """'arn:aws:states:::sagemaker:createTrainingJob.sync' -> 'sagemaker:createTrainingJob.sync'."""
+    return resource.split(":::", 1)[1] if ":::" in resource else resource
+
+
+def needed_actions(integrations: Iterable[str]) -> dict[str, set[str]]:
+    """Action -> the resource kinds it is needed on, for these integrations (KeyError names an unknown one)."""
+    out: dict[str, set[str]] = {}
+    for key in integrations:
+        if key not in STATE_MACHINE_NEEDS:
+            raise KeyError(f"no IAM entry for integration {key!r}: add it to infra.security.STATE_MACHINE_NEEDS")
+        for need in STATE_MACHINE_NEEDS[key]:
+            out.setdefault(need.action, set()).update(need.kinds)
+    return out
 
 
 def sagemaker_arn(scope: Construct, resource: str, name: str) -> str:
@@ -77,37 +171,43 @@ class Roles(Construct):
             sid="Metrics", actions=["cloudwatch:PutMetricData"], resources=["*"],
             conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*", "aws/sagemaker/*"]}}))
 
+        # The rollback alarms of blue/green updates: "Ensure that your IAM execution role has permission to
+        # perform the cloudwatch:DescribeAlarms action on the auto-rollback alarms you specify" (GUARDRAILS).
+        sm.add_to_policy(iam.PolicyStatement(
+            sid="RollbackAlarms", actions=["cloudwatch:DescribeAlarms"], resources=alarm_arns(self, cfg)))
+
         self.state_machine = iam.Role(
             self, "StateMachine", assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
             description=f"{p}: runs the tune/train/gate/deploy state machine")
-        tuning = sagemaker_arn(self, "hyper-parameter-tuning-job", f"{p}-*")
-        training = sagemaker_arn(self, "training-job", f"{p}-*")
-        model = sagemaker_arn(self, "model", f"{p}-*")
-        config = sagemaker_arn(self, "endpoint-config", f"{p}-*")
-        endpoint = sagemaker_arn(self, "endpoint", cfg.endpoint_name)
-        sfr = self.state_machine
-        sfr.add_to_policy(iam.PolicyStatement(
-            sid="Tune", resources=[tuning],
-            actions=["sagemaker:CreateHyperParameterTuningJob", "sagemaker:DescribeHyperParameterTuningJob",
-                     "sagemaker:StopHyperParameterTuningJob", "sagemaker:ListTrainingJobsForHyperParameterTuningJob"]))
-        sfr.add_to_policy(iam.PolicyStatement(
-            sid="Train", resources=[training],
-            actions=["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob"]))
-        sfr.add_to_policy(iam.PolicyStatement(sid="Model", actions=["sagemaker:CreateModel"], resources=[model]))
-        sfr.add_to_policy(iam.PolicyStatement(
-            sid="EndpointConfig", actions=["sagemaker:CreateEndpointConfig"], resources=[config]))
-        # CreateEndpoint/UpdateEndpoint authorize against both the endpoint and the config they use.
-        sfr.add_to_policy(iam.PolicyStatement(
-            sid="Endpoint", actions=["sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint"],
-            resources=[endpoint, config]))
-        sfr.add_to_policy(iam.PolicyStatement(
-            sid="DescribeEndpoint", actions=["sagemaker:DescribeEndpoint"], resources=[endpoint]))
-        sfr.add_to_policy(iam.PolicyStatement(
-            sid="TagOnCreate", actions=["sagemaker:AddTags"], resources=[tuning, training, model, config, endpoint]))
-        sfr.add_to_policy(iam.PolicyStatement(
-            sid="PassSageMakerRole", actions=["iam:PassRole"], resources=[sm.role_arn],
-            conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}))
-        sfr.add_to_policy(iam.PolicyStatement(
-            sid="SyncEvents", actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
-            resources=[Stack.of(self).format_arn(service="events", resource="rule", resource_name=name)
-                       for name in SYNC_EVENT_RULES]))
+        self._cfg = cfg
+
+    def grant_state_machine(self, integrations: Iterable[str]) -> None:
+        """The state machine role's SageMaker, EventBridge, CloudWatch and PassRole statements, derived from the
+        integrations its definition uses (STATE_MACHINE_NEEDS): one statement per resource set, each action once."""
+        cfg, p = self._cfg, self._cfg.prefix
+        stack = Stack.of(self)
+        arns: dict[str, list[str]] = {
+            TUNING: [sagemaker_arn(self, "hyper-parameter-tuning-job", f"{p}-*")],
+            TRAINING: [sagemaker_arn(self, "training-job", f"{p}-*")],
+            MODEL: [sagemaker_arn(self, "model", f"{p}-*")],
+            CONFIG: [sagemaker_arn(self, "endpoint-config", f"{p}-*")],
+            ENDPOINT: [sagemaker_arn(self, "endpoint", cfg.endpoint_name)],
+            ALARMS: alarm_arns(self, cfg),
+            TRAINING_RULE: [stack.format_arn(service="events", resource="rule", resource_name=SYNC_EVENT_RULES[0])],
+            TUNING_RULE: [stack.format_arn(service="events", resource="rule", resource_name=SYNC_EVENT_RULES[1])],
+            SAGEMAKER_ROLE: [self.sagemaker.role_arn],
+        }
+        groups: dict[frozenset[str], list[str]] = {}
+        for action, kinds in sorted(needed_actions(integrations).items()):
+            groups.setdefault(frozenset(kinds), []).append(action)
+        for kinds, actions in groups.items():
+            conditions = ({"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+                          if kinds == {SAGEMAKER_ROLE} else None)
+            self.state_machine.add_to_policy(iam.PolicyStatement(
+                sid=_sid(kinds), actions=actions, conditions=conditions,
+                resources=[arn for kind in sorted(kinds) for arn in arns[kind]]))
+
+
+def alarm_arns(scope: Construct, cfg: StackConfig) -> list[str]:
+    return [Stack.of(scope).format_arn(service="cloudwatch", resource="alarm", resource_name=name,
+                                       arn_format=ArnFormat.COLON_RESOURCE_NAME) for name in cfg.alarm_names]

@@ -76,6 +76,7 @@ class ImageClassifierStack(Stack):
         self.alarms = EndpointAlarms(self, "EndpointAlarms", cfg=cfg)
         self.pipeline = Pipeline(self, "Pipeline", cfg=cfg, role=self.roles.state_machine,
                                  substitutions=substitutions)
+        self.roles.grant_state_machine(self.pipeline.integrations)
         self.api = PredictApi(self, "PredictApi", cfg=cfg, bundle_dir=packaging.build_forwarder(build_dir))
         self.teardown = (Teardown(self, "Teardown", cfg=cfg, state_machine=self.pipeline.state_machine)
                          if cfg.teardown_on_destroy else None)

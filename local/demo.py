@@ -256,12 +256,15 @@ def _summary(console: Console, output: dict, paths: dict[str, str], api_url: str
 
 def run(args: argparse.Namespace, console: Console) -> int:
     from cli.recording import ExecutionRecord, write_recording
-    from infra import synth_template
+    from infra import load_config_for, synth_template
+    from infra.config import validate_input
     from local.engine import TemplateResolver, run_definition
     from local.rest_api import create_server, load_forwarder
     from local.sagemaker import LocalSageMaker
     from local.serve import local_aws_environment
 
+    # Context and input errors in one line, in seconds, before anything is synthesized or trained.
+    validate_input(args.input, load_config_for({**args.context, "profile": "local"}))
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -277,6 +280,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     outputs = {key: resolver.resolve(value["Value"]) for key, value in template.get("Outputs", {}).items()}
     timings["synth"] = time.monotonic() - t0
     dataset_uri, endpoint_name = outputs["DatasetUri"], outputs["EndpointName"]
+    validate_input(args.input, load_config_for({**args.context, "profile": "local"}), dataset_prefix=dataset_uri)
 
     ui = DemoProgress(console)
     with ExitStack() as stack:

@@ -285,3 +285,11 @@ ENV_ATTEMPTS = "ENDPOINT_ATTEMPTS"
 # --- Entry points SageMaker runs (sagemaker_program / SAGEMAKER_PROGRAM) ------------------------------
 TRAINING_PROGRAM = "train.py"  # in the training source dir (sourcedir.tar.gz of ml/)
 INFERENCE_PROGRAM = "inference.py"  # in model.tar.gz's code/ (MODEL_CODE_DIR)
+
+
+# --- Debugger save interval -----------------------------------------------------------------------------------
+# smdebug's default (500 steps, the SDK rules' collection setting) saves step 0 only in a 2-5 epoch job on a few
+# thousand images, and the rules compare nothing. The steps per epoch are known only inside the job (dataset size
+# / batch size), so DebugHookConfig.HookParameters carries this key (ignored by smdebug itself) and ml/debugger.py
+# turns it into train.save_interval / eval.save_interval before it creates the hook.
+DEBUGGER_SAVES_PER_EPOCH = "saves_per_epoch"

@@ -5,11 +5,16 @@ Tuning trials carry no DebugHookConfig (the API has no such member), so for them
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from torch import nn
+
+from contract import DEBUGGER_SAVES_PER_EPOCH
 
 log = logging.getLogger("train")
 
@@ -45,11 +50,45 @@ class SmdebugHook:
         self._hook.set_mode(self._modes.PREDICT)
 
 
-def create_hook(model: nn.Module, loss_fn: nn.Module, enabled: bool = True) -> NoHook | SmdebugHook:
-    """Register model and loss with the hook SageMaker configured (the collections come from its JSON)."""
+def save_intervals(config: dict, steps_per_epoch: Mapping[str, int]) -> dict:
+    """The hook config with `saves_per_epoch` (HookParameters) turned into smdebug's per-mode save intervals.
+
+    TRAIN saves about that many steps per epoch (at least one step apart). EVAL saves one step per epoch, the
+    first validation batch: the evaluation loader is not shuffled, so the rules that follow the EVAL loss
+    (LossNotDecreasing, Overfit, Overtraining) compare the same samples epoch after epoch, not batches of
+    different difficulty. Collections that set their own save_interval keep it (a collection overrides the hook).
+    """
+    params = dict(config.get("HookParameters") or {})
+    wanted = params.pop(DEBUGGER_SAVES_PER_EPOCH, None)
+    if wanted is None:
+        return config
+    saves = max(1, int(wanted))
+    for mode, steps in steps_per_epoch.items():
+        per_epoch = max(1, int(steps))
+        params[f"{mode}.save_interval"] = str(per_epoch if mode == "eval" else max(1, per_epoch // saves))
+    return {**config, "HookParameters": params}
+
+
+def _derived_config(config: Path, steps_per_epoch: Mapping[str, int] | None) -> Path:
+    raw = json.loads(config.read_text())
+    derived = save_intervals(raw, steps_per_epoch or {})
+    if derived is raw:
+        return config
+    out = Path(tempfile.mkdtemp(prefix="debughook-")) / config.name
+    out.write_text(json.dumps(derived))
+    log.info("debugger: save intervals %s", {k: v for k, v in derived["HookParameters"].items()
+                                             if k.endswith("save_interval")})
+    return out
+
+
+def create_hook(model: nn.Module, loss_fn: nn.Module, enabled: bool = True,
+                steps_per_epoch: Mapping[str, int] | None = None) -> NoHook | SmdebugHook:
+    """Register model and loss with the hook SageMaker configured (the collections come from its JSON);
+    `steps_per_epoch` per smdebug mode ("train", "eval") sets the save intervals the config asks to derive."""
     config = Path(os.environ.get(HOOK_CONFIG_ENV, DEFAULT_HOOK_CONFIG))
     if not enabled or not config.is_file():
         return NoHook()
+    config = _derived_config(config, steps_per_epoch)
     os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
     try:
         import smdebug.pytorch as smd

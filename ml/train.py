@@ -406,7 +406,8 @@ def run(args: argparse.Namespace, world: World) -> dict | None:
         health.observe_initialisation(twin, probe)
         del twin
 
-    hook = create_hook(module, loss_fn, enabled=args.debugger == "on")
+    hook = create_hook(module, loss_fn, enabled=args.debugger == "on",
+                       steps_per_epoch={"train": len(train_loader), "eval": len(eval_loaders[contract.VALID])})
     model = module
     if world.size > 1:
         ids = [device.index] if device.type == "cuda" else None
@@ -445,7 +446,8 @@ def run(args: argparse.Namespace, world: World) -> dict | None:
 
     if not world.main:
         return None
-    hook.eval()
+    # The test set is scored once: not a step of the EVAL (validation) series the Debugger rules compare.
+    hook.predict()
     test_loss, test_acc = evaluate(module, eval_loaders[contract.TEST], loss_fn, device)
     report = health.report()
     for check, verdict in report["checks"].items():

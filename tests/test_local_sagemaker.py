@@ -593,3 +593,25 @@ def test_no_child_outlives_the_stand_in(tmp_path, signal_name):
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_an_account_without_debugger_refuses_debugger_jobs_at_create(tmp_path, monkeypatch, tiny):
+    """Issue 11 item 1: the stand-in plays a new account (Debugger closed to new customers) on request: every
+    Debugger/Profiler member is refused at CreateTrainingJob (ValidationException, no job exists after), the same
+    job without them is accepted."""
+    monkeypatch.setenv("LOCAL_SAGEMAKER_DEBUGGER", "unavailable")
+    with LocalSageMaker(tmp_path / "sm", stop_grace_seconds=1.0) as standin:
+        assert not standin.debugger_available
+        data = s3_data(standin.s3.root, tiny)
+        for kwargs in ({"debugger": True}, {"profiler": True}):
+            request = training_request("refused", data, **kwargs)
+            with pytest.raises(SageMakerError) as info:
+                standin.create_training_job(**request)
+            assert info.value.code == "ValidationException" and "Debugger" in info.value.message
+            assert not standin.list_training_jobs()["TrainingJobSummaries"]
+        plain = training_request("plain", data, hyperparameters={contract.EPOCHS: "1"})
+        plain["ProfilerConfig"] = {"DisableProfiler": True}
+        standin.create_training_job(**plain)
+        standin.stop_training_job(TrainingJobName="plain")
+    with LocalSageMaker(tmp_path / "other", debugger_available=True) as standin:
+        assert standin.debugger_available

@@ -80,11 +80,26 @@ def test_second_run_updates_blue_green_without_downtime(out, digits_dir, capsys)
 
 def test_gate_failure_leaves_the_endpoint_serving(out, digits_dir, capsys):
     before = _endpoint_config(out)
-    code, text = _demo(out, digits_dir, capsys, "--input", json.dumps({"min_test_accuracy": 1.01}))
+    # 1.0: the strictest legal minimum (1.01 is refused by the input checks before anything runs).
+    code, text = _demo(out, digits_dir, capsys, "--input", json.dumps({"min_test_accuracy": 1.0}))
     assert code == 1
     assert "GateFailed" in text and "Gate: test accuracy too low" in text
     assert "the serving endpoint was left untouched and answers: HTTP 200" in text
     assert _endpoint_config(out) == before
+
+
+def test_an_account_without_debugger_still_reaches_a_deployed_endpoint(tmp_path, digits_dir, capsys, monkeypatch):
+    """Issue 11 item 1, the other way (test_first_run_creates_the_endpoint_and_predicts has Debugger): SageMaker
+    refuses the Debugger job, the same job runs without it, the gate uses the script's own checks, the endpoint
+    is created and answers, and the output says Debugger was unavailable and why."""
+    monkeypatch.setenv("LOCAL_SAGEMAKER_DEBUGGER", "unavailable")
+    out = tmp_path / "new-account"
+    code, text = _demo(out, digits_dir, capsys, "-c", "tuning.max_jobs=1", "-c", "tuning.max_parallel_jobs=1")
+    assert code == 0, text[-3000:]
+    assert "Train without Debugger" in text and "prediction:" in text
+    output = json.loads((out / "execution.json").read_text())["output"]
+    assert output["debugger"]["status"] == "unavailable" and "Debugger" in output["debugger"]["reason"]
+    assert output["training_job_name"].endswith("-nd") and output["rule_verdicts"] == {}
 
 
 def test_training_failure_takes_the_failure_path(digits_dir, tmp_path):

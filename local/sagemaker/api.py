@@ -40,14 +40,22 @@ def arn(kind: str, name: str, region: str = DEFAULT_REGION, account: str = DEFAU
 
 # --- request validation ----------------------------------------------------------------------------
 @functools.cache
-def _pattern(pattern: str | None) -> re.Pattern | None:
-    # The model's patterns are Java regexes; the few Python cannot read (\p{L} classes, in tag keys) are skipped.
+def _pattern(pattern: str | None):
+    # The model's patterns are Java regexes; the few `re` cannot read (\p{L} classes, in tag keys and values) go
+    # to the `regex` module when it is installed (it reads them), else they are skipped.
     if not pattern:
         return None
     try:
         return re.compile(pattern, flags=re.DOTALL)
     except re.error:
-        return None
+        try:
+            import regex
+        except ImportError:
+            return None
+        try:
+            return regex.compile(pattern, flags=regex.DOTALL)
+        except regex.error:
+            return None
 
 
 def _member_label(path: str) -> str:

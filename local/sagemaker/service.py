@@ -57,6 +57,11 @@ from local.sagemaker.tuning import TuningJob
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 Listener = Callable[[dict], None]
+DEBUGGER_ENV = "LOCAL_SAGEMAKER_DEBUGGER"  # "unavailable": play an account without SageMaker Debugger
+DEBUGGER_MEMBERS = ("DebugHookConfig", "DebugRuleConfigurations", "ProfilerRuleConfigurations",
+                    "TensorBoardOutputConfig")
+DEBUGGER_REFUSED = ("Amazon SageMaker Debugger is not available to this account (closed to new customers since "
+                    "2026-07-30): the request may not carry {members}")
 
 
 class LocalSageMaker:
@@ -65,8 +70,15 @@ class LocalSageMaker:
     def __init__(self, work_dir: str | Path, *, s3_root: str | Path | None = None, source_dir: str | Path | None = None,
                  region: str = DEFAULT_REGION, account: str = DEFAULT_ACCOUNT, python: str = sys.executable,
                  stop_grace_seconds: float = 5.0, endpoint_startup_timeout: float = 180.0, runtime_port: int = 0,
-                 restore: bool = False, on_event: Listener | None = None) -> None:
+                 restore: bool = False, on_event: Listener | None = None,
+                 debugger_available: bool | None = None) -> None:
         self.work_dir = Path(work_dir).resolve()
+        # An account that has SageMaker Debugger (the default) or a new one (closed to new customers since
+        # 2026-07-30): False refuses every Debugger/Profiler member at CreateTrainingJob. Default from the
+        # environment, so `make demo` and its tests can play a new account: LOCAL_SAGEMAKER_DEBUGGER=unavailable.
+        if debugger_available is None:
+            debugger_available = os.environ.get(DEBUGGER_ENV, "available").lower() != "unavailable"
+        self.debugger_available = debugger_available
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = (self.work_dir / ".lock").open("a+")
         try:
@@ -207,6 +219,12 @@ class LocalSageMaker:
 
     def _start_training_job(self, request: dict, tuning_job_arn: str | None = None) -> TrainingJob:
         name = request["TrainingJobName"]
+        if not self.debugger_available:
+            members = [m for m in DEBUGGER_MEMBERS if m in request]
+            if not request.get("ProfilerConfig", {"DisableProfiler": True}).get("DisableProfiler", False):
+                members.append("ProfilerConfig (other than DisableProfiler: true)")
+            if members:  # refused at create, before any job exists (a ValidationException, HTTP 400)
+                raise validation(DEBUGGER_REFUSED.format(members=", ".join(members)))
         for definition in request["AlgorithmSpecification"].get("MetricDefinitions", []):
             try:
                 re.compile(definition["Regex"])

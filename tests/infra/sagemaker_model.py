@@ -154,3 +154,37 @@ def output_path_errors(resource: str, path: str) -> list[str]:
                 return [f"{path}: {shape.name} is not a list"]
             shape = shape.member
     return []
+
+
+def absent_member_errors(resource: str, path: str) -> list[str]:
+    """Could `path` meet an absent member and raise States.Runtime (which no Catch takes)?
+
+    In a definite path every member must be required in its structure (botocore's `required`); an indefinite
+    path (one with [*]) yields [] where a member is missing (JsonPath's rule, and the local interpreter's).
+    Filters ([?(...)]) are refused: an empty filter result is an error in the local interpreter. `.sync`
+    outputs are Step Functions' own shape: nothing may be read from them.
+    """
+    op, sync = operation(resource)
+    if sync:
+        return [f"{path}: reads a .sync output (Step Functions builds that shape): use an aws-sdk Describe*"]
+    shape = service_model().operation_model(op).output_shape
+    rest = path.removeprefix("$")
+    pos, definite = 0, "[*]" not in path
+    while pos < len(rest):
+        m = _SEGMENT.match(rest, pos)
+        if not m:
+            return [f"{path}: cannot parse at {rest[pos:]!r}"]
+        pos = m.end()
+        if m.group(1):
+            if shape.type_name != "structure" or m.group(1) not in shape.members:
+                return [f"{path}: {m.group(1)!r} is not a member of {shape.name}"]
+            if definite and m.group(1) not in shape.required_members:
+                return [f"{path}: {m.group(1)!r} is optional in {shape.name}: absent, the path raises States.Runtime"]
+            shape = shape.members[m.group(1)]
+        elif m.group(0).startswith("[?"):
+            return [f"{path}: a filter in a ResultSelector raises States.Runtime when nothing matches"]
+        else:
+            if shape.type_name != "list":
+                return [f"{path}: {shape.name} is not a list"]
+            shape = shape.member
+    return []

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
 
 import infra
-from infra.config import DEBUG_RULES, MAX_PREFIX_LENGTH, load_config
+from infra.config import DEBUG_RULES, MAX_PREFIX_LENGTH, ConfigError, load_config
 from ml import contract
 
 
@@ -54,9 +53,9 @@ def test_training_hyperparameters_and_ranges_can_be_narrowed_by_name():
     ranges = {r.name: r for r in cfg.tuning_space.ranges}
     assert ranges["lr"].min_value == 0.002 and ranges["lr"].max_value == 0.1
     assert ranges["batch-size"].values == ("128", "256")
-    with pytest.raises(ValidationError, match="unknown hyperparameters"):
+    with pytest.raises(ConfigError, match="unknown hyperparameters"):
         load_config({"tuning.ranges": {"momentum": {"min": 0.1}}})
-    with pytest.raises(ValidationError, match="must be below max"):
+    with pytest.raises(ConfigError, match="must be below max"):
         load_config({"tuning.ranges": {"lr": {"min": 0.5}}})
 
 
@@ -70,11 +69,32 @@ def test_training_hyperparameters_and_ranges_can_be_narrowed_by_name():
     ({"tuning": {"max_jobs": 2, "max_parallel_jobs": 3}}, "cannot exceed"),
     ({"training": {"spot": True, "max_runtime_s": 3600, "max_wait_s": 60}}, "at least"),
     ({"data_prefix": "/data"}, "ending with '/'"),
-    ({"tuning": {"instance_typo": "ml.m5.large"}}, "Extra inputs"),
+    ({"tuning": {"instance_typo": "ml.m5.large"}}, "context 'tuning.instance_typo': unknown key"),
 ])
 def test_refuses(context, message):
-    with pytest.raises(ValidationError, match=message):
+    with pytest.raises(ConfigError, match=message) as info:
         load_config(context)
+    assert "\n" not in str(info.value)  # one line (issue 12 item 12)
+
+
+@pytest.mark.parametrize(("context", "key"), [
+    ({"nosuch.key": "1"}, "'nosuch.key'"),            # issue 12 item 4: an unknown group is an error
+    ({"gate.min_test_acuracy": "0.9"}, "'gate.min_test_acuracy'"),
+    ({"gate.min_test_accuracy": "high"}, "'gate.min_test_accuracy'"),
+    ({"tuning": {"max_jobs": 0}}, "'tuning.max_jobs'"),
+    ({"profiles": {"staging": {}}}, "'profiles'"),
+    ({"debuger": {"enabled": False}}, "'debuger'"),
+])
+def test_context_errors_are_one_line_naming_the_key(context, key):
+    with pytest.raises(ConfigError, match=key) as info:
+        load_config(context)
+    assert "\n" not in str(info.value) and "pydantic" not in str(info.value)
+
+
+def test_cdk_own_context_keys_are_not_ours():
+    cfg = load_config({"@aws-cdk/core:target-partitions": ["aws"], "aws:cdk:enable-path-metadata": True,
+                       "cli-telemetry": False, "availability-zones:account=1:region=us-east-1": ["a"]})
+    assert cfg.prefix == "imgclf"
 
 
 def test_unknown_profile():
@@ -87,3 +107,19 @@ def test_derived_names():
     assert cfg.endpoint_name == "dogs-endpoint"
     assert cfg.state_machine_name == "dogs-train-deploy"
     assert cfg.alarm_names == ("dogs-endpoint-5xx", "dogs-endpoint-latency")
+
+
+@pytest.mark.parametrize(("argv", "key"), [
+    (["--input", '{"max_jobz": 2}'], "input 'max_jobz'"),
+    (["--input", '{"min_test_accuracy": 1.5}'], "input 'min_test_accuracy'"),
+    (["-c", "nosuch.key=1"], "context 'nosuch.key'"),
+])
+def test_a_local_run_checks_input_and_context_before_it_starts(tmp_path, capsys, argv, key):
+    """Issue 12 item 4: the same checks as the state machine's "Check input", before a local run starts."""
+    from local.demo import main
+
+    out = tmp_path / "demo"
+    assert main(["--out", str(out), "--data", str(tmp_path / "no-data"), *argv]) == 1
+    text = " ".join(capsys.readouterr().out.split())
+    assert key in text and "Traceback" not in text
+    assert not out.exists()  # nothing synthesized, copied or trained

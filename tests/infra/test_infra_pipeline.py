@@ -59,12 +59,21 @@ def test_the_story_reads_top_down(cloud):
     chain = [S.PREPARE, S.APPLY_INPUT, S.NAME, S.CHECK_INPUT]
     for a, b in itertools.pairwise(chain):
         assert states[a]["Next"] == b
-    assert states[S.CHECK_INPUT]["Default"] == S.TUNE
-    assert states[S.TUNE]["Next"] == S.PREPARE_TRAINING
+    assert states[S.CHECK_INPUT]["Default"] == S.CHECK_ENDPOINT
+    assert states[S.CHECK_ENDPOINT]["Next"] == "Warm start?"
+    assert states["Warm start?"]["Default"] == S.TUNE_WARM and states["Warm start?"]["Choices"][0]["Next"] == S.TUNE
+    assert states[S.TUNE]["Next"] == S.READ_TUNING
+    assert states[S.READ_TUNING]["Next"] == S.BEST_FOUND
+    assert states[S.BEST_FOUND]["Default"] == S.SELECT_BEST
+    assert states[S.SELECT_BEST]["Next"] == S.PREPARE_TRAINING
     assert states[S.PREPARE_TRAINING]["Next"] == S.TRAIN
     assert states[S.TRAIN]["Next"] == S.DESCRIBE_TRAINING
+    assert states[S.RULES_DONE]["Default"] == S.RULE_NAMES
     assert states[S.VERDICTS]["Next"] == S.REPORTS
-    assert states[S.REPORTS]["Next"] == S.GATE
+    assert states[S.REPORTS]["Next"] == S.READ_TRAINING
+    assert states[S.READ_TRAINING]["Next"] == S.METRICS_LISTED
+    assert states[S.FINAL_METRICS]["Next"] == S.GATE_RULES
+    assert states[S.GATE_RULES]["Default"] == S.GATE
     assert states[S.GATE]["Default"] == S.CREATE_MODEL
     assert states[S.CREATE_MODEL]["Next"] == S.CREATE_CONFIG
     assert states[S.CREATE_CONFIG]["Next"] == S.FIND_ENDPOINT
@@ -73,34 +82,54 @@ def test_the_story_reads_top_down(cloud):
 def test_names_derive_from_one_run_id_per_execution(cloud):
     states = cloud.definition["States"]
     defaults = states[S.PREPARE]["Parameters"]["defaults"]
-    assert defaults["run_id.$"] == "States.ArrayGetItem(States.StringSplit(States.UUID(), '-'), 4)"
-    assert states[S.APPLY_INPUT]["Parameters"] == {"args.$": "States.JsonMerge($.defaults, $.input, false)"}
+    assert states[S.PREPARE]["Parameters"]["run_id.$"] == (
+        "States.ArrayGetItem(States.StringSplit(States.UUID(), '-'), 4)")
+    assert states[S.APPLY_INPUT]["Parameters"] == {"args.$": "States.JsonMerge($.defaults, $.input, false)",
+                                                   "run_id.$": "$.run_id"}
     names = states[S.NAME]["Parameters"]["names"]
     prefix = cloud.config.prefix
     for key in ("tuning_job", "training_job", "model", "endpoint_config"):
-        assert names[f"{key}.$"] == f"States.Format('{prefix}-{{}}', $.args.run_id)"
+        assert names[f"{key}.$"] == f"States.Format('{prefix}-{{}}', $.run_id)"
     assert names["endpoint"] == cloud.config.endpoint_name
-    tags = states[S.TUNE]["Parameters"]["Tags"]
-    assert {"Key": "sfn-execution", "Value.$": "$$.Execution.Name"} in tags
+    # The run id is not an input key (the input cannot rename resources outside the checked ones).
+    assert "run_id.$" not in defaults and states[S.PREPARE]["Parameters"]["run_id.$"].startswith("States.")
+    for state in cloud.task_states().values():
+        if "Tags" in state["Parameters"]:
+            assert {"Key": req.RUN_ID_TAG, "Value.$": "$.names.run_id"} in state["Parameters"]["Tags"]
+            assert "$$.Execution.Name" not in json.dumps(state["Parameters"])
 
 
 def test_input_is_checked_against_the_data_prefix(cloud):
-    choice = cloud.definition["States"][S.CHECK_INPUT]["Choices"]
+    choices = cloud.definition["States"][S.CHECK_INPUT]["Choices"]
     bucket = "imageclassifier-storagebucket-1a2b3c4d5e6f"
-    assert choice[0]["Next"] == S.INVALID_INPUT
-    rules = choice[0]["Not"]["Or"]
+    dataset = [c for c in choices if c["Next"] == S.invalid("dataset")]
+    assert {"Not": {"Variable": "$.args.dataset", "IsString": True}, "Next": S.invalid("dataset")} in dataset
+    rules = dataset[1]["Not"]["Or"]
     assert {"Variable": "$.args.dataset", "StringEquals": f"s3://{bucket}/data/"} in rules
     assert {"Variable": "$.args.dataset", "StringMatches": f"s3://{bucket}/data/*/"} in rules
-    assert choice[1] == {"Variable": "$.args.warm_start_parent", "IsPresent": True, "Next": S.TUNE_WARM}
+    # Every input key has its own Fail state, and an unknown key is caught by counting the merged values.
+    from infra.pipeline import INPUT_KEYS
+    targets = {c["Next"] for c in choices}
+    assert {S.invalid(k) for k in (*INPUT_KEYS, "keys")} <= targets
+    assert choices[0] == {"Variable": f"$.check.values[{len(INPUT_KEYS)}]", "IsPresent": True,
+                          "Next": S.invalid("keys")}
+    defaults = cloud.definition["States"][S.PREPARE]["Parameters"]["defaults"]
+    assert tuple(defaults) == INPUT_KEYS
     warm = cloud.definition["States"][S.TUNE_WARM]["Parameters"]["WarmStartConfig"]
     assert warm["ParentHyperParameterTuningJobs"] == [{"HyperParameterTuningJobName.$": "$.args.warm_start_parent"}]
 
 
-def test_tuning_result_is_trimmed(cloud):
-    tune = cloud.definition["States"][S.TUNE]
-    assert tune["ResultPath"] == "$.tuning"
-    assert set(tune["ResultSelector"]) == {"job_name.$", "best_training_job.$", "hyperparameters.$", "objective.$"}
-    assert tune["ResultSelector"]["hyperparameters.$"] == "$.BestTrainingJob.TunedHyperParameters"
+def test_tuning_results_come_from_describe_not_sync(cloud):
+    states = cloud.definition["States"]
+    tune = states[S.TUNE]
+    assert tune["ResultSelector"] == {"ended": True}  # .sync only waits: its output shape is Step Functions' own
+    read = states[S.READ_TUNING]
+    assert read["Resource"] == "arn:aws:states:::aws-sdk:sagemaker:describeHyperParameterTuningJob"
+    assert read["ResultPath"] == "$.tuning"
+    best = states[S.BEST_FOUND]["Choices"][0]["Or"]
+    assert {"Variable": "$.tuning.BestTrainingJob.TrainingJobName", "IsPresent": False} in best
+    assert states[S.SELECT_BEST]["Parameters"]["hyperparameters.$"] == "$.tuning.BestTrainingJob.TunedHyperParameters"
+    assert states[S.SELECT_BEST]["ResultPath"] == "$.tuning"  # the description is trimmed at once
 
 
 def test_rule_polling_waits_for_every_verdict(cloud, local):
@@ -114,7 +143,8 @@ def test_rule_polling_waits_for_every_verdict(cloud, local):
         assert progress["profiler_inprogress.$"] == "States.ArrayContains($.rules.profiler, 'InProgress')"
         done = states[S.RULES_DONE]
         assert {c["Next"] for c in done["Choices"]} == {S.RULES_TIMED_OUT, S.WAIT_RULES}
-        assert done["Default"] == S.VERDICTS
+        assert done["Default"] == S.RULE_NAMES
+        assert states[S.RULES_LISTED]["Default"] == S.VERDICTS
         assert states[S.WAIT_RULES]["Next"] == S.DESCRIBE_TRAINING
         assert states[S.WAIT_RULES]["Seconds"] == synth.config.debugger.poll_s
     assert local.definition["States"][S.WAIT_RULES]["Seconds"] == 1
@@ -122,46 +152,75 @@ def test_rule_polling_waits_for_every_verdict(cloud, local):
 
 def test_gate_names_the_failing_rule_or_metric(cloud):
     states = cloud.definition["States"]
-    gate = states[S.GATE]["Choices"]
-    targets = [c["Next"] for c in gate]
+    rules = states[S.GATE_RULES]["Choices"]
+    # Without Debugger (refused by SageMaker), the gate skips the verdicts and uses the script's checks.
+    assert rules[0] == {"Not": {"Variable": "$.run.debugger.status", "StringEquals": "on"}, "Next": S.GATE}
+    targets = [c["Next"] for c in rules]
     for rule in cloud.config.debugger.gate_rules:
         fail = states[S.rule_failed(rule)]
         assert fail["Type"] == "Fail" and fail["Error"] == "GateFailed" and rule in fail["Cause"]
         assert S.rule_failed(rule) in targets
-    assert targets[0] == S.METRICS_MISSING
-    assert targets[-2:] == [S.HEALTH_FAILED, S.ACCURACY_LOW]
-    assert gate[-2] == {"Variable": f"$.training.metrics.{contract.HEALTH_ISSUES}[0]", "NumericGreaterThan": 0,
-                        "Next": S.HEALTH_FAILED}
-    assert gate[-1] == {"Variable": f"$.training.metrics.{contract.TEST_ACCURACY}[0]",
-                        "NumericLessThanPath": "$.args.min_test_accuracy", "Next": S.ACCURACY_LOW}
+    assert targets[-1] == S.RULE_INCOMPLETE
+    gate = states[S.GATE]["Choices"]
+    assert [c["Next"] for c in gate] == [S.HEALTH_FAILED, S.ACCURACY_LOW]
+    assert gate[0] == {"Variable": f"$.training.metrics.{contract.HEALTH_ISSUES}[0]", "NumericGreaterThan": 0,
+                       "Next": S.HEALTH_FAILED}
+    assert gate[1] == {"Variable": f"$.training.metrics.{contract.TEST_ACCURACY}[0]",
+                       "NumericLessThanPath": "$.args.min_test_accuracy", "Next": S.ACCURACY_LOW}
     assert "States.Format(" in states[S.ACCURACY_LOW]["CausePath"]
-    metrics = states[S.TRAIN]["ResultSelector"]["metrics"]
-    assert metrics == {f"{m}.$": f"$.FinalMetricDataList[?(@.MetricName == '{m}')].Value"
+    metrics = states[S.FINAL_METRICS]["Parameters"]["metrics"]
+    assert metrics == {f"{m}.$": f"$.training.FinalMetricDataList[?(@.MetricName == '{m}')].Value"
                        for m in (contract.TEST_ACCURACY, contract.HEALTH_ISSUES)}
+    # The filters above run only once the metric names are known to be listed.
+    named = states[S.METRICS_NAMED]["Choices"][0]
+    assert named["Next"] == S.METRICS_MISSING and len(named["Or"]) == 2
+    assert states[S.METRICS_LISTED]["Choices"][0] == {
+        "Variable": "$.training.FinalMetricDataList", "IsPresent": False, "Next": S.METRICS_MISSING}
     # Profiler rules inform, they do not block (by default).
     assert not any("ProfilerReport" in t or "LowGPUUtilization" in t for t in targets)
 
 
 def test_gate_without_debugger_uses_the_scripts_health_checks(variant):
     states = variant.definition["States"]
-    assert S.DESCRIBE_TRAINING not in states and S.RULES_DONE not in states
+    assert S.DESCRIBE_TRAINING not in states and S.RULES_DONE not in states and S.GATE_RULES not in states
+    assert S.TRAIN_NO_DEBUGGER not in states  # Debugger off by configuration: nothing to fall back from
     assert states[S.TRAIN]["Next"] == S.REPORTS
+    assert states[S.FINAL_METRICS]["Next"] == S.GATE
     targets = [c["Next"] for c in states[S.GATE]["Choices"]]
-    assert targets == [S.METRICS_MISSING, S.HEALTH_FAILED, S.ACCURACY_LOW]
-    assert states[S.DEPLOYED]["Parameters"]["rule_verdicts"] == {}
+    assert targets == [S.HEALTH_FAILED, S.ACCURACY_LOW]
+    assert states[S.NAME]["Parameters"]["run"]["debugger"] == {"status": "off", "reason": ""}
+    assert states[S.NAME]["Parameters"]["verdicts"] == {}
+
+
+def test_debugger_refusal_runs_the_same_job_without_it(cloud):
+    """Issue 11 item 1: only an error of the create call (the optimized integration's name for a refused
+    request) falls back; a job that ran and failed is a training failure."""
+    states = cloud.definition["States"]
+    catches = states[S.TRAIN]["Catch"]
+    assert catches[0] == {"ErrorEquals": ["SageMaker.AmazonSageMakerException"], "ResultPath": "$.debugger_refusal",
+                          "Next": S.DEBUGGER_UNAVAILABLE}
+    assert catches[1]["ErrorEquals"] == ["States.ALL"] and catches[1]["Next"] == S.TRAINING_FAILED
+    fallback = states[S.DEBUGGER_UNAVAILABLE]
+    assert fallback["ResultPath"] == "$.run" and fallback["Next"] == S.TRAIN_NO_DEBUGGER
+    assert fallback["Parameters"]["debugger"] == {"status": "unavailable", "reason.$": "$.debugger_refusal.Cause"}
+    assert states[S.TRAIN_NO_DEBUGGER]["Next"] == S.REPORTS_NO_DEBUGGER
+    assert states[S.REPORTS_NO_DEBUGGER]["Next"] == S.READ_TRAINING
+    assert not {"rule_output.$", "debugger_tensors.$", "profiler_report.$"} & set(
+        states[S.REPORTS_NO_DEBUGGER]["Parameters"])
 
 
 def test_failures_never_touch_the_endpoint(cloud):
     states = cloud.definition["States"]
     deploying = {S.CREATE_ENDPOINT, S.UPDATE_ENDPOINT}
-    for name in (S.TUNE, S.TUNE_WARM, S.TRAIN, S.DESCRIBE_TRAINING):
+    for name in (S.TUNE, S.TUNE_WARM, S.READ_TUNING, S.TRAIN_NO_DEBUGGER, S.DESCRIBE_TRAINING, S.READ_TRAINING):
         (catch,) = states[name]["Catch"]
         assert catch["ErrorEquals"] == ["States.ALL"]
         assert states[catch["Next"]]["Type"] == "Fail"
     # From the gate, every failing branch is a Fail state; only the default goes on to deploy.
-    for choice in states[S.GATE]["Choices"]:
-        assert states[choice["Next"]]["Type"] == "Fail"
-        assert choice["Next"] not in deploying
+    for gate in (S.GATE_RULES, S.GATE):
+        for choice in states[gate]["Choices"]:
+            assert states[choice["Next"]]["Type"] == "Fail" or choice["Next"] == S.GATE
+            assert choice["Next"] not in deploying
 
 
 def test_create_or_update_the_stable_endpoint(cloud):
@@ -169,12 +228,20 @@ def test_create_or_update_the_stable_endpoint(cloud):
     find = states[S.FIND_ENDPOINT]
     assert find["Resource"] == "arn:aws:states:::aws-sdk:sagemaker:describeEndpoint"
     (catch,) = find["Catch"]
-    assert catch["Next"] == S.CREATE_ENDPOINT
-    assert set(catch["ErrorEquals"]) == {"SageMaker.AmazonSageMakerException", "States.TaskFailed"}
+    assert catch["Next"] == S.lookup_error(S.FIND_ENDPOINT) and catch["ResultPath"] == "$.lookup_error"
+    # Only SageMaker's "Could not find endpoint" (a ValidationException) creates; throttling retries (bounded);
+    # anything else (access denied, ...) fails without touching the endpoint.
+    classify = states[S.lookup_error(S.FIND_ENDPOINT)]
+    not_found = [c for c in classify["Choices"] if c.get("StringMatches") == "*Could not find endpoint*"]
+    assert not_found and not_found[0]["Next"] == S.CREATE_ENDPOINT
+    throttled = [c for c in classify["Choices"] if "And" in c]
+    assert throttled[0]["And"][0]["StringMatches"] == "*ThrottlingException*"
+    assert classify["Default"] == S.lookup_failed(S.FIND_ENDPOINT)
+    assert states[classify["Default"]]["Type"] == "Fail"
     assert find["Next"] == S.ENDPOINT_STATE
     choices = {c.get("StringEquals"): c["Next"] for c in states[S.ENDPOINT_STATE]["Choices"] if "StringEquals" in c}
     assert choices["InService"] == S.UPDATE_ENDPOINT
-    assert states[S.ENDPOINT_STATE]["Default"] == S.WAIT_SETTLE
+    assert states[S.ENDPOINT_STATE]["Default"] == S.COUNT_SETTLE
     for name in (S.CREATE_ENDPOINT, S.UPDATE_ENDPOINT):
         assert states[name]["Next"] == S.WAIT_DEPLOY
         assert states[name]["Parameters"]["EndpointName"] == cloud.config.endpoint_name
@@ -182,21 +249,87 @@ def test_create_or_update_the_stable_endpoint(cloud):
     done = states[S.DEPLOY_DONE]
     first = done["Choices"][0]
     assert first["Next"] == S.DEPLOYED
-    assert {"Variable": "$.endpoint.config", "StringEqualsPath": "$.names.endpoint_config"} in first["And"]
+    assert {"Variable": "$.endpoint.EndpointConfigName", "StringEqualsPath": "$.names.endpoint_config"} in first["And"]
     assert done["Choices"][1]["Next"] == S.ROLLED_BACK
     assert done["Default"] == S.WAIT_DEPLOY
+
+
+def _cycles(states: dict) -> list[list[str]]:
+    """Every elementary cycle of the state graph (small graph: a DFS per start is enough)."""
+    out: list[list[str]] = []
+    names = sorted(states)
+    for start in names:
+        stack = [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for nxt in _targets(states[node]):
+                if nxt == start:
+                    out.append(path)
+                elif nxt not in path and names.index(nxt) > names.index(start):
+                    stack.append((nxt, [*path, nxt]))
+    return out
+
+
+def _variables(condition: dict) -> set[str]:
+    found = {condition["Variable"]} if "Variable" in condition else set()
+    for key in ("And", "Or"):
+        for c in condition.get(key, []):
+            found |= _variables(c)
+    if "Not" in condition:
+        found |= _variables(condition["Not"])
+    return found
+
+
+def test_every_loop_is_bounded_by_a_counter(any_synth):
+    """Rules everywhere: each cycle passes a Pass that adds 1 to $.poll.<k>.count and a Choice that reads that
+    counter (to leave the loop at a bound); nothing in the cycle resets it."""
+    states = any_synth.definition["States"]
+    cycles = _cycles(states)
+    assert len(cycles) >= 4  # rule polling, two endpoint lookups, settling, deployment
+    for cycle in cycles:
+        counters = {states[n]["ResultPath"] for n in cycle if states[n]["Type"] == "Pass"
+                    and states[n].get("Parameters", {}).get("count.$", "").startswith("States.MathAdd($.poll.")}
+        assert len(counters) == 1, (cycle, counters)
+        (counter,) = counters
+        read = set().union(*[_variables(c) for n in cycle if states[n]["Type"] == "Choice"
+                             for c in states[n]["Choices"]])
+        assert f"{counter}.count" in read, (cycle, counter)
+        writers = [n for n in cycle if states[n].get("ResultPath", "").startswith(counter)]
+        assert len(writers) == 1, (cycle, writers)
+
+
+def test_every_terminal_endpoint_status_ends_the_deploy_loop(cloud):
+    """EndpointStatus values from botocore: InService ends it (deployed or rolled back), the broken ones fail it,
+    the busy ones wait (bounded); nothing else exists."""
+    import botocore.session
+
+    from infra.pipeline import ENDPOINT_BROKEN, ENDPOINT_BUSY
+    from infra.pipeline import IN_PROGRESS as RULES_IN_PROGRESS
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    assert set(model.shape_for("EndpointStatus").enum) == {"InService", *ENDPOINT_BROKEN, *ENDPOINT_BUSY}
+    states = cloud.definition["States"]
+    for choice_name, variable in ((S.DEPLOY_DONE, "$.endpoint.EndpointStatus"),
+                                  (S.ENDPOINT_STATE, "$.existing.EndpointStatus")):
+        choices = states[choice_name]["Choices"]
+        broken = [c for c in choices if {"Variable": variable, "StringEquals": ENDPOINT_BROKEN[0]} in c.get("Or", [])]
+        assert broken and states[broken[0]["Next"]]["Type"] == "Fail"
+        assert {x["StringEquals"] for x in broken[0]["Or"]} == set(ENDPOINT_BROKEN)
+    rule_status = set(model.shape_for("RuleEvaluationStatus").enum)
+    assert set(RULES_IN_PROGRESS) < rule_status  # every other value is a verdict and ends the polling
 
 
 def test_output_shape(cloud):
     output = cloud.definition["States"][S.DEPLOYED]["Parameters"]
     assert set(output) == {
-        "endpoint_name.$", "endpoint_config_name.$", "model_name.$", "training_job_name.$", "tuning_job_name.$",
-        "best_training_job_name.$", "best_hyperparameters.$", "objective.$", "test_accuracy.$", "health_issues.$",
-        "rule_verdicts.$", "reports.$"}
+        "run_id.$", "endpoint_name.$", "endpoint_config_name.$", "model_name.$", "training_job_name.$",
+        "tuning_job_name.$", "best_training_job_name.$", "best_hyperparameters.$", "objective.$", "test_accuracy.$",
+        "health_issues.$", "debugger.$", "rule_verdicts.$", "reports.$"}
+    assert output["training_job_name.$"] == "$.run.training_job" and output["debugger.$"] == "$.run.debugger"
     reports = cloud.definition["States"][S.REPORTS]["Parameters"]
     assert set(reports) == {"model_artifacts.$", "output_data.$", "rule_output.$", "debugger_tensors.$",
                             "profiler_output.$", "profiler_report.$"}
-    assert "output/output.tar.gz" in reports["output_data.$"]
+    assert "output/output.tar.gz" in reports["output_data.$"] and "$.run.training_job" in reports["output_data.$"]
     assert cloud.definition["States"][S.DEPLOYED].get("End") is True
 
 

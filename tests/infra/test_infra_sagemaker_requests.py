@@ -7,13 +7,14 @@ import json
 from infra import config as config_module
 from infra import sagemaker_requests as req
 from ml import contract
-from tests.infra.sagemaker_model import output_path_errors, validate_request
+from tests.infra.sagemaker_model import absent_member_errors, output_path_errors, validate_request
 
 RULES_IMAGE_US_EAST_1 = "503895931360.dkr.ecr.us-east-1.amazonaws.com/sagemaker-debugger-rules:latest"
 STANDARD_RESOURCES = {
     "arn:aws:states:::sagemaker:createHyperParameterTuningJob.sync",
     "arn:aws:states:::sagemaker:createTrainingJob.sync",
     "arn:aws:states:::aws-sdk:sagemaker:describeTrainingJob",
+    "arn:aws:states:::aws-sdk:sagemaker:describeHyperParameterTuningJob",
     "arn:aws:states:::aws-sdk:sagemaker:describeEndpoint",
     "arn:aws:states:::sagemaker:createModel",
     "arn:aws:states:::sagemaker:createEndpointConfig",
@@ -39,16 +40,29 @@ def _paths(selector: dict):
 
 def test_result_selectors_read_fields_the_api_returns(any_synth):
     errors = [f"{name}: {e}" for name, state in any_synth.task_states().items()
-              for path in _paths(state["ResultSelector"]) for e in output_path_errors(state["Resource"], path)]
+              for path in _paths(state.get("ResultSelector", {}))
+              for e in output_path_errors(state["Resource"], path)]
     assert not errors, "\n".join(errors)
+
+
+def test_no_result_selector_can_meet_an_absent_member(any_synth):
+    """Issue 11 item 4: a ResultSelector path through an optional member (or into a .sync output, whose shape
+    Step Functions builds) raises States.Runtime, which no Catch takes. Only required members, or [*]."""
+    errors = [f"{name}: {e}" for name, state in any_synth.task_states().items()
+              for path in _paths(state.get("ResultSelector", {}))
+              for e in absent_member_errors(state["Resource"], path)]
+    assert not errors, "\n".join(errors)
+    assert absent_member_errors("arn:aws:states:::aws-sdk:sagemaker:describeHyperParameterTuningJob",
+                                "$.BestTrainingJob.TunedHyperParameters")
+    assert absent_member_errors("arn:aws:states:::sagemaker:createHyperParameterTuningJob.sync",
+                                "$.HyperParameterTuningJobName")
+    assert not absent_member_errors("arn:aws:states:::aws-sdk:sagemaker:describeTrainingJob",
+                                    "$.ModelArtifacts.S3ModelArtifacts")
 
 
 def test_only_standard_sagemaker_integrations(any_synth):
     resources = {s["Resource"] for s in any_synth.task_states().values()}
-    assert resources <= STANDARD_RESOURCES
-    expected = STANDARD_RESOURCES if any_synth.config.debugger.enabled else (
-        STANDARD_RESOURCES - {"arn:aws:states:::aws-sdk:sagemaker:describeTrainingJob"})
-    assert resources == expected
+    assert resources == STANDARD_RESOURCES
 
 
 def test_the_validator_catches_mistakes():
@@ -157,8 +171,9 @@ def test_training_job_carries_debugger_profiler_and_checkpoints(cloud):
 
 def test_debugger_off_and_spot(variant):
     p = variant.task_states()["Train with best hyperparameters"]["Parameters"]
-    for member in ("DebugHookConfig", "DebugRuleConfigurations", "ProfilerConfig", "ProfilerRuleConfigurations"):
+    for member in ("DebugHookConfig", "DebugRuleConfigurations", "ProfilerRuleConfigurations"):
         assert member not in p
+    assert p["ProfilerConfig"] == {"DisableProfiler": True}  # SageMaker's default system monitoring, off
     assert variant.definition["States"]["Prepare training"]["Parameters"]["static"]["debugger"] == "off"
     assert p["EnableManagedSpotTraining"] is True
     stop = p["StoppingCondition"]
@@ -202,3 +217,25 @@ def test_update_is_blue_green_with_alarm_rollback(cloud, variant):
 def test_tuning_job_names_fit_32_characters():
     longest = "a" * config_module.MAX_PREFIX_LENGTH
     assert len(f"{longest}-{'f' * config_module.RUN_ID_LENGTH}") == 32
+
+
+def test_the_fallback_job_is_the_debugger_job_without_debugger(cloud):
+    """Issue 11 item 1: the job that runs when SageMaker refuses Debugger differs only in Debugger's members,
+    its name and the script's hook switch."""
+    tasks = cloud.task_states()
+    with_debugger = tasks["Train with best hyperparameters"]["Parameters"]
+    without = tasks["Train without Debugger"]["Parameters"]
+    assert set(req.DEBUGGER_MEMBERS) & set(with_debugger) == {
+        "DebugHookConfig", "DebugRuleConfigurations", "ProfilerConfig", "ProfilerRuleConfigurations"}
+    assert without["ProfilerConfig"] == {"DisableProfiler": True}
+    assert not {"DebugHookConfig", "DebugRuleConfigurations", "ProfilerRuleConfigurations"} & set(without)
+    assert without["TrainingJobName.$"] == "$.names.training_job_no_debugger"
+    assert "static_no_debugger" in without["HyperParameters.$"]
+    assert without["CheckpointConfig"]["S3Uri.$"].endswith("$.names.training_job_no_debugger)")
+    same = {k for k in with_debugger if k not in req.DEBUGGER_MEMBERS} - {
+        "TrainingJobName.$", "HyperParameters.$", "CheckpointConfig"}
+    assert {k: with_debugger[k] for k in same} == {k: without[k] for k in same}
+    static = cloud.definition["States"]["Prepare training"]["Parameters"]
+    assert static["static"]["debugger"] == "on" and static["static_no_debugger"]["debugger"] == "off"
+    assert {k: v for k, v in static["static"].items() if k != "debugger"} == {
+        k: v for k, v in static["static_no_debugger"].items() if k != "debugger"}

@@ -75,15 +75,8 @@ def test_state_machine_role_is_scoped_to_the_prefix(cloud):
                       ("EndpointConfig", "endpoint-config")):
         (resource,) = _resources(s[sid])
         assert json.dumps(resource).endswith(f':{kind}/{prefix}-*"]]}}'), sid
-    endpoint = json.dumps(s["DescribeEndpoint"]["Resource"])
+    endpoint = json.dumps(s["EndpointOnly"]["Resource"])
     assert endpoint.endswith(f':endpoint/{cloud.config.endpoint_name}"]]}}')
-    sagemaker_actions = {a for st in statements for a in _actions(st) if a.startswith("sagemaker:")}
-    assert sagemaker_actions == {
-        "sagemaker:CreateHyperParameterTuningJob", "sagemaker:DescribeHyperParameterTuningJob",
-        "sagemaker:StopHyperParameterTuningJob", "sagemaker:ListTrainingJobsForHyperParameterTuningJob",
-        "sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob",
-        "sagemaker:CreateModel", "sagemaker:CreateEndpointConfig", "sagemaker:CreateEndpoint",
-        "sagemaker:UpdateEndpoint", "sagemaker:DescribeEndpoint", "sagemaker:AddTags"}
     pass_role = s["PassSageMakerRole"]
     assert pass_role["Resource"] == {"Fn::GetAtt": [next(k for k in cloud.resources("AWS::IAM::Role")
                                                          if k.startswith(SAGEMAKER_ROLE)), "Arn"]}
@@ -93,6 +86,73 @@ def test_state_machine_role_is_scoped_to_the_prefix(cloud):
     assert "StepFunctionsGetEventsForSageMakerTuningJobsRule" in events
     iam_actions = {a for st in statements for a in _actions(st) if a.startswith("iam:")}
     assert iam_actions == {"iam:PassRole"}
+    # ListTags (sagemaker-iam.html) on what the state machine creates, not on "*".
+    assert "sagemaker:ListTags" in _actions(s["Tags"]) and "*" not in json.dumps(s["Tags"]["Resource"])[-3:]
+
+
+# What a Task needs, read off the definition alone (independently of infra.security's table): the API action
+# itself; a .sync job also needs Describe/Stop of its job, ListTags and its EventBridge rule
+# (step-functions/latest/dg/sagemaker-iam.html); Tags in the request need AddTags; a role in it, PassRole;
+# rollback alarms, cloudwatch:DescribeAlarms (sagemaker/latest/dg/deployment-guardrails-configuration.html).
+def _needed_by_definition(definition: dict) -> set[str]:
+    needed: set[str] = set()
+    for state in definition["States"].values():
+        if state["Type"] != "Task":
+            continue
+        action = state["Resource"].rsplit(":", 1)[1]
+        sync = action.endswith(".sync")
+        op = action.removesuffix(".sync")
+        op = op[0].upper() + op[1:]
+        needed.add(f"sagemaker:{op}")
+        params = json.dumps(state["Parameters"])
+        if sync:
+            job = op.removeprefix("Create")
+            needed |= {f"sagemaker:Describe{job}", f"sagemaker:Stop{job}", "sagemaker:ListTags",
+                       "events:PutTargets", "events:PutRule", "events:DescribeRule"}
+            if job == "HyperParameterTuningJob":
+                needed.add("sagemaker:ListTrainingJobsForHyperParameterTuningJob")
+        if state["Resource"].startswith("arn:aws:states:::sagemaker:create"):
+            needed.add("sagemaker:ListTags")  # aws-cdk-lib's SageMaker tasks add it to every create
+        if '"Tags"' in params:
+            needed.add("sagemaker:AddTags")
+        if '"RoleArn"' in params or '"ExecutionRoleArn"' in params:
+            needed.add("iam:PassRole")
+        if '"AutoRollbackConfiguration"' in params:
+            needed.add("cloudwatch:DescribeAlarms")
+    return needed
+
+
+def test_state_machine_role_grants_exactly_what_the_definition_needs(any_synth):
+    """Rules everywhere: every SageMaker, EventBridge, CloudWatch and IAM action the role holds is needed by some
+    Task of the definition, every needed one is granted, and each appears in exactly one statement."""
+    from infra.security import STATE_MACHINE_NEEDS, integration_key, needed_actions
+
+    statements = [st for st in _statements(any_synth, STATE_MACHINE_ROLE) if "Sid" in st]  # CDK's logs/X-Ray: no Sid
+    granted = [a for st in statements for a in _actions(st)]
+    assert len(granted) == len(set(granted)), sorted(a for a in granted if granted.count(a) > 1)
+    derived = _needed_by_definition(any_synth.definition)
+    assert set(granted) == derived, (sorted(set(granted) - derived), sorted(derived - set(granted)))
+    # The table behind the grants: exactly the integrations the definition uses, each entry with its source.
+    used = {integration_key(s["Resource"]) for s in any_synth.task_states().values()}
+    assert set(needed_actions(used)) == derived
+    if any_synth.config.debugger.enabled:
+        assert used == set(STATE_MACHINE_NEEDS)
+    for needs in STATE_MACHINE_NEEDS.values():
+        assert all(n.source.startswith("https://") for n in needs)
+
+
+def test_rollback_alarms_are_describable(cloud):
+    """Issue 11 item 3: cloudwatch:DescribeAlarms on exactly the auto-rollback alarms, for the UpdateEndpoint
+    caller and for SageMaker's execution role (the guardrails doc names the 'execution role')."""
+    update = cloud.task_states()["Update endpoint"]["Parameters"]
+    alarms = [a["AlarmName"] for a in update["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"]]
+    for role in (STATE_MACHINE_ROLE, SAGEMAKER_ROLE):
+        (statement,) = [st for st in _statements(cloud, role) if "cloudwatch:DescribeAlarms" in _actions(st)]
+        assert _actions(statement) == ["cloudwatch:DescribeAlarms"]
+        resources = [json.dumps(r) for r in _resources(statement)]
+        assert len(resources) == len(alarms)
+        for name, resource in zip(sorted(alarms), sorted(resources), strict=True):
+            assert resource.endswith(f':alarm:{name}"]]}}')
 
 
 def test_forwarder_may_invoke_the_one_endpoint_only(cloud):

@@ -1,0 +1,424 @@
+"""The synthesized definition, executed by the local interpreter (moto's) against a scripted SageMaker: each
+branch AWS can take (refusals, throttling, absent optional members, a new account without Debugger) ends where
+it should, without training anything. The scripted answers follow botocore's shapes and SageMaker's messages."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from infra.config import ConfigError, validate_input
+from infra.pipeline import LOOKUP_RETRIES, S
+from local.engine import run_definition
+from local.sagemaker import SageMakerError
+from local.sagemaker.service import DEBUGGER_REFUSED
+from ml import contract
+
+logging.getLogger("moto").setLevel(logging.CRITICAL)
+ACCOUNT_ARN = "arn:aws:sagemaker:us-east-1:123456789012"
+NOT_FOUND = 'Could not find endpoint "{arn}".'  # SageMaker's DescribeEndpoint answer (a ValidationException)
+
+
+class ScriptedSageMaker:
+    """What the engine needs of a stand-in (`call`), answering from a script; records every call."""
+
+    def __init__(self, **answers: Callable[[dict], dict]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[str, dict]] = []
+
+    def call(self, operation: str, params: dict) -> dict:
+        self.calls.append((operation, copy.deepcopy(params)))
+        answer = self.answers.get(operation)
+        if answer is None:
+            raise SageMakerError("ValidationException", f"scripted SageMaker: unexpected {operation}")
+        return answer(params)
+
+    def ops(self, operation: str) -> list[dict]:
+        return [p for op, p in self.calls if op == operation]
+
+
+def _endpoint_missing(params: dict) -> dict:
+    raise SageMakerError("ValidationException",
+                         NOT_FOUND.format(arn=f"{ACCOUNT_ARN}:endpoint/{params['EndpointName']}"))
+
+
+def _training(name: str, *, metrics: list[dict] | None = None, rules: bool = False) -> dict:
+    out: dict[str, Any] = {
+        "TrainingJobName": name, "TrainingJobArn": f"{ACCOUNT_ARN}:training-job/{name}",
+        "TrainingJobStatus": "Completed", "SecondaryStatus": "Completed",
+        "ModelArtifacts": {"S3ModelArtifacts": f"s3://bucket/training/{name}/output/model.tar.gz"},
+    }
+    if metrics is not None:
+        out["FinalMetricDataList"] = metrics
+    if rules:
+        out["DebugRuleEvaluationStatuses"] = [{"RuleConfigurationName": r, "RuleEvaluationStatus": "NoIssuesFound"}
+                                              for r in ("VanishingGradient", "Overfit", "Overtraining",
+                                                        "LossNotDecreasing", "PoorWeightInitialization")]
+        out["ProfilerRuleEvaluationStatuses"] = [{"RuleConfigurationName": r, "RuleEvaluationStatus": "NoIssuesFound"}
+                                                 for r in ("ProfilerReport", "LowGPUUtilization")]
+    return out
+
+
+GOOD_METRICS = [{"MetricName": contract.TEST_ACCURACY, "Value": 0.93},
+                {"MetricName": contract.HEALTH_ISSUES, "Value": 0.0}, {"MetricName": "valid_loss", "Value": 0.2}]
+
+
+class Endpoint:
+    """DescribeEndpoint/CreateEndpoint/UpdateEndpoint of one endpoint that becomes InService with what it got."""
+
+    def __init__(self, *, exists: bool = False, serverless: bool = False, failures: list[SageMakerError] = ()):
+        self.config = "previous-config" if exists else None
+        self.serverless = serverless
+        self.failures = list(failures)
+
+    def describe(self, params: dict) -> dict:
+        if self.failures:
+            raise self.failures.pop(0)
+        if self.config is None:
+            _endpoint_missing(params)
+        variant: dict[str, Any] = {"VariantName": "AllTraffic"}
+        if self.serverless:
+            variant["CurrentServerlessConfig"] = {"MemorySizeInMB": 3072, "MaxConcurrency": 5}
+        else:
+            variant["CurrentInstanceCount"] = 1
+        return {"EndpointName": params["EndpointName"], "EndpointArn": f"{ACCOUNT_ARN}:endpoint/x",
+                "EndpointConfigName": self.config, "EndpointStatus": "InService", "ProductionVariants": [variant]}
+
+    def deploy(self, params: dict) -> dict:
+        self.config = params["EndpointConfigName"]
+        return {"EndpointArn": f"{ACCOUNT_ARN}:endpoint/{params['EndpointName']}"}
+
+
+def _scripted(endpoint: Endpoint, **more: Callable[[dict], dict]) -> ScriptedSageMaker:
+    return ScriptedSageMaker(
+        DescribeEndpoint=endpoint.describe, CreateEndpoint=endpoint.deploy, UpdateEndpoint=endpoint.deploy,
+        CreateModel=lambda p: {"ModelArn": f"{ACCOUNT_ARN}:model/{p['ModelName']}"},
+        CreateEndpointConfig=lambda p: {"EndpointConfigArn": f"{ACCOUNT_ARN}:endpoint-config/x"}, **more)
+
+
+def _state(definition: dict, *, debugger: str = "on") -> dict:
+    """The execution state as it stands after tuning (what "Prepare training" reads)."""
+    run_id = "0123456789ab"
+    base = f"imgclf-{run_id}"
+    return {
+        "args": {"dataset": "s3://bucket/data/", "max_jobs": 2, "max_parallel_jobs": 1, "min_test_accuracy": 0.5,
+                 "warm_start_parent": ""},
+        "names": {"run_id": run_id, "tuning_job": base, "training_job": base, "training_job_no_debugger": f"{base}-nd",
+                  "model": base, "endpoint_config": base, "endpoint": "imgclf-endpoint"},
+        "run": {"training_job": base, "debugger": {"status": debugger, "reason": ""}},
+        "poll": {k: {"count": 0} for k in ("rules", "settle", "deploy", "existing", "find")},
+        "verdicts": {},
+        "tuning": {"job_name": base, "best_training_job": f"{base}-001-abc", "objective": {"MetricName": "x",
+                                                                                          "Value": 0.9},
+                   "hyperparameters": {contract.LR: "0.001", contract.BATCH_SIZE: "64", contract.EPOCHS: "2"}},
+        "hyperparameters": definition["States"][S.PREPARE_TRAINING]["Parameters"],
+    }
+
+
+def _run(definition: dict, start: str, state: dict, sm) -> Any:
+    d = copy.deepcopy(definition)
+    d["StartAt"] = start
+    return run_definition(d, state, sm, poll_interval=0.05, timeout=120)
+
+
+# --- issue 11 item 1: Debugger closed to new customers ---------------------------------------------------------
+def _trainer(debugger_available: bool, *, metrics: list[dict] | None = GOOD_METRICS):
+    jobs: dict[str, dict] = {}
+
+    def create(p: dict) -> dict:
+        debugging = [m for m in ("DebugHookConfig", "DebugRuleConfigurations", "ProfilerRuleConfigurations")
+                     if m in p]
+        if debugging and not debugger_available:
+            raise SageMakerError("ValidationException", DEBUGGER_REFUSED.format(members=", ".join(debugging)))
+        jobs[p["TrainingJobName"]] = p
+        return {"TrainingJobArn": f"{ACCOUNT_ARN}:training-job/{p['TrainingJobName']}"}
+
+    def describe(p: dict) -> dict:
+        name = p["TrainingJobName"]
+        return _training(name, metrics=metrics, rules="DebugRuleConfigurations" in jobs[name])
+
+    return {"CreateTrainingJob": create, "DescribeTrainingJob": describe}
+
+
+def test_a_new_account_without_debugger_still_deploys(local):
+    definition = local.definition
+    sm = _scripted(Endpoint(), **_trainer(debugger_available=False))
+    result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
+    assert result.succeeded, (result.failed_state, result.cause)
+    created = sm.ops("CreateTrainingJob")
+    assert len(created) == 2 and "DebugHookConfig" in created[0] and "DebugHookConfig" not in created[1]
+    assert created[1]["TrainingJobName"].endswith("-nd") and created[1]["HyperParameters"]["debugger"] == "off"
+    assert created[1]["ProfilerConfig"] == {"DisableProfiler": True}
+    out = result.output
+    assert out["debugger"]["status"] == "unavailable" and "Debugger" in out["debugger"]["reason"]
+    assert out["training_job_name"] == created[1]["TrainingJobName"] and out["rule_verdicts"] == {}
+    assert "rule_output" not in out["reports"] and out["test_accuracy"] == 0.93
+    assert S.DEBUGGER_UNAVAILABLE in [r["name"] for r in result.states()]
+
+
+def test_an_account_with_debugger_gets_rules_and_verdicts(local):
+    definition = local.definition
+    sm = _scripted(Endpoint(), **_trainer(debugger_available=True))
+    result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
+    assert result.succeeded, (result.failed_state, result.cause)
+    assert len(sm.ops("CreateTrainingJob")) == 1
+    out = result.output
+    assert out["debugger"] == {"status": "on", "reason": ""}
+    assert set(out["rule_verdicts"]) >= {"VanishingGradient", "ProfilerReport"}
+    assert "profiler_report" in out["reports"]
+
+
+def test_a_training_job_that_fails_is_not_retried_without_debugger(local):
+    definition = local.definition
+    trainer = _trainer(debugger_available=True)
+    sm = _scripted(Endpoint(), CreateTrainingJob=trainer["CreateTrainingJob"],
+                   DescribeTrainingJob=lambda p: {**_training(p["TrainingJobName"]), "TrainingJobStatus": "Failed",
+                                                  "FailureReason": "AlgorithmError: out of memory"})
+    result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
+    assert result.failed_state == S.TRAINING_FAILED and "out of memory" in result.cause
+    assert len(sm.ops("CreateTrainingJob")) == 1
+
+
+# --- item 4: results from describe calls; absent optional members end cleanly -----------------------------------
+@pytest.mark.parametrize("metrics", [None, [], [{"MetricName": contract.TEST_ACCURACY, "Value": 0.9}]])
+def test_missing_metrics_fail_the_gate_not_the_interpreter(local, metrics):
+    definition = local.definition
+    sm = _scripted(Endpoint(), **_trainer(debugger_available=False, metrics=metrics))
+    result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
+    assert result.failed_state == S.METRICS_MISSING and result.error == "GateFailed", (result.error, result.cause)
+    assert not sm.ops("CreateModel")
+
+
+@pytest.mark.parametrize("best", [None, {"TrainingJobName": "imgclf-x-001", "TunedHyperParameters": {}}])
+def test_tuning_without_a_best_trial_fails_cleanly(local, best):
+    definition = local.definition
+    described = {"HyperParameterTuningJobName": "imgclf-0123456789ab", "HyperParameterTuningJobStatus": "Completed"}
+    if best:
+        described["BestTrainingJob"] = best  # without its FinalHyperParameterTuningJobObjectiveMetric
+    sm = ScriptedSageMaker(DescribeHyperParameterTuningJob=lambda p: described)
+    state = _state(definition)
+    del state["tuning"], state["hyperparameters"]
+    result = _run(definition, S.READ_TUNING, state, sm)
+    assert result.failed_state == S.NO_BEST and result.error == "TuningFailed", (result.error, result.cause)
+
+
+def test_best_trial_comes_from_describe_hyper_parameter_tuning_job(local):
+    definition = local.definition
+    objective = {"Type": "Maximize", "MetricName": contract.OBJECTIVE_METRIC, "Value": 0.91}
+    described = {"HyperParameterTuningJobName": "imgclf-0123456789ab", "HyperParameterTuningJobStatus": "Completed",
+                 "BestTrainingJob": {"TrainingJobName": "imgclf-best", "TunedHyperParameters": {contract.LR: "0.002"},
+                                     "FinalHyperParameterTuningJobObjectiveMetric": objective}}
+    sm = ScriptedSageMaker(DescribeHyperParameterTuningJob=lambda p: described,
+                           CreateTrainingJob=lambda p: (_ for _ in ()).throw(
+                               SageMakerError("ResourceLimitExceeded", "quota")))
+    state = _state(definition)
+    del state["tuning"], state["hyperparameters"]
+    result = _run(definition, S.READ_TUNING, state, sm)
+    (create, *_) = sm.ops("CreateTrainingJob")
+    assert create["HyperParameters"][contract.LR] == "0.002"
+    assert result.failed_state == S.TRAINING_FAILED  # the quota refusal ends it, after the no-Debugger retry
+
+
+# --- item 7: only "not found" creates the endpoint; throttling retries; anything else fails ---------------------
+def _deploy_state(definition: dict) -> dict:
+    state = _state(definition)
+    state["training"] = {"job_name": "imgclf-0123456789ab", "model_data": "s3://bucket/model.tar.gz",
+                         "metrics": {contract.TEST_ACCURACY: [0.93], contract.HEALTH_ISSUES: [0.0]}}
+    state["reports"] = {}
+    return state
+
+
+def _throttled() -> SageMakerError:
+    return SageMakerError("ThrottlingException", "Rate exceeded")
+
+
+def test_find_endpoint_retries_throttling_then_creates_on_not_found(local):
+    definition = local.definition
+    endpoint = Endpoint(failures=[_throttled(), _throttled()])
+    sm = _scripted(endpoint)
+    result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
+    assert result.succeeded, (result.failed_state, result.cause)
+    assert len(sm.ops("CreateEndpoint")) == 1 and not sm.ops("UpdateEndpoint")
+
+
+def test_find_endpoint_updates_an_existing_endpoint(local):
+    definition = local.definition
+    sm = _scripted(Endpoint(exists=True))
+    result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
+    assert result.succeeded, (result.failed_state, result.cause)
+    assert len(sm.ops("UpdateEndpoint")) == 1 and not sm.ops("CreateEndpoint")
+
+
+@pytest.mark.parametrize("error", [
+    SageMakerError("AccessDeniedException", "User: arn:aws:sts::1:assumed-role/x is not authorized to perform: "
+                                            "sagemaker:DescribeEndpoint"),
+    SageMakerError("InternalFailure", "We encountered an internal error.", status=500),
+])
+def test_find_endpoint_never_creates_on_other_errors(local, error):
+    definition = local.definition
+    sm = _scripted(Endpoint(exists=True, failures=[error]))
+    result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
+    assert result.failed_state == S.lookup_failed(S.FIND_ENDPOINT) and result.error == "EndpointLookupFailed"
+    assert error.message in result.cause
+    assert not sm.ops("CreateEndpoint") and not sm.ops("UpdateEndpoint")
+
+
+def test_find_endpoint_gives_up_after_bounded_throttling(local):
+    definition = local.definition
+    sm = _scripted(Endpoint(failures=[_throttled() for _ in range(LOOKUP_RETRIES + 1)]))
+    result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
+    assert result.failed_state == S.lookup_failed(S.FIND_ENDPOINT)
+    assert len(sm.ops("DescribeEndpoint")) == LOOKUP_RETRIES + 1 and not sm.ops("CreateEndpoint")
+
+
+# --- item 9: an instance endpoint cannot become serverless: refused before anything is trained -----------------
+def test_switching_an_instance_endpoint_to_serverless_is_refused_before_training(variant, local):
+    sm = _scripted(Endpoint(exists=True, serverless=False))
+    state = _state(variant.definition)
+    result = _run(variant.definition, S.CHECK_ENDPOINT, state, sm)
+    assert result.failed_state == S.SERVING_MODE_CHANGE and result.error == "ServingModeChangeRefused"
+    assert [op for op, _ in sm.calls] == ["DescribeEndpoint"]
+    # A serverless endpoint stays serverless (tuning starts), and instance -> instance is the normal update.
+    for synth, serverless in ((variant, True), (local, False)):
+        sm = _scripted(Endpoint(exists=True, serverless=serverless))
+        result = _run(synth.definition, S.CHECK_ENDPOINT, _state(synth.definition), sm)
+        assert sm.ops("CreateHyperParameterTuningJob"), result.failed_state
+
+
+# --- rules everywhere: "Check input" validates every key, as infra.config.validate_input does --------------------
+INVALID_INPUTS = [
+    ({"max_jobz": 3}, "keys"),
+    ({"dataset": "s3://other-bucket/data/"}, "dataset"),
+    ({"dataset": "s3://bucket/data/no-slash"}, "dataset"),
+    ({"dataset": 5}, "dataset"),
+    ({"max_jobs": 0}, "max_jobs"),
+    ({"max_jobs": 2.5}, "max_jobs"),
+    ({"max_jobs": "6"}, "max_jobs"),
+    ({"max_jobs": 501}, "max_jobs"),
+    ({"max_parallel_jobs": 0}, "max_parallel_jobs"),
+    ({"max_jobs": 2, "max_parallel_jobs": 3}, "max_parallel_jobs"),
+    ({"min_test_accuracy": 1.5}, "min_test_accuracy"),
+    ({"min_test_accuracy": "high"}, "min_test_accuracy"),
+    ({"warm_start_parent": "someone-elses-job"}, "warm_start_parent"),
+    ({"warm_start_parent": 7}, "warm_start_parent"),
+]
+
+
+@pytest.fixture(scope="module")
+def checked(local):
+    """Runs the definition from its start for each input; SageMaker refuses tuning, so a valid input ends at
+    "Tuning failed" after "Check input" (and the endpoint check) let it through."""
+    definition = local.definition
+    bucket_data = definition["States"][S.PREPARE]["Parameters"]["defaults"]["dataset"]
+
+    def run(value: dict):
+        value = {k: (v.replace("s3://bucket/data/", bucket_data) if isinstance(v, str) else v)
+                 for k, v in value.items()}
+        sm = ScriptedSageMaker(DescribeEndpoint=_endpoint_missing, CreateHyperParameterTuningJob=lambda p: (
+            _ for _ in ()).throw(SageMakerError("ResourceLimitExceeded", "scripted: no tuning")))
+        return run_definition(definition, value, sm, poll_interval=0.05, timeout=120), value, bucket_data
+    return run
+
+
+@pytest.mark.parametrize(("value", "key"), INVALID_INPUTS)
+def test_check_input_refuses_each_bad_key_by_name(checked, local, value, key):
+    result, value, bucket_data = checked(value)
+    if key == "max_parallel_jobs" and "max_jobs" in value:
+        assert result.failed_state == f"{S.invalid(key)} above max_jobs"
+    else:
+        assert result.failed_state == S.invalid(key), (result.failed_state, result.cause)
+    assert result.error == "InvalidInput" and (key in result.cause or key == "keys")
+    with pytest.raises(ConfigError, match=key if key != "keys" else "max_jobz"):
+        validate_input(value, local.config, dataset_prefix=bucket_data)
+
+
+@pytest.mark.parametrize("value", [{}, {"max_jobs": 3, "max_parallel_jobs": 3}, {"min_test_accuracy": 0},
+                                   {"dataset": "s3://bucket/data/dogs/"}, {"warm_start_parent": None},
+                                   {"warm_start_parent": "imgclf-0123456789ab"}])
+def test_check_input_lets_valid_inputs_through(checked, local, value):
+    result, value, bucket_data = checked(value)
+    assert result.failed_state == S.TUNING_FAILED, (result.failed_state, result.cause)
+    assert validate_input(value, local.config, dataset_prefix=bucket_data) == value
+
+
+# --- rules everywhere: every value reaching a SageMaker request satisfies botocore's constraints ----------------
+def _validating(sm: ScriptedSageMaker) -> ScriptedSageMaker:
+    """Every request is checked against botocore's model first (types, lengths, patterns, enums), as SageMaker
+    would: a violation refuses the call (and fails the run) with the member named."""
+    from local.sagemaker.api import validate_request
+
+    call = sm.call
+
+    def checked(operation: str, params: dict) -> dict:
+        validate_request(operation, params)
+        return call(operation, params)
+    sm.call = checked
+    return sm
+
+
+def _full_run_sagemaker() -> ScriptedSageMaker:
+    objective = {"Type": "Maximize", "MetricName": contract.OBJECTIVE_METRIC, "Value": 0.91}
+    tuning: dict[str, dict] = {}
+
+    def create_tuning(p: dict) -> dict:
+        tuning[p["HyperParameterTuningJobName"]] = p
+        return {"HyperParameterTuningJobArn": f"{ACCOUNT_ARN}:hyper-parameter-tuning-job/x"}
+
+    def describe_tuning(p: dict) -> dict:
+        name = p["HyperParameterTuningJobName"]
+        return {"HyperParameterTuningJobName": name, "HyperParameterTuningJobStatus": "Completed",
+                "BestTrainingJob": {"TrainingJobName": f"{name}-001-abcdef12", "TunedHyperParameters": {
+                    r["Name"]: r.get("MaxValue") or r["Values"][0]
+                    for kind in tuning[name]["HyperParameterTuningJobConfig"]["ParameterRanges"].values()
+                    for r in kind},
+                    "FinalHyperParameterTuningJobObjectiveMetric": objective}}
+    return _validating(_scripted(Endpoint(), CreateHyperParameterTuningJob=create_tuning,
+                                 DescribeHyperParameterTuningJob=describe_tuning,
+                                 **_trainer(debugger_available=True)))
+
+
+@pytest.fixture(scope="module")
+def extreme(tmp_path_factory):
+    """The longest prefix the config allows, in local mode (literal images, the stand-in's shapes)."""
+    import infra
+    from infra.config import MAX_PREFIX_LENGTH
+    from infra.definition import definition
+
+    prefix = ("abcdefghij-" * 3)[:MAX_PREFIX_LENGTH].rstrip("-")
+    context = {"profile": "local", "prefix": prefix}
+    template = infra.synth(context, outdir=tmp_path_factory.mktemp("extreme"))
+    return definition(template, {"Bucket": "b" * 63, "SageMakerRoleArn": f"arn:aws:iam::123456789012:role/{'r' * 64}"},
+                      region="us-east-1", account="123456789012"), infra.load_config_for(context)
+
+
+def test_extreme_but_legal_inputs_give_requests_sagemaker_accepts(extreme):
+    definition, cfg = extreme
+    bucket_data = definition["States"][S.PREPARE]["Parameters"]["defaults"]["dataset"]
+    value = {"dataset": bucket_data + "d" * 200 + "/", "max_jobs": 500, "max_parallel_jobs": 100,
+             "min_test_accuracy": 0, "warm_start_parent": f"{cfg.prefix}-0123456789ab"}
+    validate_input(value, cfg, dataset_prefix=bucket_data)
+    sm = _full_run_sagemaker()
+    # An execution name may hold characters a tag value may not ("!", "'", "(", ")"): 80 of them.
+    name = ("run!'()-" * 10)[:80]
+    result = run_definition(definition, value, sm, name=name, poll_interval=0.05, timeout=300)
+    assert result.succeeded, (result.failed_state, result.cause)
+    ops = [op for op, _ in sm.calls]
+    for op in ("CreateHyperParameterTuningJob", "CreateTrainingJob", "CreateModel", "CreateEndpointConfig",
+               "CreateEndpoint"):
+        assert op in ops
+    (tuning,) = sm.ops("CreateHyperParameterTuningJob")
+    assert len(tuning["HyperParameterTuningJobName"]) == 32  # SageMaker's cap, reached exactly
+    assert name not in str(sm.calls)  # the execution name reaches no request
+
+
+def test_the_validating_sagemaker_refuses_what_sagemaker_would(local):
+    """The check above can fail: an execution-name tag (the old design) is refused by the model's pattern."""
+    from local.sagemaker.api import validate_request
+
+    with pytest.raises(SageMakerError, match=r"tags\.1\.value"):
+        validate_request("AddTags", {"ResourceArn": f"{ACCOUNT_ARN}:model/x",
+                                     "Tags": [{"Key": "sfn-execution", "Value": "run!'()"}]})
