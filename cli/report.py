@@ -160,7 +160,13 @@ def _evaluate_run(backend: Backend, job: Job, work: Path, names: dict[str, str],
 def gather(backend: Backend, arn: str, out_dir: Path, request: PredictionsRequest, work: Path,
            progress: Callable[[int, int], Any] | None = None) -> ReportData:
     execution = load_execution(backend, arn)
-    tuning = load_tuning(backend, execution.tuning_job) if execution.tuning_job else None
+    tuning = None
+    if execution.tuning_job:
+        try:
+            tuning = load_tuning(backend, execution.tuning_job)
+        except ClientError as exc:  # scheduled, then the execution failed before SageMaker created it
+            if not is_not_found(exc):
+                raise
     trials = [_job_result(backend, t.name) for t in tuning.trials] if tuning else []
     final = _job_result(backend, execution.training_job) if execution.training_job else None
 

@@ -163,10 +163,26 @@ def status_view(snapshot: Snapshot) -> Group:
     return Group(*parts)
 
 
+def outcome(execution: Execution) -> str:
+    """`FAILED in Check input: States.TaskFailed: why`: what an execution that stopped early came to."""
+    text = execution.status
+    if execution.status != "RUNNING" and execution.last_state and execution.status != "SUCCEEDED":
+        text += f" in {execution.last_state}"
+    if execution.error or execution.cause:
+        text += ": " + ": ".join(str(v) for v in (execution.error, execution.cause) if v)
+    return text
+
+
 def best_of(backend: Backend, execution: Execution) -> dict:
     if not execution.tuning_job:
-        raise CliError(f"execution {execution.name} has not started a tuning job (status {execution.status})")
-    tuning = load_tuning(backend, execution.tuning_job, with_trials=False)
+        raise CliError(f"execution {execution.name} has not started a tuning job ({outcome(execution)})")
+    try:
+        tuning = load_tuning(backend, execution.tuning_job, with_trials=False)
+    except ClientError as exc:
+        if not is_not_found(exc):
+            raise
+        raise CliError(f"execution {execution.name} has no tuning job {execution.tuning_job} "
+                       f"({outcome(execution)})") from None
     if not tuning.best_job:
         raise CliError(f"tuning job {tuning.name} has no completed trial yet (status {tuning.status})")
     return {
