@@ -249,12 +249,12 @@ def _listening(url: str, timeout: float = 1.0) -> bool:
     import socket
     from urllib.parse import urlsplit
 
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
         with socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=timeout):
             return True
-    except OSError:
+    except (OSError, ValueError):  # refused, unreachable, or no valid port in the URL
         return False
 
 

@@ -4,6 +4,7 @@ clients whose responses validate against botocore's output shapes."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -214,3 +215,78 @@ def test_local_flag_does_not_swallow_the_positional():
     assert untangle_local(["teardown", "--local", "x"]) == ["teardown", "--local", "x"]
     args = build_parser().parse_args(untangle_local(["predict", "--local", "a.png", "b.png"]))
     assert args.local == config.DEFAULT_LOCAL_DIR and args.images == ["a.png", "b.png"]
+
+
+# --- issue 12 ----------------------------------------------------------------------------------------------------
+def test_a_missing_local_dir_never_falls_back_to_demo_output(tmp_path, run_dir, monkeypatch, capsys):
+    """`make demo` then `make test`: with demo-output/ present, a missing --local DIR is still an error."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(run_dir, tmp_path / config.DEFAULT_LOCAL_DIR)
+    for verb in ("best", "status", "report"):
+        extra = ["--out", str(tmp_path / "r")] if verb == "report" else []
+        code, out, err = run([verb, "--local", str(tmp_path / "nothing"), *extra], capsys)
+        assert code == 1 and "no local run in" in err and str(tmp_path / "nothing") in err, (verb, err)
+    assert untangle_local(["best", "--local", "runs/missing"]) == ["best", "--local", "runs/missing"]
+    assert untangle_local(["predict", "--local", "missing.png"])[1] == f"--local={config.DEFAULT_LOCAL_DIR}"
+
+
+def test_imgclf_alone_lists_the_verbs(capsys):
+    code, out, _ = run([], capsys)
+    assert code == 2 and all(verb in out for verb in VERBS)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.startswith("imgclf ")
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_help_has_no_placeholders(verb, capsys):
+    with pytest.raises(SystemExit):
+        main([verb, "--help"])
+    out = capsys.readouterr().out
+    assert "{config" not in out and not re.search(r"\{[A-Za-z_.]+\}", out)  # no f-string that lost its f
+
+
+def test_local_predict_skips_a_stopped_recorded_api(tmp_path, scenario, monkeypatch, capsys):
+    """The run's API has stopped (nothing on its port): the API that `make serve` runs answers instead."""
+    import socket
+
+    with socket.socket() as dead, socket.socket() as other:  # ports bound once and free now
+        dead.bind(("127.0.0.1", 0))
+        other.bind(("127.0.0.1", 0))
+        stopped, nothing = (f"http://127.0.0.1:{s.getsockname()[1]}" for s in (dead, other))
+    image = tmp_path / "img.png"
+    image.write_bytes(png_bytes())
+    record(tmp_path / "run", scenario, stack_outputs={config.OUTPUT_API_URL: stopped})
+    with StubApi() as api:
+        monkeypatch.setattr(config, "LOCAL_API_URL", api.url)
+        code, out, err = run(["predict", "--local", str(tmp_path / "run"), str(image), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)[0]["predictions"][0]["label"] == "3"
+    monkeypatch.setattr(config, "LOCAL_API_URL", nothing)  # neither listens: one line naming both
+    code, _, err = run(["predict", "--local", str(tmp_path / "run"), str(image)], capsys)
+    assert code == 1 and err.count("\n") == 1 and stopped in err and "make demo SERVE=1" in err
+
+
+def _without_tuning_job(fresh_run: Path) -> None:
+    """The execution scheduled its tuning job, then failed before SageMaker created it."""
+    for method in ("describe_hyper_parameter_tuning_job", "list_training_jobs_for_hyper_parameter_tuning_job"):
+        shutil.rmtree(fresh_run / "api" / "sagemaker" / method)
+    for path in (fresh_run / "api" / "stepfunctions" / "describe_execution").glob("*.json"):
+        described = json.loads(path.read_text())
+        described.update(status="FAILED", error="SageMaker.ResourceLimitExceeded", cause="no quota for ml.m5.large")
+        described.pop("output", None)
+        path.write_text(json.dumps(described))
+
+
+def test_best_and_report_of_an_execution_that_failed_before_tuning(fresh_run, tmp_path, capsys):
+    _without_tuning_job(fresh_run)
+    code, out, err = run(["best", "--local", str(fresh_run)], capsys)
+    assert code == 1 and err.count("\n") == 1 and "ResourceNotFound" not in err
+    assert "FAILED" in err and "no quota for ml.m5.large" in err
+    code, out, err = run(["report", "--local", str(fresh_run), "--out", str(tmp_path / "report")], capsys)
+    assert code == 0, err
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "FAILED" in markdown and "no quota for ml.m5.large" in markdown
