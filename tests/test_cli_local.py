@@ -224,7 +224,7 @@ def test_a_missing_local_dir_never_falls_back_to_demo_output(tmp_path, run_dir, 
     shutil.copytree(run_dir, tmp_path / config.DEFAULT_LOCAL_DIR)
     for verb in ("best", "status", "report"):
         extra = ["--out", str(tmp_path / "r")] if verb == "report" else []
-        code, out, err = run([verb, "--local", str(tmp_path / "nothing"), *extra], capsys)
+        code, _, err = run([verb, "--local", str(tmp_path / "nothing"), *extra], capsys)
         assert code == 1 and "no local run in" in err and str(tmp_path / "nothing") in err, (verb, err)
     assert untangle_local(["best", "--local", "runs/missing"]) == ["best", "--local", "runs/missing"]
     assert untangle_local(["predict", "--local", "missing.png"])[1] == f"--local={config.DEFAULT_LOCAL_DIR}"
@@ -283,10 +283,10 @@ def _without_tuning_job(fresh_run: Path) -> None:
 
 def test_best_and_report_of_an_execution_that_failed_before_tuning(fresh_run, tmp_path, capsys):
     _without_tuning_job(fresh_run)
-    code, out, err = run(["best", "--local", str(fresh_run)], capsys)
+    code, _, err = run(["best", "--local", str(fresh_run)], capsys)
     assert code == 1 and err.count("\n") == 1 and "ResourceNotFound" not in err
     assert "FAILED" in err and "no quota for ml.m5.large" in err
-    code, out, err = run(["report", "--local", str(fresh_run), "--out", str(tmp_path / "report")], capsys)
+    code, _, err = run(["report", "--local", str(fresh_run), "--out", str(tmp_path / "report")], capsys)
     assert code == 0, err
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "FAILED" in markdown and "no quota for ml.m5.large" in markdown
