@@ -241,6 +241,12 @@ class Tuning:
     failure_reason: str | None
 
     @property
+    def launched(self) -> int:
+        """Trials launched so far (TrainingJobStatusCounters), whether or not `trials` holds them all."""
+        counted = sum(v for v in self.counters.values() if isinstance(v, int))
+        return max(counted, len(self.trials))
+
+    @property
     def best(self) -> Trial | None:
         return next((t for t in self.trials if t.best), None)
 
@@ -251,11 +257,25 @@ def trial_number(trial: str, tuning_job: str) -> int | None:
     return int(number) if number.isdigit() else None
 
 
-def load_tuning(backend: Backend, name: str, with_trials: bool = True) -> Tuning:
+def load_tuning(backend: Backend, name: str, with_trials: bool = True, newest: int | None = None) -> Tuning:
+    """The tuning job and its trials: all of them (every page), none, or only the `newest` few and the best,
+    in one ListTrainingJobsForHyperParameterTuningJob call whatever the number of trials (what `status` shows).
+    SortBy/SortOrder/MaxResults (at most 100): botocore's sagemaker ListTrainingJobsForHyperParameterTuningJob
+    input shape, https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ListTrainingJobsForHyperParameterTuningJob.html
+    """
     described = backend.sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
-    summaries = collect(backend.sagemaker, "sagemaker", "list_training_jobs_for_hyper_parameter_tuning_job",
-                        HyperParameterTuningJobName=name, MaxResults=100)["TrainingJobSummaries"] \
-        if with_trials else []
+    if not with_trials:
+        return tuning_from(described, [])
+    if newest is None:
+        summaries = collect(backend.sagemaker, "sagemaker", "list_training_jobs_for_hyper_parameter_tuning_job",
+                            HyperParameterTuningJobName=name, MaxResults=100)["TrainingJobSummaries"]
+        return tuning_from(described, summaries)
+    summaries = backend.sagemaker.list_training_jobs_for_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=name, SortBy="CreationTime", SortOrder="Descending",
+        MaxResults=max(1, min(newest, 100)))["TrainingJobSummaries"]
+    best = described.get("BestTrainingJob")  # the same summary shape as the list's items
+    if best and all(s["TrainingJobName"] != best.get("TrainingJobName") for s in summaries):
+        summaries.append(best)
     return tuning_from(described, summaries)
 
 

@@ -15,6 +15,7 @@ import pytest
 from cli import config
 from cli.main import build_parser, main, untangle_local
 from cli.recording import RecordedClient
+from cli.views import fmt_hyperparameter
 from tests.test_cli_support import BUCKET, Scenario, StubApi, make_dataset, png_bytes, record
 
 
@@ -67,9 +68,9 @@ def test_status(run_dir, scenario, capsys):
     assert code == 0, err
     assert "SUCCEEDED" in out and scenario.execution_name in out
     for i, spec in enumerate(scenario.trials):
-        assert scenario.trial_name(i) in out
-        assert spec.lr in out
-    assert f"★ {scenario.best_name}" in out
+        assert scenario.trial_name(i).removeprefix(scenario.tuning_job + "-") in out
+        assert fmt_hyperparameter(spec.lr) in out
+    assert f"★ {scenario.best_name.removeprefix(scenario.tuning_job + '-')}" in out
     assert "0.9851" in out and "LossNotDecreasing" in out and "IssuesFound" in out
     assert scenario.endpoint in out and "InService" in out
 
@@ -290,3 +291,54 @@ def test_best_and_report_of_an_execution_that_failed_before_tuning(fresh_run, tm
     assert code == 0, err
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "FAILED" in markdown and "no quota for ml.m5.large" in markdown
+
+
+def _with_many_trials(run_dir: Path, scenario: Scenario, n: int) -> None:
+    """The recording's tuning job grown to n trials (the scenario's, repeated under new names)."""
+    api = run_dir / "api" / "sagemaker"
+    listing = api / "list_training_jobs_for_hyper_parameter_tuning_job" / f"{scenario.tuning_job}.json"
+    base = json.loads(listing.read_text())["TrainingJobSummaries"]
+    trials = []
+    for i in range(n):
+        item = dict(base[i % len(base)])
+        item["TrainingJobName"] = f"{scenario.tuning_job}-{i + 1:05d}-{i:08x}"
+        item["CreationTime"] = f"2026-01-01T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}+00:00"
+        trials.append(item)
+    listing.write_text(json.dumps({"TrainingJobSummaries": trials}))
+    described_path = api / "describe_hyper_parameter_tuning_job" / f"{scenario.tuning_job}.json"
+    described = json.loads(described_path.read_text())
+    described["TrainingJobStatusCounters"] = {"Completed": n, "InProgress": 0, "RetryableError": 0,
+                                              "NonRetryableError": 0, "Stopped": 0}
+    described["HyperParameterTuningJobConfig"]["ResourceLimits"]["MaxNumberOfTrainingJobs"] = n
+    described_path.write_text(json.dumps(described))
+
+
+def test_status_reads_scale_with_what_it_shows(fresh_run, scenario, monkeypatch, capsys):
+    """10,000 trials: one list call for the newest few (and the best from the describe), not 100 pages."""
+    from cli.views import STATUS_TRIALS
+
+    _with_many_trials(fresh_run, scenario, 10_000)
+    calls: list[str] = []
+    original = RecordedClient._call
+    monkeypatch.setattr(RecordedClient, "_call", lambda self, method, params: calls.append(method) or
+                        original(self, method, params))
+    code, out, err = run(["status", "--local", str(fresh_run)], capsys)
+    assert code == 0, err
+    assert calls.count("list_training_jobs_for_hyper_parameter_tuning_job") == 1 and len(calls) < 12
+    assert f"showing the newest {STATUS_TRIALS + 1} of 10000" in out  # the newest 20 and the best
+    assert "10000-0000270f" in out and "★ 003-000abc02" in out
+
+
+def test_status_fits_80_columns(run_dir, scenario, monkeypatch, capsys):
+    """One line per trial at 80 columns: no repeated job-name prefix, no 20-digit learning rates."""
+    import cli.views
+
+    monkeypatch.setattr(cli.views, "console", lambda stderr=False: cli.views.Console(width=80, file=sys.stdout))
+    code, out, err = run(["status", "--local", str(run_dir)], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    for i, spec in enumerate(scenario.trials):
+        short = scenario.trial_name(i).removeprefix(scenario.tuning_job + "-")
+        (row,) = [line for line in lines if short in line]
+        assert fmt_hyperparameter(spec.lr) in row and spec.batch_size in row
