@@ -74,7 +74,7 @@ class DemoProgress:
         self.rules: dict[str, str] = {}
 
     def log(self, text: str) -> None:
-        self.console.log(text, highlight=False)
+        log_line(self.console, text)
 
     # stand-in lines wait for the history to catch up, so that a state comes before what it causes
     def _later(self, at: float, text: str) -> None:
@@ -123,18 +123,19 @@ class DemoProgress:
             elif details := event.get("stateExitedEventDetails"):
                 name = details["name"]
                 took = time.monotonic() - self._entered.pop(name, time.monotonic())
-                if name not in self._loop:
-                    self.log(f"[green]✓ {name}[/] [dim]({took:.1f} s)[/]")
-            elif kind in ("TaskFailed", "ExecutionFailed", "ExecutionAborted"):
+                if name not in self._loop and took >= 1.0:  # an instant state needs no second line
+                    self.log(f"[green]✓ {name}[/] [dim]({took:.0f} s)[/]")
+            elif kind == "TaskFailed":  # often caught (a probe for an endpoint that does not exist yet)
+                details = event.get("taskFailedEventDetails") or {}
+                self.log(f"  [yellow]↳ {details.get('error', '')}[/] [dim]{str(details.get('cause', ''))[:160]}[/]")
+            elif kind in ("ExecutionFailed", "ExecutionAborted", "ExecutionTimedOut"):
                 self._end_loop()
-                self.flush()
-                details = (event.get("taskFailedEventDetails") or event.get("executionFailedEventDetails")
-                           or event.get("executionAbortedEventDetails") or {})
+                details = (event.get("executionFailedEventDetails") or event.get("executionAbortedEventDetails")
+                           or event.get("executionTimedOutEventDetails") or {})
                 self.log(f"[red]✗ {kind}: {details.get('error', '')}[/] "
                          f"[dim]{str(details.get('cause', ''))[:300]}[/]")
             elif kind == "ExecutionSucceeded":
                 self._end_loop()
-                self.flush()
 
     def finish(self) -> None:
         """The run is over: sum up an open loop, show what is left, stop every timer."""
@@ -204,7 +205,7 @@ class DemoProgress:
     def _trial(self, event: dict, at: float) -> None:
         name, status = event["TrainingJobName"], event["TrainingJobStatus"]
         self.trials[name] = event
-        hps = " ".join(f"{k}={v}" for k, v in sorted(event.get("TunedHyperParameters", {}).items()))
+        hps = _hyperparameters(event.get("TunedHyperParameters", {}))
         if status == "InProgress":
             self._later(at, f"  trial {event.get('Index', '?')} started: {hps}")
             return
@@ -228,11 +229,16 @@ def _timestamp(value: object) -> float | None:
     return None
 
 
+def log_line(console: Console, text: str) -> None:
+    """A time-stamped line (console.log would add a source column, and pad every line to the console's width)."""
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {text}", highlight=False)
+
+
 def demo_console(file: object = None) -> Console:
     """No source column (`demo.py:57`) on every line; piped output is never wrapped (one event, one line)."""
     stream = file or sys.stdout
     tty = bool(getattr(stream, "isatty", lambda: False)())
-    return Console(file=stream, log_path=False, soft_wrap=not tty, width=None if tty else 10_000)
+    return Console(file=stream, log_path=False, soft_wrap=not tty, width=None if tty else 160)
 
 
 # --- the run -----------------------------------------------------------------------------------------------------
@@ -271,7 +277,8 @@ def _ensure_dataset(data: Path, console: Console) -> None:
     from local.digits import render
 
     counts = render(data)
-    console.log(f"rendered the digits dataset into {data} ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    log_line(console, f"rendered the digits dataset into {data} "
+                      f"({', '.join(f'{k} {v}' for k, v in counts.items())})")
 
 
 def stage_dataset(data: Path, target: Path) -> None:
@@ -525,13 +532,20 @@ def _served_models(sm) -> set[Path]:
             return paths
 
 
-def _summary(console: Console, output: dict, paths: dict[str, str], api_url: str | None) -> None:
+def _hyperparameters(values: dict) -> str:
+    from cli.views import fmt_hyperparameter
+
+    return " ".join(f"{k}={fmt_hyperparameter(str(v).strip(chr(34)))}" for k, v in sorted(values.items()))
+
+
+def _summary(console: Console, output: dict, paths: dict[str, str], api_url: str | None,
+             serving: bool = False) -> None:
     table = Table(title="local run", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     objective = output.get("objective") or {}
     rows = {
-        "best hyperparameters": " ".join(f"{k}={v}" for k, v in sorted(output.get("best_hyperparameters", {}).items())),
+        "best hyperparameters": _hyperparameters(output.get("best_hyperparameters", {})),
         "tuning objective": f"{objective.get('MetricName')} = {objective.get('Value'):.4f}" if objective else "",
         "best trial": output.get("best_training_job_name", ""),
         "training job": output.get("training_job_name", ""),
@@ -539,7 +553,7 @@ def _summary(console: Console, output: dict, paths: dict[str, str], api_url: str
         "health issues": f"{output['health_issues']:g}" if "health_issues" in output else "",
         "rule verdicts": ", ".join(f"{k}: {v}" for k, v in output.get("rule_verdicts", {}).items()),
         "endpoint": f"{output.get('endpoint_name', '')} ({output.get('endpoint_config_name', '')})",
-        "REST API": api_url or "",
+        "REST API": api_url if serving else "",
     }
     for key, value in {**rows, **paths}.items():
         if value:
@@ -563,7 +577,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     _ensure_dataset(args.data, console)
 
     t0 = time.monotonic()
-    console.log("synthesizing the CDK app (profile local) ...")
+    log_line(console, "synthesizing the CDK app (profile local) ...")
     template = synth_template({**args.context, "profile": "local"})
     (out / "template.json").write_text(json.dumps(template, indent=1))
     resolver = TemplateResolver(template)
@@ -579,7 +593,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         ui.describe_endpoint = sm.describe_endpoint
         dataset_dir = sm.s3.path(dataset_uri)
         stage_dataset(args.data, dataset_dir)
-        console.log(f"dataset at {dataset_uri} (local S3: {dataset_dir})")
+        log_line(console, f"dataset at {dataset_uri} (local S3: {dataset_dir})")
 
         saved_env = dict(os.environ)
         stack.callback(lambda: (os.environ.clear(), os.environ.update(saved_env)))
@@ -600,7 +614,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
                     if e["EndpointName"] == endpoint_name and e["EndpointStatus"] == "InService"]
         prober = Prober(api_url, image) if existing else None
         if existing:
-            console.log(f"endpoint {endpoint_name} is already InService: this run takes the update path, "
+            log_line(console, f"endpoint {endpoint_name} is already InService: this run takes the update path, "
                         "and a prober POSTs an image every second meanwhile")
             stack.callback(prober.start().stop)
 
@@ -642,8 +656,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
                         execution_arn=result.execution_arn, s3=sm.s3.root, stack_outputs=recorded_outputs)
         runs, freed = prune_runs(out, args.keep_runs, _served_models(sm))
         if runs:
-            console.log(f"pruned the job files of {runs} older run{'s' if runs > 1 else ''} ({freed / 1e6:.0f} MB; "
-                        f"--keep-runs {args.keep_runs} keeps the newest)")
+            log_line(console, f"pruned the job files of {runs} older run{'s' if runs > 1 else ''} "
+                              f"({freed / 1e6:.0f} MB; --keep-runs {args.keep_runs} keeps the newest)")
 
         if not result.succeeded:
             console.print(f"[bold red]the pipeline failed in state {result.failed_state!r}[/]: "
@@ -657,7 +671,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         t0 = time.monotonic()
         status, body = post_image(api_url, image)
         timings["predict"] = time.monotonic() - t0
-        _summary(console, result.output or {}, paths, api_url)
+        _summary(console, result.output or {}, paths, api_url, serving=args.serve)
         if prober:
             verdict = "[green]no downtime[/]" if prober.failed == 0 else f"[red]{prober.failed} failed[/]"
             console.print(f"during the update the endpoint answered {prober.ok} of {prober.ok + prober.failed} "

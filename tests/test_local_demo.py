@@ -255,3 +255,20 @@ def test_jsiis_exit_after_ctrl_c_prints_no_broken_pipe(tmp_path):
                                   text=True, timeout=300) for how in ("loud", "quiet"))
     assert "BrokenPipeError" in loud.stderr  # what a user saw (the test's premise)
     assert quiet.returncode == 0 and "Traceback" not in quiet.stderr, quiet.stderr
+
+
+def test_a_caught_task_failure_keeps_the_order():
+    """Find endpoint fails (none yet), the Catch goes to Create endpoint, whose stand-in event comes last."""
+    console, buffer = _piped()
+    ui = DemoProgress(console, hold=60)
+    ui.sagemaker_event({"type": "Endpoint", "time": time.time() + 0.3, "EndpointName": "ep",
+                        "EndpointStatus": "Creating", "EndpointConfigName": "c1"})
+    ui.state_event(_entered("Find endpoint", offset=0.0))
+    ui.state_event({"type": "TaskFailed", "timestamp": _stamp(0.1),
+                    "taskFailedEventDetails": {"error": "SageMaker.ValidationException", "cause": "not found"}})
+    ui.state_event(_entered("Create endpoint", offset=0.2))
+    ui.finish()
+    text = buffer.getvalue()
+    order = [text.index(s) for s in ("▶ Find endpoint", "SageMaker.ValidationException", "▶ Create endpoint",
+                                     "endpoint ep: Creating")]
+    assert order == sorted(order)
