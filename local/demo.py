@@ -456,10 +456,29 @@ def _job_folders(out: Path, described: dict) -> list[Path]:
     return folders
 
 
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+def _remove(path: Path, protected: set[Path]) -> int | None:
+    """Delete a file or a folder tree without following links (a job's input/data links to the dataset itself),
+    except the protected files; the bytes freed, or None when there was nothing."""
+    if path.is_symlink() or path.is_file():
+        if path.is_file() and not path.is_symlink() and path.resolve() in protected:
+            return None
+        size = 0 if path.is_symlink() else path.stat().st_size
+        path.unlink()
+        return size
+    if not path.is_dir():
+        return None
+    freed = removed = 0
+    for top, dirs, files in os.walk(path, topdown=False, followlinks=False):
+        for name in files + [d for d in dirs if (Path(top) / d).is_symlink()]:
+            entry = Path(top) / name
+            if entry.is_symlink() or entry.resolve() not in protected:
+                freed += 0 if entry.is_symlink() else entry.stat().st_size
+                entry.unlink()
+                removed += 1
+        with contextlib.suppress(OSError):  # not empty: it holds a protected file
+            Path(top).rmdir()
+            removed += 1
+    return freed if removed else None
 
 
 def prune_runs(out: Path, keep: int, protected: set[Path] = frozenset()) -> tuple[int, int]:
@@ -499,37 +518,30 @@ def prune_runs(out: Path, keep: int, protected: set[Path] = frozenset()) -> tupl
         if described["TrainingJobName"] in kept_jobs:
             continue
         for folder in _job_folders(out, described):
-            if not folder.exists():
-                continue
-            files = [folder] if folder.is_file() else [p for p in folder.rglob("*") if p.is_file()]
-            for path in files:
-                if path.resolve() in protected:
-                    continue
-                freed += path.stat().st_size
-                path.unlink()
+            removed = _remove(folder, protected)
+            if removed is not None:
+                freed += removed
                 pruned.add(described["TrainingJobName"])
-            if folder.is_dir():  # empty folders left by the files removed
-                for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
-                    with contextlib.suppress(OSError):
-                        sub.rmdir()
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
     runs = max(0, len(executions) - keep)
     return (runs if pruned else 0), freed
 
 
 def _served_models(sm) -> set[Path]:
-    """The model archives of the stand-in's models: an endpoint may serve one from any earlier run."""
-    paths, token = set(), None
-    while True:
-        page = sm.list_models(MaxResults=100, **({"NextToken": token} if token else {}))
-        for model in page.get("Models", []):
-            url = sm.describe_model(ModelName=model["ModelName"]).get("PrimaryContainer", {}).get("ModelDataUrl")
-            if url:
-                paths.add(sm.s3.path(url))
-        token = page.get("NextToken")
-        if not token:
-            return paths
+    """The model archives the stand-in's endpoints serve (or are being updated to): an endpoint may serve one from
+    any earlier run, and restarts it from that archive."""
+    paths = set()
+    for endpoint in sm.list_endpoints(MaxResults=100).get("Endpoints", []):
+        described = sm.describe_endpoint(EndpointName=endpoint["EndpointName"])
+        configs = {described.get("EndpointConfigName"),
+                   (described.get("PendingDeploymentSummary") or {}).get("EndpointConfigName")}
+        for config_name in filter(None, configs):
+            with contextlib.suppress(Exception):  # a config deleted meanwhile serves nothing
+                variants = sm.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"]
+                for variant in variants:
+                    container = sm.describe_model(ModelName=variant["ModelName"]).get("PrimaryContainer", {})
+                    if container.get("ModelDataUrl"):
+                        paths.add(sm.s3.path(container["ModelDataUrl"]))
+    return paths
 
 
 def _hyperparameters(values: dict) -> str:

@@ -217,6 +217,10 @@ def _recorded_run(out: Path, index: int) -> tuple[str, list[Path]]:
     for path in files:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x" * 1000)
+    dataset = out / "s3" / "bucket" / "data" / "train"  # the job's input/data links to the dataset itself
+    dataset.mkdir(parents=True, exist_ok=True)
+    (dataset / "image.png").write_bytes(b"png")
+    (out / "sagemaker" / "training-jobs" / job / "input" / "train").symlink_to(dataset, target_is_directory=True)
     return name, files
 
 
@@ -231,6 +235,7 @@ def test_old_runs_job_files_are_pruned_except_a_served_model(tmp_path):
     for path in [*runs[0][1][:2], *runs[0][1][3:], *runs[1][1]]:
         assert not path.exists(), path
     assert not (tmp_path / "sagemaker" / "training-jobs" / "imgclf-job-2").exists()
+    assert (tmp_path / "s3" / "bucket" / "data" / "train" / "image.png").is_file()  # links are not followed
     # the recording of old runs stays: status still shows them
     assert (tmp_path / "api" / "stepfunctions" / "get_execution_history" / "demo-1.json").is_file()
     assert prune_runs(tmp_path, keep=2, protected={served}) == (0, 0)
