@@ -382,6 +382,16 @@ def _copy_artifacts(out: Path, sm, output: dict | None, execution) -> dict[str, 
     return paths
 
 
+def aborted(events: list[dict], error: str, cause: str) -> list[dict]:
+    """The history seen so far, ended as Step Functions ends a stopped execution (ExecutionAborted, now)."""
+    import datetime as dt
+
+    last = events[-1]["id"] if events and "id" in events[-1] else len(events)
+    return [*events, {"type": "ExecutionAborted", "id": last + 1, "previousEventId": last,
+                      "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+                      "executionAbortedEventDetails": {"error": error, "cause": cause}}]
+
+
 class LiveRecording:
     """Records the running execution every `interval` seconds, so `imgclf status --local --watch` follows this
     run while it runs; `finish` records how it ended (an interrupted run too)."""
@@ -655,8 +665,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
             live.stop()
             with contextlib.suppress(Exception):  # the record of an interrupted run, then the interrupt goes on
                 live.arn = live.arn or live._find_arn()
-                live.record("ABORTED", list(ui.events), error="KeyboardInterrupt",
-                            cause="interrupted on this machine (Ctrl-C)")
+                live.record("ABORTED", aborted(ui.events, "KeyboardInterrupt", "interrupted on this machine (Ctrl-C)"),
+                            error="KeyboardInterrupt", cause="interrupted on this machine (Ctrl-C)")
             raise
         live.stop()
         timings["pipeline"] = time.monotonic() - t0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -184,10 +185,12 @@ def test_an_interrupted_run_is_recorded_as_such(tmp_path, capsys):
     events = [{"type": "ExecutionStarted", "id": 1, "previousEventId": 0, "timestamp": _stamp(-5),
                "executionStartedEventDetails": {"input": "{}", "roleArn": "arn:aws:iam::123456789012:role/r"}},
               _entered("Check input", -4) | {"id": 2, "previousEventId": 1}]
-    live.record("ABORTED", events, arn=arn, error="KeyboardInterrupt", cause="interrupted on this machine (Ctrl-C)")
+    live.record("ABORTED", demo.aborted(events, "KeyboardInterrupt", "interrupted on this machine (Ctrl-C)"),
+                arn=arn, error="KeyboardInterrupt", cause="interrupted on this machine (Ctrl-C)")
     code = imgclf(["status", "--local", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0 and "demo-20260101-000000" in out and "ABORTED" in out and "Ctrl-C" in out
+    assert re.search(r"duration\s+0m (0[5-9]|[1-5]\d)s", out)  # from the start to the interrupt, not 0 s
 
 
 def _recorded_run(out: Path, index: int) -> tuple[str, list[Path]]:
