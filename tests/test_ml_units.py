@@ -88,7 +88,7 @@ def test_health_detail_says_down_for_a_decrease():
     monitor = HealthMonitor()
     monitor.step_losses = [2.3 - 0.05 * i for i in range(40)]
     detail = monitor.report()["checks"]["LossNotDecreasing"]["detail"]
-    assert "down 9" in detail and "+" not in detail
+    assert "(down 72.3%)" in detail and "+" not in detail
     monitor.step_losses = [1.0] * 10 + [1.5] * 30
     assert "up 50.0%" in monitor.report()["checks"]["LossNotDecreasing"]["detail"]
 
