@@ -176,8 +176,11 @@ def cmd_report(args: argparse.Namespace, backend: Backend) -> int:
     from cli.pipeline import resolve_execution
     from cli.report import PredictionsRequest, build_report
 
+    # A local run has its model and test set on this machine: its report has the confusion matrix by default.
+    evaluate = args.evaluate or (backend.is_local and not args.no_evaluate and args.predictions is None
+                                 and args.model is None and args.test_data is None)
     request = PredictionsRequest(file=args.predictions, model=args.model, test_data=args.test_data,
-                                 from_run=args.evaluate)
+                                 from_run=evaluate, by_default=evaluate and not args.evaluate)
     arn = resolve_execution(backend, args.execution)
     rendered = build_report(backend, arn, Path(args.out), request)
     print(rendered.html)
@@ -405,7 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     evaluation = p.add_argument_group("predictions on the test set (for the confusion matrix)")
     evaluation.add_argument("--evaluate", action="store_true",
-                            help="run the final job's model.tar.gz on its test channel (downloads both)")
+                            help="run the final job's model.tar.gz on its test channel (downloads both; the "
+                                 "default for --local)")
+    evaluation.add_argument("--no-evaluate", action="store_true", help="--local: no evaluation of the model")
     evaluation.add_argument("--model", type=Path, default=None, metavar="DIR", help="a model directory (ml/train.py)")
     evaluation.add_argument("--test-data", type=Path, default=None, metavar="DIR",
                             help="an ImageFolder test split (one folder per class)")

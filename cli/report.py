@@ -71,6 +71,7 @@ class PredictionsRequest:
     model: Path | None = None
     test_data: Path | None = None
     from_run: bool = False  # download the final job's model.tar.gz and test channel and evaluate them
+    by_default: bool = False  # from_run without being asked (a local run): a model that cannot be evaluated is a note
 
     def __post_init__(self) -> None:
         if (self.model is None) != (self.test_data is None):
@@ -191,6 +192,12 @@ def gather(backend: Backend, arn: str, out_dir: Path, request: PredictionsReques
     elif request.from_run:
         if final is None or final.job is None:
             note = "no final training job to evaluate"
+        elif request.by_default:
+            try:
+                predictions, note = _evaluate_run(backend, final.job, work, names, progress)
+            except Exception as exc:  # asked for nothing: the report goes on without predictions
+                predictions = None
+                note = f"the final model could not be evaluated on the test set ({str(exc)[:200]})"
         else:
             predictions, note = _evaluate_run(backend, final.job, work, names, progress)
     return ReportData(source=backend.source, region=backend.region, is_local=backend.is_local, execution=execution,

@@ -29,6 +29,7 @@ import urllib.request
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -382,6 +383,43 @@ def _copy_artifacts(out: Path, sm, output: dict | None, execution) -> dict[str, 
     return paths
 
 
+class LocalMetrics:
+    """CloudWatch's GetMetricData over the stand-in's training jobs: the metrics of each epoch line, as SageMaker
+    publishes what the MetricDefinitions regexes match (namespace /aws/sagemaker/TrainingJobs, Host <job>/algo-1:
+    https://docs.aws.amazon.com/sagemaker/latest/dg/training-metrics.html). Recorded with a run, it gives the
+    report the curves of every trial, stopped ones included (they write no history.json)."""
+
+    def __init__(self, sm) -> None:
+        self.sm = sm
+
+    def _points(self, job_name: str, metric: str) -> list[tuple[Any, float]]:
+        import datetime as dt
+
+        job = self.sm.training_jobs.get(job_name)
+        if job is None:
+            return []
+        start = job.describe().get("TrainingStartTime")
+        if start is None:
+            return []
+        points, elapsed = [], 0.0
+        for epoch in list(job.epochs):
+            elapsed += float(epoch.get("seconds", 0.0))
+            if metric in epoch:
+                points.append((start + dt.timedelta(seconds=elapsed, microseconds=len(points)), epoch[metric]))
+        return points
+
+    def get_metric_data(self, MetricDataQueries: list[dict], **_: Any) -> dict:
+        results = []
+        for query in MetricDataQueries:
+            metric = query["MetricStat"]["Metric"]
+            host = next((d["Value"] for d in metric.get("Dimensions", []) if d["Name"] == "Host"), "")
+            points = self._points(host.split("/")[0], metric["MetricName"])
+            results.append({"Id": query["Id"], "Label": query.get("Label", metric["MetricName"]),
+                            "Timestamps": [t for t, _ in points], "Values": [v for _, v in points],
+                            "StatusCode": "Complete"})
+        return {"MetricDataResults": results, "Messages": []}
+
+
 def aborted(events: list[dict], error: str, cause: str) -> list[dict]:
     """The history seen so far, ended as Step Functions ends a stopped execution (ExecutionAborted, now)."""
     import datetime as dt
@@ -431,6 +469,7 @@ class LiveRecording:
             return
         with self._lock:
             write_recording(self.out, sagemaker=self.sm, execution_arn=arn, s3=self.sm.s3.root,
+                            cloudwatch=LocalMetrics(self.sm),
                             stepfunctions=ExecutionRecord(execution_arn=arn, status=status, events=events, **details),
                             stack_outputs=self.stack_outputs)
 
@@ -675,7 +714,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         paths = _copy_artifacts(out, sm, result.output, result)
         # What `imgclf ... --local` reads: the same boto3 responses a deployed stack would give.
         write_recording(out, sagemaker=sm, stepfunctions=ExecutionRecord.from_result(result),
-                        execution_arn=result.execution_arn, s3=sm.s3.root, stack_outputs=recorded_outputs)
+                        execution_arn=result.execution_arn, s3=sm.s3.root, cloudwatch=LocalMetrics(sm),
+                        stack_outputs=recorded_outputs)
         runs, freed = prune_runs(out, args.keep_runs, _served_models(sm))
         if runs:
             log_line(console, f"pruned the job files of {runs} older run{'s' if runs > 1 else ''} "

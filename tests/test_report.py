@@ -164,11 +164,19 @@ def test_csv_predictions(tmp_path, run_dir):
 def test_without_predictions_the_report_says_so(tmp_path, run_dir, report_dir):
     out = tmp_path / "out"
     shutil.copytree(report_dir, out)  # an earlier report's confusion figures must not survive
-    assert main(["report", "--local", str(run_dir), "--out", str(out)]) == 0
+    assert main(["report", "--local", str(run_dir), "--out", str(out), "--no-evaluate"]) == 0
     markdown = (out / "report.md").read_text()
     assert "No confusion matrix: no predictions on the test set: pass --evaluate" in markdown
     assert not (out / FIGURES["confusion"]).exists() and not (out / FIGURES["samples"]).exists()
     assert "confusion_matrix" not in (out / "report.html").read_text()
+
+
+def test_a_local_report_evaluates_by_default_and_says_why_it_could_not(tmp_path, run_dir):
+    """A local run's report tries the final model on the test set unasked; a model it cannot read is a note."""
+    out = tmp_path / "out"
+    assert main(["report", "--local", str(run_dir), "--out", str(out)]) == 0
+    markdown = (out / "report.md").read_text()
+    assert "No confusion matrix: the model s3://" in markdown and "could not be read" in markdown
 
 
 @pytest.mark.parametrize("args, message", [
