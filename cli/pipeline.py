@@ -121,6 +121,7 @@ class Execution:
     current_state: str | None
     last_state: str | None
     refs: Refs
+    state_seconds: dict[str, float] = field(default_factory=dict)  # per state, all its visits (loops) summed
 
     @property
     def terminal(self) -> bool:
@@ -174,11 +175,19 @@ def load_execution(backend: Backend, arn: str) -> Execution:
 def execution_from(described: dict, events: list[dict]) -> Execution:
     current = last = None
     error, cause = described.get("error"), described.get("cause")
+    entered: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
     for event in events:
         if details := event.get("stateEnteredEventDetails"):
             current = last = details.get("name")
-        elif (details := event.get("stateExitedEventDetails")) and details.get("name") == current:
-            current = None
+            entered[current] = event.get("timestamp")
+        elif details := event.get("stateExitedEventDetails"):
+            name = details.get("name")
+            start, end = entered.pop(name, None), event.get("timestamp")
+            if isinstance(start, dt.datetime) and isinstance(end, dt.datetime):
+                seconds[name] = seconds.get(name, 0.0) + (end - start).total_seconds()
+            if name == current:
+                current = None
         for key in ("executionFailedEventDetails", "executionTimedOutEventDetails", "executionAbortedEventDetails"):
             if details := event.get(key):
                 error, cause = details.get("error") or error, details.get("cause") or cause
@@ -189,7 +198,7 @@ def execution_from(described: dict, events: list[dict]) -> Execution:
         status=status, state_machine_arn=described.get("stateMachineArn", ""), started=described.get("startDate"),
         stopped=described.get("stopDate"), input=input_doc, output=output_doc, error=error, cause=cause,
         current_state=current if status == "RUNNING" else None, last_state=last,
-        refs=execution_refs(events, [input_doc, output_doc]))
+        refs=execution_refs(events, [input_doc, output_doc]), state_seconds=seconds)
 
 
 # --- tuning ----------------------------------------------------------------------------------------------------

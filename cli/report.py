@@ -430,7 +430,7 @@ def fig_samples(predictions: Predictions, path: Path) -> Path | None:
 # --- tables (one model, rendered to HTML and Markdown) ---------------------------------------------------------
 @dataclass
 class Table:
-    headers: list[str]
+    headers: list[str]  # none: a key/value table (its first column names each row)
     rows: list[list[str]]
     marked: set[int] = field(default_factory=set)  # rows to highlight (the best trial)
 
@@ -438,13 +438,20 @@ class Table:
         def cell(value: str) -> str:
             return value.replace("|", "\\|").replace("\n", " ")
 
-        lines = ["| " + " | ".join(map(cell, self.headers)) + " |", "|" + "---|" * len(self.headers)]
-        lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in self.rows]
+        # Markdown tables need a header row: a key/value table's first row is it (never an empty one).
+        head, rows = (self.headers, self.rows) if self.headers else (self.rows[0], self.rows[1:])
+        lines = ["| " + " | ".join(map(cell, head)) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
         return "\n".join(lines)
 
     def html(self) -> str:
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
         best = ' class="best"'
+        if not self.headers:
+            body = "".join(f"<tr><th>{html.escape(row[0])}</th>" + "".join(f"<td>{html.escape(v)}</td>"
+                                                                           for v in row[1:]) + "</tr>"
+                           for row in self.rows)
+            return f"<table><tbody>{body}</tbody></table>"
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
         body = "".join(
             f"<tr{best if i in self.marked else ''}>"
             + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for i, row in enumerate(self.rows))
@@ -504,7 +511,39 @@ def summary_table(data: ReportData) -> Table:
     if data.endpoint:
         rows.append(["endpoint", f"{data.endpoint['EndpointName']} ({data.endpoint['EndpointStatus']})"])
     rows.append(["read from", data.source])
-    return Table(["run", ""], rows)
+    return Table([], rows)
+
+
+def per_class_table(predictions: Predictions) -> Table:
+    """Precision (of the images predicted as the class, how many are) and recall (of the class's images, how many
+    were found), from the confusion matrix."""
+    matrix = predictions.matrix()
+    rows = []
+    for i, name in enumerate(predictions.classes):
+        hits, truth = matrix[i][i], sum(matrix[i])
+        predicted = sum(row[i] for row in matrix)
+        rows.append([name, f"{hits / predicted:.3f}" if predicted else "-", f"{hits / truth:.3f}" if truth else "-",
+                     str(truth)])
+    return Table(["class", "precision", "recall", "images"], rows)
+
+
+def timings_table(data: ReportData) -> Table | None:
+    """Where the time went: each state of the execution (loops summed) that took a second or more."""
+    e = data.execution
+    rows = [[name, fmt_duration(seconds)] for name, seconds in e.state_seconds.items() if seconds >= 1]
+    if not rows:
+        return None
+    total = (e.stopped - e.started).total_seconds() if e.started and e.stopped else None
+    return Table(["state", "time"], [*rows, ["whole execution", fmt_duration(total)]])
+
+
+def jobs_table(data: ReportData) -> Table | None:
+    """Each training job's time (trials and the final job)."""
+    rows = [[f"trial #{i}", r.name, fmt_duration(r.job.duration_s if r.job else None)]
+            for i, r in enumerate(data.trials, 1)]
+    if data.final:
+        rows.append(["final", data.final.name, fmt_duration(data.final.job.duration_s if data.final.job else None)])
+    return Table(["job", "name", "training time"], rows) if rows else None
 
 
 def confusions_table(predictions: Predictions) -> Table:
@@ -618,6 +657,8 @@ def sections(data: ReportData) -> list[Section]:
         evaluation.append(("text", f"{len(p.items)} predictions on the test set ({p.source}): accuracy "
                                    f"{p.accuracy:.4f} over {len(p.classes)} classes."))
         evaluation.append(("figure", "confusion"))
+        evaluation.append(("text", "Per class:"))
+        evaluation.append(("table", per_class_table(p)))
         if p.top_confusions(1):
             evaluation.append(("text", "Most frequent confusions:"))
             evaluation.append(("table", confusions_table(p)))
@@ -625,6 +666,14 @@ def sections(data: ReportData) -> list[Section]:
     else:
         evaluation.append(("text", f"No confusion matrix: {data.predictions_note}."))
     out.append(Section("Evaluation", evaluation))
+
+    timings: list[tuple[str, Any]] = []
+    if table := timings_table(data):
+        timings += [("text", "Time per state of the execution (a polling loop's visits summed):"), ("table", table)]
+    if table := jobs_table(data):
+        timings += [("text", "Time per training job:"), ("table", table)]
+    if timings:
+        out.append(Section("Timings", timings))
 
     deployment: list[tuple[str, Any]] = []
     if data.endpoint:

@@ -277,3 +277,53 @@ def test_trials_are_ordered_by_sagemakers_trial_number(scenario):
     tuning = tuning_from(scenario.describe_tuning(), summaries)
     assert [t.name for t in tuning.trials] == scenario.trial_names
     assert [t.best for t in tuning.trials].index(True) == scenario.best_index
+
+
+# --- issue 12 item 14 --------------------------------------------------------------------------------------------
+def test_per_class_precision_and_recall(report_dir):
+    """Class 3: 5 right, 3 taken for 8 (recall 5/8); class 8: 5 right of 8 predicted as 8 (precision 5/8)."""
+    markdown = (report_dir / "report.md").read_text()
+    rows = {row[0]: row[1:] for row in table_rows(markdown, "| class | precision | recall | images |")}
+    assert rows["3"] == ["1.000", "0.625", "8"] and rows["8"] == ["0.625", "1.000", "5"]
+    assert rows["4"] == ["0.833", "1.000", "5"] and rows["9"] == ["1.000", "0.833", "6"]
+
+
+def test_timings_per_state_and_per_job(report_dir, scenario):
+    markdown = (report_dir / "report.md").read_text()
+    assert "## Timings" in markdown
+    states = dict(table_rows(markdown, "| state | time |"))
+    assert "whole execution" in states and len(states) > 2
+    jobs = {row[1]: row[2] for row in table_rows(markdown, "| job | name | training time |")}
+    assert set(jobs) == {*scenario.trial_names, scenario.final_job}
+    assert jobs[scenario.final_job] == "5m 00s"
+
+
+def test_no_empty_header_rows(report_dir):
+    markdown = (report_dir / "report.md").read_text()
+    assert not re.search(r"^\|( *\|)+ *$", markdown, re.M) and "|  |" not in markdown.split("\n|---", 1)[0][-40:]
+    assert "| run |  |" not in markdown and "| execution | run-0001 |" in markdown
+    html = (report_dir / "report.html").read_text()
+    assert "<th></th>" not in html
+
+
+def test_local_metrics_give_every_trial_its_curve(tmp_path):
+    """A stopped trial writes no history.json; the epoch lines it logged are its curve, as CloudWatch holds them."""
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from cli.pipeline import CURVE_METRICS, fetch_metric_data, metric_queries, metric_series
+    from local.demo import LocalMetrics
+    from ml import contract
+
+    job = SimpleNamespace(
+        epochs=[{"epoch": 1, "seconds": 5.0, contract.VALID_ACCURACY: 0.5, contract.TRAIN_LOSS: 1.2},
+                {"epoch": 2, "seconds": 5.0, contract.VALID_ACCURACY: 0.7, contract.TRAIN_LOSS: 0.8}],
+        describe=lambda: {"TrainingStartTime": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)})
+    stand_in = SimpleNamespace(training_jobs={"stopped-trial": job})
+
+    start = dt.datetime(2025, 12, 31, tzinfo=dt.UTC)
+    response = fetch_metric_data(LocalMetrics(stand_in), "stopped-trial", start, start + dt.timedelta(days=2))
+    series = metric_series(response, metric_queries("stopped-trial", CURVE_METRICS))
+    assert [v for _, v in series[contract.VALID_ACCURACY]] == [0.5, 0.7]
+    assert [v for _, v in series[contract.TRAIN_LOSS]] == [1.2, 0.8]
+    assert series[contract.VALID_LOSS] == []
