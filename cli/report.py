@@ -206,7 +206,7 @@ def gather(backend: Backend, arn: str, out_dir: Path, request: PredictionsReques
 
 
 # --- figures ---------------------------------------------------------------------------------------------------
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
     return Figure(figsize=(width, height), dpi=110, layout="constrained")
@@ -228,7 +228,7 @@ def fig_objective_vs_lr(tuning: Tuning, path: Path) -> Path | None:
     scored = [t for t in tuning.trials if t.objective is not None and t.hyperparameter(contract.LR) is not None]
     if not scored:
         return None
-    fig = _figure(7, 4.2)
+    fig = new_figure(7, 4.2)
     ax = fig.add_subplot()
     sizes = sorted({t.hyperparameters.get(contract.BATCH_SIZE, "?") for t in scored},
                    key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v))
@@ -256,7 +256,7 @@ def fig_objective_vs_lr(tuning: Tuning, path: Path) -> Path | None:
 def fig_objective_by_trial(tuning: Tuning, path: Path) -> Path | None:
     if not any(t.objective is not None for t in tuning.trials):
         return None
-    fig = _figure(7, 3.8)
+    fig = new_figure(7, 3.8)
     ax = fig.add_subplot()
     maximize = tuning.objective_type.lower().startswith("max")
     xs, ys, running, best_so_far = [], [], [], None
@@ -302,7 +302,7 @@ def fig_final_curves(result: JobResult, test_accuracy: float | None, path: Path)
     curves = result.curves
     if curves is None:
         return None
-    fig = _figure(9, 3.6)
+    fig = new_figure(9, 3.6)
     loss, acc = fig.subplots(1, 2)
     for metric, style in ((contract.TRAIN_LOSS, "o-"), (contract.VALID_LOSS, "s--")):
         xs, ys = curves.series(metric)
@@ -329,7 +329,7 @@ def fig_trial_curves(trials: list[JobResult], tuning: Tuning, path: Path) -> Pat
     drawn = [(i, r) for i, r in enumerate(trials, 1) if r.curves and r.curves.epochs]
     if not drawn:
         return None
-    fig = _figure(11, 3.8)
+    fig = new_figure(11, 3.8)
     axes = fig.subplots(1, 3)
     colours = _palette(len(trials))
     best = tuning.best_job
@@ -360,7 +360,7 @@ def fig_confusion(predictions: Predictions, path: Path) -> Path:
     if len(classes) <= FULL_MATRIX_MAX_CLASSES:
         matrix = predictions.matrix()
         side = max(4.5, 0.45 * len(classes) + 2)
-        fig = _figure(side + 1, side)
+        fig = new_figure(side + 1, side)
         ax = fig.add_subplot()
         image = ax.imshow(matrix, cmap="Blues")
         fig.colorbar(image, ax=ax, shrink=0.8, label="images")
@@ -379,7 +379,7 @@ def fig_confusion(predictions: Predictions, path: Path) -> Path:
         ax.set_title(f"Confusion matrix ({len(predictions.items)} test images, accuracy {predictions.accuracy:.4f})")
         return _save(fig, path)
     top = predictions.top_confusions(20)
-    fig = _figure(8, max(3, 0.32 * len(top) + 1.5))
+    fig = new_figure(8, max(3, 0.32 * len(top) + 1.5))
     ax = fig.add_subplot()
     labels = [f"{t} → {p}" for t, p, _ in reversed(top)]
     ax.barh(labels or ["(none)"], [c for _, _, c in reversed(top)] or [0], color="#d62728")
@@ -414,7 +414,7 @@ def fig_samples(predictions: Predictions, path: Path) -> Path | None:
 
     cols = min(6, len(samples))
     rows = math.ceil(len(samples) / cols)
-    fig = _figure(1.6 * cols, 1.8 * rows)
+    fig = new_figure(1.6 * cols, 1.8 * rows)
     for i, p in enumerate(samples):
         ax = fig.add_subplot(rows, cols, i + 1)
         with Image.open(p.image) as img:

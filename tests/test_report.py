@@ -327,3 +327,29 @@ def test_local_metrics_give_every_trial_its_curve(tmp_path):
     assert [v for _, v in series[contract.VALID_ACCURACY]] == [0.5, 0.7]
     assert [v for _, v in series[contract.TRAIN_LOSS]] == [1.2, 0.8]
     assert series[contract.VALID_LOSS] == []
+
+
+def test_profiler_report_in_the_main_reports_style_with_legends_beside_the_plots(tmp_path, monkeypatch):
+    from cli.report import CSS
+    from local.sagemaker import profiler
+
+    legends: list[dict] = []
+    original = profiler._figure_html
+
+    def capture(fig) -> str:  # every legend of every axes, where it is anchored
+        for ax in fig.axes:
+            if (legend := ax.get_legend()) is not None:
+                box = legend.get_bbox_to_anchor().transformed(ax.transAxes.inverted())
+                legends.append({"x0": box.x0, "texts": [t.get_text() for t in legend.get_texts()]})
+        return original(fig)
+
+    monkeypatch.setattr(profiler, "_figure_html", capture)
+    samples = [profiler.Sample(t=i, cpu_process=50.0 + i, cpu_cores=[40.0, 60.0], rss_mb=300.0 + i,
+                               memory_percent=30.0, read_mb=1.0, write_mb=2.0) for i in range(5)]
+    epochs = [{"epoch": 1, "seconds": 3.0, "valid_accuracy": 0.5}, {"epoch": 2, "seconds": 2.5}]
+    path = profiler.write_report(tmp_path / "profiler-report.html", {"TrainingJobName": "job"}, samples, epochs,
+                                 [("ProfilerReport", "NoIssuesFound", "")])
+    page = path.read_text()
+    assert CSS in page and "<th></th>" not in page
+    assert len(legends) == 2 and all(legend["x0"] >= 1.0 for legend in legends)  # right of the plot area
+    assert any("machine memory %" in legend["texts"] for legend in legends)  # the twin axis's curve is named
