@@ -473,11 +473,20 @@ class LiveRecording:
                             stepfunctions=ExecutionRecord(execution_arn=arn, status=status, events=events, **details),
                             stack_outputs=self.stack_outputs)
 
+    def state_event(self, event: dict) -> None:
+        """The engine's on_event: called while its Step Functions (moto) is up, so the ARN is looked up here, never
+        after the run (a boto3 call then would leave this machine)."""
+        if self.arn is None:
+            try:
+                self.arn = self._find_arn()
+            except Exception as exc:  # a progress record must never break the run
+                logging.getLogger(__name__).info("live recording: %s", exc)
+        self.ui.state_event(event)
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.arn = self.arn or self._find_arn()
-                if self.ui.events:
+                if self.arn and self.ui.events:
                     self.record("RUNNING", list(self.ui.events))
             except Exception as exc:  # a progress record must never break the run
                 logging.getLogger(__name__).info("live recording: %s", exc)
@@ -676,7 +685,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         prober = Prober(api_url, image) if existing else None
         if existing:
             log_line(console, f"endpoint {endpoint_name} is already InService: this run takes the update path, "
-                        "and a prober POSTs an image every second meanwhile")
+                              "and a prober POSTs an image every second meanwhile")
             stack.callback(prober.start().stop)
 
         t0 = time.monotonic()
@@ -696,14 +705,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
         try:
             with ui.progress:
                 try:
-                    result = run_definition(definition, args.input, sm, on_event=ui.state_event, name=name)
+                    result = run_definition(definition, args.input, sm, on_event=live.state_event, name=name)
                 finally:
                     ticking.set()
                     ui.finish()
         except KeyboardInterrupt:
             live.stop()
             with contextlib.suppress(Exception):  # the record of an interrupted run, then the interrupt goes on
-                live.arn = live.arn or live._find_arn()
                 live.record("ABORTED", aborted(ui.events, "KeyboardInterrupt", "interrupted on this machine (Ctrl-C)"),
                             error="KeyboardInterrupt", cause="interrupted on this machine (Ctrl-C)")
             raise

@@ -280,3 +280,17 @@ def test_a_caught_task_failure_keeps_the_order():
     order = [text.index(s) for s in ("▶ Find endpoint", "SageMaker.ValidationException", "▶ Create endpoint",
                                      "endpoint ep: Creating")]
     assert order == sorted(order)
+
+
+def test_the_live_record_finds_its_arn_during_the_run_only(tmp_path, monkeypatch):
+    """The ARN is looked up from the engine's events (moto is up then), once; never after the run."""
+    ui = DemoProgress(Console(file=io.StringIO()))
+    live = demo.LiveRecording(tmp_path, object(), ui, "demo-x", {}, interval=3600)
+    lookups = []
+    monkeypatch.setattr(live, "_find_arn", lambda: lookups.append(1) or "arn:aws:states:r:1:execution:m:demo-x")
+    live.state_event(_entered("Check input"))
+    live.state_event(_exited("Check input"))
+    assert len(lookups) == 1 and live.arn.endswith(":demo-x") and len(ui.events) == 2
+    source = Path(demo.__file__).read_text()
+    run_body = source[source.index("def run(args"):source.index("def _quiet_jsii_exit")]
+    assert "_find_arn" not in run_body  # the interrupt path records with what it has
