@@ -185,8 +185,9 @@ class DemoProgress:
                 if status != "InProgress":
                     self.rules[event["RuleConfigurationName"]] = status
                     colour = "green" if status == contract.NO_ISSUES else "red"
-                    self._later(at, f"  rule [bold]{event['RuleConfigurationName']}[/]: [{colour}]{status}[/] "
-                                    f"[dim]{event.get('StatusDetails', '')[:120]}[/]")
+                    details = event.get("StatusDetails", "")[:120]
+                    self._later(at, f"  rule [bold]{event['RuleConfigurationName']}[/]: [{colour}]{status}[/]"
+                                    + (f" [dim]{details}[/]" if details else ""))
             elif kind == "Endpoint":
                 config_name = event.get("EndpointConfigName", "")
                 if event["EndpointStatus"] == "Updating" and self.describe_endpoint is not None:
