@@ -439,6 +439,8 @@ class Table:
             return value.replace("|", "\\|").replace("\n", " ")
 
         # Markdown tables need a header row: a key/value table's first row is it (never an empty one).
+        if not self.headers and not self.rows:
+            return ""
         head, rows = (self.headers, self.rows) if self.headers else (self.rows[0], self.rows[1:])
         lines = ["| " + " | ".join(map(cell, head)) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
