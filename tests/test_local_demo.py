@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -294,3 +295,19 @@ def test_the_live_record_finds_its_arn_during_the_run_only(tmp_path, monkeypatch
     source = Path(demo.__file__).read_text()
     run_body = source[source.index("def run(args"):source.index("def _quiet_jsii_exit")]
     assert "_find_arn" not in run_body  # the interrupt path records with what it has
+
+
+# --- the Makefile ------------------------------------------------------------------------------------------------
+@pytest.mark.skipif(not shutil.which("make"), reason="make is not installed")
+def test_make_demo_adds_no_error_130_and_never_renders_a_given_data(tmp_path):
+    root = Path(demo.__file__).resolve().parent.parent
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho interrupted >&2\nexit 130\n")
+    fake.chmod(0o755)
+    # -o setup: the environment is taken as installed (make test has just done so)
+    stopped = subprocess.run(["make", "-s", "-o", "setup", "demo", f"PY={fake}", "DATA=data/digits", "-o", "data"],
+                             cwd=root, capture_output=True, text=True, timeout=60)
+    assert stopped.stderr.strip() == "interrupted" and "Error" not in stopped.stderr and stopped.returncode == 0
+    plan = subprocess.run(["make", "-n", "-o", "setup", "demo", f"DATA={tmp_path / 'typo'}"], cwd=root,
+                          capture_output=True, text=True, timeout=60)
+    assert "local.digits" not in plan.stdout and f"--data {tmp_path / 'typo'}" in plan.stdout
