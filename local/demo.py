@@ -191,7 +191,8 @@ class DemoProgress:
             elif kind == "Endpoint":
                 config_name = event.get("EndpointConfigName", "")
                 if event["EndpointStatus"] == "Updating" and self.describe_endpoint is not None:
-                    # DescribeEndpoint names the serving config until the update ends; the new one is pending.
+                    # DescribeEndpoint names the serving config until the update ends; the new one is in
+                    # PendingDeploymentSummary: https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_DescribeEndpoint.html
                     with contextlib.suppress(Exception):
                         pending = self.describe_endpoint(EndpointName=event["EndpointName"]).get(
                             "PendingDeploymentSummary") or {}
@@ -422,7 +423,8 @@ class LocalMetrics:
 
 
 def aborted(events: list[dict], error: str, cause: str) -> list[dict]:
-    """The history seen so far, ended as Step Functions ends a stopped execution (ExecutionAborted, now)."""
+    """The history seen so far, ended as Step Functions ends a stopped execution (an ExecutionAborted event with
+    executionAbortedEventDetails: https://docs.aws.amazon.com/step-functions/latest/apireference/API_HistoryEvent.html)."""
     import datetime as dt
 
     last = events[-1]["id"] if events and "id" in events[-1] else len(events)
