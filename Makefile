@@ -45,11 +45,15 @@ train: data
 
 # A local REST API (API Gateway -> Lambda -> endpoint, all on 127.0.0.1) around a trained model.
 serve: setup
-	$(PY) -m local.serve $(MODEL) --port $(PORT)
+	@$(PY) -m local.serve $(MODEL) --port $(PORT) || { rc=$$?; [ $$rc -eq 130 ] || exit $$rc; }
 
-# The synthesized state machine, run end to end on this machine (no AWS account needed).
-demo: setup data
-	$(PY) -m local.demo --out $(OUT) --data $(DATA) $(if $(SERVE),--serve --port $(PORT),) $(ARGS)
+# The synthesized state machine, run end to end on this machine (no AWS account needed). Only the default DATA is
+# rendered (`data`); any other DATA must exist. Ctrl-C is a normal way to stop (SERVE=1 serves until then): the demo
+# says so in one line and make adds no "Error 130" of its own. KEEP=N keeps the job files of the newest N runs.
+KEEP ?= 3
+demo: setup $(if $(filter $(DATA),data/digits),data,)
+	@$(PY) -m local.demo --out $(OUT) --data $(DATA) --keep-runs $(KEEP) $(if $(SERVE),--serve --port $(PORT),) \
+		$(ARGS) || { rc=$$?; [ $$rc -eq 130 ] || exit $$rc; }
 
 synth: setup
 	npx cdk synth --quiet

@@ -203,8 +203,11 @@ def cmd_report(args: argparse.Namespace, backend: Backend) -> int:
     from cli.pipeline import resolve_execution
     from cli.report import PredictionsRequest, build_report
 
+    # A local run has its model and test set on this machine: its report has the confusion matrix by default.
+    evaluate = args.evaluate or (backend.is_local and not args.no_evaluate and args.predictions is None
+                                 and args.model is None and args.test_data is None)
     request = PredictionsRequest(file=args.predictions, model=args.model, test_data=args.test_data,
-                                 from_run=args.evaluate)
+                                 from_run=evaluate, by_default=evaluate and not args.evaluate)
     arn = resolve_execution(backend, args.execution)
     rendered = build_report(backend, arn, Path(args.out), request)
     print(rendered.html)
@@ -229,12 +232,12 @@ def cmd_predict(args: argparse.Namespace, backend_factory: BackendFactory) -> in
     base = args.url or os.environ.get("IMGCLF_API_URL")
     if not base:
         if args.local is not None:
-            recorded = Path(args.local)
-            base = config.LOCAL_API_URL
-            if recorded.is_dir():
+            recorded = None
+            if Path(args.local).is_dir():
                 backend = backend_factory(args)
                 with contextlib.suppress(CliError):
-                    base = backend.optional_output(config.OUTPUT_API_URL) or base
+                    recorded = backend.optional_output(config.OUTPUT_API_URL)
+            base = local_api(recorded)
         else:
             backend = backend_factory(args)
             base = backend.output(config.OUTPUT_API_URL, "to know where the API is (or pass --url)")
@@ -269,6 +272,31 @@ def cmd_predict(args: argparse.Namespace, backend_factory: BackendFactory) -> in
     for r in failed:
         print(f"error: {r.image}: HTTP {r.status} {r.error.get('code')}: {r.error.get('message')}", file=sys.stderr)
     return EXIT_ERROR if failed else 0
+
+
+def _listening(url: str, timeout: float = 1.0) -> bool:
+    """Whether something accepts connections at the URL's host and port (no request is sent)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=timeout):
+            return True
+    except (OSError, ValueError):  # refused, unreachable, or no valid port in the URL
+        return False
+
+
+def local_api(recorded: str | None) -> str:
+    """The API of a local run: the run's recorded URL (`make demo SERVE=1`) while it serves, else `make serve`'s.
+    Neither listening is one line that says what is down, not a connection error and a wrong hint."""
+    candidates = list(dict.fromkeys(u for u in (recorded, config.LOCAL_API_URL) if u))
+    for url in candidates:
+        if _listening(url):
+            return url
+    raise CliError(f"no local API is listening on {' or '.join(candidates)}: start one with `make demo SERVE=1` "
+                   "or `make serve` (or pass --url)")
 
 
 def cmd_teardown(args: argparse.Namespace, backend: Backend) -> int:
@@ -315,6 +343,15 @@ def cmd_teardown(args: argparse.Namespace, backend: Backend) -> int:
     return EXIT_ERROR if teardown.execute(backend, todo, report) else 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sagemaker-image-classifier")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
+
+
 # --- parser ----------------------------------------------------------------------------------------------------
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
@@ -340,7 +377,8 @@ def _target_options(local: bool = True) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgclf", description=__doc__, formatter_class=_Formatter)
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", title="verbs (imgclf VERB --help for each)")
     target = _target_options()
 
     def verb(name: str, help_: str, description: str | None = None) -> argparse.ArgumentParser:
@@ -352,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
              "not already hold, with a progress bar. With --local, copy into the run folder's s3/<bucket>/.")
     p.add_argument("folder", metavar="DIR", help="dataset folder holding train/ valid/ test/")
     p.add_argument("--prefix", default=None,
-                   help="key prefix in the bucket (default: the stack's {config.OUTPUT_DATASET} output, else "
+                   help=f"key prefix in the bucket (default: the stack's {config.OUTPUT_DATASET} output, else "
                         f"{config.DEFAULT_DATA_PREFIX})")
     p.add_argument("--bucket", default=None, help="bucket (default: the stack's)")
     p.add_argument("--ignore-non-images", action="store_true", help="skip non-image files instead of refusing")
@@ -399,7 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     evaluation = p.add_argument_group("predictions on the test set (for the confusion matrix)")
     evaluation.add_argument("--evaluate", action="store_true",
-                            help="run the final job's model.tar.gz on its test channel (downloads both)")
+                            help="run the final job's model.tar.gz on its test channel (downloads both; the "
+                                 "default for --local)")
+    evaluation.add_argument("--no-evaluate", action="store_true", help="--local: no evaluation of the model")
     evaluation.add_argument("--model", type=Path, default=None, metavar="DIR", help="a model directory (ml/train.py)")
     evaluation.add_argument("--test-data", type=Path, default=None, metavar="DIR",
                             help="an ImageFolder test split (one folder per class)")
@@ -448,14 +488,36 @@ def untangle_local(argv: list[str]) -> list[str]:
     fixed = list(argv)
     for i, token in enumerate(fixed[:-1]):
         following = fixed[i + 1]
-        if token == "--local" and not following.startswith("-") and not Path(following).is_dir():
+        if token == "--local" and not following.startswith("-") and not _names_a_run_folder(verb, following):
             fixed[i] = f"--local={config.DEFAULT_LOCAL_DIR}"
     return fixed
 
 
+def _names_a_run_folder(verb: str, token: str) -> bool:
+    """Whether `--local TOKEN` means the folder TOKEN. A folder that exists does; so does a path that does not
+    exist (an error to report, never a fallback to demo-output/), except an image for `predict`. An execution name
+    cannot hold '/' (Step Functions: https://docs.aws.amazon.com/step-functions/latest/apireference/API_StartExecution.html),
+    so a bare word stays the execution."""
+    path = Path(token)
+    if path.is_dir():
+        return True
+    if verb == "predict":
+        return not path.is_file() and path.suffix.lower() not in contract.IMAGE_EXTENSIONS and "/" in token
+    if verb == "upload-data":
+        return False
+    return "/" in token or token in (".", "..")
+
+
 def main(argv: Sequence[str] | None = None, backend_factory: BackendFactory | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(untangle_local(list(sys.argv[1:] if argv is None else argv)))
+    try:
+        args = parser.parse_args(untangle_local(list(sys.argv[1:] if argv is None else argv)))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    if args.verb is None:  # `imgclf` alone: what it can do
+        parser.print_help()
+        return EXIT_USAGE
     factory = backend_factory or default_backend
     try:
         if args.run in (cmd_predict, cmd_upload_data):  # they check their input before needing AWS

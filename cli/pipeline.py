@@ -121,6 +121,7 @@ class Execution:
     current_state: str | None
     last_state: str | None
     refs: Refs
+    state_seconds: dict[str, float] = field(default_factory=dict)  # per state, all its visits (loops) summed
 
     @property
     def terminal(self) -> bool:
@@ -174,11 +175,19 @@ def load_execution(backend: Backend, arn: str) -> Execution:
 def execution_from(described: dict, events: list[dict]) -> Execution:
     current = last = None
     error, cause = described.get("error"), described.get("cause")
+    entered: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
     for event in events:
         if details := event.get("stateEnteredEventDetails"):
             current = last = details.get("name")
-        elif (details := event.get("stateExitedEventDetails")) and details.get("name") == current:
-            current = None
+            entered[current] = event.get("timestamp")
+        elif details := event.get("stateExitedEventDetails"):
+            name = details.get("name")
+            start, end = entered.pop(name, None), event.get("timestamp")
+            if isinstance(start, dt.datetime) and isinstance(end, dt.datetime):
+                seconds[name] = seconds.get(name, 0.0) + (end - start).total_seconds()
+            if name == current:
+                current = None
         for key in ("executionFailedEventDetails", "executionTimedOutEventDetails", "executionAbortedEventDetails"):
             if details := event.get(key):
                 error, cause = details.get("error") or error, details.get("cause") or cause
@@ -189,7 +198,7 @@ def execution_from(described: dict, events: list[dict]) -> Execution:
         status=status, state_machine_arn=described.get("stateMachineArn", ""), started=described.get("startDate"),
         stopped=described.get("stopDate"), input=input_doc, output=output_doc, error=error, cause=cause,
         current_state=current if status == "RUNNING" else None, last_state=last,
-        refs=execution_refs(events, [input_doc, output_doc]))
+        refs=execution_refs(events, [input_doc, output_doc]), state_seconds=seconds)
 
 
 # --- tuning ----------------------------------------------------------------------------------------------------
@@ -241,6 +250,12 @@ class Tuning:
     failure_reason: str | None
 
     @property
+    def launched(self) -> int:
+        """Trials launched so far (TrainingJobStatusCounters), whether or not `trials` holds them all."""
+        counted = sum(v for v in self.counters.values() if isinstance(v, int))
+        return max(counted, len(self.trials))
+
+    @property
     def best(self) -> Trial | None:
         return next((t for t in self.trials if t.best), None)
 
@@ -251,11 +266,25 @@ def trial_number(trial: str, tuning_job: str) -> int | None:
     return int(number) if number.isdigit() else None
 
 
-def load_tuning(backend: Backend, name: str, with_trials: bool = True) -> Tuning:
+def load_tuning(backend: Backend, name: str, with_trials: bool = True, newest: int | None = None) -> Tuning:
+    """The tuning job and its trials: all of them (every page), none, or only the `newest` few and the best,
+    in one ListTrainingJobsForHyperParameterTuningJob call whatever the number of trials (what `status` shows).
+    SortBy/SortOrder/MaxResults (at most 100): botocore's sagemaker ListTrainingJobsForHyperParameterTuningJob
+    input shape, https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ListTrainingJobsForHyperParameterTuningJob.html
+    """
     described = backend.sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
-    summaries = collect(backend.sagemaker, "sagemaker", "list_training_jobs_for_hyper_parameter_tuning_job",
-                        HyperParameterTuningJobName=name, MaxResults=100)["TrainingJobSummaries"] \
-        if with_trials else []
+    if not with_trials:
+        return tuning_from(described, [])
+    if newest is None:
+        summaries = collect(backend.sagemaker, "sagemaker", "list_training_jobs_for_hyper_parameter_tuning_job",
+                            HyperParameterTuningJobName=name, MaxResults=100)["TrainingJobSummaries"]
+        return tuning_from(described, summaries)
+    summaries = backend.sagemaker.list_training_jobs_for_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=name, SortBy="CreationTime", SortOrder="Descending",
+        MaxResults=max(1, min(newest, 100)))["TrainingJobSummaries"]
+    best = described.get("BestTrainingJob")  # the same summary shape as the list's items
+    if best and all(s["TrainingJobName"] != best.get("TrainingJobName") for s in summaries):
+        summaries.append(best)
     return tuning_from(described, summaries)
 
 

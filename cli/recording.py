@@ -70,6 +70,7 @@ class Op:
     missing: tuple[str, str] | None = None  # (AWS error code, message with {id}) when the file is absent
     key_of: Callable[[str], str] = lambda value: value  # request value -> identifier (an ARN -> its name)
     filters: dict[str, tuple[str, str]] = field(default_factory=dict)  # member -> (item member, "contains"|"equals")
+    sorts: dict[str, str] = field(default_factory=dict)  # SortBy value -> the item member (a.b for nested) it sorts
 
 
 def _arn_name(arn: str) -> str:
@@ -89,7 +90,9 @@ OPS: dict[tuple[str, str], Op] = {
                                         "{value}")),
     ("sagemaker", "list_training_jobs_for_hyper_parameter_tuning_job"): Op(
         "HyperParameterTuningJobName", ("ResourceNotFound", "Amazon SageMaker can't find a tuning job with name "
-                                        "{value}"), filters={"StatusEquals": ("TrainingJobStatus", "equals")}),
+                                        "{value}"), filters={"StatusEquals": ("TrainingJobStatus", "equals")},
+        sorts={"Name": "TrainingJobName", "CreationTime": "CreationTime", "Status": "TrainingJobStatus",
+               "FinalObjectiveMetricValue": "FinalHyperParameterTuningJobObjectiveMetric.Value"}),
     ("sagemaker", "describe_training_job"): Op("TrainingJobName", ("ValidationException",
                                                                    "Requested resource not found.")),
     ("sagemaker", "describe_endpoint"): Op("EndpointName", ("ValidationException",
@@ -235,6 +238,8 @@ class RecordedClient:
                 wanted = str(params[member])
                 items = [i for i in items if (wanted.lower() in str(i.get(item_member, "")).lower()
                                               if how == "contains" else str(i.get(item_member)) == wanted)]
+        if op.sorts and params.get("SortBy") in op.sorts:
+            items = _sorted(items, op.sorts[params["SortBy"]], params.get("SortOrder") == "Descending")
         token = params.get(config_["input_token"])
         try:
             start = int(token) if token else 0
@@ -281,6 +286,17 @@ class RecordedClient:
             listing[key] = [i for i in items if i.get(member) != name]
             listing_path.write_text(json.dumps(listing, indent=1))
         return _metadata()
+
+
+def _sorted(items: list[dict], member: str, descending: bool) -> list[dict]:
+    """Items by a (dotted) member; items without it go last in either order, as SageMaker lists them."""
+    def value(item: dict) -> Any:
+        for part in member.split("."):
+            item = item.get(part) if isinstance(item, dict) else None
+        return item
+
+    present = [i for i in items if value(i) is not None]
+    return sorted(present, key=value, reverse=descending) + [i for i in items if value(i) is None]
 
 
 class RecordedS3:

@@ -72,6 +72,7 @@ class PredictionsRequest:
     model: Path | None = None
     test_data: Path | None = None
     from_run: bool = False  # download the final job's model.tar.gz and test channel and evaluate them
+    by_default: bool = False  # from_run without being asked (a local run): a model that cannot be evaluated is a note
 
     def __post_init__(self) -> None:
         if (self.model is None) != (self.test_data is None):
@@ -164,7 +165,13 @@ def _evaluate_run(backend: Backend, job: Job, work: Path, names: dict[str, str],
 def gather(backend: Backend, arn: str, out_dir: Path, request: PredictionsRequest, work: Path,
            progress: Callable[[int, int], Any] | None = None) -> ReportData:
     execution = load_execution(backend, arn)
-    tuning = load_tuning(backend, execution.tuning_job) if execution.tuning_job else None
+    tuning = None
+    if execution.tuning_job:
+        try:
+            tuning = load_tuning(backend, execution.tuning_job)
+        except ClientError as exc:  # scheduled, then the execution failed before SageMaker created it
+            if not is_not_found(exc):
+                raise
     trials = [_job_result(backend, t.name) for t in tuning.trials] if tuning else []
     final = _job_result(backend, execution.training_job) if execution.training_job else None
 
@@ -189,6 +196,12 @@ def gather(backend: Backend, arn: str, out_dir: Path, request: PredictionsReques
     elif request.from_run:
         if final is None or final.job is None:
             note = "no final training job to evaluate"
+        elif request.by_default:
+            try:
+                predictions, note = _evaluate_run(backend, final.job, work, names, progress)
+            except Exception as exc:  # asked for nothing: the report goes on without predictions
+                predictions = None
+                note = f"the final model could not be evaluated on the test set ({str(exc)[:200]})"
         else:
             predictions, note = _evaluate_run(backend, final.job, work, names, progress)
     return ReportData(source=backend.source, region=backend.region, is_local=backend.is_local, execution=execution,
@@ -197,7 +210,7 @@ def gather(backend: Backend, arn: str, out_dir: Path, request: PredictionsReques
 
 
 # --- figures ---------------------------------------------------------------------------------------------------
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
     return Figure(figsize=(width, height), dpi=110, layout="constrained")
@@ -219,7 +232,7 @@ def fig_objective_vs_lr(tuning: Tuning, path: Path) -> Path | None:
     scored = [t for t in tuning.trials if t.objective is not None and t.hyperparameter(contract.LR) is not None]
     if not scored:
         return None
-    fig = _figure(7, 4.2)
+    fig = new_figure(7, 4.2)
     ax = fig.add_subplot()
     sizes = sorted({t.hyperparameters.get(contract.BATCH_SIZE, "?") for t in scored},
                    key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v))
@@ -247,7 +260,7 @@ def fig_objective_vs_lr(tuning: Tuning, path: Path) -> Path | None:
 def fig_objective_by_trial(tuning: Tuning, path: Path) -> Path | None:
     if not any(t.objective is not None for t in tuning.trials):
         return None
-    fig = _figure(7, 3.8)
+    fig = new_figure(7, 3.8)
     ax = fig.add_subplot()
     maximize = tuning.objective_type.lower().startswith("max")
     xs, ys, running, best_so_far = [], [], [], None
@@ -293,7 +306,7 @@ def fig_final_curves(result: JobResult, test_accuracy: float | None, path: Path)
     curves = result.curves
     if curves is None:
         return None
-    fig = _figure(9, 3.6)
+    fig = new_figure(9, 3.6)
     loss, acc = fig.subplots(1, 2)
     for metric, style in ((contract.TRAIN_LOSS, "o-"), (contract.VALID_LOSS, "s--")):
         xs, ys = curves.series(metric)
@@ -320,7 +333,7 @@ def fig_trial_curves(trials: list[JobResult], tuning: Tuning, path: Path) -> Pat
     drawn = [(i, r) for i, r in enumerate(trials, 1) if r.curves and r.curves.epochs]
     if not drawn:
         return None
-    fig = _figure(11, 3.8)
+    fig = new_figure(11, 3.8)
     axes = fig.subplots(1, 3)
     colours = _palette(len(trials))
     best = tuning.best_job
@@ -351,7 +364,7 @@ def fig_confusion(predictions: Predictions, path: Path) -> Path:
     if len(classes) <= FULL_MATRIX_MAX_CLASSES:
         matrix = predictions.matrix()
         side = max(4.5, 0.45 * len(classes) + 2)
-        fig = _figure(side + 1, side)
+        fig = new_figure(side + 1, side)
         ax = fig.add_subplot()
         image = ax.imshow(matrix, cmap="Blues")
         fig.colorbar(image, ax=ax, shrink=0.8, label="images")
@@ -370,7 +383,7 @@ def fig_confusion(predictions: Predictions, path: Path) -> Path:
         ax.set_title(f"Confusion matrix ({len(predictions.items)} test images, accuracy {predictions.accuracy:.4f})")
         return _save(fig, path)
     top = predictions.top_confusions(20)
-    fig = _figure(8, max(3, 0.32 * len(top) + 1.5))
+    fig = new_figure(8, max(3, 0.32 * len(top) + 1.5))
     ax = fig.add_subplot()
     labels = [f"{t} → {p}" for t, p, _ in reversed(top)]
     ax.barh(labels or ["(none)"], [c for _, _, c in reversed(top)] or [0], color="#d62728")
@@ -405,7 +418,7 @@ def fig_samples(predictions: Predictions, path: Path) -> Path | None:
 
     cols = min(6, len(samples))
     rows = math.ceil(len(samples) / cols)
-    fig = _figure(1.6 * cols, 1.8 * rows)
+    fig = new_figure(1.6 * cols, 1.8 * rows)
     for i, p in enumerate(samples):
         ax = fig.add_subplot(rows, cols, i + 1)
         with Image.open(p.image) as img:
@@ -421,7 +434,7 @@ def fig_samples(predictions: Predictions, path: Path) -> Path | None:
 # --- tables (one model, rendered to HTML and Markdown) ---------------------------------------------------------
 @dataclass
 class Table:
-    headers: list[str]
+    headers: list[str]  # none: a key/value table (its first column names each row)
     rows: list[list[str]]
     marked: set[int] = field(default_factory=set)  # rows to highlight (the best trial)
 
@@ -429,13 +442,22 @@ class Table:
         def cell(value: str) -> str:
             return value.replace("|", "\\|").replace("\n", " ")
 
-        lines = ["| " + " | ".join(map(cell, self.headers)) + " |", "|" + "---|" * len(self.headers)]
-        lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in self.rows]
+        # Markdown tables need a header row: a key/value table's first row is it (never an empty one).
+        if not self.headers and not self.rows:
+            return ""
+        head, rows = (self.headers, self.rows) if self.headers else (self.rows[0], self.rows[1:])
+        lines = ["| " + " | ".join(map(cell, head)) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
         return "\n".join(lines)
 
     def html(self) -> str:
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
         best = ' class="best"'
+        if not self.headers:
+            body = "".join(f"<tr><th>{html.escape(row[0])}</th>" + "".join(f"<td>{html.escape(v)}</td>"
+                                                                           for v in row[1:]) + "</tr>"
+                           for row in self.rows)
+            return f"<table><tbody>{body}</tbody></table>"
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
         body = "".join(
             f"<tr{best if i in self.marked else ''}>"
             + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for i, row in enumerate(self.rows))
@@ -495,7 +517,39 @@ def summary_table(data: ReportData) -> Table:
     if data.endpoint:
         rows.append(["endpoint", f"{data.endpoint['EndpointName']} ({data.endpoint['EndpointStatus']})"])
     rows.append(["read from", data.source])
-    return Table(["run", ""], rows)
+    return Table([], rows)
+
+
+def per_class_table(predictions: Predictions) -> Table:
+    """Precision (of the images predicted as the class, how many are) and recall (of the class's images, how many
+    were found), from the confusion matrix."""
+    matrix = predictions.matrix()
+    rows = []
+    for i, name in enumerate(predictions.classes):
+        hits, truth = matrix[i][i], sum(matrix[i])
+        predicted = sum(row[i] for row in matrix)
+        rows.append([name, f"{hits / predicted:.3f}" if predicted else "-", f"{hits / truth:.3f}" if truth else "-",
+                     str(truth)])
+    return Table(["class", "precision", "recall", "images"], rows)
+
+
+def timings_table(data: ReportData) -> Table | None:
+    """Where the time went: each state of the execution (loops summed) that took a second or more."""
+    e = data.execution
+    rows = [[name, fmt_duration(seconds)] for name, seconds in e.state_seconds.items() if seconds >= 1]
+    if not rows:
+        return None
+    total = (e.stopped - e.started).total_seconds() if e.started and e.stopped else None
+    return Table(["state", "time"], [*rows, ["whole execution", fmt_duration(total)]])
+
+
+def jobs_table(data: ReportData) -> Table | None:
+    """Each training job's time (trials and the final job)."""
+    rows = [[f"trial #{i}", r.name, fmt_duration(r.job.duration_s if r.job else None)]
+            for i, r in enumerate(data.trials, 1)]
+    if data.final:
+        rows.append(["final", data.final.name, fmt_duration(data.final.job.duration_s if data.final.job else None)])
+    return Table(["job", "name", "training time"], rows) if rows else None
 
 
 def confusions_table(predictions: Predictions) -> Table:
@@ -609,6 +663,8 @@ def sections(data: ReportData) -> list[Section]:
         evaluation.append(("text", f"{len(p.items)} predictions on the test set ({p.source}): accuracy "
                                    f"{p.accuracy:.4f} over {len(p.classes)} classes."))
         evaluation.append(("figure", "confusion"))
+        evaluation.append(("text", "Per class:"))
+        evaluation.append(("table", per_class_table(p)))
         if p.top_confusions(1):
             evaluation.append(("text", "Most frequent confusions:"))
             evaluation.append(("table", confusions_table(p)))
@@ -616,6 +672,14 @@ def sections(data: ReportData) -> list[Section]:
     else:
         evaluation.append(("text", f"No confusion matrix: {data.predictions_note}."))
     out.append(Section("Evaluation", evaluation))
+
+    timings: list[tuple[str, Any]] = []
+    if table := timings_table(data):
+        timings += [("text", "Time per state of the execution (a polling loop's visits summed):"), ("table", table)]
+    if table := jobs_table(data):
+        timings += [("text", "Time per training job:"), ("table", table)]
+    if timings:
+        out.append(Section("Timings", timings))
 
     deployment: list[tuple[str, Any]] = []
     if data.endpoint:

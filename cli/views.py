@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
+from rich import box
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
@@ -62,13 +63,17 @@ class Snapshot:
     endpoint: dict | None
 
 
-def load_snapshot(backend: Backend, arn: str) -> Snapshot:
-    """What `status` shows: light calls only (no S3, no per-trial DescribeTrainingJob)."""
+STATUS_TRIALS = 20  # trials `status` shows: the newest, and the best wherever it is
+
+
+def load_snapshot(backend: Backend, arn: str, trials: int = STATUS_TRIALS) -> Snapshot:
+    """What `status` shows: light calls only (no S3, no per-trial DescribeTrainingJob), and as many trial
+    summaries as it shows: reads that scale with the screen, not with the tuning job."""
     execution = load_execution(backend, arn)
     tuning = job = endpoint = None
     try:
         if execution.tuning_job:
-            tuning = load_tuning(backend, execution.tuning_job)
+            tuning = load_tuning(backend, execution.tuning_job, newest=trials)
         if execution.training_job:
             job = load_job(backend, execution.training_job)
     except ClientError as exc:
@@ -104,19 +109,33 @@ def trials_table(tuning: Tuning) -> Table:
     title = (f"Tuning job {tuning.name}: {tuning.status}; {total} trials: {counts or 'none started'}"
              + (f"; best {tuning.objective_name} {fmt_metric(tuning.best_objective)}"
                 if tuning.best_objective is not None else ""))
-    table = Table(title=title, title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("training job")
+    if len(tuning.trials) < tuning.launched:
+        title += f"; showing the newest {len(tuning.trials)} of {tuning.launched} (★ the best)"
+    # 80 columns: each trial by what follows the tuning job's name (<tuning job>-003-1d0347bf -> 003-1d0347bf; the
+    # title names the tuning job), hyperparameters to 4 significant digits, no vertical rules
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("trial", no_wrap=True)
     for name in tuning.tuned:
         table.add_column(name, justify="right")
     table.add_column(tuning.objective_name, justify="right")
     table.add_column("status")
-    table.add_column("duration", justify="right")
-    for i, trial in enumerate(tuning.trials, 1):
-        table.add_row(str(i), Text(("★ " if trial.best else "  ") + trial.name, style="bold" if trial.best else ""),
-                      *[trial.hyperparameters.get(n, "-") for n in tuning.tuned], fmt_metric(trial.objective),
-                      styled(trial.status), fmt_duration(trial.duration_s))
+    table.add_column("time", justify="right")
+    for trial in tuning.trials:
+        short = trial.name[len(tuning.name) + 1:] if trial.name.startswith(tuning.name + "-") else trial.name
+        table.add_row(Text(("★ " if trial.best else "  ") + short, style="bold" if trial.best else ""),
+                      *[fmt_hyperparameter(trial.hyperparameters.get(n, "-")) for n in tuning.tuned],
+                      fmt_metric(trial.objective), styled(trial.status), fmt_duration(trial.duration_s))
     return table
+
+
+def fmt_hyperparameter(value: str) -> str:
+    """0.0012345678901234567 -> 0.001235: a tuned float to 4 significant digits; integers and words as given."""
+    if not any(c in value for c in ".eE"):
+        return value
+    try:
+        return f"{float(value):.4g}"
+    except ValueError:
+        return value
 
 
 def job_view(job: Job) -> Group:
@@ -163,10 +182,26 @@ def status_view(snapshot: Snapshot) -> Group:
     return Group(*parts)
 
 
+def outcome(execution: Execution) -> str:
+    """`FAILED in Check input: States.TaskFailed: why`: what an execution that stopped early came to."""
+    text = execution.status
+    if execution.status != "RUNNING" and execution.last_state and execution.status != "SUCCEEDED":
+        text += f" in {execution.last_state}"
+    if execution.error or execution.cause:
+        text += ": " + ": ".join(str(v) for v in (execution.error, execution.cause) if v)
+    return text
+
+
 def best_of(backend: Backend, execution: Execution) -> dict:
     if not execution.tuning_job:
-        raise CliError(f"execution {execution.name} has not started a tuning job (status {execution.status})")
-    tuning = load_tuning(backend, execution.tuning_job, with_trials=False)
+        raise CliError(f"execution {execution.name} has not started a tuning job ({outcome(execution)})")
+    try:
+        tuning = load_tuning(backend, execution.tuning_job, with_trials=False)
+    except ClientError as exc:
+        if not is_not_found(exc):
+            raise
+        raise CliError(f"execution {execution.name} has no tuning job {execution.tuning_job} "
+                       f"({outcome(execution)})") from None
     if not tuning.best_job:
         raise CliError(f"tuning job {tuning.name} has no completed trial yet (status {tuning.status})")
     return {

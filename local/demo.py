@@ -15,6 +15,7 @@ answering (a prober counts its answers) until the new one is InService.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -25,8 +26,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -37,46 +40,134 @@ from ml import contract
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT / "data" / "digits"
 EPOCH_LINE = re.compile(r"^epoch=(\d+)/(\d+)\b")
+KEEP_RUNS = 3  # runs whose job files --out keeps (about 1 GB each with the digits)
 
 
 # --- terminal progress -------------------------------------------------------------------------------------------
 class DemoProgress:
-    """Turns execution-history and stand-in events into log lines and per-job epoch bars."""
+    """Turns execution-history and stand-in events into one story of the run, and per-job epoch bars.
 
-    def __init__(self, console: Console) -> None:
+    Each state is shown once: a state entered again (a polling loop: wait, describe, check) is counted, and the
+    loop is summed up in one line when the execution moves on. Stand-in events are shown in time order with the
+    state events: the history arrives by polling, so a stand-in line waits (at most `hold` seconds) until the
+    history has caught up with it.
+    """
+
+    def __init__(self, console: Console, describe_endpoint: Callable[..., dict] | None = None,
+                 hold: float = 1.0) -> None:
         self.console = console
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("epochs"), TimeElapsedColumn(), console=console, transient=False)
+        self.describe_endpoint = describe_endpoint
+        self.hold = hold
         self._tasks: dict[str, int] = {}
+        self._labels: dict[str, str] = {}
         self._entered: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self._seen: set[str] = set()
+        self._loop: dict[str, int] = {}  # states re-entered since the last new state -> times
+        self._loop_started: float | None = None
+        self._pending: list[tuple[float, int, str]] = []  # (time, sequence, line) of stand-in events not shown yet
+        self._sequence = 0
+        self._history_time = 0.0  # the newest history event's timestamp
+        self._lock = threading.RLock()
+        self.events: list[dict] = []
         self.trials: dict[str, dict] = {}
         self.rules: dict[str, str] = {}
 
     def log(self, text: str) -> None:
-        self.console.log(text, highlight=False)
+        log_line(self.console, text)
+
+    # stand-in lines wait for the history to catch up, so that a state comes before what it causes
+    def _later(self, at: float, text: str) -> None:
+        self._sequence += 1
+        self._pending.append((at, self._sequence, text))
+
+    def flush(self, until: float | None = None) -> None:
+        """Show the stand-in lines up to `until` (a time.time()); all of them when None."""
+        with self._lock:
+            ready = sorted(p for p in self._pending if until is None or p[0] <= until)
+            self._pending = [p for p in self._pending if not (until is None or p[0] <= until)]
+            for _, _, text in ready:
+                self.log(text)
+
+    def tick(self) -> None:
+        """Called now and then: stand-in lines older than `hold` are shown even if the history is quiet."""
+        self.flush(time.time() - self.hold)
+
+    def _end_loop(self) -> None:
+        if self._loop:
+            took = time.monotonic() - (self._loop_started or time.monotonic())
+            times = max(self._loop.values())
+            self.log(f"  [dim]↻ {' → '.join(self._loop)}: {times} more time{'s' if times > 1 else ''} "
+                     f"({took:.0f} s)[/]")
+            self._loop, self._loop_started = {}, None
 
     def state_event(self, event: dict) -> None:
-        kind = event.get("type", "")
-        if details := event.get("stateEnteredEventDetails"):
-            self._entered[details["name"]] = time.monotonic()
-            self.log(f"[bold cyan]▶ {details['name']}[/]")
-        elif details := event.get("stateExitedEventDetails"):
-            took = time.monotonic() - self._entered.pop(details["name"], time.monotonic())
-            self.log(f"[green]✓ {details['name']}[/] [dim]({took:.1f} s)[/]")
-        elif kind in ("TaskFailed", "ExecutionFailed"):
-            details = event.get("taskFailedEventDetails") or event.get("executionFailedEventDetails") or {}
-            self.log(f"[red]✗ {kind}: {details.get('error', '')}[/] [dim]{str(details.get('cause', ''))[:300]}[/]")
+        with self._lock:
+            self.events.append(event)
+            at = _timestamp(event.get("timestamp"))
+            if at is not None:
+                self._history_time = max(self._history_time, at)
+                self.flush(at)
+            kind = event.get("type", "")
+            if details := event.get("stateEnteredEventDetails"):
+                name = details["name"]
+                self._entered[name] = time.monotonic()
+                if name in self._seen:
+                    if not self._loop:
+                        self._loop_started = time.monotonic()
+                    self._loop[name] = self._loop.get(name, 0) + 1
+                    return
+                self._end_loop()
+                self._seen.add(name)
+                self.log(f"[bold cyan]▶ {name}[/]")
+            elif details := event.get("stateExitedEventDetails"):
+                name = details["name"]
+                took = time.monotonic() - self._entered.pop(name, time.monotonic())
+                if name not in self._loop and took >= 1.0:  # an instant state needs no second line
+                    self.log(f"[green]✓ {name}[/] [dim]({took:.0f} s)[/]")
+            elif kind == "TaskFailed":  # often caught (a probe for an endpoint that does not exist yet)
+                details = event.get("taskFailedEventDetails") or {}
+                self.log(f"  [yellow]↳ {details.get('error', '')}[/] [dim]{str(details.get('cause', ''))[:160]}[/]")
+            elif kind in ("ExecutionFailed", "ExecutionAborted", "ExecutionTimedOut"):
+                self._end_loop()
+                details = (event.get("executionFailedEventDetails") or event.get("executionAbortedEventDetails")
+                           or event.get("executionTimedOutEventDetails") or {})
+                self.log(f"[red]✗ {kind}: {details.get('error', '')}[/] "
+                         f"[dim]{str(details.get('cause', ''))[:300]}[/]")
+            elif kind == "ExecutionSucceeded":
+                self._end_loop()
+
+    def finish(self) -> None:
+        """The run is over: sum up an open loop, show what is left, stop every timer."""
+        with self._lock:
+            self._end_loop()
+            self.flush()
+            for task in self._tasks.values():
+                self.progress.stop_task(task)
+
+    def _label(self, event: dict) -> str:
+        """`trial 3` for a tuning trial (<tuning job>-003-<hex>), else the job's whole name: never cut mid-word."""
+        name = event["TrainingJobName"]
+        if event.get("TuningJobArn"):
+            tuning = event["TuningJobArn"].rsplit("/", 1)[-1]
+            # SageMaker lower-cases names in ARNs
+            number = name[len(tuning) + 1:].split("-", 1)[0] if name.lower().startswith(tuning.lower() + "-") else ""
+            return f"trial {int(number)}" if number.isdigit() else f"trial {name}"
+        return f"training {name}"
 
     def sagemaker_event(self, event: dict) -> None:
         kind = event.get("type")
+        at = event.get("time", time.time())
         with self._lock:
-            if kind == "TrainingJob" and event.get("TrainingJobStatus") == "InProgress" \
-                    and event["TrainingJobName"] not in self._tasks:
+            if kind == "TrainingJob":
                 name = event["TrainingJobName"]
-                epochs = int(event.get("HyperParameters", {}).get(contract.EPOCHS, 0) or 0)
-                label = "trial" if event.get("TuningJobArn") else "training"
-                self._tasks[name] = self.progress.add_task(f"{label} {name[-14:]}", total=epochs or None)
+                if event.get("TrainingJobStatus") == "InProgress" and name not in self._tasks:
+                    epochs = int(event.get("HyperParameters", {}).get(contract.EPOCHS, 0) or 0)
+                    self._labels[name] = self._label(event)
+                    self._tasks[name] = self.progress.add_task(self._labels[name], total=epochs or None)
+                elif event.get("TrainingJobStatus") in ("Completed", "Failed", "Stopped") and name in self._tasks:
+                    self.progress.stop_task(self._tasks[name])  # its timer stops with the job
             elif kind == "TrainingLog":
                 match = EPOCH_LINE.match(event.get("line", ""))
                 task = self._tasks.get(event.get("TrainingJobName", ""))
@@ -84,51 +175,126 @@ class DemoProgress:
                     self.progress.update(task, completed=int(match[1]), total=int(match[2]))
                     metrics = contract.parse_metrics(event["line"])
                     if contract.VALID_ACCURACY in metrics:
-                        base = self.progress.tasks[task].description.split(" ·")[0]
                         accuracy = metrics[contract.VALID_ACCURACY][-1]
-                        self.progress.update(task, description=f"{base} · valid_accuracy {accuracy:.3f}")
+                        self.progress.update(task, description=f"{self._labels[event['TrainingJobName']]} · "
+                                                               f"valid_accuracy {accuracy:.3f}")
             elif kind == "TuningTrial":
-                self._trial(event)
+                self._trial(event, at)
             elif kind in ("DebugRuleEvaluation", "ProfilerRuleEvaluation"):
                 status = event["RuleEvaluationStatus"]
                 if status != "InProgress":
                     self.rules[event["RuleConfigurationName"]] = status
                     colour = "green" if status == contract.NO_ISSUES else "red"
-                    self.log(f"  rule [bold]{event['RuleConfigurationName']}[/]: [{colour}]{status}[/] "
-                             f"[dim]{event.get('StatusDetails', '')[:120]}[/]")
+                    details = event.get("StatusDetails", "")[:120]
+                    self._later(at, f"  rule [bold]{event['RuleConfigurationName']}[/]: [{colour}]{status}[/]"
+                                    + (f" [dim]{details}[/]" if details else ""))
             elif kind == "Endpoint":
-                self.log(f"  endpoint [bold]{event['EndpointName']}[/]: {event['EndpointStatus']} "
-                         f"[dim]({event.get('EndpointConfigName', '')})[/]"
-                         + (f" [red]{event['FailureReason']}[/]" if event.get("FailureReason") else ""))
+                config_name = event.get("EndpointConfigName", "")
+                if event["EndpointStatus"] == "Updating" and self.describe_endpoint is not None:
+                    # DescribeEndpoint names the serving config until the update ends; the new one is in
+                    # PendingDeploymentSummary: https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_DescribeEndpoint.html
+                    with contextlib.suppress(Exception):
+                        pending = self.describe_endpoint(EndpointName=event["EndpointName"]).get(
+                            "PendingDeploymentSummary") or {}
+                        if pending.get("EndpointConfigName"):
+                            config_name = f"{config_name} → {pending['EndpointConfigName']}"
+                self._later(at, f"  endpoint [bold]{event['EndpointName']}[/]: {event['EndpointStatus']} "
+                                f"[dim]({config_name})[/]"
+                                + (f" [red]{event['FailureReason']}[/]" if event.get("FailureReason") else ""))
             elif kind == "TuningJob" and event.get("HyperParameterTuningJobStatus") != "InProgress":
-                self.log(f"  tuning job {event['HyperParameterTuningJobName']}: "
-                         f"{event['HyperParameterTuningJobStatus']}")
+                self._later(at, f"  tuning job {event['HyperParameterTuningJobName']}: "
+                                f"{event['HyperParameterTuningJobStatus']}")
 
-    def _trial(self, event: dict) -> None:
+    def _trial(self, event: dict, at: float) -> None:
         name, status = event["TrainingJobName"], event["TrainingJobStatus"]
         self.trials[name] = event
-        hps = " ".join(f"{k}={v}" for k, v in sorted(event.get("TunedHyperParameters", {}).items()))
+        hps = _hyperparameters(event.get("TunedHyperParameters", {}))
         if status == "InProgress":
-            self.log(f"  trial {event.get('Index', '?')} started: {hps}")
+            self._later(at, f"  trial {event.get('Index', '?')} started: {hps}")
             return
         objective = event.get("ObjectiveValue")
         result = f"{contract.OBJECTIVE_METRIC}={objective:.4f}" if objective is not None else "no objective"
         note = " (stopped early)" if event.get("EarlyStopped") else ""
         colour = "green" if status == "Completed" else "yellow"
-        self.log(f"  trial {event.get('Index', '?')} [{colour}]{status}{note}[/]: {hps} → {result}"
-                 + (f" [dim]{event['FailureReason'][:120]}[/]" if event.get("FailureReason") else ""))
+        self._later(at, f"  trial {event.get('Index', '?')} [{colour}]{status}{note}[/]: {hps} → {result}"
+                        + (f" [dim]{event['FailureReason'][:120]}[/]" if event.get("FailureReason") else ""))
+
+
+def _timestamp(value: object) -> float | None:
+    """A history event's timestamp (ISO 8601 or datetime) as time.time() seconds."""
+    import datetime as dt
+
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = dt.datetime.fromisoformat(value)
+    if isinstance(value, dt.datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
+    return None
+
+
+def log_line(console: Console, text: str) -> None:
+    """A time-stamped line (console.log would add a source column, and pad every line to the console's width)."""
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {text}", highlight=False)
+
+
+def demo_console(file: object = None) -> Console:
+    """No source column (`demo.py:57`) on every line; piped output is never wrapped (one event, one line)."""
+    stream = file or sys.stdout
+    tty = bool(getattr(stream, "isatty", lambda: False)())
+    return Console(file=stream, log_path=False, soft_wrap=not tty, width=None if tty else 160)
 
 
 # --- the run -----------------------------------------------------------------------------------------------------
+class DemoError(Exception):
+    """Something to fix before a run can start: one line, exit 1."""
+
+
+def check_dataset(data: Path) -> None:
+    """Only the default dataset is ever rendered: any other path must already hold train/ valid/ test/."""
+    if all((data / split).is_dir() for split in contract.CHANNELS):
+        return
+    if data.resolve() == DEFAULT_DATA.resolve():
+        return  # rendered by _ensure_dataset
+    missing = [split for split in contract.CHANNELS if not (data / split).is_dir()]
+    what = "does not exist" if not data.exists() else f"has no {'/, '.join(missing)}/ folder"
+    raise DemoError(f"dataset {data} {what}: give an ImageFolder dataset (train/ valid/ test/, one folder of "
+                    f"images per class), or leave DATA out for the digits")
+
+
+def check_port(port: int) -> None:
+    """--serve on a port in use fails now, not after minutes of training."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the server binds (waitress sets SO_REUSEADDR): a port in TIME_WAIT after the last run is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise DemoError(f"port {port} is in use ({exc.strerror}): stop what listens there or pass another "
+                            "PORT=") from None
+
+
 def _ensure_dataset(data: Path, console: Console) -> None:
+    check_dataset(data)
     if all((data / split).is_dir() for split in contract.CHANNELS):
         _check_dataset(data)
         return
     from local.digits import render
 
     counts = render(data)
-    console.log(f"rendered the digits dataset into {data} ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    log_line(console, f"rendered the digits dataset into {data} "
+                      f"({', '.join(f'{k} {v}' for k, v in counts.items())})")
     _check_dataset(data)
+
+
+def stage_dataset(data: Path, target: Path) -> None:
+    """The dataset given, exactly: each split in the local S3 is replaced, never overlaid on an earlier run's."""
+    for split in contract.CHANNELS:
+        destination = target / split
+        if destination.exists():
+            shutil.rmtree(destination)
+        shutil.copytree(data / split, destination)
 
 
 def _check_dataset(data: Path) -> None:
@@ -137,7 +303,7 @@ def _check_dataset(data: Path) -> None:
     from cli.dataset import check_layout
 
     if problems := check_layout(data, ignore_non_images=True).problems:
-        raise ValueError(f"{data} is not an ImageFolder dataset: {'; '.join(problems)}")
+        raise DemoError(f"{data} is not an ImageFolder dataset: {'; '.join(problems)}")
 
 
 def _held_out_image(data: Path) -> tuple[Path, str]:
@@ -232,13 +398,240 @@ def _copy_artifacts(out: Path, sm, output: dict | None, execution) -> dict[str, 
     return paths
 
 
-def _summary(console: Console, output: dict, paths: dict[str, str], api_url: str | None) -> None:
+class LocalMetrics:
+    """CloudWatch's GetMetricData over the stand-in's training jobs: the metrics of each epoch line, as SageMaker
+    publishes what the MetricDefinitions regexes match (namespace /aws/sagemaker/TrainingJobs, Host <job>/algo-1:
+    https://docs.aws.amazon.com/sagemaker/latest/dg/training-metrics.html). Recorded with a run, it gives the
+    report the curves of every trial, stopped ones included (they write no history.json)."""
+
+    def __init__(self, sm) -> None:
+        self.sm = sm
+
+    def _points(self, job_name: str, metric: str) -> list[tuple[Any, float]]:
+        import datetime as dt
+
+        job = self.sm.training_jobs.get(job_name)
+        if job is None:
+            return []
+        start = job.describe().get("TrainingStartTime")
+        if start is None:
+            return []
+        points, elapsed = [], 0.0
+        for epoch in list(job.epochs):
+            elapsed += float(epoch.get("seconds", 0.0))
+            if metric in epoch:
+                points.append((start + dt.timedelta(seconds=elapsed, microseconds=len(points)), epoch[metric]))
+        return points
+
+    def get_metric_data(self, MetricDataQueries: list[dict], **_: Any) -> dict:
+        results = []
+        for query in MetricDataQueries:
+            metric = query["MetricStat"]["Metric"]
+            host = next((d["Value"] for d in metric.get("Dimensions", []) if d["Name"] == "Host"), "")
+            points = self._points(host.split("/")[0], metric["MetricName"])
+            results.append({"Id": query["Id"], "Label": query.get("Label", metric["MetricName"]),
+                            "Timestamps": [t for t, _ in points], "Values": [v for _, v in points],
+                            "StatusCode": "Complete"})
+        return {"MetricDataResults": results, "Messages": []}
+
+
+def aborted(events: list[dict], error: str, cause: str) -> list[dict]:
+    """The history seen so far, ended as Step Functions ends a stopped execution (an ExecutionAborted event with
+    executionAbortedEventDetails: https://docs.aws.amazon.com/step-functions/latest/apireference/API_HistoryEvent.html)."""
+    import datetime as dt
+
+    last = events[-1]["id"] if events and "id" in events[-1] else len(events)
+    return [*events, {"type": "ExecutionAborted", "id": last + 1, "previousEventId": last,
+                      "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+                      "executionAbortedEventDetails": {"error": error, "cause": cause}}]
+
+
+class LiveRecording:
+    """Records the running execution every `interval` seconds, so `imgclf status --local --watch` follows this
+    run while it runs; `finish` records how it ended (an interrupted run too)."""
+
+    def __init__(self, out: Path, sm, ui: DemoProgress, name: str, stack_outputs: dict[str, str],
+                 interval: float = 5.0) -> None:
+        self.out, self.sm, self.ui, self.name, self.stack_outputs = out, sm, ui, name, stack_outputs
+        self.interval = interval
+        self.arn: str | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="live-recording")
+
+    def start(self) -> LiveRecording:
+        self._thread.start()
+        return self
+
+    def _find_arn(self) -> str | None:
+        """The execution's ARN as the engine's Step Functions (moto, active while the run lasts) lists it."""
+        import boto3
+
+        from local.engine import DEFAULT_REGION
+
+        client = boto3.client("stepfunctions", region_name=DEFAULT_REGION, aws_access_key_id="local",
+                              aws_secret_access_key="local")
+        for machine in client.list_state_machines().get("stateMachines", []):
+            for execution in client.list_executions(stateMachineArn=machine["stateMachineArn"]).get("executions", []):
+                if execution["name"] == self.name:
+                    return execution["executionArn"]
+        return None
+
+    def record(self, status: str, events: list[dict], arn: str | None = None, **details: object) -> None:
+        from cli.recording import ExecutionRecord, write_recording
+
+        arn = arn or self.arn
+        if arn is None:
+            return
+        with self._lock:
+            write_recording(self.out, sagemaker=self.sm, execution_arn=arn, s3=self.sm.s3.root,
+                            cloudwatch=LocalMetrics(self.sm),
+                            stepfunctions=ExecutionRecord(execution_arn=arn, status=status, events=events, **details),
+                            stack_outputs=self.stack_outputs)
+
+    def state_event(self, event: dict) -> None:
+        """The engine's on_event: called while its Step Functions (moto) is up, so the ARN is looked up here, never
+        after the run (a boto3 call then would leave this machine)."""
+        if self.arn is None:
+            try:
+                self.arn = self._find_arn()
+            except Exception as exc:  # a progress record must never break the run
+                logging.getLogger(__name__).info("live recording: %s", exc)
+        self.ui.state_event(event)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if self.arn and self.ui.events:
+                    self.record("RUNNING", list(self.ui.events))
+            except Exception as exc:  # a progress record must never break the run
+                logging.getLogger(__name__).info("live recording: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+
+def _job_folders(out: Path, described: dict) -> list[Path]:
+    """Where a training job's files are in a run folder: its working tree, its log copy, its S3 outputs."""
+    from cli.aws import parse_s3_uri
+
+    job = described["TrainingJobName"]
+    folders = [out / "sagemaker" / "training-jobs" / job, out / "logs" / f"{job}.log"]
+    for config_key in ("OutputDataConfig", "DebugHookConfig", "ProfilerConfig"):
+        base = (described.get(config_key) or {}).get("S3OutputPath")
+        if base:
+            bucket, key = parse_s3_uri(base.rstrip("/") + "/" + job)
+            folders.append(out / "s3" / bucket / key)
+    checkpoints = (described.get("CheckpointConfig") or {}).get("S3Uri", "")
+    if checkpoints.rstrip("/").endswith("/" + job):
+        bucket, key = parse_s3_uri(checkpoints.rstrip("/"))
+        folders.append(out / "s3" / bucket / key)
+    return folders
+
+
+def _remove(path: Path, protected: set[Path]) -> int | None:
+    """Delete a file or a folder tree without following links (a job's input/data links to the dataset itself),
+    except the protected files; the bytes freed, or None when there was nothing."""
+    if path.is_symlink() or path.is_file():
+        if path.is_file() and not path.is_symlink() and path.resolve() in protected:
+            return None
+        size = 0 if path.is_symlink() else path.stat().st_size
+        path.unlink()
+        return size
+    if not path.is_dir():
+        return None
+    freed = removed = 0
+    for top, dirs, files in os.walk(path, topdown=False, followlinks=False):
+        for name in files + [d for d in dirs if (Path(top) / d).is_symlink()]:
+            entry = Path(top) / name
+            if entry.is_symlink() or entry.resolve() not in protected:
+                freed += 0 if entry.is_symlink() else entry.stat().st_size
+                entry.unlink()
+                removed += 1
+        with contextlib.suppress(OSError):  # not empty: it holds a protected file
+            Path(top).rmdir()
+            removed += 1
+    return freed if removed else None
+
+
+def prune_runs(out: Path, keep: int, protected: set[Path] = frozenset()) -> tuple[int, int]:
+    """Delete the job files (working trees, logs, S3 outputs, checkpoints) of every run but the newest `keep`;
+    the files in `protected` (model archives an endpoint serves) stay. The recorded API answers stay, so
+    `imgclf status` still shows old runs. Returns (runs pruned, bytes freed)."""
+    from cli.pipeline import execution_refs
+    from cli.recording import record_path
+
+    def read(path: Path) -> dict:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    listings = (out / "api" / "stepfunctions" / "list_executions").glob("*.json")
+    executions = sorted({e["executionArn"]: e for path in listings for e in read(path).get("executions", [])
+                         if "executionArn" in e}.values(), key=lambda e: str(e.get("startDate", "")), reverse=True)
+    kept_jobs: set[str] = set()
+    old_jobs: list[dict] = []
+    for index, execution in enumerate(executions):
+        name = execution["executionArn"].rsplit(":", 1)[-1]
+        history = read(record_path(out, "stepfunctions", "get_execution_history", name))
+        refs = execution_refs(history.get("events", []))
+        jobs = list(refs.training_jobs)
+        for tuning in refs.tuning_jobs:
+            listing = read(record_path(out, "sagemaker", "list_training_jobs_for_hyper_parameter_tuning_job", tuning))
+            jobs += [t["TrainingJobName"] for t in listing.get("TrainingJobSummaries", [])]
+        if index < keep:
+            kept_jobs.update(jobs)
+            continue
+        old_jobs += [read(record_path(out, "sagemaker", "describe_training_job", job)) or {"TrainingJobName": job}
+                     for job in jobs]
+    protected = {p.resolve() for p in protected}
+    freed, pruned = 0, set()
+    for described in old_jobs:
+        if described["TrainingJobName"] in kept_jobs:
+            continue
+        for folder in _job_folders(out, described):
+            removed = _remove(folder, protected)
+            if removed is not None:
+                freed += removed
+                pruned.add(described["TrainingJobName"])
+    runs = max(0, len(executions) - keep)
+    return (runs if pruned else 0), freed
+
+
+def _served_models(sm) -> set[Path]:
+    """The model archives the stand-in's endpoints serve (or are being updated to): an endpoint may serve one from
+    any earlier run, and restarts it from that archive."""
+    paths = set()
+    for endpoint in sm.list_endpoints(MaxResults=100).get("Endpoints", []):
+        described = sm.describe_endpoint(EndpointName=endpoint["EndpointName"])
+        configs = {described.get("EndpointConfigName"),
+                   (described.get("PendingDeploymentSummary") or {}).get("EndpointConfigName")}
+        for config_name in filter(None, configs):
+            with contextlib.suppress(Exception):  # a config deleted meanwhile serves nothing
+                variants = sm.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"]
+                for variant in variants:
+                    container = sm.describe_model(ModelName=variant["ModelName"]).get("PrimaryContainer", {})
+                    if container.get("ModelDataUrl"):
+                        paths.add(sm.s3.path(container["ModelDataUrl"]))
+    return paths
+
+
+def _hyperparameters(values: dict) -> str:
+    from cli.views import fmt_hyperparameter
+
+    return " ".join(f"{k}={fmt_hyperparameter(str(v).strip(chr(34)))}" for k, v in sorted(values.items()))
+
+
+def _summary(console: Console, output: dict, paths: dict[str, str], api_url: str | None,
+             serving: bool = False) -> None:
     table = Table(title="local run", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     objective = output.get("objective") or {}
     rows = {
-        "best hyperparameters": " ".join(f"{k}={v}" for k, v in sorted(output.get("best_hyperparameters", {}).items())),
+        "best hyperparameters": _hyperparameters(output.get("best_hyperparameters", {})),
         "tuning objective": f"{objective.get('MetricName')} = {objective.get('Value'):.4f}" if objective else "",
         "best trial": output.get("best_training_job_name", ""),
         "training job": output.get("training_job_name", ""),
@@ -246,7 +639,7 @@ def _summary(console: Console, output: dict, paths: dict[str, str], api_url: str
         "health issues": f"{output['health_issues']:g}" if "health_issues" in output else "",
         "rule verdicts": ", ".join(f"{k}: {v}" for k, v in output.get("rule_verdicts", {}).items()),
         "endpoint": f"{output.get('endpoint_name', '')} ({output.get('endpoint_config_name', '')})",
-        "REST API": api_url or "",
+        "REST API": api_url if serving else "",
     }
     for key, value in {**rows, **paths}.items():
         if value:
@@ -255,6 +648,7 @@ def _summary(console: Console, output: dict, paths: dict[str, str], api_url: str
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    from cli.config import OUTPUT_API_URL
     from cli.recording import ExecutionRecord, write_recording
     from infra import load_config_for, synth_template
     from infra.config import validate_input
@@ -272,7 +666,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     _ensure_dataset(args.data, console)
 
     t0 = time.monotonic()
-    console.log("synthesizing the CDK app (profile local) ...")
+    log_line(console, "synthesizing the CDK app (profile local) ...")
     template = synth_template({**args.context, "profile": "local"})
     (out / "template.json").write_text(json.dumps(template, indent=1))
     resolver = TemplateResolver(template)
@@ -286,10 +680,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
     with ExitStack() as stack:
         sm = stack.enter_context(LocalSageMaker(out / "sagemaker", s3_root=out / "s3", restore=True,
                                                 on_event=ui.sagemaker_event))
+        ui.describe_endpoint = sm.describe_endpoint
         dataset_dir = sm.s3.path(dataset_uri)
-        for split in contract.CHANNELS:
-            shutil.copytree(args.data / split, dataset_dir / split, dirs_exist_ok=True)
-        console.log(f"dataset at {dataset_uri} (local S3: {dataset_dir})")
+        stage_dataset(args.data, dataset_dir)
+        log_line(console, f"dataset at {dataset_uri} (local S3: {dataset_dir})")
 
         saved_env = dict(os.environ)
         stack.callback(lambda: (os.environ.clear(), os.environ.update(saved_env)))
@@ -310,22 +704,50 @@ def run(args: argparse.Namespace, console: Console) -> int:
                     if e["EndpointName"] == endpoint_name and e["EndpointStatus"] == "InService"]
         prober = Prober(api_url, image) if existing else None
         if existing:
-            console.log(f"endpoint {endpoint_name} is already InService: this run takes the update path, "
-                        "and a prober POSTs an image every second meanwhile")
+            log_line(console, f"endpoint {endpoint_name} is already InService: this run takes the update path, "
+                              "and a prober POSTs an image every second meanwhile")
             stack.callback(prober.start().stop)
 
         t0 = time.monotonic()
-        with ui.progress:
-            result = run_definition(definition, args.input, sm, on_event=ui.state_event,
-                                    name=f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
+        name = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+        # The API outlives the run only with --serve: a URL that is gone once the demo exits is not recorded.
+        recorded_outputs = {**outputs, **({OUTPUT_API_URL: api_url} if args.serve else {})}
+        live = LiveRecording(out, sm, ui, name, recorded_outputs, interval=args.record_interval).start()
+        stack.callback(live.stop)
+        ticking = threading.Event()
+
+        def tick() -> None:
+            while not ticking.wait(0.25):
+                ui.tick()
+
+        threading.Thread(target=tick, daemon=True, name="demo-ticker").start()
+        stack.callback(ticking.set)
+        try:
+            with ui.progress:
+                try:
+                    result = run_definition(definition, args.input, sm, on_event=live.state_event, name=name)
+                finally:
+                    ticking.set()
+                    ui.finish()
+        except KeyboardInterrupt:
+            live.stop()
+            with contextlib.suppress(Exception):  # the record of an interrupted run, then the interrupt goes on
+                live.record("ABORTED", aborted(ui.events, "KeyboardInterrupt", "interrupted on this machine (Ctrl-C)"),
+                            error="KeyboardInterrupt", cause="interrupted on this machine (Ctrl-C)")
+            raise
+        live.stop()
         timings["pipeline"] = time.monotonic() - t0
         if prober:
             prober.stop()
         paths = _copy_artifacts(out, sm, result.output, result)
         # What `imgclf ... --local` reads: the same boto3 responses a deployed stack would give.
         write_recording(out, sagemaker=sm, stepfunctions=ExecutionRecord.from_result(result),
-                        execution_arn=result.execution_arn, s3=sm.s3.root,
-                        stack_outputs={**outputs, "PredictUrl": api_url})
+                        execution_arn=result.execution_arn, s3=sm.s3.root, cloudwatch=LocalMetrics(sm),
+                        stack_outputs=recorded_outputs)
+        runs, freed = prune_runs(out, args.keep_runs, _served_models(sm))
+        if runs:
+            log_line(console, f"pruned the job files of {runs} older run{'s' if runs > 1 else ''} "
+                              f"({freed / 1e6:.0f} MB; --keep-runs {args.keep_runs} keeps the newest)")
 
         if not result.succeeded:
             console.print(f"[bold red]the pipeline failed in state {result.failed_state!r}[/]: "
@@ -339,7 +761,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         t0 = time.monotonic()
         status, body = post_image(api_url, image)
         timings["predict"] = time.monotonic() - t0
-        _summary(console, result.output or {}, paths, api_url)
+        _summary(console, result.output or {}, paths, api_url, serving=args.serve)
         if prober:
             verdict = "[green]no downtime[/]" if prober.failed == 0 else f"[red]{prober.failed} failed[/]"
             console.print(f"during the update the endpoint answered {prober.ok} of {prober.ok + prober.failed} "
@@ -361,15 +783,34 @@ def run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _quiet_jsii_exit() -> None:
+    """jsii stops its Node process at exit by writing to it; after a Ctrl-C that process is already gone (the
+    terminal interrupted it too) and the write would print a BrokenPipeError traceback. Close the dead pipe."""
+    runtime = sys.modules.get("jsii._runtime")
+    provider = getattr(getattr(runtime, "kernel", None), "provider", None)
+    if provider is None or "_process" not in vars(type(provider)):
+        return
+    with contextlib.suppress(Exception):
+        node = provider._process  # memoized: started by the synth
+        proc = getattr(node, "_process", None)
+        if proc is not None and proc.poll() is not None and proc.stdin and not proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="demo-output", help="folder for everything the run produces")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ImageFolder dataset (train/valid/test)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="ImageFolder dataset (train/valid/test); only the default is rendered when missing")
     parser.add_argument("--serve", action="store_true", help="keep the REST API up after the run")
     parser.add_argument("--port", type=int, default=8080, help="REST API port with --serve")
     parser.add_argument("-c", "--context", action="append", default=[], metavar="KEY=VALUE",
                         help="CDK context for the synth, as `cdk -c` takes it (e.g. tuning.max_jobs=2)")
     parser.add_argument("--input", default="{}", help="the execution input, JSON (e.g. '{\"max_jobs\": 2}')")
+    parser.add_argument("--keep-runs", type=int, default=KEEP_RUNS, metavar="N",
+                        help="keep the job files of the newest N runs in --out; older ones are deleted")
+    parser.add_argument("--record-interval", type=float, default=5.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         args.context = dict(item.split("=", 1) for item in args.context)
@@ -378,18 +819,32 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--context takes KEY=VALUE and --input a JSON object: {exc}")
     if not isinstance(args.input, dict):
         parser.error("--input must be a JSON object")
-    console = Console()
+    if args.keep_runs < 1:
+        parser.error("--keep-runs must be at least 1 (the run just made)")
+    console = demo_console()
     # moto's interpreter logs every caught error (a Choice probing an absent optional input field, say) at
     # ERROR; the execution history below is the record that matters.
     logging.getLogger("moto").setLevel(logging.CRITICAL)
     try:
+        check_dataset(args.data)  # before anything starts: a mistyped DATA never trains the digits instead
+        if args.serve:
+            check_port(args.port)
         return run(args, console)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: every job and endpoint process was stopped[/]")
         return 130
+    except DemoError as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        return 1
     except (ValueError, RuntimeError) as exc:  # bad context or input, a working folder in use
         console.print(f"[red]error:[/] {exc or type(exc).__name__}", highlight=False)
         return 1
+    except OSError as exc:  # a full disk, a port taken between the check and the bind: one line, no traceback
+        console.print(f"[red]error:[/] {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
+                      highlight=False)
+        return 1
+    finally:
+        _quiet_jsii_exit()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,11 @@ from torch import nn
 from contract import ISSUES_FOUND, NO_ISSUES
 
 
+def change_words(decrease: float) -> str:
+    """0.945 -> 'down 94.5%', -0.02 -> 'up 2.0%': a signed '+94.5%' for a decrease reads as a rise."""
+    return f"{'down' if decrease >= 0 else 'up'} {abs(decrease):.1%}"
+
+
 @dataclass
 class Thresholds:
     vanishing_gradient: float = 1e-7  # VanishingGradient: mean |grad| of a weight tensor below this
@@ -114,7 +119,7 @@ class HealthMonitor:
         decrease = (first - last) / max(abs(first), 1e-12)
         found = decrease < self.thresholds.loss_min_decrease
         return {"status": ISSUES_FOUND if found else NO_ISSUES,
-                "detail": f"train loss {first:.4g} -> {last:.4g} ({decrease:+.1%})",
+                "detail": f"train loss {first:.4g} -> {last:.4g} ({change_words(decrease)})",
                 "threshold": self.thresholds.loss_min_decrease}
 
     def _poor_initialisation(self) -> dict:

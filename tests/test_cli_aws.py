@@ -12,6 +12,7 @@ from botocore.stub import ANY
 
 from cli import config
 from cli.main import main
+from cli.views import STATUS_TRIALS
 from tests.test_cli_support import (
     API_URL,
     AWS_ENV,
@@ -50,15 +51,16 @@ def test_status_of_the_newest_execution(stubs, scenario, capsys):
     stubs.expect_stack()
     stubs.expect_latest_execution()
     stubs.expect_execution()
-    stubs.expect_tuning()
+    stubs.expect_tuning(newest=STATUS_TRIALS)
     stubs.expect_job(scenario.final_job)
     stubs.expect_endpoint()
     code, out, err = run(["status"], stubs, capsys)
     assert code == 0, err
     stubs.assert_done()
     for i in range(len(scenario.trials)):
-        assert scenario.trial_name(i) in out  # both pages of trials
-    assert f"★ {scenario.best_name}" in out and "UpdateEndpoint" in out  # the last state is on history's 2nd page
+        assert scenario.trial_name(i).removeprefix(scenario.tuning_job + "-") in out
+    assert f"★ {scenario.best_name.removeprefix(scenario.tuning_job + '-')}" in out
+    assert "UpdateEndpoint" in out  # the last state is on history's 2nd page
     assert "IssuesFound" in out and "InService" in out
 
 
@@ -434,7 +436,7 @@ def test_status_watch_follows_until_the_end(stubs, scenario, capsys, monkeypatch
     stubs.add("sagemaker", "list_training_jobs_for_hyper_parameter_tuning_job",
               {"TrainingJobSummaries": scenario.list_trials()[:2]})
     stubs.expect_execution()
-    stubs.expect_tuning()
+    stubs.expect_tuning(newest=STATUS_TRIALS)
     stubs.expect_job(scenario.final_job)
     stubs.expect_endpoint()
     code, out, err = run(["status", scenario.execution_arn, "--watch", "--interval", "0.01"], stubs, capsys)

@@ -4,6 +4,7 @@ clients whose responses validate against botocore's output shapes."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from cli import config
 from cli.main import build_parser, main, untangle_local
 from cli.recording import RecordedClient
+from cli.views import fmt_hyperparameter
 from tests.test_cli_support import BUCKET, Scenario, StubApi, make_dataset, png_bytes, record
 
 
@@ -66,9 +68,9 @@ def test_status(run_dir, scenario, capsys):
     assert code == 0, err
     assert "SUCCEEDED" in out and scenario.execution_name in out
     for i, spec in enumerate(scenario.trials):
-        assert scenario.trial_name(i) in out
-        assert spec.lr in out
-    assert f"★ {scenario.best_name}" in out
+        assert scenario.trial_name(i).removeprefix(scenario.tuning_job + "-") in out
+        assert fmt_hyperparameter(spec.lr) in out
+    assert f"★ {scenario.best_name.removeprefix(scenario.tuning_job + '-')}" in out
     assert "0.9851" in out and "LossNotDecreasing" in out and "IssuesFound" in out
     assert scenario.endpoint in out and "InService" in out
 
@@ -279,3 +281,129 @@ def test_copied_s3_keys_stay_inside_the_recording(tmp_path):
     assert all(p.resolve().is_relative_to(root.resolve()) for p in copied), copied
     assert not (tmp_path / "escaped.bin").exists() and not (tmp_path / "a").exists()
     assert (root / "s3" / "bucket" / "out" / "ok.bin").read_bytes() == b"x"
+
+
+# --- issue 12 ----------------------------------------------------------------------------------------------------
+def test_a_missing_local_dir_never_falls_back_to_demo_output(tmp_path, run_dir, monkeypatch, capsys):
+    """`make demo` then `make test`: with demo-output/ present, a missing --local DIR is still an error."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(run_dir, tmp_path / config.DEFAULT_LOCAL_DIR)
+    for verb in ("best", "status", "report"):
+        extra = ["--out", str(tmp_path / "r")] if verb == "report" else []
+        code, _, err = run([verb, "--local", str(tmp_path / "nothing"), *extra], capsys)
+        assert code == 1 and "no local run in" in err and str(tmp_path / "nothing") in err, (verb, err)
+    assert untangle_local(["best", "--local", "runs/missing"]) == ["best", "--local", "runs/missing"]
+    assert untangle_local(["predict", "--local", "missing.png"])[1] == f"--local={config.DEFAULT_LOCAL_DIR}"
+
+
+def test_imgclf_alone_lists_the_verbs(capsys):
+    code, out, _ = run([], capsys)
+    assert code == 2 and all(verb in out for verb in VERBS)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.startswith("imgclf ")
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_help_has_no_placeholders(verb, capsys):
+    with pytest.raises(SystemExit):
+        main([verb, "--help"])
+    out = capsys.readouterr().out
+    assert "{config" not in out and not re.search(r"\{[A-Za-z_.]+\}", out)  # no f-string that lost its f
+
+
+def test_local_predict_skips_a_stopped_recorded_api(tmp_path, scenario, monkeypatch, capsys):
+    """The run's API has stopped (nothing on its port): the API that `make serve` runs answers instead."""
+    import socket
+
+    with socket.socket() as dead, socket.socket() as other:  # ports bound once and free now
+        dead.bind(("127.0.0.1", 0))
+        other.bind(("127.0.0.1", 0))
+        stopped, nothing = (f"http://127.0.0.1:{s.getsockname()[1]}" for s in (dead, other))
+    image = tmp_path / "img.png"
+    image.write_bytes(png_bytes())
+    record(tmp_path / "run", scenario, stack_outputs={config.OUTPUT_API_URL: stopped})
+    with StubApi() as api:
+        monkeypatch.setattr(config, "LOCAL_API_URL", api.url)
+        code, out, err = run(["predict", "--local", str(tmp_path / "run"), str(image), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)[0]["predictions"][0]["label"] == "3"
+    monkeypatch.setattr(config, "LOCAL_API_URL", nothing)  # neither listens: one line naming both
+    code, _, err = run(["predict", "--local", str(tmp_path / "run"), str(image)], capsys)
+    assert code == 1 and err.count("\n") == 1 and stopped in err and "make demo SERVE=1" in err
+
+
+def _without_tuning_job(fresh_run: Path) -> None:
+    """The execution scheduled its tuning job, then failed before SageMaker created it."""
+    for method in ("describe_hyper_parameter_tuning_job", "list_training_jobs_for_hyper_parameter_tuning_job"):
+        shutil.rmtree(fresh_run / "api" / "sagemaker" / method)
+    for path in (fresh_run / "api" / "stepfunctions" / "describe_execution").glob("*.json"):
+        described = json.loads(path.read_text())
+        described.update(status="FAILED", error="SageMaker.ResourceLimitExceeded", cause="no quota for ml.m5.large")
+        described.pop("output", None)
+        path.write_text(json.dumps(described))
+
+
+def test_best_and_report_of_an_execution_that_failed_before_tuning(fresh_run, tmp_path, capsys):
+    _without_tuning_job(fresh_run)
+    code, _, err = run(["best", "--local", str(fresh_run)], capsys)
+    assert code == 1 and err.count("\n") == 1 and "ResourceNotFound" not in err
+    assert "FAILED" in err and "no quota for ml.m5.large" in err
+    code, _, err = run(["report", "--local", str(fresh_run), "--out", str(tmp_path / "report")], capsys)
+    assert code == 0, err
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "FAILED" in markdown and "no quota for ml.m5.large" in markdown
+
+
+def _with_many_trials(run_dir: Path, scenario: Scenario, n: int) -> None:
+    """The recording's tuning job grown to n trials (the scenario's, repeated under new names)."""
+    api = run_dir / "api" / "sagemaker"
+    listing = api / "list_training_jobs_for_hyper_parameter_tuning_job" / f"{scenario.tuning_job}.json"
+    base = json.loads(listing.read_text())["TrainingJobSummaries"]
+    trials = []
+    for i in range(n):
+        item = dict(base[i % len(base)])
+        item["TrainingJobName"] = f"{scenario.tuning_job}-{i + 1:05d}-{i:08x}"
+        item["CreationTime"] = f"2026-01-01T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}+00:00"
+        trials.append(item)
+    listing.write_text(json.dumps({"TrainingJobSummaries": trials}))
+    described_path = api / "describe_hyper_parameter_tuning_job" / f"{scenario.tuning_job}.json"
+    described = json.loads(described_path.read_text())
+    described["TrainingJobStatusCounters"] = {"Completed": n, "InProgress": 0, "RetryableError": 0,
+                                              "NonRetryableError": 0, "Stopped": 0}
+    described["HyperParameterTuningJobConfig"]["ResourceLimits"]["MaxNumberOfTrainingJobs"] = n
+    described_path.write_text(json.dumps(described))
+
+
+def test_status_reads_scale_with_what_it_shows(fresh_run, scenario, monkeypatch, capsys):
+    """10,000 trials: one list call for the newest few (and the best from the describe), not 100 pages."""
+    from cli.views import STATUS_TRIALS
+
+    _with_many_trials(fresh_run, scenario, 10_000)
+    calls: list[str] = []
+    original = RecordedClient._call
+    monkeypatch.setattr(RecordedClient, "_call", lambda self, method, params: calls.append(method) or
+                        original(self, method, params))
+    code, out, err = run(["status", "--local", str(fresh_run)], capsys)
+    assert code == 0, err
+    assert calls.count("list_training_jobs_for_hyper_parameter_tuning_job") == 1 and len(calls) < 12
+    assert f"showing the newest {STATUS_TRIALS + 1} of 10000" in out  # the newest 20 and the best
+    assert "10000-0000270f" in out and "★ 003-000abc02" in out
+
+
+def test_status_fits_80_columns(run_dir, scenario, monkeypatch, capsys):
+    """One line per trial at 80 columns: no repeated job-name prefix, no 20-digit learning rates."""
+    import cli.views
+
+    monkeypatch.setattr(cli.views, "console", lambda stderr=False: cli.views.Console(width=80, file=sys.stdout))
+    code, out, err = run(["status", "--local", str(run_dir)], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    for i, spec in enumerate(scenario.trials):
+        short = scenario.trial_name(i).removeprefix(scenario.tuning_job + "-")
+        (row,) = [line for line in lines if short in line]
+        assert fmt_hyperparameter(spec.lr) in row and spec.batch_size in row

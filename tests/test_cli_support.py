@@ -541,11 +541,19 @@ class Stubs:
         self.add("stepfunctions", "get_execution_history", {"events": events[10:]},
                  {"executionArn": s.execution_arn, "maxResults": 1000, "nextToken": "p2"})
 
-    def expect_tuning(self, with_trials: bool = True) -> None:
+    def expect_tuning(self, with_trials: bool = True, newest: int | None = None) -> None:
+        """DescribeHyperParameterTuningJob, then every page of trials, or (newest=N, what `status` reads) the
+        newest N trials in one call."""
         s = self.scenario
         self.add("sagemaker", "describe_hyper_parameter_tuning_job", s.describe_tuning(),
                  {"HyperParameterTuningJobName": s.tuning_job})
-        if with_trials:
+        if with_trials and newest is not None:
+            trials = sorted(s.list_trials(), key=lambda t: t["CreationTime"], reverse=True)[:newest]
+            self.add("sagemaker", "list_training_jobs_for_hyper_parameter_tuning_job",
+                     {"TrainingJobSummaries": trials},
+                     {"HyperParameterTuningJobName": s.tuning_job, "SortBy": "CreationTime",
+                      "SortOrder": "Descending", "MaxResults": newest})
+        elif with_trials:
             trials = s.list_trials()
             self.add("sagemaker", "list_training_jobs_for_hyper_parameter_tuning_job",
                      {"TrainingJobSummaries": trials[:4], "NextToken": "n2"},

@@ -83,6 +83,16 @@ def test_healthy_run_finds_no_issues():
     assert monitor.report()["issues"] == []
 
 
+def test_health_detail_says_down_for_a_decrease():
+    """A 94.5 % decrease read "+94.5%", as if the loss had risen."""
+    monitor = HealthMonitor()
+    monitor.step_losses = [2.3 - 0.05 * i for i in range(40)]
+    detail = monitor.report()["checks"]["LossNotDecreasing"]["detail"]
+    assert "(down 72.3%)" in detail and "+" not in detail
+    monitor.step_losses = [1.0] * 10 + [1.5] * 30
+    assert "up 50.0%" in monitor.report()["checks"]["LossNotDecreasing"]["detail"]
+
+
 def test_overfitting_is_found():
     monitor = HealthMonitor()
     monitor.step_losses = [2.0 - 0.04 * i for i in range(40)]

@@ -164,11 +164,19 @@ def test_csv_predictions(tmp_path, run_dir):
 def test_without_predictions_the_report_says_so(tmp_path, run_dir, report_dir):
     out = tmp_path / "out"
     shutil.copytree(report_dir, out)  # an earlier report's confusion figures must not survive
-    assert main(["report", "--local", str(run_dir), "--out", str(out)]) == 0
+    assert main(["report", "--local", str(run_dir), "--out", str(out), "--no-evaluate"]) == 0
     markdown = (out / "report.md").read_text()
     assert "No confusion matrix: no predictions on the test set: pass --evaluate" in markdown
     assert not (out / FIGURES["confusion"]).exists() and not (out / FIGURES["samples"]).exists()
     assert "confusion_matrix" not in (out / "report.html").read_text()
+
+
+def test_a_local_report_evaluates_by_default_and_says_why_it_could_not(tmp_path, run_dir):
+    """A local run's report tries the final model on the test set unasked; a model it cannot read is a note."""
+    out = tmp_path / "out"
+    assert main(["report", "--local", str(run_dir), "--out", str(out)]) == 0
+    markdown = (out / "report.md").read_text()
+    assert "No confusion matrix: the model s3://" in markdown and "could not be read" in markdown
 
 
 @pytest.mark.parametrize("args, message", [
@@ -269,3 +277,79 @@ def test_trials_are_ordered_by_sagemakers_trial_number(scenario):
     tuning = tuning_from(scenario.describe_tuning(), summaries)
     assert [t.name for t in tuning.trials] == scenario.trial_names
     assert [t.best for t in tuning.trials].index(True) == scenario.best_index
+
+
+# --- issue 12 item 14 --------------------------------------------------------------------------------------------
+def test_per_class_precision_and_recall(report_dir):
+    """Class 3: 5 right, 3 taken for 8 (recall 5/8); class 8: 5 right of 8 predicted as 8 (precision 5/8)."""
+    markdown = (report_dir / "report.md").read_text()
+    rows = {row[0]: row[1:] for row in table_rows(markdown, "| class | precision | recall | images |")}
+    assert rows["3"] == ["1.000", "0.625", "8"] and rows["8"] == ["0.625", "1.000", "5"]
+    assert rows["4"] == ["0.833", "1.000", "5"] and rows["9"] == ["1.000", "0.833", "6"]
+
+
+def test_timings_per_state_and_per_job(report_dir, scenario):
+    markdown = (report_dir / "report.md").read_text()
+    assert "## Timings" in markdown
+    states = dict(table_rows(markdown, "| state | time |"))
+    assert "whole execution" in states and len(states) > 2
+    jobs = {row[1]: row[2] for row in table_rows(markdown, "| job | name | training time |")}
+    assert set(jobs) == {*scenario.trial_names, scenario.final_job}
+    assert jobs[scenario.final_job] == "5m 00s"
+
+
+def test_no_empty_header_rows(report_dir):
+    markdown = (report_dir / "report.md").read_text()
+    assert not re.search(r"^\|( *\|)+ *$", markdown, re.M) and "|  |" not in markdown.split("\n|---", 1)[0][-40:]
+    assert "| run |  |" not in markdown and "| execution | run-0001 |" in markdown
+    html = (report_dir / "report.html").read_text()
+    assert "<th></th>" not in html
+
+
+def test_local_metrics_give_every_trial_its_curve(tmp_path):
+    """A stopped trial writes no history.json; the epoch lines it logged are its curve, as CloudWatch holds them."""
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from cli.pipeline import CURVE_METRICS, fetch_metric_data, metric_queries, metric_series
+    from local.demo import LocalMetrics
+    from ml import contract
+
+    job = SimpleNamespace(
+        epochs=[{"epoch": 1, "seconds": 5.0, contract.VALID_ACCURACY: 0.5, contract.TRAIN_LOSS: 1.2},
+                {"epoch": 2, "seconds": 5.0, contract.VALID_ACCURACY: 0.7, contract.TRAIN_LOSS: 0.8}],
+        describe=lambda: {"TrainingStartTime": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)})
+    stand_in = SimpleNamespace(training_jobs={"stopped-trial": job})
+
+    start = dt.datetime(2025, 12, 31, tzinfo=dt.UTC)
+    response = fetch_metric_data(LocalMetrics(stand_in), "stopped-trial", start, start + dt.timedelta(days=2))
+    series = metric_series(response, metric_queries("stopped-trial", CURVE_METRICS))
+    assert [v for _, v in series[contract.VALID_ACCURACY]] == [0.5, 0.7]
+    assert [v for _, v in series[contract.TRAIN_LOSS]] == [1.2, 0.8]
+    assert series[contract.VALID_LOSS] == []
+
+
+def test_profiler_report_in_the_main_reports_style_with_legends_beside_the_plots(tmp_path, monkeypatch):
+    from cli.report import CSS
+    from local.sagemaker import profiler
+
+    legends: list[dict] = []
+    original = profiler._figure_html
+
+    def capture(fig) -> str:  # every legend of every axes, where it is anchored
+        for ax in fig.axes:
+            if (legend := ax.get_legend()) is not None:
+                box = legend.get_bbox_to_anchor().transformed(ax.transAxes.inverted())
+                legends.append({"x0": box.x0, "texts": [t.get_text() for t in legend.get_texts()]})
+        return original(fig)
+
+    monkeypatch.setattr(profiler, "_figure_html", capture)
+    samples = [profiler.Sample(t=i, cpu_process=50.0 + i, cpu_cores=[40.0, 60.0], rss_mb=300.0 + i,
+                               memory_percent=30.0, read_mb=1.0, write_mb=2.0) for i in range(5)]
+    epochs = [{"epoch": 1, "seconds": 3.0, "valid_accuracy": 0.5}, {"epoch": 2, "seconds": 2.5}]
+    path = profiler.write_report(tmp_path / "profiler-report.html", {"TrainingJobName": "job"}, samples, epochs,
+                                 [("ProfilerReport", "NoIssuesFound", "")])
+    page = path.read_text()
+    assert CSS in page and "<th></th>" not in page
+    assert len(legends) == 2 and all(legend["x0"] >= 1.0 for legend in legends)  # right of the plot area
+    assert any("machine memory %" in legend["texts"] for legend in legends)  # the twin axis's curve is named

@@ -108,43 +108,50 @@ class SystemMonitor:
 # --- report -----------------------------------------------------------------------------------------
 def _figure_html(fig) -> str:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buffer, format="png", bbox_inches="tight")  # the figure's own dpi, as the main report's
     data = base64.b64encode(buffer.getvalue()).decode()
     return f'<img alt="figure" src="data:image/png;base64,{data}"/>'
 
 
-def _table(rows: list[tuple], header: tuple) -> str:
+def _table(rows: list[tuple], header: tuple = ()) -> str:
+    """A table; without a header, a key/value table (no empty header row)."""
+    if not header:
+        body = "".join(f"<tr><th>{html.escape(str(row[0]))}</th>" + "".join(f"<td>{html.escape(str(c))}</td>"
+                                                                            for c in row[1:]) + "</tr>"
+                       for row in rows)
+        return f"<table><tbody>{body}</tbody></table>"
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def write_report(path: Path, job: dict, samples: list[Sample], epochs: list[dict],
                  checks: list[tuple[str, str, str]]) -> Path:
-    """profiler-report.html: system usage over time, epoch timings, metrics and rule summaries (no network)."""
-    import matplotlib
+    """profiler-report.html: system usage over time, epoch timings, metrics and rule summaries (no network), in the
+    main report's style (cli.report: its figure size, fonts and stylesheet); legends beside the plots, never on
+    the curves."""
+    from cli.report import CSS, new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    outside = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "fontsize": 8, "frameon": False}
     sections: list[str] = []
     if samples:
         t = [s.t for s in samples]
-        fig, (ax_cpu, ax_mem) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
-        ax_cpu.plot(t, [s.cpu_process for s in samples], label="training process tree (% of one core)")
+        fig = new_figure(9, 5.5)
+        ax_cpu, ax_mem = fig.subplots(2, 1, sharex=True)
+        ax_cpu.plot(t, [s.cpu_process for s in samples], label="training process tree\n(% of one core)")
         ax_cpu.plot(t, [sum(s.cpu_cores) / max(len(s.cpu_cores), 1) for s in samples], label="machine (mean %)")
         ax_cpu.set_ylabel("CPU %")
-        ax_cpu.legend(loc="upper right")
-        ax_mem.plot(t, [s.rss_mb for s in samples], color="tab:green", label="training RSS (MiB)")
+        ax_cpu.legend(**outside)
+        rss = ax_mem.plot(t, [s.rss_mb for s in samples], color="tab:green", label="training RSS (MiB)")
         ax_mem.set_ylabel("MiB")
         ax_mem.set_xlabel("seconds since the training process started")
         twin = ax_mem.twinx()
-        twin.plot(t, [s.memory_percent for s in samples], color="tab:red", alpha=0.5, label="machine memory %")
+        machine = twin.plot(t, [s.memory_percent for s in samples], color="tab:red", alpha=0.5,
+                            label="machine memory %")
         twin.set_ylabel("machine memory %")
-        ax_mem.legend(loc="upper left")
+        ax_mem.legend(handles=[*rss, *machine], **{**outside, "bbox_to_anchor": (1.12, 1.0)})
         fig.suptitle("System utilization")
         sections.append("<h2>System utilization</h2>" + _figure_html(fig))
-        plt.close(fig)
         cpu = [s.cpu_process for s in samples]
         rows = [("samples", len(samples)), ("duration (s)", f"{t[-1]:.1f}"),
                 ("CPU p50 / p95 / max (% of a core)",
@@ -155,13 +162,13 @@ def write_report(path: Path, job: dict, samples: list[Sample], epochs: list[dict
     else:
         sections.append("<p>No system samples: the training process ended before the first sampling interval.</p>")
     if epochs:
-        fig, ax = plt.subplots(figsize=(9, 3))
+        fig = new_figure(9, 3)
+        ax = fig.subplots()
         ax.bar([str(e["epoch"]) for e in epochs], [e["seconds"] for e in epochs], color="tab:purple")
         ax.set_xlabel("epoch")
         ax.set_ylabel("wall seconds")
         fig.suptitle("Epoch time (from the training log)")
         sections.append("<h2>Step time</h2>" + _figure_html(fig))
-        plt.close(fig)
         keys = sorted({k for e in epochs for k in e if k not in ("epoch", "seconds")})
         rows = [(e["epoch"], f"{e['seconds']:.1f}", *(f"{e.get(k, ''):.4g}" if k in e else "" for k in keys))
                 for e in epochs]
@@ -178,10 +185,9 @@ def write_report(path: Path, job: dict, samples: list[Sample], epochs: list[dict
                                   f"{psutil.virtual_memory().total / 2**30:.1f} GiB memory, no GPU")]
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>Profiler report: {html.escape(str(job.get("TrainingJobName")))}</title>
-<style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100%}}</style></head><body>
+<style>{CSS}</style></head><body>
 <h1>SageMaker Debugger profiling report (local)</h1>
-{_table(summary, ("", ""))}
+{_table(summary)}
 {"".join(sections)}
 <p>Framework profiling (per-step and data-loader timelines) is deprecated for PyTorch 2.x; step time above is
 per epoch, from the training log.</p>

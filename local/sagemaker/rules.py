@@ -132,7 +132,8 @@ class LossNotDecreasing(LocalRule):
             failed = loss >= before if self.diff_percent is None else decrease < float(self.diff_percent)
             if failed:
                 return self.found(f"{self.mode.name} loss {name} went {before:.4g} (step {before_step}) -> "
-                                  f"{loss:.4g} (step {mode_step}): {decrease:+.2f}%")
+                                  f"{loss:.4g} (step {mode_step}): {'down' if decrease >= 0 else 'up'} "
+                                  f"{abs(decrease):.2f}%")
         return False
 
 

@@ -175,8 +175,11 @@ class LocalSageMaker:
         self.hosting.shutdown()
         self._runtime.close()
         processes.kill_all(owner=self)
+        # Their processes are gone; their threads finish the bookkeeping. One deadline for all of them, not 10 s
+        # each in turn: on a busy machine a Ctrl-C must not take a minute to return.
+        deadline = time.monotonic() + 10
         for job in list(self.training_jobs.values()):
-            job.wait(10)
+            job.wait(max(0.0, deadline - time.monotonic()))
         with contextlib.suppress(OSError):
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
