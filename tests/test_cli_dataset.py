@@ -50,10 +50,10 @@ def test_a_class_missing_from_a_split_is_flagged(data, run_dir, capsys, split):
 
 
 def test_the_demo_applies_the_same_check(data):
-    from local.demo import _ensure_dataset
+    from local.demo import DemoError, _ensure_dataset
 
     shutil.rmtree(data / "valid" / "1")
-    with pytest.raises(ValueError, match="valid/ lacks classes that train/ has: 1"):
+    with pytest.raises(DemoError, match="valid/ lacks classes that train/ has: 1"):
         _ensure_dataset(data, console=None)
 
 
