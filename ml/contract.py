@@ -33,6 +33,9 @@ MODEL_CODE_DIR = "code"
 HEALTH_FILE = "health.json"
 HISTORY_FILE = "history.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+# Hyperparameter: "job" puts the checkpoint under <checkpoint dir>/<TRAINING_JOB_NAME>/ (tuning trials).
+CHECKPOINT_SCOPE = "checkpoint-scope"
+CHECKPOINT_SCOPES: tuple[str, ...] = ("shared", "job")
 # Modules copied into <model>/code so the inference container needs neither network nor a second
 # copy of the network definition.
 INFERENCE_MODULES: tuple[str, ...] = ("inference.py", "model.py", "imaging.py", "contract.py")

@@ -42,7 +42,6 @@ PRESETS = {"cloud": contract.CLOUD_HYPERPARAMETERS, "local": contract.LOCAL_HYPE
 CACHE_BUDGET_BYTES = 256 * 1024 * 1024  # datasets whose files add up to less are decoded once, kept in memory
 AMP_MODES = ("auto", "off", "fp16", "bf16")
 MAX_LOADER_WORKERS = 16
-TUNING_OBJECTIVE_ARG = "--_tuning_objective_metric"  # the tuner adds it to every trial's hyperparameters
 INFERENCE_REQUIREMENTS = (
     "# Serving needs nothing beyond the PyTorch inference container (torch, torchvision, Pillow, numpy).\n"
 )
@@ -108,6 +107,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     default=_env_path(f"SM_CHANNEL_{contract.PRETRAINED_CHANNEL.upper()}", None),
                     help=f"folder of staged weights for --weights {contract.PRETRAINED_WEIGHTS}")
     io.add_argument("--checkpoint-dir", default=contract.DEFAULT_CHECKPOINT_DIR)
+    io.add_argument(f"--{contract.CHECKPOINT_SCOPE}", choices=contract.CHECKPOINT_SCOPES,
+                    default=contract.CHECKPOINT_SCOPES[0],
+                    help="'job': checkpoint under <checkpoint-dir>/<TRAINING_JOB_NAME>/ (tuning trials share one "
+                         "CheckpointConfig)")
     # SageMaker adds hyperparameters of its own (the tuner's _tuning_objective_metric): tolerate them.
     args, unknown = p.parse_known_args(argv)
     args.unknown = unknown
@@ -416,12 +419,13 @@ def fingerprint(args: argparse.Namespace, classes: list[str]) -> dict:
 
 
 def checkpoint_path(args: argparse.Namespace) -> Path:
-    """Where this job checkpoints. A tuning trial keeps its own sub-folder: every trial of a tuning job inherits
-    the one CheckpointConfig of its TrainingJobDefinition, and parallel trials must not overwrite (or resume)
-    each other's state; a spot-interrupted trial restarts under the same TRAINING_JOB_NAME and finds its own."""
+    """Where this job checkpoints. Tuning trials (`--checkpoint-scope job`) keep a sub-folder each: every trial
+    inherits the one CheckpointConfig of the tuning job's TrainingJobDefinition, and parallel trials must not
+    overwrite (or resume) each other's state; a spot-interrupted trial restarts under the same
+    TRAINING_JOB_NAME and finds its own."""
     base = Path(args.checkpoint_dir)
     job = os.environ.get("TRAINING_JOB_NAME")
-    if job and any(a.split("=", 1)[0] == TUNING_OBJECTIVE_ARG for a in args.unknown):
+    if getattr(args, "checkpoint_scope", "shared") == "job" and job:
         base = base / job
     return base / contract.CHECKPOINT_FILE
 
