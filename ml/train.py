@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
 import contract
 from contract import ApiException
@@ -205,10 +205,36 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.split.items)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key: int | tuple[int, int]):
+        """`key`: an index, or (augmentation seed, index) from SeededSampler."""
+        seed, i = key if isinstance(key, tuple) else (None, key)
         item = self.split.items[i]
         image = item if self.split.cached else decode_image(Path(item).read_bytes(), min_side=self.min_side)
-        return self.transform(image), self.split.labels[i]
+        if seed is None:
+            return self.transform(image), self.split.labels[i]
+        with torch.random.fork_rng(devices=[]):  # the caller's RNG stream stays untouched
+            torch.manual_seed(seed)
+            return self.transform(image), self.split.labels[i]
+
+
+class SeededSampler(Sampler):
+    """Indices with a per-image augmentation seed drawn from the epoch's generator.
+
+    Random augmentations then depend on (seed, epoch, image) only, not on which worker process decodes the image or
+    how long that worker has lived: persistent workers keep their RNG streams across epochs, which would make a job
+    resumed from a checkpoint (a spot interruption) train differently from the one it replaces.
+    """
+
+    def __init__(self, base: Sampler, generator: torch.Generator) -> None:
+        self.base, self.generator = base, generator
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __iter__(self):
+        indices = list(self.base)
+        seeds = torch.randint(0, 2**62, (len(indices),), generator=self.generator).tolist()
+        return iter(zip(seeds, indices, strict=True))
 
 
 # --- distributed -------------------------------------------------------------------------------------
@@ -509,8 +535,9 @@ def run(args: argparse.Namespace, world: World) -> dict | None:
     train_ds = ImageDataset(train, train_tf, settings.resize_size)
     sampler = DistributedSampler(train_ds, world.size, world.rank, shuffle=True, seed=args.seed) \
         if world.size > 1 else None
-    train_loader = DataLoader(train_ds, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
-                              generator=generator, **loader_opts)
+    train_loader = DataLoader(train_ds, batch_size=args.batch_size,
+                              sampler=SeededSampler(sampler or RandomSampler(train_ds, generator=generator), generator),
+                              **loader_opts)
     eval_loaders = {s.name: DataLoader(ImageDataset(s, eval_tf, settings.resize_size),
                                        batch_size=max(args.batch_size, 64), **loader_opts) for s in (valid, test)}
 

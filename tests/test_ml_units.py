@@ -411,3 +411,36 @@ def test_checkpoint_write_failure_names_the_file_and_leaves_no_partial_file(monk
         train.save_checkpoint(tmp_path / contract.CHECKPOINT_FILE, {})
     assert failure.value.filename == str(tmp_path / "checkpoint.tmp")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_augmentation_depends_on_the_epoch_not_on_worker_lifetimes():
+    """Persistent workers keep their RNG streams across epochs: a job resumed at epoch 2 (fresh workers) must still
+    see the images epoch 2 of the uninterrupted job saw, with any number of workers."""
+    from PIL import Image
+
+    from imaging import TransformSettings, build_transforms
+
+    g = torch.Generator().manual_seed(0)
+    images = [Image.fromarray((torch.rand(24, 24, 3, generator=g) * 255).byte().numpy()) for _ in range(12)]
+    split = train.Split("train", ["a", "b"], items=images, labels=[i % 2 for i in range(12)], cached=True)
+    settings = TransformSettings.for_size(16, "flip-crop")
+    dataset = train.ImageDataset(split, build_transforms(settings)[0], settings.resize_size)
+
+    def loader(workers: int, generator: torch.Generator):
+        sampler = train.SeededSampler(train.RandomSampler(dataset, generator=generator), generator)
+        extra = {"persistent_workers": True} if workers else {}
+        return train.DataLoader(dataset, batch_size=4, sampler=sampler, num_workers=workers, **extra)
+
+    def epoch(data, generator, number: int) -> torch.Tensor:
+        train.seed_epoch(0, number, generator)
+        return torch.cat([x for x, _ in data])
+
+    uninterrupted_gen = torch.Generator()
+    uninterrupted = loader(2, uninterrupted_gen)
+    epoch(uninterrupted, uninterrupted_gen, 1)
+    second = epoch(uninterrupted, uninterrupted_gen, 2)
+    resumed_gen = torch.Generator()
+    assert torch.equal(epoch(loader(2, resumed_gen), resumed_gen, 2), second)
+    in_process_gen = torch.Generator()
+    assert torch.equal(epoch(loader(0, in_process_gen), in_process_gen, 2), second)
+    assert not torch.equal(epoch(loader(0, in_process_gen), in_process_gen, 3), second)
