@@ -143,7 +143,7 @@ def precision_and_health(rounds: int, steps: int, backbone: str | None, image_si
 
     # Health checks: the loop's on_step hook exactly as train.py wires it, in the precision train.py would use.
     p, model, optimizer, scheduler, scaler = states[(mixed if cuda else fp32).name]
-    monitor = HealthMonitor()
+    monitor = HealthMonitor(grad_interval=train.HEALTH_GRAD_INTERVAL)  # as train.py configures it
     spent = [0.0]
 
     def observe(loss):

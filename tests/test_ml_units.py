@@ -444,3 +444,21 @@ def test_augmentation_depends_on_the_epoch_not_on_worker_lifetimes():
     in_process_gen = torch.Generator()
     assert torch.equal(epoch(loader(0, in_process_gen), in_process_gen, 2), second)
     assert not torch.equal(epoch(loader(0, in_process_gen), in_process_gen, 3), second)
+
+
+def test_gradient_statistics_are_sampled_every_interval():
+    model = _tiny_net()
+    every, sampled = HealthMonitor(), HealthMonitor(grad_interval=3)
+    for i, (x, y) in enumerate(_batches(7)):
+        model.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        if i % 3:
+            model[0].weight.grad.mul_(0)  # only the sampled steps (0, 3, 6) show the first layer a gradient
+        for monitor in (every, sampled):
+            monitor.observe_step(torch.tensor(float(i)), model)
+    for monitor in (every, sampled):
+        monitor.end_epoch(1, 1.0, 1.0)
+    assert every.step_losses == sampled.step_losses == [float(i) for i in range(7)]  # every loss, always
+    assert every.min_grad["tensor"] == "0.weight"  # zero on 4 of 7 steps
+    assert sampled.min_grad["tensor"] != "0.weight" or sampled.min_grad["mean_abs_grad"] > every.min_grad[
+        "mean_abs_grad"]
