@@ -41,6 +41,20 @@ class RangeOverride(_Model):
     scaling: Literal["Auto", "Linear", "Logarithmic", "ReverseLogarithmic"] | None = None
 
 
+# Managed spot training: StoppingCondition.MaxWaitTimeInSeconds (botocore shape StoppingCondition, min 1) is how
+# long a spot job may take including waits for capacity and must be >= MaxRuntimeInSeconds
+# (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StoppingCondition.html); a job's runtime is capped
+# at 28 days (MaxRuntimeInSeconds) and so is the wait.
+MAX_JOB_SECONDS = 28 * 24 * 3600
+
+
+def _spot_wait(section: str, spot: bool, max_wait_s: int | None, max_runtime_s: int) -> None:
+    if max_wait_s is not None and max_wait_s < max_runtime_s:
+        raise ValueError(f"{section}.max_wait_s must be at least {section}.max_runtime_s")
+    if max_wait_s is not None and not spot:
+        raise ValueError(f"{section}.max_wait_s applies to spot training only: set {section}.spot true")
+
+
 class TuningConfig(_Model):
     max_jobs: int = Field(6, ge=1, le=500)
     max_parallel_jobs: int = Field(2, ge=1, le=100)
@@ -52,12 +66,21 @@ class TuningConfig(_Model):
     warm_start_parent: str | None = None  # default parent tuning job; the execution input may override it
     warm_start_type: Literal["IdenticalDataAndAlgorithm", "TransferLearning"] = "TransferLearning"
     ranges: dict[str, RangeOverride] = Field(default_factory=dict)
+    # Managed spot for every trial (HyperParameterTrainingJobDefinition.EnableManagedSpotTraining); an interrupted
+    # trial resumes from its own checkpoint (train.py --checkpoint-scope job).
+    spot: bool = False
+    max_wait_s: int | None = Field(None, ge=1, le=MAX_JOB_SECONDS)  # spot only; default 2 x max_runtime_s
 
     @model_validator(mode="after")
     def _parallel(self) -> TuningConfig:
         if self.max_parallel_jobs > self.max_jobs:
             raise ValueError("tuning.max_parallel_jobs cannot exceed tuning.max_jobs")
+        _spot_wait("tuning", self.spot, self.max_wait_s, self.max_runtime_s)
         return self
+
+    @property
+    def spot_max_wait_s(self) -> int:
+        return self.max_wait_s or min(2 * self.max_runtime_s, MAX_JOB_SECONDS)
 
 
 class TrainingConfig(_Model):
@@ -78,6 +101,14 @@ class TrainingConfig(_Model):
     @property
     def spot_max_wait_s(self) -> int:
         return self.max_wait_s or 2 * self.max_runtime_s
+
+
+class PretrainedConfig(_Model):
+    """ImageNet weights staged once in the project bucket and handed to every job as an input channel, so no
+    trial downloads them (slow, and impossible in a VPC without internet). Used when the profile's `weights`
+    hyperparameter is "imagenet"; `key` defaults to <data_prefix>pretrained/<backbone>.pt."""
+
+    key: str | None = None
 
 
 class DebuggerConfig(_Model):
@@ -205,6 +236,7 @@ class StackConfig(_Model):
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     debugger: DebuggerConfig = Field(default_factory=DebuggerConfig)
+    pretrained: PretrainedConfig = Field(default_factory=PretrainedConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
@@ -238,6 +270,11 @@ class StackConfig(_Model):
         unknown = set(self.tuning.ranges) - {r.name for r in self.tuning_space.ranges}
         if unknown:
             raise ValueError(f"tuning.ranges names unknown hyperparameters: {sorted(unknown)}")
+        key = self.pretrained_key
+        if key is not None and (not key.startswith(self.data_prefix) or key.endswith("/") or "*" in key):
+            # The SageMaker role reads s3://<bucket>/<data_prefix>* only (infra.security ReadDatasets).
+            raise ValueError(f"pretrained.key must name one object under data_prefix {self.data_prefix!r} "
+                             f"(the SageMaker role reads only there): {key!r}")
         return self
 
     # --- derived values ---------------------------------------------------------------------------
@@ -253,6 +290,17 @@ class StackConfig(_Model):
     def base_hyperparameters(self) -> dict[str, str]:
         base = contract.LOCAL_HYPERPARAMETERS if self.profile == "local" else contract.CLOUD_HYPERPARAMETERS
         return {**base, **self.training.hyperparameters}
+
+    @property
+    def pretrained_key(self) -> str | None:
+        """S3 key (in the project bucket) of the staged weights the jobs get as the pretrained channel, or None
+        when the hyperparameters do not ask for pretrained weights."""
+        hps = self.base_hyperparameters
+        if hps.get("weights") != contract.PRETRAINED_WEIGHTS:
+            return None
+        default = f"{self.data_prefix}{contract.PRETRAINED_CHANNEL}/" \
+                  f"{contract.PRETRAINED_FILE.format(backbone=hps['backbone'])}"
+        return self.pretrained.key or default
 
     @property
     def tuning_space(self) -> contract.TuningSpace:

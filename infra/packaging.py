@@ -18,6 +18,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from ml import contract
+
 ROOT = Path(__file__).resolve().parent.parent
 ML_DIR = ROOT / "ml"
 LAMBDA_DIR = ROOT / "lambda"
@@ -25,9 +27,15 @@ FIXED_MTIME = 315532800  # 1980-01-01, the zip epoch: old enough to be obviously
 
 
 def training_sources(ml_dir: Path = ML_DIR) -> list[Path]:
-    """What the container needs: the flat modules train.py imports and requirements.txt (smdebug)."""
+    """What the container needs: the flat modules train.py imports and smdebug's requirements file.
+
+    No `requirements.txt`: the training toolkit pip-installs that file before the entry point of every job
+    (sagemaker-training's entry_point.install -> modules.install_requirements), so each tuning trial would
+    install smdebug and downgrade protobuf for nothing. train.py installs contract.DEBUGGER_REQUIREMENTS
+    itself, only in the job SageMaker gave a Debugger hook config.
+    """
     files = sorted(p for p in ml_dir.glob("*.py") if p.is_file())
-    requirements = ml_dir / "requirements.txt"
+    requirements = ml_dir / contract.DEBUGGER_REQUIREMENTS
     return [*files, requirements] if requirements.is_file() else files
 
 

@@ -83,6 +83,39 @@ def _channels() -> list[dict[str, Any]]:
     } for channel in contract.CHANNELS]
 
 
+def _pretrained_channels(cfg: StackConfig) -> list[dict[str, Any]]:
+    """The staged ImageNet weights as one more File channel (SM_CHANNEL_PRETRAINED), when the jobs want them.
+    An S3Prefix equal to the object's key selects that one object
+    (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_S3DataSource.html)."""
+    key = cfg.pretrained_key
+    if key is None:
+        return []
+    return [{
+        "ChannelName": contract.PRETRAINED_CHANNEL,
+        "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": s3(key),
+                                        "S3DataDistributionType": "FullyReplicated"}},
+        "InputMode": "File",
+    }]
+
+
+def _tuning_spot(cfg: StackConfig) -> dict[str, Any]:
+    """Managed spot for the trials, with checkpoints to resume from. HyperParameterTrainingJobDefinition has
+    EnableManagedSpotTraining, CheckpointConfig and StoppingCondition.MaxWaitTimeInSeconds (>= MaxRuntimeInSeconds)
+    (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_HyperParameterTrainingJobDefinition.html,
+    .../API_StoppingCondition.html, .../API_CheckpointConfig.html). One CheckpointConfig serves every trial:
+    train.py keeps each trial's checkpoint apart (--checkpoint-scope job)."""
+    t = cfg.tuning
+    if not t.spot:
+        return {}
+    return {
+        "EnableManagedSpotTraining": True,
+        "CheckpointConfig": {
+            "S3Uri.$": f"States.Format('{s3(CHECKPOINTS)}{{}}/', $.names.tuning_job)",
+            "LocalPath": contract.DEFAULT_CHECKPOINT_DIR,
+        },
+    }
+
+
 def static_hyperparameters(cfg: StackConfig, *, debugger: bool) -> dict[str, str]:
     """Everything but the tuned three: the profile's defaults and how the toolkit finds the code."""
     values = {k: v for k, v in cfg.base_hyperparameters.items() if k not in cfg.tuned_names}
@@ -127,15 +160,18 @@ def tuning_job(cfg: StackConfig, *, warm_start: bool) -> dict[str, Any]:
         },
         "TrainingJobDefinition": {
             # Tuning trials cannot carry Debugger (the API has no such members): the final job does.
-            "StaticHyperParameters": static_hyperparameters(cfg, debugger=False),
+            "StaticHyperParameters": {**static_hyperparameters(cfg, debugger=False),
+                                       contract.CHECKPOINT_SCOPE: "job"},
             "AlgorithmSpecification": {"TrainingImage": sub(TRAINING_IMAGE), "TrainingInputMode": "File",
                                        "MetricDefinitions": _metric_definitions()},
             "RoleArn": sub(ROLE_ARN),
-            "InputDataConfig": _channels(),
+            "InputDataConfig": [*_channels(), *_pretrained_channels(cfg)],
             "OutputDataConfig": {"S3OutputPath": s3(TUNING_OUTPUT)},
             "ResourceConfig": {"InstanceType": t.instance_type, "InstanceCount": 1,
                                "VolumeSizeInGB": t.volume_size_gb},
-            "StoppingCondition": {"MaxRuntimeInSeconds": t.max_runtime_s},
+            "StoppingCondition": {"MaxRuntimeInSeconds": t.max_runtime_s,
+                                  **({"MaxWaitTimeInSeconds": t.spot_max_wait_s} if t.spot else {})},
+            **_tuning_spot(cfg),
         },
         "Tags": _tags(cfg),
     }
@@ -201,7 +237,7 @@ def training_job(cfg: StackConfig, *, debugger: bool = True) -> dict[str, Any]:
                                    "MetricDefinitions": _metric_definitions(),
                                    "EnableSageMakerMetricsTimeSeries": True},
         "RoleArn": sub(ROLE_ARN),
-        "InputDataConfig": _channels(),
+        "InputDataConfig": [*_channels(), *_pretrained_channels(cfg)],
         "OutputDataConfig": {"S3OutputPath": s3(TRAINING_OUTPUT)},
         "ResourceConfig": {"InstanceType": t.instance_type, "InstanceCount": t.instance_count,
                            "VolumeSizeInGB": t.volume_size_gb},

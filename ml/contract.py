@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 # --- Data channels (SM_CHANNEL_<NAME>) -------------------------------------------------------------
 TRAIN, VALID, TEST = "train", "valid", "test"
 CHANNELS: tuple[str, ...] = (TRAIN, VALID, TEST)
+# Optional channel: ImageNet weights staged once in the bucket (a torchvision state dict named
+# PRETRAINED_FILE.format(backbone=...)), so no job downloads them; `--weights imagenet` reads it.
+PRETRAINED_CHANNEL = "pretrained"
+PRETRAINED_WEIGHTS = "imagenet"
+PRETRAINED_FILE = "{backbone}.pt"
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 # --- SageMaker container paths (defaults when the SM_* variables are unset) ------------------------
@@ -28,6 +33,9 @@ MODEL_CODE_DIR = "code"
 HEALTH_FILE = "health.json"
 HISTORY_FILE = "history.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+# Hyperparameter: "job" puts the checkpoint under <checkpoint dir>/<TRAINING_JOB_NAME>/ (tuning trials).
+CHECKPOINT_SCOPE = "checkpoint-scope"
+CHECKPOINT_SCOPES: tuple[str, ...] = ("shared", "job")
 # Modules copied into <model>/code so the inference container needs neither network nor a second
 # copy of the network definition.
 INFERENCE_MODULES: tuple[str, ...] = ("inference.py", "model.py", "imaging.py", "contract.py")
@@ -284,6 +292,9 @@ ENV_ATTEMPTS = "ENDPOINT_ATTEMPTS"
 
 # --- Entry points SageMaker runs (sagemaker_program / SAGEMAKER_PROGRAM) ------------------------------
 TRAINING_PROGRAM = "train.py"  # in the training source dir (sourcedir.tar.gz of ml/)
+# smdebug and its pins, installed by train.py only in a job that has a Debugger hook config. Not named
+# requirements.txt: the training toolkit pip-installs that file in every job, tuning trials included.
+DEBUGGER_REQUIREMENTS = "debugger-requirements.txt"
 INFERENCE_PROGRAM = "inference.py"  # in model.tar.gz's code/ (MODEL_CODE_DIR)
 
 

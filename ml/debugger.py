@@ -5,21 +5,54 @@ Tuning trials carry no DebugHookConfig (the API has no such member), so for them
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from torch import nn
 
-from contract import DEBUGGER_SAVES_PER_EPOCH
+import contract
 
 log = logging.getLogger("train")
 
 HOOK_CONFIG_ENV = "SMDEBUG_CONFIG_FILE_PATH"  # smdebug's own variable
 DEFAULT_HOOK_CONFIG = "/opt/ml/input/config/debughookconfig.json"
+# Set by the SageMaker training toolkit in the entry point's environment (sagemaker-training's
+# environment.Environment -> SM_TRAINING_ENV); the local stand-in does not set it, so a local run never pip-installs.
+TOOLKIT_ENV = "SM_TRAINING_ENV"
+HERE = Path(__file__).resolve().parent
+
+
+def hook_config() -> Path:
+    return Path(os.environ.get(HOOK_CONFIG_ENV, DEFAULT_HOOK_CONFIG))
+
+
+def install_smdebug_if_needed(enabled: bool, requirements: Path | None = None) -> bool:
+    """pip-install smdebug's pins, only in the job that has Debugger: SageMaker wrote its hook config, the
+    script was not told `--debugger off`, smdebug is missing (DLCs >= 2.2 lack it) and this is a SageMaker
+    container. Returns whether it installed; a failed install leaves the job training without the hook."""
+    requirements = requirements or HERE / contract.DEBUGGER_REQUIREMENTS
+    if not enabled or not hook_config().is_file() or importlib.util.find_spec("smdebug") is not None:
+        return False
+    if not os.environ.get(TOOLKIT_ENV):
+        log.warning("debugger: smdebug is not installed here; training without the hook")
+        return False
+    log.info("debugger: installing %s (this job has a Debugger hook config)", requirements.name)
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
+                             "-r", str(requirements)], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        log.warning("debugger: pip could not install %s; training without the hook:\n%s", requirements.name,
+                    result.stderr[-2000:])
+        return False
+    importlib.invalidate_caches()
+    return True
 
 
 class NoHook:
@@ -59,7 +92,7 @@ def save_intervals(config: dict, steps_per_epoch: Mapping[str, int]) -> dict:
     different difficulty. Collections that set their own save_interval keep it (a collection overrides the hook).
     """
     params = dict(config.get("HookParameters") or {})
-    wanted = params.pop(DEBUGGER_SAVES_PER_EPOCH, None)
+    wanted = params.pop(contract.DEBUGGER_SAVES_PER_EPOCH, None)
     if wanted is None:
         return config
     saves = max(1, int(wanted))
@@ -85,7 +118,7 @@ def create_hook(model: nn.Module, loss_fn: nn.Module, enabled: bool = True,
                 steps_per_epoch: Mapping[str, int] | None = None) -> NoHook | SmdebugHook:
     """Register model and loss with the hook SageMaker configured (the collections come from its JSON);
     `steps_per_epoch` per smdebug mode ("train", "eval") sets the save intervals the config asks to derive."""
-    config = Path(os.environ.get(HOOK_CONFIG_ENV, DEFAULT_HOOK_CONFIG))
+    config = hook_config()
     if not enabled or not config.is_file():
         return NoHook()
     config = _derived_config(config, steps_per_epoch)

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torchvision import models
 
+import contract
+
 FINETUNE_MODES = ("head", "last", "all")
 
 
@@ -43,16 +45,39 @@ def _last_block(model: nn.Module, head: str) -> str | None:
     return last
 
 
+def staged_weights(backbone: str, channel_dir: str | None) -> Path:
+    """The state dict staged in the pretrained input channel: `<backbone>.pt`, or the channel's only .pt/.pth.
+
+    Nothing is downloaded: every tuning trial fetching ImageNet weights costs time and fails in a VPC without
+    internet. Stage them once (README: "Pretrained weights") and SageMaker copies them in with the data.
+    """
+    env = f"SM_CHANNEL_{contract.PRETRAINED_CHANNEL.upper()}"
+    expected = contract.PRETRAINED_FILE.format(backbone=backbone)
+    if not channel_dir:
+        raise ModelError(f"--weights {contract.PRETRAINED_WEIGHTS} needs the '{contract.PRETRAINED_CHANNEL}' input "
+                         f"channel ({env}) holding {expected}: stage the weights once (README: Pretrained weights), "
+                         f"or pass --weights none or a state-dict file")
+    folder = Path(channel_dir)
+    if (folder / expected).is_file():
+        return folder / expected
+    found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".pt", ".pth")) \
+        if folder.is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    raise ModelError(f"the '{contract.PRETRAINED_CHANNEL}' channel ({folder}) holds "
+                     f"{len(found) or 'no'} state-dict files; it needs {expected}")
+
+
 def build_model(
     backbone: str, num_classes: int, weights: str = "none", finetune: str = "head"
 ) -> nn.Module:
-    """`weights`: 'imagenet' (torchvision's download, for the cloud), 'none', or a path to a state dict."""
+    """`weights`: 'none' or a path to a state dict (train.py resolves 'imagenet' to the staged channel's file)."""
     if finetune not in FINETUNE_MODES:
         raise ModelError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, not {finetune!r}")
     if backbone not in models.list_models(module=models):
         raise ModelError(f"unknown torchvision backbone {backbone!r}")
-    if weights == "imagenet":
-        model = models.get_model(backbone, weights="DEFAULT")
+    if weights == contract.PRETRAINED_WEIGHTS:
+        raise ModelError(f"--weights {weights}: resolve it with staged_weights(); nothing downloads weights")
     else:
         model = models.get_model(backbone, weights=None)
         if weights not in ("none", "", None):

@@ -10,13 +10,16 @@ behaves the same. `--preset local` picks the defaults for a CPU without download
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import errno
 import json
 import logging
 import os
 import shutil
 import sys
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,19 +27,22 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
 import contract
 from contract import ApiException
-from debugger import create_hook
+from debugger import create_hook, install_smdebug_if_needed
 from health import HealthMonitor
 from imaging import AUGMENTATIONS, TransformSettings, build_transforms, decode_image
-from model import FINETUNE_MODES, ModelError, build_model, train_mode
+from model import FINETUNE_MODES, ModelError, build_model, staged_weights, train_mode
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("train")
 PRESETS = {"cloud": contract.CLOUD_HYPERPARAMETERS, "local": contract.LOCAL_HYPERPARAMETERS}
 CACHE_BUDGET_BYTES = 256 * 1024 * 1024  # datasets whose files add up to less are decoded once, kept in memory
+AMP_MODES = ("auto", "off", "fp16", "bf16")
+MAX_LOADER_WORKERS = 16
+HEALTH_GRAD_INTERVAL = 5  # bench/train_bench.py: every step costs ~3 % of a CPU step, every 5th well under 1 %
 INFERENCE_REQUIREMENTS = (
     "# Serving needs nothing beyond the PyTorch inference container (torch, torchvision, Pillow, numpy).\n"
 )
@@ -71,7 +77,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     hp.add_argument(f"--{contract.EPOCHS}", dest="epochs", type=int, default=int(d[contract.EPOCHS]))
     st = p.add_argument_group("hyperparameters (static)")
     st.add_argument("--backbone", default=d["backbone"], help="any torchvision classification model")
-    st.add_argument("--weights", default=d["weights"], help="'imagenet' (downloads), 'none', or a state-dict file")
+    st.add_argument("--weights", default=d["weights"],
+                    help=f"'{contract.PRETRAINED_WEIGHTS}' (the state dict staged in the "
+                         f"'{contract.PRETRAINED_CHANNEL}' input channel; nothing is downloaded), 'none', "
+                         f"or a state-dict file")
     st.add_argument("--finetune", choices=FINETUNE_MODES, default=d["finetune"],
                     help="train the new head only, the head and the last block, or everything")
     st.add_argument("--image-size", type=int, default=int(d["image-size"]))
@@ -82,22 +91,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     st.add_argument("--bn-recalibration-batches", type=int, default=8,
                     help="batches that re-estimate trainable batch-norm statistics after each epoch (0: off)")
     st.add_argument("--num-workers", type=int, default=-1, help="data loader workers (-1: automatic)")
+    st.add_argument("--health-grad-interval", type=int, default=HEALTH_GRAD_INTERVAL,
+                    help="steps between the health checks' gradient statistics (the loss is recorded every step)")
     st.add_argument("--nproc", type=int, default=0,
                     help="data-parallel processes per host (0: one per GPU, else 1)")
     st.add_argument("--debugger", choices=("on", "off"), default="on",
                     help="register the smdebug hook when a hook config exists")
+    st.add_argument("--amp", choices=AMP_MODES, default="auto",
+                    help="mixed precision on CUDA: auto = bf16 where the GPU computes it natively (Ampere and "
+                         "newer), else fp16 with a gradient scaler (T4); off = fp32. CPUs train in fp32 unless "
+                         "bf16 is asked for")
     io = p.add_argument_group("locations (SageMaker sets the SM_* variables)")
     for channel in contract.CHANNELS:
         io.add_argument(f"--{channel}", default=_env_path(f"SM_CHANNEL_{channel.upper()}", None))
     io.add_argument("--model-dir", default=_env_path("SM_MODEL_DIR", contract.DEFAULT_MODEL_DIR))
     io.add_argument("--output-data-dir", default=_env_path("SM_OUTPUT_DATA_DIR", contract.DEFAULT_OUTPUT_DATA_DIR))
+    io.add_argument(f"--{contract.PRETRAINED_CHANNEL}",
+                    default=_env_path(f"SM_CHANNEL_{contract.PRETRAINED_CHANNEL.upper()}", None),
+                    help=f"folder of staged weights for --weights {contract.PRETRAINED_WEIGHTS}")
     io.add_argument("--checkpoint-dir", default=contract.DEFAULT_CHECKPOINT_DIR)
+    io.add_argument(f"--{contract.CHECKPOINT_SCOPE}", choices=contract.CHECKPOINT_SCOPES,
+                    default=contract.CHECKPOINT_SCOPES[0],
+                    help="'job': checkpoint under <checkpoint-dir>/<TRAINING_JOB_NAME>/ (tuning trials share one "
+                         "CheckpointConfig)")
     # SageMaker adds hyperparameters of its own (the tuner's _tuning_objective_metric): tolerate them.
     args, unknown = p.parse_known_args(argv)
     args.unknown = unknown
     if args.augment is None:
         args.augment = "crop" if args.image_size < 64 else "flip-crop"
-    for name in ("batch_size", "epochs", "image_size"):
+    for name in ("batch_size", "epochs", "image_size", "health_grad_interval"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if not args.lr > 0:
@@ -186,10 +208,36 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.split.items)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key: int | tuple[int, int]):
+        """`key`: an index, or (augmentation seed, index) from SeededSampler."""
+        seed, i = key if isinstance(key, tuple) else (None, key)
         item = self.split.items[i]
         image = item if self.split.cached else decode_image(Path(item).read_bytes(), min_side=self.min_side)
-        return self.transform(image), self.split.labels[i]
+        if seed is None:
+            return self.transform(image), self.split.labels[i]
+        with torch.random.fork_rng(devices=[]):  # the caller's RNG stream stays untouched
+            torch.manual_seed(seed)
+            return self.transform(image), self.split.labels[i]
+
+
+class SeededSampler(Sampler):
+    """Indices with a per-image augmentation seed drawn from the epoch's generator.
+
+    Random augmentations then depend on (seed, epoch, image) only, not on which worker process decodes the image or
+    how long that worker has lived: persistent workers keep their RNG streams across epochs, which would make a job
+    resumed from a checkpoint (a spot interruption) train differently from the one it replaces.
+    """
+
+    def __init__(self, base: Sampler, generator: torch.Generator) -> None:
+        self.base, self.generator = base, generator
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __iter__(self):
+        indices = list(self.base)
+        seeds = torch.randint(0, 2**62, (len(indices),), generator=self.generator).tolist()
+        return iter(zip(seeds, indices, strict=True))
 
 
 # --- distributed -------------------------------------------------------------------------------------
@@ -229,46 +277,142 @@ def init_world(hosts: list[str], current: str, nproc: int, local_rank: int) -> W
     return world
 
 
+# --- precision and input pipeline ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Precision:
+    """How the training loop computes: autocast dtype (None: fp32), loss scaling, memory format."""
+
+    dtype: torch.dtype | None = None
+    scaler: bool = False
+    channels_last: bool = False
+
+    @property
+    def name(self) -> str:
+        return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(self.dtype, "fp32")
+
+    def autocast(self, device: torch.device):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.dtype)
+
+    def grad_scaler(self, device: torch.device) -> torch.amp.GradScaler:
+        # Disabled, the scaler's scale/step/update are plain backward()/optimizer.step() calls.
+        return torch.amp.GradScaler(device.type, enabled=self.scaler)
+
+    def to_device(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+        fmt = torch.channels_last if self.channels_last and x.dim() == 4 else torch.preserve_format
+        return x.to(device, non_blocking=True, memory_format=fmt)
+
+
+def _native_bf16(device: torch.device) -> bool:
+    """bf16 computed by the GPU itself (compute capability 8.0+). torch.cuda.is_bf16_supported() also answers
+    True for emulated bf16 on a T4, which is slower than fp32: the capability decides."""
+    return torch.cuda.get_device_capability(device)[0] >= 8 and torch.cuda.is_bf16_supported()
+
+
+def choose_precision(mode: str, device: torch.device) -> Precision:
+    """--amp on this device. fp16 needs a gradient scaler (its 5-bit exponent underflows small gradients);
+    bf16 has fp32's range and needs none. channels_last lets cuDNN's tensor-core kernels skip layout
+    transposes under mixed precision (PyTorch's memory-format tutorial); on CPUs it is not a gain here."""
+    if mode == "off":
+        return Precision()
+    if device.type != "cuda":
+        if mode == "fp16":
+            raise ModelError("--amp fp16 needs a CUDA GPU; on a CPU use --amp off (fp32) or bf16")
+        # CPUs keep fp32 unless asked: bench/train_bench.py measured bf16 autocast at 0.4x fp32 for the local
+        # resnet18 at 32 px, even on a CPU with AMX-BF16 (the casts outweigh the small convolutions).
+        return Precision(torch.bfloat16) if mode == "bf16" else Precision()
+    if mode == "bf16" or (mode == "auto" and _native_bf16(device)):
+        return Precision(torch.bfloat16, scaler=False, channels_last=True)
+    return Precision(torch.float16, scaler=True, channels_last=True)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (a container's or a stand-in's affinity), not the host's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def loader_options(device: torch.device, cached: bool, requested: int, local_size: int) -> dict:
+    """DataLoader settings sized to the instance.
+
+    GPU: decoding and augmentation run in worker processes (one CPU per rank left for the training process), so
+    the GPU never waits on the CPU; batches land in pinned memory for asynchronous copies and are prefetched a
+    few deep; workers persist across epochs instead of re-forking (and re-reading the cache) each epoch.
+    CPU: an in-memory dataset needs no workers (they would take cores from the model); a streamed one decodes in
+    a few workers.
+    """
+    cpus = max(1, usable_cpus() // max(local_size, 1))
+    if requested >= 0:
+        workers = requested
+    elif device.type == "cuda":
+        workers = min(MAX_LOADER_WORKERS, max(1, cpus - 1))
+    else:
+        workers = 0 if cached else min(8, cpus)
+    options: dict = {"num_workers": workers, "pin_memory": device.type == "cuda"}
+    if workers > 0:
+        options.update(persistent_workers=True, prefetch_factor=4 if device.type == "cuda" else 2)
+    return options
+
+
 # --- training ----------------------------------------------------------------------------------------
 def emit(**metrics: float) -> None:
     """A metric line for MetricDefinitions (SageMaker) and the local stand-in: same regexes."""
     print(contract.format_metrics(**metrics), flush=True)
 
 
-def evaluate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, device: torch.device) -> tuple[float, float]:
+def evaluate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, device: torch.device,
+             precision: Precision = Precision()) -> tuple[float, float]:
+    """Loss and accuracy, summed on the device and read back once."""
     model.eval()
-    total_loss, correct, count = 0.0, 0, 0
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    count = 0
     with torch.no_grad():
         for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            out = model(x)
-            total_loss += float(loss_fn(out, y)) * len(y)
-            correct += int((out.argmax(1) == y).sum())
+            x, y = precision.to_device(x, device), y.to(device, non_blocking=True)
+            with precision.autocast(device):
+                out = model(x)
+                loss = loss_fn(out, y)
+            total_loss += loss.double() * len(y)
+            correct += (out.argmax(1) == y).sum()
             count += len(y)
-    return total_loss / max(count, 1), correct / max(count, 1)
+    return float(total_loss) / max(count, 1), int(correct) / max(count, 1)
 
 
 def train_epoch(model: nn.Module, batches, loss_fn: nn.Module, optimizer, scheduler, device: torch.device,
-                on_step=None) -> tuple[float, int]:
-    """One pass over `batches`; returns (summed loss, images seen). bench/ times this very loop."""
+                on_step=None, precision: Precision = Precision(), scaler: torch.amp.GradScaler | None = None
+                ) -> tuple[float, int]:
+    """One pass over `batches`; returns (summed loss, images seen). bench/ times this very loop.
+
+    Nothing in a step reads a value back to the host: the loss sum stays on the device until the epoch ends,
+    and `on_step` gets the loss as a tensor (the health checks accumulate on the device too).
+    """
     train_mode(model)
-    loss_sum, seen = 0.0, 0
+    scaler = scaler or precision.grad_scaler(device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    seen = 0
     for x, y in batches:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = precision.to_device(x, device), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        value = loss.item()
+        with precision.autocast(device):
+            loss = loss_fn(model(x), y)
+        scaler.scale(loss).backward()
         if on_step is not None:
-            on_step(value)
-        optimizer.step()
+            scaler.unscale_(optimizer)  # the health checks judge true gradients, not fp16-scaled ones
+            on_step(loss.detach())
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
         seen += len(y)
-        loss_sum += value * len(y)
-    return loss_sum, seen
+        loss_sum += loss.detach().double() * len(y)
+    return float(loss_sum), seen
 
 
-def recalibrate_batchnorm(model: nn.Module, loader: DataLoader, device: torch.device, max_batches: int) -> None:
+def recalibrate_batchnorm(model: nn.Module, loader: DataLoader, device: torch.device, max_batches: int,
+                          precision: Precision = Precision()) -> None:
     """Re-estimate trainable batch-norm statistics with the epoch's final weights ("precise BN").
 
     Trained from scratch at a high rate, the running averages lag weights that move fast, and evaluation-mode
@@ -286,7 +430,8 @@ def recalibrate_batchnorm(model: nn.Module, loader: DataLoader, device: torch.de
         for i, (x, _) in enumerate(loader):
             if i >= max_batches:
                 break
-            model(x.to(device, non_blocking=True))
+            with precision.autocast(device):
+                model(precision.to_device(x, device))
     for m, momentum in zip(layers, momenta, strict=True):
         m.momentum = momentum
 
@@ -303,10 +448,28 @@ def fingerprint(args: argparse.Namespace, classes: list[str]) -> dict:
     return {"classes": classes, **{k: getattr(args, k) for k in keys}}
 
 
+def checkpoint_path(args: argparse.Namespace) -> Path:
+    """Where this job checkpoints. Tuning trials (`--checkpoint-scope job`) keep a sub-folder each: every trial
+    inherits the one CheckpointConfig of the tuning job's TrainingJobDefinition, and parallel trials must not
+    overwrite (or resume) each other's state; a spot-interrupted trial restarts under the same
+    TRAINING_JOB_NAME and finds its own."""
+    base = Path(args.checkpoint_dir)
+    job = os.environ.get("TRAINING_JOB_NAME")
+    if getattr(args, "checkpoint_scope", "shared") == "job" and job:
+        base = base / job
+    return base / contract.CHECKPOINT_FILE
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
+    try:
+        torch.save(state, tmp)
+    except RuntimeError as exc:
+        # torch's zip writer reports a full disk as RuntimeError("... file write failed"): name the cause.
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise OSError(errno.EIO, f"could not write the checkpoint ({exc})", str(tmp)) from exc
     os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
 
 
@@ -346,16 +509,19 @@ def run(args: argparse.Namespace, world: World) -> dict | None:
     device = torch.device(f"cuda:{world.local_rank}" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
         # The CPUs this process may use (a local stand-in may pin parallel trials apart), shared by local ranks.
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // world.local_size))
+        torch.set_num_threads(max(1, usable_cpus() // world.local_size))
     else:
         torch.cuda.set_device(device)
+        # Fixed input shapes (every batch but the last): cuDNN's autotuner picks the fastest kernels once.
         torch.backends.cudnn.benchmark = True
+    precision = choose_precision(args.amp, device)
 
     settings = TransformSettings.for_size(args.image_size, args.augment)
     train_tf, eval_tf = build_transforms(settings)
-    train = load_split(contract.TRAIN, args.train, settings)
-    valid = load_split(contract.VALID, args.valid, settings, train.classes)
-    test = load_split(contract.TEST, args.test, settings, train.classes)
+    # The up-front check decodes every file (PIL releases the GIL while decoding): use every CPU for it.
+    train = load_split(contract.TRAIN, args.train, settings, workers=usable_cpus())
+    valid = load_split(contract.VALID, args.valid, settings, train.classes, workers=usable_cpus())
+    test = load_split(contract.TEST, args.test, settings, train.classes, workers=usable_cpus())
     skipped = len(train.skipped) + len(valid.skipped) + len(test.skipped)
     classes = train.classes
     if world.main:
@@ -364,30 +530,36 @@ def run(args: argparse.Namespace, world: World) -> dict | None:
                  skipped)
         emit(**{contract.SKIPPED_IMAGES: skipped})
 
-    workers = args.num_workers if args.num_workers >= 0 else (0 if train.cached else min(8, os.cpu_count() or 1))
+    loader_opts = loader_options(device, train.cached, args.num_workers, world.local_size)
+    if world.main:
+        log.info("precision %s%s; data loader: %d workers, pinned memory %s", precision.name,
+                 ", channels-last" if precision.channels_last else "", loader_opts["num_workers"],
+                 loader_opts["pin_memory"])
     generator = torch.Generator()
     train_ds = ImageDataset(train, train_tf, settings.resize_size)
     sampler = DistributedSampler(train_ds, world.size, world.rank, shuffle=True, seed=args.seed) \
         if world.size > 1 else None
-    loader_opts = {"num_workers": workers, "pin_memory": device.type == "cuda",
-                   "persistent_workers": False}
-    train_loader = DataLoader(train_ds, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
-                              generator=generator, **loader_opts)
+    train_loader = DataLoader(train_ds, batch_size=args.batch_size,
+                              sampler=SeededSampler(sampler or RandomSampler(train_ds, generator=generator), generator),
+                              **loader_opts)
     eval_loaders = {s.name: DataLoader(ImageDataset(s, eval_tf, settings.resize_size),
                                        batch_size=max(args.batch_size, 64), **loader_opts) for s in (valid, test)}
 
     torch.manual_seed(args.seed)
-    module = build_model(args.backbone, len(classes), args.weights, args.finetune).to(device)
+    module = build_model(args.backbone, len(classes), args.weights_file, args.finetune).to(device)
+    if precision.channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    scaler = precision.grad_scaler(device)
     loss_fn = nn.CrossEntropyLoss()
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     steps = args.epochs * len(train_loader)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=steps,
                                                     pct_start=0.15)
-    health = HealthMonitor()
+    health = HealthMonitor(grad_interval=args.health_grad_interval)
     history: list[dict] = []
     expected = fingerprint(args, classes)
-    ckpt_path = Path(args.checkpoint_dir) / contract.CHECKPOINT_FILE
+    ckpt_path = checkpoint_path(args)
     state = load_checkpoint(ckpt_path, expected)
     start = 1
     if state:
@@ -395,12 +567,14 @@ def run(args: argparse.Namespace, world: World) -> dict | None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         health.load_state_dict(state["health"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         history = state["history"]
         start = state["epoch"] + 1
         if world.main:
             log.info("resuming from %s after epoch %d", ckpt_path, state["epoch"])
     elif world.main:
-        probe = next(iter(eval_loaders[contract.VALID]))[0][: min(32, args.batch_size)].to(device)
+        probe = precision.to_device(next(iter(eval_loaders[contract.VALID]))[0][: min(32, args.batch_size)], device)
         twin = copy.deepcopy(module)
         train_mode(twin)
         health.observe_initialisation(twin, probe)
@@ -420,7 +594,8 @@ def run(args: argparse.Namespace, world: World) -> dict | None:
         hook.train()
         started = time.perf_counter()
         loss_sum, seen = train_epoch(model, train_loader, loss_fn, optimizer, scheduler, device,
-                                     (lambda loss: health.observe_step(loss, module)) if world.main else None)
+                                     (lambda loss: health.observe_step(loss, module)) if world.main else None,
+                                     precision, scaler)
         elapsed = time.perf_counter() - started
         totals = torch.tensor([loss_sum, seen, elapsed], dtype=torch.float64)
         if world.size > 1:
@@ -429,9 +604,9 @@ def run(args: argparse.Namespace, world: World) -> dict | None:
         throughput = float(totals[1] / (totals[2] / world.size))
         if world.main:
             hook.predict()  # the recalibration passes are neither training nor evaluation steps for the rules
-            recalibrate_batchnorm(module, train_loader, device, args.bn_recalibration_batches)
+            recalibrate_batchnorm(module, train_loader, device, args.bn_recalibration_batches, precision)
             hook.eval()
-            valid_loss, valid_acc = evaluate(module, eval_loaders[contract.VALID], loss_fn, device)
+            valid_loss, valid_acc = evaluate(module, eval_loaders[contract.VALID], loss_fn, device, precision)
             health.end_epoch(epoch, train_loss, valid_loss)
             record = {"epoch": epoch, contract.TRAIN_LOSS: train_loss, contract.VALID_LOSS: valid_loss,
                       contract.VALID_ACCURACY: valid_acc, contract.THROUGHPUT: throughput}
@@ -440,7 +615,8 @@ def run(args: argparse.Namespace, world: World) -> dict | None:
             emit(**{k: v for k, v in record.items() if k != "epoch"})
             save_checkpoint(ckpt_path, {"epoch": epoch, "fingerprint": expected, "model": module.state_dict(),
                                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                        "health": health.state_dict(), "history": history})
+                                        "health": health.state_dict(), "history": history,
+                                        "scaler": scaler.state_dict() if precision.scaler else None})
         if world.size > 1:
             dist.barrier()
 
@@ -448,7 +624,7 @@ def run(args: argparse.Namespace, world: World) -> dict | None:
         return None
     # The test set is scored once: not a step of the EVAL (validation) series the Debugger rules compare.
     hook.predict()
-    test_loss, test_acc = evaluate(module, eval_loaders[contract.TEST], loss_fn, device)
+    test_loss, test_acc = evaluate(module, eval_loaders[contract.TEST], loss_fn, device, precision)
     report = health.report()
     for check, verdict in report["checks"].items():
         log.info("health: %s %s (%s)", check, verdict["status"], verdict["detail"])
@@ -485,14 +661,39 @@ def _setup_logging() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def write_failure(message: str) -> None:
-    """SageMaker shows this file's content as the job's FailureReason."""
+def write_failure(message: str) -> bool:
+    """SageMaker shows this file's content as the job's FailureReason. Never raises (it runs inside error
+    handlers, on a disk that may be full): when the file cannot be written, the reason goes to stderr."""
     failure = Path(os.environ.get("SM_OUTPUT_DIR", str(Path(contract.FAILURE_FILE).parent))) / "failure"
     try:
         failure.parent.mkdir(parents=True, exist_ok=True)
         failure.write_text(message[:1024])
-    except OSError:
-        pass
+        return True
+    except Exception:  # a full disk, a read-only mount: stderr below is all that is left
+        _last_words(message)
+        return False
+
+
+def _last_words(message: str) -> None:
+    """One line on stderr, which may itself be broken: nothing here may raise."""
+    with contextlib.suppress(Exception):
+        print(f"training failed: {message}", file=sys.stderr, flush=True)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line for FailureReason: what failed, and for an I/O error the path and the cause."""
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        if exc.errno == errno.ENOSPC:
+            return f"no space left on device{where}: free disk space or raise VolumeSizeInGB"
+        return f"I/O error{where}: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def resolve_weights(args: argparse.Namespace) -> None:
+    """--weights imagenet -> the staged channel's file, before any data is read: a missing channel fails now."""
+    args.weights_file = (str(staged_weights(args.backbone, getattr(args, contract.PRETRAINED_CHANNEL)))
+                         if args.weights == contract.PRETRAINED_WEIGHTS else args.weights)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -504,6 +705,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if current not in hosts:
             raise DataError(f"SM_CURRENT_HOST {current!r} is not in SM_HOSTS {hosts}")
+        resolve_weights(args)
+        choose_precision(args.amp, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        install_smdebug_if_needed(enabled=args.debugger == "on")
         if nproc > 1:
             import torch.multiprocessing as mp
 
@@ -516,12 +720,20 @@ def main(argv: list[str] | None = None) -> int:
         else:
             worker(0, args, hosts, current, 1)
     except (DataError, ModelError) as exc:
-        log.error("%s", exc)
+        with contextlib.suppress(Exception):
+            log.error("%s", exc)
         write_failure(str(exc))
         return 2
     except Exception as exc:
-        write_failure(f"{type(exc).__name__}: {exc}")
-        raise
+        # Anything else, a full disk included, ends the job with a reason; this handler itself never raises
+        # (a second exception here would hide the first and, locally, leave the job hanging).
+        reason = failure_reason(exc)
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+        with contextlib.suppress(Exception):
+            log.error("%s", reason)
+        write_failure(reason)
+        return 1
     return 0
 
 

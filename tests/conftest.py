@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = ROOT / "ml" / "train.py"
 
 
-def run_train(args: list[str], env_extra: dict[str, str] | None = None, timeout: float = 600,
+def run_train(args: list[str], env_extra: dict[str, str] | None = None, timeout: float = 1800,
               **kwargs) -> subprocess.CompletedProcess:
     """Run ml/train.py as SageMaker would: a fresh interpreter, settings in SM_* variables and flags."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}

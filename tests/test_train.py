@@ -99,13 +99,13 @@ def test_resume_after_kill_reaches_the_same_result(training_run, digits_dir, tmp
     args = [sys.executable, str(TRAIN_SCRIPT), *BASELINE_ARGS, "--checkpoint-dir", str(ckpt)]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 1200  # a loaded machine: the first epoch may take minutes
         while not (ckpt / contract.CHECKPOINT_FILE).exists():
             assert proc.poll() is None, "training ended before its first checkpoint"
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        proc.send_signal(signal.SIGKILL)
     finally:
+        proc.send_signal(signal.SIGKILL)  # also when an assertion above failed: never leave it running
         proc.wait(timeout=60)
     assert not (tmp_path / "model" / contract.MODEL_WEIGHTS_FILE).exists(), "killed before the end"
 
@@ -230,3 +230,46 @@ def test_readme_by_hand_invocation_help():
                             cwd=ROOT, timeout=120)
     assert result.returncode == 0
     assert f"--{contract.BATCH_SIZE}" in result.stdout and "--preset" in result.stdout
+
+
+# --- staged pretrained weights: no network in the job ---------------------------------------------------------
+NO_NETWORK = '''
+import socket, sys
+
+def _unreachable(*args, **kwargs):
+    raise OSError(101, "Network is unreachable (blocked by the test)")
+
+socket.socket.connect = socket.socket.connect_ex = _unreachable
+socket.create_connection = socket.getaddrinfo = _unreachable
+print("network blocked", file=sys.stderr)
+'''
+
+
+def test_staged_weights_train_without_network(small_digits, tmp_path):
+    """`--weights imagenet` with the pretrained channel (as the cloud profile runs every trial): the weights come
+    from the channel (here made from a freshly initialised network: nothing is downloaded in tests either) and the
+    job reaches no network at all."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "ml"))
+    from model import build_model
+
+    staged = tmp_path / "pretrained"
+    staged.mkdir()
+    torch.manual_seed(7)
+    donor = build_model("resnet18", 1000, "none", "all")  # torchvision's layout, ImageNet's 1000-class head
+    torch.save(donor.state_dict(), staged / contract.PRETRAINED_FILE.format(backbone="resnet18"))
+    blocker = tmp_path / "site"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(NO_NETWORK)
+    env = {**channel_env(small_digits, tmp_path / "model", tmp_path / "out"),
+           f"SM_CHANNEL_{contract.PRETRAINED_CHANNEL.upper()}": str(staged), "PYTHONPATH": str(blocker),
+           "TORCH_HOME": str(tmp_path / "torch-home")}
+    result = run_train(["--preset", "local", "--weights", "imagenet", "--finetune", "head", "--epochs", "1",
+                        "--checkpoint-dir", str(tmp_path / "ckpt")], env)
+    assert "network blocked" in result.stderr, "the network blocker was not loaded"
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert not (tmp_path / "torch-home").exists(), "torchvision's download cache was touched"
+    trained = torch.load(tmp_path / "model" / contract.MODEL_WEIGHTS_FILE, weights_only=True)
+    assert torch.equal(trained["layer1.0.conv1.weight"], donor.state_dict()["layer1.0.conv1.weight"]), \
+        "the frozen backbone is the staged one"

@@ -129,6 +129,7 @@ class TrainingJob:
         self._line_times: dict[str, float] = {}
         self.report_path: Path | None = None
         self.epochs: list[dict] = []
+        self._log_error: OSError | None = None  # the first failed write to the job's log (a full disk)
         created = now()
         d: dict[str, Any] = {
             "TrainingJobName": self.name,
@@ -266,14 +267,30 @@ class TrainingJob:
         status, secondary, reason = outcome
         try:
             self._finish(status, secondary, reason)
+        except Exception as exc:  # e.g. no space for model.tar.gz: the job still ends, with the reason
+            self._fail_in_memory(f"InternalServerError: the job's output could not be saved: {exc}")
         finally:
             self._finished.set()
         threading.Thread(target=self._evaluate_rules, args=(monitor,), name=f"rules-{self.name}", daemon=True).start()
 
     def _log(self, text: str) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("a") as log:
-            log.write(text if text.endswith("\n") else text + "\n")
+        """Append to the job's log; never raises (it runs inside error handlers, maybe on a full disk)."""
+        try:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.log_path.open("a") as log:
+                log.write(text if text.endswith("\n") else text + "\n")
+        except OSError as exc:
+            self._log_error = self._log_error or exc
+
+    def _fail_in_memory(self, reason: str) -> None:
+        """End the job as Failed without touching the disk (which may be what failed)."""
+        if self.status not in TERMINAL:
+            with self.sm.lock:
+                self.desc["FailureReason"] = reason[:1024]
+                self.desc.setdefault("TrainingEndTime", now())
+            self._transition("Failed", "Failed", f"{STATUS_MESSAGES['Failed']}: {reason.splitlines()[0][:200]}")
+        self._log(f"[stand-in] {reason}")
+        self.save()
 
     def _s3_path(self, uri: str, *parts: str) -> Path:
         return self.sm.s3.path(self.sm.s3.join(uri, *parts))
@@ -402,8 +419,13 @@ class TrainingJob:
         epoch_started = time.monotonic()
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", "replace")
-            sink.write(line)
-            sink.flush()
+            if self._log_error is None:
+                try:
+                    sink.write(line)
+                    sink.flush()
+                except OSError as exc:
+                    # Keep draining the pipe: a reader that stops leaves the script blocked on print() forever.
+                    self._log_error = exc
             self.sm.emit({"type": "TrainingLog", "TrainingJobName": self.name, "line": line.rstrip("\n")})
             progress = EPOCH_PROGRESS.search(line)
             values: dict[str, float] = {}
@@ -461,8 +483,9 @@ class TrainingJob:
                     break
             if self._proc.poll() is None:
                 why = f"MaxRuntimeInSeconds ({limit}s) exceeded" if timed_out else "stop"
-                sink.write(f"[stand-in] {why}: SIGTERM, then SIGKILL after {self.sm.stop_grace_seconds:g}s\n")
-                sink.flush()
+                with contextlib.suppress(OSError):
+                    sink.write(f"[stand-in] {why}: SIGTERM, then SIGKILL after {self.sm.stop_grace_seconds:g}s\n")
+                    sink.flush()
                 processes.terminate(self._proc, self.sm.stop_grace_seconds)
             rc = self._proc.wait()
             processes.forget(self._proc)
@@ -473,6 +496,10 @@ class TrainingJob:
             return ("Stopped", "MaxRuntimeExceeded", None), monitor
         if self._stop.is_set():
             return ("Stopped", "Stopped", None), monitor
+        if self._log_error is not None:
+            # Its metrics (FinalMetricDataList, the tuner's objective) live in that log: not a usable job.
+            return ("Failed", "Failed", f"InternalServerError: the job's log could not be written "
+                                        f"({self._log_error.strerror or self._log_error}): free disk space"), monitor
         if rc != 0:
             if failure_file.is_file() and failure_file.read_text().strip():
                 reason = f"AlgorithmError: {failure_file.read_text().strip()}"
@@ -524,9 +551,11 @@ class TrainingJob:
         self.save()
 
     def save(self) -> None:
+        """Persist the description; best effort (a full disk must not stop the job from ending)."""
         from local.sagemaker.api import to_json
 
-        (self.dir / "description.json").write_text(json.dumps(to_json(self.describe()), indent=2))
+        with contextlib.suppress(OSError):
+            (self.dir / "description.json").write_text(json.dumps(to_json(self.describe()), indent=2))
 
     # --- rules, after the job (SageMaker reports them after the training job has ended) ----------------------
     def _evaluate_rules(self, monitor: SystemMonitor | None) -> None:

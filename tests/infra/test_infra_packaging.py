@@ -21,7 +21,10 @@ def test_sourcedir_is_reproducible_and_flat(tmp_path):
     b = packaging.build_sourcedir(tmp_path / "b").read_bytes()
     assert a == b
     members = _members(a)
-    assert contract.TRAINING_PROGRAM in members and "contract.py" in members and "requirements.txt" in members
+    assert contract.TRAINING_PROGRAM in members and "contract.py" in members
+    # smdebug's pins ship under another name: the training toolkit pip-installs a root requirements.txt in every
+    # job (tuning trials included); train.py installs this file only in the job that has Debugger.
+    assert contract.DEBUGGER_REQUIREMENTS in members and "requirements.txt" not in members
     assert {m for m in members if "/" in m} == set()  # train.py imports its modules flat
     assert {m.mtime for m in members.values()} == {packaging.FIXED_MTIME}
     assert {(m.uid, m.gid, m.uname, m.gname, m.mode) for m in members.values()} == {(0, 0, "", "", 0o644)}

@@ -143,8 +143,9 @@ def test_channels_are_the_contracts(cloud):
     for name in ("Tune hyperparameters", "Train with best hyperparameters"):
         params = cloud.task_states()[name]["Parameters"]
         channels = params.get("InputDataConfig") or params["TrainingJobDefinition"]["InputDataConfig"]
-        assert [c["ChannelName"] for c in channels] == list(contract.CHANNELS)
-        for c in channels:
+        # The data channels, then the staged ImageNet weights (the cloud profile trains from them).
+        assert [c["ChannelName"] for c in channels] == [*contract.CHANNELS, contract.PRETRAINED_CHANNEL]
+        for c in channels[: len(contract.CHANNELS)]:
             uri = c["DataSource"]["S3DataSource"]["S3Uri.$"]
             assert uri == f"States.Format('{{}}{c['ChannelName']}/', $.args.dataset)"
 
