@@ -659,6 +659,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
     # Context and input errors in one line, in seconds, before anything is synthesized or trained.
     validate_input(args.input, load_config_for({**args.context, "profile": "local"}))
+    check_dataset(args.data)  # before anything starts: a mistyped DATA never trains the digits instead
+    if args.serve:
+        check_port(args.port)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -826,9 +829,6 @@ def main(argv: list[str] | None = None) -> int:
     # ERROR; the execution history below is the record that matters.
     logging.getLogger("moto").setLevel(logging.CRITICAL)
     try:
-        check_dataset(args.data)  # before anything starts: a mistyped DATA never trains the digits instead
-        if args.serve:
-            check_port(args.port)
         return run(args, console)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: every job and endpoint process was stopped[/]")
