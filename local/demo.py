@@ -652,9 +652,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from cli.recording import ExecutionRecord, write_recording
     from infra import load_config_for, synth_template
     from infra.config import validate_input
-    from local.engine import TemplateResolver, run_definition
+    from infra.definition import Resolver
+    from local.engine import run_definition
     from local.rest_api import create_server, load_forwarder
     from local.sagemaker import LocalSageMaker
+    from local.sagemaker.api import DEFAULT_ACCOUNT, DEFAULT_REGION
     from local.serve import local_aws_environment
 
     # Context and input errors in one line, in seconds, before anything is synthesized or trained.
@@ -669,9 +671,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     log_line(console, "synthesizing the CDK app (profile local) ...")
     template = synth_template({**args.context, "profile": "local"})
     (out / "template.json").write_text(json.dumps(template, indent=1))
-    resolver = TemplateResolver(template)
+    resolver = Resolver(template, region=DEFAULT_REGION, account=DEFAULT_ACCOUNT)
     definition = resolver.definition()
-    outputs = {key: resolver.resolve(value["Value"]) for key, value in template.get("Outputs", {}).items()}
+    outputs = resolver.outputs()
     timings["synth"] = time.monotonic() - t0
     dataset_uri, endpoint_name = outputs["DatasetUri"], outputs["EndpointName"]
     validate_input(args.input, load_config_for({**args.context, "profile": "local"}), dataset_prefix=dataset_uri)

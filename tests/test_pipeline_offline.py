@@ -106,13 +106,14 @@ def test_training_failure_takes_the_failure_path(digits_dir, tmp_path):
     """The final training job dies (stopped from outside, as a spot reclaim or an operator would): the execution
     fails in the training state with SageMaker's description as the cause, and nothing is deployed."""
     from infra import synth_template
-    from local.engine import TemplateResolver, run_definition
+    from infra.definition import Resolver
+    from local.engine import run_definition
     from local.sagemaker import LocalSageMaker
 
     context = {"profile": "local", "tuning": {"max_jobs": 1, "max_parallel_jobs": 1,
                                               "ranges": {"epochs": {"min": 1, "max": 2}}}}
-    resolver = TemplateResolver(synth_template(context))
-    dataset = resolver.resolve(resolver.template["Outputs"]["DatasetUri"]["Value"])
+    resolver = Resolver(synth_template(context))
+    dataset = resolver.outputs()["DatasetUri"]
     stopped = threading.Event()
     with LocalSageMaker(tmp_path / "sm") as sm:
         def stop_final_job(event: dict) -> None:
