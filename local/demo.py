@@ -647,6 +647,18 @@ def _summary(console: Console, output: dict, paths: dict[str, str], api_url: str
     console.print(table)
 
 
+def check_gate_rules(gate_rules: tuple[str, ...]) -> None:
+    """A gate on a rule the stand-in cannot evaluate would end every run at the rule gate ("Error" is no verdict):
+    say so before anything trains."""
+    from local.sagemaker.profiler import not_evaluated_locally
+
+    blind = {rule: why for rule in gate_rules if (why := not_evaluated_locally(rule))}
+    if blind:
+        rules = ", ".join(blind)
+        raise DemoError(f"debugger.gate_rules {rules}: {'; '.join(blind.values())}, so the gate would fail every "
+                        f"local run; drop {rules} from debugger.gate_rules for local runs")
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
     from cli.config import OUTPUT_API_URL
     from cli.recording import ExecutionRecord, write_recording
@@ -660,7 +672,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from local.serve import local_aws_environment
 
     # Context and input errors in one line, in seconds, before anything is synthesized or trained.
-    validate_input(args.input, load_config_for({**args.context, "profile": "local"}))
+    cfg = load_config_for({**args.context, "profile": "local"})
+    validate_input(args.input, cfg)
+    check_gate_rules(cfg.debugger.active_gate_rules)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}

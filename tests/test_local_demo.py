@@ -20,6 +20,7 @@ from rich.console import Console
 
 from local import demo
 from local.demo import DemoError, DemoProgress, check_dataset, demo_console, prune_runs, stage_dataset
+from ml import contract
 from tests.test_cli_support import make_dataset
 
 
@@ -311,3 +312,22 @@ def test_make_demo_adds_no_error_130_and_never_renders_a_given_data(tmp_path):
     plan = subprocess.run(["make", "-n", "-o", "setup", "demo", f"DATA={tmp_path / 'typo'}"], cwd=root,
                           capture_output=True, text=True, timeout=60)
     assert "local.digits" not in plan.stdout and f"--data {tmp_path / 'typo'}" in plan.stdout
+
+
+# --- honest verdicts --------------------------------------------------------------------------------------------
+def test_a_gate_on_a_rule_that_cannot_be_evaluated_locally_is_refused_before_anything_starts(tmp_path, capsys):
+    make_dataset(tmp_path / "data")
+    code = demo.main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
+                      "-c", 'debugger.gate_rules=["VanishingGradient", "LowGPUUtilization"]'])
+    out = capsys.readouterr().out
+    assert code == 1 and "debugger.gate_rules LowGPUUtilization" in out and "was not evaluated" in out
+    assert out.count("\n") <= 2 and "Traceback" not in out  # one line (the console may wrap it)
+    assert not (tmp_path / "out").exists()  # refused before synth, staging or training
+
+
+def test_a_rule_that_cannot_be_evaluated_locally_is_no_verdict():
+    from local.sagemaker.profiler import NOT_EVALUATED_STATUS, not_evaluated_locally
+
+    assert NOT_EVALUATED_STATUS != contract.NO_ISSUES
+    assert "not evaluated" in (not_evaluated_locally("LowGPUUtilization") or "")
+    assert not_evaluated_locally("ProfilerReport") is None
