@@ -331,3 +331,52 @@ def test_a_rule_that_cannot_be_evaluated_locally_is_no_verdict():
     assert NOT_EVALUATED_STATUS != contract.NO_ISSUES
     assert "not evaluated" in (not_evaluated_locally("LowGPUUtilization") or "")
     assert not_evaluated_locally("ProfilerReport") is None
+
+
+# --- run what you deploy: --template ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def assembly(tmp_path_factory) -> Path:
+    """A cloud assembly as `cdk synth` writes it, gating on LowGPUUtilization (which the stand-in cannot evaluate)."""
+    import infra
+
+    outdir = tmp_path_factory.mktemp("cdk.out")
+    infra.synth({"profile": "local", "debugger": {"gate_rules": ["VanishingGradient", "LowGPUUtilization"]}},
+                outdir=outdir)
+    return outdir / "ImageClassifier.template.json"
+
+
+def test_a_template_gating_on_a_rule_that_cannot_be_evaluated_is_refused(assembly, tmp_path, capsys):
+    make_dataset(tmp_path / "data")
+    template = json.loads(assembly.read_text())
+    assert demo.gated_rules(template) == ("VanishingGradient", "LowGPUUtilization")
+    code = demo.main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--template", str(assembly),
+                      "-c", "profile=local"])
+    out = capsys.readouterr().out
+    assert code == 1 and "debugger.gate_rules LowGPUUtilization" in out and "Traceback" not in out
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_template_synthesized_with_other_context_or_missing_is_one_line(assembly, tmp_path, capsys):
+    make_dataset(tmp_path / "data")
+    for extra, message in ((["--template", str(assembly), "-c", "prefix=other"], "synthesized with prefix 'imgclf'"),
+                           (["--template", str(tmp_path / "nope.template.json")], "No such file"),
+                           (["--template", str(tmp_path / "data" / "train" / "0" / "0.png")], "not this app's")):
+        code = demo.main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), *extra])
+        out = capsys.readouterr().out
+        assert code == 1 and message in out and "Traceback" not in out, out
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_template_source_bundle_is_staged_where_its_jobs_read_it(assembly, tmp_path):
+    from infra.definition import Resolver
+    from infra.pipeline import S
+    from local.sagemaker.api import DEFAULT_ACCOUNT, DEFAULT_REGION
+    from local.sagemaker.s3 import LocalS3
+
+    resolver = Resolver(json.loads(assembly.read_text()), region=DEFAULT_REGION, account=DEFAULT_ACCOUNT)
+    s3 = LocalS3(tmp_path / "s3")
+    staged = demo.stage_assets(assembly, resolver, s3)
+    hps = resolver.definition()["States"][S.TUNE]["Parameters"]["TrainingJobDefinition"]["StaticHyperParameters"]
+    submit = hps["sagemaker_submit_directory"].strip('"')  # SageMaker passes hyperparameters as strings
+    assert staged == [submit]
+    assert s3.path(submit).read_bytes() == next(assembly.parent.glob("asset.*.tar.gz")).read_bytes()
