@@ -70,6 +70,8 @@ TERMINAL_JOB_STATUSES: Final[set[str]] = {"Completed", "Failed", "Stopped"}
 
 _registry_lock = threading.RLock()
 _standins: dict[str, LocalSageMaker] = {}  # state machine ARN -> the stand-in its SageMaker tasks call
+# state machine ARN -> authorize(integration key, request): raises AccessDenied as IAM would (local.iam)
+_authorizers: dict[str, Callable[[str, dict], None]] = {}
 _original_factory = state_task_factory.state_task_service_for
 _installed = 0
 
@@ -89,6 +91,15 @@ def _standin(env) -> LocalSageMaker:
     if sm is None:
         raise RuntimeError(f"no local SageMaker registered for state machine {arn}")
     return sm
+
+
+def _authorize(env, resource_arn: str, params: dict) -> None:
+    """IAM for the state machine role's calls of this Task, when the run enforces it (run_definition(authorize=))."""
+    arn = env.states.context_object.context_object_data["StateMachine"]["Id"]
+    with _registry_lock:
+        authorize = _authorizers.get(arn)
+    if authorize is not None:
+        authorize(resource_arn.split(":::", 1)[1], params)
 
 
 def _aws_cause(exc: SageMakerError, service: str, separator: str) -> str:
@@ -120,6 +131,7 @@ class SageMakerTask(StateTaskServiceCallback):
             raise ValueError(f"{self.resource.resource_arn}: the .{condition} pattern is not supported for SageMaker")
 
     def _eval_service_task(self, env, resource_runtime_part, normalised_parameters: dict, state_credentials) -> None:
+        _authorize(env, self.resource.resource_arn, normalised_parameters)
         response = _standin(env).call(_operation(self.resource.api_action), normalised_parameters)
         env.stack.append(to_json(response, timestamps="millis"))
 
@@ -179,6 +191,7 @@ class AwsSdkTask(StateTaskServiceAwsSdk):
         if not self._is_sagemaker():
             super()._eval_service_task(env, resource_runtime_part, normalised_parameters, state_credentials)
             return
+        _authorize(env, self.resource.resource_arn, normalised_parameters)
         response = _standin(env).call(_operation(self.resource.api_action), normalised_parameters)
         env.stack.append(to_json(response, timestamps="iso"))
 
@@ -309,12 +322,14 @@ def run_definition(definition: dict | str, input: dict | None = None, sagemaker:
                    on_event: Callable[[dict], None] | None = None, name: str | None = None,
                    timeout: float | None = None, region: str = DEFAULT_REGION, account: str = DEFAULT_ACCOUNT,
                    role_arn: str | None = None, poll_interval: float = 0.2,
-                   stop: threading.Event | None = None) -> ExecutionResult:
+                   stop: threading.Event | None = None,
+                   authorize: Callable[[str, dict], None] | None = None) -> ExecutionResult:
     """Execute `definition` with `input`; SageMaker tasks call `sagemaker`. Blocks until the execution ends.
 
     `on_event(event)` gets every history event as GetExecutionHistory renders it (ISO timestamps), in order, while
     the execution runs. `timeout` (seconds) or setting `stop` stops the execution (ABORTED) and its .sync jobs.
-    Ctrl-C does the same, then re-raises KeyboardInterrupt.
+    Ctrl-C does the same, then re-raises KeyboardInterrupt. `authorize(integration key, request)` (local.iam) is
+    called before every SageMaker Task call and fails the state with what it raises (AccessDenied).
     """
     text = definition if isinstance(definition, str) else json.dumps(definition)
     started = time.monotonic()
@@ -336,6 +351,9 @@ def run_definition(definition: dict | str, input: dict | None = None, sagemaker:
             if sagemaker is not None:
                 with _registry_lock:
                     _standins[machine_arn] = sagemaker
+            if authorize is not None:
+                with _registry_lock:
+                    _authorizers[machine_arn] = authorize
             execution_arn = client.start_execution(stateMachineArn=machine_arn, name=execution_name,
                                                    input=json.dumps(input or {}))["executionArn"]
             deadline = None if timeout is None else started + timeout
@@ -375,6 +393,7 @@ def run_definition(definition: dict | str, input: dict | None = None, sagemaker:
             if machine_arn:
                 with _registry_lock:
                     _standins.pop(machine_arn, None)
+                    _authorizers.pop(machine_arn, None)
             _Mock.release()
 
 
