@@ -719,6 +719,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from infra.config import validate_input
     from infra.definition import Resolver
     from local.engine import run_definition
+    from local.iam import state_machine_authorizer
     from local.rest_api import create_server, load_forwarder
     from local.sagemaker import LocalSageMaker
     from local.sagemaker.api import DEFAULT_ACCOUNT, DEFAULT_REGION
@@ -804,7 +805,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         try:
             with ui.progress:
                 try:
-                    result = run_definition(definition, args.input, sm, on_event=live.state_event, name=name)
+                    result = run_definition(definition, args.input, sm, on_event=live.state_event, name=name,
+                                            authorize=state_machine_authorizer(resolver))
                 finally:
                     ticking.set()
                     ui.finish()
