@@ -136,3 +136,25 @@ def test_training_failure_takes_the_failure_path(digits_dir, tmp_path):
     assert result.failed_state == "Training failed", result.states()[-3:]
     assert "Stopped" in (result.cause or "")
     assert endpoints == []
+
+
+def test_a_template_missing_a_needed_statement_fails_at_its_state_with_access_denied(tmp_path, digits_dir, capsys):
+    """`make demo TEMPLATE=...` on a synthesized template whose state machine role lost its iam:PassRole statement:
+    the run ends at the first state that passes the SageMaker role, AccessDenied naming the action, before any
+    training."""
+    import infra
+
+    assembly = tmp_path / "cdk.out"
+    template = infra.synth({"profile": "local"}, outdir=assembly)
+    path = assembly / "ImageClassifier.template.json"
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::IAM::Policy":
+            document = resource["Properties"]["PolicyDocument"]
+            document["Statement"] = [s for s in document["Statement"] if s["Action"] != "iam:PassRole"]
+    path.write_text(json.dumps(template))
+    code, text = _demo(tmp_path / "out", digits_dir, capsys, "--template", str(path), "-c", "profile=local")
+    assert code == 1, text[-2000:]
+    assert "the pipeline failed in state" in text and "AccessDeniedException" in text
+    assert "not authorized to perform: iam:PassRole on resource: arn:aws:iam::" in text
+    history = json.loads((tmp_path / "out" / "execution.json").read_text())
+    assert history["status"] == "FAILED" and not list((tmp_path / "out").glob("sagemaker/training/*/model.tar.gz"))
