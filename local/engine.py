@@ -70,7 +70,7 @@ TERMINAL_JOB_STATUSES: Final[set[str]] = {"Completed", "Failed", "Stopped"}
 
 _registry_lock = threading.RLock()
 _standins: dict[str, LocalSageMaker] = {}  # state machine ARN -> the stand-in its SageMaker tasks call
-# state machine ARN -> authorize(integration key, request): raises AccessDenied as IAM would (local.iam)
+# state machine ARN -> authorize(Task resource ARN, request): raises AccessDenied as IAM would (local.iam)
 _authorizers: dict[str, Callable[[str, dict], None]] = {}
 _original_factory = state_task_factory.state_task_service_for
 _installed = 0
@@ -99,7 +99,7 @@ def _authorize(env, resource_arn: str, params: dict) -> None:
     with _registry_lock:
         authorize = _authorizers.get(arn)
     if authorize is not None:
-        authorize(resource_arn.split(":::", 1)[1], params)
+        authorize(resource_arn, params)
 
 
 def _aws_cause(exc: SageMakerError, service: str, separator: str) -> str:
@@ -328,7 +328,7 @@ def run_definition(definition: dict | str, input: dict | None = None, sagemaker:
 
     `on_event(event)` gets every history event as GetExecutionHistory renders it (ISO timestamps), in order, while
     the execution runs. `timeout` (seconds) or setting `stop` stops the execution (ABORTED) and its .sync jobs.
-    Ctrl-C does the same, then re-raises KeyboardInterrupt. `authorize(integration key, request)` (local.iam) is
+    Ctrl-C does the same, then re-raises KeyboardInterrupt. `authorize(Task resource ARN, request)` (local.iam) is
     called before every SageMaker Task call and fails the state with what it raises (AccessDenied).
     """
     text = definition if isinstance(definition, str) else json.dumps(definition)

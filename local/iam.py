@@ -101,7 +101,7 @@ def _roles_passed(params: Mapping[str, Any]) -> list[str]:
 
 
 class StateMachineAuthorizer:
-    """Authorizes a Task state's calls: `authorize(integration key, request)` (infra.security.integration_key)."""
+    """Authorizes a Task state's calls: `authorize(Task resource ARN, request)`."""
 
     def __init__(self, policies: RolePolicies, *, region: str, account: str, partition: str = "aws") -> None:
         self.policies, self.region, self.account, self.partition = policies, region, account, partition
@@ -143,8 +143,9 @@ class StateMachineAuthorizer:
             out += [(need.action, arn, conditions) for kind in need.kinds for arn in self.arns(kind, params)]
         return out
 
-    def __call__(self, key: str, params: Mapping[str, Any]) -> None:
-        for action, resource, conditions in self.calls(key, params):
+    def __call__(self, task_resource: str, params: Mapping[str, Any]) -> None:
+        """Authorize the Task `arn:aws:states:::<integration>`'s calls for this request."""
+        for action, resource, conditions in self.calls(sec.integration_key(task_resource), params):
             self.policies.check(action, resource, conditions)
 
 

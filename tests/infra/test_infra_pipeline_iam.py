@@ -13,7 +13,7 @@ import pytest
 from infra.definition import Resolver
 from infra.pipeline import S
 from local.engine import run_definition
-from local.iam import state_machine_authorizer
+from local.iam import AccessDenied, state_machine_authorizer
 from tests.infra.conftest import ACCOUNT
 from tests.infra.test_infra_pipeline_runs import _full_run_sagemaker
 
@@ -83,3 +83,19 @@ def test_a_missing_statement_fails_the_run_where_aws_would(local, action, state)
     entered = [e["stateEnteredEventDetails"]["name"] for e in result.events[:result.events.index(denied[0])]
                if "stateEnteredEventDetails" in e]
     assert entered[-1] == state, json.dumps(result.states()[-3:])
+
+
+def test_resource_arns_are_built_as_aws_builds_them(local):
+    """SageMaker ARNs carry the lower-cased name (Service Authorization Reference, SageMaker resource types);
+    PassRole is checked with iam:PassedToService; AddTags only when the request tags."""
+    authorize = state_machine_authorizer(Resolver(local.template, region="us-east-1", account=ACCOUNT))
+    role = f"arn:aws:iam::{ACCOUNT}:role/x"
+    calls = authorize.calls("sagemaker:createModel", {"ModelName": "imgclf-ABC", "ExecutionRoleArn": role})
+    assert calls == [("sagemaker:CreateModel", f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:model/imgclf-abc", {}),
+                     ("sagemaker:ListTags", f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:model/imgclf-abc", {}),
+                     ("iam:PassRole", role, {"iam:PassedToService": "sagemaker.amazonaws.com"})]
+    tagged = authorize.calls("sagemaker:createModel", {"ModelName": "m", "Tags": [{"Key": "k", "Value": "v"}]})
+    assert ("sagemaker:AddTags", f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:model/m", {}) in tagged
+    with pytest.raises(AccessDenied, match=r"not authorized to perform: sagemaker:CreateModel on resource: "
+                                        rf"arn:aws:sagemaker:us-east-1:{ACCOUNT}:model/other-name"):
+        authorize("arn:aws:states:::sagemaker:createModel", {"ModelName": "other-name"})  # outside the prefix
