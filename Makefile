@@ -50,10 +50,11 @@ serve: setup
 # The synthesized state machine, run end to end on this machine (no AWS account needed). Only the default DATA is
 # rendered (`data`); any other DATA must exist. Ctrl-C is a normal way to stop (SERVE=1 serves until then): the demo
 # says so in one line and make adds no "Error 130" of its own. KEEP=N keeps the job files of the newest N runs.
+# TEMPLATE=cdk.out/ImageClassifier.template.json runs that synthesized template (`make synth`) instead.
 KEEP ?= 3
 demo: setup $(if $(filter $(DATA),data/digits),data,)
 	@$(PY) -m local.demo --out $(OUT) --data $(DATA) --keep-runs $(KEEP) $(if $(SERVE),--serve --port $(PORT),) \
-		$(ARGS) || { rc=$$?; [ $$rc -eq 130 ] || exit $$rc; }
+		$(if $(TEMPLATE),--template $(TEMPLATE),) $(ARGS) || { rc=$$?; [ $$rc -eq 130 ] || exit $$rc; }
 
 synth: setup
 	npx cdk synth --quiet

@@ -647,18 +647,92 @@ def _summary(console: Console, output: dict, paths: dict[str, str], api_url: str
     console.print(table)
 
 
+def load_template(path: Path, prefix: str) -> dict:
+    """A synthesized template (`cdk synth`'s cdk.out/<Stack>.template.json), checked against the context given."""
+    from cli.config import OUTPUT_RESOURCE_PREFIX
+    from infra.definition import state_machine_resource
+
+    try:
+        template = json.loads(path.read_text())
+        state_machine_resource(template)
+    except OSError as exc:
+        raise DemoError(f"--template {path}: {exc.strerror}") from None
+    except (ValueError, AttributeError) as exc:
+        raise DemoError(f"--template {path} is not this app's synthesized template: {exc}") from None
+    synthesized_prefix = template.get("Outputs", {}).get(OUTPUT_RESOURCE_PREFIX, {}).get("Value")
+    if synthesized_prefix != prefix:
+        raise DemoError(f"--template {path} was synthesized with prefix {synthesized_prefix!r}, the context given "
+                        f"says {prefix!r}: pass the -c options it was synthesized with")
+    return template
+
+
+def gated_rules(template: dict) -> tuple[str, ...]:
+    """The rules the template's state machine gates the deploy on (its rule gate's `$.verdicts.<rule>` choices)."""
+    from infra.definition import state_machine_resource
+    from infra.pipeline import S
+
+    text = state_machine_resource(template)["Properties"]["DefinitionString"]
+    gate = json.loads(text if isinstance(text, str) else "{}").get("States", {}).get(S.GATE_RULES, {})
+    return tuple(dict.fromkeys(re.findall(r"\$\.verdicts\.([A-Za-z0-9]+)", json.dumps(gate))))
+
+
+def stage_assets(template_path: Path, resolver, s3) -> list[str]:
+    """Publish the template's file assets (the training source bundle) from the cloud assembly beside it into the
+    local S3, where `cdk deploy` would publish them (<Stack>.assets.json names each destination), so the jobs run
+    the very bundle that would be deployed. Returns their S3 URIs."""
+    manifest = template_path.with_name(template_path.name.removesuffix(".template.json") + ".assets.json")
+    if not manifest.is_file():
+        raise DemoError(f"--template {template_path}: no {manifest.name} beside it (give the template inside "
+                        "the cloud assembly `cdk synth` wrote, e.g. cdk.out/ImageClassifier.template.json)")
+    staged = []
+    for asset in json.loads(manifest.read_text()).get("files", {}).values():
+        source = template_path.parent / asset["source"]["path"]
+        if asset["source"].get("packaging") != "file" or source.suffix == ".json":  # the template itself
+            continue
+        if not source.is_file():
+            raise DemoError(f"--template {template_path}: asset {source.name} is missing from the cloud assembly")
+        for destination in asset["destinations"].values():
+            uri = f"s3://{resolver({'Fn::Sub': destination['bucketName']})}/{destination['objectKey']}"
+            target = s3.path(uri)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            staged.append(uri)
+    return staged
+
+
+def check_gate_rules(gate_rules: tuple[str, ...]) -> None:
+    """A gate on a rule the stand-in cannot evaluate would end every run at the rule gate ("Error" is no verdict):
+    say so before anything trains."""
+    from local.sagemaker.profiler import not_evaluated_locally
+
+    blind = {rule: why for rule in gate_rules if (why := not_evaluated_locally(rule))}
+    if blind:
+        rules = ", ".join(blind)
+        raise DemoError(f"debugger.gate_rules {rules}: {'; '.join(blind.values())}, so the gate would fail every "
+                        f"local run; drop {rules} from debugger.gate_rules for local runs")
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
     from cli.config import OUTPUT_API_URL
     from cli.recording import ExecutionRecord, write_recording
     from infra import load_config_for, synth_template
     from infra.config import validate_input
-    from local.engine import TemplateResolver, run_definition
+    from infra.definition import Resolver
+    from local.engine import run_definition
+    from local.iam import state_machine_authorizer
     from local.rest_api import create_server, load_forwarder
     from local.sagemaker import LocalSageMaker
+    from local.sagemaker.api import DEFAULT_ACCOUNT, DEFAULT_REGION
     from local.serve import local_aws_environment
 
     # Context and input errors in one line, in seconds, before anything is synthesized or trained.
-    validate_input(args.input, load_config_for({**args.context, "profile": "local"}))
+    # A given template was synthesized with its own context (`-c` as given to `cdk synth`; cdk.json's otherwise).
+    template_path = Path(args.template).resolve() if args.template else None
+    context = dict(args.context) if template_path else {**args.context, "profile": "local"}
+    cfg = load_config_for(context)
+    validate_input(args.input, cfg)
+    template = load_template(template_path, cfg.prefix) if template_path else None
+    check_gate_rules(gated_rules(template) if template else cfg.debugger.active_gate_rules)
     check_dataset(args.data)  # before anything starts: a mistyped DATA never trains the digits instead
     if args.serve:
         check_port(args.port)
@@ -669,21 +743,27 @@ def run(args: argparse.Namespace, console: Console) -> int:
     _ensure_dataset(args.data, console)
 
     t0 = time.monotonic()
-    log_line(console, "synthesizing the CDK app (profile local) ...")
-    template = synth_template({**args.context, "profile": "local"})
+    if template is None:
+        log_line(console, "synthesizing the CDK app (profile local) ...")
+        template = synth_template(context)
+    else:
+        log_line(console, f"running the synthesized template {template_path}")
     (out / "template.json").write_text(json.dumps(template, indent=1))
-    resolver = TemplateResolver(template)
+    resolver = Resolver(template, region=DEFAULT_REGION, account=DEFAULT_ACCOUNT)
     definition = resolver.definition()
-    outputs = {key: resolver.resolve(value["Value"]) for key, value in template.get("Outputs", {}).items()}
+    outputs = resolver.outputs()
     timings["synth"] = time.monotonic() - t0
     dataset_uri, endpoint_name = outputs["DatasetUri"], outputs["EndpointName"]
-    validate_input(args.input, load_config_for({**args.context, "profile": "local"}), dataset_prefix=dataset_uri)
+    validate_input(args.input, cfg, dataset_prefix=dataset_uri)
 
     ui = DemoProgress(console)
     with ExitStack() as stack:
         sm = stack.enter_context(LocalSageMaker(out / "sagemaker", s3_root=out / "s3", restore=True,
                                                 on_event=ui.sagemaker_event))
         ui.describe_endpoint = sm.describe_endpoint
+        if template_path:
+            for uri in stage_assets(template_path, resolver, sm.s3):
+                log_line(console, f"source bundle of the template at {uri}")
         dataset_dir = sm.s3.path(dataset_uri)
         stage_dataset(args.data, dataset_dir)
         log_line(console, f"dataset at {dataset_uri} (local S3: {dataset_dir})")
@@ -728,7 +808,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         try:
             with ui.progress:
                 try:
-                    result = run_definition(definition, args.input, sm, on_event=live.state_event, name=name)
+                    result = run_definition(definition, args.input, sm, on_event=live.state_event, name=name,
+                                            authorize=state_machine_authorizer(resolver))
                 finally:
                     ticking.set()
                     ui.finish()
@@ -813,6 +894,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", default="{}", help="the execution input, JSON (e.g. '{\"max_jobs\": 2}')")
     parser.add_argument("--keep-runs", type=int, default=KEEP_RUNS, metavar="N",
                         help="keep the job files of the newest N runs in --out; older ones are deleted")
+    parser.add_argument("--template", type=Path, metavar="PATH",
+                        help="run this synthesized template (cdk.out/ImageClassifier.template.json from `cdk synth`; "
+                             "pass the -c options it was synthesized with) instead of synthesizing profile local")
     parser.add_argument("--record-interval", type=float, default=5.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:

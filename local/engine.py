@@ -1,7 +1,8 @@
 """Run a Step Functions definition on this machine: moto's ASL interpreter, SageMaker tasks served locally.
 
-    from local.engine import TemplateResolver, run_definition
-    definition = TemplateResolver(infra.synth_template({"profile": "local"})).definition()
+    from infra.definition import Resolver
+    from local.engine import run_definition
+    definition = Resolver(infra.synth_template({"profile": "local"}), account=DEFAULT_ACCOUNT).definition()
     result = run_definition(definition, {"...": "..."}, sagemaker, on_event=print)
     result.status, result.output, result.error, result.cause, result.events
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import re
 import threading
 import time
 import uuid
@@ -70,6 +70,8 @@ TERMINAL_JOB_STATUSES: Final[set[str]] = {"Completed", "Failed", "Stopped"}
 
 _registry_lock = threading.RLock()
 _standins: dict[str, LocalSageMaker] = {}  # state machine ARN -> the stand-in its SageMaker tasks call
+# state machine ARN -> authorize(Task resource ARN, request): raises AccessDenied as IAM would (local.iam)
+_authorizers: dict[str, Callable[[str, dict], None]] = {}
 _original_factory = state_task_factory.state_task_service_for
 _installed = 0
 
@@ -89,6 +91,15 @@ def _standin(env) -> LocalSageMaker:
     if sm is None:
         raise RuntimeError(f"no local SageMaker registered for state machine {arn}")
     return sm
+
+
+def _authorize(env, resource_arn: str, params: dict) -> None:
+    """IAM for the state machine role's calls of this Task, when the run enforces it (run_definition(authorize=))."""
+    arn = env.states.context_object.context_object_data["StateMachine"]["Id"]
+    with _registry_lock:
+        authorize = _authorizers.get(arn)
+    if authorize is not None:
+        authorize(resource_arn, params)
 
 
 def _aws_cause(exc: SageMakerError, service: str, separator: str) -> str:
@@ -120,6 +131,7 @@ class SageMakerTask(StateTaskServiceCallback):
             raise ValueError(f"{self.resource.resource_arn}: the .{condition} pattern is not supported for SageMaker")
 
     def _eval_service_task(self, env, resource_runtime_part, normalised_parameters: dict, state_credentials) -> None:
+        _authorize(env, self.resource.resource_arn, normalised_parameters)
         response = _standin(env).call(_operation(self.resource.api_action), normalised_parameters)
         env.stack.append(to_json(response, timestamps="millis"))
 
@@ -179,6 +191,7 @@ class AwsSdkTask(StateTaskServiceAwsSdk):
         if not self._is_sagemaker():
             super()._eval_service_task(env, resource_runtime_part, normalised_parameters, state_credentials)
             return
+        _authorize(env, self.resource.resource_arn, normalised_parameters)
         response = _standin(env).call(_operation(self.resource.api_action), normalised_parameters)
         env.stack.append(to_json(response, timestamps="iso"))
 
@@ -217,144 +230,6 @@ class _Routing:
             _installed -= 1
             if _installed == 0:
                 state_task_factory.state_task_service_for = _original_factory
-
-
-# --- CloudFormation template -> definition -----------------------------------------------------------------------
-_BUCKET_CHARS = re.compile(r"[^a-z0-9.-]+")
-
-
-class TemplateResolver:
-    """Resolves the intrinsics CDK puts in a state machine definition (Fn::Join, Ref, Fn::GetAtt, Fn::Sub, ...)
-    to local names: pseudo parameters to the local region/account, resources to physical names."""
-
-    def __init__(self, template: dict, *, region: str = DEFAULT_REGION, account: str = DEFAULT_ACCOUNT,
-                 partition: str = "aws", stack_name: str = "local", names: dict[str, str] | None = None,
-                 parameters: dict[str, str] | None = None) -> None:
-        self.template = template
-        self.resources: dict[str, dict] = template.get("Resources", {})
-        self.region, self.account, self.partition, self.stack_name = region, account, partition, stack_name
-        self.overrides = dict(names or {})
-        self.parameters = dict(parameters or {})
-
-    # physical names and attributes
-    def name(self, logical_id: str) -> str:
-        """What Ref returns for a resource: its name property when set, else a stable local name."""
-        if logical_id in self.overrides:
-            return self.overrides[logical_id]
-        resource = self.resources.get(logical_id)
-        if resource is None:
-            raise KeyError(f"Ref to unknown resource {logical_id!r}")
-        kind, props = resource.get("Type", ""), resource.get("Properties", {})
-        name_property = {"AWS::S3::Bucket": "BucketName", "AWS::IAM::Role": "RoleName",
-                         "AWS::Lambda::Function": "FunctionName", "AWS::StepFunctions::StateMachine":
-                         "StateMachineName", "AWS::SageMaker::Model": "ModelName"}.get(kind)
-        if name_property and name_property in props:
-            return str(self.resolve(props[name_property]))
-        if kind == "AWS::S3::Bucket":
-            return _BUCKET_CHARS.sub("-", f"{self.stack_name}-{logical_id}".lower()).strip("-")[:63]
-        return f"{self.stack_name}-{logical_id}"[:64]
-
-    def attribute(self, logical_id: str, attribute: str) -> str:
-        kind = self.resources.get(logical_id, {}).get("Type", "")
-        name = self.name(logical_id)
-        p, r, a = self.partition, self.region, self.account
-        if attribute == "Arn":
-            return {
-                "AWS::IAM::Role": f"arn:{p}:iam::{a}:role/{name}",
-                "AWS::S3::Bucket": f"arn:{p}:s3:::{name}",
-                "AWS::Lambda::Function": f"arn:{p}:lambda:{r}:{a}:function:{name}",
-                "AWS::StepFunctions::StateMachine": f"arn:{p}:states:{r}:{a}:stateMachine:{name}",
-                "AWS::SNS::Topic": f"arn:{p}:sns:{r}:{a}:{name}",
-                "AWS::SQS::Queue": f"arn:{p}:sqs:{r}:{a}:{name}",
-            }.get(kind, f"arn:{p}:{kind.split('::')[1].lower() if '::' in kind else 'local'}:{r}:{a}:{name}")
-        if kind == "AWS::S3::Bucket" and attribute in ("DomainName", "RegionalDomainName"):
-            return f"{name}.s3.amazonaws.com" if attribute == "DomainName" else f"{name}.s3.{r}.amazonaws.com"
-        if attribute == "Name":
-            return name
-        return f"{name}.{attribute}"
-
-    def _ref(self, target: str) -> str:
-        pseudo = {"AWS::Partition": self.partition, "AWS::Region": self.region, "AWS::AccountId": self.account,
-                  "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": self.stack_name,
-                  "AWS::StackId": f"arn:{self.partition}:cloudformation:{self.region}:{self.account}:stack/"
-                                  f"{self.stack_name}/local", "AWS::NoValue": None}
-        if target in pseudo:
-            return pseudo[target]
-        if target in self.parameters:
-            return self.parameters[target]
-        if target in self.template.get("Parameters", {}):
-            default = self.template["Parameters"][target].get("Default")
-            if default is None:
-                raise KeyError(f"template parameter {target!r} has no default: pass parameters={{...}}")
-            return default
-        return self.name(target)
-
-    def _sub(self, text: str, variables: dict[str, Any]) -> str:
-        def replace(match: re.Match) -> str:
-            key = match.group(1)
-            if key.startswith("!"):
-                return "${" + key[1:] + "}"
-            if key in variables:
-                return str(self.resolve(variables[key]))
-            if "." in key and not key.startswith("AWS::"):
-                logical_id, attribute = key.split(".", 1)
-                return self.attribute(logical_id, attribute)
-            return str(self._ref(key))
-
-        return re.sub(r"\$\{([^}]+)\}", replace, text)
-
-    def resolve(self, value: Any) -> Any:
-        if isinstance(value, list):
-            return [self.resolve(v) for v in value]
-        if not isinstance(value, dict):
-            return value
-        if len(value) == 1:
-            (key, arg), = value.items()
-            if key == "Ref":
-                return self._ref(arg)
-            if key == "Fn::GetAtt":
-                logical_id, attribute = arg.split(".", 1) if isinstance(arg, str) else arg
-                return self.attribute(logical_id, self.resolve(attribute))
-            if key == "Fn::Join":
-                separator, items = arg
-                return separator.join(str(self.resolve(i)) for i in self.resolve(items))
-            if key == "Fn::Sub":
-                text, variables = (arg, {}) if isinstance(arg, str) else arg
-                return self._sub(text, variables)
-            if key == "Fn::Select":
-                index, items = arg
-                return self.resolve(items)[int(self.resolve(index))]
-            if key == "Fn::Split":
-                separator, text = arg
-                return str(self.resolve(text)).split(separator)
-            if key == "Fn::If":
-                raise ValueError("Fn::If (template conditions) is not supported in local mode")
-            if key.startswith("Fn::"):
-                raise ValueError(f"intrinsic {key} is not supported in local mode")
-        return {k: self.resolve(v) for k, v in value.items()}
-
-    def state_machines(self) -> list[str]:
-        return [lid for lid, r in self.resources.items() if r.get("Type") == "AWS::StepFunctions::StateMachine"]
-
-    def definition(self, logical_id: str | None = None) -> dict:
-        """The ASL definition of the template's state machine (the only one, or `logical_id`), resolved."""
-        machines = self.state_machines()
-        if logical_id is None:
-            if len(machines) != 1:
-                raise ValueError(f"the template has {len(machines)} state machines ({', '.join(machines)}): "
-                                 "name one")
-            logical_id = machines[0]
-        props = self.resources[logical_id].get("Properties", {})
-        if "Definition" in props:
-            definition = self.resolve(props["Definition"])
-            text = json.dumps(definition)
-        elif "DefinitionString" in props:
-            text = self.resolve(props["DefinitionString"])
-        else:
-            raise ValueError(f"{logical_id} has no inline definition (DefinitionS3Location is not supported)")
-        for key, value in (self.resolve(props.get("DefinitionSubstitutions", {})) or {}).items():
-            text = text.replace("${" + key + "}", str(value))
-        return json.loads(text)
 
 
 # --- running -----------------------------------------------------------------------------------------------------
@@ -447,12 +322,14 @@ def run_definition(definition: dict | str, input: dict | None = None, sagemaker:
                    on_event: Callable[[dict], None] | None = None, name: str | None = None,
                    timeout: float | None = None, region: str = DEFAULT_REGION, account: str = DEFAULT_ACCOUNT,
                    role_arn: str | None = None, poll_interval: float = 0.2,
-                   stop: threading.Event | None = None) -> ExecutionResult:
+                   stop: threading.Event | None = None,
+                   authorize: Callable[[str, dict], None] | None = None) -> ExecutionResult:
     """Execute `definition` with `input`; SageMaker tasks call `sagemaker`. Blocks until the execution ends.
 
     `on_event(event)` gets every history event as GetExecutionHistory renders it (ISO timestamps), in order, while
     the execution runs. `timeout` (seconds) or setting `stop` stops the execution (ABORTED) and its .sync jobs.
-    Ctrl-C does the same, then re-raises KeyboardInterrupt.
+    Ctrl-C does the same, then re-raises KeyboardInterrupt. `authorize(Task resource ARN, request)` (local.iam) is
+    called before every SageMaker Task call and fails the state with what it raises (AccessDenied).
     """
     text = definition if isinstance(definition, str) else json.dumps(definition)
     started = time.monotonic()
@@ -474,6 +351,9 @@ def run_definition(definition: dict | str, input: dict | None = None, sagemaker:
             if sagemaker is not None:
                 with _registry_lock:
                     _standins[machine_arn] = sagemaker
+            if authorize is not None:
+                with _registry_lock:
+                    _authorizers[machine_arn] = authorize
             execution_arn = client.start_execution(stateMachineArn=machine_arn, name=execution_name,
                                                    input=json.dumps(input or {}))["executionArn"]
             deadline = None if timeout is None else started + timeout
@@ -513,6 +393,7 @@ def run_definition(definition: dict | str, input: dict | None = None, sagemaker:
             if machine_arn:
                 with _registry_lock:
                     _standins.pop(machine_arn, None)
+                    _authorizers.pop(machine_arn, None)
             _Mock.release()
 
 

@@ -20,6 +20,7 @@ from rich.console import Console
 
 from local import demo
 from local.demo import DemoError, DemoProgress, check_dataset, demo_console, prune_runs, stage_dataset
+from ml import contract
 from tests.test_cli_support import make_dataset
 
 
@@ -311,3 +312,71 @@ def test_make_demo_adds_no_error_130_and_never_renders_a_given_data(tmp_path):
     plan = subprocess.run(["make", "-n", "-o", "setup", "demo", f"DATA={tmp_path / 'typo'}"], cwd=root,
                           capture_output=True, text=True, timeout=60)
     assert "local.digits" not in plan.stdout and f"--data {tmp_path / 'typo'}" in plan.stdout
+
+
+# --- honest verdicts --------------------------------------------------------------------------------------------
+def test_a_gate_on_a_rule_that_cannot_be_evaluated_locally_is_refused_before_anything_starts(tmp_path, capsys):
+    make_dataset(tmp_path / "data")
+    code = demo.main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
+                      "-c", 'debugger.gate_rules=["VanishingGradient", "LowGPUUtilization"]'])
+    out = capsys.readouterr().out
+    assert code == 1 and "debugger.gate_rules LowGPUUtilization" in out and "was not evaluated" in out
+    assert out.count("\n") <= 2 and "Traceback" not in out  # one line (the console may wrap it)
+    assert not (tmp_path / "out").exists()  # refused before synth, staging or training
+
+
+def test_a_rule_that_cannot_be_evaluated_locally_is_no_verdict():
+    from local.sagemaker.profiler import NOT_EVALUATED_STATUS, not_evaluated_locally
+
+    assert NOT_EVALUATED_STATUS != contract.NO_ISSUES
+    assert "not evaluated" in (not_evaluated_locally("LowGPUUtilization") or "")
+    assert not_evaluated_locally("ProfilerReport") is None
+
+
+# --- run what you deploy: --template ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def assembly(tmp_path_factory) -> Path:
+    """A cloud assembly as `cdk synth` writes it, gating on LowGPUUtilization (which the stand-in cannot evaluate)."""
+    import infra
+
+    outdir = tmp_path_factory.mktemp("cdk.out")
+    infra.synth({"profile": "local", "debugger": {"gate_rules": ["VanishingGradient", "LowGPUUtilization"]}},
+                outdir=outdir)
+    return outdir / "ImageClassifier.template.json"
+
+
+def test_a_template_gating_on_a_rule_that_cannot_be_evaluated_is_refused(assembly, tmp_path, capsys):
+    make_dataset(tmp_path / "data")
+    template = json.loads(assembly.read_text())
+    assert demo.gated_rules(template) == ("VanishingGradient", "LowGPUUtilization")
+    code = demo.main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--template", str(assembly),
+                      "-c", "profile=local"])
+    out = capsys.readouterr().out
+    assert code == 1 and "debugger.gate_rules LowGPUUtilization" in out and "Traceback" not in out
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_template_synthesized_with_other_context_or_missing_is_one_line(assembly, tmp_path, capsys):
+    make_dataset(tmp_path / "data")
+    for extra, message in ((["--template", str(assembly), "-c", "prefix=other"], "synthesized with prefix 'imgclf'"),
+                           (["--template", str(tmp_path / "nope.template.json")], "No such file"),
+                           (["--template", str(tmp_path / "data" / "train" / "0" / "0.png")], "not this app's")):
+        code = demo.main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), *extra])
+        out = capsys.readouterr().out
+        assert code == 1 and message in out and "Traceback" not in out, out
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_template_source_bundle_is_staged_where_its_jobs_read_it(assembly, tmp_path):
+    from infra.definition import Resolver
+    from infra.pipeline import S
+    from local.sagemaker.api import DEFAULT_ACCOUNT, DEFAULT_REGION
+    from local.sagemaker.s3 import LocalS3
+
+    resolver = Resolver(json.loads(assembly.read_text()), region=DEFAULT_REGION, account=DEFAULT_ACCOUNT)
+    s3 = LocalS3(tmp_path / "s3")
+    staged = demo.stage_assets(assembly, resolver, s3)
+    hps = resolver.definition()["States"][S.TUNE]["Parameters"]["TrainingJobDefinition"]["StaticHyperParameters"]
+    submit = hps["sagemaker_submit_directory"].strip('"')  # SageMaker passes hyperparameters as strings
+    assert staged == [submit]
+    assert s3.path(submit).read_bytes() == next(assembly.parent.glob("asset.*.tar.gz")).read_bytes()

@@ -10,7 +10,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from local.engine import TemplateResolver, check_definition, run_definition
+from infra.definition import Resolver
+from local.engine import check_definition, run_definition
 from local.sagemaker import LocalSageMaker
 from ml import contract
 from tests.test_local_support import (
@@ -308,7 +309,7 @@ def test_template_intrinsics_resolve_to_local_names():
                     {"Fn::Sub": "https://s3.${AWS::Region}.${AWS::URLSuffix}/${Bucket}/model.tar.gz"},
                     '"}},"End":true}}}']]},
                 "DefinitionSubstitutions": {"unused": {"Ref": "Bucket"}}}}}}
-    resolver = TemplateResolver(template, region="eu-west-1", stack_name="Demo")
+    resolver = Resolver(template, region="eu-west-1", account="123456789012", stack_name="Demo")
     task = resolver.definition()["States"]["T"]
     assert task["Resource"] == "arn:aws:states:::sagemaker:createModel"
     assert task["Parameters"]["ExecutionRoleArn"] == "arn:aws:iam::123456789012:role/Demo-Role"
@@ -327,7 +328,7 @@ def test_template_intrinsics_resolve_to_local_names():
 def test_the_synthesized_definition_parses():
     infra = pytest.importorskip("infra")
     template = infra.synth_template({"profile": "local"})
-    definition = TemplateResolver(template).definition()
+    definition = Resolver(template).definition()
     resources = {s.get("Resource") for s in definition["States"].values()}
     assert f"{SAGEMAKER}:createTrainingJob.sync" in resources
     check_definition(definition)

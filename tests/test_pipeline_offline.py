@@ -58,7 +58,9 @@ def test_first_run_creates_the_endpoint_and_predicts(out, digits_dir, capsys):
     output = json.loads((out / "execution.json").read_text())["output"]
     assert output["endpoint_name"] and set(output["best_hyperparameters"]) == {
         contract.BATCH_SIZE, contract.LR, contract.EPOCHS}
-    assert output["rule_verdicts"] and all(v == contract.NO_ISSUES for v in output["rule_verdicts"].values())
+    verdicts = output["rule_verdicts"]
+    assert verdicts.pop("LowGPUUtilization") == "Error"  # not evaluated without a GPU: no verdict, not gated
+    assert verdicts and all(v == contract.NO_ISSUES for v in verdicts.values())
     for name in ("model.tar.gz", "best-hyperparameters.json", "rule-verdicts.json", "profiler-report.html",
                  "template.json"):
         assert (out / name).is_file(), name
@@ -106,13 +108,14 @@ def test_training_failure_takes_the_failure_path(digits_dir, tmp_path):
     """The final training job dies (stopped from outside, as a spot reclaim or an operator would): the execution
     fails in the training state with SageMaker's description as the cause, and nothing is deployed."""
     from infra import synth_template
-    from local.engine import TemplateResolver, run_definition
+    from infra.definition import Resolver
+    from local.engine import run_definition
     from local.sagemaker import LocalSageMaker
 
     context = {"profile": "local", "tuning": {"max_jobs": 1, "max_parallel_jobs": 1,
                                               "ranges": {"epochs": {"min": 1, "max": 2}}}}
-    resolver = TemplateResolver(synth_template(context))
-    dataset = resolver.resolve(resolver.template["Outputs"]["DatasetUri"]["Value"])
+    resolver = Resolver(synth_template(context))
+    dataset = resolver.outputs()["DatasetUri"]
     stopped = threading.Event()
     with LocalSageMaker(tmp_path / "sm") as sm:
         def stop_final_job(event: dict) -> None:
@@ -133,3 +136,25 @@ def test_training_failure_takes_the_failure_path(digits_dir, tmp_path):
     assert result.failed_state == "Training failed", result.states()[-3:]
     assert "Stopped" in (result.cause or "")
     assert endpoints == []
+
+
+def test_a_template_missing_a_needed_statement_fails_at_its_state_with_access_denied(tmp_path, digits_dir, capsys):
+    """`make demo TEMPLATE=...` on a synthesized template whose state machine role lost its iam:PassRole statement:
+    the run ends at the first state that passes the SageMaker role, AccessDenied naming the action, before any
+    training."""
+    import infra
+
+    assembly = tmp_path / "cdk.out"
+    template = infra.synth({"profile": "local"}, outdir=assembly)
+    path = assembly / "ImageClassifier.template.json"
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::IAM::Policy":
+            document = resource["Properties"]["PolicyDocument"]
+            document["Statement"] = [s for s in document["Statement"] if s["Action"] != "iam:PassRole"]
+    path.write_text(json.dumps(template))
+    code, text = _demo(tmp_path / "out", digits_dir, capsys, "--template", str(path), "-c", "profile=local")
+    assert code == 1, text[-2000:]
+    assert "the pipeline failed in state" in text and "AccessDeniedException" in text
+    assert "not authorized to perform: iam:PassRole on resource: arn:aws:iam::" in text
+    history = json.loads((tmp_path / "out" / "execution.json").read_text())
+    assert history["status"] == "FAILED" and not list((tmp_path / "out").glob("sagemaker/training/*/model.tar.gz"))

@@ -12,12 +12,28 @@ import base64
 import html
 import io
 import json
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+
+# Rules the stand-in cannot evaluate, and why. SageMaker answers a rule that could not run with
+# RuleEvaluationStatus "Error" (botocore shape ProfilerRuleEvaluationStatus: InProgress | NoIssuesFound |
+# IssuesFound | Error | Stopping | Stopped; https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ProfilerRuleEvaluationStatus.html),
+# so a rule that was not evaluated is never reported as NoIssuesFound.
+NOT_EVALUATED_STATUS = "Error"
+
+
+def not_evaluated_locally(rule: str) -> str | None:
+    """Why the local stand-in cannot evaluate the built-in rule `rule` (None: it can)."""
+    if rule == "LowGPUUtilization":
+        if shutil.which("nvidia-smi") is None:
+            return "LowGPUUtilization was not evaluated: no GPU on this machine"
+        return "LowGPUUtilization was not evaluated: the local profiler does not sample GPU utilization"
+    return None
 
 
 @dataclass

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from local.sagemaker import processes
 from local.sagemaker.api import arn, now
-from local.sagemaker.profiler import SystemMonitor, write_report
+from local.sagemaker.profiler import NOT_EVALUATED_STATUS, SystemMonitor, not_evaluated_locally, write_report
 
 if TYPE_CHECKING:
     from local.sagemaker.service import LocalSageMaker
@@ -643,10 +643,8 @@ class TrainingJob:
             rule = config.get("RuleParameters", {}).get("rule_to_invoke", name)
             if rule == "ProfilerReport":
                 report_rule = config
-            elif rule == "LowGPUUtilization":
-                verdicts[name] = ("NoIssuesFound", "No GPU on this machine: GPU utilization was not evaluated"
-                                  if shutil.which("nvidia-smi") is None else
-                                  "GPU utilization is not sampled by the local profiler: not evaluated")
+            elif reason := not_evaluated_locally(rule):
+                verdicts[name] = (NOT_EVALUATED_STATUS, f"ClientError: {reason}")
             else:
                 verdicts[name] = ("Error", f"ClientError: profiler rule {rule!r} is not implemented locally "
                                            "(local rules: ProfilerReport, LowGPUUtilization)")
