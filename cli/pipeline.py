@@ -353,6 +353,8 @@ class Job:
     test_data_uri: str | None
     train_data_uri: str | None
     profiler_paths: list[str]  # S3 prefixes where a ProfilerReport can be
+    instance_type: str | None = None  # ResourceConfig (what the job's billable seconds are priced at)
+    instance_count: int = 1
 
     @property
     def duration_s(self) -> float | None:
@@ -411,7 +413,8 @@ def job_from(d: dict) -> Job:
                                           if "MetricName" in m and "Value" in m},
         rules=rules, output_path=output_path, model_uri=(d.get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
         test_data_uri=channels.get(contract.TEST), train_data_uri=channels.get(contract.TRAIN),
-        profiler_paths=list(dict.fromkeys(profiler_paths)))
+        profiler_paths=list(dict.fromkeys(profiler_paths)), instance_type=resources.get("InstanceType"),
+        instance_count=resources.get("InstanceCount", 1))
 
 
 # --- S3 objects ------------------------------------------------------------------------------------------------

@@ -71,6 +71,7 @@ class Scenario:
     model: str = "imgclf-0a1b2c3d4e5f"
     trials: list[TrialSpec] = field(default_factory=lambda: list(TRIALS))
     with_history: bool = True  # output.tar.gz with history.json for every completed job
+    endpoint_instances: int = 3  # scaled out: CurrentInstanceCount above the config's InitialInstanceCount
     status: str = "SUCCEEDED"
 
     # --- names -----------------------------------------------------------------------------------------------
@@ -196,7 +197,8 @@ class Scenario:
             "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
             "CreationTime": start - dt.timedelta(seconds=30), "TrainingStartTime": start, "TrainingEndTime": end,
             "LastModifiedTime": end, "TrainingTimeInSeconds": spec.minutes * 60,
-            "BillableTimeInSeconds": spec.minutes * 60,
+            # The final job ran on managed spot: billed for 30% of its seconds (what DescribeTrainingJob reports).
+            "BillableTimeInSeconds": spec.minutes * 60 * (3 if final else 10) // 10,
             "SecondaryStatusTransitions": [{"Status": "Starting", "StartTime": start - dt.timedelta(seconds=30),
                                             "EndTime": start},
                                            {"Status": "Training", "StartTime": start, "EndTime": end}],
@@ -269,7 +271,17 @@ class Scenario:
     def describe_endpoint(self) -> dict:
         return {"EndpointName": self.endpoint, "EndpointArn": sm_arn("endpoint", self.endpoint),
                 "EndpointConfigName": self.endpoint_config, "EndpointStatus": "InService",
+                "ProductionVariants": [{"VariantName": "AllTraffic", "CurrentWeight": 1.0, "DesiredWeight": 1.0,
+                                        "CurrentInstanceCount": self.endpoint_instances,
+                                        "DesiredInstanceCount": self.endpoint_instances}],
                 "CreationTime": T0 + dt.timedelta(minutes=27), "LastModifiedTime": T0 + dt.timedelta(minutes=31)}
+
+    def describe_endpoint_config(self) -> dict:
+        return {"EndpointConfigName": self.endpoint_config,
+                "EndpointConfigArn": sm_arn("endpoint-config", self.endpoint_config),
+                "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": self.model, "InitialInstanceCount": 1,
+                                        "InstanceType": "ml.m5.large", "InitialVariantWeight": 1.0}],
+                "CreationTime": T0 + dt.timedelta(minutes=26)}
 
     def list_endpoints(self) -> dict:
         return {"Endpoints": [{k: self.describe_endpoint()[k] for k in (
@@ -423,6 +435,11 @@ class FakeSageMaker:
 
     def describe_endpoint(self, EndpointName: str) -> dict:
         return _checked("sagemaker", "DescribeEndpoint", self.s.describe_endpoint())
+
+    def describe_endpoint_config(self, EndpointConfigName: str) -> dict:
+        if EndpointConfigName != self.s.endpoint_config:
+            raise _missing("ValidationException", "DescribeEndpointConfig", "Could not find endpoint configuration.")
+        return _checked("sagemaker", "DescribeEndpointConfig", self.s.describe_endpoint_config())
 
     def list_endpoints(self, **_: Any) -> dict:
         return _checked("sagemaker", "ListEndpoints", self.s.list_endpoints())
