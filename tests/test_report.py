@@ -373,6 +373,7 @@ def test_cost_line_per_job_is_billable_seconds_times_the_table_price(report_dir,
                                  else (cloud.tuning, 1))
         usd = seconds * want_count * TRAINING_USD_PER_HOUR[want_type] / 3600
         expected_total += usd
+        assert kind == ("final" if name == scenario.final_job else "trial")
         assert (instance, count, billable, price) == (want_type, str(want_count), str(seconds),
                                                       f"${TRAINING_USD_PER_HOUR[want_type]}")
         assert cost == f"${usd:.4f}", (name, cost, usd)
