@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 
 from cli.backend import Backend
 from cli.errors import is_not_found
-from cli.pipeline import Job
+from cli.pipeline import Job, Trial
 from cli.prices import HOSTING_USD_PER_HOUR, PRICES_AS_OF, PRICES_REGION, PRICES_SOURCE, TRAINING_USD_PER_HOUR
 
 TRIAL, FINAL = "trial", "final"
@@ -62,6 +62,17 @@ def job_cost(job: Job, kind: str, *, local: bool) -> JobCost:
         instance_type, count = (cloud.tuning, 1) if kind == TRIAL else (cloud.training, cloud.training_count)
     price = TRAINING_USD_PER_HOUR.get(instance_type) if instance_type else None
     return JobCost(job.name, kind, instance_type, count, job.billable_seconds, price)
+
+
+def trial_cost(trial: Trial, instance_type: str | None, *, local: bool) -> JobCost:
+    """A trial from its summary alone (what `status` reads): trials run on demand (no spot in the tuning request),
+    where billable time is the training time, TrainingEndTime - TrainingStartTime; the report uses
+    BillableTimeInSeconds of each DescribeTrainingJob instead."""
+    if local:
+        instance_type = cloud_instances().tuning
+    seconds = None if trial.duration_s is None else round(trial.duration_s)
+    price = TRAINING_USD_PER_HOUR.get(instance_type) if instance_type else None
+    return JobCost(trial.name, TRIAL, instance_type, 1, seconds, price)
 
 
 @dataclass(frozen=True)

@@ -248,6 +248,7 @@ class Tuning:
     created: dt.datetime | None
     ended: dt.datetime | None
     failure_reason: str | None
+    instance_type: str | None = None  # TrainingJobDefinition.ResourceConfig: what every trial runs on
 
     @property
     def launched(self) -> int:
@@ -321,7 +322,8 @@ def tuning_from(described: dict, summaries: list[dict]) -> Tuning:
         best_job=best_name, best_objective=(best.get("FinalHyperParameterTuningJobObjectiveMetric") or {}).get("Value"),
         best_hyperparameters={k: str(v).strip('"') for k, v in best.get("TunedHyperParameters", {}).items()},
         tuned=tuned, trials=trials, created=described.get("CreationTime"),
-        ended=described.get("HyperParameterTuningEndTime"), failure_reason=described.get("FailureReason"))
+        ended=described.get("HyperParameterTuningEndTime"), failure_reason=described.get("FailureReason"),
+        instance_type=((described.get("TrainingJobDefinition") or {}).get("ResourceConfig") or {}).get("InstanceType"))
 
 
 # --- training jobs ---------------------------------------------------------------------------------------------

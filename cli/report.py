@@ -207,7 +207,7 @@ def gather(backend: Backend, arn: str, out_dir: Path, request: PredictionsReques
         else:
             predictions, note = _evaluate_run(backend, final.job, work, names, progress)
     endpoint_cost = cost.endpoint_cost(backend, endpoint, local=backend.is_local) if endpoint else None
-    dashboard = None if backend.is_local else backend.optional_output(config.OUTPUT_DASHBOARD)
+    dashboard = None if backend.is_local else backend.known_output(config.OUTPUT_DASHBOARD)
     return ReportData(source=backend.source, region=backend.region, is_local=backend.is_local, execution=execution,
                       tuning=tuning, trials=trials, final=final, profiler=profiler, profiler_copy=profiler_copy,
                       endpoint=endpoint, predictions=predictions, predictions_note=note, display_names=names,

@@ -31,6 +31,7 @@ STACK = config.DEFAULT_STACK_NAME  # "ImageClassifier", as infra/ names it
 BUCKET = "imgclf-artifacts-123456789012"
 STATE_MACHINE = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:imgclf-train-deploy"
 API_URL = f"https://abc123def4.execute-api.{REGION}.amazonaws.com/prod/predict"
+DASHBOARD_URL = f"https://{REGION}.console.aws.amazon.com/cloudwatch/home?region={REGION}#dashboards:name=imgclf-{STACK}"
 T0 = dt.datetime(2025, 3, 1, 9, 0, 0, tzinfo=dt.UTC)
 
 
@@ -135,6 +136,13 @@ class Scenario:
                     "IntegerParameterRanges": [{"Name": contract.EPOCHS, "MinValue": "3", "MaxValue": "6",
                                                 "ScalingType": "Linear"}]},
             },
+            "TrainingJobDefinition": {
+                "AlgorithmSpecification": {"TrainingImage": f"763104351884.dkr.ecr.{REGION}.amazonaws.com/pytorch:2.1",
+                                           "TrainingInputMode": "File"},
+                "RoleArn": f"arn:aws:iam::{ACCOUNT}:role/imgclf-sagemaker",
+                "OutputDataConfig": {"S3OutputPath": f"s3://{BUCKET}/jobs"},
+                "ResourceConfig": {"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+                "StoppingCondition": {"MaxRuntimeInSeconds": 3600}},
             "HyperParameterTuningJobStatus": "Completed",
             "CreationTime": T0, "HyperParameterTuningEndTime": T0 + dt.timedelta(minutes=16),
             "LastModifiedTime": T0 + dt.timedelta(minutes=16),
@@ -355,7 +363,7 @@ class Scenario:
         outputs = outputs if outputs is not None else {
             config.OUTPUT_BUCKET: BUCKET, config.OUTPUT_DATASET: f"s3://{BUCKET}/data/",
             config.OUTPUT_STATE_MACHINE: STATE_MACHINE, config.OUTPUT_API_URL: API_URL,
-            config.OUTPUT_ENDPOINT: self.endpoint}
+            config.OUTPUT_ENDPOINT: self.endpoint, config.OUTPUT_DASHBOARD: DASHBOARD_URL}
         return {"Stacks": [{"StackName": STACK, "StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/"
                                                           f"{STACK}/1a2b3c", "CreationTime": T0 - dt.timedelta(days=2),
                             "StackStatus": "UPDATE_COMPLETE",
@@ -585,6 +593,8 @@ class Stubs:
     def expect_endpoint(self) -> None:
         self.add("sagemaker", "describe_endpoint", self.scenario.describe_endpoint(),
                  {"EndpointName": self.scenario.endpoint})
+        self.add("sagemaker", "describe_endpoint_config", self.scenario.describe_endpoint_config(),
+                 {"EndpointConfigName": self.scenario.endpoint_config})
 
     def expect_output(self, name: str, cloudwatch: bool = True) -> None:
         """output.tar.gz of a job; when the job has none, the CloudWatch fallback (if it has a start time)."""
