@@ -31,6 +31,9 @@ WILDCARD_REASONS: dict[str, str] = {
     "Logs": "SageMaker names log streams per job inside its fixed log groups (TrainingJobs, ProcessingJobs for "
             "Debugger rules, Endpoints/<endpoint>); the ':*' is the log-stream part of those groups.",
     "Metrics": "cloudwatch:PutMetricData has no resource-level permissions; limited to SageMaker namespaces.",
+    "Autoscaling": "Application Auto Scaling gives scalable targets generated ids (scalable-target/<id>), unknown "
+                   "before registration: scoped to this account and region; the variant itself is named in the "
+                   "request, and the SageMaker actions scaling needs are scoped to the endpoint.",
     "Tune": "Tuning jobs are named '<prefix>-<run id>' per execution: scoped to the project's name prefix.",
     "Train": "Training jobs are named '<prefix>-<run id>' per execution: scoped to the project's name prefix.",
     "Model": "Models are named '<prefix>-<run id>' per execution: scoped to the project's name prefix.",
