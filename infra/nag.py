@@ -34,6 +34,9 @@ WILDCARD_REASONS: dict[str, str] = {
     "Autoscaling": "Application Auto Scaling gives scalable targets generated ids (scalable-target/<id>), unknown "
                    "before registration: scoped to this account and region; the variant itself is named in the "
                    "request, and the SageMaker actions scaling needs are scoped to the endpoint.",
+    "DeregisterScaling": "Teardown: DescribeScalableTargets has no resource-level permissions and scalable targets "
+                         "have generated ids; the handler deregisters only the variants of endpoints it deletes "
+                         "(named '<prefix>-*' and tagged by this stack).",
     "Tune": "Tuning jobs are named '<prefix>-<run id>' per execution: scoped to the project's name prefix.",
     "Train": "Training jobs are named '<prefix>-<run id>' per execution: scoped to the project's name prefix.",
     "Model": "Models are named '<prefix>-<run id>' per execution: scoped to the project's name prefix.",
