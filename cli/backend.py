@@ -78,6 +78,10 @@ class Backend:
     def optional_output(self, key: str) -> str | None:
         return self.stack_outputs().get(key) or None
 
+    def known_output(self, key: str) -> str | None:
+        """An output of a stack already read, else None: no call (what a view adds when it can, like a link)."""
+        return (self._outputs or {}).get(key) or None
+
 
 def aws_backend(region: str | None = None, profile: str | None = None,
                 stack_name: str = config.DEFAULT_STACK_NAME) -> Backend:

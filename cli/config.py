@@ -18,6 +18,7 @@ OUTPUT_DATASET = "DatasetUri"  # s3://<bucket>/<data prefix>/: the SageMaker rol
 OUTPUT_STATE_MACHINE = "StateMachineArn"
 OUTPUT_API_URL = "PredictUrl"  # the stage URL of POST /predict
 OUTPUT_ENDPOINT = "EndpointName"
+OUTPUT_DASHBOARD = "DashboardUrl"  # the CloudWatch console address of the stack's dashboard
 # The name prefix of what the state machine creates (models, endpoint configs, endpoints: <prefix>-...). Once the
 # stack is gone, teardown uses --prefix or DEFAULT_RESOURCE_PREFIX (cdk.json's "prefix" context).
 OUTPUT_RESOURCE_PREFIX = "ResourcePrefix"

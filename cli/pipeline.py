@@ -248,6 +248,7 @@ class Tuning:
     created: dt.datetime | None
     ended: dt.datetime | None
     failure_reason: str | None
+    instance_type: str | None = None  # TrainingJobDefinition.ResourceConfig: what every trial runs on
 
     @property
     def launched(self) -> int:
@@ -321,7 +322,8 @@ def tuning_from(described: dict, summaries: list[dict]) -> Tuning:
         best_job=best_name, best_objective=(best.get("FinalHyperParameterTuningJobObjectiveMetric") or {}).get("Value"),
         best_hyperparameters={k: str(v).strip('"') for k, v in best.get("TunedHyperParameters", {}).items()},
         tuned=tuned, trials=trials, created=described.get("CreationTime"),
-        ended=described.get("HyperParameterTuningEndTime"), failure_reason=described.get("FailureReason"))
+        ended=described.get("HyperParameterTuningEndTime"), failure_reason=described.get("FailureReason"),
+        instance_type=((described.get("TrainingJobDefinition") or {}).get("ResourceConfig") or {}).get("InstanceType"))
 
 
 # --- training jobs ---------------------------------------------------------------------------------------------
@@ -353,6 +355,8 @@ class Job:
     test_data_uri: str | None
     train_data_uri: str | None
     profiler_paths: list[str]  # S3 prefixes where a ProfilerReport can be
+    instance_type: str | None = None  # ResourceConfig (what the job's billable seconds are priced at)
+    instance_count: int = 1
 
     @property
     def duration_s(self) -> float | None:
@@ -411,7 +415,8 @@ def job_from(d: dict) -> Job:
                                           if "MetricName" in m and "Value" in m},
         rules=rules, output_path=output_path, model_uri=(d.get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
         test_data_uri=channels.get(contract.TEST), train_data_uri=channels.get(contract.TRAIN),
-        profiler_paths=list(dict.fromkeys(profiler_paths)))
+        profiler_paths=list(dict.fromkeys(profiler_paths)), instance_type=resources.get("InstanceType"),
+        instance_count=resources.get("InstanceCount", 1))
 
 
 # --- S3 objects ------------------------------------------------------------------------------------------------

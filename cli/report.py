@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from cli import config
+from cli import config, cost
 from cli.aws import console_execution_url, console_s3_url, parse_s3_uri
 from cli.backend import Backend
 from cli.errors import CliError, is_not_found
@@ -96,6 +96,8 @@ class ReportData:
     predictions: Predictions | None
     predictions_note: str
     display_names: dict[str, str] = field(default_factory=dict)  # local image path -> where it came from
+    endpoint_cost: cost.EndpointCost | None = None
+    dashboard_url: str | None = None  # the stack's CloudWatch dashboard (DashboardUrl output; none for a local run)
     generated: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
     @property
@@ -204,9 +206,12 @@ def gather(backend: Backend, arn: str, out_dir: Path, request: PredictionsReques
                 note = f"the final model could not be evaluated on the test set ({str(exc)[:200]})"
         else:
             predictions, note = _evaluate_run(backend, final.job, work, names, progress)
+    endpoint_cost = cost.endpoint_cost(backend, endpoint, local=backend.is_local) if endpoint else None
+    dashboard = None if backend.is_local else backend.known_output(config.OUTPUT_DASHBOARD)
     return ReportData(source=backend.source, region=backend.region, is_local=backend.is_local, execution=execution,
                       tuning=tuning, trials=trials, final=final, profiler=profiler, profiler_copy=profiler_copy,
-                      endpoint=endpoint, predictions=predictions, predictions_note=note, display_names=names)
+                      endpoint=endpoint, predictions=predictions, predictions_note=note, display_names=names,
+                      endpoint_cost=endpoint_cost, dashboard_url=dashboard)
 
 
 # --- figures ---------------------------------------------------------------------------------------------------
@@ -552,6 +557,26 @@ def jobs_table(data: ReportData) -> Table | None:
     return Table(["job", "name", "training time"], rows) if rows else None
 
 
+def job_costs(data: ReportData) -> list[cost.JobCost]:
+    """Every trial and the final job, priced (cli/cost.py); jobs SageMaker never described are left out."""
+    costs = [cost.job_cost(r.job, cost.TRIAL, local=data.is_local) for r in data.trials if r.job]
+    if data.final and data.final.job:
+        costs.append(cost.job_cost(data.final.job, cost.FINAL, local=data.is_local))
+    return costs
+
+
+def cost_table(data: ReportData) -> Table | None:
+    costs = job_costs(data)
+    if not costs:
+        return None
+    rows = [[c.kind, c.name, c.instance_type or "-", str(c.instance_count),
+             "-" if c.billable_seconds is None else str(c.billable_seconds),
+             "-" if c.usd_per_hour is None else f"${c.usd_per_hour}", cost.fmt_usd(c.usd)] for c in costs]
+    rows.append(["total", "", "", "", str(sum(c.billable_seconds or 0 for c in costs)), "",
+                 cost.fmt_usd(cost.total_usd(costs))])
+    return Table(["job", "name", "instance", "count", "billable s", "$/hour", "cost"], rows)
+
+
 def confusions_table(predictions: Predictions) -> Table:
     return Table(["true", "predicted", "images"], [[t, p, str(c)] for t, p, c in predictions.top_confusions(10)])
 
@@ -689,7 +714,21 @@ def sections(data: ReportData) -> list[Section]:
             fmt_time(e.get("LastModifiedTime"))]])))
     else:
         deployment.append(("text", "No endpoint was created or updated by this execution."))
+    if data.dashboard_url:
+        deployment.append(("link", ("CloudWatch dashboard (API, forwarder, endpoint, training jobs)",
+                                    data.dashboard_url)))
     out.append(Section("Deployment", deployment))
+
+    costs: list[tuple[str, Any]] = []
+    if table := cost_table(data):
+        costs.append(("text", "Billable seconds of each training job (DescribeTrainingJob's BillableTimeInSeconds, "
+                              "spot savings included) x instances x the instance's price per hour: "
+                              f"{cost.basis(data.is_local)}."))
+        costs.append(("table", table))
+    if data.endpoint_cost:
+        costs.append(("text", f"Endpoint: {cost.endpoint_line(data.endpoint_cost)}."))
+    if costs:
+        out.append(Section("Cost", costs))
     return out
 
 

@@ -14,7 +14,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from cli import config, cost
 from cli.backend import Backend
+from cli.cost import EndpointCost
 from cli.errors import CliError, is_not_found
 from cli.pipeline import Execution, Job, Tuning, describe_endpoint, load_execution, load_job, load_tuning
 from ml import contract
@@ -61,6 +63,9 @@ class Snapshot:
     tuning: Tuning | None
     job: Job | None
     endpoint: dict | None
+    is_local: bool = False
+    endpoint_cost: EndpointCost | None = None
+    dashboard_url: str | None = None  # the stack's DashboardUrl output (AWS only)
 
 
 STATUS_TRIALS = 20  # trials `status` shows: the newest, and the best wherever it is
@@ -79,9 +84,13 @@ def load_snapshot(backend: Backend, arn: str, trials: int = STATUS_TRIALS) -> Sn
     except ClientError as exc:
         if not is_not_found(exc):  # just scheduled: SageMaker may not know it yet
             raise
+    endpoint_cost = None
     if execution.endpoint:
         endpoint = describe_endpoint(backend, execution.endpoint)
-    return Snapshot(execution, tuning, job, endpoint)
+        if endpoint:
+            endpoint_cost = cost.endpoint_cost(backend, endpoint, local=backend.is_local)
+    dashboard = None if backend.is_local else backend.known_output(config.OUTPUT_DASHBOARD)
+    return Snapshot(execution, tuning, job, endpoint, backend.is_local, endpoint_cost, dashboard)
 
 
 def execution_panel(execution: Execution) -> Panel:
@@ -179,7 +188,40 @@ def status_view(snapshot: Snapshot) -> Group:
         parts.append(job_view(snapshot.job))
     if snapshot.endpoint:
         parts.append(endpoint_line(snapshot.endpoint))
+    if panel := cost_panel(snapshot):
+        parts.append(panel)
+    if snapshot.dashboard_url:
+        parts.append(Text.assemble(("dashboard ", "bold"), snapshot.dashboard_url))
     return Group(*parts)
+
+
+def cost_panel(snapshot: Snapshot) -> Panel | None:
+    """What the run has cost so far: the trials shown (from their summaries), the final job (its billable seconds)
+    and the endpoint per hour; `imgclf report` prices every trial from DescribeTrainingJob."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    jobs: list[cost.JobCost] = []
+    if snapshot.tuning and snapshot.tuning.trials:
+        trials = [cost.trial_cost(t, snapshot.tuning.instance_type, local=snapshot.is_local)
+                  for t in snapshot.tuning.trials]
+        jobs += trials
+        shown = len(trials) if len(trials) == snapshot.tuning.launched else f"{len(trials)} shown"
+        seconds = sum(t.billable_seconds or 0 for t in trials)
+        grid.add_row(f"trials ({shown})", f"{seconds} s on {trials[0].instance_type or '?'} = "
+                                          f"{cost.fmt_usd(cost.total_usd(trials))}")
+    if snapshot.job:
+        final = cost.job_cost(snapshot.job, cost.FINAL, local=snapshot.is_local)
+        jobs.append(final)
+        grid.add_row("final job", cost.job_line(final))
+    if jobs:
+        grid.add_row("training total", cost.fmt_usd(cost.total_usd(jobs)))
+    if snapshot.endpoint_cost:
+        grid.add_row("endpoint", cost.endpoint_line(snapshot.endpoint_cost))
+    if not grid.rows:
+        return None
+    grid.add_row("priced as", cost.basis(snapshot.is_local))
+    return Panel(grid, title="Cost", expand=False)
 
 
 def outcome(execution: Execution) -> str:

@@ -153,6 +153,24 @@ class GateConfig(_Model):
     health_checks: bool = True  # block on the script's own checks (health_issues > 0)
 
 
+class AutoscalingConfig(_Model):
+    """Target tracking on SageMakerVariantInvocationsPerInstance (instance endpoints only; serverless scales
+    itself): https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-auto-scaling-add-code-define.html"""
+
+    enabled: bool = True
+    min_instances: int = Field(1, ge=1)
+    max_instances: int = Field(4, ge=1)
+    target_invocations_per_instance: float = Field(100.0, gt=0)  # per minute, per instance
+    scale_out_cooldown_s: int = Field(60, ge=0)
+    scale_in_cooldown_s: int = Field(300, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingConfig:
+        if self.max_instances < self.min_instances:
+            raise ValueError("serving.autoscaling.max_instances must be at least min_instances")
+        return self
+
+
 class ServingConfig(_Model):
     endpoint_name: str | None = None  # default "<prefix>-endpoint"; stable, so the Lambda never changes
     instance_type: str = "ml.m5.large"
@@ -173,16 +191,26 @@ class ServingConfig(_Model):
     settle_allowance_s: int = Field(3600, ge=60)
     framework_version: str = "2.6"  # the last PyTorch inference DLC
     py_version: str = "py312"
+    autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
 
     @model_validator(mode="after")
     def _shifting(self) -> ServingConfig:
         if self.traffic != "ALL_AT_ONCE" and not self.serverless and self.instance_count < 2:
             raise ValueError("serving.traffic CANARY/LINEAR needs serving.instance_count >= 2")
+        a = self.autoscaling
+        if self.scales and not a.min_instances <= self.instance_count <= a.max_instances:
+            raise ValueError("serving.instance_count must lie within serving.autoscaling.min_instances.."
+                             "max_instances")
         return self
 
     @property
     def capture(self) -> bool:
         return self.data_capture_percent > 0 and not self.serverless
+
+    @property
+    def scales(self) -> bool:
+        """The state machine registers the variant with Application Auto Scaling (off for serverless)."""
+        return self.autoscaling.enabled and not self.serverless
 
     @property
     def max_polls(self) -> int:

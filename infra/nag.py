@@ -31,6 +31,12 @@ WILDCARD_REASONS: dict[str, str] = {
     "Logs": "SageMaker names log streams per job inside its fixed log groups (TrainingJobs, ProcessingJobs for "
             "Debugger rules, Endpoints/<endpoint>); the ':*' is the log-stream part of those groups.",
     "Metrics": "cloudwatch:PutMetricData has no resource-level permissions; limited to SageMaker namespaces.",
+    "Autoscaling": "Application Auto Scaling gives scalable targets generated ids (scalable-target/<id>), unknown "
+                   "before registration: scoped to this account and region; the variant itself is named in the "
+                   "request, and the SageMaker actions scaling needs are scoped to the endpoint.",
+    "DeregisterScaling": "Teardown: DescribeScalableTargets has no resource-level permissions and scalable targets "
+                         "have generated ids; the handler deregisters only the variants of endpoints it deletes "
+                         "(named '<prefix>-*' and tagged by this stack).",
     "Tune": "Tuning jobs are named '<prefix>-<run id>' per execution: scoped to the project's name prefix.",
     "Train": "Training jobs are named '<prefix>-<run id>' per execution: scoped to the project's name prefix.",
     "Model": "Models are named '<prefix>-<run id>' per execution: scoped to the project's name prefix.",

@@ -107,6 +107,9 @@ class S:
     DEPLOY_FAILED = "Deployment failed"
     ENDPOINT_FAILED = "Endpoint failed"
     DEPLOYED = "Deployed"
+    REGISTER_SCALING = "Register autoscaling target"
+    SCALING_POLICY = "Apply scaling policy"
+    SCALING_FAILED = "Autoscaling not applied"
 
     @staticmethod
     def rule_failed(rule: str) -> str:
@@ -539,6 +542,7 @@ class Pipeline(Construct):
                            backoff_rate=2.0)
         describe.add_catch(deploy_failed, errors=["States.ALL"], result_path="$.error")
         deployed = sfn.Pass(self, S.DEPLOYED, parameters=self._output())
+        serving = self._autoscaling(deployed) if s.scales else deployed
         status = "$.endpoint.EndpointStatus"
         in_service = sfn.Condition.string_equals(status, "InService")
 
@@ -548,7 +552,7 @@ class Pipeline(Construct):
         done = (sfn.Choice(self, S.DEPLOY_DONE)
                 .when(sfn.Condition.and_(in_service, sfn.Condition.is_present("$.endpoint.EndpointConfigName"),
                                          sfn.Condition.string_equals_json_path(
-                                             "$.endpoint.EndpointConfigName", "$.names.endpoint_config")), deployed)
+                                             "$.endpoint.EndpointConfigName", "$.names.endpoint_config")), serving)
                 .when(in_service, self._fail(
                     S.ROLLED_BACK, "DeploymentRolledBack", cause_path=(
                         "States.Format('SageMaker rolled endpoint {} back: it is InService without config {} (a "
@@ -588,6 +592,26 @@ class Pipeline(Construct):
          .otherwise(settle))  # Creating / Updating / SystemUpdating / RollingBack / Deleting: wait for it
         find.next(state)
         return create_model.next(create_config).next(find)
+
+    def _autoscaling(self, then: sfn.IChainable) -> sfn.IChainable:
+        """After every deployment: register the variant (idempotent; a blue/green update keeps the variant name, so
+        the target and policy carry over: sagemaker/latest/dg/endpoint-scaling-update.html) and put the target
+        tracking policy. A refusal fails the execution with its cause; the new model already serves."""
+        cfg = self.cfg
+        failed = self._fail(S.SCALING_FAILED, "AutoscalingFailed", cause_path=(
+            "States.Format('Endpoint {} serves the new model, but its autoscaling was not applied: {}', "
+            "$.names.endpoint, States.JsonToString($.error))"))
+        sdk = {"sdk": True, "service": "applicationautoscaling"}
+        register = self._task(S.REGISTER_SCALING, req.task_resource("registerScalableTarget", **sdk),
+                              req.register_scalable_target(cfg), result_selector={"registered": True},
+                              result_path="$.scaling.target")
+        policy = self._task(S.SCALING_POLICY, req.task_resource("putScalingPolicy", **sdk),
+                            req.put_scaling_policy(cfg), result_selector={"arn.$": "$.PolicyARN"},
+                            result_path="$.scaling.policy")
+        for t in (register, policy):  # ConcurrentUpdateException / throttling, whatever name the SDK gives them
+            t.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=2, backoff_rate=2.0)
+            t.add_catch(failed, errors=["States.ALL"], result_path="$.error")
+        return register.next(policy).next(then)
 
     def _output(self) -> dict[str, Any]:
         return {

@@ -51,9 +51,9 @@ def s3(prefix: str) -> str:
     return f"s3://{sub(BUCKET)}/{prefix}"
 
 
-def task_resource(action: str, *, sync: bool = False, sdk: bool = False) -> str:
-    """Step Functions' own integration ARN (optimized `sagemaker:` or `aws-sdk:sagemaker:`), aws partition."""
-    service = "aws-sdk:sagemaker" if sdk else "sagemaker"
+def task_resource(action: str, *, sync: bool = False, sdk: bool = False, service: str = "sagemaker") -> str:
+    """Step Functions' own integration ARN (optimized `sagemaker:` or `aws-sdk:<service>:`), aws partition."""
+    service = f"aws-sdk:{service}" if sdk else service
     return f"arn:aws:states:::{service}:{action}{'.sync' if sync else ''}"
 
 
@@ -327,6 +327,41 @@ def describe_endpoint(cfg: StackConfig) -> dict[str, Any]:
 def create_endpoint(cfg: StackConfig) -> dict[str, Any]:
     return {"EndpointName": cfg.endpoint_name, "EndpointConfigName.$": "$.names.endpoint_config",
             "Tags": _tags(cfg)}
+
+
+# Application Auto Scaling of the endpoint's variant (aws-sdk:applicationautoscaling, botocore's
+# application-autoscaling RegisterScalableTarget / PutScalingPolicy / DeregisterScalableTarget input shapes;
+# https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-auto-scaling-add-code-register.html).
+SCALING_NAMESPACE = "sagemaker"
+SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+SCALING_METRIC = "SageMakerVariantInvocationsPerInstance"
+
+
+def scaling_resource_id(cfg: StackConfig) -> str:
+    return f"endpoint/{cfg.endpoint_name}/variant/{VARIANT_NAME}"
+
+
+def scaling_policy_name(cfg: StackConfig) -> str:
+    return f"{cfg.endpoint_name}-invocations"
+
+
+def register_scalable_target(cfg: StackConfig) -> dict[str, Any]:
+    """Idempotent: registering again updates min/max, so every deployment (create or blue/green update, which
+    keeps the variant name) re-applies cdk.json's bounds."""
+    a = cfg.serving.autoscaling
+    return {"ServiceNamespace": SCALING_NAMESPACE, "ResourceId": scaling_resource_id(cfg),
+            "ScalableDimension": SCALABLE_DIMENSION, "MinCapacity": a.min_instances, "MaxCapacity": a.max_instances}
+
+
+def put_scaling_policy(cfg: StackConfig) -> dict[str, Any]:
+    a = cfg.serving.autoscaling
+    return {"PolicyName": scaling_policy_name(cfg), "ServiceNamespace": SCALING_NAMESPACE,
+            "ResourceId": scaling_resource_id(cfg), "ScalableDimension": SCALABLE_DIMENSION,
+            "PolicyType": "TargetTrackingScaling",
+            "TargetTrackingScalingPolicyConfiguration": {
+                "TargetValue": a.target_invocations_per_instance,
+                "PredefinedMetricSpecification": {"PredefinedMetricType": SCALING_METRIC},
+                "ScaleOutCooldown": a.scale_out_cooldown_s, "ScaleInCooldown": a.scale_in_cooldown_s}}
 
 
 def update_endpoint(cfg: StackConfig) -> dict[str, Any]:

@@ -26,12 +26,21 @@ SYNC_EVENT_RULES = ("StepFunctionsGetEventsForSageMakerTrainingJobsRule",
 # Resource kinds the table refers to; Roles turns each into ARNs (scoped to the project's names).
 TUNING, TRAINING, MODEL, CONFIG, ENDPOINT = "tuning", "training", "model", "config", "endpoint"
 ALARMS, TRAINING_RULE, TUNING_RULE, SAGEMAKER_ROLE = "alarms", "training-rule", "tuning-rule", "sagemaker-role"
+SCALABLE_TARGET, SCALING_ROLE = "scalable-target", "scaling-service-linked-role"
 
 SFN_SAGEMAKER_IAM = "https://docs.aws.amazon.com/step-functions/latest/dg/sagemaker-iam.html"
 SAGEMAKER_TAGGING = ("https://docs.aws.amazon.com/sagemaker/latest/dg/security_iam_id-based-policy-examples.html"
                      "#api-access-policy")  # tags given on Create* need sagemaker:AddTags
 GUARDRAILS = "https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html"
 CDK_TASKS = "https://github.com/aws/aws-cdk/tree/main/packages/aws-cdk-lib/aws-stepfunctions-tasks/lib/sagemaker"
+# What registering a variant for autoscaling needs of the caller: SageMaker reads and capacity updates on the
+# endpoint, Application Auto Scaling itself, and creating its service-linked role the first time (condition on
+# iam:AWSServiceName).
+SCALING_PERMISSIONS = "https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-auto-scaling-prerequisites.html"
+SCALING_SLR = ("https://docs.aws.amazon.com/autoscaling/application/userguide/"
+               "application-auto-scaling-service-linked-roles.html")
+SCALING_SERVICE = "sagemaker.application-autoscaling.amazonaws.com"
+SCALING_ROLE_NAME = "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,12 @@ def _sync_job(create: str, describe: str, stop: str, kind: str, rule: str, *extr
             Need("sagemaker:AddTags", (kind,), SAGEMAKER_TAGGING),
             Need("iam:PassRole", (SAGEMAKER_ROLE,), SFN_SAGEMAKER_IAM),
             *(Need(f"events:{a}", (rule,), SFN_SAGEMAKER_IAM) for a in ("PutTargets", "PutRule", "DescribeRule")))
+
+
+_SCALED = (Need("sagemaker:DescribeEndpoint", (ENDPOINT,), SCALING_PERMISSIONS),
+           Need("sagemaker:DescribeEndpointConfig", (CONFIG,), SCALING_PERMISSIONS),
+           Need("sagemaker:UpdateEndpointWeightsAndCapacities", (ENDPOINT,), SCALING_PERMISSIONS),
+           Need("iam:CreateServiceLinkedRole", (SCALING_ROLE,), SCALING_SLR))
 
 
 # Key: the Task's Resource without "arn:<partition>:states:::" (pattern suffix included).
@@ -84,6 +99,10 @@ STATE_MACHINE_NEEDS: dict[str, tuple[Need, ...]] = {
         Need("sagemaker:DescribeHyperParameterTuningJob", (TUNING,), SFN_SAGEMAKER_IAM),),
     "aws-sdk:sagemaker:describeTrainingJob": (Need("sagemaker:DescribeTrainingJob", (TRAINING,), SFN_SAGEMAKER_IAM),),
     "aws-sdk:sagemaker:describeEndpoint": (Need("sagemaker:DescribeEndpoint", (ENDPOINT,), SFN_SAGEMAKER_IAM),),
+    "aws-sdk:applicationautoscaling:registerScalableTarget": (
+        Need("application-autoscaling:RegisterScalableTarget", (SCALABLE_TARGET,), SCALING_PERMISSIONS), *_SCALED),
+    "aws-sdk:applicationautoscaling:putScalingPolicy": (
+        Need("application-autoscaling:PutScalingPolicy", (SCALABLE_TARGET,), SCALING_PERMISSIONS), *_SCALED),
 }
 # Statement ids by resource-kind set: one statement per set, so every action appears exactly once.
 _SIDS: dict[frozenset[str], str] = {
@@ -93,6 +112,7 @@ _SIDS: dict[frozenset[str], str] = {
     frozenset({SAGEMAKER_ROLE}): "PassSageMakerRole", frozenset({TRAINING_RULE, TUNING_RULE}): "SyncEvents",
     frozenset({TRAINING_RULE}): "SyncEvents", frozenset({TUNING_RULE}): "SyncEvents",
     frozenset({TUNING, TRAINING, MODEL, CONFIG, ENDPOINT}): "Tags",
+    frozenset({SCALABLE_TARGET}): "Autoscaling", frozenset({SCALING_ROLE}): "AutoscalingServiceLinkedRole",
 }
 
 
@@ -196,13 +216,20 @@ class Roles(Construct):
             TRAINING_RULE: [stack.format_arn(service="events", resource="rule", resource_name=SYNC_EVENT_RULES[0])],
             TUNING_RULE: [stack.format_arn(service="events", resource="rule", resource_name=SYNC_EVENT_RULES[1])],
             SAGEMAKER_ROLE: [self.sagemaker.role_arn],
+            # Scalable targets have generated ARNs (scalable-target/<id>): scoped to this account and region; the
+            # SageMaker side of scaling is scoped to the endpoint above.
+            SCALABLE_TARGET: [stack.format_arn(service="application-autoscaling", resource="scalable-target",
+                                               resource_name="*")],
+            SCALING_ROLE: [stack.format_arn(service="iam", region="", resource="role",
+                                            resource_name=f"aws-service-role/{SCALING_SERVICE}/{SCALING_ROLE_NAME}")],
         }
         groups: dict[frozenset[str], list[str]] = {}
         for action, kinds in sorted(needed_actions(integrations).items()):
             groups.setdefault(frozenset(kinds), []).append(action)
         for kinds, actions in groups.items():
             conditions = ({"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
-                          if kinds == {SAGEMAKER_ROLE} else None)
+                          if kinds == {SAGEMAKER_ROLE} else
+                          {"StringLike": {"iam:AWSServiceName": SCALING_SERVICE}} if kinds == {SCALING_ROLE} else None)
             self.state_machine.add_to_policy(iam.PolicyStatement(
                 sid=_sid(kinds), actions=actions, conditions=conditions,
                 resources=[arn for kind in sorted(kinds) for arn in arns[kind]]))

@@ -1,5 +1,5 @@
-"""The one stack: bucket, code asset, roles, the state machine, the endpoint's rollback alarms, the REST API and
-the teardown custom resource."""
+"""The one stack: bucket, code asset, roles, the state machine, the endpoint's rollback alarms, the REST API, a
+dashboard and the teardown custom resource."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from infra import images, nag, packaging
 from infra import sagemaker_requests as req
 from infra.api import PredictApi
 from infra.config import StackConfig
+from infra.dashboard import Dashboard
 from infra.monitoring import EndpointAlarms
 from infra.pipeline import Pipeline
 from infra.security import Roles
@@ -78,6 +79,7 @@ class ImageClassifierStack(Stack):
                                  substitutions=substitutions)
         self.roles.grant_state_machine(self.pipeline.integrations)
         self.api = PredictApi(self, "PredictApi", cfg=cfg, bundle_dir=packaging.build_forwarder(build_dir))
+        self.dashboard = Dashboard(self, "Dashboard", cfg=cfg, api=self.api.api, function=self.api.function)
         self.teardown = (Teardown(self, "Teardown", cfg=cfg, state_machine=self.pipeline.state_machine)
                          if cfg.teardown_on_destroy else None)
 
@@ -97,6 +99,8 @@ class ImageClassifierStack(Stack):
         CfnOutput(self, "PredictUrl", value=self.api.predict_url)
         CfnOutput(self, "PredictMethodArn", value=self.api.method.method_arn,
                   description="Grant execute-api:Invoke on this ARN to the callers of POST /predict")
+        CfnOutput(self, "DashboardUrl", value=self.dashboard.url,
+                  description="CloudWatch dashboard: API, forwarder, endpoint (instances, latency), training jobs")
         if self.api.api_key is not None:
             CfnOutput(self, "ApiKeyId", value=self.api.api_key.key_id,
                       description="aws apigateway get-api-key --include-value --api-key <id>")

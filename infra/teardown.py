@@ -75,6 +75,12 @@ class Teardown(Construct):
             sid="StopJobs", actions=["sagemaker:StopHyperParameterTuningJob", "sagemaker:StopTrainingJob"],
             resources=[sagemaker_arn(self, "hyper-parameter-tuning-job", f"{p}-*"),
                        sagemaker_arn(self, "training-job", f"{p}-*")]))
+        # DescribeScalableTargets has no resource-level permissions; scalable targets have generated ids
+        # (https://docs.aws.amazon.com/service-authorization/latest/reference/list_applicationautoscaling.html).
+        role.add_to_policy(iam.PolicyStatement(
+            sid="DeregisterScaling", resources=["*"],
+            actions=["application-autoscaling:DescribeScalableTargets",
+                     "application-autoscaling:DeregisterScalableTarget"]))
         role.add_to_policy(iam.PolicyStatement(
             sid="ListExecutions", actions=["states:ListExecutions"], resources=[state_machine.state_machine_arn]))
         role.add_to_policy(iam.PolicyStatement(

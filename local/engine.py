@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import boto3
 from botocore.exceptions import ClientError
@@ -183,6 +183,13 @@ class SageMakerTask(StateTaskServiceCallback):
 
 class AwsSdkTask(StateTaskServiceAwsSdk):
     """`arn:aws:states:::aws-sdk:<service>:<action>`: SageMaker to the stand-in, any other service to moto."""
+
+    # Step Functions' aws-sdk service names that botocore spells otherwise (moto maps only sfn/states):
+    # "applicationautoscaling" is Application Auto Scaling, botocore's "application-autoscaling"
+    # (https://docs.aws.amazon.com/step-functions/latest/dg/supported-services-awssdk.html).
+    _SERVICE_NAME_SFN_TO_BOTO_OVERRIDES: ClassVar[dict[str, str]] = {
+        **StateTaskServiceAwsSdk._SERVICE_NAME_SFN_TO_BOTO_OVERRIDES,
+        "applicationautoscaling": "application-autoscaling"}
 
     def _is_sagemaker(self) -> bool:
         return self.resource.api_name.lower() == "sagemaker"

@@ -12,11 +12,13 @@ from botocore.stub import ANY
 
 from cli import config
 from cli.main import main
+from cli.prices import HOSTING_USD_PER_HOUR, TRAINING_USD_PER_HOUR
 from cli.views import STATUS_TRIALS
 from tests.test_cli_support import (
     API_URL,
     AWS_ENV,
     BUCKET,
+    DASHBOARD_URL,
     REGION,
     STACK,
     STATE_MACHINE,
@@ -62,6 +64,15 @@ def test_status_of_the_newest_execution(stubs, scenario, capsys):
     assert f"★ {scenario.best_name.removeprefix(scenario.tuning_job + '-')}" in out
     assert "UpdateEndpoint" in out  # the last state is on history's 2nd page
     assert "IssuesFound" in out and "InService" in out
+    # Cost at the jobs' own instances and the endpoint's current instance count; the stack's dashboard linked.
+    price = TRAINING_USD_PER_HOUR["ml.g4dn.xlarge"]
+    trial_seconds = sum(spec.minutes * 60 for spec in scenario.trials)
+    assert f"{trial_seconds} s on ml.g4dn.xlarge = ${trial_seconds * price / 3600:.4f}" in out
+    final_seconds = scenario.describe_job(scenario.final_job)["BillableTimeInSeconds"]
+    assert f"{final_seconds} s x 1 x ml.g4dn.xlarge at ${price}/h = ${final_seconds * price / 3600:.4f}" in out
+    hourly = scenario.endpoint_instances * HOSTING_USD_PER_HOUR["ml.m5.large"]
+    assert f"{scenario.endpoint_instances} x ml.m5.large = ${hourly:.4f}/hour" in out
+    assert f"dashboard {DASHBOARD_URL}" in out
 
 
 def test_best_by_execution_arn_needs_no_stack(stubs, scenario, capsys):

@@ -75,6 +75,24 @@ def test_status(run_dir, scenario, capsys):
     assert scenario.endpoint in out and "InService" in out
 
 
+def test_status_prices_a_local_run_with_the_cloud_profiles_instances(run_dir, scenario, capsys):
+    from cli.cost import cloud_instances
+    from cli.prices import HOSTING_USD_PER_HOUR, TRAINING_USD_PER_HOUR
+
+    code, out, err = run(["status", "--local", str(run_dir)], capsys)
+    assert code == 0, err
+    cloud = cloud_instances()
+    seconds = sum(spec.minutes * 60 for spec in scenario.trials)
+    price = TRAINING_USD_PER_HOUR[cloud.tuning]
+    assert f"trials ({len(scenario.trials)})" in out
+    assert f"{seconds} s on {cloud.tuning} = ${seconds * price / 3600:.4f}" in out
+    final = scenario.describe_job(scenario.final_job)["BillableTimeInSeconds"]
+    assert f"{final} s x {cloud.training_count} x {cloud.training} at ${TRAINING_USD_PER_HOUR[cloud.training]}/h" in out
+    hourly = scenario.endpoint_instances * HOSTING_USD_PER_HOUR[cloud.serving]
+    assert f"{scenario.endpoint_instances} x {cloud.serving} = ${hourly:.4f}/hour" in out
+    assert "what this run would cost on AWS" in out and "dashboard" not in out  # no dashboard runs locally
+
+
 def test_status_by_name_and_watch_of_a_finished_execution(run_dir, scenario, capsys):
     code, out, _ = run(["status", scenario.execution_name, "--watch", "--local", str(run_dir)], capsys)
     assert code == 0 and scenario.final_job in out

@@ -31,6 +31,7 @@ STACK = config.DEFAULT_STACK_NAME  # "ImageClassifier", as infra/ names it
 BUCKET = "imgclf-artifacts-123456789012"
 STATE_MACHINE = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:imgclf-train-deploy"
 API_URL = f"https://abc123def4.execute-api.{REGION}.amazonaws.com/prod/predict"
+DASHBOARD_URL = f"https://{REGION}.console.aws.amazon.com/cloudwatch/home?region={REGION}#dashboards:name=imgclf-{STACK}"
 T0 = dt.datetime(2025, 3, 1, 9, 0, 0, tzinfo=dt.UTC)
 
 
@@ -71,6 +72,7 @@ class Scenario:
     model: str = "imgclf-0a1b2c3d4e5f"
     trials: list[TrialSpec] = field(default_factory=lambda: list(TRIALS))
     with_history: bool = True  # output.tar.gz with history.json for every completed job
+    endpoint_instances: int = 3  # scaled out: CurrentInstanceCount above the config's InitialInstanceCount
     status: str = "SUCCEEDED"
 
     # --- names -----------------------------------------------------------------------------------------------
@@ -134,6 +136,13 @@ class Scenario:
                     "IntegerParameterRanges": [{"Name": contract.EPOCHS, "MinValue": "3", "MaxValue": "6",
                                                 "ScalingType": "Linear"}]},
             },
+            "TrainingJobDefinition": {
+                "AlgorithmSpecification": {"TrainingImage": f"763104351884.dkr.ecr.{REGION}.amazonaws.com/pytorch:2.1",
+                                           "TrainingInputMode": "File"},
+                "RoleArn": f"arn:aws:iam::{ACCOUNT}:role/imgclf-sagemaker",
+                "OutputDataConfig": {"S3OutputPath": f"s3://{BUCKET}/jobs"},
+                "ResourceConfig": {"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+                "StoppingCondition": {"MaxRuntimeInSeconds": 3600}},
             "HyperParameterTuningJobStatus": "Completed",
             "CreationTime": T0, "HyperParameterTuningEndTime": T0 + dt.timedelta(minutes=16),
             "LastModifiedTime": T0 + dt.timedelta(minutes=16),
@@ -196,7 +205,8 @@ class Scenario:
             "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
             "CreationTime": start - dt.timedelta(seconds=30), "TrainingStartTime": start, "TrainingEndTime": end,
             "LastModifiedTime": end, "TrainingTimeInSeconds": spec.minutes * 60,
-            "BillableTimeInSeconds": spec.minutes * 60,
+            # The final job ran on managed spot: billed for 30% of its seconds (what DescribeTrainingJob reports).
+            "BillableTimeInSeconds": spec.minutes * 60 * (3 if final else 10) // 10,
             "SecondaryStatusTransitions": [{"Status": "Starting", "StartTime": start - dt.timedelta(seconds=30),
                                             "EndTime": start},
                                            {"Status": "Training", "StartTime": start, "EndTime": end}],
@@ -269,7 +279,17 @@ class Scenario:
     def describe_endpoint(self) -> dict:
         return {"EndpointName": self.endpoint, "EndpointArn": sm_arn("endpoint", self.endpoint),
                 "EndpointConfigName": self.endpoint_config, "EndpointStatus": "InService",
+                "ProductionVariants": [{"VariantName": "AllTraffic", "CurrentWeight": 1.0, "DesiredWeight": 1.0,
+                                        "CurrentInstanceCount": self.endpoint_instances,
+                                        "DesiredInstanceCount": self.endpoint_instances}],
                 "CreationTime": T0 + dt.timedelta(minutes=27), "LastModifiedTime": T0 + dt.timedelta(minutes=31)}
+
+    def describe_endpoint_config(self) -> dict:
+        return {"EndpointConfigName": self.endpoint_config,
+                "EndpointConfigArn": sm_arn("endpoint-config", self.endpoint_config),
+                "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": self.model, "InitialInstanceCount": 1,
+                                        "InstanceType": "ml.m5.large", "InitialVariantWeight": 1.0}],
+                "CreationTime": T0 + dt.timedelta(minutes=26)}
 
     def list_endpoints(self) -> dict:
         return {"Endpoints": [{k: self.describe_endpoint()[k] for k in (
@@ -343,7 +363,7 @@ class Scenario:
         outputs = outputs if outputs is not None else {
             config.OUTPUT_BUCKET: BUCKET, config.OUTPUT_DATASET: f"s3://{BUCKET}/data/",
             config.OUTPUT_STATE_MACHINE: STATE_MACHINE, config.OUTPUT_API_URL: API_URL,
-            config.OUTPUT_ENDPOINT: self.endpoint}
+            config.OUTPUT_ENDPOINT: self.endpoint, config.OUTPUT_DASHBOARD: DASHBOARD_URL}
         return {"Stacks": [{"StackName": STACK, "StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/"
                                                           f"{STACK}/1a2b3c", "CreationTime": T0 - dt.timedelta(days=2),
                             "StackStatus": "UPDATE_COMPLETE",
@@ -423,6 +443,11 @@ class FakeSageMaker:
 
     def describe_endpoint(self, EndpointName: str) -> dict:
         return _checked("sagemaker", "DescribeEndpoint", self.s.describe_endpoint())
+
+    def describe_endpoint_config(self, EndpointConfigName: str) -> dict:
+        if EndpointConfigName != self.s.endpoint_config:
+            raise _missing("ValidationException", "DescribeEndpointConfig", "Could not find endpoint configuration.")
+        return _checked("sagemaker", "DescribeEndpointConfig", self.s.describe_endpoint_config())
 
     def list_endpoints(self, **_: Any) -> dict:
         return _checked("sagemaker", "ListEndpoints", self.s.list_endpoints())
@@ -568,6 +593,8 @@ class Stubs:
     def expect_endpoint(self) -> None:
         self.add("sagemaker", "describe_endpoint", self.scenario.describe_endpoint(),
                  {"EndpointName": self.scenario.endpoint})
+        self.add("sagemaker", "describe_endpoint_config", self.scenario.describe_endpoint_config(),
+                 {"EndpointConfigName": self.scenario.endpoint_config})
 
     def expect_output(self, name: str, cloudwatch: bool = True) -> None:
         """output.tar.gz of a job; when the job has none, the CloudWatch fallback (if it has a start time)."""

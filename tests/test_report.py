@@ -353,3 +353,48 @@ def test_profiler_report_in_the_main_reports_style_with_legends_beside_the_plots
     assert CSS in page and "<th></th>" not in page
     assert len(legends) == 2 and all(legend["x0"] >= 1.0 for legend in legends)  # right of the plot area
     assert any("machine memory %" in legend["texts"] for legend in legends)  # the twin axis's curve is named
+
+
+def test_cost_line_per_job_is_billable_seconds_times_the_table_price(report_dir, scenario):
+    """A local run is priced as the same run on AWS: its billable seconds x the cloud profile's instances' prices."""
+    from cli.cost import cloud_instances
+    from cli.prices import HOSTING_USD_PER_HOUR, PRICES_AS_OF, PRICES_SOURCE, TRAINING_USD_PER_HOUR
+
+    markdown = (report_dir / "report.md").read_text()
+    assert "## Cost" in markdown and PRICES_SOURCE in markdown and PRICES_AS_OF in markdown
+    cloud = cloud_instances()
+    rows = table_rows(markdown, "| job | name | instance | count | billable s | $/hour | cost |")
+    *jobs, total = rows
+    assert [r[1] for r in jobs] == [*scenario.trial_names, scenario.final_job]
+    expected_total = 0.0
+    for kind, name, instance, count, billable, price, cost in jobs:
+        seconds = scenario.describe_job(name)["BillableTimeInSeconds"]
+        want_type, want_count = ((cloud.training, cloud.training_count) if name == scenario.final_job
+                                 else (cloud.tuning, 1))
+        usd = seconds * want_count * TRAINING_USD_PER_HOUR[want_type] / 3600
+        expected_total += usd
+        assert kind == ("final" if name == scenario.final_job else "trial")
+        assert (instance, count, billable, price) == (want_type, str(want_count), str(seconds),
+                                                      f"${TRAINING_USD_PER_HOUR[want_type]}")
+        assert cost == f"${usd:.4f}", (name, cost, usd)
+    # The final job ran on spot: its billable seconds (30% of its training time) are what it is priced at.
+    final = scenario.describe_job(scenario.final_job)
+    assert final["BillableTimeInSeconds"] < final["TrainingTimeInSeconds"]
+    assert total[0] == "total" and total[-1] == f"${expected_total:.4f}"
+    hourly = scenario.endpoint_instances * HOSTING_USD_PER_HOUR[cloud.serving]
+    assert f"Endpoint: {scenario.endpoint_instances} x {cloud.serving} = ${hourly:.4f}/hour while it runs." in markdown
+
+
+def test_on_aws_jobs_and_endpoint_are_priced_at_their_own_instances(scenario):
+    from cli import cost
+    from cli.pipeline import job_from
+    from cli.prices import TRAINING_USD_PER_HOUR
+
+    described = {**scenario.describe_job(scenario.final_job),
+                 "ResourceConfig": {"InstanceType": "ml.m5.2xlarge", "InstanceCount": 2, "VolumeSizeInGB": 30}}
+    priced = cost.job_cost(job_from(described), cost.FINAL, local=False)
+    assert (priced.instance_type, priced.instance_count) == ("ml.m5.2xlarge", 2)
+    assert priced.usd == described["BillableTimeInSeconds"] * 2 * TRAINING_USD_PER_HOUR["ml.m5.2xlarge"] / 3600
+    unknown = cost.job_cost(job_from({**described, "ResourceConfig": {"InstanceType": "ml.x9.huge"}}), cost.FINAL,
+                            local=False)
+    assert unknown.usd is None and "no price in the table" in cost.job_line(unknown)

@@ -14,8 +14,9 @@ What is "ours": names that start with "<prefix>-" AND carry the owner tag that e
 sets (ResourceProperties OwnerTagKey/OwnerTagValue), never everything named <prefix>-* in the account.
 
 Order: stop the state machine's running executions (nothing new gets created), stop running tuning and training
-jobs and wait until none is InProgress/Stopping, delete endpoints once they are not Creating/Updating (an endpoint
-in those states is waited for, then deleted), and once no endpoint is left, the endpoint configs and models.
+jobs and wait until none is InProgress/Stopping, deregister each endpoint's autoscaling and delete endpoints once
+they are not Creating/Updating (an endpoint in those states is waited for, then deleted), and once no endpoint is
+left, the endpoint configs and models.
 Standard library and boto3 only (the Lambda runtime's).
 """
 
@@ -38,12 +39,23 @@ RUNNING_JOB = ("InProgress", "Stopping")
 # EndpointStatus values in which DeleteEndpoint is not accepted yet or the deletion is under way: wait
 # (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_DescribeEndpoint.html#sagemaker-DescribeEndpoint-response-EndpointStatus).
 ENDPOINT_BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
+# Application Auto Scaling's namespace and ResourceId of an endpoint variant
+# (https://docs.aws.amazon.com/autoscaling/application/APIReference/API_RegisterScalableTarget.html): the state
+# machine registers its endpoint's variant; DeregisterScalableTarget also deletes the target's scaling policies
+# (https://docs.aws.amazon.com/autoscaling/application/APIReference/API_DeregisterScalableTarget.html).
+SCALING_NAMESPACE = "sagemaker"
 TEARDOWN = "TearDown"  # the Data flag on_event hands to is_complete ("true": the stack is being deleted)
 
 
 class Clients:
-    def __init__(self, sagemaker=None, stepfunctions=None, cloudformation=None) -> None:
+    def __init__(self, sagemaker=None, stepfunctions=None, cloudformation=None, autoscaling=None) -> None:
         self._sagemaker, self._stepfunctions, self._cloudformation = sagemaker, stepfunctions, cloudformation
+        self._autoscaling = autoscaling
+
+    @property
+    def autoscaling(self):
+        self._autoscaling = self._autoscaling or boto3.client("application-autoscaling")
+        return self._autoscaling
 
     @property
     def sagemaker(self):
@@ -155,6 +167,23 @@ def _jobs(clients: Clients, owner: Owner, progress: dict[str, list[str]]) -> Non
                 progress["pending"].append(f"{kind} {name} ({job.get(status_key, status)})")
 
 
+def _deregister_scaling(clients: Clients, endpoint: str, progress: dict[str, list[str]]) -> None:
+    """The endpoint's variants leave Application Auto Scaling before the endpoint goes (their policies with them)."""
+    aas = clients.autoscaling
+    prefix = f"endpoint/{endpoint}/variant/"
+    for page in aas.get_paginator("describe_scalable_targets").paginate(ServiceNamespace=SCALING_NAMESPACE):
+        for target in page.get("ScalableTargets", []):
+            if not target["ResourceId"].startswith(prefix):
+                continue
+            try:
+                aas.deregister_scalable_target(ServiceNamespace=SCALING_NAMESPACE, ResourceId=target["ResourceId"],
+                                               ScalableDimension=target["ScalableDimension"])
+                progress["deleted"].append(f"scalable target {target['ResourceId']}")
+            except ClientError as exc:
+                if _code(exc) != "ObjectNotFoundException":
+                    raise
+
+
 def _endpoints(clients: Clients, owner: Owner, progress: dict[str, list[str]]) -> None:
     sm = clients.sagemaker
     for endpoint in _list(sm, "list_endpoints", "Endpoints", owner):
@@ -162,6 +191,7 @@ def _endpoints(clients: Clients, owner: Owner, progress: dict[str, list[str]]) -
         if not owner.named(name) or not owner.tagged(sm, endpoint["EndpointArn"]):
             continue
         if status not in ENDPOINT_BUSY:
+            _deregister_scaling(clients, name, progress)
             try:
                 sm.delete_endpoint(EndpointName=name)
                 progress["deleted"].append(f"endpoint {name}")

@@ -19,9 +19,21 @@ SYNC_OUTPUT = {"CreateHyperParameterTuningJob": "DescribeHyperParameterTuningJob
                "CreateTrainingJob": "DescribeTrainingJob"}
 
 
+# Step Functions' aws-sdk service names that differ from botocore's (supported-services-awssdk.html).
+BOTOCORE_NAMES = {"applicationautoscaling": "application-autoscaling"}
+
+
 @cache
-def service_model():
-    return botocore.session.get_session().get_service_model("sagemaker")
+def _model(name: str):
+    return botocore.session.get_session().get_service_model(name)
+
+
+def service_model(resource: str | None = None):
+    """botocore's model of the service a Task Resource calls (SageMaker when none is given)."""
+    name = "sagemaker"
+    if resource and ":::aws-sdk:" in resource:
+        name = resource.split(":::aws-sdk:", 1)[1].split(":", 1)[0]
+    return _model(BOTOCORE_NAMES.get(name, name))
 
 
 def operation(resource: str) -> tuple[str, bool]:
@@ -128,7 +140,7 @@ def _range(meta: dict, v: float, path: str) -> list[str]:
 
 def validate_request(resource: str, parameters: dict[str, Any]) -> list[str]:
     op, _ = operation(resource)
-    return validate(service_model().operation_model(op).input_shape, parameters, op)
+    return validate(service_model(resource).operation_model(op).input_shape, parameters, op)
 
 
 _SEGMENT = re.compile(r"\.([A-Za-z0-9_]+)|\[\*\]|\[\?\([^]]*\)\]|\[\d+\]")
@@ -137,7 +149,7 @@ _SEGMENT = re.compile(r"\.([A-Za-z0-9_]+)|\[\*\]|\[\?\([^]]*\)\]|\[\d+\]")
 def output_path_errors(resource: str, path: str) -> list[str]:
     """Does `$.A.B[?(...)].C` exist in the operation's output shape?"""
     op, sync = operation(resource)
-    shape = service_model().operation_model(SYNC_OUTPUT.get(op, op) if sync else op).output_shape
+    shape = service_model(resource).operation_model(SYNC_OUTPUT.get(op, op) if sync else op).output_shape
     rest = path.removeprefix("$")
     pos = 0
     while pos < len(rest):
@@ -167,7 +179,7 @@ def absent_member_errors(resource: str, path: str) -> list[str]:
     op, sync = operation(resource)
     if sync:
         return [f"{path}: reads a .sync output (Step Functions builds that shape): use an aws-sdk Describe*"]
-    shape = service_model().operation_model(op).output_shape
+    shape = service_model(resource).operation_model(op).output_shape
     rest = path.removeprefix("$")
     pos, definite = 0, "[*]" not in path
     while pos < len(rest):

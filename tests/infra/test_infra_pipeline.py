@@ -248,7 +248,7 @@ def test_create_or_update_the_stable_endpoint(cloud):
     assert states[S.WAIT_DEPLOY]["Next"] == S.DESCRIBE_ENDPOINT
     done = states[S.DEPLOY_DONE]
     first = done["Choices"][0]
-    assert first["Next"] == S.DEPLOYED
+    assert first["Next"] == (S.REGISTER_SCALING if cloud.config.serving.scales else S.DEPLOYED)
     assert {"Variable": "$.endpoint.EndpointConfigName", "StringEqualsPath": "$.names.endpoint_config"} in first["And"]
     assert done["Choices"][1]["Next"] == S.ROLLED_BACK
     assert done["Default"] == S.WAIT_DEPLOY
@@ -375,3 +375,52 @@ def test_definition_resolver(cloud, variant):
     assert "Mappings" not in variant.template
     with pytest.raises(ValueError, match="expected one"):
         definition_module.state_machine_resource({"Resources": {}})
+
+
+def test_every_deployment_registers_the_variant_for_autoscaling(cloud, variant):
+    """Create and blue/green update both reach 'Deployed' through the scaling states (the variant name stays, so a
+    second deployment re-registers the same target: idempotent); cdk.json's bounds, target and cool-downs go into
+    the requests; a refusal fails the execution; serverless has no scaling states."""
+    from infra import sagemaker_requests as req
+    from infra.pipeline import S
+
+    states = cloud.definition["States"]
+    a = cloud.config.serving.autoscaling
+    done = states[S.DEPLOY_DONE]
+    assert done["Choices"][0]["Next"] == S.REGISTER_SCALING
+    register, policy = states[S.REGISTER_SCALING], states[S.SCALING_POLICY]
+    assert register["Next"] == S.SCALING_POLICY and policy["Next"] == S.DEPLOYED
+    resource_id = f"endpoint/{cloud.config.endpoint_name}/variant/{req.VARIANT_NAME}"
+    assert register["Parameters"] == {
+        "ServiceNamespace": "sagemaker", "ResourceId": resource_id,
+        "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+        "MinCapacity": a.min_instances, "MaxCapacity": a.max_instances}
+    tracking = policy["Parameters"]["TargetTrackingScalingPolicyConfiguration"]
+    assert policy["Parameters"]["ResourceId"] == resource_id and policy["Parameters"]["PolicyType"] == \
+        "TargetTrackingScaling"
+    assert tracking == {"TargetValue": a.target_invocations_per_instance,
+                        "PredefinedMetricSpecification": {
+                            "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+                        "ScaleOutCooldown": a.scale_out_cooldown_s, "ScaleInCooldown": a.scale_in_cooldown_s}
+    for state in (register, policy):
+        assert [c["Next"] for c in state["Catch"]] == [S.SCALING_FAILED]
+    # Create and update both wait in the same deploy loop that ends in the scaling states.
+    assert states[S.CREATE_ENDPOINT]["Next"] == states[S.UPDATE_ENDPOINT]["Next"] == S.WAIT_DEPLOY
+    assert "RetainAllVariantProperties" in states[S.UPDATE_ENDPOINT]["Parameters"]
+    assert cloud.config.serving.instance_count >= a.min_instances
+    assert not variant.config.serving.scales
+    assert S.REGISTER_SCALING not in variant.definition["States"]
+    assert variant.definition["States"][S.DEPLOY_DONE]["Choices"][0]["Next"] == S.DEPLOYED
+
+
+def test_autoscaling_bounds_are_checked_up_front():
+    import pytest
+
+    from infra import load_config_for
+    from infra.config import ConfigError
+
+    with pytest.raises(ConfigError, match="max_instances"):
+        load_config_for({"serving.autoscaling.min_instances": 3, "serving.autoscaling.max_instances": 2})
+    with pytest.raises(ConfigError, match="instance_count"):
+        load_config_for({"serving.instance_count": 5})
+    assert not load_config_for({"serving.autoscaling.enabled": False, "serving.instance_count": 5}).serving.scales

@@ -21,6 +21,10 @@ STANDARD_RESOURCES = {
     "arn:aws:states:::sagemaker:createEndpoint",
     "arn:aws:states:::sagemaker:updateEndpoint",
 }
+SCALING_RESOURCES = {  # instance endpoints only
+    "arn:aws:states:::aws-sdk:applicationautoscaling:registerScalableTarget",
+    "arn:aws:states:::aws-sdk:applicationautoscaling:putScalingPolicy",
+}
 
 
 def test_every_request_matches_the_botocore_model(any_synth):
@@ -62,7 +66,7 @@ def test_no_result_selector_can_meet_an_absent_member(any_synth):
 
 def test_only_standard_sagemaker_integrations(any_synth):
     resources = {s["Resource"] for s in any_synth.task_states().values()}
-    assert resources == STANDARD_RESOURCES
+    assert resources == STANDARD_RESOURCES | (SCALING_RESOURCES if any_synth.config.serving.scales else set())
 
 
 def test_the_validator_catches_mistakes():

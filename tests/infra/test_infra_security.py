@@ -85,7 +85,7 @@ def test_state_machine_role_is_scoped_to_the_prefix(cloud):
     assert "StepFunctionsGetEventsForSageMakerTrainingJobsRule" in events
     assert "StepFunctionsGetEventsForSageMakerTuningJobsRule" in events
     iam_actions = {a for st in statements for a in _actions(st) if a.startswith("iam:")}
-    assert iam_actions == {"iam:PassRole"}
+    assert iam_actions == {"iam:PassRole", "iam:CreateServiceLinkedRole"}  # the latter: autoscaling's role only
     # ListTags (sagemaker-iam.html) on what the state machine creates, not on "*".
     assert "sagemaker:ListTags" in _actions(s["Tags"]) and "*" not in json.dumps(s["Tags"]["Resource"])[-3:]
 
@@ -103,8 +103,15 @@ def _needed_by_definition(definition: dict) -> set[str]:
         sync = action.endswith(".sync")
         op = action.removesuffix(".sync")
         op = op[0].upper() + op[1:]
-        needed.add(f"sagemaker:{op}")
         params = json.dumps(state["Parameters"])
+        if state["Resource"].startswith("arn:aws:states:::aws-sdk:applicationautoscaling:"):
+            # endpoint-auto-scaling-prerequisites.html: the caller's permissions to scale a SageMaker variant.
+            assert '"sagemaker:variant:DesiredInstanceCount"' in params
+            needed |= {f"application-autoscaling:{op}", "sagemaker:DescribeEndpoint",
+                       "sagemaker:DescribeEndpointConfig", "sagemaker:UpdateEndpointWeightsAndCapacities",
+                       "iam:CreateServiceLinkedRole"}
+            continue
+        needed.add(f"sagemaker:{op}")
         if sync:
             job = op.removeprefix("Create")
             needed |= {f"sagemaker:Describe{job}", f"sagemaker:Stop{job}", "sagemaker:ListTags",
@@ -120,6 +127,25 @@ def _needed_by_definition(definition: dict) -> set[str]:
         if '"AutoRollbackConfiguration"' in params:
             needed.add("cloudwatch:DescribeAlarms")
     return needed
+
+
+def test_autoscaling_grants_are_scoped_as_aws_documents(cloud, variant):
+    """The service-linked role only, created only for Application Auto Scaling's SageMaker principal; the SageMaker
+    side of scaling on this endpoint; none of it where serving is serverless (no scaling states)."""
+    from infra.security import SCALING_ROLE_NAME, SCALING_SERVICE
+
+    by_sid = {st["Sid"]: st for st in _statements(cloud, STATE_MACHINE_ROLE) if "Sid" in st}
+    slr = by_sid["AutoscalingServiceLinkedRole"]
+    assert _actions(slr) == ["iam:CreateServiceLinkedRole"]
+    assert slr["Condition"] == {"StringLike": {"iam:AWSServiceName": SCALING_SERVICE}}
+    assert json.dumps(slr["Resource"]).endswith(f':role/aws-service-role/{SCALING_SERVICE}/{SCALING_ROLE_NAME}"]]}}')
+    endpoint_only = by_sid["EndpointOnly"]
+    assert "sagemaker:UpdateEndpointWeightsAndCapacities" in _actions(endpoint_only)
+    assert json.dumps(endpoint_only["Resource"]).endswith(f':endpoint/{cloud.config.endpoint_name}"]]}}')
+    assert not variant.config.serving.scales
+    granted = {a for st in _statements(variant, STATE_MACHINE_ROLE) for a in _actions(st)}
+    assert not {a for a in granted if a.startswith("application-autoscaling:")} | (
+        granted & {"iam:CreateServiceLinkedRole", "sagemaker:UpdateEndpointWeightsAndCapacities"})
 
 
 def test_state_machine_role_grants_exactly_what_the_definition_needs(any_synth):

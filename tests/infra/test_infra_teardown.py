@@ -17,6 +17,7 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sagemaker.models import sagemaker_backends
 
+from infra import load_config_for
 from infra import sagemaker_requests as req
 from infra.teardown import RESOURCE_TYPE, TOTAL_TIMEOUT, owner_tag
 from infra.teardown_handler import handler
@@ -203,10 +204,21 @@ def test_stack_deletion_removes_only_what_the_stack_made(aws):
     _deployment(sm, "imgclfx-dddddddddddd", tags=[{"Key": "project", "Value": "imgclfx"}])
     sm.create_endpoint(EndpointName="imgclf-endpoint", EndpointConfigName="imgclf-bbbbbbbbbbbb", Tags=TAGS)
     sm.create_endpoint(EndpointName="other-endpoint", EndpointConfigName="other-cccccccccccc", Tags=TAGS)
+    aas = boto3.client("application-autoscaling")
+    for endpoint in ("imgclf-endpoint", "other-endpoint"):  # as the state machine registers them
+        cfg = load_config_for({"serving.endpoint_name": endpoint} if endpoint.startswith("imgclf-") else {})
+        register = req.register_scalable_target(cfg) | {"ResourceId": f"endpoint/{endpoint}/variant/AllTraffic"}
+        aas.register_scalable_target(**register)
+        aas.put_scaling_policy(**req.put_scaling_policy(cfg) | {"ResourceId": register["ResourceId"]})
     machine = _state_machine(sfn)
     cfn, _ = _cloudformation("DELETE_IN_PROGRESS")
 
-    _run(_event("Delete", machine), handler.Clients(sm, sfn, cfn))
+    _run(_event("Delete", machine), handler.Clients(sm, sfn, cfn, aas))
+
+    # The endpoint's scalable target went with it (AWS deletes a deregistered target's policies too; moto keeps
+    # them, so they are not asserted here); another endpoint's stayed.
+    left = aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    assert [t["ResourceId"] for t in left] == ["endpoint/other-endpoint/variant/AllTraffic"]
 
     assert _names(sm) == {"endpoints": ["other-endpoint"],
                           "configs": ["imgclf-handmade0000", "imgclfx-dddddddddddd", "other-cccccccccccc"],
@@ -299,11 +311,15 @@ def test_the_role_allows_every_call_the_handlers_make(aws, cloud):
     _training_job(sm, "imgclf-bbbbbbbbbbbb", "InProgress")
     machine = _state_machine(sfn)
     cfn, _ = _cloudformation("DELETE_IN_PROGRESS")
+    aas = boto3.client("application-autoscaling")
+    cfg = load_config_for({})
+    aas.register_scalable_target(**req.register_scalable_target(cfg))
     called: set[str] = set()
-    for prefix, client in (("sagemaker", sm._client), ("states", sfn), ("cloudformation", cfn)):
+    for prefix, client in (("sagemaker", sm._client), ("states", sfn), ("cloudformation", cfn),
+                           ("application-autoscaling", aas)):
         client.meta.events.register("before-parameter-build.*.*", lambda model, prefix=prefix, **_: called.add(
             f"{prefix}:{model.name}"))
-    clients = handler.Clients(sm, sfn, cfn)
+    clients = handler.Clients(sm, sfn, cfn, aas)
     event = {**_event("Delete", machine), **handler.on_event(_event("Delete", machine), None, clients)}
     handler.is_complete(event, None, clients)
     sm._backend().training_jobs["imgclf-bbbbbbbbbbbb"].training_job_status = "Stopped"
@@ -316,5 +332,5 @@ def test_the_role_allows_every_call_the_handlers_make(aws, cloud):
                   if {"Ref": role_id} in p["Properties"]["Roles"])
     allowed = {a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
     assert {"sagemaker:DeleteEndpoint", "sagemaker:ListTags", "states:StopExecution",
-            "cloudformation:DescribeStacks"} <= called
+            "cloudformation:DescribeStacks", "application-autoscaling:DeregisterScalableTarget"} <= called
     assert called <= allowed, called - allowed
