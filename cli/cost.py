@@ -144,7 +144,7 @@ def total_usd(costs: list[JobCost]) -> float | None:
 
 def basis(local: bool) -> str:
     """What the figures mean: the table's region and date, and for a local run the instances it is priced as."""
-    text = f"on-demand prices of {PRICES_REGION} as of {PRICES_AS_OF} ({PRICES_SOURCE})"
+    text = f"estimate: on-demand prices of {PRICES_REGION}, table of {PRICES_AS_OF} (check {PRICES_SOURCE})"
     if local:
         c = cloud_instances()
         text = (f"what this run would cost on AWS with the cloud profile's instances (tuning {c.tuning}, training "

@@ -1,7 +1,9 @@
 """SageMaker on-demand prices, USD per instance-hour, shipped with the project (no Pricing API call offline).
 
 Source: https://aws.amazon.com/sagemaker/pricing/ (On-Demand Pricing tab: "Training" and "Real-Time Inference"),
-region US East (N. Virginia), transcribed on PRICES_AS_OF. Other regions charge differently (mostly 0-30% more):
+region US East (N. Virginia), compiled on PRICES_AS_OF without access to the live page (no network on the machines
+that built it): the figures are estimates to be checked against the page before anyone budgets with them, and every
+figure `imgclf` prints says "estimate". Other regions charge differently (mostly 0-30% more):
 `imgclf` labels every figure with the region of this table, and a figure for another region is an estimate.
 Spot savings need no table: a spot job's BillableTimeInSeconds already counts only the seconds it was charged at
 (DescribeTrainingJob, https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_DescribeTrainingJob.html).
