@@ -191,14 +191,17 @@ class AwsSdkTask(StateTaskServiceAwsSdk):
         **StateTaskServiceAwsSdk._SERVICE_NAME_SFN_TO_BOTO_OVERRIDES,
         "applicationautoscaling": "application-autoscaling"}
 
+    # The SDK's service names in aws-sdk error names (SageMaker.AmazonSageMakerException, ...).
+    _SERVICE_NAMES: ClassVar[dict[str, str]] = {"applicationautoscaling": "ApplicationAutoScaling"}
+
     def _is_sagemaker(self) -> bool:
         return self.resource.api_name.lower() == "sagemaker"
 
     def _eval_service_task(self, env, resource_runtime_part, normalised_parameters: dict, state_credentials) -> None:
+        _authorize(env, self.resource.resource_arn, normalised_parameters)
         if not self._is_sagemaker():
             super()._eval_service_task(env, resource_runtime_part, normalised_parameters, state_credentials)
             return
-        _authorize(env, self.resource.resource_arn, normalised_parameters)
         response = _standin(env).call(_operation(self.resource.api_action), normalised_parameters)
         env.stack.append(to_json(response, timestamps="iso"))
 
@@ -210,6 +213,11 @@ class AwsSdkTask(StateTaskServiceAwsSdk):
             name = ex.code if ex.code in modelled else "SageMaker"
             error = f"SageMaker.{name}" if name.endswith("Exception") else f"SageMaker.{name}Exception"
             return self._get_task_failure_event(env=env, error=error, cause=_aws_cause(ex, "SageMaker", ", "))
+        if isinstance(ex, SageMakerError):  # a local IAM denial of another service's call (local.iam.AccessDenied)
+            # aws-sdk errors are "<service>.<exception>" (supported-services-awssdk.html, "Handling errors").
+            service = self._SERVICE_NAMES.get(self.resource.api_name.lower(), self.resource.api_name)
+            code = ex.code if ex.code.endswith("Exception") else f"{ex.code}Exception"
+            return self._get_task_failure_event(env=env, error=f"{service}.{code}", cause=_aws_cause(ex, service, ", "))
         return super()._from_error(env=env, ex=ex)
 
 

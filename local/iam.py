@@ -30,6 +30,14 @@ ACCESS_DENIED = "AccessDeniedException"  # botocore: the error code SageMaker an
 # iam:PassRole's condition key, set by the service the role is passed to
 # (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_iam-condition-keys.html#ck_PassedToService).
 PASSED_TO_SAGEMAKER = {"iam:PassedToService": "sagemaker.amazonaws.com"}
+SCALING_SERVICE_NAME = {"iam:AWSServiceName": sec.SCALING_SERVICE}
+
+
+def _scaled_endpoint(params: Mapping[str, Any]) -> str | None:
+    """The endpoint of an Application Auto Scaling request: ResourceId "endpoint/<name>/variant/<variant>"
+    (https://docs.aws.amazon.com/autoscaling/application/APIReference/API_RegisterScalableTarget.html)."""
+    parts = str(params.get("ResourceId", "")).split("/")
+    return parts[1] if len(parts) == 4 and parts[0] == "endpoint" and parts[2] == "variant" else None
 
 
 class AccessDenied(SageMakerError):
@@ -119,9 +127,20 @@ class StateMachineAuthorizer:
         if kind == sec.MODEL:
             return self._sagemaker("model", params.get("ModelName"))
         if kind == sec.CONFIG:
+            # A scaling request does not name the endpoint's config: Application Auto Scaling checks
+            # DescribeEndpointConfig on the config in use, which the request does not carry (nothing to build here).
             return self._sagemaker("endpoint-config", params.get("EndpointConfigName"))
         if kind == sec.ENDPOINT:
-            return self._sagemaker("endpoint", params.get("EndpointName"))
+            return self._sagemaker("endpoint", params.get("EndpointName") or _scaled_endpoint(params))
+        if kind == sec.SCALABLE_TARGET:
+            # Scalable-target ARNs carry an id Application Auto Scaling generates (Service Authorization Reference,
+            # https://docs.aws.amazon.com/service-authorization/latest/reference/list_applicationautoscaling.html):
+            # any id stands for it here; the role's grant is scoped to scalable-target/* of the account and region.
+            target = (params.get("ResourceId") or "target").replace("/", "-")
+            return [f"arn:{p}:application-autoscaling:{r}:{a}:scalable-target/{target}"] if _scaled_endpoint(params) \
+                else []
+        if kind == sec.SCALING_ROLE:
+            return [f"arn:{p}:iam::{a}:role/aws-service-role/{sec.SCALING_SERVICE}/{sec.SCALING_ROLE_NAME}"]
         if kind == sec.ALARMS:
             rollback = (params.get("DeploymentConfig") or {}).get("AutoRollbackConfiguration") or {}
             return [f"arn:{p}:cloudwatch:{r}:{a}:alarm:{alarm['AlarmName']}" for alarm in rollback.get("Alarms", [])]
@@ -139,7 +158,8 @@ class StateMachineAuthorizer:
             if need.action.startswith("sagemaker:Stop") or (need.action == "sagemaker:AddTags"
                                                             and not params.get("Tags")):
                 continue
-            conditions = PASSED_TO_SAGEMAKER if need.action == "iam:PassRole" else {}
+            conditions = (PASSED_TO_SAGEMAKER if need.action == "iam:PassRole" else
+                          SCALING_SERVICE_NAME if need.action == "iam:CreateServiceLinkedRole" else {})
             out += [(need.action, arn, conditions) for kind in need.kinds for arn in self.arns(kind, params)]
         return out
 
