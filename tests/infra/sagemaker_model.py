@@ -20,8 +20,16 @@ SYNC_OUTPUT = {"CreateHyperParameterTuningJob": "DescribeHyperParameterTuningJob
 
 
 @cache
-def service_model():
-    return botocore.session.get_session().get_service_model("sagemaker")
+def service_model(service: str = "sagemaker"):
+    return botocore.session.get_session().get_service_model(service)
+
+
+def service_of(resource: str) -> str:
+    """'arn:aws:states:::aws-sdk:s3:headObject' -> 's3'; the optimized 'sagemaker:...' and 'aws-sdk:sagemaker:...'
+    -> 'sagemaker' (the aws-sdk integrations take the service's own API shapes:
+    https://docs.aws.amazon.com/step-functions/latest/dg/supported-services-awssdk.html)."""
+    parts = resource.split(":::", 1)[-1].split(":")
+    return parts[1] if parts[0] == "aws-sdk" else parts[0]
 
 
 def operation(resource: str) -> tuple[str, bool]:
@@ -128,7 +136,7 @@ def _range(meta: dict, v: float, path: str) -> list[str]:
 
 def validate_request(resource: str, parameters: dict[str, Any]) -> list[str]:
     op, _ = operation(resource)
-    return validate(service_model().operation_model(op).input_shape, parameters, op)
+    return validate(service_model(service_of(resource)).operation_model(op).input_shape, parameters, op)
 
 
 _SEGMENT = re.compile(r"\.([A-Za-z0-9_]+)|\[\*\]|\[\?\([^]]*\)\]|\[\d+\]")
@@ -137,7 +145,7 @@ _SEGMENT = re.compile(r"\.([A-Za-z0-9_]+)|\[\*\]|\[\?\([^]]*\)\]|\[\d+\]")
 def output_path_errors(resource: str, path: str) -> list[str]:
     """Does `$.A.B[?(...)].C` exist in the operation's output shape?"""
     op, sync = operation(resource)
-    shape = service_model().operation_model(SYNC_OUTPUT.get(op, op) if sync else op).output_shape
+    shape = service_model(service_of(resource)).operation_model(SYNC_OUTPUT.get(op, op) if sync else op).output_shape
     rest = path.removeprefix("$")
     pos = 0
     while pos < len(rest):
@@ -167,7 +175,7 @@ def absent_member_errors(resource: str, path: str) -> list[str]:
     op, sync = operation(resource)
     if sync:
         return [f"{path}: reads a .sync output (Step Functions builds that shape): use an aws-sdk Describe*"]
-    shape = service_model().operation_model(op).output_shape
+    shape = service_model(service_of(resource)).operation_model(op).output_shape
     rest = path.removeprefix("$")
     pos, definite = 0, "[*]" not in path
     while pos < len(rest):
