@@ -27,7 +27,7 @@ STAGE_COMMAND = "imgclf stage-weights"
 class Target:
     bucket: str
     key: str
-    backbone: str
+    backbone: str | None  # None: an older stack without the PretrainedBackbone output (stage-weights needs it)
 
     @property
     def uri(self) -> str:
@@ -40,8 +40,7 @@ def target(backend: Backend) -> Target | None:
     if not uri:
         return None
     bucket, key = parse_s3_uri(uri)
-    backbone = backend.output(config.OUTPUT_PRETRAINED_BACKBONE, "to know which network the weights must fit")
-    return Target(bucket, key, backbone)
+    return Target(bucket, key, backend.optional_output(config.OUTPUT_PRETRAINED_BACKBONE))
 
 
 def staged(s3: Any, where: Target) -> bool | None:
@@ -58,8 +57,8 @@ def staged(s3: Any, where: Target) -> bool | None:
 
 def missing_message(where: Target) -> str:
     return (f"the pretrained weights {where.uri} are missing (every tuning trial reads them): stage them with "
-            f"`{STAGE_COMMAND}` (on a machine with internet) or `{STAGE_COMMAND} FILE` (a {where.backbone} "
-            "state dict)")
+            f"`{STAGE_COMMAND}` (on a machine with internet) or `{STAGE_COMMAND} FILE` (a "
+            f"{where.backbone or 'backbone'} state dict)")
 
 
 def _model_module() -> Any:
@@ -90,7 +89,12 @@ def build_from_torchvision(backbone: str, folder: Path) -> Path:
     from torchvision import models
 
     path = folder / f"{backbone}.pt"
-    torch.save(models.get_model(backbone, weights="DEFAULT").state_dict(), path)
+    try:
+        state = models.get_model(backbone, weights="DEFAULT").state_dict()
+    except (OSError, RuntimeError) as exc:  # URLError (an OSError) offline; RuntimeError for a corrupt download
+        raise CliError(f"could not get {backbone}'s ImageNet weights from torchvision ({exc}): on a machine "
+                       f"without internet, pass a state-dict file: `{STAGE_COMMAND} FILE`") from None
+    torch.save(state, path)
     return path
 
 
@@ -99,15 +103,17 @@ def stage(backend: Backend, file: str | None, out: Any) -> Target:
     if where is None:
         raise CliError(f"stack {backend.stack_name} asks for no pretrained weights (its `weights` hyperparameter is "
                        "not imagenet): nothing to stage")
+    backbone = where.backbone or backend.output(config.OUTPUT_PRETRAINED_BACKBONE,
+                                                "to know which network the weights must fit")
     with tempfile.TemporaryDirectory(prefix="imgclf-weights-") as tmp:
         if file is None:
-            out.print(f"building {where.backbone}'s ImageNet weights from torchvision")
-            path = build_from_torchvision(where.backbone, Path(tmp))
+            out.print(f"building {backbone}'s ImageNet weights from torchvision")
+            path = build_from_torchvision(backbone, Path(tmp))
         else:
             path = Path(file)
-        load_checked(path, where.backbone)
+        load_checked(path, backbone)
         size = path.stat().st_size
         with path.open("rb") as body:
             backend.s3.put_object(Bucket=where.bucket, Key=where.key, Body=body)
-    out.print(f"staged {size / 1e6:.1f} MB of {where.backbone} weights at {where.uri}")
+    out.print(f"staged {size / 1e6:.1f} MB of {backbone} weights at {where.uri}")
     return where

@@ -144,6 +144,26 @@ def test_stage_without_a_file_builds_torchvisions_weights(stubs, monkeypatch, ca
     assert ("resnet18", "DEFAULT") in asked
 
 
+def test_stage_without_a_file_offline_says_to_pass_one(stubs, monkeypatch, capsys):
+    from urllib.error import URLError
+
+    def offline(name, **kwargs):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(models, "get_model", offline)
+    expect_stack(stubs, {**BASE, **WEIGHTS})
+    code, _, err = run(["stage-weights"], stubs, capsys)
+    stubs.assert_done()  # nothing uploaded
+    assert code == 1 and err.count("\n") == 1 and "`imgclf stage-weights FILE`" in err
+
+
+def test_start_on_an_older_stack_without_the_backbone_output(stubs, capsys):
+    expect_stack(stubs, {**BASE, config.OUTPUT_PRETRAINED_URI: WEIGHTS[config.OUTPUT_PRETRAINED_URI]})
+    expect_head(stubs, found=False)
+    code, _, err = run(["start", "--skip-quota-check"], stubs, capsys)
+    assert code == 1 and "`imgclf stage-weights`" in err
+
+
 def test_stage_on_a_stack_that_wants_no_weights(stubs, resnet18_file, capsys):
     expect_stack(stubs, BASE)
     code, _, err = run(["stage-weights", str(resnet18_file)], stubs, capsys)
