@@ -29,6 +29,9 @@ OUTPUT_TUNING_PARALLEL = "TuningMaxParallelJobs"  # the default of INPUT_MAX_PAR
 OUTPUT_TRAINING_INSTANCE_TYPE = "TrainingInstanceType"
 OUTPUT_TRAINING_INSTANCE_COUNT = "TrainingInstanceCount"
 OUTPUT_TRAINING_SPOT = "TrainingSpot"  # "true": the final job runs on managed spot (its own quota)
+# The staged ImageNet weights every job reads as its pretrained channel (absent: the jobs want none).
+OUTPUT_PRETRAINED_URI = "PretrainedWeightsUri"  # s3://<bucket>/<StackConfig.pretrained_key>
+OUTPUT_PRETRAINED_BACKBONE = "PretrainedBackbone"  # the torchvision backbone those weights must fit
 
 # --- the state machine's execution input (what `start` sends; anything left out takes the stack's default) -----
 INPUT_DATASET = "dataset"  # s3:// prefix ending in '/', under OUTPUT_DATASET, holding train/ valid/ test/

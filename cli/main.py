@@ -97,6 +97,25 @@ def cmd_upload_data(args: argparse.Namespace, backend_factory: BackendFactory) -
         dataset.upload(backend.s3, plan, on_bytes=lambda n: progress.advance(task, n), on_file=file_done,
                        jobs=args.jobs)
     out.print(f"dataset at {target}  (train on it with: imgclf start --dataset {target})")
+    _hint_weights(backend)
+    return 0
+
+
+def _hint_weights(backend: Backend) -> None:
+    """After an upload: say so when the jobs' pretrained weights are not staged yet (`start` would refuse)."""
+    from cli import weights
+
+    with contextlib.suppress(CliError):
+        where = weights.target(backend)
+        if where is not None and weights.staged(backend.s3, where) is False:
+            print(f"hint: {weights.missing_message(where)}", file=sys.stderr)
+
+
+def cmd_stage_weights(args: argparse.Namespace, backend: Backend) -> int:
+    from cli import weights
+    from cli.views import console
+
+    weights.stage(backend, args.file, console())
     return 0
 
 
@@ -130,6 +149,7 @@ def cmd_start(args: argparse.Namespace, backend: Backend) -> int:
             raise UsageError("--input must be a JSON object")
         document.update(extra)
     _check_quotas(args, backend, document)
+    _check_weights(backend)
     request = {"stateMachineArn": state_machine, "input": json.dumps(document)}
     if args.name:
         request["name"] = args.name
@@ -160,6 +180,21 @@ def _check_quotas(args: argparse.Namespace, backend: Backend, document: dict) ->
         print(f"note: {note}", file=sys.stderr)
     if found:
         raise CliError("; ".join(found) + " (--skip-quota-check starts it anyway)")
+
+
+def _check_weights(backend: Backend) -> None:
+    """Refuse an execution whose tuning trials would all fail at SageMaker's data download: the stack's jobs read
+    pretrained weights that were never staged."""
+    from cli import weights
+
+    where = weights.target(backend)
+    if where is None:
+        return
+    found = weights.staged(backend.s3, where)
+    if found is False:
+        raise CliError(weights.missing_message(where))
+    if found is None:
+        print(f"note: could not check that {where.uri} exists; starting anyway", file=sys.stderr)
 
 
 def cmd_status(args: argparse.Namespace, backend: Backend) -> int:
@@ -414,6 +449,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start without comparing the run's instances with the account's SageMaker quotas")
     p.set_defaults(run=cmd_start)
 
+    p = verb("stage-weights", "stage the backbone's pretrained weights where every training job reads them",
+             "Check FILE (a state dict for the stack's backbone: torch.load(weights_only=True), keys and shapes) "
+             f"and upload it to the stack's {config.OUTPUT_PRETRAINED_URI}. Without FILE, build it from "
+             "torchvision's default ImageNet weights (downloads: run it on a machine with internet). Jobs download "
+             "nothing themselves. With --local, copy into the run folder's s3/<bucket>/.")
+    p.add_argument("file", nargs="?", metavar="FILE", help="a .pt state dict (default: torchvision's)")
+    p.set_defaults(run=cmd_stage_weights)
+
     for name, help_ in (("status", "live view of an execution: state, trials, training job, rule verdicts"),
                         ("best", "the best trial's hyperparameters and objective")):
         p = verb(name, help_)
@@ -475,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-POSITIONAL_VERBS = frozenset({"upload-data", "status", "best", "report", "predict"})
+POSITIONAL_VERBS = frozenset({"upload-data", "stage-weights", "status", "best", "report", "predict"})
 
 
 def untangle_local(argv: list[str]) -> list[str]:
@@ -503,7 +546,7 @@ def _names_a_run_folder(verb: str, token: str) -> bool:
         return True
     if verb == "predict":
         return not path.is_file() and path.suffix.lower() not in contract.IMAGE_EXTENSIONS and "/" in token
-    if verb == "upload-data":
+    if verb in ("upload-data", "stage-weights"):
         return False
     return "/" in token or token in (".", "..")
 

@@ -51,6 +51,8 @@ class S:
     NAME = "Name resources"
     CHECK_INPUT = "Check input"
     INVALID_INPUT = "Invalid input"
+    CHECK_WEIGHTS = "Check pretrained weights"
+    WEIGHTS_MISSING = "Pretrained weights missing"
     CHECK_ENDPOINT = "Check existing endpoint"
     SERVING_MODE = "Serving mode allowed?"
     SERVING_MODE_CHANGE = "Serving mode change refused"
@@ -335,7 +337,24 @@ class Pipeline(Construct):
             t.next(read_tuning)
         read_tuning.next(best_found)
         select_best.next(prepare_training).next(train)
-        return prepare.next(apply_input).next(name).next(self._check_input(check_endpoint))
+        return prepare.next(apply_input).next(name).next(self._check_input(self._check_weights(check_endpoint)))
+
+    def _check_weights(self, then: sfn.IChainable) -> sfn.IChainable:
+        """Every trial reads the staged weights as its pretrained channel: fail in seconds when they are not there,
+        not after the tuning job fails at its data download. An aws-sdk S3 HeadObject
+        (https://docs.aws.amazon.com/step-functions/latest/dg/supported-services-awssdk.html)."""
+        cfg = self.cfg
+        if cfg.pretrained_key is None:
+            return then
+        uri = f"s3://${{{req.BUCKET}}}/{cfg.pretrained_key}"
+        head = self._task(S.CHECK_WEIGHTS, "arn:aws:states:::aws-sdk:s3:headObject", req.head_pretrained(cfg),
+                          result_selector={"staged": True}, result_path="$.waited.pretrained")
+        head.add_catch(self._fail(S.WEIGHTS_MISSING, "PretrainedWeightsMissing", cause_path=(
+            f"States.Format('The pretrained weights {uri} every tuning trial reads are missing or unreadable "
+            f"(S3 HeadObject: {{}}): stage them with `imgclf stage-weights`, then start again; nothing was trained.', "
+            "$.weights_error.Error)")), errors=["States.ALL"], result_path="$.weights_error")
+        head.next(then)
+        return head
 
     def _check_input(self, valid: sfn.IChainable) -> sfn.Choice:
         """Every key of the input: known, of its type, in range, names within the prefix (the IAM scope)."""

@@ -51,6 +51,12 @@ def s3(prefix: str) -> str:
     return f"s3://{sub(BUCKET)}/{prefix}"
 
 
+def head_pretrained(cfg: StackConfig) -> dict[str, str]:
+    """HeadObject on the staged weights (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html)."""
+    assert cfg.pretrained_key is not None
+    return {"Bucket": f"${{{BUCKET}}}", "Key": cfg.pretrained_key}
+
+
 def task_resource(action: str, *, sync: bool = False, sdk: bool = False, service: str = "sagemaker") -> str:
     """Step Functions' own integration ARN (optimized `sagemaker:` or `aws-sdk:<service>:`), aws partition."""
     service = f"aws-sdk:{service}" if sdk else service

@@ -27,11 +27,15 @@ SYNC_EVENT_RULES = ("StepFunctionsGetEventsForSageMakerTrainingJobsRule",
 TUNING, TRAINING, MODEL, CONFIG, ENDPOINT = "tuning", "training", "model", "config", "endpoint"
 ALARMS, TRAINING_RULE, TUNING_RULE, SAGEMAKER_ROLE = "alarms", "training-rule", "tuning-rule", "sagemaker-role"
 SCALABLE_TARGET, SCALING_ROLE = "scalable-target", "scaling-service-linked-role"
+PRETRAINED = "pretrained-weights"  # the one staged weights object (StackConfig.pretrained_key)
 
 SFN_SAGEMAKER_IAM = "https://docs.aws.amazon.com/step-functions/latest/dg/sagemaker-iam.html"
 SAGEMAKER_TAGGING = ("https://docs.aws.amazon.com/sagemaker/latest/dg/security_iam_id-based-policy-examples.html"
                      "#api-access-policy")  # tags given on Create* need sagemaker:AddTags
 GUARDRAILS = "https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html"
+SFN_AWS_SDK = "https://docs.aws.amazon.com/step-functions/latest/dg/supported-services-awssdk.html"
+# "To use HEAD, you must have the s3:GetObject permission" (no s3:HeadObject action exists).
+S3_HEAD_OBJECT = "https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html"
 CDK_TASKS = "https://github.com/aws/aws-cdk/tree/main/packages/aws-cdk-lib/aws-stepfunctions-tasks/lib/sagemaker"
 # What registering a variant for autoscaling needs of the caller: SageMaker reads and capacity updates on the
 # endpoint, Application Auto Scaling itself, and creating its service-linked role the first time (condition on
@@ -103,6 +107,9 @@ STATE_MACHINE_NEEDS: dict[str, tuple[Need, ...]] = {
         Need("application-autoscaling:RegisterScalableTarget", (SCALABLE_TARGET,), SCALING_PERMISSIONS), *_SCALED),
     "aws-sdk:applicationautoscaling:putScalingPolicy": (
         Need("application-autoscaling:PutScalingPolicy", (SCALABLE_TARGET,), SCALING_PERMISSIONS), *_SCALED),
+    # "Check pretrained weights" (SFN_AWS_SDK): HeadObject is authorized by s3:GetObject (S3_HEAD_OBJECT), here on
+    # the one weights object. Without s3:ListBucket a missing object answers 403, not 404: either fails the state.
+    "aws-sdk:s3:headObject": (Need("s3:GetObject", (PRETRAINED,), S3_HEAD_OBJECT),),
 }
 # Statement ids by resource-kind set: one statement per set, so every action appears exactly once.
 _SIDS: dict[frozenset[str], str] = {
@@ -113,6 +120,7 @@ _SIDS: dict[frozenset[str], str] = {
     frozenset({TRAINING_RULE}): "SyncEvents", frozenset({TUNING_RULE}): "SyncEvents",
     frozenset({TUNING, TRAINING, MODEL, CONFIG, ENDPOINT}): "Tags",
     frozenset({SCALABLE_TARGET}): "Autoscaling", frozenset({SCALING_ROLE}): "AutoscalingServiceLinkedRole",
+    frozenset({TUNING, TRAINING, MODEL, CONFIG, ENDPOINT}): "Tags", frozenset({PRETRAINED}): "PretrainedWeights",
 }
 
 
@@ -200,6 +208,7 @@ class Roles(Construct):
             self, "StateMachine", assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
             description=f"{p}: runs the tune/train/gate/deploy state machine")
         self._cfg = cfg
+        self._bucket = bucket
 
     def grant_state_machine(self, integrations: Iterable[str]) -> None:
         """The state machine role's SageMaker, EventBridge, CloudWatch and PassRole statements, derived from the
@@ -222,6 +231,7 @@ class Roles(Construct):
                                                resource_name="*")],
             SCALING_ROLE: [stack.format_arn(service="iam", region="", resource="role",
                                             resource_name=f"aws-service-role/{SCALING_SERVICE}/{SCALING_ROLE_NAME}")],
+            PRETRAINED: [self._bucket.arn_for_objects(cfg.pretrained_key)] if cfg.pretrained_key else [],
         }
         groups: dict[frozenset[str], list[str]] = {}
         for action, kinds in sorted(needed_actions(integrations).items()):

@@ -94,6 +94,10 @@ class ImageClassifierStack(Stack):
         CfnOutput(self, "TrainingInstanceType", value=cfg.training.instance_type)
         CfnOutput(self, "TrainingInstanceCount", value=str(cfg.training.instance_count))
         CfnOutput(self, "TrainingSpot", value="true" if cfg.training.spot else "false")
+        if cfg.pretrained_key is not None:  # `imgclf stage-weights` uploads there; `imgclf start` checks it exists
+            CfnOutput(self, "PretrainedWeightsUri", value=f"s3://{bucket.bucket_name}/{cfg.pretrained_key}",
+                      description="Stage the backbone's ImageNet state dict here once: imgclf stage-weights")
+            CfnOutput(self, "PretrainedBackbone", value=cfg.base_hyperparameters["backbone"])
         CfnOutput(self, "ResourcePrefix", value=cfg.prefix,
                   description="Name prefix of what the state machine creates (<prefix>-<run id>): imgclf teardown")
         CfnOutput(self, "PredictUrl", value=self.api.predict_url)

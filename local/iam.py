@@ -139,6 +139,8 @@ class StateMachineAuthorizer:
             target = (params.get("ResourceId") or "target").replace("/", "-")
             return [f"arn:{p}:application-autoscaling:{r}:{a}:scalable-target/{target}"] if _scaled_endpoint(params) \
                 else []
+        if kind == sec.PRETRAINED:  # HeadObject on the staged weights: the object's ARN (no region or account)
+            return [f"arn:{p}:s3:::{params['Bucket']}/{params['Key']}"] if params.get("Key") else []
         if kind == sec.SCALING_ROLE:
             return [f"arn:{p}:iam::{a}:role/aws-service-role/{sec.SCALING_SERVICE}/{sec.SCALING_ROLE_NAME}"]
         if kind == sec.ALARMS:

@@ -68,6 +68,27 @@ def staged_weights(backbone: str, channel_dir: str | None) -> Path:
                      f"{len(found) or 'no'} state-dict files; it needs {expected}")
 
 
+def state_dict_problem(backbone: str, state: object) -> str | None:
+    """Why `state` cannot serve as `backbone`'s pretrained weights (None: it fits): a dict of tensors whose keys
+    and shapes are those of the torchvision network build_model() starts from (the ImageNet head may be left out)."""
+    if backbone not in models.list_models(module=models):
+        return f"unknown torchvision backbone {backbone!r}"
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return "it is not a state dict (a mapping of parameter names to tensors)"
+    expected = models.get_model(backbone, weights=None).state_dict()
+    head = _head_path(models.get_model(backbone, weights=None))
+    optional = {f"{head}.weight", f"{head}.bias"}
+    missing = [k for k in expected if k not in state and k not in optional]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} (needs {tuple(v.shape)})" for k, v in expected.items()
+             if k in state and state[k].shape != v.shape]
+    if not (missing or unexpected or wrong):
+        return None
+    parts = [f"{label} {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
+             for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if items]
+    return f"it does not fit {backbone}: " + "; ".join(parts)
+
+
 def build_model(
     backbone: str, num_classes: int, weights: str = "none", finetune: str = "head"
 ) -> nn.Module:

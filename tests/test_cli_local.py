@@ -43,7 +43,7 @@ def fresh_run(tmp_path, run_dir) -> Path:
     return Path(shutil.copytree(run_dir, tmp_path / "run"))
 
 
-VERBS = ("upload-data", "start", "status", "best", "report", "predict", "teardown")
+VERBS = ("upload-data", "stage-weights", "start", "status", "best", "report", "predict", "teardown")
 
 
 @pytest.mark.parametrize("verb", VERBS)

@@ -59,7 +59,9 @@ def test_the_story_reads_top_down(cloud):
     chain = [S.PREPARE, S.APPLY_INPUT, S.NAME, S.CHECK_INPUT]
     for a, b in itertools.pairwise(chain):
         assert states[a]["Next"] == b
-    assert states[S.CHECK_INPUT]["Default"] == S.CHECK_ENDPOINT
+    assert states[S.CHECK_INPUT]["Default"] == S.CHECK_WEIGHTS  # staged weights checked before anything runs
+    assert states[S.CHECK_WEIGHTS]["Next"] == S.CHECK_ENDPOINT
+    assert states[S.CHECK_WEIGHTS]["Catch"][0]["Next"] == S.WEIGHTS_MISSING
     assert states[S.CHECK_ENDPOINT]["Next"] == "Warm start?"
     assert states["Warm start?"]["Default"] == S.TUNE_WARM and states["Warm start?"]["Choices"][0]["Next"] == S.TUNE
     assert states[S.TUNE]["Next"] == S.READ_TUNING
@@ -345,7 +347,10 @@ def test_state_machine_resource(cloud):
 def test_local_profile_runs_the_same_definition(cloud, local):
     def shape(d):
         return {name: (s["Type"], s.get("Resource")) for name, s in d["States"].items()}
-    assert shape(cloud.definition) == shape(local.definition)
+    # Except the staged-weights check: the local profile trains from scratch (no pretrained channel to check).
+    weights_check = {S.CHECK_WEIGHTS, S.WEIGHTS_MISSING}
+    assert local.config.pretrained_key is None and weights_check <= set(cloud.definition["States"])
+    assert {k: v for k, v in shape(cloud.definition).items() if k not in weights_check} == shape(local.definition)
     waits = {n: s["Seconds"] for n, s in local.definition["States"].items() if s["Type"] == "Wait"}
     assert set(waits.values()) == {1}
 

@@ -422,3 +422,45 @@ def test_the_validating_sagemaker_refuses_what_sagemaker_would(local):
     with pytest.raises(SageMakerError, match=r"tags\.1\.value"):
         validate_request("AddTags", {"ResourceArn": f"{ACCOUNT_ARN}:model/x",
                                      "Tags": [{"Key": "sfn-execution", "Value": "run!'()"}]})
+
+
+# --- the staged pretrained weights: a run without them fails in seconds, before tuning ----------------------------
+def _from_the_start(cloud, stage: bool):
+    """The cloud definition from its first state, with moto's S3 (where the aws-sdk:s3 task goes) holding the
+    weights object or not; SageMaker refuses tuning, so a run that passes the check ends at "Tuning failed"."""
+    import boto3
+
+    from local.engine import _Mock
+
+    definition = cloud.definition
+    check = definition["States"][S.CHECK_WEIGHTS]
+    bucket, key = check["Parameters"]["Bucket"], check["Parameters"]["Key"]
+    sm = ScriptedSageMaker(DescribeEndpoint=_endpoint_missing, CreateHyperParameterTuningJob=lambda p: (
+        _ for _ in ()).throw(SageMakerError("ResourceLimitExceeded", "scripted: no tuning")))
+    _Mock.acquire()  # one moto for the staging and the run
+    try:
+        s3 = boto3.client("s3", region_name="us-east-1", aws_access_key_id="local", aws_secret_access_key="local")
+        s3.create_bucket(Bucket=bucket)
+        if stage:
+            s3.put_object(Bucket=bucket, Key=key, Body=b"weights")
+        return run_definition(definition, {}, sm, poll_interval=0.05, timeout=120), sm, key
+    finally:
+        _Mock.release()
+
+
+def test_missing_weights_fail_before_tuning(cloud):
+    result, sm, key = _from_the_start(cloud, stage=False)
+    assert result.failed_state == S.WEIGHTS_MISSING and result.error == "PretrainedWeightsMissing"
+    assert key in result.cause and "imgclf stage-weights" in result.cause
+    assert not sm.ops("CreateHyperParameterTuningJob")
+
+
+def test_staged_weights_let_tuning_start(cloud):
+    result, sm, _ = _from_the_start(cloud, stage=True)
+    assert result.failed_state == S.TUNING_FAILED, (result.failed_state, result.cause)
+    assert S.CHECK_WEIGHTS in [r["name"] for r in result.states()]
+    assert sm.ops("CreateHyperParameterTuningJob")
+
+
+def test_no_weights_check_when_training_from_scratch(local):
+    assert S.CHECK_WEIGHTS not in local.definition["States"]

@@ -64,9 +64,14 @@ def test_no_result_selector_can_meet_an_absent_member(any_synth):
                                     "$.ModelArtifacts.S3ModelArtifacts")
 
 
+# The staged-weights check, where the jobs read pretrained weights (checked against botocore's S3 model above).
+WEIGHTS_CHECK = "arn:aws:states:::aws-sdk:s3:headObject"
+
+
 def test_only_standard_sagemaker_integrations(any_synth):
     resources = {s["Resource"] for s in any_synth.task_states().values()}
-    assert resources == STANDARD_RESOURCES | (SCALING_RESOURCES if any_synth.config.serving.scales else set())
+    expected = STANDARD_RESOURCES | ({WEIGHTS_CHECK} if any_synth.config.pretrained_key else set())
+    assert resources == expected | (SCALING_RESOURCES if any_synth.config.serving.scales else set())
 
 
 def test_the_validator_catches_mistakes():

@@ -100,6 +100,12 @@ def _needed_by_definition(definition: dict) -> set[str]:
         if state["Type"] != "Task":
             continue
         action = state["Resource"].rsplit(":", 1)[1]
+        if state["Resource"].startswith("arn:aws:states:::aws-sdk:s3:"):
+            # "To use HEAD, you must have the s3:GetObject permission"
+            # (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html)
+            assert action == "headObject", action
+            needed.add("s3:GetObject")
+            continue
         sync = action.endswith(".sync")
         op = action.removesuffix(".sync")
         op = op[0].upper() + op[1:]
@@ -161,7 +167,7 @@ def test_state_machine_role_grants_exactly_what_the_definition_needs(any_synth):
     # The table behind the grants: exactly the integrations the definition uses, each entry with its source.
     used = {integration_key(s["Resource"]) for s in any_synth.task_states().values()}
     assert set(needed_actions(used)) == derived
-    if any_synth.config.debugger.enabled:
+    if any_synth.config.debugger.enabled and any_synth.config.pretrained_key:
         assert used == set(STATE_MACHINE_NEEDS)
     for needs in STATE_MACHINE_NEEDS.values():
         assert all(n.source.startswith("https://") for n in needs)
@@ -195,3 +201,13 @@ def test_service_principals(cloud):
                   ["Principal"]["Service"] for lid, r in cloud.resources("AWS::IAM::Role").items()}
     assert "sagemaker.amazonaws.com" in principals.values()
     assert "states.amazonaws.com" in principals.values()
+
+
+def test_weights_check_reads_only_the_one_weights_object(cloud):
+    """"Check pretrained weights" (aws-sdk:s3:headObject) needs s3:GetObject: on the staged weights object alone."""
+    check = cloud.task_states()["Check pretrained weights"]["Parameters"]
+    assert check["Key"] == cloud.config.pretrained_key
+    (statement,) = [st for st in _statements(cloud, STATE_MACHINE_ROLE) if "s3:GetObject" in _actions(st)]
+    assert _actions(statement) == ["s3:GetObject"]
+    (resource,) = _resources(statement)
+    assert json.dumps(resource).endswith(f'/{cloud.config.pretrained_key}"]]}}')
