@@ -11,8 +11,6 @@ PORT ?= 8080
 SMDEBUG_VENV := .venv-smdebug
 SMDEBUG_PY := $(SMDEBUG_VENV)/bin/python
 UV := $(VENV)/bin/uv
-# The Node.js that package.json pins (a release jsii supports), ahead of any system one, for cdk, jsii and the tests.
-export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
 .PHONY: setup test lint lock audit data train serve demo bench synth clean
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +18,13 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 CDK_JSON = ROOT / "cdk.json"
 BUILD_SUBDIR = ".build"  # inside the cloud assembly: sourcedir.tar.gz and the Lambda bundle, rebuilt each synth
+# jsii runs the CDK's JavaScript in the Node.js that package.json pins (`make setup` installs it; a release jsii
+# supports, so no end-of-life banner), wherever the app is synthesized: `npx cdk` (npx puts it first on PATH
+# anyway), tests, local mode, the CLI. JSII_NODE is jsii's own variable (jsii/_kernel/providers/process.py);
+# a caller's own choice wins.
+PINNED_NODE = ROOT / "node_modules" / ".bin" / "node"
+if PINNED_NODE.is_file():
+    os.environ.setdefault("JSII_NODE", str(PINNED_NODE))
 
 
 def cdk_json_context() -> dict[str, Any]:
