@@ -12,7 +12,7 @@ SMDEBUG_VENV := .venv-smdebug
 SMDEBUG_PY := $(SMDEBUG_VENV)/bin/python
 UV := $(VENV)/bin/uv
 
-.PHONY: setup test lint lock audit data train serve demo bench synth clean
+.PHONY: setup test lint lock audit data train serve demo bench bench-setup synth clean
 
 setup: $(VENV)/.installed $(SMDEBUG_VENV)/.installed node_modules/.installed
 
@@ -81,6 +81,10 @@ synth: setup
 
 bench: data
 	$(PY) bench/train_bench.py
+
+# Fresh checkouts of an older commit (BASE, default b77cee3) and HEAD: packages and `make setup` time, side by side.
+bench-setup: setup
+	$(PY) bench/setup_bench.py $(if $(BASE),--baseline $(BASE),) $(ARGS)
 
 clean:
 	rm -rf build cdk.out $(OUT)
