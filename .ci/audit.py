@@ -31,8 +31,9 @@ class AuditError(Exception):
     """A malformed ignore file: one line, exit 2."""
 
 
-def read_ignores(path: Path = IGNORE_FILE) -> dict[str, list[str]]:
+def read_ignores(path: Path | None = None) -> dict[str, list[str]]:
     """lock file -> vulnerability ids to ignore. Lines: `<lock> <id>  # why it cannot apply`."""
+    path = path or IGNORE_FILE
     ignores: dict[str, list[str]] = {lock: [] for lock in LOCKS}
     if not path.is_file():
         return ignores
