@@ -8,25 +8,50 @@ DATA := data/digits
 OUT ?= demo-output
 MODEL ?= build/model
 PORT ?= 8080
-# jsii (under aws-cdk-lib) prints a banner on Node 20, which still runs it correctly; Node >= 22 needs no silencing.
-export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+SMDEBUG_VENV := .venv-smdebug
+SMDEBUG_PY := $(SMDEBUG_VENV)/bin/python
+UV := $(VENV)/bin/uv
 
-.PHONY: setup test lint data train serve demo bench synth clean
+.PHONY: setup test lint lock audit data train serve demo bench bench-setup synth clean
 
-setup: $(VENV)/.installed node_modules/.installed
+setup: $(VENV)/.installed $(SMDEBUG_VENV)/.installed node_modules/.installed
 
+# pip installs torch/torchvision (and uv) from wherever this machine's pip configuration finds them; uv then makes
+# the environment exactly the lock (it keeps what already matches, so torch is not installed twice).
 $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .  # the imgclf CLI
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt torch torchvision uv
+	$(UV) pip sync --quiet --python $(PY) constraints.txt
+	$(UV) pip install --quiet --python $(PY) --no-deps -e .  # the imgclf CLI
 	@touch $@
 
-node_modules/.installed: package.json
+# smdebug's own environment (it pins protobuf<=3.20.3 and numpy<2.3): what ml/debugger-requirements.txt puts in the training
+# container, layered over the main environment's packages (torch) as the toolkit layers it over the DLC's.
+$(SMDEBUG_VENV)/.installed: ml/debugger-requirements.txt constraints-smdebug.txt $(VENV)/.installed
+	@test -x $(SMDEBUG_PY) || $(PYTHON) -m venv --without-pip $(SMDEBUG_VENV)
+	$(UV) pip sync --quiet --python $(SMDEBUG_PY) constraints-smdebug.txt
+	$(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))' > \
+		"$$($(SMDEBUG_PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/_main_env.pth"
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
 	npm install --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# Regenerate both locks from the direct pins (uv records why each package is there).
+lock: $(VENV)/.installed
+	$(UV) pip compile --quiet --python-version 3.11 --annotation-style line --custom-compile-command "make lock" \
+		--excludes excludes.txt requirements.txt -o constraints.txt
+	$(UV) pip compile --quiet --python-version 3.11 --annotation-style line --custom-compile-command "make lock" \
+		ml/debugger-requirements.txt -o constraints-smdebug.txt
+
+# Known vulnerabilities in both locks (pip-audit in a tool environment of its own); skips when offline.
+audit: $(VENV)/.installed
+	$(PY) .ci/audit.py
+
 test: setup
 	$(PY) -m ruff check .
+	$(PY) .ci/audit.py
 	$(PY) -m pytest
 
 lint: setup
@@ -61,6 +86,10 @@ synth: setup
 
 bench: data
 	$(PY) bench/train_bench.py
+
+# Fresh checkouts of an older commit (BASE, default b77cee3) and HEAD: packages and `make setup` time, side by side.
+bench-setup: setup
+	$(PY) bench/setup_bench.py $(if $(BASE),--baseline $(BASE),) $(ARGS)
 
 clean:
 	rm -rf build cdk.out $(OUT)

@@ -22,6 +22,13 @@ BUILD_SUBDIR = ".build"  # inside the cloud assembly: sourcedir.tar.gz and the L
 # (and no cdk.json context: feature flags included) unless someone set it.
 CLI_OUTDIR_ENV = "CDK_OUTDIR"
 BARE_OUTDIR = "cdk.out"
+# jsii runs the CDK's JavaScript in the Node.js that package.json pins (`make setup` installs it; a release jsii
+# supports, so no end-of-life banner), wherever the app is synthesized: `npx cdk` (npx puts it first on PATH
+# anyway), tests, local mode, the CLI. JSII_NODE is jsii's own variable (jsii/_kernel/providers/process.py);
+# a caller's own choice wins.
+PINNED_NODE = ROOT / "node_modules" / ".bin" / "node"
+if PINNED_NODE.is_file():
+    os.environ.setdefault("JSII_NODE", str(PINNED_NODE))
 
 
 def cdk_json_context() -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
     python -m local.demo [--out demo-output] [--serve] [--port 8080]
 
-1. render the local digits dataset (scikit-learn ships it) and put it where the stack's bucket would hold it;
+1. render the local digits dataset (local/digits.csv.gz) and put it where the stack's bucket would hold it;
 2. synthesize the CDK app (profile "local") and take the state machine definition from the template;
 3. execute it with moto's ASL interpreter, its SageMaker tasks served by the local stand-in (tuning trials,
    Debugger-enabled training, rule verdicts, blue/green endpoint);

@@ -1,6 +1,9 @@
-"""Render scikit-learn's bundled digits as an RGB ImageFolder with train/valid/test splits.
+"""Render the 1,797 8x8 handwritten digits as an RGB ImageFolder with train/valid/test splits.
 
-No download: the 1,797 8x8 digits ship inside scikit-learn. Deterministic for a given seed.
+No download: digits.csv.gz beside this file is the test set of the UCI "Optical Recognition of Handwritten Digits"
+data set (E. Alpaydin, C. Kaynak, 1998; CC BY 4.0, https://doi.org/10.24432/C50P49), byte for byte the copy that
+scikit-learn ships as sklearn/datasets/data/digits.csv.gz: 64 pixel values (0..16) and the digit, per line.
+Deterministic for a given seed.
     python -m local.digits data/digits [--size 32] [--seed 0]
 """
 
@@ -16,14 +19,19 @@ from PIL import Image
 from ml import contract
 
 SPLITS = {contract.TRAIN: 0.7, contract.VALID: 0.15, contract.TEST: 0.15}
+DIGITS_FILE = Path(__file__).with_name("digits.csv.gz")
+
+
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """(images: 1797x8x8 floats in 0..16, targets: 1797 ints)."""
+    table = np.loadtxt(DIGITS_FILE, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
 
 
 def render(out: Path, size: int = 32, seed: int = 0) -> dict[str, int]:
     """Write <out>/<split>/<digit>/<index>.png; return the number of images per split."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    order = np.random.default_rng(seed).permutation(len(digits.images))
+    images, targets = load_digits()
+    order = np.random.default_rng(seed).permutation(len(images))
     n_train = int(len(order) * SPLITS[contract.TRAIN])
     n_valid = int(len(order) * SPLITS[contract.VALID])
     parts = {
@@ -35,11 +43,11 @@ def render(out: Path, size: int = 32, seed: int = 0) -> dict[str, int]:
     counts = {}
     for split, indices in parts.items():
         for i in indices:
-            pixels = (digits.images[i] * (255.0 / 16.0)).astype(np.uint8)
+            pixels = (images[i] * (255.0 / 16.0)).astype(np.uint8)
             glyph = Image.fromarray(pixels, "L").resize((inner, inner), Image.Resampling.BICUBIC)
             canvas = Image.new("L", (size, size), 0)
             canvas.paste(glyph, ((size - inner) // 2, (size - inner) // 2))
-            target = out / split / str(digits.target[i])
+            target = out / split / str(targets[i])
             target.mkdir(parents=True, exist_ok=True)
             canvas.convert("RGB").save(target / f"{i:04d}.png", optimize=False)
         counts[split] = len(indices)

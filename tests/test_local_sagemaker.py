@@ -18,6 +18,7 @@ from local.sagemaker import LocalSageMaker, SageMakerError
 from local.sagemaker.api import validate_response
 from local.sagemaker.s3 import LocalS3
 from ml import contract
+from tests.conftest import in_smdebug_env
 from tests.test_local_support import (
     BUCKET,
     FAKE_TRAIN,
@@ -140,13 +141,17 @@ def test_training_job_completes_with_metrics_model_and_transitions(sm, completed
 
 
 def test_debug_hook_config_is_smdebugs_format(sm, completed):
-    from smdebug.core.json_config import collect_hook_config_params, get_include_collections, get_json_config_as_dict
-
     path = sm.training_job_dir("tiny-debug") / "input" / "config" / "debughookconfig.json"
-    config = get_json_config_as_dict(str(path))
+    parsed = in_smdebug_env(
+        "import json, sys\n"
+        "from smdebug.core.json_config import collect_hook_config_params, get_include_collections, "
+        "get_json_config_as_dict\n"
+        "config = get_json_config_as_dict(sys.argv[1])\n"
+        "print(json.dumps({'out_dir': collect_hook_config_params(config)['out_dir'], "
+        "'collections': sorted(get_include_collections(config))}))", str(path))
     debug_output = sm.s3.path(f"s3://{BUCKET}/debug/tiny-debug/debug-output")
-    assert Path(collect_hook_config_params(config)["out_dir"]) == debug_output
-    assert {"losses", "gradients", "relu_input"} <= set(get_include_collections(config))
+    assert Path(parsed["out_dir"]) == debug_output
+    assert {"losses", "gradients", "relu_input"} <= set(parsed["collections"])
     assert any(debug_output.glob("events/*/*.tfevents")), "the hook wrote no tensors"
     assert (debug_output / "training_job_end.ts").is_file()
 

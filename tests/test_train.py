@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ml import contract
-from tests.conftest import BASELINE_ARGS, ROOT, TRAIN_SCRIPT, channel_env, run_train
+from tests.conftest import BASELINE_ARGS, ROOT, TRAIN_SCRIPT, channel_env, in_smdebug_env, run_train, smdebug_python
 
 pytestmark = pytest.mark.slow
 
@@ -143,19 +143,23 @@ def test_debugger_hook_writes_the_collections_the_rules_need(digits_dir, tmp_pat
     }))
     env = {**channel_env(digits_dir, tmp_path / "model", tmp_path / "output"),
            "SMDEBUG_CONFIG_FILE_PATH": str(config), "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
-    result = run_train(["--preset", "local", "--epochs", "1", "--checkpoint-dir", str(tmp_path / "ckpt")], env)
+    # As in the training container: ml/debugger-requirements.txt (smdebug) over the framework's torch.
+    result = run_train(["--preset", "local", "--epochs", "1", "--checkpoint-dir", str(tmp_path / "ckpt")], env,
+                       python=smdebug_python())
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "debugger: hook registered" in result.stdout
-    from smdebug.trials import create_trial
-
-    trial = create_trial(str(tensors))
-    names = trial.tensor_names()
-    assert any(n.startswith("gradient/") for n in names)
-    assert trial.tensor_names(collection="losses")
-    assert any("relu_input" in n for n in names)
-    from smdebug import modes
-
-    assert trial.steps(mode=modes.TRAIN) and trial.steps(mode=modes.EVAL)
+    trial = in_smdebug_env(
+        "import json, sys\n"
+        "from smdebug import modes\n"
+        "from smdebug.trials import create_trial\n"
+        "trial = create_trial(sys.argv[1])\n"
+        "print(json.dumps({'names': trial.tensor_names(), 'losses': trial.tensor_names(collection='losses'),\n"
+        "                  'train': trial.steps(mode=modes.TRAIN), 'eval': trial.steps(mode=modes.EVAL)}))",
+        str(tensors))
+    assert any(n.startswith("gradient/") for n in trial["names"])
+    assert trial["losses"]
+    assert any("relu_input" in n for n in trial["names"])
+    assert trial["train"] and trial["eval"]
 
 
 # --- bad data: one clear line, a non-zero exit, and SageMaker's failure file ----------------------------

@@ -3,9 +3,10 @@
 The built-in rule implementations live in SageMaker's rule container, not in the public smdebug package. These
 classes follow the documented semantics and default parameters of the built-in rules ("List of Debugger
 built-in rules") on top of smdebug's public `Rule` base class, `invoke_rule` and trials. SageMaker runs rule
-evaluation in its own container; the stand-in runs it in a child process:
+evaluation in its own container; the stand-in runs it in a child process in smdebug's own environment
+(.venv-smdebug: smdebug pins protobuf<=3.20.3 and numpy<2.3, so the main environment does not hold it):
 
-    python -m local.sagemaker.rules SPEC.json     (spec: trial path, rules, result file)
+    .venv-smdebug/bin/python -m local.sagemaker.rules SPEC.json     (spec: trial path, rules, result file)
 """
 
 from __future__ import annotations

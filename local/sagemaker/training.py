@@ -59,10 +59,25 @@ STATUS_MESSAGES = {
     "MaxRuntimeExceeded": "Training job exceeded MaxRuntimeInSeconds provided",
 }
 END_OF_JOB_FILE = "training_job_end.ts"  # smdebug's marker; SageMaker writes it when the job ends
+# smdebug pins protobuf<=3.20.3 and numpy<2.3, so it has an environment of its own (`make setup` makes it from
+# ml/debugger-requirements.txt over the main environment's torch), as SageMaker keeps it in the training and rule
+# containers:
+# Debugger-on training jobs and the rule jobs run with this interpreter.
+SMDEBUG_VENV = ".venv-smdebug"
+SMDEBUG_PYTHON_ENV = "IMGCLF_SMDEBUG_PYTHON"  # another interpreter with smdebug (overrides the repository's venv)
 
 
 class JobFailure(Exception):
     """Ends the job as Failed with this FailureReason."""
+
+
+def smdebug_python(repo_root: Path) -> str:
+    """The interpreter of smdebug's environment; JobFailure (one line, before any training) when it is missing."""
+    python = Path(os.environ.get(SMDEBUG_PYTHON_ENV) or repo_root / SMDEBUG_VENV / "bin" / "python")
+    if not os.access(python, os.X_OK):
+        raise JobFailure(f"ClientError: Debugger needs smdebug's environment and {python} is not there: run "
+                         f"`make setup` (or set {SMDEBUG_PYTHON_ENV})")
+    return str(python)
 
 
 def _decode_hp(value: str) -> str:
@@ -366,12 +381,14 @@ class TrainingJob:
                 env[f"SM_HP_{name.upper().replace('-', '_')}"] = _decode_hp(value)
 
         hook = self._hook_config()
+        python = self.sm.python
         if hook is not None:
+            python = smdebug_python(self.sm.repo_root)  # the container with ml/debugger-requirements.txt installed
             path = config / "debughookconfig.json"
             path.write_text(json.dumps(hook, indent=2))
             env["SMDEBUG_CONFIG_FILE_PATH"] = str(path)
 
-        cmd = [self.sm.python, str(entry), *script_arguments(hps)]
+        cmd = [python, str(entry), *script_arguments(hps)]
         if "--checkpoint-dir" not in cmd:
             cmd += ["--checkpoint-dir", str(checkpoints)]  # the container's /opt/ml/checkpoints, made local
         return env, cmd, code
@@ -586,6 +603,12 @@ class TrainingJob:
                 self._set_rule("debug", config["RuleConfigurationName"], "Stopped", "The training job was stopped")
             return
         runnable = list(configs)
+        try:
+            python = smdebug_python(self.sm.repo_root)  # SageMaker's rule container has smdebug; so does this venv
+        except JobFailure as missing:
+            for config in runnable:
+                self._set_rule("debug", config["RuleConfigurationName"], "Error", str(missing))
+            return
         results_file = rules_dir / "verdicts.json"
         results_file.unlink(missing_ok=True)
         spec = {"trial": str(self.sm.s3.path(self.debug_output_uri())), "result_file": str(results_file),
@@ -601,7 +624,7 @@ class TrainingJob:
         env.pop("TRAINING_JOB_NAME", None)  # smdebug would otherwise think it runs inside a training job
         reported: set[str] = set()
         with (rules_dir / "rule-job.log").open("w") as log:
-            self._rule_proc = processes.spawn([self.sm.python, "-m", "local.sagemaker.rules", str(spec_file)],
+            self._rule_proc = processes.spawn([python, "-m", "local.sagemaker.rules", str(spec_file)],
                                               owner=self.sm,
                                               cwd=str(self.sm.repo_root), env=env, stdout=log,
                                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -39,7 +39,15 @@ INHERITED = ("AlgorithmSpecification", "RoleArn", "InputDataConfig", "VpcConfig"
 
 def _reverse_log(low: float, high: float) -> tuple[float, float]:
     # ReverseLogarithmic: log-uniform in 1 - x (values crowd towards 1), valid for 0 <= low < high < 1.
-    return math.log(1 - high), math.log(1 - low)
+    # log1p/expm1 rather than log(1 - x)/1 - exp(): exact near 0, where 1 - x would cancel.
+    start, end = math.log1p(-high), math.log1p(-low)
+    # Float rounding can still map an end one ulp outside [low, high]: step it inwards until it maps inside
+    # (-expm1 is monotonic), so the script never receives a value outside its range.
+    while start < end and -math.expm1(start) > high:
+        start = math.nextafter(start, end)
+    while start < end and -math.expm1(end) < low:
+        end = math.nextafter(end, start)
+    return start, end
 
 
 def search_space(config: dict) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
@@ -80,7 +88,7 @@ def search_space(config: dict) -> tuple[dict[str, BaseDistribution], dict[str, s
 def hyperparameter_value(value: Any, scale: str) -> str:
     """Tuned values reach the script as strings, as SageMaker sends them."""
     if scale == "ReverseLogarithmic":
-        return repr(1 - math.exp(value))
+        return repr(-math.expm1(value))  # the inverse of _reverse_log's log1p(-x)
     if scale == "Integer":
         return str(int(value))
     if scale == "Continuous":
@@ -191,7 +199,10 @@ class TuningJob:
                     break
                 try:
                     if self.scaling[name] == "ReverseLogarithmic":
-                        value: Any = math.log(1 - float(raw))
+                        value: Any = math.log1p(-float(raw))
+                        if -math.expm1(distribution.high) <= float(raw) <= -math.expm1(distribution.low):
+                            # inside this range: log(1 - x) may round just past an end; it is still this range
+                            value = min(max(value, distribution.low), distribution.high)
                     elif self.scaling[name] == "Integer":
                         value = int(float(raw))
                     elif self.scaling[name] == "Continuous":
