@@ -34,6 +34,11 @@ WILDCARD_REASONS: dict[str, str] = {
     "Autoscaling": "Application Auto Scaling gives scalable targets generated ids (scalable-target/<id>), unknown "
                    "before registration: scoped to this account and region; the variant itself is named in the "
                    "request, and the SageMaker actions scaling needs are scoped to the endpoint.",
+    "ScalingAlarms": "The target-tracking policy's CloudWatch alarms get generated names "
+                     "(TargetTracking-endpoint/<endpoint>/variant/<variant>-AlarmHigh-<uuid>): scoped to this "
+                     "endpoint's alarms.",
+    "Alarms": "The rollback alarms by name, and this endpoint's target-tracking alarms (generated names, scoped "
+              "to the endpoint).",
     "DeregisterScaling": "Teardown: DescribeScalableTargets has no resource-level permissions and scalable targets "
                          "have generated ids; the handler deregisters only the variants of endpoints it deletes "
                          "(named '<prefix>-*' and tagged by this stack).",

@@ -27,6 +27,7 @@ SYNC_EVENT_RULES = ("StepFunctionsGetEventsForSageMakerTrainingJobsRule",
 TUNING, TRAINING, MODEL, CONFIG, ENDPOINT = "tuning", "training", "model", "config", "endpoint"
 ALARMS, TRAINING_RULE, TUNING_RULE, SAGEMAKER_ROLE = "alarms", "training-rule", "tuning-rule", "sagemaker-role"
 SCALABLE_TARGET, SCALING_ROLE = "scalable-target", "scaling-service-linked-role"
+SCALING_ALARMS = "target-tracking-alarms"  # the CloudWatch alarms a target-tracking policy makes for the variant
 PRETRAINED = "pretrained-weights"  # the one staged weights object (StackConfig.pretrained_key)
 
 SFN_SAGEMAKER_IAM = "https://docs.aws.amazon.com/step-functions/latest/dg/sagemaker-iam.html"
@@ -43,6 +44,11 @@ CDK_TASKS = "https://github.com/aws/aws-cdk/tree/main/packages/aws-cdk-lib/aws-s
 SCALING_PERMISSIONS = "https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-auto-scaling-prerequisites.html"
 SCALING_SLR = ("https://docs.aws.amazon.com/autoscaling/application/userguide/"
                "application-auto-scaling-service-linked-roles.html")
+# A target-tracking policy's alarms are made and deleted with the caller's CloudWatch permissions ("Permissions
+# required for API actions on target services and CloudWatch"); Application Auto Scaling names them
+# TargetTracking-<ResourceId>-AlarmHigh/Low-<uuid>.
+SCALING_CLOUDWATCH = ("https://docs.aws.amazon.com/autoscaling/application/userguide/"
+                      "security_iam_id-based-policy-examples.html#application-auto-scaling-additional-permissions")
 SCALING_SERVICE = "sagemaker.application-autoscaling.amazonaws.com"
 SCALING_ROLE_NAME = "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
 
@@ -106,7 +112,9 @@ STATE_MACHINE_NEEDS: dict[str, tuple[Need, ...]] = {
     "aws-sdk:applicationautoscaling:registerScalableTarget": (
         Need("application-autoscaling:RegisterScalableTarget", (SCALABLE_TARGET,), SCALING_PERMISSIONS), *_SCALED),
     "aws-sdk:applicationautoscaling:putScalingPolicy": (
-        Need("application-autoscaling:PutScalingPolicy", (SCALABLE_TARGET,), SCALING_PERMISSIONS), *_SCALED),
+        Need("application-autoscaling:PutScalingPolicy", (SCALABLE_TARGET,), SCALING_PERMISSIONS), *_SCALED,
+        *(Need(f"cloudwatch:{a}", (SCALING_ALARMS,), SCALING_CLOUDWATCH)
+          for a in ("PutMetricAlarm", "DescribeAlarms", "DeleteAlarms"))),
     # "Check pretrained weights" (SFN_AWS_SDK): HeadObject is authorized by s3:GetObject (S3_HEAD_OBJECT), here on
     # the one weights object. Without s3:ListBucket a missing object answers 403, not 404: either fails the state.
     "aws-sdk:s3:headObject": (Need("s3:GetObject", (PRETRAINED,), S3_HEAD_OBJECT),),
@@ -118,9 +126,9 @@ _SIDS: dict[frozenset[str], str] = {
     frozenset({ENDPOINT, CONFIG}): "Endpoint", frozenset({ALARMS}): "RollbackAlarms",
     frozenset({SAGEMAKER_ROLE}): "PassSageMakerRole", frozenset({TRAINING_RULE, TUNING_RULE}): "SyncEvents",
     frozenset({TRAINING_RULE}): "SyncEvents", frozenset({TUNING_RULE}): "SyncEvents",
-    frozenset({TUNING, TRAINING, MODEL, CONFIG, ENDPOINT}): "Tags",
-    frozenset({SCALABLE_TARGET}): "Autoscaling", frozenset({SCALING_ROLE}): "AutoscalingServiceLinkedRole",
     frozenset({TUNING, TRAINING, MODEL, CONFIG, ENDPOINT}): "Tags", frozenset({PRETRAINED}): "PretrainedWeights",
+    frozenset({SCALABLE_TARGET}): "Autoscaling", frozenset({SCALING_ROLE}): "AutoscalingServiceLinkedRole",
+    frozenset({SCALING_ALARMS}): "ScalingAlarms", frozenset({ALARMS, SCALING_ALARMS}): "Alarms",
 }
 
 
@@ -222,6 +230,9 @@ class Roles(Construct):
             CONFIG: [sagemaker_arn(self, "endpoint-config", f"{p}-*")],
             ENDPOINT: [sagemaker_arn(self, "endpoint", cfg.endpoint_name)],
             ALARMS: alarm_arns(self, cfg),
+            SCALING_ALARMS: [stack.format_arn(service="cloudwatch", resource="alarm",
+                                              resource_name=f"TargetTracking-endpoint/{cfg.endpoint_name}/variant/*",
+                                              arn_format=ArnFormat.COLON_RESOURCE_NAME)],
             TRAINING_RULE: [stack.format_arn(service="events", resource="rule", resource_name=SYNC_EVENT_RULES[0])],
             TUNING_RULE: [stack.format_arn(service="events", resource="rule", resource_name=SYNC_EVENT_RULES[1])],
             SAGEMAKER_ROLE: [self.sagemaker.role_arn],

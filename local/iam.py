@@ -146,6 +146,10 @@ class StateMachineAuthorizer:
         if kind == sec.ALARMS:
             rollback = (params.get("DeploymentConfig") or {}).get("AutoRollbackConfiguration") or {}
             return [f"arn:{p}:cloudwatch:{r}:{a}:alarm:{alarm['AlarmName']}" for alarm in rollback.get("Alarms", [])]
+        if kind == sec.SCALING_ALARMS:  # the high and low alarms of a target-tracking policy
+            target = _scaled_endpoint(params) and params["ResourceId"]
+            return [f"arn:{p}:cloudwatch:{r}:{a}:alarm:TargetTracking-{target}-Alarm{side}-local"
+                    for side in ("High", "Low")] if target else []
         if kind in (sec.TRAINING_RULE, sec.TUNING_RULE):
             return [f"arn:{p}:events:{r}:{a}:rule/{sec.SYNC_EVENT_RULES[0 if kind == sec.TRAINING_RULE else 1]}"]
         if kind == sec.SAGEMAKER_ROLE:

@@ -54,7 +54,7 @@ def test_the_synthesized_policies_authorize_a_whole_run(local):
     unused = authorize.policies.granted() - used
     assert unused == {
         "sagemaker:StopHyperParameterTuningJob", "sagemaker:StopTrainingJob",  # only when a .sync state is stopped
-        "sagemaker:UpdateEndpoint", "cloudwatch:DescribeAlarms",  # the update path (an endpoint exists)
+        "sagemaker:UpdateEndpoint",  # the update path (an endpoint exists)
         # checked by Application Auto Scaling on the endpoint's current config, which its requests do not name
         "sagemaker:DescribeEndpointConfig",
         # Step Functions' own logging to CloudWatch Logs, not a Task call (what CDK grants for LogOptions:

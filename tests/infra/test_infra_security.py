@@ -116,6 +116,11 @@ def _needed_by_definition(definition: dict) -> set[str]:
             needed |= {f"application-autoscaling:{op}", "sagemaker:DescribeEndpoint",
                        "sagemaker:DescribeEndpointConfig", "sagemaker:UpdateEndpointWeightsAndCapacities",
                        "iam:CreateServiceLinkedRole"}
+            if op == "PutScalingPolicy":
+                # A target-tracking policy makes and deletes its CloudWatch alarms with the caller's permissions
+                # (autoscaling/application/userguide/security_iam_id-based-policy-examples.html).
+                assert '"TargetTrackingScaling"' in params
+                needed |= {"cloudwatch:PutMetricAlarm", "cloudwatch:DescribeAlarms", "cloudwatch:DeleteAlarms"}
             continue
         needed.add(f"sagemaker:{op}")
         if sync:
@@ -148,6 +153,10 @@ def test_autoscaling_grants_are_scoped_as_aws_documents(cloud, variant):
     endpoint_only = by_sid["EndpointOnly"]
     assert "sagemaker:UpdateEndpointWeightsAndCapacities" in _actions(endpoint_only)
     assert json.dumps(endpoint_only["Resource"]).endswith(f':endpoint/{cloud.config.endpoint_name}"]]}}')
+    alarms = by_sid["ScalingAlarms"]
+    assert _actions(alarms) == ["cloudwatch:DeleteAlarms", "cloudwatch:PutMetricAlarm"]
+    assert json.dumps(alarms["Resource"]).endswith(
+        f':alarm:TargetTracking-endpoint/{cloud.config.endpoint_name}/variant/*"]]}}')
     assert not variant.config.serving.scales
     granted = {a for st in _statements(variant, STATE_MACHINE_ROLE) for a in _actions(st)}
     assert not {a for a in granted if a.startswith("application-autoscaling:")} | (
@@ -182,6 +191,8 @@ def test_rollback_alarms_are_describable(cloud):
         (statement,) = [st for st in _statements(cloud, role) if "cloudwatch:DescribeAlarms" in _actions(st)]
         assert _actions(statement) == ["cloudwatch:DescribeAlarms"]
         resources = [json.dumps(r) for r in _resources(statement)]
+        if role == STATE_MACHINE_ROLE:  # the same statement covers the target-tracking alarms of autoscaling
+            resources = [r for r in resources if ":alarm:TargetTracking-" not in r]
         assert len(resources) == len(alarms)
         for name, resource in zip(sorted(alarms), sorted(resources), strict=True):
             assert resource.endswith(f':alarm:{name}"]]}}')
