@@ -379,7 +379,12 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "teardown_on_destroy": False,
         "tuning": {"instance_type": "ml.m5.xlarge", "max_runtime_s": 1800},
         "training": {"instance_type": "ml.m5.xlarge", "max_runtime_s": 1800},
-        "debugger": {"poll_s": 1, "max_polls": 600, "saves_per_epoch": 4},
+        # LossNotDecreasing is evaluated and reported but does not gate locally: on the 32-pixel digits it compares
+        # one validation batch's loss from epoch to epoch (EVAL saves once per epoch), and a rise of a few
+        # hundredths (0.08 -> 0.13) blocked deploys at random; the script's own loss check (whole validation set,
+        # epoch means; contract.HEALTH_CHECKS) still gates.
+        "debugger": {"poll_s": 1, "max_polls": 600, "saves_per_epoch": 4,
+                     "gate_rules": [rule for rule in DEBUG_RULES if rule != "LossNotDecreasing"]},
         "gate": {"min_test_accuracy": 0.5},
         "serving": {"poll_s": 1, "wait_interval_s": 0, "termination_wait_s": 0, "max_execution_s": 600},
     },
