@@ -146,12 +146,11 @@ def validate_request(resource: str, parameters: dict[str, Any]) -> list[str]:
 _SEGMENT = re.compile(r"\.([A-Za-z0-9_]+)|\[\*\]|\[\?\([^]]*\)\]|\[\d+\]")
 
 
-def output_path_errors(resource: str, path: str) -> list[str]:
-    """Does `$.A.B[?(...)].C` exist in the operation's output shape?"""
-    op, sync = operation(resource)
-    shape = service_model(resource).operation_model(SYNC_OUTPUT.get(op, op) if sync else op).output_shape
+def _path_errors(shape, path: str, *, strict: bool = False) -> list[str]:
+    """Walk `$.A.B[*].C` through an output shape: every member must exist. `strict` (a ResultSelector that must
+    never meet an absent member) also wants every member of a definite path required and refuses filters."""
     rest = path.removeprefix("$")
-    pos = 0
+    pos, definite = 0, "[*]" not in path
     while pos < len(rest):
         m = _SEGMENT.match(rest, pos)
         if not m:
@@ -160,12 +159,23 @@ def output_path_errors(resource: str, path: str) -> list[str]:
         if m.group(1):
             if shape.type_name != "structure" or m.group(1) not in shape.members:
                 return [f"{path}: {m.group(1)!r} is not a member of {shape.name}"]
+            if strict and definite and m.group(1) not in shape.required_members:
+                return [f"{path}: {m.group(1)!r} is optional in {shape.name}: absent, the path raises States.Runtime"]
             shape = shape.members[m.group(1)]
+        elif strict and m.group(0).startswith("[?"):
+            return [f"{path}: a filter in a ResultSelector raises States.Runtime when nothing matches"]
         else:
             if shape.type_name != "list":
                 return [f"{path}: {shape.name} is not a list"]
             shape = shape.member
     return []
+
+
+def output_path_errors(resource: str, path: str) -> list[str]:
+    """Does `$.A.B[?(...)].C` exist in the operation's output shape?"""
+    op, sync = operation(resource)
+    return _path_errors(service_model(resource).operation_model(SYNC_OUTPUT.get(op, op) if sync else op).output_shape,
+                        path)
 
 
 def absent_member_errors(resource: str, path: str) -> list[str]:
@@ -179,24 +189,4 @@ def absent_member_errors(resource: str, path: str) -> list[str]:
     op, sync = operation(resource)
     if sync:
         return [f"{path}: reads a .sync output (Step Functions builds that shape): use an aws-sdk Describe*"]
-    shape = service_model(resource).operation_model(op).output_shape
-    rest = path.removeprefix("$")
-    pos, definite = 0, "[*]" not in path
-    while pos < len(rest):
-        m = _SEGMENT.match(rest, pos)
-        if not m:
-            return [f"{path}: cannot parse at {rest[pos:]!r}"]
-        pos = m.end()
-        if m.group(1):
-            if shape.type_name != "structure" or m.group(1) not in shape.members:
-                return [f"{path}: {m.group(1)!r} is not a member of {shape.name}"]
-            if definite and m.group(1) not in shape.required_members:
-                return [f"{path}: {m.group(1)!r} is optional in {shape.name}: absent, the path raises States.Runtime"]
-            shape = shape.members[m.group(1)]
-        elif m.group(0).startswith("[?"):
-            return [f"{path}: a filter in a ResultSelector raises States.Runtime when nothing matches"]
-        else:
-            if shape.type_name != "list":
-                return [f"{path}: {shape.name} is not a list"]
-            shape = shape.member
-    return []
+    return _path_errors(service_model(resource).operation_model(op).output_shape, path, strict=True)
