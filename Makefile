@@ -12,7 +12,7 @@ SMDEBUG_VENV := .venv-smdebug
 SMDEBUG_PY := $(SMDEBUG_VENV)/bin/python
 UV := $(VENV)/bin/uv
 
-.PHONY: setup test lint lock audit data train serve demo bench bench-setup synth clean
+.PHONY: setup test fuzz lint lock audit data train serve demo bench bench-setup synth clean
 
 setup: $(VENV)/.installed $(SMDEBUG_VENV)/.installed node_modules/.installed
 
@@ -53,6 +53,10 @@ test: setup
 	$(PY) -m ruff check .
 	$(PY) .ci/audit.py
 	$(PY) -m pytest
+
+# The property tests with fresh random examples (make test runs a fixed set); add what fails as an @example.
+fuzz: setup
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_*_properties.py
 
 lint: setup
 	$(PY) -m ruff check .

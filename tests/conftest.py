@@ -11,6 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+# Property tests: `make test` runs the same examples every time (a green suite stays green for the code it was green
+# for); `make fuzz` explores new ones (HYPOTHESIS_PROFILE=fuzz) and a failure it finds becomes an @example.
+settings.register_profile("suite", derandomize=True)
+settings.register_profile("fuzz", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = ROOT / "ml" / "train.py"

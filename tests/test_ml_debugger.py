@@ -15,6 +15,7 @@ import contract  # flat, as inside the container
 from debugger import _derived_config, save_intervals
 from infra import sagemaker_requests as req
 from infra.config import load_config
+from tests.conftest import in_smdebug_env
 
 
 def _hook_config(cfg) -> dict:
@@ -69,15 +70,18 @@ def test_an_explicit_interval_is_kept():
 
 
 def test_the_derived_config_is_what_smdebug_reads(tmp_path):
-    smdebug_json = pytest.importorskip("smdebug.core.json_config")
-    from smdebug.core.modes import ModeKeys
-
     path = tmp_path / "debughookconfig.json"
     config = _hook_config(load_config({}))
     config["LocalPath"] = str(tmp_path / "tensors")
     path.write_text(json.dumps(config))
     derived = _derived_config(path, {"train": 125, "eval": 27})
     assert derived != path and json.loads(path.read_text()) == config  # SageMaker's file is left as written
-    params = smdebug_json.collect_hook_config_params(json.loads(derived.read_text()))
-    modes = params["save_config_modes"]
-    assert modes[ModeKeys.TRAIN]["save_interval"] == "12" and modes[ModeKeys.EVAL]["save_interval"] == "27"
+    # smdebug lives in its own environment (as in the training container): ask its parser there.
+    modes = in_smdebug_env(
+        "import json, sys\n"
+        "from smdebug.core.json_config import collect_hook_config_params\n"
+        "from smdebug.core.modes import ModeKeys\n"
+        "modes = collect_hook_config_params(json.load(open(sys.argv[1])))['save_config_modes']\n"
+        "print(json.dumps({m.name: modes[m]['save_interval'] for m in (ModeKeys.TRAIN, ModeKeys.EVAL)}))",
+        str(derived))
+    assert modes == {"TRAIN": "12", "EVAL": "27"}

@@ -147,7 +147,8 @@ def paginate(items: list[dict], params: dict, default_max: int = 10) -> tuple[li
     start = 0
     token = params.get("NextToken")
     if token:
-        if not token.isdigit():
+        # str.isdigit() is true for '¹' and other non-ASCII digits that int() refuses: only our own offsets pass.
+        if not re.fullmatch(r"[0-9]{1,9}", token):
             raise validation("Invalid pagination token")
         start = int(token)
     size = params.get("MaxResults", default_max)
