@@ -56,7 +56,7 @@ test: setup
 
 # The property tests with fresh random examples (make test runs a fixed set); add what fails as an @example.
 fuzz: setup
-	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_*_properties.py
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q $$(find tests -name test_properties.py)
 
 lint: setup
 	$(PY) -m ruff check .

@@ -4,11 +4,10 @@ service answers (this machine reaches only package indexes), a failing audit fai
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import importlib.metadata
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
+
 SOURCES = ("app.py", "infra", "ml", "lambda", "local", "cli", "tests", "bench", ".ci")
 # Requirements that no `import` names, and why each is needed.
 TOOLS = {
