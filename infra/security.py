@@ -14,7 +14,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from infra import images
+from infra import images, nag
 from infra import sagemaker_requests as req
 from infra.config import StackConfig
 
@@ -132,6 +132,28 @@ _SIDS: dict[frozenset[str], str] = {
 }
 
 
+# Why each wildcard of the state machine role is as narrow as it can be (cdk-nag IAM5, by the Sids of _SIDS).
+STATE_MACHINE_ROLE_WILDCARDS: dict[str, str] = {
+    "Tune": "Tuning jobs are named '<prefix>-<run id>' per execution: scoped to the project's name prefix.",
+    "Train": "Training jobs are named '<prefix>-<run id>' per execution: scoped to the project's name prefix.",
+    "Model": "Models are named '<prefix>-<run id>' per execution: scoped to the project's name prefix.",
+    "EndpointConfig": "Endpoint configs are immutable and named '<prefix>-<run id>' per execution: scoped to the "
+                      "project's name prefix.",
+    "Endpoint": "CreateEndpoint/UpdateEndpoint also authorize the per-execution endpoint config "
+                "('<prefix>-<run id>'); the endpoint itself is named exactly.",
+    "Tags": "Tags are set when the per-execution resources ('<prefix>-<run id>') are created, and Step Functions "
+            "lists the tags of what it created (sagemaker-iam.html): scoped to the project's name prefix.",
+    "Autoscaling": "Application Auto Scaling gives scalable targets generated ids (scalable-target/<id>), unknown "
+                   "before registration: scoped to this account and region; the variant itself is named in the "
+                   "request, and the SageMaker actions scaling needs are scoped to the endpoint.",
+    "ScalingAlarms": "The target-tracking policy's CloudWatch alarms get generated names "
+                     "(TargetTracking-endpoint/<endpoint>/variant/<variant>-AlarmHigh-<uuid>): scoped to this "
+                     "endpoint's alarms.",
+    "Alarms": "The rollback alarms by name, and this endpoint's target-tracking alarms (generated names, scoped "
+              "to the endpoint).",
+}
+
+
 def _sid(kinds: frozenset[str]) -> str:
     return _SIDS.get(kinds) or "On" + "".join(k.title().replace("-", "") for k in sorted(kinds))
 
@@ -159,6 +181,23 @@ def sagemaker_arn(scope: Construct, resource: str, name: str) -> str:
 def log_group_arn(scope: Construct, name: str) -> str:
     return Stack.of(scope).format_arn(service="logs", resource="log-group", resource_name=f"{name}:*",
                                       arn_format=ArnFormat.COLON_RESOURCE_NAME)
+
+
+# Why each wildcard of the SageMaker execution role is as narrow as it can be (cdk-nag IAM5, by Sid).
+SAGEMAKER_ROLE_WILDCARDS: dict[str, str] = {
+    "ReadDatasets": "SageMaker reads any dataset the execution names, but only under the project bucket's data "
+                    "prefix (datasets are folders of images).",
+    "ReadWriteArtifacts": "Training, tuning, checkpoint, Debugger, Profiler and data-capture output: SageMaker "
+                          "writes per-job keys under these project prefixes only.",
+    "ReadTrainingSource": "Training source bundles of this app only (its asset prefix in the CDK bootstrap bucket): "
+                          "a running execution keeps reading the bundle its definition named before a redeploy.",
+    "SyncCheckpoints": "Checkpoint sync may remove stale checkpoint files, under checkpoints/ only.",
+    "EcrToken": "ecr:GetAuthorizationToken has no resource-level permissions; image pulls are scoped to the "
+                "three repositories.",
+    "Logs": "SageMaker names log streams per job inside its fixed log groups (TrainingJobs, ProcessingJobs for "
+            "Debugger rules, Endpoints/<endpoint>); the ':*' is the log-stream part of those groups.",
+    "Metrics": "cloudwatch:PutMetricData has no resource-level permissions; limited to SageMaker namespaces.",
+}
 
 
 class Roles(Construct):
@@ -211,6 +250,7 @@ class Roles(Construct):
         # perform the cloudwatch:DescribeAlarms action on the auto-rollback alarms you specify" (GUARDRAILS).
         sm.add_to_policy(iam.PolicyStatement(
             sid="RollbackAlarms", actions=["cloudwatch:DescribeAlarms"], resources=alarm_arns(self, cfg)))
+        nag.acknowledge_role(sm, SAGEMAKER_ROLE_WILDCARDS)
 
         self.state_machine = iam.Role(
             self, "StateMachine", assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
@@ -254,6 +294,7 @@ class Roles(Construct):
             self.state_machine.add_to_policy(iam.PolicyStatement(
                 sid=_sid(kinds), actions=actions, conditions=conditions,
                 resources=[arn for kind in sorted(kinds) for arn in arns[kind]]))
+        nag.acknowledge_role(self.state_machine, STATE_MACHINE_ROLE_WILDCARDS)
 
 
 def alarm_arns(scope: Construct, cfg: StackConfig) -> list[str]:

@@ -20,7 +20,7 @@ from aws_cdk import (
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
-from infra import images, nag, packaging
+from infra import images, packaging
 from infra import sagemaker_requests as req
 from infra.api import PredictApi
 from infra.config import StackConfig
@@ -108,7 +108,6 @@ class ImageClassifierStack(Stack):
         if self.api.api_key is not None:
             CfnOutput(self, "ApiKeyId", value=self.api.api_key.key_id,
                       description="aws apigateway get-api-key --include-value --api-key <id>")
-        nag.acknowledge(self)
 
     def _images(self, cfg: StackConfig) -> Callable[[str], str]:
         request = image_request(cfg)

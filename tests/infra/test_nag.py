@@ -39,6 +39,19 @@ def test_every_acknowledgement_has_a_reason(cloud, variant):
         assert "AwsSolutions::AwsSolutions-IAM5" not in acks
 
 
+def test_each_construct_acknowledges_its_own_findings(cloud, variant):
+    """Acknowledgements sit beside the resource they are about (as aws-solutions-constructs do), never on the stack
+    or on a whole construct tree, so a new resource's findings are never covered by someone else's reason."""
+    for synth in (cloud, variant):
+        metadata = json.loads((synth.outdir / "ImageClassifier.metadata.json").read_text())
+        paths = [path for path, entries in metadata.items()
+                 if any(e["type"] == "aws:cdk:acknowledged-rules" for e in entries)]
+        assert paths
+        for path in paths:
+            parts = path.strip("/").split("/")
+            assert len(parts) >= 3, f"{path}: acknowledge on the resource, not on the stack or a whole construct"
+
+
 def test_the_plugin_reports_what_it_finds(tmp_path):
     """Negative control: the same plugin wiring flags an unprotected bucket in the report."""
     app = cdk.App(outdir=str(tmp_path))
