@@ -17,7 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from cli import config
+import stackfacts as facts
 from cli.aws import collect, join_key, pages, parse_s3_uri, s3_uri
 from cli.backend import Backend
 from cli.errors import CliError, describe_aws_error, is_not_found
@@ -153,7 +153,7 @@ def resolve_execution(backend: Backend, execution: str | None) -> str:
         if ":execution:" not in execution:
             raise CliError(f"not an execution ARN: {execution}")
         return execution
-    state_machine = backend.output(config.OUTPUT_STATE_MACHINE, "to find executions")
+    state_machine = backend.output(facts.OUTPUT_STATE_MACHINE, "to find executions")
     if execution:
         return execution_arn_for(state_machine, execution)
     for page in pages(backend.stepfunctions, "stepfunctions", "list_executions", stateMachineArn=state_machine,
@@ -369,12 +369,12 @@ class Job:
     @property
     def output_archive(self) -> tuple[str, str] | None:
         """(bucket, key) of output.tar.gz: beside model.tar.gz, as SageMaker writes it."""
-        if self.model_uri and self.model_uri.endswith("/" + config.MODEL_ARCHIVE):
+        if self.model_uri and self.model_uri.endswith("/" + facts.MODEL_ARCHIVE):
             bucket, key = parse_s3_uri(self.model_uri)
-            return bucket, key[: -len(config.MODEL_ARCHIVE)] + config.OUTPUT_ARCHIVE
+            return bucket, key[: -len(facts.MODEL_ARCHIVE)] + facts.OUTPUT_ARCHIVE
         if self.output_path:
             bucket, key = parse_s3_uri(self.output_path)
-            return bucket, join_key(key, self.name, "output", config.OUTPUT_ARCHIVE)
+            return bucket, join_key(key, self.name, "output", facts.OUTPUT_ARCHIVE)
         return None
 
 
@@ -392,7 +392,7 @@ def job_from(d: dict) -> Job:
     # output is the rule's own S3OutputPath if set, else <OutputDataConfig>/<job>/rule-output (AWS's default); the
     # local stand-in uses <ProfilerConfig.S3OutputPath>/<job>/rule-output. Only looked for when the rule is set.
     report_rules = [r for r in d.get("ProfilerRuleConfigurations", [])
-                    if r.get("RuleConfigurationName") == config.PROFILER_REPORT_RULE]
+                    if r.get("RuleConfigurationName") == facts.PROFILER_REPORT_RULE]
     profiler_paths = [r["S3OutputPath"] for r in report_rules if r.get("S3OutputPath")]
     if report_rules:
         for base in (output_path, (d.get("ProfilerConfig") or {}).get("S3OutputPath")):
@@ -470,8 +470,8 @@ class Curves:
 def metric_queries(job_name: str, metrics: Iterable[str] = CURVE_METRICS) -> list[dict]:
     """GetMetricData queries for a training job's metrics (SageMaker publishes them per Host <job>/algo-1)."""
     return [{"Id": f"m{i}", "Label": name, "ReturnData": True, "MetricStat": {
-        "Metric": {"Namespace": config.TRAINING_METRICS_NAMESPACE, "MetricName": name,
-                   "Dimensions": [{"Name": "Host", "Value": job_name + config.HOST_SUFFIX}]},
+        "Metric": {"Namespace": facts.TRAINING_METRICS_NAMESPACE, "MetricName": name,
+                   "Dimensions": [{"Name": "Host", "Value": job_name + "/" + facts.TRAINING_HOST}]},
         "Period": 60, "Stat": "Average"}} for i, name in enumerate(metrics)]
 
 
@@ -554,11 +554,11 @@ def find_profiler_report(backend: Backend, job: Job) -> ProfilerReport | None:
             log.info("listing %s: %s", path, describe_aws_error(exc))
             continue
         for item in keys:
-            if item["Key"].endswith("/" + config.PROFILER_REPORT_FILE):
+            if item["Key"].endswith("/" + facts.PROFILER_REPORT_FILE):
                 return ProfilerReport(bucket, item["Key"], True)
     bucket, prefix = parse_s3_uri(job.profiler_paths[-1])
-    return ProfilerReport(bucket, join_key(prefix, config.PROFILER_REPORT_RULE, "profiler-output",
-                                           config.PROFILER_REPORT_FILE), False)
+    return ProfilerReport(bucket, join_key(prefix, facts.PROFILER_REPORT_RULE, "profiler-output",
+                                           facts.PROFILER_REPORT_FILE), False)
 
 
 def describe_endpoint(backend: Backend, name: str) -> dict | None:

@@ -41,6 +41,7 @@ from botocore.exceptions import ClientError
 from botocore.response import StreamingBody
 from botocore.validate import validate_parameters
 
+import stackfacts as facts
 from cli import config
 from cli.aws import (
     collect,
@@ -400,7 +401,7 @@ def recorded_region(root: Path) -> str:
     for path in sorted((Path(root) / API_DIR / "stepfunctions" / "describe_execution").glob("*.json")):
         if region := region_of_arn(str(_read(path).get("executionArn", ""))):
             return region
-    return config.LOCAL_REGION
+    return facts.LOCAL_REGION
 
 
 def validate_recording(root: str | Path) -> list[str]:
@@ -660,25 +661,25 @@ def _stack_record(name: str, execution: dict, jobs: list[dict], endpoints: list[
                   overrides: dict[str, str]) -> dict:
     """A DescribeStacks response for a local run: the outputs the CLI reads, from what the execution used."""
     state_machine = execution["stateMachineArn"]
-    outputs = {config.OUTPUT_STATE_MACHINE: state_machine}
+    outputs = {facts.OUTPUT_STATE_MACHINE: state_machine}
     for d in jobs:
         path = (d.get("OutputDataConfig") or {}).get("S3OutputPath")
         if path:
-            outputs[config.OUTPUT_BUCKET] = parse_s3_uri(path)[0]
+            outputs[facts.OUTPUT_BUCKET] = parse_s3_uri(path)[0]
         train = job_from(d).train_data_uri
         if train and train.rstrip("/").endswith("/" + contract.TRAIN):
             bucket, key = parse_s3_uri(train.rstrip("/")[: -len(contract.TRAIN)])
-            outputs[config.OUTPUT_DATASET] = f"s3://{bucket}/{key}"  # what the run trained on
+            outputs[facts.OUTPUT_DATASET] = f"s3://{bucket}/{key}"  # what the run trained on
     if endpoints:
-        outputs[config.OUTPUT_ENDPOINT] = endpoints[-1]
+        outputs[facts.OUTPUT_ENDPOINT] = endpoints[-1]
     outputs.update(overrides)
     # The recording files executions under the state machine that ran them: the stack must name that one.
-    if outputs[config.OUTPUT_STATE_MACHINE] != state_machine:
-        log.info("recording: StateMachineArn %s replaced by the one that ran, %s", outputs[config.OUTPUT_STATE_MACHINE],
+    if outputs[facts.OUTPUT_STATE_MACHINE] != state_machine:
+        log.info("recording: StateMachineArn %s replaced by the one that ran, %s", outputs[facts.OUTPUT_STATE_MACHINE],
                  state_machine)
-        outputs[config.OUTPUT_STATE_MACHINE] = state_machine
+        outputs[facts.OUTPUT_STATE_MACHINE] = state_machine
     parts = state_machine.split(":")
-    region, account = (parts[3], parts[4]) if len(parts) > 5 else (config.LOCAL_REGION, "000000000000")
+    region, account = (parts[3], parts[4]) if len(parts) > 5 else (facts.LOCAL_REGION, facts.LOCAL_ACCOUNT)
     return {"Stacks": [{
         "StackName": name, "StackId": f"arn:aws:cloudformation:{region}:{account}:stack/{name}/local",
         "Description": f"local run (recorded); the prediction API path is {contract.PREDICT_PATH}",

@@ -19,7 +19,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from cli import config, cost
+import stackfacts as facts
+from cli import cost
 from cli.aws import console_execution_url, console_s3_url, parse_s3_uri
 from cli.backend import Backend
 from cli.errors import CliError, is_not_found
@@ -184,8 +185,8 @@ def gather(backend: Backend, arn: str, out_dir: Path, request: PredictionsReques
             data, _ = read_object(backend, profiler.bucket, profiler.key)
             if data is not None:
                 out_dir.mkdir(parents=True, exist_ok=True)
-                (out_dir / config.PROFILER_REPORT_FILE).write_bytes(data)
-                profiler_copy = config.PROFILER_REPORT_FILE
+                (out_dir / facts.PROFILER_REPORT_FILE).write_bytes(data)
+                profiler_copy = facts.PROFILER_REPORT_FILE
     endpoint = describe_endpoint(backend, execution.endpoint) if execution.endpoint else None
 
     names: dict[str, str] = {}
@@ -207,7 +208,7 @@ def gather(backend: Backend, arn: str, out_dir: Path, request: PredictionsReques
         else:
             predictions, note = _evaluate_run(backend, final.job, work, names, progress)
     endpoint_cost = cost.endpoint_cost(backend, endpoint, local=backend.is_local) if endpoint else None
-    dashboard = None if backend.is_local else backend.known_output(config.OUTPUT_DASHBOARD)
+    dashboard = None if backend.is_local else backend.known_output(facts.OUTPUT_DASHBOARD)
     return ReportData(source=backend.source, region=backend.region, is_local=backend.is_local, execution=execution,
                       tuning=tuning, trials=trials, final=final, profiler=profiler, profiler_copy=profiler_copy,
                       endpoint=endpoint, predictions=predictions, predictions_note=note, display_names=names,

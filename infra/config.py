@@ -15,12 +15,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+import stackfacts as facts
 from ml import contract
 
 PROFILES = ("cloud", "local")
 # Debugger's built-in rules of the seed: the script's own HEALTH_CHECKS mirror all but Overtraining.
 DEBUG_RULES: tuple[str, ...] = (*contract.HEALTH_CHECKS, "Overtraining")
-PROFILER_RULES: tuple[str, ...] = ("ProfilerReport", "LowGPUUtilization")
+PROFILER_RULES: tuple[str, ...] = (facts.PROFILER_REPORT_RULE, "LowGPUUtilization")
 # SageMaker caps a tuning job name at 32 characters: "<prefix>-<12 hex run id>".
 RUN_ID_LENGTH = 12
 MAX_PREFIX_LENGTH = 32 - 1 - RUN_ID_LENGTH
@@ -248,12 +249,12 @@ class LambdaConfig(_Model):
 
 class StackConfig(_Model):
     profile: Literal["cloud", "local"] = "cloud"
-    stack_name: str = "ImageClassifier"
-    prefix: str = "imgclf"
+    stack_name: str = facts.STACK_NAME
+    prefix: str = facts.RESOURCE_PREFIX
     region: str | None = None  # None: one region-agnostic template (images from a per-region mapping)
     removal_policy: Literal["retain", "destroy"] = "retain"
     teardown_on_destroy: bool = True
-    data_prefix: str = "data/"  # the SageMaker role reads datasets under s3://<bucket>/<data_prefix>
+    data_prefix: str = facts.DATA_PREFIX  # the SageMaker role reads datasets under s3://<bucket>/<data_prefix>
     log_retention_days: int = 30
     artifact_retention_days: int = Field(30, ge=1)  # debugger/, profiler/, tuning/ outputs
     checkpoint_retention_days: int = Field(7, ge=1)
@@ -373,7 +374,7 @@ def _narrow(space: contract.TuningSpace, overrides: Mapping[str, RangeOverride])
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "cloud": {},
     "local": {
-        "region": "us-east-1",
+        "region": facts.LOCAL_REGION,
         # No CloudFormation deletion runs locally (`imgclf teardown --local` cleans a run), and the teardown's
         # Provider framework would add a second state machine to the template the local engine runs.
         "teardown_on_destroy": False,

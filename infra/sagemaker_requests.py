@@ -19,6 +19,7 @@ from typing import Any
 
 from sagemaker.core.debugger import CollectionConfig, DebuggerHookConfig, ProfilerRule, Rule, rule_configs
 
+import stackfacts as facts
 from infra.config import StackConfig
 from ml import contract
 
@@ -40,7 +41,7 @@ CHECKPOINTS = "checkpoints/"
 DEBUGGER_OUTPUT = "debugger/"
 PROFILER_OUTPUT = "profiler/"
 DATA_CAPTURE = "datacapture/"
-VARIANT_NAME = "AllTraffic"
+VARIANT_NAME = facts.VARIANT_NAME
 
 
 def sub(key: str) -> str:

@@ -35,6 +35,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+import stackfacts as facts
 from ml import contract
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -384,8 +385,8 @@ def _copy_artifacts(out: Path, sm, output: dict | None, execution) -> dict[str, 
     desc = sm.describe_training_job(TrainingJobName=job)
     model = desc.get("ModelArtifacts", {}).get("S3ModelArtifacts")
     if model and sm.s3.path(model).is_file():
-        shutil.copy2(sm.s3.path(model), out / "model.tar.gz")
-        paths["model"] = str(out / "model.tar.gz")
+        shutil.copy2(sm.s3.path(model), out / facts.MODEL_ARCHIVE)
+        paths["model"] = str(out / facts.MODEL_ARCHIVE)
     verdicts = {r["RuleConfigurationName"]: r["RuleEvaluationStatus"]
                 for key in ("DebugRuleEvaluationStatuses", "ProfilerRuleEvaluationStatuses") for r in desc.get(key, [])}
     if verdicts:
@@ -393,8 +394,8 @@ def _copy_artifacts(out: Path, sm, output: dict | None, execution) -> dict[str, 
         paths["rule verdicts JSON"] = str(out / "rule-verdicts.json")
     report = sm.profiler_report(job)
     if report and report.is_file():
-        shutil.copy2(report, out / "profiler-report.html")
-        paths["profiler report"] = str(out / "profiler-report.html")
+        shutil.copy2(report, out / facts.PROFILER_REPORT_FILE)
+        paths["profiler report"] = str(out / facts.PROFILER_REPORT_FILE)
     return paths
 
 
@@ -467,9 +468,7 @@ class LiveRecording:
         """The execution's ARN as the engine's Step Functions (moto, active while the run lasts) lists it."""
         import boto3
 
-        from local.engine import DEFAULT_REGION
-
-        client = boto3.client("stepfunctions", region_name=DEFAULT_REGION, aws_access_key_id="local",
+        client = boto3.client("stepfunctions", region_name=facts.LOCAL_REGION, aws_access_key_id="local",
                               aws_secret_access_key="local")
         for machine in client.list_state_machines().get("stateMachines", []):
             for execution in client.list_executions(stateMachineArn=machine["stateMachineArn"]).get("executions", []):
@@ -649,7 +648,6 @@ def _summary(console: Console, output: dict, paths: dict[str, str], api_url: str
 
 def load_template(path: Path, prefix: str) -> dict:
     """A synthesized template (`cdk synth`'s cdk.out/<Stack>.template.json), checked against the context given."""
-    from cli.config import OUTPUT_RESOURCE_PREFIX
     from infra.definition import state_machine_resource
 
     try:
@@ -659,7 +657,7 @@ def load_template(path: Path, prefix: str) -> dict:
         raise DemoError(f"--template {path}: {exc.strerror}") from None
     except (ValueError, AttributeError) as exc:
         raise DemoError(f"--template {path} is not this app's synthesized template: {exc}") from None
-    synthesized_prefix = template.get("Outputs", {}).get(OUTPUT_RESOURCE_PREFIX, {}).get("Value")
+    synthesized_prefix = template.get("Outputs", {}).get(facts.OUTPUT_RESOURCE_PREFIX, {}).get("Value")
     if synthesized_prefix != prefix:
         raise DemoError(f"--template {path} was synthesized with prefix {synthesized_prefix!r}, the context given "
                         f"says {prefix!r}: pass the -c options it was synthesized with")
@@ -713,7 +711,6 @@ def check_gate_rules(gate_rules: tuple[str, ...]) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    from cli.config import OUTPUT_API_URL
     from cli.recording import ExecutionRecord, write_recording
     from infra import load_config_for, synth_template
     from infra.config import validate_input
@@ -722,7 +719,6 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from local.iam import state_machine_authorizer
     from local.rest_api import create_server, load_forwarder
     from local.sagemaker import LocalSageMaker
-    from local.sagemaker.api import DEFAULT_ACCOUNT, DEFAULT_REGION
     from local.serve import local_aws_environment
 
     # Context and input errors in one line, in seconds, before anything is synthesized or trained.
@@ -749,7 +745,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     else:
         log_line(console, f"running the synthesized template {template_path}")
     (out / "template.json").write_text(json.dumps(template, indent=1))
-    resolver = Resolver(template, region=DEFAULT_REGION, account=DEFAULT_ACCOUNT)
+    resolver = Resolver(template, region=facts.LOCAL_REGION, account=facts.LOCAL_ACCOUNT)
     definition = resolver.definition()
     outputs = resolver.outputs()
     timings["synth"] = time.monotonic() - t0
@@ -794,7 +790,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         t0 = time.monotonic()
         name = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
         # The API outlives the run only with --serve: a URL that is gone once the demo exits is not recorded.
-        recorded_outputs = {**outputs, **({OUTPUT_API_URL: api_url} if args.serve else {})}
+        recorded_outputs = {**outputs, **({facts.OUTPUT_API_URL: api_url} if args.serve else {})}
         live = LiveRecording(out, sm, ui, name, recorded_outputs, interval=args.record_interval).start()
         stack.callback(live.stop)
         ticking = threading.Event()

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 
+import stackfacts as facts
 from local import wsgi
 from local.endpoint_server import (
     EndpointProcess,
@@ -42,8 +43,8 @@ def local_aws_environment(endpoint_url: str, endpoint_name: str) -> dict[str, st
         "AWS_ACCESS_KEY_ID": "local",
         "AWS_SECRET_ACCESS_KEY": "local",
         "AWS_SESSION_TOKEN": "local",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": facts.LOCAL_REGION,
+        "AWS_REGION": facts.LOCAL_REGION,
         "AWS_EC2_METADATA_DISABLED": "true",
         "POWERTOOLS_SERVICE_NAME": "predict",
         # botocore honours HTTP(S)_PROXY: loopback must never go through one.

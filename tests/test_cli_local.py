@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import stackfacts as facts
 from cli import config
 from cli.main import build_parser, main, untangle_local
 from cli.recording import RecordedClient
@@ -222,7 +223,7 @@ def test_predict_uses_the_runs_recorded_api_url(tmp_path, scenario, capsys):
     image = tmp_path / "img.png"
     image.write_bytes(png_bytes())
     with StubApi() as api:
-        record(tmp_path / "run", scenario, stack_outputs={config.OUTPUT_API_URL: api.url})
+        record(tmp_path / "run", scenario, stack_outputs={facts.OUTPUT_API_URL: api.url})
         code, out, err = run(["predict", "--local", str(tmp_path / "run"), str(image), "--json"], capsys)
     assert code == 0, err
     assert json.loads(out)[0]["predictions"][0] == {"label": "3", "score": 0.91}
@@ -343,7 +344,7 @@ def test_local_predict_skips_a_stopped_recorded_api(tmp_path, scenario, monkeypa
         stopped, nothing = (f"http://127.0.0.1:{s.getsockname()[1]}" for s in (dead, other))
     image = tmp_path / "img.png"
     image.write_bytes(png_bytes())
-    record(tmp_path / "run", scenario, stack_outputs={config.OUTPUT_API_URL: stopped})
+    record(tmp_path / "run", scenario, stack_outputs={facts.OUTPUT_API_URL: stopped})
     with StubApi() as api:
         monkeypatch.setattr(config, "LOCAL_API_URL", api.url)
         code, out, err = run(["predict", "--local", str(tmp_path / "run"), str(image), "--json"], capsys)

@@ -22,6 +22,7 @@ from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 from botocore.validate import ParamValidator
 
+import stackfacts as facts
 from cli import config
 from cli.pipeline import metric_queries
 from ml import contract
@@ -308,7 +309,7 @@ class Scenario:
     def describe_execution(self) -> dict:
         d = {"executionArn": self.execution_arn, "stateMachineArn": STATE_MACHINE, "name": self.execution_name,
              "status": self.status, "startDate": T0 - dt.timedelta(seconds=5),
-             "input": json.dumps({config.INPUT_DATASET: f"s3://{BUCKET}/data/"}),
+             "input": json.dumps({facts.INPUT_DATASET: f"s3://{BUCKET}/data/"}),
              "output": json.dumps({"endpoint": self.endpoint})}
         if self.status != "RUNNING":
             d["stopDate"] = T0 + dt.timedelta(minutes=32)
@@ -361,9 +362,9 @@ class Scenario:
 
     def describe_stacks(self, outputs: dict[str, str] | None = None) -> dict:
         outputs = outputs if outputs is not None else {
-            config.OUTPUT_BUCKET: BUCKET, config.OUTPUT_DATASET: f"s3://{BUCKET}/data/",
-            config.OUTPUT_STATE_MACHINE: STATE_MACHINE, config.OUTPUT_API_URL: API_URL,
-            config.OUTPUT_ENDPOINT: self.endpoint, config.OUTPUT_DASHBOARD: DASHBOARD_URL}
+            facts.OUTPUT_BUCKET: BUCKET, facts.OUTPUT_DATASET: f"s3://{BUCKET}/data/",
+            facts.OUTPUT_STATE_MACHINE: STATE_MACHINE, facts.OUTPUT_API_URL: API_URL,
+            facts.OUTPUT_ENDPOINT: self.endpoint, facts.OUTPUT_DASHBOARD: DASHBOARD_URL}
         return {"Stacks": [{"StackName": STACK, "StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/"
                                                           f"{STACK}/1a2b3c", "CreationTime": T0 - dt.timedelta(days=2),
                             "StackStatus": "UPDATE_COMPLETE",

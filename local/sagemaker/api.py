@@ -11,10 +11,10 @@ import botocore.session
 from botocore.model import ListShape, MapShape, OperationModel, ServiceModel, Shape, StructureShape
 from botocore.validate import ParamValidator
 
+import stackfacts as facts
 from local.sagemaker.errors import SageMakerError, validation
 
-DEFAULT_REGION = "us-east-1"
-DEFAULT_ACCOUNT = "123456789012"
+DEFAULT_REGION, DEFAULT_ACCOUNT = facts.LOCAL_REGION, facts.LOCAL_ACCOUNT
 
 
 @functools.cache
