@@ -201,7 +201,7 @@ def _check_weights(backend: Backend) -> None:
 def cmd_status(args: argparse.Namespace, backend: Backend) -> int:
     from rich.live import Live
 
-    from cli.pipeline import resolve_execution
+    from cli.loaders import resolve_execution
     from cli.views import console, load_snapshot, status_view
 
     if args.interval <= 0:
@@ -223,7 +223,7 @@ def cmd_status(args: argparse.Namespace, backend: Backend) -> int:
 
 
 def cmd_best(args: argparse.Namespace, backend: Backend) -> int:
-    from cli.pipeline import load_execution, resolve_execution
+    from cli.loaders import load_execution, resolve_execution
     from cli.views import best_of, best_table, console
 
     execution = load_execution(backend, resolve_execution(backend, args.execution))
@@ -236,7 +236,7 @@ def cmd_best(args: argparse.Namespace, backend: Backend) -> int:
 
 
 def cmd_report(args: argparse.Namespace, backend: Backend) -> int:
-    from cli.pipeline import resolve_execution
+    from cli.loaders import resolve_execution
     from cli.report import PredictionsRequest, build_report
 
     # A local run has its model and test set on this machine: its report has the confusion matrix by default.

@@ -25,12 +25,7 @@ from cli.aws import console_execution_url, console_s3_url, parse_s3_uri
 from cli.backend import Backend
 from cli.errors import CliError, is_not_found
 from cli.evaluate import Predictions, evaluate, extract_model, load_predictions
-from cli.pipeline import (
-    Curves,
-    Execution,
-    Job,
-    ProfilerReport,
-    Tuning,
+from cli.loaders import (
     describe_endpoint,
     find_profiler_report,
     job_curves,
@@ -41,7 +36,8 @@ from cli.pipeline import (
     read_job_outputs,
     read_object,
 )
-from cli.recording import confined
+from cli.model import Curves, Execution, Job, ProfilerReport, Tuning
+from cli.recording.reader import confined
 from cli.views import fmt_duration, fmt_metric, fmt_time
 from ml import contract
 

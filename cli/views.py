@@ -19,7 +19,8 @@ from cli import cost
 from cli.backend import Backend
 from cli.cost import EndpointCost
 from cli.errors import CliError, is_not_found
-from cli.pipeline import Execution, Job, Tuning, describe_endpoint, load_execution, load_job, load_tuning
+from cli.loaders import describe_endpoint, load_execution, load_job, load_tuning
+from cli.model import Execution, Job, Tuning
 from ml import contract
 
 STATUS_STYLE = {

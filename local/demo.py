@@ -477,7 +477,7 @@ class LiveRecording:
         return None
 
     def record(self, status: str, events: list[dict], arn: str | None = None, **details: object) -> None:
-        from cli.recording import ExecutionRecord, write_recording
+        from cli.recording.writer import ExecutionRecord, write_recording
 
         arn = arn or self.arn
         if arn is None:
@@ -558,33 +558,11 @@ def prune_runs(out: Path, keep: int, protected: set[Path] = frozenset()) -> tupl
     """Delete the job files (working trees, logs, S3 outputs, checkpoints) of every run but the newest `keep`;
     the files in `protected` (model archives an endpoint serves) stay. The recorded API answers stay, so
     `imgclf status` still shows old runs. Returns (runs pruned, bytes freed)."""
-    from cli.pipeline import execution_refs
-    from cli.recording import record_path
+    from cli.recording.writer import recorded_runs
 
-    def read(path: Path) -> dict:
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return {}
-
-    listings = (out / "api" / "stepfunctions" / "list_executions").glob("*.json")
-    executions = sorted({e["executionArn"]: e for path in listings for e in read(path).get("executions", [])
-                         if "executionArn" in e}.values(), key=lambda e: str(e.get("startDate", "")), reverse=True)
-    kept_jobs: set[str] = set()
-    old_jobs: list[dict] = []
-    for index, execution in enumerate(executions):
-        name = execution["executionArn"].rsplit(":", 1)[-1]
-        history = read(record_path(out, "stepfunctions", "get_execution_history", name))
-        refs = execution_refs(history.get("events", []))
-        jobs = list(refs.training_jobs)
-        for tuning in refs.tuning_jobs:
-            listing = read(record_path(out, "sagemaker", "list_training_jobs_for_hyper_parameter_tuning_job", tuning))
-            jobs += [t["TrainingJobName"] for t in listing.get("TrainingJobSummaries", [])]
-        if index < keep:
-            kept_jobs.update(jobs)
-            continue
-        old_jobs += [read(record_path(out, "sagemaker", "describe_training_job", job)) or {"TrainingJobName": job}
-                     for job in jobs]
+    runs = recorded_runs(out)
+    kept_jobs = {d["TrainingJobName"] for _, jobs in runs[:keep] for d in jobs}
+    old_jobs = [d for _, jobs in runs[keep:] for d in jobs]
     protected = {p.resolve() for p in protected}
     freed, pruned = 0, set()
     for described in old_jobs:
@@ -595,8 +573,8 @@ def prune_runs(out: Path, keep: int, protected: set[Path] = frozenset()) -> tupl
             if removed is not None:
                 freed += removed
                 pruned.add(described["TrainingJobName"])
-    runs = max(0, len(executions) - keep)
-    return (runs if pruned else 0), freed
+    older = max(0, len(runs) - keep)
+    return (older if pruned else 0), freed
 
 
 def _served_models(sm) -> set[Path]:
@@ -711,7 +689,7 @@ def check_gate_rules(gate_rules: tuple[str, ...]) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    from cli.recording import ExecutionRecord, write_recording
+    from cli.recording.writer import ExecutionRecord, write_recording
     from infra import load_config_for, synth_template
     from infra.config import validate_input
     from infra.definition import Resolver

@@ -49,6 +49,7 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state
 )
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 
+from cli.model import StateVisit, history_states
 from local.sagemaker import LocalSageMaker, SageMakerError
 from local.sagemaker.api import DEFAULT_ACCOUNT, DEFAULT_REGION, service_model, to_json
 
@@ -267,33 +268,12 @@ class ExecutionResult:
         """The state the execution failed in (the last state entered), for 'failed in X: cause' messages."""
         if self.succeeded:
             return None
-        for event in reversed(self.events):
-            details = event.get("stateEnteredEventDetails")
-            if details:
-                return details.get("name")
-        return None
+        visits = self.states()
+        return visits[-1].name if visits else None
 
-    def states(self) -> list[dict]:
-        """[{name, type, entered, exited, status}] in the order states were entered (for summary tables);
-        status is succeeded, caught (failed, then left through a Catch), failed or running."""
-        rows: list[dict] = []
-        open_rows: dict[str, dict] = {}
-        last: dict | None = None
-        for event in self.events:
-            kind = event["type"]
-            if "stateEnteredEventDetails" in event:
-                last = {"name": event["stateEnteredEventDetails"]["name"], "type": kind.removesuffix("StateEntered"),
-                        "entered": event["timestamp"], "exited": None, "status": "running"}
-                rows.append(last)
-                open_rows[last["name"]] = last
-            elif "stateExitedEventDetails" in event:
-                row = open_rows.pop(event["stateExitedEventDetails"]["name"], None)
-                if row:
-                    row["exited"] = event["timestamp"]
-                    row["status"] = "caught" if row["status"] == "failed" else "succeeded"
-            elif kind.endswith(("Failed", "TimedOut")) and kind != "ExecutionFailed" and last is not None:
-                last["status"] = "failed"
-        return rows
+    def states(self) -> list[StateVisit]:
+        """The states entered, in order (cli.model.history_states: the one reading of a history into states)."""
+        return history_states(self.events)
 
     def save(self, path: str | Path) -> Path:
         """The execution history as JSON (what GetExecutionHistory returns, plus the outcome)."""

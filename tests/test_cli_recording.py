@@ -10,7 +10,8 @@ import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
 from cli.aws import collect, shape_problems
-from cli.recording import RecordedClient, RecordedS3, record_path, validate_recording, write_recording
+from cli.recording.reader import RecordedClient, RecordedS3, record_path, validate_recording
+from cli.recording.writer import write_recording
 from tests.test_cli_support import (
     BUCKET,
     STACK,
@@ -151,7 +152,7 @@ def test_recorded_client_validates_requests_and_refuses_unknown_calls(run_dir):
 
 def test_recorded_cloudwatch_answers_each_query(tmp_path, scenario):
     record(tmp_path, scenario, cloudwatch=FakeCloudWatch(scenario))
-    from cli.pipeline import metric_queries
+    from cli.model import metric_queries
 
     name = scenario.final_job
     response = RecordedClient(tmp_path, "cloudwatch").get_metric_data(
@@ -285,7 +286,7 @@ def test_execution_record_stands_in_for_a_finished_engine_run(tmp_path, scenario
     from types import SimpleNamespace
 
     from cli.aws import jsonable
-    from cli.recording import ExecutionRecord
+    from cli.recording.writer import ExecutionRecord
 
     events = jsonable(scenario.events())  # the engine renders timestamps as ISO strings
     result = SimpleNamespace(execution_arn=scenario.execution_arn, status="SUCCEEDED", events=events,
@@ -305,7 +306,7 @@ def test_execution_record_stands_in_for_a_finished_engine_run(tmp_path, scenario
 
 
 def test_profiler_report_is_looked_for_only_when_the_rule_ran(scenario):
-    from cli.pipeline import job_from
+    from cli.model import job_from
 
     final = scenario.describe_job(scenario.final_job)
     assert job_from(final).profiler_paths == [f"s3://{BUCKET}/jobs/{scenario.final_job}/rule-output",

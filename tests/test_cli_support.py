@@ -24,7 +24,7 @@ from botocore.validate import ParamValidator
 
 import stackfacts as facts
 from cli import config
-from cli.pipeline import metric_queries
+from cli.model import metric_queries
 from ml import contract
 
 REGION, ACCOUNT = "us-east-1", "123456789012"
@@ -615,7 +615,7 @@ class Stubs:
 
 def record(root, scenario: Scenario, **kwargs: Any) -> list:
     """A recorded local run of `scenario` under root, written by the real write_recording over the fakes."""
-    from cli.recording import write_recording
+    from cli.recording.writer import write_recording
 
     return write_recording(root, sagemaker=FakeSageMaker(scenario), stepfunctions=FakeStepFunctions(scenario),
                            execution_arn=scenario.execution_arn, s3=FakeS3(scenario.s3_objects()), **kwargs)
