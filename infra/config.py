@@ -480,7 +480,7 @@ def _load_config(context: dict[str, Any]) -> StackConfig:
 
 
 # --- the execution input ---------------------------------------------------------------------------------
-# The keys the state machine's "Check input" accepts (infra.pipeline.INPUT_KEYS); bounds from the typed config.
+# The keys the state machine's "Check input" accepts (stackfacts.INPUT_KEYS); bounds from the typed config.
 def _bounds(model: type[BaseModel], name: str) -> tuple[float, float]:
     low = high = None
     for meta in model.model_fields[name].metadata:
@@ -505,13 +505,12 @@ S3_URI_MAX = 1024
 def validate_input(value: Any, cfg: StackConfig, *, dataset_prefix: str | None = None) -> dict[str, Any]:
     """The checks of the state machine's "Check input", in Python, before a run starts (ConfigError names the
     key in one line). `dataset_prefix`: s3://<bucket>/<data_prefix> when the bucket is known."""
-    from infra.pipeline import INPUT_KEYS  # the state machine's list (infra.pipeline imports this module)
-
     if not isinstance(value, Mapping):
         raise ConfigError("input: must be a JSON object")
-    unknown = sorted(set(value) - set(INPUT_KEYS))
+    unknown = sorted(set(value) - set(facts.INPUT_KEYS))
     if unknown:
-        raise ConfigError(f"input '{unknown[0]}': unknown key (misspelt?); the input may hold {', '.join(INPUT_KEYS)}")
+        raise ConfigError(f"input '{unknown[0]}': unknown key (misspelt?); the input may hold "
+                          f"{', '.join(facts.INPUT_KEYS)}")
     limits = input_limits()
     for key in ("max_jobs", "max_parallel_jobs"):
         if key in value:

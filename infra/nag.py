@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_cdk import Acknowledgment, Stack, Validations
 from aws_cdk import aws_iam as iam
 from constructs import IConstruct
+
+if TYPE_CHECKING:  # the stack calls acknowledge(self): a runtime import would be a circle
+    from infra.stack import ImageClassifierStack
 
 PACK = "AwsSolutions"  # cdk-nag 3 acknowledgement ids are "<pack>::<rule>[finding]"
 # Why each wildcard statement is as narrow as it can be, by the Sid given in infra.security / api / teardown.
@@ -118,11 +121,8 @@ def acknowledge_wildcards(policy: iam.Policy) -> list[str]:
     return ids
 
 
-def acknowledge(stack: Stack) -> None:
+def acknowledge(stack: ImageClassifierStack) -> None:
     """Acknowledge the stack's remaining findings; called once the stack is complete."""
-    from infra.stack import ImageClassifierStack
-
-    assert isinstance(stack, ImageClassifierStack)
     cfg = stack.cfg
     roles: list[iam.Role] = [stack.roles.sagemaker, stack.roles.state_machine, stack.api.role]
     if stack.teardown is not None:
