@@ -16,7 +16,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 import stackfacts as facts
-from cli.aws import collect, pages, parse_s3_uri, s3_uri
+from awsshapes import collect, pages, s3_uri
+from cli.aws import s3_location
 from cli.backend import Backend
 from cli.errors import CliError, describe_aws_error, is_not_found
 from cli.model import (
@@ -168,7 +169,7 @@ def find_profiler_report(backend: Backend, job: Job) -> ProfilerReport | None:
     if not job.profiler_paths:
         return None
     for path in job.profiler_paths:
-        bucket, prefix = parse_s3_uri(path)
+        bucket, prefix = s3_location(path)
         try:
             keys = list_keys(backend, bucket, prefix.rstrip("/") + "/")
         except ClientError as exc:
@@ -177,7 +178,7 @@ def find_profiler_report(backend: Backend, job: Job) -> ProfilerReport | None:
         for item in keys:
             if item["Key"].endswith("/" + facts.PROFILER_REPORT_FILE):
                 return ProfilerReport(bucket, item["Key"], True)
-    bucket, prefix = parse_s3_uri(job.profiler_paths[-1])
+    bucket, prefix = s3_location(job.profiler_paths[-1])
     return ProfilerReport(bucket, facts.profiler_report_key(prefix), False)
 
 

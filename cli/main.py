@@ -19,8 +19,9 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 import stackfacts as facts
+from awsshapes import s3_uri
 from cli import config
-from cli.aws import console_execution_url, parse_s3_uri, s3_uri
+from cli.aws import console_execution_url, s3_location
 from cli.backend import Backend, aws_backend, local_backend
 from cli.errors import EXIT_ERROR, EXIT_USAGE, CliError, UsageError, describe_aws_error, error_code
 from ml import contract
@@ -43,7 +44,7 @@ def dataset_location(backend: Backend, bucket: str | None, prefix: str | None) -
     if bucket is None or prefix is None:
         root = backend.optional_output(facts.OUTPUT_DATASET)
     if root:
-        root_bucket, root_prefix = parse_s3_uri(root)
+        root_bucket, root_prefix = s3_location(root)
         return bucket or root_bucket, (prefix if prefix is not None else root_prefix).strip("/"), root
     bucket = bucket or backend.output(facts.OUTPUT_BUCKET, "to know where to upload (or pass --bucket)")
     return bucket, (prefix if prefix is not None else facts.DATA_PREFIX).strip("/"), None
@@ -127,7 +128,7 @@ def cmd_start(args: argparse.Namespace, backend: Backend) -> int:
     state_machine = backend.output(facts.OUTPUT_STATE_MACHINE, "to start an execution")
     document: dict = {}
     if args.dataset:
-        bucket, key = parse_s3_uri(args.dataset)
+        bucket, key = s3_location(args.dataset)
         dataset = s3_uri(bucket, key.rstrip("/") + "/")
         root = backend.optional_output(facts.OUTPUT_DATASET)
         if root and not dataset.startswith(root):

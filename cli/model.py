@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import stackfacts as facts
-from cli.aws import parse_s3_uri, s3_uri
+from awsshapes import s3_uri
+from cli.aws import s3_location
 from cli.errors import CliError
 from ml import contract
 
@@ -360,10 +361,10 @@ class Job:
     def output_archive(self) -> tuple[str, str] | None:
         """(bucket, key) of output.tar.gz: beside model.tar.gz, as SageMaker writes it."""
         if self.model_uri and self.model_uri.endswith("/" + facts.MODEL_ARCHIVE):
-            bucket, key = parse_s3_uri(self.model_uri)
+            bucket, key = s3_location(self.model_uri)
             return bucket, key[: -len(facts.MODEL_ARCHIVE)] + facts.OUTPUT_ARCHIVE
         if self.output_path:
-            bucket, key = parse_s3_uri(self.output_path)
+            bucket, key = s3_location(self.output_path)
             return bucket, facts.job_output_key(key, self.name, facts.OUTPUT_ARCHIVE)
         return None
 

@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 
 import stackfacts as facts
 from cli import cost
-from cli.aws import console_execution_url, console_s3_url, parse_s3_uri
+from cli.aws import console_execution_url, console_s3_url, s3_location
 from cli.backend import Backend
 from cli.errors import CliError, is_not_found
 from cli.evaluate import Predictions, evaluate, extract_model, load_predictions
@@ -123,7 +123,7 @@ def _job_result(backend: Backend, name: str) -> JobResult:
 
 
 def _download_prefix(backend: Backend, uri: str, target: Path) -> int:
-    bucket, prefix = parse_s3_uri(uri)
+    bucket, prefix = s3_location(uri)
     prefix = prefix.rstrip("/") + "/"
     count = 0
     for item in list_keys(backend, bucket, prefix):
@@ -146,7 +146,7 @@ def _evaluate_run(backend: Backend, job: Job, work: Path, names: dict[str, str],
                   progress: Callable[[int, int], Any] | None) -> tuple[Predictions | None, str]:
     if not job.model_uri or not job.test_data_uri:
         return None, f"the final job {job.name} has no model artifact or no test channel to evaluate"
-    data, why = read_object(backend, *parse_s3_uri(job.model_uri))
+    data, why = read_object(backend, *s3_location(job.model_uri))
     if data is None:
         return None, f"the model {job.model_uri} could not be read ({why})"
     model_dir = extract_model(data, work / "model")

@@ -10,7 +10,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 import stackfacts as facts
-from cli.aws import collect
+from awsshapes import collect
 from cli.backend import Backend, StackMissing
 from cli.errors import describe_aws_error, is_not_found
 

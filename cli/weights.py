@@ -16,7 +16,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 import stackfacts as facts
-from cli.aws import parse_s3_uri
+from cli.aws import s3_location
 from cli.backend import Backend
 from cli.errors import CliError, UsageError, error_code
 
@@ -39,7 +39,7 @@ def target(backend: Backend) -> Target | None:
     uri = backend.optional_output(facts.OUTPUT_PRETRAINED_URI)
     if not uri:
         return None
-    bucket, key = parse_s3_uri(uri)
+    bucket, key = s3_location(uri)
     return Target(bucket, key, backend.optional_output(facts.OUTPUT_PRETRAINED_BACKBONE))
 
 

@@ -513,7 +513,7 @@ class LiveRecording:
 
 def _job_folders(out: Path, described: dict) -> list[Path]:
     """Where a training job's files are in a run folder: its working tree, its log copy, its S3 outputs."""
-    from cli.aws import parse_s3_uri
+    from awsshapes import parse_s3_uri
 
     job = described["TrainingJobName"]
     folders = [out / "sagemaker" / "training-jobs" / job, out / "logs" / f"{job}.log"]

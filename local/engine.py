@@ -49,6 +49,7 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state
 )
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 
+import awsshapes
 from cli.model import StateVisit, history_states
 from local.sagemaker import LocalSageMaker, SageMakerError
 from local.sagemaker.api import DEFAULT_ACCOUNT, DEFAULT_REGION, service_model, to_json
@@ -185,12 +186,9 @@ class SageMakerTask(StateTaskServiceCallback):
 class AwsSdkTask(StateTaskServiceAwsSdk):
     """`arn:aws:states:::aws-sdk:<service>:<action>`: SageMaker to the stand-in, any other service to moto."""
 
-    # Step Functions' aws-sdk service names that botocore spells otherwise (moto maps only sfn/states):
-    # "applicationautoscaling" is Application Auto Scaling, botocore's "application-autoscaling"
-    # (https://docs.aws.amazon.com/step-functions/latest/dg/supported-services-awssdk.html).
+    # Step Functions' aws-sdk service names that botocore spells otherwise (moto maps only sfn/states).
     _SERVICE_NAME_SFN_TO_BOTO_OVERRIDES: ClassVar[dict[str, str]] = {
-        **StateTaskServiceAwsSdk._SERVICE_NAME_SFN_TO_BOTO_OVERRIDES,
-        "applicationautoscaling": "application-autoscaling"}
+        **StateTaskServiceAwsSdk._SERVICE_NAME_SFN_TO_BOTO_OVERRIDES, **awsshapes.BOTOCORE_NAMES}
 
     # The SDK's service names in aws-sdk error names (SageMaker.AmazonSageMakerException, ...).
     _SERVICE_NAMES: ClassVar[dict[str, str]] = {"applicationautoscaling": "ApplicationAutoScaling"}

@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("ml", "stackfacts", "lambda", "infra", "cli", "local")
+PACKAGES = ("ml", "stackfacts", "awsshapes", "lambda", "infra", "cli", "local")
 
 # Higher imports lower, never the other way, and never sideways between two packages of one layer.
 LAYERS = {
     "ml": 0,  # the training and inference code: goes into the containers alone (with the Lambda bundle's contract)
     "stackfacts": 0,  # the stack seen from outside: standard library only
+    "awsshapes": 1,  # botocore's models: shapes, constraints, JSON, S3 URIs (for local mode, the CLI, the tests)
     "lambda": 1,  # the forwarder: its bundle holds ml/contract.py and nothing else of ours
     "infra": 2,  # the CDK app
     "cli": 3,  # imgclf: reads what infra deploys (infra.load_config_for for prices)

@@ -9,7 +9,7 @@ import json
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
-from cli.aws import collect, shape_problems
+from awsshapes import collect, output_problems
 from cli.recording.reader import RecordedClient, RecordedS3, record_path, validate_recording
 from cli.recording.writer import write_recording
 from tests.test_cli_support import (
@@ -91,7 +91,7 @@ def test_recorded_client_answers_like_boto3(run_dir, scenario):
     job = sagemaker.describe_training_job(TrainingJobName=scenario.final_job)
     assert isinstance(job["CreationTime"], dt.datetime) and job["CreationTime"].tzinfo is not None
     assert job["ResponseMetadata"]["HTTPStatusCode"] == 200
-    assert shape_problems("sagemaker", "describe_training_job", job) == []
+    assert output_problems("sagemaker", "describe_training_job", job) == []
     expected = scenario.describe_job(scenario.final_job)
     assert job["DebugRuleEvaluationStatuses"][2]["RuleEvaluationStatus"] == \
         expected["DebugRuleEvaluationStatuses"][2]["RuleEvaluationStatus"] == "IssuesFound"
@@ -285,7 +285,7 @@ def test_execution_record_stands_in_for_a_finished_engine_run(tmp_path, scenario
     """local.engine's client is gone when run_definition returns; its ExecutionResult is recorded instead."""
     from types import SimpleNamespace
 
-    from cli.aws import jsonable
+    from awsshapes import jsonable
     from cli.recording.writer import ExecutionRecord
 
     events = jsonable(scenario.events())  # the engine renders timestamps as ISO strings

@@ -22,6 +22,7 @@ from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 from botocore.validate import ParamValidator
 
+import awsshapes
 import stackfacts as facts
 from cli import config
 from cli.model import metric_queries
@@ -397,15 +398,8 @@ def make_tar(files: dict[str, bytes]) -> bytes:
 
 
 # --- in-memory fake clients (any object with boto3's methods) ---------------------------------------------------
-@functools.cache
-def _service_model(service: str):
-    import botocore.session
-
-    return botocore.session.get_session().get_service_model(service)
-
-
 def _checked(service: str, operation: str, response: dict) -> dict:
-    shape = _service_model(service).operation_model(operation).output_shape
+    shape = awsshapes.operation_model(service, operation).output_shape
     report = ParamValidator().validate(response, shape)
     assert not report.has_errors(), f"{service}.{operation}: {report.generate_report()}"
     return copy.deepcopy(response)

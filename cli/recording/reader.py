@@ -42,13 +42,7 @@ from botocore.response import StreamingBody
 from botocore.validate import validate_parameters
 
 import stackfacts as facts
-from cli.aws import (
-    operation_model,
-    paginator_config,
-    region_of_arn,
-    revive,
-    shape_problems,
-)
+from awsshapes import operation_model, output_problems, paginator_config, region_of_arn, revive
 from cli.errors import CliError
 
 log = logging.getLogger(__name__)
@@ -212,7 +206,7 @@ class RecordedClient:
         """A recorded response that fits its operation's output shape (tampered or truncated: one line naming the
         file, before a reader trips over a missing member)."""
         response = read_response(path)
-        if problems := shape_problems(self.service, method, response):
+        if problems := output_problems(self.service, method, response):
             raise RecordingError(f"{path}: does not fit {self.service}.{method}'s response shape: "
                                  f"{_short(problems[0])}")
         return response
@@ -405,7 +399,7 @@ def validate_recording(root: str | Path) -> list[str]:
         parts = path.relative_to(api).parts
         service, method = parts[0], (parts[1] if len(parts) == 3 else Path(parts[1]).stem)
         try:
-            found = shape_problems(service, method, read_response(path))
+            found = output_problems(service, method, read_response(path))
         except (KeyError, ValueError, RecordingError) as exc:
             found = [f"unreadable: {exc}"]
         problems += [f"{path.relative_to(root)}: {p}" for p in found]

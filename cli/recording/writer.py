@@ -14,8 +14,9 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 import stackfacts as facts
+from awsshapes import collect, jsonable, output_problems, paginator_config
 from cli import config
-from cli.aws import collect, jsonable, paginator_config, parse_s3_uri, shape_problems
+from cli.aws import s3_location
 from cli.loaders import fetch_metric_data
 from cli.model import execution_refs, job_from
 from cli.recording.reader import (
@@ -99,7 +100,7 @@ class _Writer:
 
     def save(self, service: str, method: str, identifier: str | None, response: dict) -> dict:
         data = jsonable(response)
-        for problem in shape_problems(service, method, data):
+        for problem in output_problems(service, method, data):
             log.warning("recording %s.%s(%s) does not fit the API's shape: %s", service, method, identifier, problem)
         path = record_path(self.root, service, method, identifier)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -249,12 +250,12 @@ def write_recording(out_dir: str | Path, *, sagemaker: Any, stepfunctions: Any, 
         for d in finals:
             job = job_from(d)
             if job.model_uri:
-                locations.append((*parse_s3_uri(job.model_uri), False))
+                locations.append((*s3_location(job.model_uri), False))
             if job.test_data_uri:
-                bucket, prefix = parse_s3_uri(job.test_data_uri)
+                bucket, prefix = s3_location(job.test_data_uri)
                 locations.append((bucket, prefix.rstrip("/") + "/", True))
             for path in job.profiler_paths:
-                bucket, prefix = parse_s3_uri(path)
+                bucket, prefix = s3_location(path)
                 locations.append((bucket, prefix.rstrip("/") + "/", True))
         w.written += _copy_objects(s3, root, locations)
 
@@ -279,10 +280,10 @@ def _stack_record(name: str, execution: dict, jobs: list[dict], endpoints: list[
     for d in jobs:
         path = (d.get("OutputDataConfig") or {}).get("S3OutputPath")
         if path:
-            outputs[facts.OUTPUT_BUCKET] = parse_s3_uri(path)[0]
+            outputs[facts.OUTPUT_BUCKET] = s3_location(path)[0]
         train = job_from(d).train_data_uri
         if train and train.rstrip("/").endswith("/" + contract.TRAIN):
-            bucket, key = parse_s3_uri(train.rstrip("/")[: -len(contract.TRAIN)])
+            bucket, key = s3_location(train.rstrip("/")[: -len(contract.TRAIN)])
             outputs[facts.OUTPUT_DATASET] = f"s3://{bucket}/{key}"  # what the run trained on
     if endpoints:
         outputs[facts.OUTPUT_ENDPOINT] = endpoints[-1]
