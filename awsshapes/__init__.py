@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlparse
 
 import botocore.session
 from botocore import xform_name
-from botocore.model import ListShape, MapShape, OperationModel, ServiceModel, Shape, StructureShape
+from botocore.model import ListShape, MapShape, OperationModel, ServiceModel, Shape, StringShape, StructureShape
 from botocore.utils import parse_timestamp
 from botocore.validate import ParamValidator
 
@@ -105,7 +105,8 @@ def collect(client: Any, service: str, method: str, **params: Any) -> dict:
                 whole[key] = value
     for token_key in (config.get("output_token"), "ResponseMetadata", "IsTruncated", "ContinuationToken",
                       "NextContinuationToken"):
-        whole.pop(token_key, None)
+        if token_key:
+            whole.pop(token_key, None)
     for key in keys:
         whole.setdefault(key, [])
     return whole
@@ -143,7 +144,7 @@ def revive(value: Any, shape: Shape | None) -> Any:
         return value
     if shape.type_name == "timestamp" and isinstance(value, str | int | float):
         try:
-            return parse_timestamp(value)
+            return parse_timestamp(value)  # type: ignore[arg-type]  # botocore takes epoch numbers too
         except (ValueError, TypeError):
             return value  # left for the validator to report
     if isinstance(shape, StructureShape) and isinstance(value, dict):
@@ -207,7 +208,7 @@ def _constraints(value: Any, shape: Shape, path: str, errors: list[str]) -> None
         for key, item in value.items():
             _constraints(key, shape.key, f"{path}.{key}", errors)
             _constraints(item, shape.value, f"{path}.{key}", errors)
-    elif isinstance(value, str) and shape.type_name == "string":
+    elif isinstance(value, str) and isinstance(shape, StringShape):
         if "max" in meta and len(value) > meta["max"]:
             errors.append(f"Value '{value[:80]}' at '{_member_label(path)}' failed to satisfy constraint: "
                           f"Member must have length less than or equal to {meta['max']}")

@@ -307,7 +307,8 @@ def cmd_predict(args: argparse.Namespace, backend_factory: BackendFactory) -> in
                 table.add_row(str(i), str(p.get("label")), f"{float(p.get('score', 0)):.4f}")
             out.print(table)
     for r in failed:
-        print(f"error: {r.image}: HTTP {r.status} {r.error.get('code')}: {r.error.get('message')}", file=sys.stderr)
+        error = r.error or {}
+        print(f"error: {r.image}: HTTP {r.status} {error.get('code')}: {error.get('message')}", file=sys.stderr)
     return EXIT_ERROR if failed else 0
 
 

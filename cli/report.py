@@ -190,7 +190,7 @@ def gather(backend: Backend, arn: str, out_dir: Path, request: PredictionsReques
                                "run's test channel), --model DIR --test-data DIR, or --predictions FILE")
     if request.file:
         predictions = load_predictions(request.file)
-    elif request.model:
+    elif request.model and request.test_data:  # given together (PredictionsRequest checks it)
         predictions = evaluate(request.model, request.test_data, progress=progress)
     elif request.from_run:
         if final is None or final.job is None:
@@ -332,17 +332,17 @@ def fig_final_curves(result: JobResult, test_accuracy: float | None, path: Path)
 
 
 def fig_trial_curves(trials: list[JobResult], tuning: Tuning, path: Path) -> Path | None:
-    drawn = [(i, r) for i, r in enumerate(trials, 1) if r.curves and r.curves.epochs]
+    drawn = [(i, r, r.curves) for i, r in enumerate(trials, 1) if r.curves and r.curves.epochs]
     if not drawn:
         return None
     fig = new_figure(11, 3.8)
     axes = fig.subplots(1, 3)
     colours = _palette(len(trials))
     best = tuning.best_job
-    for i, result in drawn:
+    for i, result, curves in drawn:
         is_best = result.name == best
         for ax, metric in zip(axes, CURVE_PANELS, strict=True):
-            xs, ys = result.curves.series(metric)
+            xs, ys = curves.series(metric)
             if xs:
                 ax.plot(xs, ys, "o-" if is_best else ".-", color=colours[i - 1], linewidth=2.6 if is_best else 1.2,
                         markersize=4, label=f"#{i}{' (best)' if is_best else ''}", zorder=3 if is_best else 2)
@@ -651,14 +651,14 @@ def sections(data: ReportData) -> list[Section]:
 
     rules: list[tuple[str, Any]] = []
     if table := rules_table(data):
-        pending = any(r.status == "InProgress" for r in data.final.job.rules)
+        pending = bool(data.final and data.final.job and data.final.job.rules_pending)
         rules.append(("text", "SageMaker Debugger and Profiler rule verdicts of the final training job"
                               + (" (some still in progress)." if pending else ".")))
         rules.append(("table", table))
     else:
         rules.append(("text", "No Debugger or Profiler rule verdicts (rules off, or no final training job yet)."))
     if table := health_table(data):
-        issues = data.health.get("issues") or []
+        issues = (data.health or {}).get("issues") or []
         rules.append(("text", f"The training script's own health checks ({contract.HEALTH_FILE}): "
                               + (f"issues found in {', '.join(issues)}." if issues else "no issues found.")))
         rules.append(("table", table))

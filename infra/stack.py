@@ -118,8 +118,8 @@ class ImageClassifierStack(Stack):
             if cfg.region not in supported:
                 raise ValueError(f"region {cfg.region} lacks one of the images or the Powertools layer this "
                                  f"configuration needs; all are published in: {', '.join(supported)}")
-            table = images.resolve(request, (cfg.region,))[cfg.region]
-            return table.__getitem__
+            regional = images.resolve(request, (cfg.region,))[cfg.region]
+            return regional.__getitem__
         table = images.resolve(request)
         mapping = CfnMapping(self, "Images", mapping=table, lazy=True)
         CfnRule(self, "SupportedRegion", assertions=[CfnRuleAssertion(

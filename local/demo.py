@@ -27,12 +27,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import stackfacts as facts
@@ -61,7 +62,7 @@ class DemoProgress:
                                  TextColumn("epochs"), TimeElapsedColumn(), console=console, transient=False)
         self.describe_endpoint = describe_endpoint
         self.hold = hold
-        self._tasks: dict[str, int] = {}
+        self._tasks: dict[str, TaskID] = {}
         self._labels: dict[str, str] = {}
         self._entered: dict[str, float] = {}
         self._seen: set[str] = set()
@@ -238,7 +239,7 @@ def log_line(console: Console, text: str) -> None:
     console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {text}", highlight=False)
 
 
-def demo_console(file: object = None) -> Console:
+def demo_console(file: IO[str] | None = None) -> Console:
     """No source column (`demo.py:57`) on every line; piped output is never wrapped (one event, one line)."""
     stream = file or sys.stdout
     tty = bool(getattr(stream, "isatty", lambda: False)())
@@ -417,7 +418,8 @@ class LocalMetrics:
         start = job.describe().get("TrainingStartTime")
         if start is None:
             return []
-        points, elapsed = [], 0.0
+        points: list[tuple[Any, float]] = []
+        elapsed = 0.0
         for epoch in list(job.epochs):
             elapsed += float(epoch.get("seconds", 0.0))
             if metric in epoch:
@@ -476,7 +478,7 @@ class LiveRecording:
                     return execution["executionArn"]
         return None
 
-    def record(self, status: str, events: list[dict], arn: str | None = None, **details: object) -> None:
+    def record(self, status: str, events: list[dict], arn: str | None = None, **details: Any) -> None:
         from cli.recording.writer import ExecutionRecord, write_recording
 
         arn = arn or self.arn
@@ -554,7 +556,7 @@ def _remove(path: Path, protected: set[Path]) -> int | None:
     return freed if removed else None
 
 
-def prune_runs(out: Path, keep: int, protected: set[Path] = frozenset()) -> tuple[int, int]:
+def prune_runs(out: Path, keep: int, protected: AbstractSet[Path] = frozenset()) -> tuple[int, int]:
     """Delete the job files (working trees, logs, S3 outputs, checkpoints) of every run but the newest `keep`;
     the files in `protected` (model archives an endpoint serves) stay. The recorded API answers stay, so
     `imgclf status` still shows old runs. Returns (runs pruned, bytes freed)."""
@@ -743,11 +745,16 @@ def run(args: argparse.Namespace, console: Console) -> int:
         log_line(console, f"dataset at {dataset_uri} (local S3: {dataset_dir})")
 
         saved_env = dict(os.environ)
-        stack.callback(lambda: (os.environ.clear(), os.environ.update(saved_env)))
+
+        def restore_environment() -> None:
+            os.environ.clear()
+            os.environ.update(saved_env)
+
+        stack.callback(restore_environment)
         os.environ.update(local_aws_environment(sm.runtime_url, endpoint_name))
         forwarder = load_forwarder()
         # A cold start per run: the module (and its client) may survive from an earlier run in this process.
-        forwarder.sagemaker_runtime = forwarder.make_client()
+        vars(forwarder)["sagemaker_runtime"] = forwarder.make_client()
         log_level = forwarder.logger.log_level
         forwarder.logger.setLevel("WARNING")  # its per-request JSON lines would drown the progress display
         stack.callback(forwarder.logger.setLevel, log_level)
@@ -760,7 +767,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         existing = [e["EndpointName"] for e in sm.list_endpoints().get("Endpoints", [])
                     if e["EndpointName"] == endpoint_name and e["EndpointStatus"] == "InService"]
         prober = Prober(api_url, image) if existing else None
-        if existing:
+        if prober is not None:
             log_line(console, f"endpoint {endpoint_name} is already InService: this run takes the update path, "
                               "and a prober POSTs an image every second meanwhile")
             stack.callback(prober.start().stop)

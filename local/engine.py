@@ -160,7 +160,8 @@ class SageMakerTask(StateTaskServiceCallback):
                     resource=self._get_sfn_resource(), resourceType=self._get_sfn_resource_type(),
                     error=StatesErrorNameType.StatesTaskFailed.to_name(), cause=json.dumps(output)))))
 
-        resolve.job = (sm, operation, name_key, name)  # for _eval_sync (a state object may run concurrently in a Map)
+        # for _eval_sync (a state object may run concurrently in a Map)
+        vars(resolve)["job"] = (sm, operation, name_key, name)
         return resolve
 
     def _eval_sync(self, env, sync_resolver, timeout_seconds, callback_endpoint, heartbeat_endpoint) -> Any:

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(local_aws_environment(endpoint.url, args.endpoint_name))
         os.environ.pop("AWS_PROFILE", None)
         forwarder = load_forwarder()  # after the environment: its client is created at import
-        server.app.handler = forwarder.handler
+        server.app.handler = forwarder.handler  # type: ignore[attr-defined]  # the REST API's app object
         failed: list[str] = []
 
         def watch_endpoint() -> None:
@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             nonlocal endpoint
             restarts: deque[float] = deque(maxlen=RESTARTS_PER_MINUTE)
             while not server.stopping:
+                assert endpoint is not None  # started before this thread, replaced only here
                 if endpoint.process.poll() is None:
                     time.sleep(0.5)
                     continue

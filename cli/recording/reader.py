@@ -120,8 +120,9 @@ def record_path(root: Path, service: str, method: str, identifier: str | None = 
 
 
 def client_error(code: str, message: str, operation: str, status: int = 400) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": message},
-                        "ResponseMetadata": {"HTTPStatusCode": status, "RequestId": "recorded"}}, operation)
+    response: Any = {"Error": {"Code": code, "Message": message},
+                     "ResponseMetadata": {"HTTPStatusCode": status, "RequestId": "recorded"}}
+    return ClientError(response, operation)
 
 
 def _metadata() -> dict:
@@ -155,7 +156,7 @@ def read_response(path: Path) -> Any:
     return data
 
 
-def _short(exc: BaseException, limit: int = 160) -> str:
+def _short(exc: BaseException | str, limit: int = 160) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -178,7 +179,8 @@ class RecordedClient:
 
     def _call(self, method: str, params: dict) -> dict:
         model = operation_model(self.service, method)
-        validate_parameters(params, model.input_shape)  # ParamValidationError, as boto3 raises it
+        if model.input_shape is not None:
+            validate_parameters(params, model.input_shape)  # ParamValidationError, as boto3 raises it
         op = OPS[(self.service, method)]
         if (self.service, method) == ("cloudwatch", "get_metric_data"):
             return self._metric_data(params)
@@ -258,7 +260,8 @@ class RecordedClient:
 
     def _delete(self, method: str, params: dict) -> dict:
         describe, list_method, member = DELETES[method]
-        validate_parameters(params, operation_model(self.service, method).input_shape)
+        if (shape := operation_model(self.service, method).input_shape) is not None:
+            validate_parameters(params, shape)
         op = OPS[(self.service, describe)]
         name = params[op.key_param]
         path = record_path(self.root, self.service, describe, name)
@@ -278,7 +281,7 @@ class RecordedClient:
 
 def _sorted(items: list[dict], member: str, descending: bool) -> list[dict]:
     """Items by a (dotted) member; items without it go last in either order, as SageMaker lists them."""
-    def value(item: dict) -> Any:
+    def value(item: Any) -> Any:
         for part in member.split("."):
             item = item.get(part) if isinstance(item, dict) else None
         return item
