@@ -12,7 +12,7 @@ SMDEBUG_VENV := .venv-smdebug
 SMDEBUG_PY := $(SMDEBUG_VENV)/bin/python
 UV := $(VENV)/bin/uv
 
-.PHONY: setup test fuzz lint lock audit data train serve demo bench bench-setup synth clean
+.PHONY: setup test typecheck fuzz lint lock audit data train serve demo bench bench-setup synth clean
 
 setup: $(VENV)/.installed $(SMDEBUG_VENV)/.installed node_modules/.installed
 
@@ -51,6 +51,7 @@ audit: $(VENV)/.installed
 
 test: setup
 	$(PY) -m ruff check .
+	$(MAKE) --no-print-directory typecheck
 	$(PY) .ci/audit.py
 	$(PY) -m pytest
 
@@ -60,6 +61,12 @@ fuzz: setup
 
 lint: setup
 	$(PY) -m ruff check .
+
+# Types (mypy 2): the host code as pyproject.toml's [tool.mypy] lists it, then ml/ as the containers import it (flat:
+# `import contract`, ml/mypy.ini).
+typecheck: setup
+	$(PY) -m mypy
+	cd ml && ../$(PY) -m mypy
 
 data: setup $(DATA)/train
 

@@ -104,7 +104,7 @@ def aws_backend(region: str | None = None, profile: str | None = None,
 
 
 def local_backend(directory: str | Path, stack_name: str | None = None) -> Backend:
-    from cli.recording import RecordedClient, RecordedS3, recorded_region, recorded_stacks
+    from cli.recording.reader import RecordedClient, RecordedS3, recorded_region, recorded_stacks
 
     root = Path(directory)
     if not root.is_dir():

@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 
 from cli.backend import Backend
 from cli.errors import is_not_found
-from cli.pipeline import Job, Trial
+from cli.model import Job, Trial
 from cli.prices import HOSTING_USD_PER_HOUR, PRICES_AS_OF, PRICES_REGION, PRICES_SOURCE, TRAINING_USD_PER_HOUR
 
 TRIAL, FINAL = "trial", "final"

@@ -12,7 +12,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 from PIL import Image
 
-from cli.aws import collect, join_key
+from awsshapes import collect, join_key
 from cli.errors import error_code
 from ml import contract
 

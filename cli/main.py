@@ -18,8 +18,10 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
+import stackfacts as facts
+from awsshapes import s3_uri
 from cli import config
-from cli.aws import console_execution_url, parse_s3_uri, s3_uri
+from cli.aws import console_execution_url, s3_location
 from cli.backend import Backend, aws_backend, local_backend
 from cli.errors import EXIT_ERROR, EXIT_USAGE, CliError, UsageError, describe_aws_error, error_code
 from ml import contract
@@ -40,12 +42,12 @@ def dataset_location(backend: Backend, bucket: str | None, prefix: str | None) -
     """(bucket, key prefix, the stack's dataset root or None): flags first, then the stack's outputs."""
     root = None
     if bucket is None or prefix is None:
-        root = backend.optional_output(config.OUTPUT_DATASET)
+        root = backend.optional_output(facts.OUTPUT_DATASET)
     if root:
-        root_bucket, root_prefix = parse_s3_uri(root)
+        root_bucket, root_prefix = s3_location(root)
         return bucket or root_bucket, (prefix if prefix is not None else root_prefix).strip("/"), root
-    bucket = bucket or backend.output(config.OUTPUT_BUCKET, "to know where to upload (or pass --bucket)")
-    return bucket, (prefix if prefix is not None else config.DEFAULT_DATA_PREFIX).strip("/"), None
+    bucket = bucket or backend.output(facts.OUTPUT_BUCKET, "to know where to upload (or pass --bucket)")
+    return bucket, (prefix if prefix is not None else facts.DATA_PREFIX).strip("/"), None
 
 
 def cmd_upload_data(args: argparse.Namespace, backend_factory: BackendFactory) -> int:
@@ -123,19 +125,19 @@ def cmd_start(args: argparse.Namespace, backend: Backend) -> int:
     if backend.is_local:
         raise CliError("a local execution is started with `make demo` (it runs the same state machine on this "
                        "machine and records it for --local)", EXIT_USAGE)
-    state_machine = backend.output(config.OUTPUT_STATE_MACHINE, "to start an execution")
+    state_machine = backend.output(facts.OUTPUT_STATE_MACHINE, "to start an execution")
     document: dict = {}
     if args.dataset:
-        bucket, key = parse_s3_uri(args.dataset)
+        bucket, key = s3_location(args.dataset)
         dataset = s3_uri(bucket, key.rstrip("/") + "/")
-        root = backend.optional_output(config.OUTPUT_DATASET)
+        root = backend.optional_output(facts.OUTPUT_DATASET)
         if root and not dataset.startswith(root):
             raise UsageError(f"--dataset {dataset} must be under {root} (the only place the pipeline's SageMaker "
                              "role can read; `imgclf upload-data` puts datasets there)")
-        document[config.INPUT_DATASET] = dataset
-    for key, value in ((config.INPUT_MAX_JOBS, args.max_jobs), (config.INPUT_MAX_PARALLEL_JOBS, args.parallel),
-                       (config.INPUT_MIN_TEST_ACCURACY, args.min_test_accuracy),
-                       (config.INPUT_WARM_START, args.warm_start)):
+        document[facts.INPUT_DATASET] = dataset
+    for key, value in ((facts.INPUT_MAX_JOBS, args.max_jobs), (facts.INPUT_MAX_PARALLEL_JOBS, args.parallel),
+                       (facts.INPUT_MIN_TEST_ACCURACY, args.min_test_accuracy),
+                       (facts.INPUT_WARM_START, args.warm_start)):
         if value is not None:
             document[key] = value
     if args.max_jobs is not None and args.parallel is not None and args.parallel > args.max_jobs:
@@ -173,7 +175,7 @@ def _check_quotas(args: argparse.Namespace, backend: Backend, document: dict) ->
 
     if args.skip_quota_check:
         return
-    parallel = document.get(config.INPUT_MAX_PARALLEL_JOBS)
+    parallel = document.get(facts.INPUT_MAX_PARALLEL_JOBS)
     found, note = quotas.check(backend.servicequotas, backend.stack_outputs(), parallel if isinstance(
         parallel, int) and not isinstance(parallel, bool) else None, backend.region)
     if note:
@@ -200,7 +202,7 @@ def _check_weights(backend: Backend) -> None:
 def cmd_status(args: argparse.Namespace, backend: Backend) -> int:
     from rich.live import Live
 
-    from cli.pipeline import resolve_execution
+    from cli.loaders import resolve_execution
     from cli.views import console, load_snapshot, status_view
 
     if args.interval <= 0:
@@ -222,7 +224,7 @@ def cmd_status(args: argparse.Namespace, backend: Backend) -> int:
 
 
 def cmd_best(args: argparse.Namespace, backend: Backend) -> int:
-    from cli.pipeline import load_execution, resolve_execution
+    from cli.loaders import load_execution, resolve_execution
     from cli.views import best_of, best_table, console
 
     execution = load_execution(backend, resolve_execution(backend, args.execution))
@@ -235,7 +237,7 @@ def cmd_best(args: argparse.Namespace, backend: Backend) -> int:
 
 
 def cmd_report(args: argparse.Namespace, backend: Backend) -> int:
-    from cli.pipeline import resolve_execution
+    from cli.loaders import resolve_execution
     from cli.report import PredictionsRequest, build_report
 
     # A local run has its model and test set on this machine: its report has the confusion matrix by default.
@@ -271,11 +273,11 @@ def cmd_predict(args: argparse.Namespace, backend_factory: BackendFactory) -> in
             if Path(args.local).is_dir():
                 backend = backend_factory(args)
                 with contextlib.suppress(CliError):
-                    recorded = backend.optional_output(config.OUTPUT_API_URL)
+                    recorded = backend.optional_output(facts.OUTPUT_API_URL)
             base = local_api(recorded)
         else:
             backend = backend_factory(args)
-            base = backend.output(config.OUTPUT_API_URL, "to know where the API is (or pass --url)")
+            base = backend.output(facts.OUTPUT_API_URL, "to know where the API is (or pass --url)")
             region = region or backend.region
     url = predict.predict_url(base, args.top_k)
     credentials = None
@@ -305,7 +307,8 @@ def cmd_predict(args: argparse.Namespace, backend_factory: BackendFactory) -> in
                 table.add_row(str(i), str(p.get("label")), f"{float(p.get('score', 0)):.4f}")
             out.print(table)
     for r in failed:
-        print(f"error: {r.image}: HTTP {r.status} {r.error.get('code')}: {r.error.get('message')}", file=sys.stderr)
+        error = r.error or {}
+        print(f"error: {r.image}: HTTP {r.status} {error.get('code')}: {error.get('message')}", file=sys.stderr)
     return EXIT_ERROR if failed else 0
 
 
@@ -425,8 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
              "not already hold, with a progress bar. With --local, copy into the run folder's s3/<bucket>/.")
     p.add_argument("folder", metavar="DIR", help="dataset folder holding train/ valid/ test/")
     p.add_argument("--prefix", default=None,
-                   help=f"key prefix in the bucket (default: the stack's {config.OUTPUT_DATASET} output, else "
-                        f"{config.DEFAULT_DATA_PREFIX})")
+                   help=f"key prefix in the bucket (default: the stack's {facts.OUTPUT_DATASET} output, else "
+                        f"{facts.DATA_PREFIX})")
     p.add_argument("--bucket", default=None, help="bucket (default: the stack's)")
     p.add_argument("--ignore-non-images", action="store_true", help="skip non-image files instead of refusing")
     p.add_argument("--dry-run", action="store_true", help="check and plan only")
@@ -437,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
              "Start the stack's state machine (tune, train with Debugger/Profiler, gate, deploy); print the "
              "execution ARN and its console link. Local runs are started with `make demo`.")
     p.add_argument("--dataset", default=None, metavar="S3_PREFIX",
-                   help=f"S3 prefix holding train/ valid/ test/ (default: the stack's {config.OUTPUT_DATASET})")
+                   help=f"S3 prefix holding train/ valid/ test/ (default: the stack's {facts.OUTPUT_DATASET})")
     p.add_argument("--max-jobs", type=int, default=None, metavar="N", help="tuning trials in total")
     p.add_argument("--parallel", type=int, default=None, metavar="N", help="tuning trials at once")
     p.add_argument("--min-test-accuracy", type=float, default=None, metavar="X",
@@ -451,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verb("stage-weights", "stage the backbone's pretrained weights where every training job reads them",
              "Check FILE (a state dict for the stack's backbone: torch.load(weights_only=True), keys and shapes) "
-             f"and upload it to the stack's {config.OUTPUT_PRETRAINED_URI}. Without FILE, build it from "
+             f"and upload it to the stack's {facts.OUTPUT_PRETRAINED_URI}. Without FILE, build it from "
              "torchvision's default ImageNet weights (downloads: run it on a machine with internet). Jobs download "
              "nothing themselves. With --local, copy into the run folder's s3/<bucket>/.")
     p.add_argument("file", nargs="?", metavar="FILE", help="a .pt state dict (default: torchvision's)")
@@ -510,8 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
              "endpoints, endpoint configs and models whose names start with the prefix, and the stack's endpoint. "
              "Lists them and asks first; --yes deletes without asking.")
     p.add_argument("--prefix", default=None,
-                   help=f"name prefix (default: the stack's {config.OUTPUT_RESOURCE_PREFIX} output, else "
-                        f"{config.DEFAULT_RESOURCE_PREFIX})")
+                   help=f"name prefix (default: the stack's {facts.OUTPUT_RESOURCE_PREFIX} output, else "
+                        f"{facts.RESOURCE_PREFIX})")
     p.add_argument("--yes", action="store_true", help="delete without asking")
     p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     p.set_defaults(run=cmd_teardown)

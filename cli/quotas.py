@@ -16,7 +16,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cli import config
+import stackfacts as facts
 from cli.errors import describe_aws_error
 
 SERVICE_CODE = "sagemaker"
@@ -41,15 +41,15 @@ class Need:
 def needs(outputs: dict[str, str], parallel: int | None) -> list[Need]:
     """Instances of each type one execution runs at once: the tuning trials, then (later, not at the same time)
     the final training job. None when the stack does not say (an older stack)."""
-    keys = (config.OUTPUT_TUNING_INSTANCE_TYPE, config.OUTPUT_TUNING_PARALLEL, config.OUTPUT_TRAINING_INSTANCE_TYPE,
-            config.OUTPUT_TRAINING_INSTANCE_COUNT)
+    keys = (facts.OUTPUT_TUNING_INSTANCE_TYPE, facts.OUTPUT_TUNING_PARALLEL, facts.OUTPUT_TRAINING_INSTANCE_TYPE,
+            facts.OUTPUT_TRAINING_INSTANCE_COUNT)
     if not all(outputs.get(k) for k in keys):
         return []
-    trials = parallel if parallel is not None else int(outputs[config.OUTPUT_TUNING_PARALLEL])
-    spot = outputs.get(config.OUTPUT_TRAINING_SPOT) == "true"
-    wanted = [Need(outputs[config.OUTPUT_TUNING_INSTANCE_TYPE], False, trials, f"{trials} tuning trials at once"),
-              Need(outputs[config.OUTPUT_TRAINING_INSTANCE_TYPE], spot,
-                   int(outputs[config.OUTPUT_TRAINING_INSTANCE_COUNT]), "the final training job")]
+    trials = parallel if parallel is not None else int(outputs[facts.OUTPUT_TUNING_PARALLEL])
+    spot = outputs.get(facts.OUTPUT_TRAINING_SPOT) == "true"
+    wanted = [Need(outputs[facts.OUTPUT_TUNING_INSTANCE_TYPE], False, trials, f"{trials} tuning trials at once"),
+              Need(outputs[facts.OUTPUT_TRAINING_INSTANCE_TYPE], spot,
+                   int(outputs[facts.OUTPUT_TRAINING_INSTANCE_COUNT]), "the final training job")]
     merged: dict[str, Need] = {}
     for need in wanted:  # the phases run one after the other: the larger count is what the quota must allow
         if need.quota not in merged or merged[need.quota].count < need.count:

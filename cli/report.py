@@ -19,17 +19,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from cli import config, cost
-from cli.aws import console_execution_url, console_s3_url, parse_s3_uri
+import stackfacts as facts
+from cli import cost
+from cli.aws import console_execution_url, console_s3_url, s3_location
 from cli.backend import Backend
 from cli.errors import CliError, is_not_found
 from cli.evaluate import Predictions, evaluate, extract_model, load_predictions
-from cli.pipeline import (
-    Curves,
-    Execution,
-    Job,
-    ProfilerReport,
-    Tuning,
+from cli.loaders import (
     describe_endpoint,
     find_profiler_report,
     job_curves,
@@ -40,7 +36,8 @@ from cli.pipeline import (
     read_job_outputs,
     read_object,
 )
-from cli.recording import confined
+from cli.model import Curves, Execution, Job, ProfilerReport, Tuning
+from cli.recording.reader import confined
 from cli.views import fmt_duration, fmt_metric, fmt_time
 from ml import contract
 
@@ -126,7 +123,7 @@ def _job_result(backend: Backend, name: str) -> JobResult:
 
 
 def _download_prefix(backend: Backend, uri: str, target: Path) -> int:
-    bucket, prefix = parse_s3_uri(uri)
+    bucket, prefix = s3_location(uri)
     prefix = prefix.rstrip("/") + "/"
     count = 0
     for item in list_keys(backend, bucket, prefix):
@@ -149,7 +146,7 @@ def _evaluate_run(backend: Backend, job: Job, work: Path, names: dict[str, str],
                   progress: Callable[[int, int], Any] | None) -> tuple[Predictions | None, str]:
     if not job.model_uri or not job.test_data_uri:
         return None, f"the final job {job.name} has no model artifact or no test channel to evaluate"
-    data, why = read_object(backend, *parse_s3_uri(job.model_uri))
+    data, why = read_object(backend, *s3_location(job.model_uri))
     if data is None:
         return None, f"the model {job.model_uri} could not be read ({why})"
     model_dir = extract_model(data, work / "model")
@@ -184,8 +181,8 @@ def gather(backend: Backend, arn: str, out_dir: Path, request: PredictionsReques
             data, _ = read_object(backend, profiler.bucket, profiler.key)
             if data is not None:
                 out_dir.mkdir(parents=True, exist_ok=True)
-                (out_dir / config.PROFILER_REPORT_FILE).write_bytes(data)
-                profiler_copy = config.PROFILER_REPORT_FILE
+                (out_dir / facts.PROFILER_REPORT_FILE).write_bytes(data)
+                profiler_copy = facts.PROFILER_REPORT_FILE
     endpoint = describe_endpoint(backend, execution.endpoint) if execution.endpoint else None
 
     names: dict[str, str] = {}
@@ -193,7 +190,7 @@ def gather(backend: Backend, arn: str, out_dir: Path, request: PredictionsReques
                                "run's test channel), --model DIR --test-data DIR, or --predictions FILE")
     if request.file:
         predictions = load_predictions(request.file)
-    elif request.model:
+    elif request.model and request.test_data:  # given together (PredictionsRequest checks it)
         predictions = evaluate(request.model, request.test_data, progress=progress)
     elif request.from_run:
         if final is None or final.job is None:
@@ -207,7 +204,7 @@ def gather(backend: Backend, arn: str, out_dir: Path, request: PredictionsReques
         else:
             predictions, note = _evaluate_run(backend, final.job, work, names, progress)
     endpoint_cost = cost.endpoint_cost(backend, endpoint, local=backend.is_local) if endpoint else None
-    dashboard = None if backend.is_local else backend.known_output(config.OUTPUT_DASHBOARD)
+    dashboard = None if backend.is_local else backend.known_output(facts.OUTPUT_DASHBOARD)
     return ReportData(source=backend.source, region=backend.region, is_local=backend.is_local, execution=execution,
                       tuning=tuning, trials=trials, final=final, profiler=profiler, profiler_copy=profiler_copy,
                       endpoint=endpoint, predictions=predictions, predictions_note=note, display_names=names,
@@ -335,17 +332,17 @@ def fig_final_curves(result: JobResult, test_accuracy: float | None, path: Path)
 
 
 def fig_trial_curves(trials: list[JobResult], tuning: Tuning, path: Path) -> Path | None:
-    drawn = [(i, r) for i, r in enumerate(trials, 1) if r.curves and r.curves.epochs]
+    drawn = [(i, r, r.curves) for i, r in enumerate(trials, 1) if r.curves and r.curves.epochs]
     if not drawn:
         return None
     fig = new_figure(11, 3.8)
     axes = fig.subplots(1, 3)
     colours = _palette(len(trials))
     best = tuning.best_job
-    for i, result in drawn:
+    for i, result, curves in drawn:
         is_best = result.name == best
         for ax, metric in zip(axes, CURVE_PANELS, strict=True):
-            xs, ys = result.curves.series(metric)
+            xs, ys = curves.series(metric)
             if xs:
                 ax.plot(xs, ys, "o-" if is_best else ".-", color=colours[i - 1], linewidth=2.6 if is_best else 1.2,
                         markersize=4, label=f"#{i}{' (best)' if is_best else ''}", zorder=3 if is_best else 2)
@@ -654,14 +651,14 @@ def sections(data: ReportData) -> list[Section]:
 
     rules: list[tuple[str, Any]] = []
     if table := rules_table(data):
-        pending = any(r.status == "InProgress" for r in data.final.job.rules)
+        pending = bool(data.final and data.final.job and data.final.job.rules_pending)
         rules.append(("text", "SageMaker Debugger and Profiler rule verdicts of the final training job"
                               + (" (some still in progress)." if pending else ".")))
         rules.append(("table", table))
     else:
         rules.append(("text", "No Debugger or Profiler rule verdicts (rules off, or no final training job yet)."))
     if table := health_table(data):
-        issues = data.health.get("issues") or []
+        issues = (data.health or {}).get("issues") or []
         rules.append(("text", f"The training script's own health checks ({contract.HEALTH_FILE}): "
                               + (f"issues found in {', '.join(issues)}." if issues else "no issues found.")))
         rules.append(("table", table))

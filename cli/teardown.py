@@ -9,8 +9,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from cli import config
-from cli.aws import collect
+import stackfacts as facts
+from awsshapes import collect
 from cli.backend import Backend, StackMissing
 from cli.errors import describe_aws_error, is_not_found
 
@@ -39,12 +39,12 @@ def stack_outputs(backend: Backend) -> tuple[dict[str, str], str | None]:
 
 
 def resource_prefix(outputs: dict[str, str], backend: Backend, prefix: str | None) -> str:
-    return prefix or outputs.get(config.OUTPUT_RESOURCE_PREFIX) or config.DEFAULT_RESOURCE_PREFIX
+    return prefix or outputs.get(facts.OUTPUT_RESOURCE_PREFIX) or facts.RESOURCE_PREFIX
 
 
 def plan(backend: Backend, prefix: str, outputs: dict[str, str]) -> Plan:
     """What carries the prefix (case-insensitive, as SageMaker's NameContains), plus the stack's own endpoint."""
-    stack_endpoint = outputs.get(config.OUTPUT_ENDPOINT)
+    stack_endpoint = outputs.get(facts.OUTPUT_ENDPOINT)
     result = Plan(prefix)
     for kind, list_method, key, member, _ in KINDS:
         names = [item[member] for item in collect(backend.sagemaker, "sagemaker", list_method,

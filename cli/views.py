@@ -14,11 +14,13 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from cli import config, cost
+import stackfacts as facts
+from cli import cost
 from cli.backend import Backend
 from cli.cost import EndpointCost
 from cli.errors import CliError, is_not_found
-from cli.pipeline import Execution, Job, Tuning, describe_endpoint, load_execution, load_job, load_tuning
+from cli.loaders import describe_endpoint, load_execution, load_job, load_tuning
+from cli.model import Execution, Job, Tuning
 from ml import contract
 
 STATUS_STYLE = {
@@ -89,7 +91,7 @@ def load_snapshot(backend: Backend, arn: str, trials: int = STATUS_TRIALS) -> Sn
         endpoint = describe_endpoint(backend, execution.endpoint)
         if endpoint:
             endpoint_cost = cost.endpoint_cost(backend, endpoint, local=backend.is_local)
-    dashboard = None if backend.is_local else backend.known_output(config.OUTPUT_DASHBOARD)
+    dashboard = None if backend.is_local else backend.known_output(facts.OUTPUT_DASHBOARD)
     return Snapshot(execution, tuning, job, endpoint, backend.is_local, endpoint_cost, dashboard)
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from cli import config
-from cli.aws import parse_s3_uri
+import stackfacts as facts
+from cli.aws import s3_location
 from cli.backend import Backend
 from cli.errors import CliError, UsageError, error_code
 
@@ -36,11 +36,11 @@ class Target:
 
 def target(backend: Backend) -> Target | None:
     """Where the stack's jobs read their pretrained weights; None when its hyperparameters want none."""
-    uri = backend.optional_output(config.OUTPUT_PRETRAINED_URI)
+    uri = backend.optional_output(facts.OUTPUT_PRETRAINED_URI)
     if not uri:
         return None
-    bucket, key = parse_s3_uri(uri)
-    return Target(bucket, key, backend.optional_output(config.OUTPUT_PRETRAINED_BACKBONE))
+    bucket, key = s3_location(uri)
+    return Target(bucket, key, backend.optional_output(facts.OUTPUT_PRETRAINED_BACKBONE))
 
 
 def staged(s3: Any, where: Target) -> bool | None:
@@ -103,7 +103,7 @@ def stage(backend: Backend, file: str | None, out: Any) -> Target:
     if where is None:
         raise CliError(f"stack {backend.stack_name} asks for no pretrained weights (its `weights` hyperparameter is "
                        "not imagenet): nothing to stage")
-    backbone = where.backbone or backend.output(config.OUTPUT_PRETRAINED_BACKBONE,
+    backbone = where.backbone or backend.output(facts.OUTPUT_PRETRAINED_BACKBONE,
                                                 "to know which network the weights must fit")
     with tempfile.TemporaryDirectory(prefix="imgclf-weights-") as tmp:
         if file is None:

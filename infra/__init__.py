@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from infra.config import StackConfig
     from infra.stack import ImageClassifierStack
 
-ROOT = Path(__file__).resolve().parent.parent
+from infra.packaging import ROOT  # the repository root (one definition, beside the bundles it packs)
+
 CDK_JSON = ROOT / "cdk.json"
 BUILD_SUBDIR = ".build"  # inside the cloud assembly: sourcedir.tar.gz and the Lambda bundle, rebuilt each synth
 # The CDK CLI always tells the app it runs where to write the cloud assembly; a bare `python app.py` has no CDK_OUTDIR

@@ -12,9 +12,10 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-from infra import ROOT, nag
+from infra import nag
 from infra.common import log_group
 from infra.config import StackConfig
+from infra.packaging import ROOT
 from infra.security import sagemaker_arn
 from ml import contract
 

@@ -15,12 +15,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+import stackfacts as facts
 from ml import contract
 
 PROFILES = ("cloud", "local")
 # Debugger's built-in rules of the seed: the script's own HEALTH_CHECKS mirror all but Overtraining.
 DEBUG_RULES: tuple[str, ...] = (*contract.HEALTH_CHECKS, "Overtraining")
-PROFILER_RULES: tuple[str, ...] = ("ProfilerReport", "LowGPUUtilization")
+PROFILER_RULES: tuple[str, ...] = (facts.PROFILER_REPORT_RULE, "LowGPUUtilization")
 # SageMaker caps a tuning job name at 32 characters: "<prefix>-<12 hex run id>".
 RUN_ID_LENGTH = 12
 MAX_PREFIX_LENGTH = 32 - 1 - RUN_ID_LENGTH
@@ -248,12 +249,12 @@ class LambdaConfig(_Model):
 
 class StackConfig(_Model):
     profile: Literal["cloud", "local"] = "cloud"
-    stack_name: str = "ImageClassifier"
-    prefix: str = "imgclf"
+    stack_name: str = facts.STACK_NAME
+    prefix: str = facts.RESOURCE_PREFIX
     region: str | None = None  # None: one region-agnostic template (images from a per-region mapping)
     removal_policy: Literal["retain", "destroy"] = "retain"
     teardown_on_destroy: bool = True
-    data_prefix: str = "data/"  # the SageMaker role reads datasets under s3://<bucket>/<data_prefix>
+    data_prefix: str = facts.DATA_PREFIX  # the SageMaker role reads datasets under s3://<bucket>/<data_prefix>
     log_retention_days: int = 30
     artifact_retention_days: int = Field(30, ge=1)  # debugger/, profiler/, tuning/ outputs
     checkpoint_retention_days: int = Field(7, ge=1)
@@ -373,7 +374,7 @@ def _narrow(space: contract.TuningSpace, overrides: Mapping[str, RangeOverride])
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "cloud": {},
     "local": {
-        "region": "us-east-1",
+        "region": facts.LOCAL_REGION,
         # No CloudFormation deletion runs locally (`imgclf teardown --local` cleans a run), and the teardown's
         # Provider framework would add a second state machine to the template the local engine runs.
         "teardown_on_destroy": False,
@@ -479,7 +480,7 @@ def _load_config(context: dict[str, Any]) -> StackConfig:
 
 
 # --- the execution input ---------------------------------------------------------------------------------
-# The keys the state machine's "Check input" accepts (infra.pipeline.INPUT_KEYS); bounds from the typed config.
+# The keys the state machine's "Check input" accepts (stackfacts.INPUT_KEYS); bounds from the typed config.
 def _bounds(model: type[BaseModel], name: str) -> tuple[float, float]:
     low = high = None
     for meta in model.model_fields[name].metadata:
@@ -504,13 +505,12 @@ S3_URI_MAX = 1024
 def validate_input(value: Any, cfg: StackConfig, *, dataset_prefix: str | None = None) -> dict[str, Any]:
     """The checks of the state machine's "Check input", in Python, before a run starts (ConfigError names the
     key in one line). `dataset_prefix`: s3://<bucket>/<data_prefix> when the bucket is known."""
-    from infra.pipeline import INPUT_KEYS  # the state machine's list (infra.pipeline imports this module)
-
     if not isinstance(value, Mapping):
         raise ConfigError("input: must be a JSON object")
-    unknown = sorted(set(value) - set(INPUT_KEYS))
+    unknown = sorted(set(value) - set(facts.INPUT_KEYS))
     if unknown:
-        raise ConfigError(f"input '{unknown[0]}': unknown key (misspelt?); the input may hold {', '.join(INPUT_KEYS)}")
+        raise ConfigError(f"input '{unknown[0]}': unknown key (misspelt?); the input may hold "
+                          f"{', '.join(facts.INPUT_KEYS)}")
     limits = input_limits()
     for key in ("max_jobs", "max_parallel_jobs"):
         if key in value:

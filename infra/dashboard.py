@@ -9,7 +9,7 @@ from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-from cli import config as names
+import stackfacts as facts
 from infra import sagemaker_requests as req
 from infra.config import StackConfig
 from ml import contract
@@ -35,7 +35,7 @@ def dashboard_url(name: str, region: str) -> str:
 
 
 def training_search(cfg: StackConfig, metric: str, stat: str = "Maximum") -> str:
-    return (f"SEARCH('{{{names.TRAINING_METRICS_NAMESPACE},Host}} MetricName=\"{metric}\" {cfg.prefix}', "
+    return (f"SEARCH('{{{facts.TRAINING_METRICS_NAMESPACE},Host}} MetricName=\"{metric}\" {cfg.prefix}', "
             f"'{stat}', {int(PERIOD.to_seconds())})")
 
 

@@ -23,9 +23,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import stackfacts as facts
+
 STATE_MACHINE_TYPE = "AWS::StepFunctions::StateMachine"
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")  # any ${...}: one no substitution names is an error
 _BUCKET_CHARS = re.compile(r"[^a-z0-9.-]+")
+
 
 # The name property per resource type: what Ref returns when the template sets it.
 _NAME_PROPERTIES = {"AWS::S3::Bucket": "BucketName", "AWS::IAM::Role": "RoleName",
@@ -52,9 +55,9 @@ class Resolver:
     one, else `<stack>-<logical id>`), unless `refs` names them ({logical id: Ref value} or
     {"LogicalId.Attribute": value}); template parameters take `parameters`, else their Default."""
 
-    def __init__(self, template: Mapping[str, Any], *, region: str = "us-east-1", account: str = "000000000000",
-                 partition: str = "aws", stack_name: str = "local", refs: Mapping[str, str] | None = None,
-                 parameters: Mapping[str, str] | None = None) -> None:
+    def __init__(self, template: Mapping[str, Any], *, region: str = facts.LOCAL_REGION,
+                 account: str = facts.LOCAL_ACCOUNT, partition: str = "aws", stack_name: str = "local",
+                 refs: Mapping[str, str] | None = None, parameters: Mapping[str, str] | None = None) -> None:
         self.template = template
         self.resources: Mapping[str, Any] = template.get("Resources", {})
         self.region, self.account, self.partition, self.stack_name = region, account, partition, stack_name

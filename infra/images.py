@@ -72,6 +72,7 @@ def supported_regions(request: ImageRequest) -> list[str]:
         table = pytorch[scope]
         found = set(table["versions"][_full_version(table, version)]["registries"])
         regions = found if regions is None else regions & found
+    assert regions is not None  # both scopes above set it
     if request.rules:
         debugger = image_uris.config_for_framework("debugger")
         regions &= set(next(iter(debugger["versions"].values()))["registries"])

@@ -15,6 +15,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+import stackfacts as facts
 from infra import sagemaker_requests as req
 from infra.common import state_machine_log_group
 from infra.config import RUN_ID_LENGTH, StackConfig, input_limits
@@ -39,7 +40,7 @@ ENDPOINT_BROKEN = ("Failed", "OutOfService", "UpdateRollbackFailed")
 ENDPOINT_BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
 # The execution input: every key and how "Check input" validates it (infra.config.validate_input does the same in
 # Python before a local run).
-INPUT_KEYS = ("dataset", "max_jobs", "max_parallel_jobs", "min_test_accuracy", "warm_start_parent")
+INPUT_KEYS = facts.INPUT_KEYS
 LOOKUP_RETRIES = 5  # throttled DescribeEndpoint calls before the execution gives up
 SERVERLESS_UPDATE_DOC = "https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints-update.html"
 
@@ -486,20 +487,22 @@ class Pipeline(Construct):
     def _reports(self, *, debugger: bool) -> sfn.Pass:
         dbg = self.cfg.debugger
         job = "$.run.training_job"
+
+        def at(prefix: str, *parts: str) -> str:  # <prefix><job>/<parts>, SageMaker's layout (stackfacts)
+            return f"States.Format('{req.s3(prefix)}{{}}/{'/'.join(parts)}', {job})"
+
         params: dict[str, Any] = {
-            "model_artifacts.$": f"States.Format('{req.s3(req.TRAINING_OUTPUT)}{{}}/output/model.tar.gz', {job})",
-            "output_data.$": f"States.Format('{req.s3(req.TRAINING_OUTPUT)}{{}}/output/output.tar.gz', {job})",
+            "model_artifacts.$": at(req.TRAINING_OUTPUT, facts.JOB_OUTPUT_DIR, facts.MODEL_ARCHIVE),
+            "output_data.$": at(req.TRAINING_OUTPUT, facts.JOB_OUTPUT_DIR, facts.OUTPUT_ARCHIVE),
         }
         if debugger and (dbg.active_rules or dbg.active_profiler_rules):
-            params["rule_output.$"] = f"States.Format('{req.s3(req.TRAINING_OUTPUT)}{{}}/rule-output/', {job})"
+            params["rule_output.$"] = at(req.TRAINING_OUTPUT, facts.RULE_OUTPUT_DIR, "")
         if debugger and dbg.active_rules:
-            params["debugger_tensors.$"] = f"States.Format('{req.s3(req.DEBUGGER_OUTPUT)}{{}}/debug-output/', {job})"
+            params["debugger_tensors.$"] = at(req.DEBUGGER_OUTPUT, facts.DEBUG_OUTPUT_DIR, "")
         if debugger and dbg.enabled and dbg.profiler:
-            params["profiler_output.$"] = (f"States.Format('{req.s3(req.PROFILER_OUTPUT)}{{}}/profiler-output/', "
-                                           f"{job})")
-        if debugger and "ProfilerReport" in dbg.active_profiler_rules:
-            params["profiler_report.$"] = (f"States.Format('{req.s3(req.TRAINING_OUTPUT)}{{}}/rule-output/"
-                                           f"ProfilerReport/profiler-output/profiler-report.html', {job})")
+            params["profiler_output.$"] = at(req.PROFILER_OUTPUT, facts.PROFILER_OUTPUT_DIR, "")
+        if debugger and facts.PROFILER_REPORT_RULE in dbg.active_profiler_rules:
+            params["profiler_report.$"] = at(req.TRAINING_OUTPUT, facts.profiler_report_key(facts.RULE_OUTPUT_DIR))
         name = S.REPORTS if debugger or not dbg.enabled else S.REPORTS_NO_DEBUGGER
         return sfn.Pass(self, name, parameters=params, result_path="$.reports")
 

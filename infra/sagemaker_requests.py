@@ -19,6 +19,7 @@ from typing import Any
 
 from sagemaker.core.debugger import CollectionConfig, DebuggerHookConfig, ProfilerRule, Rule, rule_configs
 
+import stackfacts as facts
 from infra.config import StackConfig
 from ml import contract
 
@@ -40,7 +41,7 @@ CHECKPOINTS = "checkpoints/"
 DEBUGGER_OUTPUT = "debugger/"
 PROFILER_OUTPUT = "profiler/"
 DATA_CAPTURE = "datacapture/"
-VARIANT_NAME = "AllTraffic"
+VARIANT_NAME = facts.VARIANT_NAME
 
 
 def sub(key: str) -> str:
@@ -191,7 +192,8 @@ def tuning_job(cfg: StackConfig, *, warm_start: bool) -> dict[str, Any]:
 
 def _debug_rules(cfg: StackConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """DebugRuleConfigurations and the hook's collections, as the SDK builds them for built-in rules."""
-    rules, collections = [], {}
+    rules: list[dict[str, Any]] = []
+    collections: dict[str, Any] = {}
     for name in cfg.debugger.active_rules:
         snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
         rule = Rule.sagemaker(getattr(rule_configs, snake)())

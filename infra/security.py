@@ -14,6 +14,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+import stackfacts as facts
 from infra import images, nag
 from infra import sagemaker_requests as req
 from infra.config import StackConfig
@@ -239,7 +240,7 @@ class Roles(Construct):
         sm.add_to_policy(iam.PolicyStatement(
             sid="Logs", actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
                                  "logs:DescribeLogStreams"],
-            resources=[log_group_arn(self, "/aws/sagemaker/TrainingJobs"),
+            resources=[log_group_arn(self, facts.TRAINING_LOG_GROUP),
                        log_group_arn(self, "/aws/sagemaker/ProcessingJobs"),  # Debugger rule evaluations
                        log_group_arn(self, f"/aws/sagemaker/Endpoints/{cfg.endpoint_name}")]))
         sm.add_to_policy(iam.PolicyStatement(

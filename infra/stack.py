@@ -20,6 +20,7 @@ from aws_cdk import (
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
+import stackfacts as facts
 from infra import images, packaging
 from infra import sagemaker_requests as req
 from infra.api import PredictApi
@@ -83,30 +84,30 @@ class ImageClassifierStack(Stack):
         self.teardown = (Teardown(self, "Teardown", cfg=cfg, state_machine=self.pipeline.state_machine)
                          if cfg.teardown_on_destroy else None)
 
-        CfnOutput(self, "BucketName", value=bucket.bucket_name)
-        CfnOutput(self, "DatasetUri", value=f"s3://{bucket.bucket_name}/{cfg.data_prefix}",
+        CfnOutput(self, facts.OUTPUT_BUCKET, value=bucket.bucket_name)
+        CfnOutput(self, facts.OUTPUT_DATASET, value=f"s3://{bucket.bucket_name}/{cfg.data_prefix}",
                   description="Default dataset: upload train/, valid/ and test/ (one folder per class) under it")
-        CfnOutput(self, "StateMachineArn", value=self.pipeline.state_machine.state_machine_arn)
-        CfnOutput(self, "EndpointName", value=cfg.endpoint_name)
+        CfnOutput(self, facts.OUTPUT_STATE_MACHINE, value=self.pipeline.state_machine.state_machine_arn)
+        CfnOutput(self, facts.OUTPUT_ENDPOINT, value=cfg.endpoint_name)
         # What a run needs of the account's per-instance-type training quotas (`imgclf start` checks them).
-        CfnOutput(self, "TuningInstanceType", value=cfg.tuning.instance_type)
-        CfnOutput(self, "TuningMaxParallelJobs", value=str(cfg.tuning.max_parallel_jobs))
-        CfnOutput(self, "TrainingInstanceType", value=cfg.training.instance_type)
-        CfnOutput(self, "TrainingInstanceCount", value=str(cfg.training.instance_count))
-        CfnOutput(self, "TrainingSpot", value="true" if cfg.training.spot else "false")
+        CfnOutput(self, facts.OUTPUT_TUNING_INSTANCE_TYPE, value=cfg.tuning.instance_type)
+        CfnOutput(self, facts.OUTPUT_TUNING_PARALLEL, value=str(cfg.tuning.max_parallel_jobs))
+        CfnOutput(self, facts.OUTPUT_TRAINING_INSTANCE_TYPE, value=cfg.training.instance_type)
+        CfnOutput(self, facts.OUTPUT_TRAINING_INSTANCE_COUNT, value=str(cfg.training.instance_count))
+        CfnOutput(self, facts.OUTPUT_TRAINING_SPOT, value="true" if cfg.training.spot else "false")
         if cfg.pretrained_key is not None:  # `imgclf stage-weights` uploads there; `imgclf start` checks it exists
-            CfnOutput(self, "PretrainedWeightsUri", value=f"s3://{bucket.bucket_name}/{cfg.pretrained_key}",
+            CfnOutput(self, facts.OUTPUT_PRETRAINED_URI, value=f"s3://{bucket.bucket_name}/{cfg.pretrained_key}",
                       description="Stage the backbone's ImageNet state dict here once: imgclf stage-weights")
-            CfnOutput(self, "PretrainedBackbone", value=cfg.base_hyperparameters["backbone"])
-        CfnOutput(self, "ResourcePrefix", value=cfg.prefix,
+            CfnOutput(self, facts.OUTPUT_PRETRAINED_BACKBONE, value=cfg.base_hyperparameters["backbone"])
+        CfnOutput(self, facts.OUTPUT_RESOURCE_PREFIX, value=cfg.prefix,
                   description="Name prefix of what the state machine creates (<prefix>-<run id>): imgclf teardown")
-        CfnOutput(self, "PredictUrl", value=self.api.predict_url)
-        CfnOutput(self, "PredictMethodArn", value=self.api.method.method_arn,
+        CfnOutput(self, facts.OUTPUT_API_URL, value=self.api.predict_url)
+        CfnOutput(self, facts.OUTPUT_PREDICT_METHOD_ARN, value=self.api.method.method_arn,
                   description="Grant execute-api:Invoke on this ARN to the callers of POST /predict")
-        CfnOutput(self, "DashboardUrl", value=self.dashboard.url,
+        CfnOutput(self, facts.OUTPUT_DASHBOARD, value=self.dashboard.url,
                   description="CloudWatch dashboard: API, forwarder, endpoint (instances, latency), training jobs")
         if self.api.api_key is not None:
-            CfnOutput(self, "ApiKeyId", value=self.api.api_key.key_id,
+            CfnOutput(self, facts.OUTPUT_API_KEY_ID, value=self.api.api_key.key_id,
                       description="aws apigateway get-api-key --include-value --api-key <id>")
 
     def _images(self, cfg: StackConfig) -> Callable[[str], str]:
@@ -116,8 +117,8 @@ class ImageClassifierStack(Stack):
             if cfg.region not in supported:
                 raise ValueError(f"region {cfg.region} lacks one of the images or the Powertools layer this "
                                  f"configuration needs; all are published in: {', '.join(supported)}")
-            table = images.resolve(request, (cfg.region,))[cfg.region]
-            return table.__getitem__
+            regional = images.resolve(request, (cfg.region,))[cfg.region]
+            return regional.__getitem__
         table = images.resolve(request)
         mapping = CfnMapping(self, "Images", mapping=table, lazy=True)
         CfnRule(self, "SupportedRegion", assertions=[CfnRuleAssertion(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import Duration
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
@@ -15,7 +17,7 @@ class Storage(Construct):
     def __init__(self, scope: Construct, cid: str, *, cfg: StackConfig) -> None:
         super().__init__(scope, cid)
         destroy = cfg.removal_policy == "destroy"
-        common = {
+        common: dict[str, Any] = {
             "encryption": s3.BucketEncryption.S3_MANAGED,  # server access logs cannot be written to SSE-KMS
             "block_public_access": s3.BlockPublicAccess.BLOCK_ALL,
             "enforce_ssl": True,

@@ -231,7 +231,7 @@ def _from_client_error(exc: ClientError, endpoint: str, facts: dict[str, Any]) -
         original = response.get("OriginalStatusCode")
         facts["model_status"] = original
         if isinstance(original, int) and 400 <= original < 500:
-            return _from_model_client_error(original, response.get("OriginalMessage") or "")
+            return _from_model_client_error(original, str(response.get("OriginalMessage") or ""))
         return ApiException(contract.MODEL_ERROR, "the model failed to process the image")
     if code in THROTTLING_CODES or status in (429, 503):
         return ApiException(contract.SERVICE_UNAVAILABLE, "the model endpoint is busy or not ready; retry with backoff")

@@ -27,14 +27,16 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+import stackfacts as facts
 from ml import contract
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +62,7 @@ class DemoProgress:
                                  TextColumn("epochs"), TimeElapsedColumn(), console=console, transient=False)
         self.describe_endpoint = describe_endpoint
         self.hold = hold
-        self._tasks: dict[str, int] = {}
+        self._tasks: dict[str, TaskID] = {}
         self._labels: dict[str, str] = {}
         self._entered: dict[str, float] = {}
         self._seen: set[str] = set()
@@ -237,7 +239,7 @@ def log_line(console: Console, text: str) -> None:
     console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {text}", highlight=False)
 
 
-def demo_console(file: object = None) -> Console:
+def demo_console(file: IO[str] | None = None) -> Console:
     """No source column (`demo.py:57`) on every line; piped output is never wrapped (one event, one line)."""
     stream = file or sys.stdout
     tty = bool(getattr(stream, "isatty", lambda: False)())
@@ -384,8 +386,8 @@ def _copy_artifacts(out: Path, sm, output: dict | None, execution) -> dict[str, 
     desc = sm.describe_training_job(TrainingJobName=job)
     model = desc.get("ModelArtifacts", {}).get("S3ModelArtifacts")
     if model and sm.s3.path(model).is_file():
-        shutil.copy2(sm.s3.path(model), out / "model.tar.gz")
-        paths["model"] = str(out / "model.tar.gz")
+        shutil.copy2(sm.s3.path(model), out / facts.MODEL_ARCHIVE)
+        paths["model"] = str(out / facts.MODEL_ARCHIVE)
     verdicts = {r["RuleConfigurationName"]: r["RuleEvaluationStatus"]
                 for key in ("DebugRuleEvaluationStatuses", "ProfilerRuleEvaluationStatuses") for r in desc.get(key, [])}
     if verdicts:
@@ -393,8 +395,8 @@ def _copy_artifacts(out: Path, sm, output: dict | None, execution) -> dict[str, 
         paths["rule verdicts JSON"] = str(out / "rule-verdicts.json")
     report = sm.profiler_report(job)
     if report and report.is_file():
-        shutil.copy2(report, out / "profiler-report.html")
-        paths["profiler report"] = str(out / "profiler-report.html")
+        shutil.copy2(report, out / facts.PROFILER_REPORT_FILE)
+        paths["profiler report"] = str(out / facts.PROFILER_REPORT_FILE)
     return paths
 
 
@@ -416,7 +418,8 @@ class LocalMetrics:
         start = job.describe().get("TrainingStartTime")
         if start is None:
             return []
-        points, elapsed = [], 0.0
+        points: list[tuple[Any, float]] = []
+        elapsed = 0.0
         for epoch in list(job.epochs):
             elapsed += float(epoch.get("seconds", 0.0))
             if metric in epoch:
@@ -467,9 +470,7 @@ class LiveRecording:
         """The execution's ARN as the engine's Step Functions (moto, active while the run lasts) lists it."""
         import boto3
 
-        from local.engine import DEFAULT_REGION
-
-        client = boto3.client("stepfunctions", region_name=DEFAULT_REGION, aws_access_key_id="local",
+        client = boto3.client("stepfunctions", region_name=facts.LOCAL_REGION, aws_access_key_id="local",
                               aws_secret_access_key="local")
         for machine in client.list_state_machines().get("stateMachines", []):
             for execution in client.list_executions(stateMachineArn=machine["stateMachineArn"]).get("executions", []):
@@ -477,8 +478,8 @@ class LiveRecording:
                     return execution["executionArn"]
         return None
 
-    def record(self, status: str, events: list[dict], arn: str | None = None, **details: object) -> None:
-        from cli.recording import ExecutionRecord, write_recording
+    def record(self, status: str, events: list[dict], arn: str | None = None, **details: Any) -> None:
+        from cli.recording.writer import ExecutionRecord, write_recording
 
         arn = arn or self.arn
         if arn is None:
@@ -514,7 +515,7 @@ class LiveRecording:
 
 def _job_folders(out: Path, described: dict) -> list[Path]:
     """Where a training job's files are in a run folder: its working tree, its log copy, its S3 outputs."""
-    from cli.aws import parse_s3_uri
+    from awsshapes import parse_s3_uri
 
     job = described["TrainingJobName"]
     folders = [out / "sagemaker" / "training-jobs" / job, out / "logs" / f"{job}.log"]
@@ -555,37 +556,15 @@ def _remove(path: Path, protected: set[Path]) -> int | None:
     return freed if removed else None
 
 
-def prune_runs(out: Path, keep: int, protected: set[Path] = frozenset()) -> tuple[int, int]:
+def prune_runs(out: Path, keep: int, protected: AbstractSet[Path] = frozenset()) -> tuple[int, int]:
     """Delete the job files (working trees, logs, S3 outputs, checkpoints) of every run but the newest `keep`;
     the files in `protected` (model archives an endpoint serves) stay. The recorded API answers stay, so
     `imgclf status` still shows old runs. Returns (runs pruned, bytes freed)."""
-    from cli.pipeline import execution_refs
-    from cli.recording import record_path
+    from cli.recording.writer import recorded_runs
 
-    def read(path: Path) -> dict:
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return {}
-
-    listings = (out / "api" / "stepfunctions" / "list_executions").glob("*.json")
-    executions = sorted({e["executionArn"]: e for path in listings for e in read(path).get("executions", [])
-                         if "executionArn" in e}.values(), key=lambda e: str(e.get("startDate", "")), reverse=True)
-    kept_jobs: set[str] = set()
-    old_jobs: list[dict] = []
-    for index, execution in enumerate(executions):
-        name = execution["executionArn"].rsplit(":", 1)[-1]
-        history = read(record_path(out, "stepfunctions", "get_execution_history", name))
-        refs = execution_refs(history.get("events", []))
-        jobs = list(refs.training_jobs)
-        for tuning in refs.tuning_jobs:
-            listing = read(record_path(out, "sagemaker", "list_training_jobs_for_hyper_parameter_tuning_job", tuning))
-            jobs += [t["TrainingJobName"] for t in listing.get("TrainingJobSummaries", [])]
-        if index < keep:
-            kept_jobs.update(jobs)
-            continue
-        old_jobs += [read(record_path(out, "sagemaker", "describe_training_job", job)) or {"TrainingJobName": job}
-                     for job in jobs]
+    runs = recorded_runs(out)
+    kept_jobs = {d["TrainingJobName"] for _, jobs in runs[:keep] for d in jobs}
+    old_jobs = [d for _, jobs in runs[keep:] for d in jobs]
     protected = {p.resolve() for p in protected}
     freed, pruned = 0, set()
     for described in old_jobs:
@@ -596,8 +575,8 @@ def prune_runs(out: Path, keep: int, protected: set[Path] = frozenset()) -> tupl
             if removed is not None:
                 freed += removed
                 pruned.add(described["TrainingJobName"])
-    runs = max(0, len(executions) - keep)
-    return (runs if pruned else 0), freed
+    older = max(0, len(runs) - keep)
+    return (older if pruned else 0), freed
 
 
 def _served_models(sm) -> set[Path]:
@@ -649,7 +628,6 @@ def _summary(console: Console, output: dict, paths: dict[str, str], api_url: str
 
 def load_template(path: Path, prefix: str) -> dict:
     """A synthesized template (`cdk synth`'s cdk.out/<Stack>.template.json), checked against the context given."""
-    from cli.config import OUTPUT_RESOURCE_PREFIX
     from infra.definition import state_machine_resource
 
     try:
@@ -659,7 +637,7 @@ def load_template(path: Path, prefix: str) -> dict:
         raise DemoError(f"--template {path}: {exc.strerror}") from None
     except (ValueError, AttributeError) as exc:
         raise DemoError(f"--template {path} is not this app's synthesized template: {exc}") from None
-    synthesized_prefix = template.get("Outputs", {}).get(OUTPUT_RESOURCE_PREFIX, {}).get("Value")
+    synthesized_prefix = template.get("Outputs", {}).get(facts.OUTPUT_RESOURCE_PREFIX, {}).get("Value")
     if synthesized_prefix != prefix:
         raise DemoError(f"--template {path} was synthesized with prefix {synthesized_prefix!r}, the context given "
                         f"says {prefix!r}: pass the -c options it was synthesized with")
@@ -713,8 +691,7 @@ def check_gate_rules(gate_rules: tuple[str, ...]) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    from cli.config import OUTPUT_API_URL
-    from cli.recording import ExecutionRecord, write_recording
+    from cli.recording.writer import ExecutionRecord, write_recording
     from infra import load_config_for, synth_template
     from infra.config import validate_input
     from infra.definition import Resolver
@@ -722,7 +699,6 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from local.iam import state_machine_authorizer
     from local.rest_api import create_server, load_forwarder
     from local.sagemaker import LocalSageMaker
-    from local.sagemaker.api import DEFAULT_ACCOUNT, DEFAULT_REGION
     from local.serve import local_aws_environment
 
     # Context and input errors in one line, in seconds, before anything is synthesized or trained.
@@ -749,7 +725,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     else:
         log_line(console, f"running the synthesized template {template_path}")
     (out / "template.json").write_text(json.dumps(template, indent=1))
-    resolver = Resolver(template, region=DEFAULT_REGION, account=DEFAULT_ACCOUNT)
+    resolver = Resolver(template, region=facts.LOCAL_REGION, account=facts.LOCAL_ACCOUNT)
     definition = resolver.definition()
     outputs = resolver.outputs()
     timings["synth"] = time.monotonic() - t0
@@ -769,11 +745,16 @@ def run(args: argparse.Namespace, console: Console) -> int:
         log_line(console, f"dataset at {dataset_uri} (local S3: {dataset_dir})")
 
         saved_env = dict(os.environ)
-        stack.callback(lambda: (os.environ.clear(), os.environ.update(saved_env)))
+
+        def restore_environment() -> None:
+            os.environ.clear()
+            os.environ.update(saved_env)
+
+        stack.callback(restore_environment)
         os.environ.update(local_aws_environment(sm.runtime_url, endpoint_name))
         forwarder = load_forwarder()
         # A cold start per run: the module (and its client) may survive from an earlier run in this process.
-        forwarder.sagemaker_runtime = forwarder.make_client()
+        vars(forwarder)["sagemaker_runtime"] = forwarder.make_client()
         log_level = forwarder.logger.log_level
         forwarder.logger.setLevel("WARNING")  # its per-request JSON lines would drown the progress display
         stack.callback(forwarder.logger.setLevel, log_level)
@@ -786,7 +767,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         existing = [e["EndpointName"] for e in sm.list_endpoints().get("Endpoints", [])
                     if e["EndpointName"] == endpoint_name and e["EndpointStatus"] == "InService"]
         prober = Prober(api_url, image) if existing else None
-        if existing:
+        if prober is not None:
             log_line(console, f"endpoint {endpoint_name} is already InService: this run takes the update path, "
                               "and a prober POSTs an image every second meanwhile")
             stack.callback(prober.start().stop)
@@ -794,7 +775,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         t0 = time.monotonic()
         name = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
         # The API outlives the run only with --serve: a URL that is gone once the demo exits is not recorded.
-        recorded_outputs = {**outputs, **({OUTPUT_API_URL: api_url} if args.serve else {})}
+        recorded_outputs = {**outputs, **({facts.OUTPUT_API_URL: api_url} if args.serve else {})}
         live = LiveRecording(out, sm, ui, name, recorded_outputs, interval=args.record_interval).start()
         stack.callback(live.stop)
         ticking = threading.Event()

@@ -42,6 +42,7 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import IO, Any
 
+import stackfacts as facts
 from local import wsgi
 from ml import contract
 
@@ -50,8 +51,8 @@ HANDLERS = ("model_fn", "input_fn", "predict_fn", "output_fn")
 UTF8_TYPES = ("application/json", "text/csv")  # the toolkit hands these bodies to input_fn as str
 DEFAULT_ACCEPT = os.environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", contract.JSON_CONTENT_TYPE)
 RUNTIME_INVOKE = re.compile(r"/endpoints/([^/]+)/invocations")
-VARIANT = "AllTraffic"
-ACCOUNT = "000000000000"
+VARIANT = facts.VARIANT_NAME
+ACCOUNT = facts.LOCAL_ACCOUNT
 log = logging.getLogger("local.endpoint_server")
 
 

@@ -49,6 +49,8 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state
 )
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 
+import awsshapes
+from cli.model import StateVisit, history_states
 from local.sagemaker import LocalSageMaker, SageMakerError
 from local.sagemaker.api import DEFAULT_ACCOUNT, DEFAULT_REGION, service_model, to_json
 
@@ -158,7 +160,8 @@ class SageMakerTask(StateTaskServiceCallback):
                     resource=self._get_sfn_resource(), resourceType=self._get_sfn_resource_type(),
                     error=StatesErrorNameType.StatesTaskFailed.to_name(), cause=json.dumps(output)))))
 
-        resolve.job = (sm, operation, name_key, name)  # for _eval_sync (a state object may run concurrently in a Map)
+        # for _eval_sync (a state object may run concurrently in a Map)
+        vars(resolve)["job"] = (sm, operation, name_key, name)
         return resolve
 
     def _eval_sync(self, env, sync_resolver, timeout_seconds, callback_endpoint, heartbeat_endpoint) -> Any:
@@ -184,12 +187,9 @@ class SageMakerTask(StateTaskServiceCallback):
 class AwsSdkTask(StateTaskServiceAwsSdk):
     """`arn:aws:states:::aws-sdk:<service>:<action>`: SageMaker to the stand-in, any other service to moto."""
 
-    # Step Functions' aws-sdk service names that botocore spells otherwise (moto maps only sfn/states):
-    # "applicationautoscaling" is Application Auto Scaling, botocore's "application-autoscaling"
-    # (https://docs.aws.amazon.com/step-functions/latest/dg/supported-services-awssdk.html).
+    # Step Functions' aws-sdk service names that botocore spells otherwise (moto maps only sfn/states).
     _SERVICE_NAME_SFN_TO_BOTO_OVERRIDES: ClassVar[dict[str, str]] = {
-        **StateTaskServiceAwsSdk._SERVICE_NAME_SFN_TO_BOTO_OVERRIDES,
-        "applicationautoscaling": "application-autoscaling"}
+        **StateTaskServiceAwsSdk._SERVICE_NAME_SFN_TO_BOTO_OVERRIDES, **awsshapes.BOTOCORE_NAMES}
 
     # The SDK's service names in aws-sdk error names (SageMaker.AmazonSageMakerException, ...).
     _SERVICE_NAMES: ClassVar[dict[str, str]] = {"applicationautoscaling": "ApplicationAutoScaling"}
@@ -267,33 +267,12 @@ class ExecutionResult:
         """The state the execution failed in (the last state entered), for 'failed in X: cause' messages."""
         if self.succeeded:
             return None
-        for event in reversed(self.events):
-            details = event.get("stateEnteredEventDetails")
-            if details:
-                return details.get("name")
-        return None
+        visits = self.states()
+        return visits[-1].name if visits else None
 
-    def states(self) -> list[dict]:
-        """[{name, type, entered, exited, status}] in the order states were entered (for summary tables);
-        status is succeeded, caught (failed, then left through a Catch), failed or running."""
-        rows: list[dict] = []
-        open_rows: dict[str, dict] = {}
-        last: dict | None = None
-        for event in self.events:
-            kind = event["type"]
-            if "stateEnteredEventDetails" in event:
-                last = {"name": event["stateEnteredEventDetails"]["name"], "type": kind.removesuffix("StateEntered"),
-                        "entered": event["timestamp"], "exited": None, "status": "running"}
-                rows.append(last)
-                open_rows[last["name"]] = last
-            elif "stateExitedEventDetails" in event:
-                row = open_rows.pop(event["stateExitedEventDetails"]["name"], None)
-                if row:
-                    row["exited"] = event["timestamp"]
-                    row["status"] = "caught" if row["status"] == "failed" else "succeeded"
-            elif kind.endswith(("Failed", "TimedOut")) and kind != "ExecutionFailed" and last is not None:
-                last["status"] = "failed"
-        return rows
+    def states(self) -> list[StateVisit]:
+        """The states entered, in order (cli.model.history_states: the one reading of a history into states)."""
+        return history_states(self.events)
 
     def save(self, path: str | Path) -> Path:
         """The execution history as JSON (what GetExecutionHistory returns, plus the outcome)."""

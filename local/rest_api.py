@@ -22,13 +22,14 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs
 
+import stackfacts as facts
 from local import wsgi
 from ml import contract
 
 ROOT = Path(__file__).resolve().parent.parent
 LAMBDA_DIR = ROOT / "lambda"
 STAGE = "local"
-ACCOUNT = "000000000000"
+ACCOUNT = facts.LOCAL_ACCOUNT
 Handler = Callable[[dict, Any], dict]
 log = logging.getLogger("local.rest_api")
 

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 
+import stackfacts as facts
 from local import wsgi
 from local.endpoint_server import (
     EndpointProcess,
@@ -42,8 +43,8 @@ def local_aws_environment(endpoint_url: str, endpoint_name: str) -> dict[str, st
         "AWS_ACCESS_KEY_ID": "local",
         "AWS_SECRET_ACCESS_KEY": "local",
         "AWS_SESSION_TOKEN": "local",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": facts.LOCAL_REGION,
+        "AWS_REGION": facts.LOCAL_REGION,
         "AWS_EC2_METADATA_DISABLED": "true",
         "POWERTOOLS_SERVICE_NAME": "predict",
         # botocore honours HTTP(S)_PROXY: loopback must never go through one.
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(local_aws_environment(endpoint.url, args.endpoint_name))
         os.environ.pop("AWS_PROFILE", None)
         forwarder = load_forwarder()  # after the environment: its client is created at import
-        server.app.handler = forwarder.handler
+        server.app.handler = forwarder.handler  # type: ignore[attr-defined]  # the REST API's app object
         failed: list[str] = []
 
         def watch_endpoint() -> None:
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             nonlocal endpoint
             restarts: deque[float] = deque(maxlen=RESTARTS_PER_MINUTE)
             while not server.stopping:
+                assert endpoint is not None  # started before this thread, replaced only here
                 if endpoint.process.poll() is None:
                     time.sleep(0.5)
                     continue

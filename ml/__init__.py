@@ -29,7 +29,7 @@ class _Siblings:
         from importlib.machinery import ModuleSpec
 
         if path is None and fullname in self.names:
-            return ModuleSpec(fullname, self)
+            return ModuleSpec(fullname, self)  # type: ignore[arg-type]  # a Loader by protocol (create/exec)
         return None
 
     def create_module(self, spec: Any) -> ModuleType:
@@ -40,7 +40,7 @@ class _Siblings:
         return module
 
     def exec_module(self, module: ModuleType) -> None:
-        module.__spec__ = module.__spec__.loader_state
+        module.__spec__ = module.__spec__.loader_state  # type: ignore[union-attr]  # set by create_module
 
 
 def host_import(name: str) -> ModuleType:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,7 +44,7 @@ class HealthMonitor:
     thresholds: Thresholds = field(default_factory=Thresholds)
     step_losses: list[float] = field(default_factory=list)
     epochs: list[dict] = field(default_factory=list)
-    min_grad: dict[str, float] = field(default_factory=dict)
+    min_grad: dict[str, Any] = field(default_factory=dict)  # {"tensor": name, "mean_abs_grad": value}
     init: dict | None = None
     # Gradient statistics every `grad_interval` steps (the loss every step): reading every weight gradient costs
     # one more pass over the model's memory, ~3 % of a CPU step; Debugger's VanishingGradient likewise judges the
@@ -79,12 +80,13 @@ class HealthMonitor:
             self._grad_names = names
             self._grad_sums = torch.zeros_like(means)
             self._grad_counts = torch.zeros_like(means)
+        assert self._grad_sums is not None and self._grad_counts is not None  # set just above
         self._grad_sums += torch.where(finite, means, torch.zeros_like(means))
         self._grad_counts += finite.float()
 
     def _flush_grads(self) -> dict[str, float]:
         """Mean |gradient| per weight tensor since the last flush: the one host read-back of an epoch."""
-        if self._grad_sums is None:
+        if self._grad_sums is None or self._grad_counts is None:
             return {}
         sums, counts = self._grad_sums.tolist(), self._grad_counts.tolist()
         means = {name: total / count for name, total, count in zip(self._grad_names, sums, counts, strict=True)
@@ -102,7 +104,7 @@ class HealthMonitor:
         self.flush()
         mean_grads = self._flush_grads()
         if mean_grads:
-            weakest = min(mean_grads, key=mean_grads.get)
+            weakest = min(mean_grads, key=mean_grads.__getitem__)
             self.min_grad = {"tensor": weakest, "mean_abs_grad": mean_grads[weakest]}
         self.epochs.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss,
                             "min_mean_abs_grad": self.min_grad.get("mean_abs_grad")})

@@ -57,7 +57,7 @@ class TransformSettings:
             ok = isinstance(value, list | tuple) and len(value) == 3 and all(
                 isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 or not positive)
                 for v in value)
-            if not ok:
+            if not ok or value is None:
                 raise ValueError(f"transforms.{name} must be 3 finite{' positive' if positive else ''} numbers, "
                                  f"not {value!r}")
             return (float(value[0]), float(value[1]), float(value[2]))
@@ -145,7 +145,7 @@ def _decode(data: bytes, min_side: int | None, held: list[int]) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=contract.IMAGE_FORMATS)
+            img: Image.Image = Image.open(io.BytesIO(data), formats=contract.IMAGE_FORMATS)
             width, height = img.size
             if width < 1 or height < 1:
                 raise ApiException(contract.UNPROCESSABLE_IMAGE, f"the image has no pixels ({width}x{height})")

@@ -56,7 +56,7 @@ def read_model_config(model_dir: Path) -> dict:
             raise ValueError(f"backbone must be a torchvision model name, not {config.get('backbone')!r}")
         if not isinstance(config.get("training_job") or "", str):
             raise ValueError(f"training_job must be a name, not {config.get('training_job')!r}")
-        TransformSettings.from_dict(config.get("transforms"))
+        TransformSettings.from_dict(config.get("transforms"))  # type: ignore[arg-type]  # it refuses a non-dict
     except (OSError, ValueError) as exc:
         raise ModelConfigError(f"{path}: {exc}") from None
     return config

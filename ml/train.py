@@ -232,7 +232,7 @@ class SeededSampler(Sampler):
         self.base, self.generator = base, generator
 
     def __len__(self) -> int:
-        return len(self.base)
+        return len(self.base)  # type: ignore[arg-type]  # the samplers given here are sized
 
     def __iter__(self):
         indices = list(self.base)
@@ -288,6 +288,8 @@ class Precision:
 
     @property
     def name(self) -> str:
+        if self.dtype is None:
+            return "fp32"
         return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(self.dtype, "fp32")
 
     def autocast(self, device: torch.device):
@@ -537,8 +539,8 @@ def run(args: argparse.Namespace, world: World) -> dict | None:
                  loader_opts["pin_memory"])
     generator = torch.Generator()
     train_ds = ImageDataset(train, train_tf, settings.resize_size)
-    sampler = DistributedSampler(train_ds, world.size, world.rank, shuffle=True, seed=args.seed) \
-        if world.size > 1 else None
+    sampler: DistributedSampler | None = DistributedSampler(
+        train_ds, world.size, world.rank, shuffle=True, seed=args.seed) if world.size > 1 else None
     train_loader = DataLoader(train_ds, batch_size=args.batch_size,
                               sampler=SeededSampler(sampler or RandomSampler(train_ds, generator=generator), generator),
                               **loader_opts)

@@ -11,12 +11,14 @@ from pathlib import Path
 
 from tests.support import ROOT
 
-SOURCES = ("app.py", "infra", "ml", "lambda", "local", "cli", "tests", "bench", ".ci")
+SOURCES = ("app.py", "stackfacts", "awsshapes", "infra", "ml", "lambda", "local", "cli", "tests", "bench", ".ci")
 # Requirements that no `import` names, and why each is needed.
 TOOLS = {
     "pip": "installs torch/torchvision from the machine's pip configuration (Makefile)",
     "uv": "installs and locks (Makefile)",
     "ruff": "lint (make test)",
+    "mypy": "the type checker (make test: make typecheck)",
+    "botocore-stubs": "botocore's types, read by mypy",
     "pytest-timeout": "pytest plugin (pyproject: timeout)",
     "syrupy": "pytest plugin (snapshot fixture)",
 }

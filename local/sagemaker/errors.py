@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -17,7 +18,7 @@ class SageMakerError(ClientError):
     """A refused SageMaker request: `code` and `message` as AWS returns them (`response["Error"]` too)."""
 
     def __init__(self, code: str, message: str, operation: str = "", status: int = 400) -> None:
-        response = {
+        response: Any = {  # botocore's _ClientErrorResponseTypeDef, as AWS returns it
             "Error": {"Code": code, "Message": message},
             "ResponseMetadata": {"HTTPStatusCode": status, "RequestId": str(uuid.uuid4())},
         }

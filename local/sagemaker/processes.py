@@ -35,7 +35,7 @@ _spawner: threading.Thread | None = None
 
 try:
     _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    _prctl = _libc.prctl
+    _prctl: Any = _libc.prctl
 except (OSError, AttributeError):  # not Linux: the atexit sweep still applies
     _prctl = None
 

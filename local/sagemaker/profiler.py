@@ -20,6 +20,8 @@ from pathlib import Path
 
 import psutil
 
+import stackfacts as facts
+
 # Rules the stand-in cannot evaluate, and why. SageMaker answers a rule that could not run with
 # RuleEvaluationStatus "Error" (botocore shape ProfilerRuleEvaluationStatus: InProgress | NoIssuesFound |
 # IssuesFound | Error | Stopping | Stopped; https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ProfilerRuleEvaluationStatus.html),
@@ -85,7 +87,7 @@ class SystemMonitor:
         psutil.cpu_percent(percpu=True)  # primes the per-core counters
         sink = None
         if self.out_dir is not None:
-            path = Path(self.out_dir) / "incremental" / f"{int(time.time())}.algo-1.json"
+            path = Path(self.out_dir) / "incremental" / f"{int(time.time())}.{facts.TRAINING_HOST}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             sink = path.open("a")
         try:

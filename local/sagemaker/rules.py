@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ class LocalRule(Rule):
         return True
 
     # helpers
-    def names(self, collections: list[str] = (), regexes: list[str] = ()) -> list[str]:
+    def names(self, collections: Sequence[str] = (), regexes: Sequence[str] = ()) -> list[str]:
         names: set[str] = set()
         for collection in collections:
             if collection in {c for c in self.base_trial.collections()}:
@@ -258,7 +259,7 @@ class PoorWeightInitialization(LocalRule):
         if variances and not self.checked_activations:
             self.checked_activations = True
             self.inspected += 1
-            low, high = min(variances, key=variances.get), max(variances, key=variances.get)
+            low, high = min(variances, key=variances.__getitem__), max(variances, key=variances.__getitem__)
             ratio = variances[high] / max(variances[low], 1e-12)
             if ratio > self.threshold:
                 return self.found(f"variance of activation inputs ranges {variances[low]:.3g} ({low}) to "

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
+from awsshapes import S3UriError, parse_s3_uri
 from local.sagemaker.errors import validation
-
-# Path-style (https://s3.<region>.amazonaws.com/bucket/key, CDK's L2 tasks) and virtual-hosted style.
-_PATH_STYLE = re.compile(r"^s3([.-][a-z0-9-]+)?\.amazonaws\.com(\.cn)?$")
-_VIRTUAL_HOSTED = re.compile(r"^(?P<bucket>[a-z0-9.-]+)\.s3([.-][a-z0-9-]+)?\.amazonaws\.com(\.cn)?$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 class LocalS3:
@@ -22,26 +16,10 @@ class LocalS3:
     @staticmethod
     def parse(uri: str) -> tuple[str, str]:
         """(bucket, key) of an s3:// or https:// S3 URI; ValidationException for anything else."""
-        parsed = urlparse(uri)
-        if parsed.scheme == "s3":
-            bucket, key = parsed.netloc, parsed.path.lstrip("/")
-        elif parsed.scheme in ("https", "http"):
-            host = parsed.netloc.split(":")[0].lower()
-            path = unquote(parsed.path).lstrip("/")
-            if _PATH_STYLE.match(host):
-                bucket, _, key = path.partition("/")
-            elif m := _VIRTUAL_HOSTED.match(host):
-                bucket, key = m["bucket"], path
-            else:
-                raise validation(f"S3 URI {uri!r} is not an Amazon S3 URL")
-        else:
-            raise validation(f"Invalid S3 URI {uri!r}: expected s3://bucket/key or https://s3.<region>.amazonaws.com/"
-                             "bucket/key")
-        if not _BUCKET.match(bucket or ""):
-            raise validation(f"Invalid S3 bucket name {bucket!r} in {uri!r}")
-        if ".." in Path(key).parts:
-            raise validation(f"Invalid S3 key in {uri!r}")
-        return bucket, key
+        try:
+            return parse_s3_uri(uri, strict=True)
+        except S3UriError as exc:
+            raise validation(f"Invalid S3 URI {uri!r}: {exc}") from None
 
     def normalise(self, uri: str) -> str:
         bucket, key = self.parse(uri)

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import stackfacts as facts
 from local.sagemaker import processes
 from local.sagemaker.api import arn, now
 from local.sagemaker.profiler import NOT_EVALUATED_STATUS, SystemMonitor, not_evaluated_locally, write_report
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
 TERMINAL = ("Completed", "Failed", "Stopped")
 RULE_TERMINAL = ("NoIssuesFound", "IssuesFound", "Error", "Stopped")
-HOST = "algo-1"
+HOST = facts.TRAINING_HOST
 # SageMaker's script-mode hyperparameters that configure the toolkit, not the script.
 TOOLKIT_PREFIX = "sagemaker_"
 TUNING_OBJECTIVE_HP = "_tuning_objective_metric"
@@ -168,7 +169,7 @@ class TrainingJob:
         }
         # Required in DescribeTrainingJob's shape: the location the model is (or would be) uploaded to.
         d["ModelArtifacts"] = {"S3ModelArtifacts": sm.s3.join(request["OutputDataConfig"]["S3OutputPath"], self.name,
-                                                              "output", "model.tar.gz")}
+                                                              facts.JOB_OUTPUT_DIR, facts.MODEL_ARCHIVE)}
         if tuning_job_arn:
             d["TuningJobArn"] = tuning_job_arn
         for key in ("VpcConfig", "CheckpointConfig", "DebugHookConfig", "DebugRuleConfigurations",
@@ -416,7 +417,7 @@ class TrainingJob:
         if hook is None and not self.request.get("DebugRuleConfigurations"):
             return None
         base = hook["S3OutputPath"] if hook else self.request["OutputDataConfig"]["S3OutputPath"]
-        return self.sm.s3.join(base, self.name, "debug-output")
+        return self.sm.s3.join(base, self.name, facts.DEBUG_OUTPUT_DIR)
 
     def _hook_config(self) -> dict | None:
         """The JSON SageMaker writes to /opt/ml/input/config/debughookconfig.json (smdebug's json_config format)."""
@@ -486,7 +487,7 @@ class TrainingJob:
             if profiler and not profiler.get("DisableProfiler", False):
                 interval = profiler.get("ProfilingIntervalInMilliseconds", 500) / 1000
                 out = self._s3_path(profiler.get("S3OutputPath", self.request["OutputDataConfig"]["S3OutputPath"]),
-                                    self.name, "profiler-output", "system")
+                                    self.name, facts.PROFILER_OUTPUT_DIR, "system")
                 monitor = SystemMonitor(self._proc.pid, interval, out).start()
             reader = threading.Thread(target=self._read_output, args=(self._proc.stdout, sink), daemon=True,
                                       name=f"log-{self.name}")
@@ -534,17 +535,17 @@ class TrainingJob:
                   "Timestamp": _from_epoch(self._line_times.get(name, time.time()))}
                  for name, values in metric_values(definitions, log_text).items()]
         model_dir = self.dir / "model"
-        output_uri = self.sm.s3.join(self.request["OutputDataConfig"]["S3OutputPath"], self.name, "output")
+        output_uri = self.sm.s3.join(self.request["OutputDataConfig"]["S3OutputPath"], self.name, facts.JOB_OUTPUT_DIR)
         if status in ("Completed", "Stopped"):
             # SageMaker uploads /opt/ml/model as model.tar.gz, also after a stop (whatever the script saved in the
             # SIGTERM window, possibly nothing); a failed job uploads no model.
             if status == "Completed":
                 self._transition("Uploading")
             model_dir.mkdir(parents=True, exist_ok=True)
-            _tar_directory(model_dir, self.sm.s3.path(output_uri + "/model.tar.gz"))
+            _tar_directory(model_dir, self.sm.s3.path(output_uri + "/" + facts.MODEL_ARCHIVE))
         data_dir = self.dir / "output" / "data"
         if data_dir.is_dir() and any(data_dir.iterdir()):
-            _tar_directory(data_dir, self.sm.s3.path(output_uri + "/output.tar.gz"))
+            _tar_directory(data_dir, self.sm.s3.path(output_uri + "/" + facts.OUTPUT_ARCHIVE))
         end = now()
         with self.sm.lock:
             d = self.desc
@@ -614,7 +615,7 @@ class TrainingJob:
         spec = {"trial": str(self.sm.s3.path(self.debug_output_uri())), "result_file": str(results_file),
                 "rules": runnable,
                 "rule_output": {c["RuleConfigurationName"]: str(self._s3_path(
-                    c.get("S3OutputPath", base), self.name, "rule-output", c["RuleConfigurationName"]))
+                    c.get("S3OutputPath", base), self.name, facts.RULE_OUTPUT_DIR, c["RuleConfigurationName"]))
                     for c in runnable}}
         spec_file = rules_dir / "spec.json"
         spec_file.write_text(json.dumps(spec, indent=2))
@@ -664,7 +665,7 @@ class TrainingJob:
         for config in configs:
             name = config["RuleConfigurationName"]
             rule = config.get("RuleParameters", {}).get("rule_to_invoke", name)
-            if rule == "ProfilerReport":
+            if rule == facts.PROFILER_REPORT_RULE:
                 report_rule = config
             elif reason := not_evaluated_locally(rule):
                 verdicts[name] = (NOT_EVALUATED_STATUS, f"ClientError: {reason}")
@@ -676,7 +677,8 @@ class TrainingJob:
         if report_rule:
             name = report_rule["RuleConfigurationName"]
             base = report_rule.get("S3OutputPath", self.request["OutputDataConfig"]["S3OutputPath"])
-            report = self._s3_path(base, self.name, "rule-output", name, "profiler-output", "profiler-report.html")
+            report = self._s3_path(base, self.name, facts.RULE_OUTPUT_DIR, name, facts.PROFILER_OUTPUT_DIR,
+                                   facts.PROFILER_REPORT_FILE)
             checks = [(r["RuleConfigurationName"], r["RuleEvaluationStatus"], r.get("StatusDetails", ""))
                       for r in self.describe().get("DebugRuleEvaluationStatuses", [])]
             checks += [(name, status, details) for name, (status, details) in verdicts.items()]

@@ -16,15 +16,19 @@ import threading
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from local.sagemaker.api import arn, now, validate_request
 from local.sagemaker.errors import validation
 from local.sagemaker.training import TUNING_OBJECTIVE_HP, TrainingJob
+
+# What a ParameterRanges entry becomes: an optuna Int-, Float- or CategoricalDistribution (optuna's own signatures
+# take BaseDistribution, which has no low/high: the space is typed loosely, each use reads its own kind).
+Distribution = Any
 
 if TYPE_CHECKING:
     from local.sagemaker.service import LocalSageMaker
@@ -50,17 +54,17 @@ def _reverse_log(low: float, high: float) -> tuple[float, float]:
     return start, end
 
 
-def search_space(config: dict) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
+def search_space(config: dict) -> tuple[dict[str, Distribution], dict[str, str]]:
     """optuna distributions for ParameterRanges, and the scaling of each (to map samples back to values)."""
     ranges = config.get("ParameterRanges", {})
-    space: dict[str, BaseDistribution] = {}
+    space: dict[str, Distribution] = {}
     scaling: dict[str, str] = {}
     for r in ranges.get("IntegerParameterRanges", []):
-        low, high = int(r["MinValue"]), int(r["MaxValue"])
+        first, last = int(r["MinValue"]), int(r["MaxValue"])
         scale = r.get("ScalingType", "Auto")
-        if low > high:
-            raise validation(f"MinValue {low} is greater than MaxValue {high} for hyperparameter {r['Name']}")
-        space[r["Name"]] = IntDistribution(low, high, log=scale == "Logarithmic" and low > 0)
+        if first > last:
+            raise validation(f"MinValue {first} is greater than MaxValue {last} for hyperparameter {r['Name']}")
+        space[r["Name"]] = IntDistribution(first, last, log=scale == "Logarithmic" and first > 0)
         scaling[r["Name"]] = "Integer"
     for r in ranges.get("ContinuousParameterRanges", []):
         low, high = float(r["MinValue"]), float(r["MaxValue"])
@@ -224,7 +228,8 @@ class TuningJob:
     # --- optuna ---------------------------------------------------------------------------------------------
     def _study(self) -> optuna.Study:
         seed = self.config.get("RandomSeed")
-        direction = "maximize" if self.objective["Type"] == "Maximize" else "minimize"
+        direction: Literal["maximize", "minimize"] = (
+            "maximize" if self.objective["Type"] == "Maximize" else "minimize")
         if self.strategy == "Grid":
             sampler: optuna.samplers.BaseSampler = _GridSampler(self.grid, seed=seed)
         elif self.strategy == "Random":
@@ -411,7 +416,7 @@ class TuningJob:
         status = d["TrainingJobStatus"]
         if pruned.is_set():
             study.tell(trial, state=TrialState.PRUNED)
-        elif status == "Completed" and name in self._objective_values:
+        elif status == "Completed" and value is not None and name in self._objective_values:
             study.tell(trial, value)
             completed.append(value)
         else:

@@ -10,7 +10,7 @@ import json
 import pytest
 from botocore.stub import ANY
 
-from cli import config
+import stackfacts as facts
 from cli.main import main
 from cli.prices import HOSTING_USD_PER_HOUR, TRAINING_USD_PER_HOUR
 from cli.views import STATUS_TRIALS
@@ -29,7 +29,7 @@ from tests.support.cli import (
     png_bytes,
 )
 
-PREFIX = config.DEFAULT_RESOURCE_PREFIX
+PREFIX = facts.RESOURCE_PREFIX
 
 
 @pytest.fixture
@@ -151,8 +151,8 @@ def test_report_falls_back_to_cloudwatch(tmp_path, capsys):
 def test_start(stubs, capsys):
     stubs.expect_stack()
     arn = STATE_MACHINE.replace(":stateMachine:", ":execution:") + ":try-2"
-    expected_input = {config.INPUT_DATASET: f"s3://{BUCKET}/data/digits/", config.INPUT_MAX_JOBS: 8,
-                      config.INPUT_MAX_PARALLEL_JOBS: 2, config.INPUT_MIN_TEST_ACCURACY: 0.9, "extra": True}
+    expected_input = {facts.INPUT_DATASET: f"s3://{BUCKET}/data/digits/", facts.INPUT_MAX_JOBS: 8,
+                      facts.INPUT_MAX_PARALLEL_JOBS: 2, facts.INPUT_MIN_TEST_ACCURACY: 0.9, "extra": True}
     stubs.add("stepfunctions", "start_execution", {"executionArn": arn, "startDate": dt.datetime.now(dt.UTC)},
               {"stateMachineArn": STATE_MACHINE, "name": "try-2", "input": json.dumps(expected_input)})
     code, out, err = run(["start", "--dataset", f"s3://{BUCKET}/data/digits", "--max-jobs", "8", "--parallel", "2",
@@ -372,7 +372,7 @@ def test_stack_rolled_back(stubs, scenario, capsys):
 def test_stack_without_the_output(stubs, scenario, capsys):
     stubs.add("cloudformation", "describe_stacks", scenario.describe_stacks({"Other": "x"}))
     code, _, err = run(["status"], stubs, capsys)
-    assert code == 1 and f"has no output '{config.OUTPUT_STATE_MACHINE}'" in err and "its outputs: Other" in err
+    assert code == 1 and f"has no output '{facts.OUTPUT_STATE_MACHINE}'" in err and "its outputs: Other" in err
 
 
 def test_execution_not_found(stubs, scenario, capsys):

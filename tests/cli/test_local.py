@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+import stackfacts as facts
 from cli import config
 from cli.main import build_parser, main, untangle_local
-from cli.recording import RecordedClient
+from cli.recording.reader import RecordedClient
 from cli.views import fmt_hyperparameter
 from tests.support import ROOT
 from tests.support.cli import BUCKET, Scenario, StubApi, make_dataset, png_bytes, record
@@ -223,7 +224,7 @@ def test_predict_uses_the_runs_recorded_api_url(tmp_path, scenario, capsys):
     image = tmp_path / "img.png"
     image.write_bytes(png_bytes())
     with StubApi() as api:
-        record(tmp_path / "run", scenario, stack_outputs={config.OUTPUT_API_URL: api.url})
+        record(tmp_path / "run", scenario, stack_outputs={facts.OUTPUT_API_URL: api.url})
         code, out, err = run(["predict", "--local", str(tmp_path / "run"), str(image), "--json"], capsys)
     assert code == 0, err
     assert json.loads(out)[0]["predictions"][0] == {"label": "3", "score": 0.91}
@@ -241,7 +242,7 @@ def test_local_flag_does_not_swallow_the_positional():
 def test_recorded_s3_keys_stay_inside_the_bucket_folder(tmp_path):
     from botocore.exceptions import ClientError
 
-    from cli.recording import RecordedS3
+    from cli.recording.reader import RecordedS3
 
     planted = tmp_path / "planted.txt"
     planted.write_text("secret")
@@ -257,7 +258,7 @@ def test_recorded_s3_keys_stay_inside_the_bucket_folder(tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncated", "not-json", "a-list", "wrong-shape"])
 def test_a_damaged_recording_is_one_line_naming_the_file(fresh_run, scenario, capsys, damage):
-    from cli.recording import record_path
+    from cli.recording.reader import record_path
 
     path = record_path(fresh_run, "stepfunctions", "describe_execution", scenario.execution_name)
     text = path.read_text()
@@ -269,7 +270,7 @@ def test_a_damaged_recording_is_one_line_naming_the_file(fresh_run, scenario, ca
 
 
 def test_a_tampered_job_record_is_named(fresh_run, scenario, capsys):
-    from cli.recording import record_path
+    from cli.recording.reader import record_path
 
     path = record_path(fresh_run, "sagemaker", "describe_training_job", scenario.final_job)
     job = json.loads(path.read_text())
@@ -284,7 +285,7 @@ def test_copied_s3_keys_stay_inside_the_recording(tmp_path):
 
     from botocore.response import StreamingBody
 
-    from cli.recording import _copy_objects
+    from cli.recording.writer import _copy_objects
 
     class HostileS3:
         keys = ("out/ok.bin", "out/../../../escaped.bin", f"out/{tmp_path}/abs.bin")
@@ -344,7 +345,7 @@ def test_local_predict_skips_a_stopped_recorded_api(tmp_path, scenario, monkeypa
         stopped, nothing = (f"http://127.0.0.1:{s.getsockname()[1]}" for s in (dead, other))
     image = tmp_path / "img.png"
     image.write_bytes(png_bytes())
-    record(tmp_path / "run", scenario, stack_outputs={config.OUTPUT_API_URL: stopped})
+    record(tmp_path / "run", scenario, stack_outputs={facts.OUTPUT_API_URL: stopped})
     with StubApi() as api:
         monkeypatch.setattr(config, "LOCAL_API_URL", api.url)
         code, out, err = run(["predict", "--local", str(tmp_path / "run"), str(image), "--json"], capsys)

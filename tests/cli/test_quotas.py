@@ -10,14 +10,15 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from cli import config, quotas
+import stackfacts as facts
+from cli import quotas
 from cli.main import main
 from tests.support.cli import BUCKET, REGION, STACK, STATE_MACHINE, Scenario, Stubs
 
 GPU = "ml.g4dn.xlarge"
-CAPACITY = {config.OUTPUT_TUNING_INSTANCE_TYPE: GPU, config.OUTPUT_TUNING_PARALLEL: "2",
-            config.OUTPUT_TRAINING_INSTANCE_TYPE: GPU, config.OUTPUT_TRAINING_INSTANCE_COUNT: "1",
-            config.OUTPUT_TRAINING_SPOT: "false"}
+CAPACITY = {facts.OUTPUT_TUNING_INSTANCE_TYPE: GPU, facts.OUTPUT_TUNING_PARALLEL: "2",
+            facts.OUTPUT_TRAINING_INSTANCE_TYPE: GPU, facts.OUTPUT_TRAINING_INSTANCE_COUNT: "1",
+            facts.OUTPUT_TRAINING_SPOT: "false"}
 
 
 def _quota(name: str, value: float, code: str) -> dict:
@@ -36,8 +37,8 @@ def service_quotas():
 
 def _start(stubs: Stubs, client, capsys, argv: list[str], outputs: dict[str, str]) -> tuple[int, str, str]:
     scenario = Scenario()
-    base = {config.OUTPUT_BUCKET: BUCKET, config.OUTPUT_DATASET: f"s3://{BUCKET}/data/",
-            config.OUTPUT_STATE_MACHINE: STATE_MACHINE}
+    base = {facts.OUTPUT_BUCKET: BUCKET, facts.OUTPUT_DATASET: f"s3://{BUCKET}/data/",
+            facts.OUTPUT_STATE_MACHINE: STATE_MACHINE}
     stubs.add("cloudformation", "describe_stacks", scenario.describe_stacks({**base, **outputs}), {"StackName": STACK})
 
     def backend(_args):
@@ -78,7 +79,7 @@ def test_a_run_within_the_quota_starts(service_quotas, capsys):
     stubs = Stubs(Scenario())
     stubber.add_response("list_service_quotas", {"Quotas": [_quota(f"{GPU} for training job usage", 1, "L-G4")]},
                          {"ServiceCode": "sagemaker"})
-    _expect_started(stubs, {config.INPUT_MAX_PARALLEL_JOBS: 1})
+    _expect_started(stubs, {facts.INPUT_MAX_PARALLEL_JOBS: 1})
     code, _, err = _start(stubs, client, capsys, ["--parallel", "1"], CAPACITY)
     assert code == 0, err
     stubs.assert_done()
@@ -87,7 +88,7 @@ def test_a_run_within_the_quota_starts(service_quotas, capsys):
 def test_spot_training_has_its_own_quota_and_an_unoffered_type_is_named(service_quotas, capsys):
     client, stubber = service_quotas
     stubs = Stubs(Scenario())
-    outputs = {**CAPACITY, config.OUTPUT_TRAINING_INSTANCE_TYPE: "ml.p5.48xlarge", config.OUTPUT_TRAINING_SPOT: "true"}
+    outputs = {**CAPACITY, facts.OUTPUT_TRAINING_INSTANCE_TYPE: "ml.p5.48xlarge", facts.OUTPUT_TRAINING_SPOT: "true"}
     stubber.add_response("list_service_quotas", {"Quotas": [_quota(f"{GPU} for training job usage", 4, "L-G4")]},
                          {"ServiceCode": "sagemaker"})
     stubber.add_response("list_aws_default_service_quotas", {"Quotas": [_quota(f"{GPU} for training job usage", 0,
@@ -120,5 +121,5 @@ def test_skip_and_older_stacks_make_no_quota_call(service_quotas, capsys):
 
 
 def test_phases_that_run_one_after_the_other_share_a_quota():
-    same = quotas.needs({**CAPACITY, config.OUTPUT_TRAINING_INSTANCE_COUNT: "3"}, parallel=2)
+    same = quotas.needs({**CAPACITY, facts.OUTPUT_TRAINING_INSTANCE_COUNT: "3"}, parallel=2)
     assert [(n.quota, n.count) for n in same] == [(f"{GPU} for training job usage", 3)]

@@ -9,8 +9,9 @@ import json
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
-from cli.aws import collect, shape_problems
-from cli.recording import RecordedClient, RecordedS3, record_path, validate_recording, write_recording
+from awsshapes import collect, output_problems
+from cli.recording.reader import RecordedClient, RecordedS3, record_path, validate_recording
+from cli.recording.writer import write_recording
 from tests.support.cli import (
     BUCKET,
     STACK,
@@ -90,7 +91,7 @@ def test_recorded_client_answers_like_boto3(run_dir, scenario):
     job = sagemaker.describe_training_job(TrainingJobName=scenario.final_job)
     assert isinstance(job["CreationTime"], dt.datetime) and job["CreationTime"].tzinfo is not None
     assert job["ResponseMetadata"]["HTTPStatusCode"] == 200
-    assert shape_problems("sagemaker", "describe_training_job", job) == []
+    assert output_problems("sagemaker", "describe_training_job", job) == []
     expected = scenario.describe_job(scenario.final_job)
     assert job["DebugRuleEvaluationStatuses"][2]["RuleEvaluationStatus"] == \
         expected["DebugRuleEvaluationStatuses"][2]["RuleEvaluationStatus"] == "IssuesFound"
@@ -151,7 +152,7 @@ def test_recorded_client_validates_requests_and_refuses_unknown_calls(run_dir):
 
 def test_recorded_cloudwatch_answers_each_query(tmp_path, scenario):
     record(tmp_path, scenario, cloudwatch=FakeCloudWatch(scenario))
-    from cli.pipeline import metric_queries
+    from cli.model import metric_queries
 
     name = scenario.final_job
     response = RecordedClient(tmp_path, "cloudwatch").get_metric_data(
@@ -284,8 +285,8 @@ def test_execution_record_stands_in_for_a_finished_engine_run(tmp_path, scenario
     """local.engine's client is gone when run_definition returns; its ExecutionResult is recorded instead."""
     from types import SimpleNamespace
 
-    from cli.aws import jsonable
-    from cli.recording import ExecutionRecord
+    from awsshapes import jsonable
+    from cli.recording.writer import ExecutionRecord
 
     events = jsonable(scenario.events())  # the engine renders timestamps as ISO strings
     result = SimpleNamespace(execution_arn=scenario.execution_arn, status="SUCCEEDED", events=events,
@@ -305,7 +306,7 @@ def test_execution_record_stands_in_for_a_finished_engine_run(tmp_path, scenario
 
 
 def test_profiler_report_is_looked_for_only_when_the_rule_ran(scenario):
-    from cli.pipeline import job_from
+    from cli.model import job_from
 
     final = scenario.describe_job(scenario.final_job)
     assert job_from(final).profiler_paths == [f"s3://{BUCKET}/jobs/{scenario.final_job}/rule-output",

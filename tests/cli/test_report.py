@@ -269,7 +269,7 @@ def test_model_and_test_data_options(tmp_path, trained_model, digits_dir, run_di
 
 def test_trials_are_ordered_by_sagemakers_trial_number(scenario):
     """Trials launched together have creation times microseconds apart, in either order: the -NNN- decides."""
-    from cli.pipeline import tuning_from
+    from cli.model import tuning_from
 
     summaries = scenario.list_trials()  # listed newest first
     first, last = summaries[-1], summaries[0]
@@ -311,7 +311,8 @@ def test_local_metrics_give_every_trial_its_curve(tmp_path):
     import datetime as dt
     from types import SimpleNamespace
 
-    from cli.pipeline import CURVE_METRICS, fetch_metric_data, metric_queries, metric_series
+    from cli.loaders import fetch_metric_data
+    from cli.model import CURVE_METRICS, metric_queries, metric_series
     from local.demo import LocalMetrics
     from ml import contract
 
@@ -387,7 +388,7 @@ def test_cost_line_per_job_is_billable_seconds_times_the_table_price(report_dir,
 
 def test_on_aws_jobs_and_endpoint_are_priced_at_their_own_instances(scenario):
     from cli import cost
-    from cli.pipeline import job_from
+    from cli.model import job_from
     from cli.prices import TRAINING_USD_PER_HOUR
 
     described = {**scenario.describe_job(scenario.final_job),

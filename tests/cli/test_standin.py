@@ -8,7 +8,8 @@ import json
 import pytest
 
 from cli.main import main
-from cli.recording import ExecutionRecord, RecordedClient, validate_recording, write_recording
+from cli.recording.reader import RecordedClient, validate_recording
+from cli.recording.writer import ExecutionRecord, write_recording
 from local.engine import run_definition
 from local.sagemaker import LocalSageMaker
 from tests.support.engine import pipeline, run_input

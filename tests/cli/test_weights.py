@@ -11,14 +11,14 @@ import torch
 from botocore.stub import ANY
 from torchvision import models
 
-from cli import config
+import stackfacts as facts
 from cli.main import main
 from tests.support.cli import BUCKET, STACK, STATE_MACHINE, Scenario, Stubs, make_dataset, record
 
 KEY = "data/pretrained/resnet18.pt"
-WEIGHTS = {config.OUTPUT_PRETRAINED_URI: f"s3://{BUCKET}/{KEY}", config.OUTPUT_PRETRAINED_BACKBONE: "resnet18"}
-BASE = {config.OUTPUT_BUCKET: BUCKET, config.OUTPUT_DATASET: f"s3://{BUCKET}/data/",
-        config.OUTPUT_STATE_MACHINE: STATE_MACHINE}
+WEIGHTS = {facts.OUTPUT_PRETRAINED_URI: f"s3://{BUCKET}/{KEY}", facts.OUTPUT_PRETRAINED_BACKBONE: "resnet18"}
+BASE = {facts.OUTPUT_BUCKET: BUCKET, facts.OUTPUT_DATASET: f"s3://{BUCKET}/data/",
+        facts.OUTPUT_STATE_MACHINE: STATE_MACHINE}
 
 
 @pytest.fixture
@@ -158,7 +158,7 @@ def test_stage_without_a_file_offline_says_to_pass_one(stubs, monkeypatch, capsy
 
 
 def test_start_on_an_older_stack_without_the_backbone_output(stubs, capsys):
-    expect_stack(stubs, {**BASE, config.OUTPUT_PRETRAINED_URI: WEIGHTS[config.OUTPUT_PRETRAINED_URI]})
+    expect_stack(stubs, {**BASE, facts.OUTPUT_PRETRAINED_URI: WEIGHTS[facts.OUTPUT_PRETRAINED_URI]})
     expect_head(stubs, found=False)
     code, _, err = run(["start", "--skip-quota-check"], stubs, capsys)
     assert code == 1 and "`imgclf stage-weights`" in err

@@ -67,9 +67,9 @@ def test_dashboard_covers_api_lambda_endpoint_and_training(any_synth):
 
 
 def test_dashboard_url_is_an_output_the_cli_reads(any_synth):
-    from cli import config
+    import stackfacts as facts
 
-    url = _flatten(any_synth.template["Outputs"][config.OUTPUT_DASHBOARD]["Value"])
+    url = _flatten(any_synth.template["Outputs"][facts.OUTPUT_DASHBOARD]["Value"])
     region = any_synth.config.region or "${AWS::Region}"
     assert url == (f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
                    f"#dashboards:name={dashboard.dashboard_name(any_synth.config)}")

@@ -6,7 +6,6 @@ listed."""
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 
@@ -89,7 +88,7 @@ def test_a_missing_statement_fails_the_run_where_aws_would(local, action, state)
     assert "assumed-role/" in cause  # names the role
     entered = [e["stateEnteredEventDetails"]["name"] for e in result.events[:result.events.index(denied[0])]
                if "stateEnteredEventDetails" in e]
-    assert entered[-1] == state, json.dumps(result.states()[-3:])
+    assert entered[-1] == state, result.states()[-3:]
 
 
 def test_resource_arns_are_built_as_aws_builds_them(local):

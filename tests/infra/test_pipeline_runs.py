@@ -157,7 +157,7 @@ def test_a_new_account_without_debugger_still_deploys(local):
     assert out["debugger"]["status"] == "unavailable" and "Debugger" in out["debugger"]["reason"]
     assert out["training_job_name"] == created[1]["TrainingJobName"] and out["rule_verdicts"] == {}
     assert "rule_output" not in out["reports"] and out["test_accuracy"] == 0.93
-    assert S.DEBUGGER_UNAVAILABLE in [r["name"] for r in result.states()]
+    assert S.DEBUGGER_UNAVAILABLE in [r.name for r in result.states()]
 
 
 def test_an_account_with_debugger_gets_rules_and_verdicts(local):
@@ -458,7 +458,7 @@ def test_missing_weights_fail_before_tuning(cloud):
 def test_staged_weights_let_tuning_start(cloud):
     result, sm, _ = _from_the_start(cloud, stage=True)
     assert result.failed_state == S.TUNING_FAILED, (result.failed_state, result.cause)
-    assert S.CHECK_WEIGHTS in [r["name"] for r in result.states()]
+    assert S.CHECK_WEIGHTS in [r.name for r in result.states()]
     assert sm.ops("CreateHyperParameterTuningJob")
 
 

@@ -57,11 +57,11 @@ def test_pipeline_runs_end_to_end_and_creates_the_endpoint(sm, first_run, tmp_pa
     result, events = first_run
     assert result.status == "SUCCEEDED", (result.error, result.cause)
     assert result.events == events and [e["id"] for e in events] == list(range(1, len(events) + 1))
-    visited = [row["name"] for row in result.states()]
+    visited = [row.name for row in result.states()]
     assert visited[:3] == ["Tune", "Describe best trial", "Train"]
     assert "Create endpoint" in visited and "Update endpoint" not in visited
-    find = next(row for row in result.states() if row["name"] == "Find endpoint")
-    assert find["status"] == "caught"  # describeEndpoint's not-found error went through the Catch
+    find = next(row for row in result.states() if row.name == "Find endpoint")
+    assert find.status == "caught"  # describeEndpoint's not-found error went through the Catch
     output = result.output
     assert output["lookup"]["Error"] == "SageMaker.SageMakerException"
     assert "Could not find endpoint" in output["lookup"]["Cause"]
@@ -106,7 +106,7 @@ def test_second_run_updates_the_endpoint_without_downtime(sm, definition, first_
         stop.set()
         worker.join()
     assert result.status == "SUCCEEDED", (result.error, result.cause)
-    visited = [row["name"] for row in result.states()]
+    visited = [row.name for row in result.states()]
     assert "Update endpoint" in visited and "Create endpoint" not in visited
     assert sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == "config-two"
     assert failures == [] and answered[0] > 5
@@ -118,7 +118,7 @@ def test_gate_stops_on_rule_issues_and_leaves_the_endpoint_untouched(sm, definit
     result = run_definition(definition, run_input("gate", rules=strict), sm, timeout=900)
     assert result.status == "FAILED" and result.error == "GateRejected"
     assert result.failed_state == "Gate rejected"
-    assert "Create model" not in [row["name"] for row in result.states()]
+    assert "Create model" not in [row.name for row in result.states()]
     after = sm.describe_endpoint(EndpointName=ENDPOINT)
     assert after["EndpointConfigName"] == before["EndpointConfigName"]
     assert after["LastModifiedTime"] == before["LastModifiedTime"]

@@ -64,7 +64,7 @@ def test_first_run_creates_the_endpoint_and_predicts(out, digits_dir, capsys):
     for name in ("model.tar.gz", "best-hyperparameters.json", "rule-verdicts.json", "profiler-report.html",
                  "template.json"):
         assert (out / name).is_file(), name
-    from cli.recording import validate_recording
+    from cli.recording.reader import validate_recording
 
     problems = validate_recording(out)
     assert all("ModelArtifacts" in p for p in problems), problems  # early-stopped trials have none

@@ -22,8 +22,10 @@ from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 from botocore.validate import ParamValidator
 
+import awsshapes
+import stackfacts as facts
 from cli import config
-from cli.pipeline import metric_queries
+from cli.model import metric_queries
 from ml import contract
 
 REGION, ACCOUNT = "us-east-1", "123456789012"
@@ -308,7 +310,7 @@ class Scenario:
     def describe_execution(self) -> dict:
         d = {"executionArn": self.execution_arn, "stateMachineArn": STATE_MACHINE, "name": self.execution_name,
              "status": self.status, "startDate": T0 - dt.timedelta(seconds=5),
-             "input": json.dumps({config.INPUT_DATASET: f"s3://{BUCKET}/data/"}),
+             "input": json.dumps({facts.INPUT_DATASET: f"s3://{BUCKET}/data/"}),
              "output": json.dumps({"endpoint": self.endpoint})}
         if self.status != "RUNNING":
             d["stopDate"] = T0 + dt.timedelta(minutes=32)
@@ -361,9 +363,9 @@ class Scenario:
 
     def describe_stacks(self, outputs: dict[str, str] | None = None) -> dict:
         outputs = outputs if outputs is not None else {
-            config.OUTPUT_BUCKET: BUCKET, config.OUTPUT_DATASET: f"s3://{BUCKET}/data/",
-            config.OUTPUT_STATE_MACHINE: STATE_MACHINE, config.OUTPUT_API_URL: API_URL,
-            config.OUTPUT_ENDPOINT: self.endpoint, config.OUTPUT_DASHBOARD: DASHBOARD_URL}
+            facts.OUTPUT_BUCKET: BUCKET, facts.OUTPUT_DATASET: f"s3://{BUCKET}/data/",
+            facts.OUTPUT_STATE_MACHINE: STATE_MACHINE, facts.OUTPUT_API_URL: API_URL,
+            facts.OUTPUT_ENDPOINT: self.endpoint, facts.OUTPUT_DASHBOARD: DASHBOARD_URL}
         return {"Stacks": [{"StackName": STACK, "StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/"
                                                           f"{STACK}/1a2b3c", "CreationTime": T0 - dt.timedelta(days=2),
                             "StackStatus": "UPDATE_COMPLETE",
@@ -396,15 +398,8 @@ def make_tar(files: dict[str, bytes]) -> bytes:
 
 
 # --- in-memory fake clients (any object with boto3's methods) ---------------------------------------------------
-@functools.cache
-def _service_model(service: str):
-    import botocore.session
-
-    return botocore.session.get_session().get_service_model(service)
-
-
 def _checked(service: str, operation: str, response: dict) -> dict:
-    shape = _service_model(service).operation_model(operation).output_shape
+    shape = awsshapes.operation_model(service, operation).output_shape
     report = ParamValidator().validate(response, shape)
     assert not report.has_errors(), f"{service}.{operation}: {report.generate_report()}"
     return copy.deepcopy(response)
@@ -614,7 +609,7 @@ class Stubs:
 
 def record(root, scenario: Scenario, **kwargs: Any) -> list:
     """A recorded local run of `scenario` under root, written by the real write_recording over the fakes."""
-    from cli.recording import write_recording
+    from cli.recording.writer import write_recording
 
     return write_recording(root, sagemaker=FakeSageMaker(scenario), stepfunctions=FakeStepFunctions(scenario),
                            execution_arn=scenario.execution_arn, s3=FakeS3(scenario.s3_objects()), **kwargs)

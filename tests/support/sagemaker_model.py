@@ -8,24 +8,15 @@ operation's output shape, so a misspelt response field fails here rather than at
 from __future__ import annotations
 
 import re
-from functools import cache
 from typing import Any
 
-import botocore.session
 from botocore.model import Shape
+
+import awsshapes
 
 # What a .sync integration returns: the Describe* of the job it waited for.
 SYNC_OUTPUT = {"CreateHyperParameterTuningJob": "DescribeHyperParameterTuningJob",
                "CreateTrainingJob": "DescribeTrainingJob"}
-
-
-# Step Functions' aws-sdk service names that differ from botocore's (supported-services-awssdk.html).
-BOTOCORE_NAMES = {"applicationautoscaling": "application-autoscaling"}
-
-
-@cache
-def _model(name: str):
-    return botocore.session.get_session().get_service_model(name)
 
 
 def service_model(resource: str | None = None):
@@ -33,7 +24,7 @@ def service_model(resource: str | None = None):
     name = "sagemaker"
     if resource and ":::aws-sdk:" in resource:
         name = resource.split(":::aws-sdk:", 1)[1].split(":", 1)[0]
-    return _model(BOTOCORE_NAMES.get(name, name))
+    return awsshapes.service_model(name)
 
 
 def operation(resource: str) -> tuple[str, bool]:
@@ -49,10 +40,8 @@ def _dynamic_ok(value: Any) -> bool:
 
 
 def _pattern_ok(pattern: str, value: str) -> bool:
-    try:
-        return re.fullmatch(pattern.removeprefix("^").removesuffix("$"), value, re.DOTALL) is not None
-    except re.error:  # a Java-only construct: the other checks still apply
-        return True
+    compiled = awsshapes.compile_pattern(pattern)
+    return compiled is None or compiled.fullmatch(value) is not None  # None: a Java-only construct, not checked
 
 
 def validate(shape: Shape, value: Any, path: str = "") -> list[str]:

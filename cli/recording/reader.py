@@ -1,4 +1,5 @@
-"""A local run as recorded AWS responses: the demo writes them, the CLI and the report read them back.
+"""Reading a recorded run: a local run as recorded AWS responses (cli/recording/writer.py writes them), answered to
+the CLI and the report as boto3 clients answer.
 
 Layout under the run's folder DIR (the demo's --out, default demo-output/):
 
@@ -31,7 +32,6 @@ import io
 import json
 import logging
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,20 +41,9 @@ from botocore.exceptions import ClientError
 from botocore.response import StreamingBody
 from botocore.validate import validate_parameters
 
-from cli import config
-from cli.aws import (
-    collect,
-    jsonable,
-    operation_model,
-    paginator_config,
-    parse_s3_uri,
-    region_of_arn,
-    revive,
-    shape_problems,
-)
+import stackfacts as facts
+from awsshapes import operation_model, output_problems, paginator_config, region_of_arn, revive
 from cli.errors import CliError
-from cli.pipeline import execution_refs, fetch_metric_data, job_from
-from ml import contract
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +62,17 @@ class Op:
     sorts: dict[str, str] = field(default_factory=dict)  # SortBy value -> the item member (a.b for nested) it sorts
 
 
-def _arn_name(arn: str) -> str:
+def arn_name(arn: str) -> str:
     return arn.rsplit(":", 1)[-1]
 
 
 OPS: dict[tuple[str, str], Op] = {
     ("stepfunctions", "describe_execution"): Op(
-        "executionArn", ("ExecutionDoesNotExist", "Execution Does Not Exist: '{value}'"), _arn_name),
+        "executionArn", ("ExecutionDoesNotExist", "Execution Does Not Exist: '{value}'"), arn_name),
     ("stepfunctions", "get_execution_history"): Op(
-        "executionArn", ("ExecutionDoesNotExist", "Execution Does Not Exist: '{value}'"), _arn_name),
+        "executionArn", ("ExecutionDoesNotExist", "Execution Does Not Exist: '{value}'"), arn_name),
     ("stepfunctions", "list_executions"): Op(
-        "stateMachineArn", ("StateMachineDoesNotExist", "State Machine Does Not Exist: '{value}'"), _arn_name,
+        "stateMachineArn", ("StateMachineDoesNotExist", "State Machine Does Not Exist: '{value}'"), arn_name,
         {"statusFilter": ("status", "equals")}),
     ("sagemaker", "describe_hyper_parameter_tuning_job"): Op(
         "HyperParameterTuningJobName", ("ResourceNotFound", "Amazon SageMaker can't find a tuning job with name "
@@ -130,9 +119,10 @@ def record_path(root: Path, service: str, method: str, identifier: str | None = 
     return base / f"{method}.json" if identifier is None else base / method / f"{safe_name(identifier)}.json"
 
 
-def _client_error(code: str, message: str, operation: str, status: int = 400) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": message},
-                        "ResponseMetadata": {"HTTPStatusCode": status, "RequestId": "recorded"}}, operation)
+def client_error(code: str, message: str, operation: str, status: int = 400) -> ClientError:
+    response: Any = {"Error": {"Code": code, "Message": message},
+                     "ResponseMetadata": {"HTTPStatusCode": status, "RequestId": "recorded"}}
+    return ClientError(response, operation)
 
 
 def _metadata() -> dict:
@@ -154,7 +144,7 @@ def confined(root: Path, *parts: str) -> Path:
     return path
 
 
-def _read(path: Path) -> Any:
+def read_response(path: Path) -> Any:
     """A recorded response: JSON whose top level is an object, or a RecordingError naming the file."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -166,12 +156,11 @@ def _read(path: Path) -> Any:
     return data
 
 
-def _short(exc: BaseException, limit: int = 160) -> str:
+def _short(exc: BaseException | str, limit: int = 160) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-# --- reading -----------------------------------------------------------------------------------------------------
 class RecordedClient:
     """A boto3 client of one service that answers from a recording (read-only, except deletes)."""
 
@@ -190,13 +179,14 @@ class RecordedClient:
 
     def _call(self, method: str, params: dict) -> dict:
         model = operation_model(self.service, method)
-        validate_parameters(params, model.input_shape)  # ParamValidationError, as boto3 raises it
+        if model.input_shape is not None:
+            validate_parameters(params, model.input_shape)  # ParamValidationError, as boto3 raises it
         op = OPS[(self.service, method)]
         if (self.service, method) == ("cloudwatch", "get_metric_data"):
             return self._metric_data(params)
         if (self.service, method) == ("cloudformation", "describe_stacks") and "StackName" not in params:
             stacks = [s for p in sorted((self.root / API_DIR / "cloudformation" / method).glob("*.json"))
-                      for s in _read(p).get("Stacks", [])]
+                      for s in read_response(p).get("Stacks", [])]
             return {**revive({"Stacks": stacks}, model.output_shape), **_metadata()}
         value = params.get(op.key_param) if op.key_param else None
         identifier = op.key_of(value) if value is not None else None
@@ -207,7 +197,7 @@ class RecordedClient:
             if op.missing is None:  # a list nobody recorded is an empty list
                 return {**{k: [] for k in self._result_keys(method)}, **_metadata()}
             code, message = op.missing
-            raise _client_error(code, message.format(value=value), model.name)
+            raise client_error(code, message.format(value=value), model.name)
         response = self._checked(path, method)
         if method == "get_execution_history" and params.get("reverseOrder"):
             response["events"] = list(reversed(response.get("events", [])))
@@ -217,8 +207,8 @@ class RecordedClient:
     def _checked(self, path: Path, method: str) -> dict:
         """A recorded response that fits its operation's output shape (tampered or truncated: one line naming the
         file, before a reader trips over a missing member)."""
-        response = _read(path)
-        if problems := shape_problems(self.service, method, response):
+        response = read_response(path)
+        if problems := output_problems(self.service, method, response):
             raise RecordingError(f"{path}: does not fit {self.service}.{method}'s response shape: "
                                  f"{_short(problems[0])}")
         return response
@@ -244,7 +234,7 @@ class RecordedClient:
         try:
             start = int(token) if token else 0
         except ValueError:
-            raise _client_error("ValidationException" if self.service == "sagemaker" else "InvalidToken",
+            raise client_error("ValidationException" if self.service == "sagemaker" else "InvalidToken",
                                 f"Invalid pagination token {token!r}", self._operation(method)) from None
         size = params.get(config_.get("limit_key", "")) or DEFAULT_PAGE_SIZE.get(self.service) or len(items) or 1
         page = {**response, keys[0]: items[start:start + size]}
@@ -270,17 +260,18 @@ class RecordedClient:
 
     def _delete(self, method: str, params: dict) -> dict:
         describe, list_method, member = DELETES[method]
-        validate_parameters(params, operation_model(self.service, method).input_shape)
+        if (shape := operation_model(self.service, method).input_shape) is not None:
+            validate_parameters(params, shape)
         op = OPS[(self.service, describe)]
         name = params[op.key_param]
         path = record_path(self.root, self.service, describe, name)
         listing_path = record_path(self.root, self.service, list_method)
-        listing = _read(listing_path) if listing_path.is_file() else {}
+        listing = read_response(listing_path) if listing_path.is_file() else {}
         key = self._result_keys(list_method)[0]
         items = listing.get(key, [])
         if not path.is_file() and not any(i.get(member) == name for i in items):
             code, message = op.missing or ("ValidationException", "not found")
-            raise _client_error(code, message.format(value=name), self._operation(method))
+            raise client_error(code, message.format(value=name), self._operation(method))
         path.unlink(missing_ok=True)
         if listing:
             listing[key] = [i for i in items if i.get(member) != name]
@@ -290,7 +281,7 @@ class RecordedClient:
 
 def _sorted(items: list[dict], member: str, descending: bool) -> list[dict]:
     """Items by a (dotted) member; items without it go last in either order, as SageMaker lists them."""
-    def value(item: dict) -> Any:
+    def value(item: Any) -> Any:
         for part in member.split("."):
             item = item.get(part) if isinstance(item, dict) else None
         return item
@@ -311,12 +302,12 @@ class RecordedS3:
                 raise ValueError(bucket)
             return confined(confined(self.root, bucket), *key.split("/"))
         except ValueError:
-            raise _client_error("InvalidArgument", f"invalid bucket or key: {bucket}/{key}", operation) from None
+            raise client_error("InvalidArgument", f"invalid bucket or key: {bucket}/{key}", operation) from None
 
     def _bucket(self, bucket: str, operation: str) -> Path:
         path = self._path(bucket, "", operation)
         if not path.is_dir():
-            raise _client_error("NoSuchBucket", "The specified bucket does not exist", operation, 404)
+            raise client_error("NoSuchBucket", "The specified bucket does not exist", operation, 404)
         return path
 
     @staticmethod
@@ -332,8 +323,8 @@ class RecordedS3:
         path = self._path(Bucket, Key, operation)
         if not path.is_file():
             if operation == "HeadObject":
-                raise _client_error("404", "Not Found", operation, 404)
-            raise _client_error("NoSuchKey", "The specified key does not exist.", operation, 404)
+                raise client_error("404", "Not Found", operation, 404)
+            raise client_error("NoSuchKey", "The specified key does not exist.", operation, 404)
         return path
 
     def get_object(self, Bucket: str, Key: str, **_: Any) -> dict:
@@ -388,7 +379,7 @@ def recorded_stacks(root: Path) -> list[str]:
     folder = Path(root) / API_DIR / "cloudformation" / "describe_stacks"
     names = []
     for path in sorted(folder.glob("*.json")):
-        stacks = _read(path).get("Stacks")
+        stacks = read_response(path).get("Stacks")
         if not isinstance(stacks, list) or not all(isinstance(s, dict) and isinstance(s.get("StackName"), str)
                                                    for s in stacks):
             raise RecordingError(f"{path}: not a DescribeStacks response (Stacks[].StackName)")
@@ -398,9 +389,9 @@ def recorded_stacks(root: Path) -> list[str]:
 
 def recorded_region(root: Path) -> str:
     for path in sorted((Path(root) / API_DIR / "stepfunctions" / "describe_execution").glob("*.json")):
-        if region := region_of_arn(str(_read(path).get("executionArn", ""))):
+        if region := region_of_arn(str(read_response(path).get("executionArn", ""))):
             return region
-    return config.LOCAL_REGION
+    return facts.LOCAL_REGION
 
 
 def validate_recording(root: str | Path) -> list[str]:
@@ -411,277 +402,8 @@ def validate_recording(root: str | Path) -> list[str]:
         parts = path.relative_to(api).parts
         service, method = parts[0], (parts[1] if len(parts) == 3 else Path(parts[1]).stem)
         try:
-            found = shape_problems(service, method, _read(path))
+            found = output_problems(service, method, read_response(path))
         except (KeyError, ValueError, RecordingError) as exc:
             found = [f"unreadable: {exc}"]
         problems += [f"{path.relative_to(root)}: {p}" for p in found]
     return problems
-
-
-# --- writing -----------------------------------------------------------------------------------------------------
-class ExecutionRecord:
-    """A finished execution as a Step Functions client (DescribeExecution, GetExecutionHistory, ListExecutions), for
-    engines whose own client is gone when the run ends (local.engine's mock ends with run_definition).
-
-    `events` are GetExecutionHistory's events (datetimes or ISO strings); input, output, start and stop dates come
-    from them when not given.
-    """
-
-    def __init__(self, *, execution_arn: str, status: str, events: list[dict], output: Any = None,
-                 error: str | None = None, cause: str | None = None, input: Any = None,
-                 state_machine_arn: str | None = None) -> None:
-        self.arn, self.status, self.events = execution_arn, status, list(events)
-        name = _arn_name(execution_arn)
-        self.state_machine_arn = state_machine_arn or execution_arn.replace(":execution:", ":stateMachine:", 1)[
-            : -len(name) - 1]
-        started = next((e for e in self.events if e.get("type") == "ExecutionStarted"), None)
-        if input is None and started:
-            input = (started.get("executionStartedEventDetails") or {}).get("input")
-        if output is None and status == "SUCCEEDED" and self.events:
-            output = (self.events[-1].get("executionSucceededEventDetails") or {}).get("output")
-
-        def as_text(value: Any) -> str | None:
-            return value if isinstance(value, str) or value is None else json.dumps(value)
-
-        self.described: dict[str, Any] = {
-            "executionArn": execution_arn, "stateMachineArn": self.state_machine_arn, "name": name, "status": status,
-            "startDate": _as_datetime(self.events[0]["timestamp"]) if self.events else dt.datetime.now(dt.UTC)}
-        if status != "RUNNING" and self.events:
-            self.described["stopDate"] = _as_datetime(self.events[-1]["timestamp"])
-        for key, value in (("input", as_text(input)), ("output", as_text(output)), ("error", error),
-                           ("cause", cause)):
-            if value is not None:
-                self.described[key] = value
-
-    @classmethod
-    def from_result(cls, result: Any, **overrides: Any) -> ExecutionRecord:
-        """From local.engine's ExecutionResult (execution_arn, status, events, output, error, cause)."""
-        return cls(execution_arn=result.execution_arn, status=result.status, events=result.events,
-                   output=result.output, error=result.error, cause=result.cause, **overrides)
-
-    def _check(self, arn: str, operation: str) -> None:
-        if arn != self.arn:
-            raise _client_error("ExecutionDoesNotExist", f"Execution Does Not Exist: '{arn}'", operation)
-
-    def describe_execution(self, executionArn: str) -> dict:
-        self._check(executionArn, "DescribeExecution")
-        return dict(self.described)
-
-    def get_execution_history(self, executionArn: str, **_: Any) -> dict:
-        self._check(executionArn, "GetExecutionHistory")
-        return {"events": [dict(e) for e in self.events]}
-
-    def list_executions(self, stateMachineArn: str, **_: Any) -> dict:
-        keys = ("executionArn", "stateMachineArn", "name", "status", "startDate", "stopDate")
-        mine = stateMachineArn == self.state_machine_arn
-        return {"executions": [{k: self.described[k] for k in keys if k in self.described}] if mine else []}
-
-
-class _Writer:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.written: list[Path] = []
-
-    def save(self, service: str, method: str, identifier: str | None, response: dict) -> dict:
-        data = jsonable(response)
-        for problem in shape_problems(service, method, data):
-            log.warning("recording %s.%s(%s) does not fit the API's shape: %s", service, method, identifier, problem)
-        path = record_path(self.root, service, method, identifier)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(path)
-        self.written.append(path)
-        return response
-
-    def call(self, client: Any, service: str, method: str, identifier: str | None, **params: Any) -> dict | None:
-        """One call recorded; a client without the method, or a refused call, is logged and skipped."""
-        if client is None or not hasattr(client, method):
-            log.info("recording: the %s client has no %s; skipped", service, method)
-            return None
-        try:
-            response = collect(client, service, method, **params) if paginator_config(service, method) \
-                else getattr(client, method)(**params)
-        except ClientError as exc:
-            log.warning("recording: %s.%s(%s) failed: %s", service, method, identifier, exc)
-            return None
-        return self.save(service, method, identifier, response)
-
-
-def _newest_first(executions: list[dict]) -> list[dict]:
-    def started(item: dict) -> float:
-        value = item.get("startDate")
-        if isinstance(value, str):
-            value = dt.datetime.fromisoformat(value)
-        return value.timestamp() if isinstance(value, dt.datetime) else 0.0
-
-    merged = {e["executionArn"]: e for e in executions}
-    return sorted(merged.values(), key=started, reverse=True)
-
-
-def _copy_objects(source: Any, root: Path, locations: list[tuple[str, str, bool]]) -> list[Path]:
-    """Copy S3 objects (bucket, key or prefix, is_prefix) from a client or a local S3 folder into root/s3."""
-    reader = RecordedS3(source) if isinstance(source, str | Path) else source
-    if isinstance(reader, RecordedS3) and reader.root.resolve() == (root / S3_DIR).resolve():
-        return []  # the run's S3 already lives in the recording
-    copied = []
-    for bucket, key, is_prefix in locations:
-        try:
-            keys = [o["Key"] for o in collect(reader, "s3", "list_objects_v2", Bucket=bucket,
-                                               Prefix=key)["Contents"]] if is_prefix else [key]
-            for k in keys:
-                try:
-                    target = confined(root / S3_DIR, bucket, *k.split("/"))  # a key like '/x' or '../x' stays in
-                except ValueError:
-                    log.info("recording: s3://%s/%s not copied: it leads outside the recording", bucket, k)
-                    continue
-                if target.is_file():
-                    continue
-                body = reader.get_object(Bucket=bucket, Key=k)["Body"]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with target.open("wb") as handle:
-                    shutil.copyfileobj(body, handle)
-                copied.append(target)
-        except ClientError as exc:
-            log.info("recording: s3://%s/%s not copied: %s", bucket, key, exc)
-    return copied
-
-
-def write_recording(out_dir: str | Path, *, sagemaker: Any, stepfunctions: Any, execution_arn: str,
-                    cloudformation: Any = None, cloudwatch: Any = None, s3: Any = None,
-                    stack_name: str | None = None, stack_outputs: dict[str, str] | None = None) -> list[Path]:
-    """Record everything the CLI and the report read about one execution; return the files written.
-
-    `sagemaker` and `stepfunctions` are any objects with boto3's methods (real clients, the local stand-in, a
-    client pointed at moto). `cloudformation`: when given, DescribeStacks of `stack_name` is recorded; otherwise a
-    stack record is made from what the execution shows (its state machine, bucket and endpoint) updated with
-    `stack_outputs`. `cloudwatch`: when given, each training job's metric series. `s3`: a client or a local S3
-    folder (<root>/<bucket>/<key>) whose job outputs, final model, test channel and profiler report are copied
-    into DIR/s3 (skipped when it already is DIR/s3).
-    """
-    root = Path(out_dir)
-    w = _Writer(root)
-    name = _arn_name(execution_arn)
-    described = w.call(stepfunctions, "stepfunctions", "describe_execution", name, executionArn=execution_arn)
-    if described is None:
-        raise ValueError(f"cannot record {execution_arn}: DescribeExecution failed")
-    history = w.call(stepfunctions, "stepfunctions", "get_execution_history", name, executionArn=execution_arn) \
-        or {"events": []}
-    state_machine = described["stateMachineArn"]
-    listing_path = record_path(root, "stepfunctions", "list_executions", _arn_name(state_machine))
-    previous = _read(listing_path)["executions"] if listing_path.is_file() else []
-    listed = []
-    if hasattr(stepfunctions, "list_executions"):
-        try:
-            listed = collect(stepfunctions, "stepfunctions", "list_executions", stateMachineArn=state_machine)[
-                "executions"]
-        except ClientError as exc:
-            log.info("recording: ListExecutions failed: %s", exc)
-    this = {k: described[k] for k in ("executionArn", "stateMachineArn", "name", "status", "startDate", "stopDate")
-            if described.get(k) is not None}
-    w.save("stepfunctions", "list_executions", _arn_name(state_machine),
-           {"executions": _newest_first([*jsonable(previous), *jsonable(listed), jsonable(this)])})
-
-    def parse(doc: Any) -> Any:
-        try:
-            return json.loads(doc) if isinstance(doc, str) else None
-        except ValueError:
-            return None
-
-    refs = execution_refs(history["events"], [parse(described.get("input")), parse(described.get("output"))])
-    jobs: list[dict] = []
-    for tuning in refs.tuning_jobs:
-        w.call(sagemaker, "sagemaker", "describe_hyper_parameter_tuning_job", tuning,
-               HyperParameterTuningJobName=tuning)
-        trials = w.call(sagemaker, "sagemaker", "list_training_jobs_for_hyper_parameter_tuning_job", tuning,
-                        HyperParameterTuningJobName=tuning) or {}
-        for summary in trials.get("TrainingJobSummaries", []):
-            job = summary["TrainingJobName"]
-            if described_job := w.call(sagemaker, "sagemaker", "describe_training_job", job, TrainingJobName=job):
-                jobs.append(described_job)
-    finals = []
-    for job in refs.training_jobs:
-        if described_job := w.call(sagemaker, "sagemaker", "describe_training_job", job, TrainingJobName=job):
-            jobs.append(described_job)
-            finals.append(described_job)
-    for endpoint in refs.endpoints:
-        w.call(sagemaker, "sagemaker", "describe_endpoint", endpoint, EndpointName=endpoint)
-    for endpoint_config in refs.endpoint_configs:
-        w.call(sagemaker, "sagemaker", "describe_endpoint_config", endpoint_config, EndpointConfigName=endpoint_config)
-    for model in refs.models:
-        w.call(sagemaker, "sagemaker", "describe_model", model, ModelName=model)
-    for listing in ("list_endpoints", "list_endpoint_configs", "list_models"):
-        w.call(sagemaker, "sagemaker", listing, None)
-
-    if cloudwatch is not None:
-        for d in jobs:
-            if d.get("TrainingStartTime") is None:
-                continue
-            start = _as_datetime(d["TrainingStartTime"]) - dt.timedelta(minutes=1)
-            end = _as_datetime(d.get("TrainingEndTime") or dt.datetime.now(dt.UTC)) + dt.timedelta(minutes=5)
-            try:
-                w.save("cloudwatch", "get_metric_data", d["TrainingJobName"],
-                       fetch_metric_data(cloudwatch, d["TrainingJobName"], start, end))
-            except ClientError as exc:
-                log.info("recording: metrics of %s: %s", d["TrainingJobName"], exc)
-
-    if s3 is not None:
-        locations: list[tuple[str, str, bool]] = []
-        for d in jobs:
-            job = job_from(d)
-            if job.output_archive:
-                locations.append((*job.output_archive, False))
-        for d in finals:
-            job = job_from(d)
-            if job.model_uri:
-                locations.append((*parse_s3_uri(job.model_uri), False))
-            if job.test_data_uri:
-                bucket, prefix = parse_s3_uri(job.test_data_uri)
-                locations.append((bucket, prefix.rstrip("/") + "/", True))
-            for path in job.profiler_paths:
-                bucket, prefix = parse_s3_uri(path)
-                locations.append((bucket, prefix.rstrip("/") + "/", True))
-        w.written += _copy_objects(s3, root, locations)
-
-    stack_name = stack_name or config.DEFAULT_STACK_NAME
-    recorded = w.call(cloudformation, "cloudformation", "describe_stacks", stack_name, StackName=stack_name) \
-        if cloudformation is not None else None
-    if recorded is None:
-        w.save("cloudformation", "describe_stacks", stack_name,
-               _stack_record(stack_name, described, finals or jobs, refs.endpoints, stack_outputs or {}))
-    return w.written
-
-
-def _as_datetime(value: Any) -> dt.datetime:
-    return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
-
-
-def _stack_record(name: str, execution: dict, jobs: list[dict], endpoints: list[str],
-                  overrides: dict[str, str]) -> dict:
-    """A DescribeStacks response for a local run: the outputs the CLI reads, from what the execution used."""
-    state_machine = execution["stateMachineArn"]
-    outputs = {config.OUTPUT_STATE_MACHINE: state_machine}
-    for d in jobs:
-        path = (d.get("OutputDataConfig") or {}).get("S3OutputPath")
-        if path:
-            outputs[config.OUTPUT_BUCKET] = parse_s3_uri(path)[0]
-        train = job_from(d).train_data_uri
-        if train and train.rstrip("/").endswith("/" + contract.TRAIN):
-            bucket, key = parse_s3_uri(train.rstrip("/")[: -len(contract.TRAIN)])
-            outputs[config.OUTPUT_DATASET] = f"s3://{bucket}/{key}"  # what the run trained on
-    if endpoints:
-        outputs[config.OUTPUT_ENDPOINT] = endpoints[-1]
-    outputs.update(overrides)
-    # The recording files executions under the state machine that ran them: the stack must name that one.
-    if outputs[config.OUTPUT_STATE_MACHINE] != state_machine:
-        log.info("recording: StateMachineArn %s replaced by the one that ran, %s", outputs[config.OUTPUT_STATE_MACHINE],
-                 state_machine)
-        outputs[config.OUTPUT_STATE_MACHINE] = state_machine
-    parts = state_machine.split(":")
-    region, account = (parts[3], parts[4]) if len(parts) > 5 else (config.LOCAL_REGION, "000000000000")
-    return {"Stacks": [{
-        "StackName": name, "StackId": f"arn:aws:cloudformation:{region}:{account}:stack/{name}/local",
-        "Description": f"local run (recorded); the prediction API path is {contract.PREDICT_PATH}",
-        "CreationTime": execution.get("startDate") or dt.datetime.now(dt.UTC),
-        "StackStatus": "CREATE_COMPLETE",
-        "Outputs": [{"OutputKey": k, "OutputValue": v} for k, v in outputs.items()]}]}

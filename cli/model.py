@@ -1,29 +1,24 @@
-"""What an execution did, read through boto3-shaped calls: the execution and its history, the tuning job and its
-trials, the training jobs (rule verdicts, metrics), their output archives in S3, the endpoint.
+"""What a run did, as plain data: the execution and the states it went through, the tuning job and its trials,
+the training jobs (rule verdicts, metrics), built from boto3-shaped responses.
 
-Every function takes a Backend and only calls client methods, so AWS and a recorded local run read the same way.
+Pure: no clients, no files, no clock. cli/loaders.py makes the calls and hands the responses here; the recording
+writer, the report and the views read the same objects, and local/engine.py reads its history through
+history_states() as well, so a run has one reading whatever holds it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
-import logging
-import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from cli import config
-from cli.aws import collect, join_key, pages, parse_s3_uri, s3_uri
-from cli.backend import Backend
-from cli.errors import CliError, describe_aws_error, is_not_found
+import stackfacts as facts
+from awsshapes import s3_uri
+from cli.aws import s3_location
+from cli.errors import CliError
 from ml import contract
-
-log = logging.getLogger(__name__)
 
 TERMINAL_EXECUTION = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
 TERMINAL_JOB = frozenset({"Completed", "Failed", "Stopped"})
@@ -41,7 +36,7 @@ _SAGEMAKER_TASKS = {
 }
 
 
-# --- the execution ---------------------------------------------------------------------------------------------
+# --- the resources an execution created ------------------------------------------------------------------
 @dataclass
 class Refs:
     """Names of the SageMaker resources an execution created, in the order it scheduled them."""
@@ -106,6 +101,55 @@ def execution_refs(events: Iterable[dict], documents: Iterable[Any] = ()) -> Ref
     return refs
 
 
+# --- the states an execution went through --------------------------------------------------------------------------
+@dataclass
+class StateVisit:
+    """One entry into a state (a loop enters a state again: another visit), from GetExecutionHistory's events:
+    https://docs.aws.amazon.com/step-functions/latest/apireference/API_HistoryEvent.html"""
+
+    name: str
+    type: str  # Task, Pass, Choice, Wait, Map, Parallel, Succeed, Fail (<Type>StateEntered)
+    entered: Any  # the event's timestamp: a datetime from boto3, ISO 8601 text from the local engine
+    exited: Any = None
+    status: str = "running"  # succeeded | caught (failed, then left through a Catch) | failed | running
+
+    @property
+    def seconds(self) -> float | None:
+        start, end = _instant(self.entered), _instant(self.exited)
+        return (end - start).total_seconds() if start and end else None
+
+
+def _instant(value: Any) -> dt.datetime | None:
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return value if isinstance(value, dt.datetime) else None
+
+
+def history_states(events: Iterable[dict]) -> list[StateVisit]:
+    """The visits in the order the states were entered; the one reading of a history into states, for the local
+    engine's result, the read-model (Execution) and the demo's summary alike."""
+    visits: list[StateVisit] = []
+    open_visits: dict[str, StateVisit] = {}
+    last: StateVisit | None = None
+    for event in events:
+        kind = event.get("type", "")
+        if details := event.get("stateEnteredEventDetails"):
+            last = StateVisit(details.get("name", ""), kind.removesuffix("StateEntered"), event.get("timestamp"))
+            visits.append(last)
+            open_visits[last.name] = last
+        elif details := event.get("stateExitedEventDetails"):
+            visit = open_visits.pop(details.get("name", ""), None)
+            if visit:
+                visit.exited = event.get("timestamp")
+                visit.status = "caught" if visit.status == "failed" else "succeeded"
+        elif kind.endswith(("Failed", "TimedOut")) and kind != "ExecutionFailed" and last is not None:
+            last.status = "failed"
+    return visits
+
+
 @dataclass
 class Execution:
     arn: str
@@ -147,57 +191,26 @@ def execution_arn_for(state_machine_arn: str, name: str) -> str:
     return state_machine_arn.replace(":stateMachine:", ":execution:", 1) + ":" + name
 
 
-def resolve_execution(backend: Backend, execution: str | None) -> str:
-    """An execution ARN from an ARN, a name of the stack's state machine, or None (the newest execution)."""
-    if execution and execution.startswith("arn:"):
-        if ":execution:" not in execution:
-            raise CliError(f"not an execution ARN: {execution}")
-        return execution
-    state_machine = backend.output(config.OUTPUT_STATE_MACHINE, "to find executions")
-    if execution:
-        return execution_arn_for(state_machine, execution)
-    for page in pages(backend.stepfunctions, "stepfunctions", "list_executions", stateMachineArn=state_machine,
-                      maxResults=20):
-        for item in page.get("executions", []):
-            return item["executionArn"]
-        break
-    raise CliError(f"the state machine {state_machine.rsplit(':', 1)[-1]} has no executions yet "
-                   "(start one with `imgclf start`)")
-
-
-def load_execution(backend: Backend, arn: str) -> Execution:
-    described = backend.stepfunctions.describe_execution(executionArn=arn)
-    history = collect(backend.stepfunctions, "stepfunctions", "get_execution_history", executionArn=arn,
-                      maxResults=1000)
-    return execution_from(described, history["events"])
-
-
 def execution_from(described: dict, events: list[dict]) -> Execution:
-    current = last = None
     error, cause = described.get("error"), described.get("cause")
-    entered: dict[str, Any] = {}
-    seconds: dict[str, float] = {}
     for event in events:
-        if details := event.get("stateEnteredEventDetails"):
-            current = last = details.get("name")
-            entered[current] = event.get("timestamp")
-        elif details := event.get("stateExitedEventDetails"):
-            name = details.get("name")
-            start, end = entered.pop(name, None), event.get("timestamp")
-            if isinstance(start, dt.datetime) and isinstance(end, dt.datetime):
-                seconds[name] = seconds.get(name, 0.0) + (end - start).total_seconds()
-            if name == current:
-                current = None
         for key in ("executionFailedEventDetails", "executionTimedOutEventDetails", "executionAbortedEventDetails"):
             if details := event.get(key):
                 error, cause = details.get("error") or error, details.get("cause") or cause
+    visits = history_states(events)
+    seconds: dict[str, float] = {}
+    for visit in visits:
+        if (took := visit.seconds) is not None:
+            seconds[visit.name] = seconds.get(visit.name, 0.0) + took
+    last = visits[-1] if visits else None
     status = described["status"]
     input_doc, output_doc = _json(described.get("input")), _json(described.get("output"))
     return Execution(
         arn=described["executionArn"], name=described.get("name") or described["executionArn"].rsplit(":", 1)[-1],
         status=status, state_machine_arn=described.get("stateMachineArn", ""), started=described.get("startDate"),
         stopped=described.get("stopDate"), input=input_doc, output=output_doc, error=error, cause=cause,
-        current_state=current if status == "RUNNING" else None, last_state=last,
+        current_state=last.name if status == "RUNNING" and last and last.exited is None else None,
+        last_state=last.name if last else None,
         refs=execution_refs(events, [input_doc, output_doc]), state_seconds=seconds)
 
 
@@ -265,28 +278,6 @@ def trial_number(trial: str, tuning_job: str) -> int | None:
     """3 for <tuning job>-003-1d0347bf, the number SageMaker gives a tuning job's trials in launch order."""
     number = trial[len(tuning_job) + 1:].split("-", 1)[0] if trial.startswith(tuning_job + "-") else ""
     return int(number) if number.isdigit() else None
-
-
-def load_tuning(backend: Backend, name: str, with_trials: bool = True, newest: int | None = None) -> Tuning:
-    """The tuning job and its trials: all of them (every page), none, or only the `newest` few and the best,
-    in one ListTrainingJobsForHyperParameterTuningJob call whatever the number of trials (what `status` shows).
-    SortBy/SortOrder/MaxResults (at most 100): botocore's sagemaker ListTrainingJobsForHyperParameterTuningJob
-    input shape, https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ListTrainingJobsForHyperParameterTuningJob.html
-    """
-    described = backend.sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
-    if not with_trials:
-        return tuning_from(described, [])
-    if newest is None:
-        summaries = collect(backend.sagemaker, "sagemaker", "list_training_jobs_for_hyper_parameter_tuning_job",
-                            HyperParameterTuningJobName=name, MaxResults=100)["TrainingJobSummaries"]
-        return tuning_from(described, summaries)
-    summaries = backend.sagemaker.list_training_jobs_for_hyper_parameter_tuning_job(
-        HyperParameterTuningJobName=name, SortBy="CreationTime", SortOrder="Descending",
-        MaxResults=max(1, min(newest, 100)))["TrainingJobSummaries"]
-    best = described.get("BestTrainingJob")  # the same summary shape as the list's items
-    if best and all(s["TrainingJobName"] != best.get("TrainingJobName") for s in summaries):
-        summaries.append(best)
-    return tuning_from(described, summaries)
 
 
 def tuning_from(described: dict, summaries: list[dict]) -> Tuning:
@@ -369,17 +360,13 @@ class Job:
     @property
     def output_archive(self) -> tuple[str, str] | None:
         """(bucket, key) of output.tar.gz: beside model.tar.gz, as SageMaker writes it."""
-        if self.model_uri and self.model_uri.endswith("/" + config.MODEL_ARCHIVE):
-            bucket, key = parse_s3_uri(self.model_uri)
-            return bucket, key[: -len(config.MODEL_ARCHIVE)] + config.OUTPUT_ARCHIVE
+        if self.model_uri and self.model_uri.endswith("/" + facts.MODEL_ARCHIVE):
+            bucket, key = s3_location(self.model_uri)
+            return bucket, key[: -len(facts.MODEL_ARCHIVE)] + facts.OUTPUT_ARCHIVE
         if self.output_path:
-            bucket, key = parse_s3_uri(self.output_path)
-            return bucket, join_key(key, self.name, "output", config.OUTPUT_ARCHIVE)
+            bucket, key = s3_location(self.output_path)
+            return bucket, facts.job_output_key(key, self.name, facts.OUTPUT_ARCHIVE)
         return None
-
-
-def load_job(backend: Backend, name: str) -> Job:
-    return job_from(backend.sagemaker.describe_training_job(TrainingJobName=name))
 
 
 def job_from(d: dict) -> Job:
@@ -392,12 +379,12 @@ def job_from(d: dict) -> Job:
     # output is the rule's own S3OutputPath if set, else <OutputDataConfig>/<job>/rule-output (AWS's default); the
     # local stand-in uses <ProfilerConfig.S3OutputPath>/<job>/rule-output. Only looked for when the rule is set.
     report_rules = [r for r in d.get("ProfilerRuleConfigurations", [])
-                    if r.get("RuleConfigurationName") == config.PROFILER_REPORT_RULE]
+                    if r.get("RuleConfigurationName") == facts.PROFILER_REPORT_RULE]
     profiler_paths = [r["S3OutputPath"] for r in report_rules if r.get("S3OutputPath")]
     if report_rules:
         for base in (output_path, (d.get("ProfilerConfig") or {}).get("S3OutputPath")):
             if base:
-                profiler_paths.append(base.rstrip("/") + f"/{d['TrainingJobName']}/rule-output")
+                profiler_paths.append(base.rstrip("/") + f"/{d['TrainingJobName']}/{facts.RULE_OUTPUT_DIR}")
     channels = {c.get("ChannelName"): c["DataSource"]["S3DataSource"]["S3Uri"] for c in d.get("InputDataConfig", [])
                 if "S3DataSource" in c.get("DataSource", {})}
     resources = d.get("ResourceConfig") or {}
@@ -419,41 +406,6 @@ def job_from(d: dict) -> Job:
         instance_count=resources.get("InstanceCount", 1))
 
 
-# --- S3 objects ------------------------------------------------------------------------------------------------
-def read_object(backend: Backend, bucket: str, key: str) -> tuple[bytes | None, str | None]:
-    """(the object's bytes, None) or (None, why not): a missing or forbidden object is a gap, not a failure."""
-    try:
-        return backend.s3.get_object(Bucket=bucket, Key=key)["Body"].read(), None
-    except ClientError as exc:
-        return None, ("not found" if is_not_found(exc) else describe_aws_error(exc))
-
-
-def list_keys(backend: Backend, bucket: str, prefix: str) -> list[dict]:
-    return collect(backend.s3, "s3", "list_objects_v2", Bucket=bucket, Prefix=prefix)["Contents"]
-
-
-def read_job_outputs(backend: Backend, job: Job) -> tuple[dict[str, Any], str | None]:
-    """The JSON files of a job's output.tar.gz (history.json, health.json) by file name, or why there are none."""
-    location = job.output_archive
-    if location is None:
-        return {}, "the job has no output location"
-    data, why = read_object(backend, *location)
-    if data is None:
-        return {}, f"{s3_uri(*location)}: {why}"
-    found: dict[str, Any] = {}
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
-            for member in archive.getmembers():
-                name = member.name.rsplit("/", 1)[-1]
-                if member.isfile() and name in (contract.HISTORY_FILE, contract.HEALTH_FILE):
-                    handle = archive.extractfile(member)
-                    if handle is not None:
-                        found[name] = json.loads(handle.read())
-    except (tarfile.TarError, OSError, ValueError) as exc:
-        return {}, f"{s3_uri(*location)} is not a readable archive: {exc}"
-    return found, None
-
-
 # --- metrics ---------------------------------------------------------------------------------------------------
 @dataclass
 class Curves:
@@ -470,16 +422,9 @@ class Curves:
 def metric_queries(job_name: str, metrics: Iterable[str] = CURVE_METRICS) -> list[dict]:
     """GetMetricData queries for a training job's metrics (SageMaker publishes them per Host <job>/algo-1)."""
     return [{"Id": f"m{i}", "Label": name, "ReturnData": True, "MetricStat": {
-        "Metric": {"Namespace": config.TRAINING_METRICS_NAMESPACE, "MetricName": name,
-                   "Dimensions": [{"Name": "Host", "Value": job_name + config.HOST_SUFFIX}]},
+        "Metric": {"Namespace": facts.TRAINING_METRICS_NAMESPACE, "MetricName": name,
+                   "Dimensions": [{"Name": "Host", "Value": job_name + "/" + facts.TRAINING_HOST}]},
         "Period": 60, "Stat": "Average"}} for i, name in enumerate(metrics)]
-
-
-def fetch_metric_data(cloudwatch: Any, job_name: str, start: dt.datetime, end: dt.datetime,
-                      metrics: Iterable[str] = CURVE_METRICS) -> dict:
-    """All of a job's metric datapoints as one GetMetricData response (pages merged)."""
-    return collect(cloudwatch, "cloudwatch", "get_metric_data", MetricDataQueries=metric_queries(job_name, metrics),
-                   StartTime=start, EndTime=end, ScanBy="TimestampAscending")
 
 
 def metric_series(response: dict, queries: list[dict]) -> dict[str, list[tuple[dt.datetime, float]]]:
@@ -498,39 +443,7 @@ def curves_from_history(history: dict) -> Curves | None:
     return Curves(contract.HISTORY_FILE, epochs) if epochs else None
 
 
-def curves_from_cloudwatch(backend: Backend, job: Job) -> Curves | None:
-    if backend.cloudwatch is None or job.started is None:
-        return None
-    end = (job.ended or dt.datetime.now(dt.UTC)) + dt.timedelta(minutes=5)
-    start = job.started - dt.timedelta(minutes=1)
-    try:
-        response = fetch_metric_data(backend.cloudwatch, job.name, start, end)
-    except ClientError as exc:
-        log.info("CloudWatch metrics of %s: %s", job.name, describe_aws_error(exc))
-        return None
-    series = metric_series(response, metric_queries(job.name))
-    length = max((len(v) for v in series.values()), default=0)
-    if length == 0:
-        return None
-    epochs = []
-    for i in range(length):
-        row: dict[str, float] = {"epoch": i + 1}
-        for name, points in series.items():
-            if i < len(points):
-                row[name] = points[i][1]
-        epochs.append(row)
-    return Curves("CloudWatch", epochs)
-
-
-def job_curves(backend: Backend, job: Job, outputs: dict[str, Any]) -> Curves | None:
-    """history.json from output.tar.gz, else the CloudWatch series, else None: a job's final values alone
-    (FinalMetricDataList) are no curve, and drawing them at some epoch would invent one."""
-    if contract.HISTORY_FILE in outputs and (curves := curves_from_history(outputs[contract.HISTORY_FILE])):
-        return curves
-    return curves_from_cloudwatch(backend, job)
-
-
-# --- profiler report and endpoint ------------------------------------------------------------------------------
+# --- profiler report -------------------------------------------------------------------------------------------
 @dataclass
 class ProfilerReport:
     bucket: str
@@ -540,31 +453,3 @@ class ProfilerReport:
     @property
     def uri(self) -> str:
         return s3_uri(self.bucket, self.key)
-
-
-def find_profiler_report(backend: Backend, job: Job) -> ProfilerReport | None:
-    """Where the ProfilerReport rule wrote profiler-report.html (found by listing), or where it would be."""
-    if not job.profiler_paths:
-        return None
-    for path in job.profiler_paths:
-        bucket, prefix = parse_s3_uri(path)
-        try:
-            keys = list_keys(backend, bucket, prefix.rstrip("/") + "/")
-        except ClientError as exc:
-            log.info("listing %s: %s", path, describe_aws_error(exc))
-            continue
-        for item in keys:
-            if item["Key"].endswith("/" + config.PROFILER_REPORT_FILE):
-                return ProfilerReport(bucket, item["Key"], True)
-    bucket, prefix = parse_s3_uri(job.profiler_paths[-1])
-    return ProfilerReport(bucket, join_key(prefix, config.PROFILER_REPORT_RULE, "profiler-output",
-                                           config.PROFILER_REPORT_FILE), False)
-
-
-def describe_endpoint(backend: Backend, name: str) -> dict | None:
-    try:
-        return backend.sagemaker.describe_endpoint(EndpointName=name)
-    except ClientError as exc:
-        if is_not_found(exc):
-            return None
-        raise
