@@ -70,7 +70,7 @@ $(DATA)/train:
 train: data
 	SM_CHANNEL_TRAIN=$(DATA)/train SM_CHANNEL_VALID=$(DATA)/valid SM_CHANNEL_TEST=$(DATA)/test \
 	SM_MODEL_DIR=$(MODEL) SM_OUTPUT_DATA_DIR=build/output SM_OUTPUT_DIR=build \
-	$(PY) ml/train.py --preset local --checkpoint-dir build/checkpoints $(ARGS)
+	$(PY) -m ml.train --preset local --checkpoint-dir build/checkpoints $(ARGS)
 
 # A local REST API (API Gateway -> Lambda -> endpoint, all on 127.0.0.1) around a trained model.
 serve: setup

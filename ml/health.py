@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from contract import ISSUES_FOUND, NO_ISSUES
+from ml.contract import ISSUES_FOUND, NO_ISSUES
 
 
 def change_words(decrease: float) -> str:
