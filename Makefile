@@ -62,11 +62,9 @@ fuzz: setup
 lint: setup
 	$(PY) -m ruff check .
 
-# Types (mypy 2): the host code as pyproject.toml's [tool.mypy] lists it, then ml/ as the containers import it (flat:
-# `import contract`, ml/mypy.ini).
+# Types (mypy 2): every package pyproject.toml's [tool.mypy] lists.
 typecheck: setup
 	$(PY) -m mypy
-	cd ml && ../$(PY) -m mypy
 
 data: setup $(DATA)/train
 
@@ -77,7 +75,7 @@ $(DATA)/train:
 train: data
 	SM_CHANNEL_TRAIN=$(DATA)/train SM_CHANNEL_VALID=$(DATA)/valid SM_CHANNEL_TEST=$(DATA)/test \
 	SM_MODEL_DIR=$(MODEL) SM_OUTPUT_DATA_DIR=build/output SM_OUTPUT_DIR=build \
-	$(PY) ml/train.py --preset local --checkpoint-dir build/checkpoints $(ARGS)
+	$(PY) -m ml.train --preset local --checkpoint-dir build/checkpoints $(ARGS)
 
 # A local REST API (API Gateway -> Lambda -> endpoint, all on 127.0.0.1) around a trained model.
 serve: setup

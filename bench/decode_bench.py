@@ -37,8 +37,7 @@ from local.endpoint_server import start_endpoint_server  # noqa: E402
 
 ONE_DECODE = r"""
 import json, pathlib, sys, time
-from ml import host_import
-imaging = host_import("imaging")
+from ml import imaging
 
 def hwm():  # this process's peak RSS (VmHWM: ru_maxrss would carry the parent's peak across exec)
     with open("/proc/self/status") as f:

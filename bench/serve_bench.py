@@ -37,12 +37,10 @@ from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "ml"))  # the handlers import flat, as inside the container
 
-import contract  # noqa: E402
-import inference  # noqa: E402
-from imaging import TransformSettings  # noqa: E402
-from model import build_model  # noqa: E402
+from ml import contract, inference  # noqa: E402
+from ml.imaging import TransformSettings  # noqa: E402
+from ml.model import build_model  # noqa: E402
 
 TARGET_FULL, TARGET_ENDPOINT = 1.25, 1.10
 SETTLE_S = 0.5
@@ -74,9 +72,11 @@ def write_resnet224(model_dir: Path, classes: list[str]) -> Path:
     config = {"format": 1, "backbone": "resnet18", "classes": classes,
               "transforms": TransformSettings.for_size(224).to_dict(), "training_job": "bench-resnet18-224"}
     (model_dir / contract.MODEL_CONFIG_FILE).write_text(json.dumps(config, indent=2))
-    (model_dir / contract.MODEL_CODE_DIR).mkdir()
+    code = model_dir / contract.MODEL_CODE_DIR  # as ml/train.py writes it: the shim and the ml package
+    (code / contract.PACKAGE).mkdir(parents=True)
     for name in contract.INFERENCE_MODULES:
-        shutil.copy2(ROOT / "ml" / name, model_dir / contract.MODEL_CODE_DIR / name)
+        shutil.copy2(ROOT / "ml" / name, code / contract.PACKAGE / name)
+    shutil.copy2(ROOT / "ml" / contract.ENTRY_DIR / contract.INFERENCE_PROGRAM, code / contract.INFERENCE_PROGRAM)
     return model_dir
 
 

@@ -27,18 +27,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "ml"))
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-import contract  # noqa: E402
-import train  # noqa: E402
-from health import HealthMonitor  # noqa: E402
-from imaging import TransformSettings, build_transforms  # noqa: E402
-from model import build_model  # noqa: E402
+from ml import contract, train  # noqa: E402
+from ml.health import HealthMonitor  # noqa: E402
+from ml.imaging import TransformSettings, build_transforms  # noqa: E402
+from ml.model import build_model  # noqa: E402
 
 HP = contract.LOCAL_HYPERPARAMETERS
 

@@ -84,11 +84,9 @@ def _predictor(model_dir: Path) -> Any:
     if not (model_dir / contract.MODEL_CONFIG_FILE).is_file():
         raise UsageError(f"{model_dir} is not a model directory written by ml/train.py "
                          f"(no {contract.MODEL_CONFIG_FILE})")
-    # ml/inference.py imports its siblings flat, as in the inference container; host_import binds those imports
-    # to ml.*, so what ml/imaging.py raises is the contract.ApiException caught below.
-    from ml import host_import
+    from ml.inference import Predictor  # torch: imported only when a model is evaluated
 
-    return host_import("inference").Predictor(model_dir, device="cpu")
+    return Predictor(model_dir, device="cpu")
 
 
 def list_test_images(test_dir: Path) -> list[tuple[Path, str]]:

@@ -62,9 +62,9 @@ def missing_message(where: Target) -> str:
 
 
 def _model_module() -> Any:
-    from ml import host_import
+    from ml import model  # torch: imported only when weights are checked
 
-    return host_import("model")
+    return model
 
 
 def load_checked(path: Path, backbone: str) -> None:

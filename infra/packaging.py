@@ -1,8 +1,8 @@
 """Code packages built at synth time, byte-for-byte reproducible, so asset hashes change only with the code.
 
-- sourcedir.tar.gz: the training source (`sagemaker_submit_directory`). The training toolkit extracts a gzipped
-  tar, which a CDK directory asset (a zip) is not; entries are sorted, owners and mtimes fixed, gzip header
-  without name or time.
+- sourcedir.tar.gz: the training source (`sagemaker_submit_directory`): train.py (the entry shim) and the `ml`
+  package. The training toolkit extracts a gzipped tar, which a CDK directory asset (a zip) is not; entries are
+  sorted, owners and mtimes fixed, gzip header without name or time.
 - the forwarder Lambda's bundle: lambda/*.py plus ml/__init__.py and ml/contract.py, as a directory that CDK
   zips (no docker bundling).
 """
@@ -15,7 +15,6 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 
 from ml import contract
@@ -26,25 +25,30 @@ LAMBDA_DIR = ROOT / "lambda"
 FIXED_MTIME = 315532800  # 1980-01-01, the zip epoch: old enough to be obviously synthetic
 
 
-def training_sources(ml_dir: Path = ML_DIR) -> list[Path]:
-    """What the container needs: the flat modules train.py imports and smdebug's requirements file.
+def training_sources(ml_dir: Path = ML_DIR) -> dict[str, Path]:
+    """Bundle path -> source file: the entry shim at the root (contract.TRAINING_PROGRAM), the `ml` package's
+    modules under ml/, and smdebug's requirements file beside them.
 
     No `requirements.txt`: the training toolkit pip-installs that file before the entry point of every job
     (sagemaker-training's entry_point.install -> modules.install_requirements), so each tuning trial would
     install smdebug and downgrade protobuf for nothing. train.py installs contract.DEBUGGER_REQUIREMENTS
     itself, only in the job SageMaker gave a Debugger hook config.
     """
-    files = sorted(p for p in ml_dir.glob("*.py") if p.is_file())
+    package = contract.PACKAGE
+    files = {contract.TRAINING_PROGRAM: ml_dir / contract.ENTRY_DIR / contract.TRAINING_PROGRAM}
+    files.update({f"{package}/{p.name}": p for p in sorted(ml_dir.glob("*.py")) if p.is_file()})
     requirements = ml_dir / contract.DEBUGGER_REQUIREMENTS
-    return [*files, requirements] if requirements.is_file() else files
+    if requirements.is_file():
+        files[f"{package}/{contract.DEBUGGER_REQUIREMENTS}"] = requirements
+    return files
 
 
-def tarball_bytes(files: Iterable[Path], base: Path) -> bytes:
+def tarball_bytes(files: dict[str, Path]) -> bytes:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for path in sorted(files, key=lambda p: p.relative_to(base).as_posix()):
-            data = path.read_bytes()
-            info = tarfile.TarInfo(path.relative_to(base).as_posix())
+        for name in sorted(files):
+            data = files[name].read_bytes()
+            info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = len(data), FIXED_MTIME, 0o644
             info.uid = info.gid = 0
             info.uname = info.gname = ""
@@ -67,7 +71,7 @@ def _write_if_changed(path: Path, data: bytes) -> Path:
 
 
 def build_sourcedir(build_dir: Path, ml_dir: Path = ML_DIR) -> Path:
-    return _write_if_changed(build_dir / "sourcedir.tar.gz", tarball_bytes(training_sources(ml_dir), ml_dir))
+    return _write_if_changed(build_dir / "sourcedir.tar.gz", tarball_bytes(training_sources(ml_dir)))
 
 
 def forwarder_files(lambda_dir: Path = LAMBDA_DIR, ml_dir: Path = ML_DIR) -> dict[str, Path]:

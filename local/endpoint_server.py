@@ -56,6 +56,22 @@ ACCOUNT = facts.LOCAL_ACCOUNT
 log = logging.getLogger("local.endpoint_server")
 
 
+def import_model_code(code_dir: str) -> ModuleType:
+    """<model>/code/inference.py imported as the inference toolkit imports it, with the model's own `ml` package
+    (code/ml/, what SageMaker runs): this process imported the repository's `ml` for the contract, so those
+    modules leave sys.modules first (the server keeps its references) and code/ goes first on sys.path."""
+    package = contract.PACKAGE
+    for name in [n for n in sys.modules if n == package or n.startswith(f"{package}.")]:
+        del sys.modules[name]
+    sys.path.insert(0, code_dir)
+    module = importlib.import_module(Path(contract.INFERENCE_PROGRAM).stem)
+    for loaded in (module, sys.modules.get(package)):
+        where = getattr(loaded, "__file__", None)
+        if where is not None and not Path(where).resolve().is_relative_to(code_dir):
+            raise ModelSourceError(f"imported {where} instead of the model's own code in {code_dir}")
+    return module
+
+
 class ModelSourceError(Exception):
     """The model path is not something this server can load (one clear line for the user)."""
 
@@ -167,10 +183,7 @@ class ModelServer:
     # --- loading, as the inference toolkit does it ------------------------------------------------------
     def load(self) -> None:
         code_dir = str((self.model_dir / contract.MODEL_CODE_DIR).resolve())
-        sys.path.insert(0, code_dir)
-        module = importlib.import_module("inference")
-        if not str(Path(module.__file__ or "").resolve()).startswith(code_dir):
-            raise ModelSourceError(f"imported {module.__file__} instead of {code_dir}/inference.py")
+        module = import_model_code(code_dir)
         missing = [name for name in HANDLERS if not callable(getattr(module, name, None))]
         if missing:
             raise ModelSourceError(f"{code_dir}/inference.py does not define {', '.join(missing)}")

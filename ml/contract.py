@@ -36,9 +36,11 @@ CHECKPOINT_FILE = "checkpoint.pt"
 # Hyperparameter: "job" puts the checkpoint under <checkpoint dir>/<TRAINING_JOB_NAME>/ (tuning trials).
 CHECKPOINT_SCOPE = "checkpoint-scope"
 CHECKPOINT_SCOPES: tuple[str, ...] = ("shared", "job")
-# Modules copied into <model>/code so the inference container needs neither network nor a second
-# copy of the network definition.
-INFERENCE_MODULES: tuple[str, ...] = ("inference.py", "model.py", "imaging.py", "contract.py")
+# The `ml` modules copied into <model>/code/ml/ (beside the entry shim ml/entry/inference.py, which becomes
+# code/inference.py) so the inference container needs neither network nor a second copy of the network definition.
+INFERENCE_MODULES: tuple[str, ...] = ("__init__.py", "inference.py", "model.py", "imaging.py", "contract.py")
+PACKAGE = "ml"  # the package name inside every bundle: <bundle root>/ml/
+ENTRY_DIR = "entry"  # ml/entry/<program>: the shims SageMaker runs, copied to each bundle's root
 
 # --- Hyperparameters -------------------------------------------------------------------------------
 # SageMaker passes every hyperparameter as "--name value" with a string value.
@@ -291,11 +293,11 @@ ENV_READ_TIMEOUT_S = "ENDPOINT_READ_TIMEOUT_S"
 ENV_ATTEMPTS = "ENDPOINT_ATTEMPTS"
 
 # --- Entry points SageMaker runs (sagemaker_program / SAGEMAKER_PROGRAM) ------------------------------
-TRAINING_PROGRAM = "train.py"  # in the training source dir (sourcedir.tar.gz of ml/)
+TRAINING_PROGRAM = "train.py"  # at the training source bundle's root: the shim ml/entry/train.py
 # smdebug and its pins, installed by train.py only in a job that has a Debugger hook config. Not named
 # requirements.txt: the training toolkit pip-installs that file in every job, tuning trials included.
 DEBUGGER_REQUIREMENTS = "debugger-requirements.txt"
-INFERENCE_PROGRAM = "inference.py"  # in model.tar.gz's code/ (MODEL_CODE_DIR)
+INFERENCE_PROGRAM = "inference.py"  # at the root of model.tar.gz's code/ (MODEL_CODE_DIR): ml/entry/inference.py
 
 
 # --- Debugger save interval -----------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from torch import nn
 
-import contract
+from ml import contract
 
 log = logging.getLogger("train")
 

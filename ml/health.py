@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from contract import ISSUES_FOUND, NO_ISSUES
+from ml.contract import ISSUES_FOUND, NO_ISSUES
 
 
 def change_words(decrease: float) -> str:

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageMode, UnidentifiedImageError
 
-import contract
-from contract import ApiException
+from ml import contract
+from ml.contract import ApiException
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-import contract
-from contract import ApiException
-from imaging import TransformSettings, build_transforms, decode_image
-from model import build_model
+from ml import contract
+from ml.contract import ApiException
+from ml.imaging import TransformSettings, build_transforms, decode_image
+from ml.model import build_model
 
 log = logging.getLogger(__name__)
 

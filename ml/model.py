@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torchvision import models
 
-import contract
+from ml import contract
 
 FINETUNE_MODES = ("head", "last", "all")
 

@@ -29,12 +29,12 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
-import contract
-from contract import ApiException
-from debugger import create_hook, install_smdebug_if_needed
-from health import HealthMonitor
-from imaging import AUGMENTATIONS, TransformSettings, build_transforms, decode_image
-from model import FINETUNE_MODES, ModelError, build_model, staged_weights, train_mode
+from ml import contract
+from ml.contract import ApiException
+from ml.debugger import create_hook, install_smdebug_if_needed
+from ml.health import HealthMonitor
+from ml.imaging import AUGMENTATIONS, TransformSettings, build_transforms, decode_image
+from ml.model import FINETUNE_MODES, ModelError, build_model, staged_weights, train_mode
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("train")
@@ -501,9 +501,10 @@ def save_model(model_dir: Path, module: nn.Module, classes: list[str], settings:
     }
     (model_dir / contract.MODEL_CONFIG_FILE).write_text(json.dumps(config, indent=2))
     code = model_dir / contract.MODEL_CODE_DIR
-    code.mkdir(exist_ok=True)
+    (code / contract.PACKAGE).mkdir(parents=True, exist_ok=True)
     for module_file in contract.INFERENCE_MODULES:
-        shutil.copy2(HERE / module_file, code / module_file)
+        shutil.copy2(HERE / module_file, code / contract.PACKAGE / module_file)
+    shutil.copy2(HERE / contract.ENTRY_DIR / contract.INFERENCE_PROGRAM, code / contract.INFERENCE_PROGRAM)
     (code / "requirements.txt").write_text(INFERENCE_REQUIREMENTS)
 
 

@@ -410,7 +410,12 @@ class TrainingJob:
                 return local
         self._log(f"[stand-in] source code: {submit_directory or '(none given)'} is not in the local S3 root; "
                   f"using {self.sm.source_dir}")
-        return self.sm.source_dir
+        from infra.packaging import training_sources  # the source bundle's layout: entry shim + the ml package
+
+        for name, source in training_sources(self.sm.source_dir).items():
+            (code / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, code / name)
+        return code
 
     def debug_output_uri(self) -> str | None:
         hook = self.request.get("DebugHookConfig")

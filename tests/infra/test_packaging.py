@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import shutil
+import subprocess
+import sys
 import tarfile
+from pathlib import Path
 
 from infra import packaging
 from ml import contract
@@ -16,16 +20,18 @@ def _members(data: bytes) -> dict[str, tarfile.TarInfo]:
         return {m.name: m for m in tar.getmembers()}
 
 
-def test_sourcedir_is_reproducible_and_flat(tmp_path):
+def test_sourcedir_is_reproducible_and_one_package(tmp_path):
     a = packaging.build_sourcedir(tmp_path / "a").read_bytes()
     b = packaging.build_sourcedir(tmp_path / "b").read_bytes()
     assert a == b
     members = _members(a)
-    assert contract.TRAINING_PROGRAM in members and "contract.py" in members
+    # The entry shim at the root, the `ml` package (the same modules the host imports as ml.*) under ml/.
+    assert contract.TRAINING_PROGRAM in members and "ml/__init__.py" in members and "ml/contract.py" in members
+    assert {m for m in members if "/" not in m} == {contract.TRAINING_PROGRAM}
+    assert {m.split("/")[0] for m in members if "/" in m} == {contract.PACKAGE}
     # smdebug's pins ship under another name: the training toolkit pip-installs a root requirements.txt in every
     # job (tuning trials included); train.py installs this file only in the job that has Debugger.
-    assert contract.DEBUGGER_REQUIREMENTS in members and "requirements.txt" not in members
-    assert {m for m in members if "/" in m} == set()  # train.py imports its modules flat
+    assert f"ml/{contract.DEBUGGER_REQUIREMENTS}" in members and "requirements.txt" not in members
     assert {m.mtime for m in members.values()} == {packaging.FIXED_MTIME}
     assert {(m.uid, m.gid, m.uname, m.gname, m.mode) for m in members.values()} == {(0, 0, "", "", 0o644)}
     assert list(members) == sorted(members)
@@ -36,11 +42,28 @@ def test_sourcedir_is_reproducible_and_flat(tmp_path):
 def test_sourcedir_changes_only_with_the_code(tmp_path):
     ml = tmp_path / "ml"
     shutil.copytree(packaging.ML_DIR, ml, ignore=shutil.ignore_patterns("__pycache__"))
-    before = packaging.tarball_bytes(packaging.training_sources(ml), ml)
+    before = packaging.tarball_bytes(packaging.training_sources(ml))
     (ml / "train.py").touch()  # a new mtime alone changes nothing
-    assert packaging.tarball_bytes(packaging.training_sources(ml), ml) == before
+    assert packaging.tarball_bytes(packaging.training_sources(ml)) == before
     (ml / "train.py").write_text((ml / "train.py").read_text() + "\n# changed\n")
-    assert packaging.tarball_bytes(packaging.training_sources(ml), ml) != before
+    assert packaging.tarball_bytes(packaging.training_sources(ml)) != before
+
+
+def test_the_bundle_runs_its_own_ml_package(tmp_path):
+    """As the training toolkit runs it: `python train.py ...` from the extracted bundle's root. The code that runs
+    is the bundle's `ml` package, not the host's (an editable install would otherwise shadow it)."""
+    with tarfile.open(packaging.build_sourcedir(tmp_path / "build"), "r:gz") as tar:
+        tar.extractall(tmp_path / "bundle", filter="data")
+    bundle = tmp_path / "bundle"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    usage = subprocess.run([sys.executable, contract.TRAINING_PROGRAM, "--help"], cwd=bundle, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 0 and "--batch-size" in usage.stdout, usage.stderr[-2000:]
+    where = subprocess.run([sys.executable, "-c", "import ml.train, ml.contract; print(ml.train.__file__); "
+                            "print(ml.contract.__file__)"], cwd=bundle, env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert where.returncode == 0, where.stderr[-2000:]
+    assert all(Path(f).resolve().is_relative_to(bundle.resolve()) for f in where.stdout.split())
 
 
 def test_forwarder_bundle_is_lambda_plus_contract(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -185,6 +186,22 @@ def make_tarball(model_dir: Path, archive: Path) -> Path:
         for path in sorted(model_dir.rglob("*")):
             tar.add(path, arcname=str(path.relative_to(model_dir)), recursive=False)
     return archive
+
+
+def test_a_model_is_served_by_its_own_code(trained_model, tmp_path):
+    """code/inference.py is a shim over code/ml/: the server runs the model's own `ml` package, as SageMaker does,
+    never the repository's (which the server itself imported for the contract)."""
+    model = tmp_path / "model"
+    shutil.copytree(trained_model, model)
+    assert (model / "code" / "inference.py").is_file() and (model / "code" / "ml" / "inference.py").is_file()
+    with (model / "code" / "ml" / "inference.py").open("a") as f:
+        f.write("\n_output_fn = output_fn\n\n"
+                "def output_fn(*args):\n"
+                "    body, content_type = _output_fn(*args)\n"
+                "    return body.replace('{', '{\"served_by\": \"model code\", ', 1), content_type\n")
+    with start_endpoint_server(model, log_to=None) as server:
+        answer = invoke(server, GOOD_PNG).json()
+    assert answer["served_by"] == "model code" and answer["predictions"]
 
 
 def test_model_tarball_serves_the_same_and_is_cleaned_up(trained_model, endpoint, tmp_path):

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 
 import pytest
 
-from tests.support import ROOT
-
-sys.path.insert(0, str(ROOT / "ml"))
-
-import contract  # flat, as inside the container
-from debugger import _derived_config, save_intervals
 from infra import sagemaker_requests as req
 from infra.config import load_config
+from ml import contract
+from ml.debugger import _derived_config, save_intervals
 from tests.support.training import in_smdebug_env
 
 

@@ -1,6 +1,5 @@
-"""The inference handlers and the careful decoding they share with training, in process (the container's modules
-through ml.host_import): odd-but-valid images come out upright RGB, bad ones raise the contract's errors and
-nothing else."""
+"""The inference handlers and the careful decoding they share with training, in process (the `ml` package, as in
+the container): odd-but-valid images come out upright RGB, bad ones raise the contract's errors and nothing else."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ml import contract, host_import
+from ml import contract, imaging, inference
 from tests.support import ROOT
 from tests.support.serve import (
     BAD_AND_ODD,
@@ -28,8 +27,6 @@ from tests.support.serve import (
     random_bytes,
 )
 
-# The container's code as the host imports it: its flat sibling imports bound to ml.* (one ApiException class).
-imaging, inference = host_import("imaging"), host_import("inference")
 ApiException = contract.ApiException
 REDUCING_GAP, TransformSettings, decode_image = imaging.REDUCING_GAP, imaging.TransformSettings, imaging.decode_image
 build_transforms = imaging.build_transforms
@@ -267,8 +264,7 @@ def test_image_bytes_are_read_from_any_buffer():
 # --- bounded decoding (issue 12, item 17) -------------------------------------------------------------------------
 DECODE_MEMORY = r"""
 import json, pathlib, resource, sys, time
-from ml import host_import
-imaging = host_import("imaging")
+from ml import imaging
 
 def hwm():  # this process's peak RSS (VmHWM: ru_maxrss would carry the parent's peak across exec)
     with open("/proc/self/status") as f:

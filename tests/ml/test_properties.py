@@ -5,20 +5,14 @@ fits is decoded to RGB at its size; everything else is one of the API's errors, 
 from __future__ import annotations
 
 import io
-import sys
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from tests.support import ROOT
-
-sys.path.insert(0, str(ROOT / "ml"))
-
-import contract  # flat, as inside the container (imaging raises this module's ApiException)
-import imaging
-from contract import ApiException
+from ml import contract, imaging
+from ml.contract import ApiException
 
 PROPERTY_SETTINGS = settings(max_examples=200, deadline=None)  # no timing: the machine is shared
 MEDIA_TYPES = st.one_of(st.none(), st.sampled_from([*contract.ACCEPTED_CONTENT_TYPES, "text/plain",

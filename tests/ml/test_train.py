@@ -18,11 +18,12 @@ from ml import contract
 from tests.support import ROOT
 from tests.support.training import (
     BASELINE_ARGS,
-    TRAIN_SCRIPT,
+    TRAIN_COMMAND,
     channel_env,
     in_smdebug_env,
     run_train,
     smdebug_python,
+    train_env,
 )
 
 pytestmark = pytest.mark.slow
@@ -73,13 +74,16 @@ def test_model_directory_is_what_the_inference_container_loads(training_run, dig
     assert config["classes"] == [str(d) for d in range(10)], "class list comes from the data"
     assert config["transforms"]["image_size"] == 32
     code = model_dir / contract.MODEL_CODE_DIR
-    for name in (*contract.INFERENCE_MODULES, "requirements.txt"):
+    for name in (*(f"{contract.PACKAGE}/{m}" for m in contract.INFERENCE_MODULES), contract.INFERENCE_PROGRAM,
+                 "requirements.txt"):
         assert (code / name).is_file(), name
-    # As the toolkit does: a fresh interpreter with only code/ importable, model_fn on the directory.
+    # As the toolkit does: a fresh interpreter with only code/ importable, the user module `inference` (the shim
+    # over code/ml/), model_fn on the directory.
     probe = """
 import json, sys
 from pathlib import Path
 import inference
+assert Path(sys.modules["ml"].__file__).resolve().parent.parent == Path.cwd().resolve(), sys.modules["ml"].__file__
 model = inference.model_fn(sys.argv[1])
 right = total = 0
 for folder in sorted(Path(sys.argv[2]).iterdir()):
@@ -102,9 +106,8 @@ print(right, total, ctype)
 def test_resume_after_kill_reaches_the_same_result(training_run, digits_dir, tmp_path):
     """A job killed mid-way (spot interruption) and started again continues from its last checkpoint."""
     ckpt = tmp_path / "ckpt"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SM_")},
-           **channel_env(digits_dir, tmp_path / "model", tmp_path / "output")}
-    args = [sys.executable, str(TRAIN_SCRIPT), *BASELINE_ARGS, "--checkpoint-dir", str(ckpt)]
+    env = train_env(channel_env(digits_dir, tmp_path / "model", tmp_path / "output"))
+    args = [sys.executable, *TRAIN_COMMAND, *BASELINE_ARGS, "--checkpoint-dir", str(ckpt)]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 1200  # a loaded machine: the first epoch may take minutes
@@ -238,7 +241,7 @@ def test_corrupt_image_is_skipped_and_counted(small_digits, tmp_path):
 
 
 def test_readme_by_hand_invocation_help():
-    result = subprocess.run([sys.executable, str(TRAIN_SCRIPT), "--help"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, *TRAIN_COMMAND, "--help"], capture_output=True, text=True,
                             cwd=ROOT, timeout=120)
     assert result.returncode == 0
     assert f"--{contract.BATCH_SIZE}" in result.stdout and "--preset" in result.stdout
@@ -263,8 +266,7 @@ def test_staged_weights_train_without_network(small_digits, tmp_path):
     job reaches no network at all."""
     import torch
 
-    sys.path.insert(0, str(ROOT / "ml"))
-    from model import build_model
+    from ml.model import build_model
 
     staged = tmp_path / "pretrained"
     staged.mkdir()

@@ -16,13 +16,10 @@ import pytest
 import torch
 from torch import nn
 
-from tests.support import ROOT
-
-sys.path.insert(0, str(ROOT / "ml"))
-
-import contract  # flat, as inside the container
-from health import HealthMonitor
-from model import ModelError, build_model
+from ml import contract, debugger, train
+from ml.health import HealthMonitor
+from ml.model import ModelError, build_model, staged_weights
+from tests.support.training import TRAIN_COMMAND, train_env
 
 
 def _trainable(model: nn.Module) -> set[str]:
@@ -157,9 +154,6 @@ def test_metric_names_do_not_shadow_each_other():
 
 
 # --- cost: no host synchronisation per step, mixed precision, loader sizing -----------------------------------
-import debugger  # noqa: E402
-import train  # noqa: E402
-from model import staged_weights  # noqa: E402
 
 ML_DIR = Path(train.__file__).resolve().parent
 
@@ -321,9 +315,8 @@ def test_nothing_downloads_weights():
 
 
 def test_pretrained_without_the_channel_fails_in_seconds_before_training(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
-    env.update(SM_OUTPUT_DIR=str(tmp_path / "out"), SM_CHANNEL_TRAIN=str(tmp_path / "no-data"))
-    result = subprocess.run([sys.executable, str(ML_DIR / "train.py"), "--preset", "local", "--weights", "imagenet"],
+    env = train_env({"SM_OUTPUT_DIR": str(tmp_path / "out"), "SM_CHANNEL_TRAIN": str(tmp_path / "no-data")})
+    result = subprocess.run([sys.executable, *TRAIN_COMMAND, "--preset", "local", "--weights", "imagenet"],
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "Traceback" not in result.stdout + result.stderr
@@ -430,7 +423,7 @@ def test_augmentation_depends_on_the_epoch_not_on_worker_lifetimes():
     see the images epoch 2 of the uninterrupted job saw, with any number of workers."""
     from PIL import Image
 
-    from imaging import TransformSettings, build_transforms
+    from ml.imaging import TransformSettings, build_transforms
 
     g = torch.Generator().manual_seed(0)
     images = [Image.fromarray((torch.rand(24, 24, 3, generator=g) * 255).byte().numpy()) for _ in range(12)]

@@ -82,12 +82,14 @@ def training_request(name: str, data_uri: str, *, hyperparameters: dict | None =
 
 
 def sourcedir(s3_root: Path, files: dict[str, str], key: str = "code/sourcedir.tar.gz") -> str:
-    """A sourcedir.tar.gz in the local S3 root with `files` (name -> text) plus ml/contract.py."""
+    """A sourcedir.tar.gz in the local S3 root with `files` (name -> text) plus the `ml` package's contract."""
     target = s3_root / BUCKET / key
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / (target.name + ".d")
     staging.mkdir(exist_ok=True)
-    for name, text in {**files, "contract.py": (ROOT / "ml" / "contract.py").read_text()}.items():
+    package = {f"ml/{name}": (ROOT / "ml" / name).read_text() for name in ("__init__.py", "contract.py")}
+    for name, text in {**files, **package}.items():
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
         (staging / name).write_text(text)
     with tarfile.open(target, "w:gz") as archive:
         for path in sorted(staging.iterdir()):
@@ -99,7 +101,7 @@ def sourcedir(s3_root: Path, files: dict[str, str], key: str = "code/sourcedir.t
 # to find; --sleep spaces the epochs (early stopping acts between them), --fail makes it crash like train.py.
 FAKE_TRAIN = textwrap.dedent("""
     import argparse, math, os, sys, time
-    import contract
+    from ml import contract
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--lr", type=float, default=0.01)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import shutil
 import struct
 import zlib
 from collections.abc import Callable
@@ -311,21 +312,25 @@ def assert_predictions(payload: dict, k: int, classes: list[str] | None = None) 
 def write_random_model(model_dir: Path, classes: tuple[str, ...] = ("a", "b"), image_size: int = 32,
                        backbone: str = "resnet18", **config_overrides) -> Path:
     """A model directory as ml/train.py writes it (model.json, model.pt, code/), with untrained weights."""
-    import shutil
 
     import torch
 
-    from ml import host_import
-
-    imaging, model = host_import("imaging"), host_import("model")
+    from ml import imaging, model
     model_dir.mkdir(parents=True, exist_ok=True)
     net = model.build_model(backbone, len(classes), weights="none", finetune="all")
     torch.save(net.state_dict(), model_dir / contract.MODEL_WEIGHTS_FILE)
     config = {"backbone": backbone, "classes": list(classes), "training_job": "random-weights",
               "transforms": imaging.TransformSettings.for_size(image_size, "none").to_dict(), **config_overrides}
     (model_dir / contract.MODEL_CONFIG_FILE).write_text(json.dumps(config))
-    code = model_dir / contract.MODEL_CODE_DIR
-    code.mkdir(exist_ok=True)
-    for name in contract.INFERENCE_MODULES:
-        shutil.copy(ML_DIR / name, code / name)
+    write_model_code(model_dir)
     return model_dir
+
+
+def write_model_code(model_dir: Path) -> Path:
+    """<model>/code as ml/train.py writes it: the entry shim at the root, the `ml` package's modules under ml/."""
+    code = model_dir / contract.MODEL_CODE_DIR
+    (code / contract.PACKAGE).mkdir(parents=True, exist_ok=True)
+    for name in contract.INFERENCE_MODULES:
+        shutil.copy(ML_DIR / name, code / contract.PACKAGE / name)
+    shutil.copy(ML_DIR / contract.ENTRY_DIR / contract.INFERENCE_PROGRAM, code / contract.INFERENCE_PROGRAM)
+    return code

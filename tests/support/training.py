@@ -14,16 +14,24 @@ import pytest
 
 from tests.support import ROOT
 
-TRAIN_SCRIPT = ROOT / "ml" / "train.py"
+# The training code as a fresh interpreter runs it: the `ml` package of this checkout (PYTHONPATH below), the
+# module the source bundle's entry shim (ml/entry/train.py) calls.
+TRAIN_COMMAND = ("-m", "ml.train")
+
+
+def train_env(env_extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment minus any SM_* of ours, this checkout first on PYTHONPATH, plus `env_extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env.update(env_extra or {})
+    return env
 
 
 def run_train(args: list[str], env_extra: dict[str, str] | None = None, timeout: float = 1800,
               python: str = sys.executable, **kwargs) -> subprocess.CompletedProcess:
     """Run ml/train.py as SageMaker would: a fresh interpreter, settings in SM_* variables and flags."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
-    env.update(env_extra or {})
-    return subprocess.run([python, str(TRAIN_SCRIPT), *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, **kwargs)
+    return subprocess.run([python, *TRAIN_COMMAND, *args], env=train_env(env_extra), capture_output=True,
+                          text=True, timeout=timeout, **kwargs)
 
 
 def smdebug_python() -> str:
