@@ -1,0 +1,230 @@
+"""The training container's contract, from the SageMaker training toolkit itself, and the DLC it runs in.
+
+What an entry point sees in a SageMaker framework container is computed by the training toolkit (sagemaker-training,
+the same package the PyTorch training DLC installs: deep-learning-containers pytorch/training/docker/2.6/py3/
+Dockerfile.cpu): `environment.Environment()` reads /opt/ml/input/config/{hyperparameters,inputdataconfig,
+resourceconfig}.json, and the entry point runs as `python -- <sagemaker_program> <env.to_cmd_args()>` with
+`env.to_env_vars()` (SM_TRAINING_ENV, SM_HPS, SM_USER_ARGS, SM_HP_*, SM_CHANNEL_*, SM_RESOURCE_CONFIG, ...) in its
+environment (sagemaker_training/entry_point.py run, process.py ProcessRunner._create_command). The stand-in does not
+copy those rules: it runs that code over the job's directory, the local /opt/ml (SAGEMAKER_BASE_DIR, the toolkit's own
+switch for running outside a container), in a child process because the toolkit reads the base directory once, at
+import.
+
+Before the entry point, the toolkit pip-installs the source directory's requirements.txt inside the DLC
+(entry_point.install -> modules.install_requirements). Locally nothing is installed into the DLC's place; instead
+the file is checked against the DLC's Python and the packages it ships (DLCS below), so a requirement that would
+downgrade one of them, or that does not install on the DLC's Python, fails the job in one line before any training.
+
+    python -m local.sagemaker.container environment   (SAGEMAKER_BASE_DIR=<job dir>): {"env": ..., "argv": ...}
+    python -m local.sagemaker.container check-requirements FILE [IMAGE]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.markers import default_environment
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"  # sagemaker_training.environment.BASE_PATH_ENV
+REQUIREMENTS_FILE = "requirements.txt"  # sagemaker_training.modules.has_requirements: at the source dir's root
+
+
+class ContainerError(Exception):
+    """The toolkit would fail the job before the entry point runs; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How the toolkit starts the entry point: environment variables it adds and the script's arguments."""
+
+    env: dict[str, str]
+    argv: list[str]
+    entry_point: str
+
+
+def toolkit_launch(job_dir: Path, base_env: dict[str, str], timeout: float = 120.0) -> Launch:
+    """The toolkit's Environment over `job_dir` (holding input/config/*.json as SageMaker writes them).
+
+    `base_env` is the container's environment before the toolkit runs (TRAINING_JOB_NAME, the request's
+    Environment, ...): the toolkit reads some of it (SAGEMAKER_PROGRAM, SM_HP_MP_PARAMETERS, ...)."""
+    env = {**base_env, BASE_DIR_ENV: str(job_dir)}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[2]),
+                                                    base_env.get("PYTHONPATH")) if p)
+    result = subprocess.run([sys.executable, "-m", __name__, "environment"], env=env, capture_output=True,
+                            text=True, timeout=timeout, check=False)
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        raise ContainerError(lines[-1] if lines else f"the training toolkit exited with status {result.returncode}")
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    return Launch(data["env"], data["argv"], data["entry_point"])
+
+
+def _print_environment() -> int:
+    """Child: the toolkit's env vars and argv for the job in SAGEMAKER_BASE_DIR, as JSON on stdout."""
+    import logging
+
+    logging.disable(logging.INFO)  # the toolkit logs its probes (nvidia-smi, neuron-ls) at INFO
+    from sagemaker_training import environment, errors, process
+
+    try:
+        env = environment.Environment()
+        entry_point = process.validate_entry_point(env.user_entry_point)  # the toolkit's check, before install
+    except errors.ClientError as exc:
+        print(f"ClientError: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except (OSError, KeyError, ValueError) as exc:
+        print(f"ClientError: the container configuration is unreadable: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"env": env.to_env_vars(), "argv": env.to_cmd_args(), "entry_point": entry_point}))
+    return 0
+
+
+# --- the DLC ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Dlc:
+    """What a Deep Learning Container image ships, as far as a requirements file can collide with it."""
+
+    name: str
+    python: str  # the interpreter's full version
+    preinstalled: dict[str, str]  # distribution -> the versions the image holds (a specifier)
+    source: str
+
+
+# The SageMaker PyTorch training DLC 2.6 (CPU and GPU, py312), checked 2026-11-30 in aws/deep-learning-containers:
+# pytorch/training/docker/2.6/py3/Dockerfile.cpu and cu126/Dockerfile.gpu (PYTHON_VERSION=3.12.8, the torch/
+# torchvision/torchaudio wheels, "numpy<2" for fastai, sagemaker>=2,<3, sagemaker-training), the image's
+# Dockerfile.sagemaker.cpu.core_packages.json (the same torch pins), and sagemaker-training 5.x's setup.py
+# (protobuf>=5.28.1). Pillow, scipy and pandas come from conda-forge unpinned: a requirement on them is never
+# reported as a conflict.
+PYTORCH_TRAINING_2_6 = Dlc(
+    name="PyTorch training DLC 2.6 (py312)",
+    python="3.12.8",
+    preinstalled={"torch": "==2.6.0", "torchvision": "==0.21.0", "torchaudio": "==2.6.0", "numpy": "<2",
+                  "protobuf": ">=5.28.1", "sagemaker": ">=2,<3", "sagemaker-training": ">=5"},
+    source="aws/deep-learning-containers pytorch/training/docker/2.6/py3/Dockerfile.cpu",
+)
+DLCS: dict[tuple[str, str], Dlc] = {("2.6", "py312"): PYTORCH_TRAINING_2_6}
+# The image URIs sagemaker.core.image_uris gives: <account>.dkr.ecr.<region>.amazonaws.com/pytorch-training:<tag>,
+# tags like 2.6.0-gpu-py312 or 2.6.0-cpu-py312-ubuntu22.04-sagemaker.
+TRAINING_IMAGE = re.compile(r"/pytorch-training:(\d+\.\d+)(?:\.\d+)?-(?:cpu|gpu)-(py\d+)\b")
+
+
+def dlc_for_image(image: str) -> Dlc | None:
+    """The DLC an image URI names, when this module knows what it ships."""
+    match = TRAINING_IMAGE.search(image or "")
+    return DLCS.get((match.group(1), match.group(2))) if match else None
+
+
+def _probes(*specifiers: SpecifierSet) -> list[Version]:
+    """Versions that sit on, just above, below and far from every bound of the specifiers: if two specifier sets
+    (of the comparison operators requirements use) share any version, they share one of these."""
+    probes = {Version("0"), Version("999999")}
+    for specifier_set in specifiers:
+        for spec in specifier_set:
+            try:
+                bound = Version(spec.version.removesuffix(".*"))
+            except InvalidVersion:
+                continue
+            release = list(bound.release)
+            probes.update({bound, Version(".".join(map(str, [*release, 0, 0, 1])))})
+            if release[-1] > 0:
+                probes.add(Version(".".join(map(str, [*release[:-1], release[-1] - 1, 999999]))))
+            elif len(release) > 1 and release[-2] > 0:
+                probes.add(Version(".".join(map(str, [*release[:-2], release[-2] - 1, 999999]))))
+    return sorted(probes)
+
+
+def _disjoint(wanted: SpecifierSet, held: SpecifierSet) -> bool:
+    return not any(wanted.contains(v, prereleases=True) and held.contains(v, prereleases=True)
+                   for v in _probes(wanted, held))
+
+
+def _markers(dlc: Dlc) -> dict[str, str]:
+    # The DLC's interpreter: Linux x86_64 CPython at dlc.python.
+    env = dict(default_environment())
+    version = Version(dlc.python)
+    env.update({"python_version": f"{version.major}.{version.minor}", "python_full_version": dlc.python,
+                "implementation_name": "cpython", "platform_python_implementation": "CPython",
+                "implementation_version": dlc.python, "sys_platform": "linux", "platform_system": "Linux",
+                "os_name": "posix", "platform_machine": "x86_64"})
+    return env
+
+
+def check_requirements(path: Path, dlc: Dlc) -> list[str]:
+    """What `pip install -r path` inside the DLC would break: one line per problem (empty: nothing)."""
+    problems = []
+    markers = _markers(dlc)
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        where = f"{path.name}:{number}"
+        if line.startswith("-"):
+            problems.append(f"{where}: pip option {line.split()[0]!r} is not checked locally: list requirements only")
+            continue
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement as exc:
+            problems.append(f"{where}: pip cannot parse {line!r}: {exc}")
+            continue
+        if requirement.marker is not None and not requirement.marker.evaluate(markers):
+            continue  # pip skips it on the DLC's Python
+        name = canonicalize_name(requirement.name)
+        held = dlc.preinstalled.get(name)
+        if held is None or not requirement.specifier:
+            continue
+        held_set = SpecifierSet(held)
+        if _disjoint(requirement.specifier, held_set):
+            lowest_held = min((v for v in _probes(held_set) if held_set.contains(v, prereleases=True)), default=None)
+            below = lowest_held is not None and all(
+                v < lowest_held for v in _probes(requirement.specifier)
+                if requirement.specifier.contains(v, prereleases=True))
+            problems.append(f"{where}: {line} would {'downgrade' if below else 'replace'} the {dlc.name}'s "
+                            f"{name} ({held}) that the image's own packages need")
+    return problems
+
+
+def requirements_failure(code_dir: Path, image: str) -> str | None:
+    """The one-line FailureReason when the source dir's requirements.txt cannot go into the job's DLC, else None."""
+    path = code_dir / REQUIREMENTS_FILE
+    dlc = dlc_for_image(image)
+    if not path.is_file() or dlc is None:
+        return None
+    problems = check_requirements(path, dlc)
+    if not problems:
+        return None
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return (f"ClientError: the training toolkit runs `pip install -r {REQUIREMENTS_FILE}` in the {dlc.name} "
+            f"({dlc.source}): {problems[0]}{more}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["environment"]:
+        return _print_environment()
+    if args[:1] == ["check-requirements"] and len(args) in (2, 3):
+        dlc = dlc_for_image(args[2]) if len(args) == 3 else PYTORCH_TRAINING_2_6
+        if dlc is None:
+            print(f"error: no DLC facts for image {args[2]}", file=sys.stderr)
+            return 2
+        problems = check_requirements(Path(args[1]), dlc)
+        for problem in problems:
+            print(problem)
+        return 1 if problems else 0
+    print("usage: python -m local.sagemaker.container environment | check-requirements FILE [IMAGE]",
+          file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
