@@ -158,8 +158,9 @@ def test_requirements_that_fit_the_dlc_train(sm):
 @pytest.mark.parametrize(("line", "problem"), [
     ("protobuf<=3.20.3", "downgrade"),
     ("protobuf==4.25.3", "downgrade"),
-    ("numpy>=2.1", "replace"),
-    ("torch>=2.7", "replace"),
+    ("numpy>=2.1", "upgrade"),
+    ("torch>=2.7", "upgrade"),
+    ("torch!=2.6.0", "replace"),
     ("torch==2.6.0", None),
     ("torchvision~=0.21.0", None),
     ("numpy<2.3", None),
@@ -167,7 +168,7 @@ def test_requirements_that_fit_the_dlc_train(sm):
     ("protobuf>=5,<7", None),
     ("pillow==9.0.0", None),  # conda's, unpinned: never reported
     ('protobuf<=3.20.3; python_version < "3.12"', None),  # not installed on the DLC's Python 3.12
-    ('torch>=2.7; python_version >= "3.12"', "replace"),
+    ('torch>=2.7; python_version >= "3.12"', "upgrade"),
     ("not a requirement!", "cannot parse"),
     ("--extra-index-url https://example.com", "not checked"),
 ])

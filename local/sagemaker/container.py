@@ -15,14 +15,13 @@ Before the entry point, the toolkit pip-installs the source directory's requirem
 the file is checked against the DLC's Python and the packages it ships (DLCS below), so a requirement that would
 downgrade one of them, or that does not install on the DLC's Python, fails the job in one line before any training.
 
-    python -m local.sagemaker.container environment   (SAGEMAKER_BASE_DIR=<job dir>): {"env": ..., "argv": ...}
-    python -m local.sagemaker.container check-requirements FILE [IMAGE]
+    python -P local/sagemaker/container.py environment   (SAGEMAKER_BASE_DIR=<job dir>): {"env": ..., "argv": ...}
+    python -P local/sagemaker/container.py check-requirements FILE [IMAGE]   (one line per problem, exit 1)
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -58,10 +57,10 @@ def toolkit_launch(job_dir: Path, base_env: dict[str, str], timeout: float = 120
     `base_env` is the container's environment before the toolkit runs (TRAINING_JOB_NAME, the request's
     Environment, ...): the toolkit reads some of it (SAGEMAKER_PROGRAM, SM_HP_MP_PARAMETERS, ...)."""
     env = {**base_env, BASE_DIR_ENV: str(job_dir)}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[2]),
-                                                    base_env.get("PYTHONPATH")) if p)
-    result = subprocess.run([sys.executable, "-m", __name__, "environment"], env=env, capture_output=True,
-                            text=True, timeout=timeout, check=False)
+    # This file as a script (-P: its folder stays off sys.path), so the child imports the toolkit and nothing of
+    # the stand-in's package.
+    result = subprocess.run([sys.executable, "-P", str(Path(__file__).resolve()), "environment"], env=env,
+                            capture_output=True, text=True, timeout=timeout, check=False)
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines()
         raise ContainerError(lines[-1] if lines else f"the training toolkit exited with status {result.returncode}")
@@ -185,12 +184,15 @@ def check_requirements(path: Path, dlc: Dlc) -> list[str]:
             continue
         held_set = SpecifierSet(held)
         if _disjoint(requirement.specifier, held_set):
-            lowest_held = min((v for v in _probes(held_set) if held_set.contains(v, prereleases=True)), default=None)
-            below = lowest_held is not None and all(
-                v < lowest_held for v in _probes(requirement.specifier)
-                if requirement.specifier.contains(v, prereleases=True))
-            problems.append(f"{where}: {line} would {'downgrade' if below else 'replace'} the {dlc.name}'s "
-                            f"{name} ({held}) that the image's own packages need")
+            probes = _probes(held_set, requirement.specifier)
+            held_versions = [v for v in probes if held_set.contains(v, prereleases=True)]
+            wanted = [v for v in probes if requirement.specifier.contains(v, prereleases=True)]
+            how = "replace"
+            if held_versions and wanted and max(wanted) < min(held_versions):
+                how = "downgrade"
+            elif held_versions and wanted and min(wanted) > max(held_versions):
+                how = "upgrade"
+            problems.append(f"{where}: {line} would {how} the {dlc.name}'s preinstalled {name} ({held})")
     return problems
 
 
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         for problem in problems:
             print(problem)
         return 1 if problems else 0
-    print("usage: python -m local.sagemaker.container environment | check-requirements FILE [IMAGE]",
+    print("usage: python -P local/sagemaker/container.py environment | check-requirements FILE [IMAGE]",
           file=sys.stderr)
     return 2
 
