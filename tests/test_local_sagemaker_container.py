@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from local.sagemaker import LocalSageMaker
-from local.sagemaker.container import PYTORCH_TRAINING_2_6, check_requirements, dlc_for_image
+from local.sagemaker.container import PYTORCH_TRAINING_2_6, check_requirements, dlc_for_image, wheel_problems
 from ml import contract, host_import
 from tests.test_local_support import BUCKET, metric_definitions, sourcedir, training_request
 
@@ -152,6 +152,24 @@ def test_requirements_that_fit_the_dlc_train(sm):
     request = training_request("fits", f"s3://{BUCKET}/data", submit_directory=code)
     request["AlgorithmSpecification"]["TrainingImage"] = IMAGE_2_6
     assert _run(sm, request)["TrainingJobStatus"] == "Completed"
+
+
+def test_a_requirement_without_a_wheel_for_the_dlcs_python_fails_before_training(sm, tmp_path):
+    """pyinstrument-cext (smdebug's profiler, through pyinstrument 3.4.2) has no cp312 wheel: pip would compile it in
+    the DLC. pip's resolver is asked, for the DLC's CPython and glibc; without a package index nothing is concluded."""
+    probe = tmp_path / "requirements.txt"
+    probe.write_text("pyinstrument-cext==0.2.4\n")
+    if wheel_problems(probe, PYTORCH_TRAINING_2_6) is None:
+        pytest.skip("the package index does not answer here")
+    code = sourcedir(sm.s3.root, {"train.py": DUMP, "requirements.txt": "requests>=2\npyinstrument-cext==0.2.4\n"},
+                     key="code/nowheel.tar.gz")
+    request = training_request("nowheel", f"s3://{BUCKET}/data", submit_directory=code)
+    request["AlgorithmSpecification"]["TrainingImage"] = IMAGE_2_6
+    described = _run(sm, request)
+    assert described["TrainingJobStatus"] == "Failed"
+    assert described["FailureReason"].startswith("AlgorithmError: InstallRequirementsError:")
+    assert "pyinstrument-cext has no wheel for CPython 3.12" in described["FailureReason"]
+    assert not (sm.training_job_dir("nowheel") / "output" / "data" / "seen.json").exists(), "the script ran"
 
 
 # --- the check itself ---------------------------------------------------------------------------------------------

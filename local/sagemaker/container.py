@@ -12,8 +12,9 @@ import.
 
 Before the entry point, the toolkit pip-installs the source directory's requirements.txt inside the DLC
 (entry_point.install -> modules.install_requirements). Locally nothing is installed into the DLC's place; instead
-the file is checked against the DLC's Python and the packages it ships (DLCS below), so a requirement that would
-downgrade one of them, or that does not install on the DLC's Python, fails the job in one line before any training.
+the file is checked against the DLC's Python and the packages it ships (DLCS below, offline), and pip resolves it,
+wheels only, for the DLC's CPython and glibc (when the package index answers), so a requirement that would
+downgrade one of them, or that has no wheel for the DLC's Python, fails the job in one line before any training.
 
     python -P local/sagemaker/container.py environment   (SAGEMAKER_BASE_DIR=<job dir>): {"env": ..., "argv": ...}
     python -P local/sagemaker/container.py check-requirements FILE [IMAGE]   (one line per problem, exit 1)
@@ -25,6 +26,8 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,13 +199,65 @@ def check_requirements(path: Path, dlc: Dlc) -> list[str]:
     return problems
 
 
-def requirements_failure(code_dir: Path, image: str) -> str | None:
-    """The one-line FailureReason when the source dir's requirements.txt cannot go into the job's DLC, else None."""
+# The DLC's OS (FROM ubuntu:22.04 in the Dockerfile) has glibc 2.35: pip there takes manylinux wheels up to
+# manylinux_2_35 (PEP 600), and the legacy aliases of the older ones (PEP 513, 571, 599).
+DLC_GLIBC = (2, 35)
+NO_DISTRIBUTION = re.compile(r"No matching distribution found for ([A-Za-z0-9._-]+)")
+
+
+def _platforms() -> list[str]:
+    legacy = ["manylinux1_x86_64", "manylinux2010_x86_64", "manylinux2014_x86_64"]
+    return legacy + [f"manylinux_2_{minor}_x86_64" for minor in range(5, DLC_GLIBC[1] + 1)]
+
+
+def wheel_problems(path: Path, dlc: Dlc, timeout: float = 120.0) -> list[str] | None:
+    """Resolve the file as pip would inside the DLC, wheels only (pip's own resolver against the package index,
+    for the DLC's CPython and glibc): a package that has no wheel there would be built from source in the job, or
+    fail to. Empty: every requirement has wheels; None: the index could not be asked (nothing is concluded)."""
+    version = Version(dlc.python)
+    tag = f"{version.major}{version.minor}"
+    common = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "--quiet"]
+    try:
+        with tempfile.TemporaryDirectory() as target:  # a dry run installs nothing; pip wants a target anyway
+            result = subprocess.run(
+                [*common, "install", "--dry-run", "--ignore-installed", "--only-binary=:all:", "--target", target,
+                 "--python-version", f"{version.major}.{version.minor}", "--implementation", "cp", "--abi",
+                 f"cp{tag}", *[arg for p in _platforms() for arg in ("--platform", p)], "-r", str(path)],
+                capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode == 0:
+        return []
+    missing = NO_DISTRIBUTION.search(result.stderr)
+    if missing is None:
+        errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR:")]
+        return [f"{path.name}: pip cannot resolve it for the {dlc.name}: {errors[-1] if errors else 'failed'}"]
+    name = missing.group(1)
+    try:  # does the index know the package at all (else the index is unreachable, or the name is wrong)?
+        known = subprocess.run([*common, "index", "versions", name], capture_output=True, text=True,
+                               timeout=timeout, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if not known:
+        return None
+    return [f"{path.name}: {name} has no wheel for CPython {version.major}.{version.minor} on the {dlc.name}'s "
+            f"manylinux x86_64: pip would compile it from source in every job"]
+
+
+def requirements_failure(code_dir: Path, image: str, wheels: bool = True,
+                         log: Callable[[str], None] | None = None) -> str | None:
+    """The one-line FailureReason when the source dir's requirements.txt cannot go into the job's DLC, else None.
+    `wheels`: also ask the package index (pip) whether every requirement has a wheel for the DLC's Python."""
     path = code_dir / REQUIREMENTS_FILE
     dlc = dlc_for_image(image)
     if not path.is_file() or dlc is None:
         return None
     problems = check_requirements(path, dlc)
+    if not problems and wheels:
+        found = wheel_problems(path, dlc)
+        if found is None and log is not None:
+            log(f"{path.name}: wheels for the {dlc.name} not checked: the package index did not answer")
+        problems = found or []
     if not problems:
         return None
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -219,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         if dlc is None:
             print(f"error: no DLC facts for image {args[2]}", file=sys.stderr)
             return 2
-        problems = check_requirements(Path(args[1]), dlc)
+        problems = check_requirements(Path(args[1]), dlc) or wheel_problems(Path(args[1]), dlc) or []
         for problem in problems:
             print(problem)
         return 1 if problems else 0

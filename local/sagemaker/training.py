@@ -371,7 +371,8 @@ class TrainingJob:
             launch = container.toolkit_launch(self.dir, env)
         except container.ContainerError as exc:
             raise JobFailure(f"AlgorithmError: {exc}") from None
-        failure = container.requirements_failure(code, self.request["AlgorithmSpecification"].get("TrainingImage", ""))
+        failure = container.requirements_failure(code, self.request["AlgorithmSpecification"].get("TrainingImage", ""),
+                                                 log=lambda line: self._log(f"[stand-in] {line}"))
         if failure:  # the toolkit's pip install would fail or break the DLC: fail now, before any training
             raise JobFailure(f"AlgorithmError: InstallRequirementsError: {failure}")
         env.update(launch.env)
