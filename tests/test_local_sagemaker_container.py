@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from local.sagemaker import LocalSageMaker
-from local.sagemaker.container import PYTORCH_TRAINING_2_6, check_requirements, dlc_for_image, wheel_problems
+from local.sagemaker.container import (
+    PYTORCH_TRAINING_2_6,
+    ContainerError,
+    check_requirements,
+    dlc_for_image,
+    toolkit_launch,
+    wheel_problems,
+)
 from ml import contract, host_import
 from tests.test_local_support import BUCKET, metric_definitions, sourcedir, training_request
 
@@ -170,6 +177,29 @@ def test_a_requirement_without_a_wheel_for_the_dlcs_python_fails_before_training
     assert described["FailureReason"].startswith("AlgorithmError: InstallRequirementsError:")
     assert "pyinstrument-cext has no wheel for CPython 3.12" in described["FailureReason"]
     assert not (sm.training_job_dir("nowheel") / "output" / "data" / "seen.json").exists(), "the script ran"
+
+
+def _job_dir(root: Path, resource: str) -> Path:
+    config = root / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps({"sagemaker_program": "train.py", "lr": "0.1"}))
+    (config / "inputdataconfig.json").write_text(json.dumps({"train": {}}))
+    (config / "resourceconfig.json").write_text(resource)
+    return root
+
+
+def test_the_toolkit_reads_the_job_directory_not_the_users_aws_profile(tmp_path):
+    job = _job_dir(tmp_path, json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
+    launch = toolkit_launch(job, {**os.environ, "AWS_PROFILE": "no-such-profile"})
+    assert launch.argv == ["--lr", "0.1"] and launch.entry_point == "train.py"
+    assert launch.env["SM_CHANNEL_TRAIN"] == str(job / "input" / "data" / "train")
+
+
+def test_an_unreadable_container_config_is_one_line(tmp_path):
+    with pytest.raises(ContainerError) as info:
+        toolkit_launch(_job_dir(tmp_path, "{broken"), dict(os.environ))
+    message = str(info.value)
+    assert message.startswith("ClientError: the training toolkit cannot read") and "\n" not in message
 
 
 # --- the check itself ---------------------------------------------------------------------------------------------

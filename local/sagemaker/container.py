@@ -60,6 +60,8 @@ def toolkit_launch(job_dir: Path, base_env: dict[str, str], timeout: float = 120
     `base_env` is the container's environment before the toolkit runs (TRAINING_JOB_NAME, the request's
     Environment, ...): the toolkit reads some of it (SAGEMAKER_PROGRAM, SM_HP_MP_PARAMETERS, ...)."""
     env = {**base_env, BASE_DIR_ENV: str(job_dir)}
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):  # the toolkit asks boto3 for a region: no user profile
+        env.pop(name, None)                              # exists in a container (a missing one would raise)
     # This file as a script (-P: its folder stays off sys.path), so the child imports the toolkit and nothing of
     # the stand-in's package.
     result = subprocess.run([sys.executable, "-P", str(Path(__file__).resolve()), "environment"], env=env,
@@ -84,8 +86,9 @@ def _print_environment() -> int:
     except errors.ClientError as exc:
         print(f"ClientError: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    except (OSError, KeyError, ValueError) as exc:
-        print(f"ClientError: the container configuration is unreadable: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except Exception as exc:  # a config file the toolkit cannot read: one line, as the job's FailureReason
+        print(f"ClientError: the training toolkit cannot read the container configuration: {type(exc).__name__}: "
+              f"{' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     print(json.dumps({"env": env.to_env_vars(), "argv": env.to_cmd_args(), "entry_point": entry_point}))
     return 0
