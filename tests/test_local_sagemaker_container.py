@@ -179,6 +179,20 @@ def test_a_requirement_without_a_wheel_for_the_dlcs_python_fails_before_training
     assert not (sm.training_job_dir("nowheel") / "output" / "data" / "seen.json").exists(), "the script ran"
 
 
+def test_a_debugger_job_says_what_its_requirements_would_change_in_the_dlc(sm):
+    """train.py pip-installs ml/debugger-requirements.txt in a Debugger job's DLC: smdebug's protobuf pin downgrades
+    the image's protobuf there. The job goes on (the script's choice), and its log says so."""
+    requirements = (Path(__file__).resolve().parent.parent / "ml" / contract.DEBUGGER_REQUIREMENTS).read_text()
+    code = sourcedir(sm.s3.root, {"train.py": DUMP, contract.DEBUGGER_REQUIREMENTS: requirements},
+                     key="code/debugger.tar.gz")
+    request = training_request("debugger-reqs", f"s3://{BUCKET}/data", debugger=True, submit_directory=code)
+    request["AlgorithmSpecification"]["TrainingImage"] = IMAGE_2_6
+    assert _run(sm, request)["TrainingJobStatus"] == "Completed"
+    log = (sm.training_job_dir("debugger-reqs") / "logs" / "algo-1.log").read_text()
+    assert "[stand-in] warning: on AWS, debugger-requirements.txt:" in log
+    assert "protobuf<=3.20.3 would downgrade the PyTorch training DLC 2.6 (py312)'s preinstalled protobuf" in log
+
+
 def _job_dir(root: Path, resource: str) -> Path:
     config = root / "input" / "config"
     config.mkdir(parents=True)
