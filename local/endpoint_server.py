@@ -2,10 +2,14 @@
 
     python -m local.endpoint_server --model-dir PATH --port N [--host 127.0.0.1] [--endpoint-name NAME]
 
-PATH is a model directory written by ml/train.py or its model.tar.gz. Like the PyTorch inference toolkit, the
-server puts <model>/code first on sys.path of a fresh process, imports `inference` and calls its model_fn once,
-then input_fn -> predict_fn -> output_fn per request; an exception carrying `status_code` becomes that status
-with its message, anything else a 500.
+PATH is a model directory written by ml/train.py or its model.tar.gz. The model runs through the code the PyTorch
+inference DLC runs behind TorchServe: sagemaker-pytorch-inference's HandlerService (its Transformer imports
+code/inference.py, calls model_fn once, then input_fn -> predict_fn -> output_fn per request). This server takes
+TorchServe's place around it: it puts <model>/code first on sys.path (as the DLC's torchserve.py puts it on the
+worker's PYTHONPATH), hands each request over as TorchServe does (raw bytes, decode_input_request=false, headers as
+request properties) and answers with the status, reason phrase, content type and body the handler set. So, as on
+AWS, only a sagemaker_inference BaseInferenceToolkitError keeps its status; anything else is a 500; an error's body
+is "message\ntraceback" without a Content-Type.
 
 Routes:
   GET  /ping                          200 once the model is loaded (503 while it loads)
@@ -21,8 +25,7 @@ on SIGTERM/SIGINT. Python API: start_endpoint_server(model, port) -> EndpointPro
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
+import json
 import logging
 import os
 import re
@@ -39,37 +42,33 @@ import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
 from typing import IO, Any
+
+# The DLC's handler service (TorchServe loads it as the model's handler: SAGEMAKER_HANDLER / the .mar's handler).
+from sagemaker_pytorch_serving_container.handler_service import HandlerService
 
 import stackfacts as facts
 from local import wsgi
 from ml import contract
 
 ROOT = Path(__file__).resolve().parent.parent
-HANDLERS = ("model_fn", "input_fn", "predict_fn", "output_fn")
-UTF8_TYPES = ("application/json", "text/csv")  # the toolkit hands these bodies to input_fn as str
-DEFAULT_ACCEPT = os.environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", contract.JSON_CONTENT_TYPE)
+# The name the DLC registers the model under in TorchServe (sagemaker_pytorch_serving_container/torchserve.py,
+# DEFAULT_TS_MODEL_NAME); the toolkit logs it with every failed transform.
+TS_MODEL_NAME = "model"
 RUNTIME_INVOKE = re.compile(r"/endpoints/([^/]+)/invocations")
 VARIANT = facts.VARIANT_NAME
 ACCOUNT = facts.LOCAL_ACCOUNT
 log = logging.getLogger("local.endpoint_server")
 
 
-def import_model_code(code_dir: str) -> ModuleType:
-    """<model>/code/inference.py imported as the inference toolkit imports it, with the model's own `ml` package
-    (code/ml/, what SageMaker runs): this process imported the repository's `ml` for the contract, so those
-    modules leave sys.modules first (the server keeps its references) and code/ goes first on sys.path."""
+def own_code_first(code_dir: str) -> None:
+    """Make <model>/code what the toolkit's import finds, with the model's own `ml` package (code/ml/, what
+    SageMaker runs): this process imported the repository's `ml` for the contract, so those modules leave
+    sys.modules first (the server keeps its references) and code/ goes first on sys.path."""
     package = contract.PACKAGE
     for name in [n for n in sys.modules if n == package or n.startswith(f"{package}.")]:
         del sys.modules[name]
     sys.path.insert(0, code_dir)
-    module = importlib.import_module(Path(contract.INFERENCE_PROGRAM).stem)
-    for loaded in (module, sys.modules.get(package)):
-        where = getattr(loaded, "__file__", None)
-        if where is not None and not Path(where).resolve().is_relative_to(code_dir):
-            raise ModelSourceError(f"imported {where} instead of the model's own code in {code_dir}")
-    return module
 
 
 class ModelSourceError(Exception):
@@ -162,12 +161,56 @@ def resolve_model(path: str | Path, max_bytes: int = MAX_MODEL_BYTES, max_files:
 class Result:
     status: int
     body: bytes
-    content_type: str
-    trace: str = ""
+    content_type: str | None  # None: the handler set none (TorchServe then sends no Content-Type header)
+    phrase: str = ""
+
+
+class RequestProcessor:
+    """TorchServe's ts.context.RequestProcessor: one request's headers, as the toolkit reads them."""
+
+    def __init__(self, request_header: dict[str, str]) -> None:
+        self._request_header = request_header
+
+    def get_request_properties(self) -> dict[str, str]:
+        return self._request_header
+
+
+class Context:
+    """What the toolkit's HandlerService reads and sets on TorchServe's ts.context.Context (pytorch/serve
+    ts/context.py): system_properties, model_name, request_processor, set_response_status/_content_type. One per
+    request (batch size 1, as the DLC configures TorchServe), so concurrent requests never share a status."""
+
+    def __init__(self, model_dir: Path, request_header: dict[str, str] | None = None) -> None:
+        self.model_name = TS_MODEL_NAME
+        self.system_properties = {"model_dir": str(model_dir), "gpu_id": None, "batch_size": 1,
+                                  "server_name": "local-endpoint"}
+        self.request_processor = [RequestProcessor(request_header or {})]
+        self.status: int | None = None
+        self.phrase: str | None = None
+        self.content_type: str | None = None
+
+    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
+        self.status, self.phrase = code, phrase
+
+    def set_response_content_type(self, idx: int, value: str) -> None:
+        self.content_type = value
+
+    def get_response_status(self, idx: int = 0) -> tuple[int | None, str | None]:
+        return self.status, self.phrase
+
+
+def torchserve_body(value: Any) -> bytes:
+    """One handler result as TorchServe encodes it (ts/protocol/otf_message_handler.py, create_predict_response):
+    bytes as they are, str as UTF-8, anything else as JSON."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return json.dumps(value, indent=2).encode("utf-8")
 
 
 class ModelServer:
-    """The user's handlers, loaded once, and the WSGI app around them."""
+    """The toolkit's handler service around the model, loaded once, and the WSGI app in front of it."""
 
     def __init__(self, model_dir: Path, endpoint_name: str | None = None, max_concurrency: int = 1) -> None:
         self.model_dir = model_dir
@@ -175,57 +218,41 @@ class ModelServer:
         # oversubscribes the cores and makes every request slower. Requests wait their turn here instead.
         self._slots = threading.BoundedSemaphore(max(1, max_concurrency))
         self.endpoint_name = endpoint_name
-        self.module: ModuleType | None = None
-        self.model: Any = None
+        self.service = HandlerService()
         self.ready = threading.Event()
-        self.context = SimpleNamespace(system_properties={"model_dir": str(model_dir), "gpu_id": None})
 
-    # --- loading, as the inference toolkit does it ------------------------------------------------------
+    # --- loading, as TorchServe loads the DLC's handler -------------------------------------------------
     def load(self) -> None:
         code_dir = str((self.model_dir / contract.MODEL_CODE_DIR).resolve())
-        module = import_model_code(code_dir)
-        missing = [name for name in HANDLERS if not callable(getattr(module, name, None))]
-        if missing:
-            raise ModelSourceError(f"{code_dir}/inference.py does not define {', '.join(missing)}")
-        self.module = module
-        self.model = self._call("model_fn", str(self.model_dir))
+        own_code_first(code_dir)
+        # The toolkit's initialize imports the user module (SAGEMAKER_PROGRAM, default inference.py) and runs
+        # model_fn; its exceptions reach the caller unchanged, as they fail a TorchServe worker's load.
+        self.service.initialize(Context(self.model_dir))
+        program = Path(os.environ.get("SAGEMAKER_PROGRAM") or contract.INFERENCE_PROGRAM).stem
+        for loaded in (sys.modules.get(program), sys.modules.get(contract.PACKAGE)):
+            where = getattr(loaded, "__file__", None)
+            if where is not None and not Path(where).resolve().is_relative_to(code_dir):
+                raise ModelSourceError(f"imported {where} instead of the model's own code in {code_dir}")
         self.ready.set()
-
-    def _call(self, name: str, *args: Any) -> Any:
-        # The toolkit passes its context as a last argument to handlers that take one more parameter.
-        fn = getattr(self.module, name)
-        try:
-            takes = len(inspect.signature(fn).parameters)
-        except (TypeError, ValueError):
-            takes = len(args)
-        return fn(*args, self.context) if takes == len(args) + 1 else fn(*args)
 
     # --- one invocation ----------------------------------------------------------------------------------
     def invoke(self, body: bytes, content_type: str | None, accept: str | None) -> Result:
-        accept = accept if accept and accept != "*/*" else DEFAULT_ACCEPT
-        try:
-            data: bytes | str = body
-            if contract.media_type(content_type) in UTF8_TYPES:
-                data = body.decode("utf-8")
-            with self._slots:
-                request = self._call("input_fn", data, content_type or "")
-                prediction = self._call("predict_fn", request, self.model)
-                output = self._call("output_fn", prediction, accept)
-            payload, out_type = output if isinstance(output, tuple) else (output, accept)
-            if isinstance(payload, str):
-                payload = payload.encode("utf-8")
-            return Result(200, bytes(payload), out_type)
-        except Exception as exc:
-            status = getattr(exc, "status_code", None)
-            status = status if isinstance(status, int) and 400 <= status <= 599 else 500
-            message = str(getattr(exc, "message", None) or exc) or type(exc).__name__
-            trace = traceback.format_exc()
-            if status >= 500:
-                log.error("invocation failed (%d): %s", status, trace)
-            else:
-                log.info("invocation refused (%d): %s", status, message.split("\n", 1)[0][:300])
-            kind = contract.JSON_CONTENT_TYPE if message.lstrip().startswith("{") else "text/plain"
-            return Result(status, message.encode("utf-8", "replace"), kind, trace)
+        """One request through HandlerService.handle, as a TorchServe worker runs it (status 200 unless set)."""
+        headers = {}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        if accept:
+            headers["Accept"] = accept
+        context = Context(self.model_dir, headers)
+        with self._slots:
+            output = self.service.handle([{"body": body}], context)
+        status, phrase = context.get_response_status(0)
+        status = status or 200
+        if status >= 500:
+            log.error("invocation failed (%d %s)", status, phrase or "")
+        elif status >= 400:
+            log.info("invocation refused (%d %s)", status, phrase or "")
+        return Result(status, torchserve_body(output[0]), context.content_type, phrase or "")
 
     # --- HTTP --------------------------------------------------------------------------------------------
     def app(self, environ: dict, start_response: wsgi.StartResponse) -> list[bytes]:
@@ -255,7 +282,13 @@ class ModelServer:
             return wsgi.respond_error(start_response, contract.PAYLOAD_TOO_LARGE,
                                       f"the limit is {contract.ENDPOINT_MAX_BODY_BYTES:,} bytes")
         result = self.invoke(body, environ.get("CONTENT_TYPE"), environ.get("HTTP_ACCEPT"))
-        return wsgi.respond(start_response, result.status, result.body, result.content_type)
+        # As TorchServe's RestJob answers: the handler's status and reason phrase, Content-Type only when it set one.
+        headers = [("Content-Length", str(len(result.body)))]
+        if result.content_type:
+            headers.insert(0, ("Content-Type", result.content_type))
+        start_response(f"{result.status} {result.phrase}" if result.phrase else wsgi.status_line(result.status),
+                       headers)
+        return [result.body]
 
     def _runtime_invoke(self, name: str, environ: dict, start_response: wsgi.StartResponse) -> list[bytes]:
         """InvokeEndpoint as sagemaker-runtime answers it (rest-json: the error code in x-amzn-ErrorType)."""
@@ -270,10 +303,10 @@ class ModelServer:
                               f"Request payload exceeds {contract.ENDPOINT_MAX_BODY_BYTES} bytes")
         result = self.invoke(body, environ.get("CONTENT_TYPE"), environ.get("HTTP_ACCEPT"))
         if result.status == 200:
-            return wsgi.respond(start_response, 200, result.body, result.content_type,
+            return wsgi.respond(start_response, 200, result.body, result.content_type or contract.JSON_CONTENT_TYPE,
                                 [("x-Amzn-Invoked-Production-Variant", VARIANT)])
         kind = "client" if result.status < 500 else "server"
-        original = result.body.decode("utf-8", "replace") + ("\n" + result.trace if result.trace else "")
+        original = result.body.decode("utf-8", "replace")  # the toolkit's "message\ntraceback"
         log_group = f"/aws/sagemaker/Endpoints/{name}"
         return wsgi.respond_json(start_response, 424, {
             "ErrorCode": f"{kind.upper()}_ERROR_FROM_MODEL",

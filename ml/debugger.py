@@ -25,7 +25,8 @@ log = logging.getLogger("train")
 HOOK_CONFIG_ENV = "SMDEBUG_CONFIG_FILE_PATH"  # smdebug's own variable
 DEFAULT_HOOK_CONFIG = "/opt/ml/input/config/debughookconfig.json"
 # Set by the SageMaker training toolkit in the entry point's environment (sagemaker-training's
-# environment.Environment -> SM_TRAINING_ENV); the local stand-in does not set it, so a local run never pip-installs.
+# environment.Environment -> SM_TRAINING_ENV), also by the local stand-in, which runs the toolkit's code; a local
+# Debugger job still never pip-installs: the stand-in runs it with smdebug's environment (.venv-smdebug).
 TOOLKIT_ENV = "SM_TRAINING_ENV"
 HERE = Path(__file__).resolve().parent
 

@@ -15,6 +15,10 @@ from pathlib import Path
 
 import torch
 
+# The PyTorch inference DLC's toolkit (sagemaker-pytorch-inference ships this module; the local endpoint server runs
+# the same package). Its Transformer keeps the status of this class only: any other exception is a 500.
+from sagemaker_inference.errors import BaseInferenceToolkitError
+
 from ml import contract
 from ml.contract import ApiException
 from ml.imaging import TransformSettings, build_transforms, decode_image
@@ -22,17 +26,11 @@ from ml.model import build_model
 
 log = logging.getLogger(__name__)
 
-try:  # in the inference container: the toolkit turns these into HTTP statuses instead of 500
-    from sagemaker_inference.errors import BaseInferenceToolkitError
-except ImportError:  # local endpoint server and tests: it reads `status_code` the same way
-    class BaseInferenceToolkitError(Exception):  # type: ignore[no-redef]
-        def __init__(self, status_code: int, message: str, phrase: str) -> None:
-            super().__init__(message)
-            self.status_code, self.message, self.phrase = status_code, message, phrase
-
 
 def _toolkit_error(exc: ApiException) -> BaseInferenceToolkitError:
-    # The message is the contract's JSON error so the Lambda can pass code and text on unchanged.
+    # The toolkit answers status_code with reason phrase `phrase` (the error code) and body "message\ntraceback";
+    # the message is the contract's JSON error on one line, so the Lambda reads code and text from the first line
+    # of InvokeEndpoint's OriginalMessage.
     return BaseInferenceToolkitError(exc.status_code, json.dumps(exc.body()), exc.error.code)
 
 

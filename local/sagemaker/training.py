@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import stackfacts as facts
-from local.sagemaker import processes
+from local.sagemaker import container, processes
 from local.sagemaker.api import arn, now
 from local.sagemaker.profiler import NOT_EVALUATED_STATUS, SystemMonitor, not_evaluated_locally, write_report
+from ml import contract
 
 if TYPE_CHECKING:
     from local.sagemaker.service import LocalSageMaker
@@ -44,8 +45,9 @@ if TYPE_CHECKING:
 TERMINAL = ("Completed", "Failed", "Stopped")
 RULE_TERMINAL = ("NoIssuesFound", "IssuesFound", "Error", "Stopped")
 HOST = facts.TRAINING_HOST
-# SageMaker's script-mode hyperparameters that configure the toolkit, not the script.
-TOOLKIT_PREFIX = "sagemaker_"
+INSTANCE_GROUP = "homogeneousCluster"  # SageMaker's name for the one group of a job without InstanceGroups
+# The tuner adds it to each trial's hyperparameters; the training toolkit keeps it from the script (one of its own,
+# sagemaker_training/params.py SAGEMAKER_HYPERPARAMETERS).
 TUNING_OBJECTIVE_HP = "_tuning_objective_metric"
 EPOCH_PROGRESS = re.compile(r"\bepoch=(\d+)/(\d+)")
 STATUS_MESSAGES = {
@@ -91,16 +93,6 @@ def _decode_hp(value: str) -> str:
     return value
 
 
-def script_arguments(hyperparameters: dict[str, str]) -> list[str]:
-    """What the training toolkit passes the entry point: --name value, toolkit settings removed."""
-    args: list[str] = []
-    for name, value in hyperparameters.items():
-        if name.startswith(TOOLKIT_PREFIX) or name == TUNING_OBJECTIVE_HP:
-            continue
-        args += [f"--{name}", _decode_hp(value)]
-    return args
-
-
 def metric_values(definitions: list[dict], text: str) -> dict[str, list[float]]:
     """Every value of every MetricDefinition in a log, in order (SageMaker's scraper; the last one is final)."""
     found: dict[str, list[float]] = {}
@@ -115,6 +107,17 @@ def metric_values(definitions: list[dict], text: str) -> dict[str, list[float]]:
         if values:
             found[definition["Name"]] = values
     return found
+
+
+def resource_config(request: dict) -> dict:
+    """/opt/ml/input/config/resourceconfig.json for the one local host, with the fields SageMaker writes
+    (sagemaker/latest/dg/your-algorithms-training-algo-running-container.html#your-algorithms-training-algo-running-
+    container-dist-training): the toolkit derives SM_CURRENT_INSTANCE_TYPE and the instance groups from them."""
+    instance_type = request.get("InstanceType", "local")
+    return {"current_host": HOST, "current_instance_type": instance_type, "current_group_name": INSTANCE_GROUP,
+            "hosts": [HOST], "instance_groups": [{"instance_group_name": INSTANCE_GROUP,
+                                                  "instance_type": instance_type, "hosts": [HOST]}],
+            "network_interface_name": "eth0"}
 
 
 def _tar_directory(source: Path, target: Path) -> None:
@@ -340,8 +343,8 @@ class TrainingJob:
                 raise JobFailure(f"ClientError: Data download failed:Could not download {source['S3Uri']}: "
                                  f"no such key or prefix in the local S3 root {self.sm.s3.root}")
         (config / "inputdataconfig.json").write_text(json.dumps(channels, indent=2))
-        (config / "resourceconfig.json").write_text(json.dumps(
-            {"current_host": HOST, "hosts": [HOST], "network_interface_name": "eth0"}, indent=2))
+        (config / "resourceconfig.json").write_text(json.dumps(resource_config(self.request["ResourceConfig"]),
+                                                               indent=2))
 
         program = _decode_hp(hps.get("sagemaker_program", ""))
         if not program:
@@ -359,27 +362,27 @@ class TrainingJob:
             checkpoints = self.dir / "checkpoints"
         checkpoints.mkdir(parents=True, exist_ok=True)
 
+        # The container's environment before the toolkit runs, then what the toolkit adds (local/sagemaker/
+        # container.py: sagemaker-training's own Environment over this job's directory, the local /opt/ml).
         env = {k: v for k, v in processes.child_env().items()
-               if not k.startswith(("SM_", "SMDEBUG_", "TRAINING_JOB_", "PYTHONPATH"))}
+               if not k.startswith(("SM_", "SMDEBUG_", "TRAINING_JOB_", "PYTHONPATH", "SAGEMAKER_"))}
         env.update(self.request.get("Environment", {}))
-        model_dir, output = self.dir / "model", self.dir / "output"
+        env.update({"TRAINING_JOB_NAME": self.name, "TRAINING_JOB_ARN": self.desc["TrainingJobArn"]})
+        try:
+            launch = container.toolkit_launch(self.dir, env)
+        except container.ContainerError as exc:
+            raise JobFailure(f"AlgorithmError: {exc}") from None
+        failure = container.requirements_failure(code, self.request["AlgorithmSpecification"].get("TrainingImage", ""),
+                                                 log=lambda line: self._log(f"[stand-in] {line}"))
+        if failure:  # the toolkit's pip install would fail or break the DLC: fail now, before any training
+            raise JobFailure(f"AlgorithmError: InstallRequirementsError: {failure}")
+        env.update(launch.env)
         env.update({
-            "TRAINING_JOB_NAME": self.name, "TRAINING_JOB_ARN": self.desc["TrainingJobArn"],
-            "SM_MODEL_DIR": str(model_dir), "SM_OUTPUT_DIR": str(output),
-            "SM_OUTPUT_DATA_DIR": str(output / "data"), "SM_INPUT_DIR": str(self.dir / "input"),
-            "SM_INPUT_CONFIG_DIR": str(config), "SM_CHANNELS": json.dumps(sorted(channels)),
-            "SM_HOSTS": json.dumps([HOST]), "SM_CURRENT_HOST": HOST, "SM_NUM_CPUS": str(os.cpu_count() or 1),
-            "SM_NUM_GPUS": "0", "SM_HPS": json.dumps(hps), "SM_USER_ENTRY_POINT": program,
-            "SM_MODULE_DIR": self.sm.s3.normalise(hps["sagemaker_submit_directory"])
-            if hps.get("sagemaker_submit_directory", "").startswith(("s3://", "https://")) else str(code),
+            # The toolkit sets PYTHONPATH to its own sys.path with the code directory first (environment.
+            # write_env_vars); here the code directory alone, so the job's interpreter keeps its own packages.
             "PYTHONPATH": str(code), "PYTHONUNBUFFERED": "1",
             "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",  # smdebug's generated protobuf (design §2)
         })
-        for name in channels:
-            env[f"SM_CHANNEL_{name.upper()}"] = str(self.dir / "input" / "data" / name)
-        for name, value in hps.items():
-            if not name.startswith(TOOLKIT_PREFIX):
-                env[f"SM_HP_{name.upper().replace('-', '_')}"] = _decode_hp(value)
 
         hook = self._hook_config()
         python = self.sm.python
@@ -387,12 +390,24 @@ class TrainingJob:
             python = smdebug_python(self.sm.repo_root)  # the container with ml/debugger-requirements.txt installed
             path = config / "debughookconfig.json"
             path.write_text(json.dumps(hook, indent=2))
+            # SageMaker writes it to /opt/ml/input/config/debughookconfig.json, smdebug's default; here the job's
+            # input/config is elsewhere, so smdebug is told where (its own variable).
             env["SMDEBUG_CONFIG_FILE_PATH"] = str(path)
+            self._warn_debugger_requirements(code)
 
-        cmd = [python, str(entry), *script_arguments(hps)]
+        cmd = [python, str(code / launch.entry_point), *launch.argv]
         if "--checkpoint-dir" not in cmd:
             cmd += ["--checkpoint-dir", str(checkpoints)]  # the container's /opt/ml/checkpoints, made local
         return env, cmd, code
+
+    def _warn_debugger_requirements(self, code: Path) -> None:
+        """train.py pip-installs ml/debugger-requirements.txt in the DLC of a Debugger job: say what that would
+        change there (the job goes on: the install is the script's choice, not the toolkit's)."""
+        requirements, dlc = code / contract.DEBUGGER_REQUIREMENTS, container.dlc_for_image(
+            self.request["AlgorithmSpecification"].get("TrainingImage", ""))
+        if requirements.is_file() and dlc is not None:
+            for problem in container.check_requirements(requirements, dlc):
+                self._log(f"[stand-in] warning: on AWS, {problem}")
 
     def _source_code(self, submit_directory: str) -> Path:
         """sagemaker_submit_directory from the local S3 root (a tar.gz or a folder), else the configured fallback."""

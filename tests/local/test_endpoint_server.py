@@ -26,6 +26,7 @@ from tests.support.serve import (
     GOOD_PNG,
     assert_error,
     assert_predictions,
+    assert_toolkit_error,
     digit,
     encode,
     http_request,
@@ -98,7 +99,11 @@ def test_accept_defaults_to_json(endpoint, accept):
     (jpeg_like(contract.ENDPOINT_MAX_BODY_BYTES + 1), "image/jpeg", contract.PAYLOAD_TOO_LARGE),
 ], ids=["empty", "text", "json", "bad-jpeg", "bomb", "over-6MB"])
 def test_handler_errors_become_their_status(endpoint, body, content_type, error):
-    assert_error(invoke(endpoint, body, content_type), error.status, error.code)
+    reply = invoke(endpoint, body, content_type)
+    if error == contract.PAYLOAD_TOO_LARGE:  # refused by the HTTP front before the toolkit sees it
+        assert_error(reply, error.status, error.code)
+    else:  # the contract's error through the real toolkit, as the DLC answers it
+        assert_toolkit_error(reply, error)
     assert invoke(endpoint, GOOD_PNG).status == 200
 
 
@@ -136,13 +141,16 @@ def test_toolkit_rules_on_user_code(toy_model):
     with start_endpoint_server(toy_model, log_to=None) as server:
         reply = invoke(server, b"\x00\x01", "application/x-image", headers={"Accept": "*/*"})
         assert reply.status == 200 and reply.headers["content-type"] == contract.JSON_CONTENT_TYPE
-        assert reply.json() == {"type": "bytes", "content_type": "application/x-image", "context": "SimpleNamespace",
+        assert reply.json() == {"type": "bytes", "content_type": "application/x-image", "context": "Context",
                                 "accept": contract.JSON_CONTENT_TYPE}
         assert invoke(server, b'{"x": 1}', "application/json").json()["type"] == "str"  # JSON reaches input_fn as str
         teapot = invoke(server, b"teapot", "application/x-image")
-        assert teapot.status == 418 and teapot.body == b"short and stout"
+        assert (teapot.status, teapot.reason) == (418, "I'm a teapot")
+        assert teapot.body.startswith(b"short and stout\nTraceback") and "content-type" not in teapot.headers
+        kettle = invoke(server, b"kettle", "application/x-image")  # not the toolkit's class: its status is ignored
+        assert kettle.status == 500 and kettle.body.startswith(b"whistles\nTraceback")
         boom = invoke(server, b"boom", "application/x-image")
-        assert boom.status == 500 and b"kaboom" in boom.body and b"Traceback" not in boom.body
+        assert boom.status == 500 and boom.body.startswith(b"kaboom\nTraceback")
         assert invoke(server, b"ok", "application/x-image").status == 200, "still answering after a 500"
         # Through the runtime API, a 4xx/5xx from the model is a 424 ModelError with the traceback appended.
         reply = http_request(server.port, "POST", "/endpoints/any/invocations", b"boom", "application/x-image")

@@ -224,7 +224,13 @@ BAD_AND_ODD: tuple[Case, ...] = (
 TOY_INFERENCE = '''
 import json, os, time
 
-class Teapot(Exception):
+from sagemaker_inference.errors import BaseInferenceToolkitError
+
+class Teapot(BaseInferenceToolkitError):  # the toolkit's own error class: its status reaches the client
+    def __init__(self, message):
+        super().__init__(418, message, "I'm a teapot")
+
+class Kettle(Exception):  # a status_code attribute alone means nothing to the toolkit: a 500
     status_code = 418
 
 def model_fn(model_dir, context):
@@ -236,6 +242,8 @@ def model_fn(model_dir, context):
 def input_fn(data, content_type):
     if data in (b"teapot", "teapot"):
         raise Teapot("short and stout")
+    if data in (b"kettle", "kettle"):
+        raise Kettle("whistles")
     if data in (b"boom", "boom"):
         raise ValueError("kaboom")
     return data, content_type
@@ -260,6 +268,7 @@ class Reply:
     status: int
     headers: dict[str, str]
     body: bytes
+    reason: str = ""
 
     def json(self):
         return json.loads(self.body)
@@ -280,7 +289,8 @@ def http_request(port: int, method: str, path: str, body: bytes | None = None, c
             conn.putheader(key, value)
         conn.endheaders(body)
         response = conn.getresponse()
-        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read(),
+                     response.reason)
     finally:
         conn.close()
 
@@ -294,6 +304,20 @@ def assert_error(reply: Reply, status: int, code: str) -> None:
     assert isinstance(payload["error"]["message"], str) and payload["error"]["message"]
     assert "Traceback" not in payload["error"]["message"]
     assert " at 0x" not in payload["error"]["message"], payload  # no memory address (issue 12 item 21)
+
+
+def assert_toolkit_error(reply: Reply, error: contract.ApiError) -> None:
+    """A contract error as the PyTorch inference DLC answers it (sagemaker_inference's Transformer.handle_error behind
+    TorchServe's RestJob): the error's status with its code as the reason phrase, no Content-Type, and the body
+    "<the contract's JSON error>\n<traceback>" (what InvokeEndpoint forwards as OriginalMessage)."""
+    assert reply.status == error.status, (reply.status, reply.body[:300])
+    assert reply.reason == error.code, reply.reason
+    assert "content-type" not in reply.headers, reply.headers
+    first, rest = reply.body.decode().split("\n", 1)
+    payload = json.loads(first)
+    assert set(payload) == {"error"} and payload["error"]["code"] == error.code, payload
+    assert "Traceback" not in payload["error"]["message"] and " at 0x" not in payload["error"]["message"]
+    assert rest.startswith("Traceback (most recent call last):"), rest[:200]
 
 
 def assert_predictions(payload: dict, k: int, classes: list[str] | None = None) -> None:

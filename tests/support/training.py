@@ -61,8 +61,9 @@ def channel_env(data: Path, model_dir: Path, output: Path) -> dict[str, str]:
     }
 
 
-# Exactly how the SageMaker training toolkit calls the script for a tuning trial: every hyperparameter
-# as "--name value" strings, including the tuner's own _tuning_objective_metric.
+# A tuning trial's command line, plus the tuner's own _tuning_objective_metric: the training toolkit never passes
+# that one (sagemaker_training/params.py counts it among its own; tests/local/sagemaker/test_container.py), but
+# train.py must tolerate arguments it does not know.
 BASELINE_ARGS = ["--preset", "local", "--epochs", "3", "--lr", "0.003", "--batch-size", "64",
                  "--_tuning_objective_metric", "valid_accuracy"]
 

@@ -240,7 +240,7 @@ def test_stop_training_job(sm, data):
     assert env["TRAINING_JOB_NAME"] == "tiny-stop" and env["SM_CURRENT_HOST"] == "algo-1"
     assert env["SM_CHANNEL_TRAIN"] == str(job_dir / "input" / "data" / contract.TRAIN)
     assert env["SM_MODEL_DIR"] == str(job_dir / "model") and env["SM_OUTPUT_DIR"] == str(job_dir / "output")
-    assert json.loads(env["SM_HPS"])[contract.EPOCHS] == "500" and env["SM_HP_EPOCHS"] == "500"
+    assert json.loads(env["SM_HPS"])[contract.EPOCHS] == 500 and env["SM_HP_EPOCHS"] == "500"  # the toolkit's JSON
     assert env["OMP_WAIT_POLICY"] == "PASSIVE"  # local default for shared cores
     sm.stop_training_job(TrainingJobName="tiny-stop")
     assert sm.describe_training_job(TrainingJobName="tiny-stop")["TrainingJobStatus"] in ("Stopping", "Stopped")
