@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
+import time
 
 import boto3
 import pytest
@@ -232,3 +233,152 @@ def test_blue_green_keeps_serving_with_many_instances_and_can_retain_the_count(s
     sm.update_endpoint(EndpointName="bg", EndpointConfigName="bg-config")  # without: the config's count (2)
     assert sm.wait_for_endpoint("bg", timeout=180)["EndpointStatus"] == "InService"
     assert _counts(sm, "bg") == (2, 2)
+
+
+# --- the policy ------------------------------------------------------------------------------------------------------
+def _policy(target: float = 100.0, scale_in_cooldown: int = 300, **extra) -> dict:
+    return {"TargetValue": target, "ScaleOutCooldown": 60, "ScaleInCooldown": scale_in_cooldown, **extra}
+
+
+def _target(lo: int = 1, hi: int = 4, **suspended):
+    from local.sagemaker.scaling import ScalableTarget
+
+    return ScalableTarget("endpoint/e/variant/AllTraffic", lo, hi, suspended)
+
+
+def test_target_tracking_scales_out_after_three_high_datapoints_in_proportion():
+    from local.sagemaker.scaling import TargetTracker
+
+    tracker, target, policy = TargetTracker(), _target(), _policy()
+    for value in (250, 250):
+        tracker.observe(value)
+        assert tracker.decide(0, 1, 1, target, policy) is None  # AlarmHigh needs 3 datapoints above target
+    tracker.observe(250)
+    assert tracker.decide(0, 1, 1, target, policy) == 3  # ceil(1 * 250 / 100)
+    tracker.scaled(0, 1, 3)
+    # The new servers are still starting (1 in service): the same load asks for the capacity already added, so the
+    # scale-out cool-down adds nothing; a larger one goes through.
+    tracker.observe(250)
+    assert tracker.decide(10, 1, 3, target, policy) is None
+    tracker.observe(900)
+    assert tracker.decide(20, 1, 3, target, policy) == 4  # ceil(9) capped at MaxCapacity
+    tracker.observe(100)  # exactly on target: no alarm either way
+    assert tracker.decide(30, 4, 4, target, policy) is None
+
+
+def test_target_tracking_scales_in_after_fifteen_low_datapoints_and_honours_the_cooldown():
+    from local.sagemaker.scaling import LOW_DATAPOINTS, TargetTracker
+
+    tracker, target, policy = TargetTracker(), _target(), _policy(scale_in_cooldown=300)
+    for _ in range(LOW_DATAPOINTS - 1):
+        tracker.observe(40)
+        assert tracker.decide(0, 4, 4, target, policy) is None
+    tracker.observe(95)  # below target but not below 90% of it: AlarmLow is not breached
+    assert tracker.decide(0, 4, 4, target, policy) is None
+    for _ in range(LOW_DATAPOINTS):
+        tracker.observe(40)
+    assert tracker.decide(100, 4, 4, target, policy) == 2  # ceil(4 * 40 / 100)
+    tracker.scaled(100, 4, 2)
+    tracker.observe(10)
+    assert tracker.decide(200, 2, 2, target, policy) is None  # within ScaleInCooldown of the last scale-in
+    assert tracker.decide(401, 2, 2, target, policy) == 1
+    # A scale-out during the scale-in cool-down happens at once, and ends that cool-down.
+    tracker.scaled(401, 2, 1)
+    for _ in range(3):
+        tracker.observe(300)
+    assert tracker.decide(402, 1, 1, target, policy) == 3
+    tracker.scaled(402, 1, 3)
+    for _ in range(LOW_DATAPOINTS):
+        tracker.observe(10)
+    assert tracker.decide(403, 3, 3, target, policy) == 1
+
+
+def test_target_tracking_respects_bounds_disable_scale_in_and_suspension():
+    from local.sagemaker.scaling import LOW_DATAPOINTS, TargetTracker
+
+    tracker = TargetTracker()
+    assert tracker.decide(0, 1, 1, _target(lo=2), _policy()) == 2  # a new MinCapacity moves the count at once
+    assert tracker.decide(0, 5, 5, _target(hi=4), _policy()) == 4
+    for _ in range(LOW_DATAPOINTS):
+        tracker.observe(0)
+    assert tracker.decide(0, 3, 3, _target(), _policy(DisableScaleIn=True)) is None
+    assert tracker.decide(0, 3, 3, _target(DynamicScalingInSuspended=True), _policy()) is None
+    assert tracker.decide(0, 3, 3, _target(), _policy()) == 1
+    for _ in range(3):
+        tracker.observe(500)
+    assert tracker.decide(0, 1, 1, _target(DynamicScalingOutSuspended=True), _policy()) is None
+
+
+def test_the_resource_id_pattern_reads_the_state_machines_resource_id():
+    from local.sagemaker.scaling import VARIANT_RESOURCE, variant_resource_id
+
+    cfg = infra.load_config_for({"profile": "local"})
+    match = VARIANT_RESOURCE.match(req.scaling_resource_id(cfg))
+    assert match and variant_resource_id(match["endpoint"], match["variant"]) == req.scaling_resource_id(cfg)
+    assert match["endpoint"] == cfg.endpoint_name
+
+
+def test_the_stand_in_keeps_what_the_state_machine_registered_after_moto_forgets_it(scaling_states, tmp_path):
+    from local.engine import run_definition
+    from local.sagemaker import LocalSageMaker
+
+    cfg = infra.load_config_for({"profile": "local"})
+    resource_id = req.scaling_resource_id(cfg)
+    with LocalSageMaker(tmp_path / "sm") as sm:
+        assert sm.scaling.registry.target(resource_id) is None
+        result = run_definition(scaling_states, {"names": {"endpoint": cfg.endpoint_name}}, sm, timeout=120)
+        assert result.status == "SUCCEEDED", (result.error, result.cause)
+        # The run is over and its moto data is gone; the stand-in's copy is what the state machine sent.
+        kept = sm.scaling.registry.target(resource_id)
+    a = cfg.serving.autoscaling
+    assert kept is not None and (kept.min_capacity, kept.max_capacity) == (a.min_instances, a.max_instances)
+    sent = req.put_scaling_policy(cfg)
+    assert kept.tracking_policy() == sent["TargetTrackingScalingPolicyConfiguration"]
+    # Kept across restarts of the stand-in, as AWS keeps a registration across deployments.
+    with LocalSageMaker(tmp_path / "sm", restore=True) as again:
+        assert again.scaling.registry.target(resource_id).tracking_policy() == kept.tracking_policy()
+
+
+def test_the_registered_policy_scales_the_endpoint_out_under_load_and_back_in(sm):
+    """The whole path on a short metric period: a target and policy registered with moto (as the state machine
+    registers them), load above the target, a second server, no load, back to one; no request fails."""
+    from moto import mock_aws
+
+    _toy_endpoint(sm, "auto", 1)
+    sm.create_endpoint(EndpointName="auto", EndpointConfigName="auto-config")
+    assert sm.wait_for_endpoint("auto", timeout=180)["EndpointStatus"] == "InService"
+    resource_id = "endpoint/auto/variant/AllTraffic"
+    with mock_aws():
+        aas = boto3.client("application-autoscaling", region_name=sm.region)
+        aas.register_scalable_target(ServiceNamespace=req.SCALING_NAMESPACE, ResourceId=resource_id,
+                                     ScalableDimension=req.SCALABLE_DIMENSION, MinCapacity=1, MaxCapacity=2)
+        aas.put_scaling_policy(
+            PolicyName="auto-invocations", ServiceNamespace=req.SCALING_NAMESPACE, ResourceId=resource_id,
+            ScalableDimension=req.SCALABLE_DIMENSION, PolicyType="TargetTrackingScaling",
+            TargetTrackingScalingPolicyConfiguration={
+                "TargetValue": 60.0, "PredefinedMetricSpecification": {"PredefinedMetricType": req.SCALING_METRIC},
+                "ScaleOutCooldown": 1, "ScaleInCooldown": 1})
+    failures: list[str] = []
+    loaded = threading.Event()
+
+    def load() -> None:  # about 10 requests/s: 600 a minute against a target of 60 per instance
+        client = _runtime(sm)
+        while not loaded.is_set():
+            try:
+                _invoke(client, "auto")
+            except Exception as exc:
+                failures.append(repr(exc))
+            time.sleep(0.1)
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        wait_until(lambda: _counts(sm, "auto") == (2, 2), timeout=120)
+    finally:
+        loaded.set()
+        worker.join()
+    out = [a for a in sm.scaling.activities if a["EndpointName"] == "auto"]
+    assert out[0]["From"] == 1 and out[0]["To"] == 2 and out[0]["InvocationsPerInstance"] > 60
+    wait_until(lambda: _counts(sm, "auto") == (1, 1), timeout=120)
+    assert failures == []
+    assert [(a["From"], a["To"]) for a in sm.scaling.activities if a["EndpointName"] == "auto"] == [(1, 2), (2, 1)]
