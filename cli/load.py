@@ -90,9 +90,11 @@ class Summary:
 
 def run_load(send: Callable[[], int], steps: list[Step], *, interval: float = 10.0,
              on_tick: Callable[[Tick], None] | None = None, instances: Callable[[], str] | None = None,
-             senders: int = SENDERS) -> Summary:
+             senders: int = SENDERS, stop: threading.Event | None = None) -> Summary:
     """Offer the steps' load to `send` (one request; returns the HTTP status, 200 is success, or raises), and
-    report every `interval` seconds. Blocks until the last step's requests have ended."""
+    report every `interval` seconds. Blocks until the last step's requests have ended (setting `stop` ends the
+    schedule early)."""
+    stop = stop or threading.Event()
     lock = threading.Lock()
     done: list[tuple[float, float, str | None]] = []  # (end, latency ms, failure or None)
     summary = Summary()
@@ -119,14 +121,16 @@ def run_load(send: Callable[[], int], steps: list[Step], *, interval: float = 10
                 offered["rps"] = step.rps
                 end = at + step.seconds
                 if step.rps <= 0:
-                    time.sleep(max(0.0, end - time.monotonic()))
+                    stop.wait(max(0.0, end - time.monotonic()))
                 else:
                     gap, due = 1.0 / step.rps, at
-                    while due < end:
-                        time.sleep(max(0.0, due - time.monotonic()))
+                    while due < end and not stop.is_set():
+                        stop.wait(max(0.0, due - time.monotonic()))
                         pool.submit(one)
                         due += gap
-                    time.sleep(max(0.0, end - time.monotonic()))
+                    stop.wait(max(0.0, end - time.monotonic()))
+                if stop.is_set():
+                    break
                 at = end
             offered["rps"] = 0.0
         finished.set()
@@ -135,7 +139,7 @@ def run_load(send: Callable[[], int], steps: list[Step], *, interval: float = 10
     seen = 0
     last = start
     while True:
-        stop = finished.wait(max(0.0, last + interval - time.monotonic()))
+        ended = finished.wait(max(0.0, last + interval - time.monotonic()))
         now = time.monotonic()
         with lock:
             fresh, seen = done[seen:], len(done)
@@ -151,7 +155,7 @@ def run_load(send: Callable[[], int], steps: list[Step], *, interval: float = 10
         if on_tick:
             on_tick(tick)
         last = now
-        if stop:
+        if ended:
             return summary
 
 
