@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     target_rpm = a.target_invocations_per_instance
     low_rps = 0.3 * target_rpm / 60  # 30% of one instance's target: one instance, far below the 90% low alarm
     want = min(3, a.max_instances)
-    high_rps = (want - 0.5) * target_rpm / 60  # needs `want` instances: ceil((want - 0.5) * target / target)
+    high_rps = (want - 0.2) * target_rpm / 60  # needs `want` instances, each above 90% of the target
     if want <= a.min_instances:
         parser.error("the policy's MaxCapacity leaves no room to scale out")
 

@@ -382,3 +382,25 @@ def test_the_registered_policy_scales_the_endpoint_out_under_load_and_back_in(sm
     wait_until(lambda: _counts(sm, "auto") == (1, 1), timeout=120)
     assert failures == []
     assert [(a["From"], a["To"]) for a in sm.scaling.activities if a["EndpointName"] == "auto"] == [(1, 2), (2, 1)]
+
+
+def test_a_datapoint_is_measured_on_the_capacity_that_served_it():
+    """A period in which two more instances joined halfway: the metric mixes 1 and 3 instances, and the capacity
+    it was measured on is what the policy multiplies it by, not the count at the end (3), which would ask for
+    more than the load needs (the bench once went 1 -> 3 -> 4 on a load for 3)."""
+    from pathlib import Path
+
+    from local.sagemaker.hosting import Variant
+    from local.sagemaker.scaling import TargetTracker, datapoint
+
+    variant = Variant("AllTraffic", "m", 1.0, "image", Path("model.tar.gz"), {})
+    variant.invocations.extend([(0.5 + i * 0.1, 1.0) for i in range(10)] + [(2.0 + i * 0.05, 1 / 3) for i in range(30)])
+    value, capacity = datapoint(variant, 0.0, 4.0, 4.0, in_service=3)
+    assert value == pytest.approx((10 + 10) * 15)  # per instance, per minute
+    assert capacity == pytest.approx(2.0)  # 40 invocations over 20 per instance
+    tracker = TargetTracker(high_datapoints=1)
+    tracker.observe(value)
+    # 40 invocations in 4 s is 600 a minute: 6 instances at a target of 100; at a target of 200, 3.
+    assert tracker.decide(0, capacity, 3, _target(hi=10), _policy(target=200)) is None
+    assert tracker.decide(0, capacity, 3, _target(hi=10), _policy(target=100)) == 6
+    assert datapoint(Variant("v", "m", 1.0, "i", Path("x"), {}), 0, 4, 4, in_service=2) == (0.0, 2.0)

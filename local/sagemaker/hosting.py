@@ -127,11 +127,12 @@ class Variant:
             self.invocations.append((time.monotonic(), 1.0 / len(ready)))
         return chosen
 
-    def invocations_per_instance(self, start: float, end: float) -> float:
-        """Invocations in [start, end) normalized by the instances in service at each one (CloudWatch's
-        InvocationsPerInstance: Invocations / InstanceCount, summed over the period)."""
+    def invocations_in(self, start: float, end: float) -> tuple[int, float]:
+        """(invocations, invocations per instance) in [start, end): each one counted as 1 / the instances in
+        service when it came (CloudWatch's InvocationsPerInstance: Invocations / InstanceCount, summed)."""
         with self.metric_lock:
-            return sum(share for t, share in self.invocations if start <= t < end)
+            shares = [share for t, share in self.invocations if start <= t < end]
+        return len(shares), sum(shares)
 
     def forget_invocations(self, before: float) -> None:
         with self.metric_lock:

@@ -201,9 +201,10 @@ class TargetTracker:
         """One datapoint: invocations per instance per minute over the last period."""
         self.points.append(value)
 
-    def decide(self, now: float, in_service: int, desired: int, target: ScalableTarget,
+    def decide(self, now: float, in_service: float, desired: int, target: ScalableTarget,
                policy: dict) -> int | None:
-        """The desired count the policy asks for now, or None for no change."""
+        """The desired count the policy asks for now, or None for no change. `in_service`: the capacity the latest
+        datapoint was measured on."""
         lo, hi = target.min_capacity, target.max_capacity
         if desired < lo or desired > hi:  # a registration with new bounds moves the count inside them
             return min(max(desired, lo), hi)
@@ -231,6 +232,16 @@ class TargetTracker:
         """Record a scaling activity that took place: a scale-in starts the scale-in cool-down, a scale-out ends
         it."""
         self.last_scale_in = now if after < before else None
+
+
+def datapoint(variant: Any, start: float, end: float, period_s: float, in_service: int) -> tuple[float, float]:
+    """(InvocationsPerInstance per minute over [start, end), the capacity it was measured on). The capacity is the
+    instance count the period's invocations were spread over (invocations / their per-instance sum): instances
+    that joined during the period count for the part of it they served, so capacity * metric is the period's
+    whole rate and a scale-out that is still starting up is not counted twice."""
+    count, per_instance = variant.invocations_in(start, end)
+    capacity = count / per_instance if per_instance > 0 else float(max(in_service, 1))
+    return per_instance * 60.0 / period_s, capacity
 
 
 class Autoscaler:
@@ -272,12 +283,12 @@ class Autoscaler:
                     self.trackers.pop(resource_id, None)
                     continue
                 tracker = self.trackers.setdefault(resource_id, TargetTracker())
-                value = variant.invocations_per_instance(start, end) * 60.0 / self.period_s
-                variant.forget_invocations(before=end - self.period_s)
-                tracker.observe(value)
                 with self.sm.lock:
                     status, desired, in_service = endpoint.status, variant.desired, len(variant.in_service())
-                wanted = tracker.decide(time.monotonic(), max(in_service, 1), desired, target, policy)
+                value, capacity = datapoint(variant, start, end, self.period_s, in_service)
+                variant.forget_invocations(before=end - self.period_s)
+                tracker.observe(value)
+                wanted = tracker.decide(time.monotonic(), capacity, desired, target, policy)
                 if wanted is None or wanted == desired or status != "InService":
                     continue  # an endpoint being updated refuses the call: the next period tries again
                 try:
