@@ -1,10 +1,16 @@
 """Hosting: models, endpoint configs and endpoints served by local endpoint-server processes.
 
-Each production variant of an endpoint runs `python -m local.endpoint_server` on a free port. One stable runtime
-URL (the RuntimeProxy) answers sagemaker-runtime's InvokeEndpoint at /endpoints/<name>/invocations and forwards to
-the endpoint's current server, so AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME never changes. UpdateEndpoint is blue/green:
-the old servers answer until the new ones pass /ping, then traffic switches and the old ones stop. A failed update
-leaves the old servers in service (status InService with a FailureReason), as SageMaker rolls back.
+Each production variant runs one `python -m local.endpoint_server` per instance (InitialInstanceCount, later
+DesiredInstanceCount), each on a free port. One stable runtime URL (the RuntimeProxy) answers sagemaker-runtime's
+InvokeEndpoint at /endpoints/<name>/invocations: it picks a variant by weight, then one of its instances in service
+by the variant's RoutingConfig (RANDOM, SageMaker's default, or LEAST_OUTSTANDING_REQUESTS), so
+AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME never changes. DescribeEndpoint's CurrentInstanceCount counts the instances that
+answer /ping, DesiredInstanceCount the ones asked for.
+UpdateEndpoint is blue/green: the old servers answer until all the new ones pass /ping, then traffic switches and
+the old ones finish their requests and stop. A failed update leaves the old servers in service (status InService
+with a FailureReason), as SageMaker rolls back. UpdateEndpointWeightsAndCapacities (what Application Auto Scaling
+calls; local.sagemaker.scaling applies the registered policy) adds servers, which take requests once they pass
+/ping, or retires them: out of routing first, drained, then stopped, so a scale-in drops no request.
 """
 
 from __future__ import annotations

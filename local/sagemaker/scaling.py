@@ -98,6 +98,10 @@ class ScalingRegistry:
         _install_moto_mirror()
         ScalingRegistry._live.add(self)
 
+    def close(self) -> None:
+        """Mirror nothing more (a closed stand-in must not write the state of a folder another one may open)."""
+        ScalingRegistry._live.discard(self)
+
     def target(self, resource_id: str) -> ScalableTarget | None:
         with self._lock:
             found = self._targets.get(resource_id)
@@ -264,6 +268,7 @@ class Autoscaler:
 
     def close(self) -> None:
         self._stop.set()
+        self.registry.close()
 
     def _run(self) -> None:
         due = time.monotonic() + self.period_s
