@@ -404,3 +404,18 @@ def test_a_datapoint_is_measured_on_the_capacity_that_served_it():
     assert tracker.decide(0, capacity, 3, _target(hi=10), _policy(target=200)) is None
     assert tracker.decide(0, capacity, 3, _target(hi=10), _policy(target=100)) == 6
     assert datapoint(Variant("v", "m", 1.0, "i", Path("x"), {}), 0, 4, 4, in_service=2) == (0.0, 2.0)
+
+
+def test_a_restarted_stand_in_brings_back_each_variants_instance_count(tmp_path):
+    from local.sagemaker import LocalSageMaker
+
+    with LocalSageMaker(tmp_path / "sm", stop_grace_seconds=2.0, endpoint_startup_timeout=120) as first:
+        _toy_endpoint(first, "kept", 1)
+        first.create_endpoint(EndpointName="kept", EndpointConfigName="kept-config")
+        assert first.wait_for_endpoint("kept", timeout=180)["EndpointStatus"] == "InService"
+        first.update_endpoint_weights_and_capacities(EndpointName="kept", DesiredWeightsAndCapacities=[
+            {"VariantName": "AllTraffic", "DesiredInstanceCount": 2}])
+        assert first.wait_for_endpoint("kept", timeout=180)["EndpointStatus"] == "InService"
+    with LocalSageMaker(tmp_path / "sm", restore=True, stop_grace_seconds=2.0) as second:
+        assert _counts(second, "kept") == (2, 2)
+        assert len({_invoke(_runtime(second), "kept") for _ in range(40)}) == 2
