@@ -147,10 +147,10 @@ def test_least_outstanding_requests_routes_around_a_busy_instance(sm):
         "RoutingStrategy": "LEAST_OUTSTANDING_REQUESTS"}
     runtime = _runtime(sm)
     busy: list[int] = []
-    slow = threading.Thread(target=lambda: busy.append(_invoke(_runtime(sm), "lor", b"slow:4")))
+    slow = threading.Thread(target=lambda: busy.append(_invoke(_runtime(sm), "lor", b"slow:15")))
     slow.start()
     wait_until(lambda: any(b.inflight for b in sm.hosting.endpoints["lor"].backends), timeout=30)
-    quick = {_invoke(runtime, "lor") for _ in range(10)}
+    quick = {_invoke(runtime, "lor") for _ in range(5)}  # well within the slow one's 15 s, even on a busy machine
     slow.join()
     assert len(quick) == 1 and quick != set(busy)
 
@@ -158,7 +158,7 @@ def test_least_outstanding_requests_routes_around_a_busy_instance(sm):
 def test_scaling_in_drains_before_it_stops_and_out_adds_servers(sm):
     from local.sagemaker import SageMakerError
 
-    _toy_endpoint(sm, "elastic", 2)
+    _toy_endpoint(sm, "elastic", 2, routing="LEAST_OUTSTANDING_REQUESTS")  # the slow requests land on both
     sm.create_endpoint(EndpointName="elastic", EndpointConfigName="elastic-config")
     assert sm.wait_for_endpoint("elastic", timeout=180)["EndpointStatus"] == "InService"
     with pytest.raises(SageMakerError, match="not present"):
