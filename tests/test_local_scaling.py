@@ -193,6 +193,9 @@ def test_scaling_in_drains_before_it_stops_and_out_adds_servers(sm):
     # Out again: a new server joins once it answers /ping.
     sm.update_endpoint_weights_and_capacities(EndpointName="elastic", DesiredWeightsAndCapacities=[
         {"VariantName": "AllTraffic", "DesiredInstanceCount": 3}])
+    assert _counts(sm, "elastic") == (1, 3)  # asked for at once; in service once they answer /ping
+    assert json.loads(sm.hosting.state_file.read_text())["endpoints"]["elastic"]["variants"] == {
+        "AllTraffic": {"desired": 3, "current": 1}}
     assert sm.wait_for_endpoint("elastic", timeout=180)["EndpointStatus"] == "InService"
     assert _counts(sm, "elastic") == (3, 3)
     assert json.loads(sm.hosting.state_file.read_text())["endpoints"]["elastic"]["variants"] == {

@@ -528,9 +528,7 @@ class Hosting:
                     continue
                 target = int(change["DesiredInstanceCount"])
                 with self.sm.lock:
-                    variant.desired = target
                     current = len(variant.instances)
-                self.save()
                 if target > current:
                     try:
                         self._add_instances(endpoint, variant, target - current)
@@ -548,8 +546,14 @@ class Hosting:
             self.save()
             endpoint.done.set()
 
+        with self.sm.lock:  # DescribeEndpoint shows the new DesiredInstanceCount from the call on
+            for name, change in desired.items():
+                variant = endpoint.variant(name)
+                if variant is not None and "DesiredInstanceCount" in change:
+                    variant.desired = int(change["DesiredInstanceCount"])
         endpoint.done.clear()
         self._emit(endpoint)
+        self.save()
         threading.Thread(target=run, name=f"scale-endpoint-{endpoint.name}", daemon=True).start()
 
     def _retire(self, endpoint: Endpoint, variant: Variant, count: int) -> None:
