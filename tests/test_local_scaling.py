@@ -143,8 +143,11 @@ def test_least_outstanding_requests_routes_around_a_busy_instance(sm):
     _toy_endpoint(sm, "lor", 2, routing="LEAST_OUTSTANDING_REQUESTS")
     sm.create_endpoint(EndpointName="lor", EndpointConfigName="lor-config")
     assert sm.wait_for_endpoint("lor", timeout=180)["EndpointStatus"] == "InService"
-    assert sm.describe_endpoint(EndpointName="lor")["ProductionVariants"][0]["RoutingConfig"] == {
-        "RoutingStrategy": "LEAST_OUTSTANDING_REQUESTS"}
+    from local.sagemaker.api import validate_response
+
+    described = sm.describe_endpoint(EndpointName="lor")
+    assert described["ProductionVariants"][0]["RoutingConfig"] == {"RoutingStrategy": "LEAST_OUTSTANDING_REQUESTS"}
+    assert validate_response("DescribeEndpoint", described) == []
     runtime = _runtime(sm)
     busy: list[int] = []
     slow = threading.Thread(target=lambda: busy.append(_invoke(_runtime(sm), "lor", b"slow:15")))
