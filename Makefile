@@ -12,7 +12,7 @@ SMDEBUG_VENV := .venv-smdebug
 SMDEBUG_PY := $(SMDEBUG_VENV)/bin/python
 UV := $(VENV)/bin/uv
 
-.PHONY: setup test typecheck fuzz lint lock audit data train serve demo bench bench-setup synth clean
+.PHONY: setup test typecheck fuzz lint lock audit data train serve demo load bench bench-scale bench-setup synth clean
 
 setup: $(VENV)/.installed $(SMDEBUG_VENV)/.installed node_modules/.installed
 
@@ -90,11 +90,22 @@ demo: setup $(if $(filter $(DATA),data/digits),data,)
 	@$(PY) -m local.demo --out $(OUT) --data $(DATA) --keep-runs $(KEEP) $(if $(SERVE),--serve --port $(PORT),) \
 		$(if $(TEMPLATE),--template $(TEMPLATE),) $(ARGS) || { rc=$$?; [ $$rc -eq 130 ] || exit $$rc; }
 
+# While `make demo SERVE=1` serves (another terminal): a bounded rising-then-falling load on its API, one line every
+# 10 s with the endpoint's instances (in service/desired), p50 and p99. STEPS=RPS:SECONDS,... changes the load.
+IMAGE ?= $(firstword $(wildcard $(DATA)/test/*/*.png))
+load: setup
+	@$(PY) -m cli load --local $(OUT) --image $(IMAGE) $(if $(STEPS),--steps $(STEPS),) \
+		|| { rc=$$?; [ $$rc -eq 130 ] || exit $$rc; }
+
 synth: setup
 	npx cdk synth --quiet
 
 bench: data
 	$(PY) bench/train_bench.py
+
+# Local endpoint autoscaling under a rising then falling load (a few minutes; loopback only).
+bench-scale: setup
+	$(PY) bench/scale_bench.py $(ARGS)
 
 # Fresh checkouts of an older commit (BASE, default b77cee3) and HEAD: packages and `make setup` time, side by side.
 bench-setup: setup

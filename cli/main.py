@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 import stackfacts as facts
 from awsshapes import s3_uri
-from cli import config
+from cli import config, load
 from cli.aws import console_execution_url, s3_location
 from cli.backend import Backend, aws_backend, local_backend
 from cli.errors import EXIT_ERROR, EXIT_USAGE, CliError, UsageError, describe_aws_error, error_code
@@ -508,6 +508,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(run=cmd_predict)
 
+    p = verb("load", "a bounded rising-then-falling load on the API, with latency and instances over time",
+             load.__doc__.split("\n\n")[2].replace("\n", " "))
+    p.add_argument("--image", required=True, metavar="IMAGE", help="the image every request POSTs")
+    p.add_argument("--url", default=None, help="API base URL (default with --local: the run's recorded URL)")
+    p.add_argument("--steps", default=load.DEFAULT_STEPS, metavar="RPS:SECONDS,...",
+                   help=f"offered requests/s and for how long, in turn (at most {load.MAX_SECONDS} s in all)")
+    p.add_argument("--interval", type=float, default=10.0, help="seconds between report lines")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    p.set_defaults(run=load.cmd_load)
+
     p = verb("teardown", "delete the endpoints, endpoint configs and models the state machine created",
              "Delete what the state machine created outside CloudFormation (so `cdk destroy` leaves it running): "
              "endpoints, endpoint configs and models whose names start with the prefix, and the stack's endpoint. "
@@ -566,7 +576,7 @@ def main(argv: Sequence[str] | None = None, backend_factory: BackendFactory | No
         return EXIT_USAGE
     factory = backend_factory or default_backend
     try:
-        if args.run in (cmd_predict, cmd_upload_data):  # they check their input before needing AWS
+        if args.run in (cmd_predict, cmd_upload_data, load.cmd_load):  # they check their input before needing AWS
             return args.run(args, factory)
         return args.run(args, factory(args))
     except CliError as exc:

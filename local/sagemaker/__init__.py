@@ -10,8 +10,10 @@ Working directory layout:
     training-jobs/<job>/              the job's /opt/ml (input/config, input/data, code, model, output),
                                       logs/algo-1.log, rules/ (spec, rule-job.log, verdicts.json), description.json
     tuning-jobs/<job>/                description.json, training-jobs.json (every trial's summary)
-    endpoints/<endpoint>/             one log per endpoint-server process
-    hosting/state.json                models, endpoint configs and endpoints (restored with restore=True)
+    endpoints/<endpoint>/             one log per endpoint-server process (one process per instance)
+    hosting/state.json                models, endpoint configs, endpoints with each variant's desired and in-service
+                                      instance counts, and the scaling targets and policies (restored with
+                                      restore=True; `imgclf load` reads the counts while it runs)
 """
 
 from local.sagemaker.errors import SageMakerError

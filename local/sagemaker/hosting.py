@@ -1,10 +1,16 @@
 """Hosting: models, endpoint configs and endpoints served by local endpoint-server processes.
 
-Each production variant of an endpoint runs `python -m local.endpoint_server` on a free port. One stable runtime
-URL (the RuntimeProxy) answers sagemaker-runtime's InvokeEndpoint at /endpoints/<name>/invocations and forwards to
-the endpoint's current server, so AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME never changes. UpdateEndpoint is blue/green:
-the old servers answer until the new ones pass /ping, then traffic switches and the old ones stop. A failed update
-leaves the old servers in service (status InService with a FailureReason), as SageMaker rolls back.
+Each production variant runs one `python -m local.endpoint_server` per instance (InitialInstanceCount, later
+DesiredInstanceCount), each on a free port. One stable runtime URL (the RuntimeProxy) answers sagemaker-runtime's
+InvokeEndpoint at /endpoints/<name>/invocations: it picks a variant by weight, then one of its instances in service
+by the variant's RoutingConfig (RANDOM, SageMaker's default, or LEAST_OUTSTANDING_REQUESTS), so
+AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME never changes. DescribeEndpoint's CurrentInstanceCount counts the instances that
+answer /ping, DesiredInstanceCount the ones asked for.
+UpdateEndpoint is blue/green: the old servers answer until all the new ones pass /ping, then traffic switches and
+the old ones finish their requests and stop. A failed update leaves the old servers in service (status InService
+with a FailureReason), as SageMaker rolls back. UpdateEndpointWeightsAndCapacities (what Application Auto Scaling
+calls; local.sagemaker.scaling applies the registered policy) adds servers, which take requests once they pass
+/ping, or retires them: out of routing first, drained, then stopped, so a scale-in drops no request.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -43,53 +50,110 @@ MAX_BODY = 16 * 1024 * 1024
 MAX_REPLACEMENTS = 5  # dead servers replaced per variant before the endpoint is Failed
 
 
-@dataclass
+@dataclass(eq=False)
 class Backend:
-    """One production variant's server process."""
+    """One instance of a production variant: one endpoint server process."""
 
     variant: str
-    model_name: str
-    weight: float
-    image: str
+    group: Variant | None = None
     proc: subprocess.Popen | None = None
     port: int | None = None
     log_path: Path | None = None
-    instances: int = 1
     ready: threading.Event = field(default_factory=threading.Event)
     inflight: int = 0
+    served: int = 0  # requests routed to it
     idle: threading.Condition = field(default_factory=threading.Condition)
-    model_copy: Path | None = None  # the extracted model.tar.gz, owned here (a killed server cannot clean up)
     stopping: bool = False  # stop() was called: its process ending is not a death to replace
     restarts: int = 0
+    started: float = field(default_factory=time.monotonic)
 
     def enter(self) -> None:
         with self.idle:
             self.inflight += 1
+            self.served += 1
 
     def leave(self) -> None:
         with self.idle:
             self.inflight -= 1
             self.idle.notify_all()
 
-    def drain(self, timeout: float) -> None:
-        """Wait for the requests this server is answering (blue/green: the old fleet finishes its work)."""
+    def drain(self, timeout: float) -> bool:
+        """Wait for the requests this server is answering (blue/green and scale-in: it finishes its work)."""
         with self.idle:
-            self.idle.wait_for(lambda: self.inflight == 0, timeout)
+            return self.idle.wait_for(lambda: self.inflight == 0, timeout)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def model_copy(self) -> Path | None:
+        return self.group.model_copy if self.group else None
+
     def stop(self, grace: float = 5.0) -> None:
         self.stopping = True
         self.ready.clear()
-        try:
-            if self.proc is not None:
-                processes.terminate(self.proc, grace)
-        finally:
-            if self.model_copy is not None:
-                shutil.rmtree(self.model_copy, ignore_errors=True)
-                self.model_copy = None
+        if self.proc is not None:
+            processes.terminate(self.proc, grace)
+
+
+@dataclass(eq=False)
+class Variant:
+    """One production variant: its instances (server processes) and the metric its scaling policy reads."""
+
+    name: str
+    model_name: str
+    weight: float
+    image: str
+    model_path: Path
+    environment: dict
+    desired: int = 1
+    routing: str = "RANDOM"  # ProductionVariant.RoutingConfig.RoutingStrategy; SageMaker's default is RANDOM
+    instances: list[Backend] = field(default_factory=list)
+    model_copy: Path | None = None  # the extracted model.tar.gz, shared by its instances (a killed one cannot clean up)
+    extracting: threading.Lock = field(default_factory=threading.Lock)
+    # (monotonic time, 1 / instances in service) per invocation: the SageMakerVariantInvocationsPerInstance sum
+    invocations: deque = field(default_factory=lambda: deque(maxlen=1_000_000))
+    metric_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def in_service(self) -> list[Backend]:
+        return [b for b in self.instances if b.ready.is_set()]
+
+    def choose(self) -> Backend | None:
+        """An instance for one request (the caller holds the stand-in's lock), counted for the metric."""
+        ready = self.in_service()
+        if not ready:
+            return None
+        if self.routing == "LEAST_OUTSTANDING_REQUESTS":
+            fewest = min(b.inflight for b in ready)
+            chosen = random.choice([b for b in ready if b.inflight == fewest])
+        else:
+            chosen = random.choice(ready)
+        with self.metric_lock:
+            self.invocations.append((time.monotonic(), 1.0 / len(ready)))
+        return chosen
+
+    def invocations_in(self, start: float, end: float) -> tuple[int, float]:
+        """(invocations, invocations per instance) in [start, end): each one counted as 1 / the instances in
+        service when it came (CloudWatch's InvocationsPerInstance: Invocations / InstanceCount, summed)."""
+        with self.metric_lock:
+            shares = [share for t, share in self.invocations if start <= t < end]
+        return len(shares), sum(shares)
+
+    def forget_invocations(self, before: float) -> None:
+        with self.metric_lock:
+            while self.invocations and self.invocations[0][0] < before:
+                self.invocations.popleft()
+
+    def stop(self, grace: float = 5.0) -> None:
+        stoppers = [threading.Thread(target=b.stop, args=(grace,), daemon=True) for b in self.instances]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join()
+        if self.model_copy is not None:
+            shutil.rmtree(self.model_copy, ignore_errors=True)
+            self.model_copy = None
 
 
 class Endpoint:
@@ -100,26 +164,35 @@ class Endpoint:
         self.status = "Creating"
         self.failure_reason: str | None = None
         self.creation_time = self.last_modified = now()
-        self.backends: list[Backend] = []
+        self.variants: list[Variant] = []
         self.pending_config: str | None = None
         self.pending_since = None
         self.deployment_config: dict | None = None
         self.lock = threading.Lock()
         self.done = threading.Event()
 
+    @property
+    def backends(self) -> list[Backend]:
+        """Every server process that serves this endpoint now."""
+        return [b for v in self.variants for b in v.instances]
+
+    def variant(self, name: str) -> Variant | None:
+        return next((v for v in self.variants if v.name == name), None)
+
     def describe(self) -> dict:
         with self.sm.lock:
             d: dict[str, Any] = {"EndpointName": self.name, "EndpointArn": self.arn,
                                  "EndpointConfigName": self.config_name, "EndpointStatus": self.status,
                                  "CreationTime": self.creation_time, "LastModifiedTime": self.last_modified}
-            if self.backends:
+            if self.variants:
                 d["ProductionVariants"] = [{
-                    "VariantName": b.variant,
-                    "DeployedImages": [{"SpecifiedImage": b.image, "ResolvedImage": b.image,
+                    "VariantName": v.name,
+                    "DeployedImages": [{"SpecifiedImage": v.image, "ResolvedImage": v.image,
                                         "ResolutionTime": self.last_modified}],
-                    "CurrentWeight": b.weight, "DesiredWeight": b.weight,
-                    "CurrentInstanceCount": b.instances, "DesiredInstanceCount": b.instances,
-                } for b in self.backends]
+                    "CurrentWeight": v.weight, "DesiredWeight": v.weight,
+                    "CurrentInstanceCount": len(v.in_service()), "DesiredInstanceCount": v.desired,
+                    **({"RoutingConfig": {"RoutingStrategy": v.routing}} if v.routing != "RANDOM" else {}),
+                } for v in self.variants]
             capture = self.sm.hosting.configs.get(self.config_name, {}).get("DataCaptureConfig")
             if capture:
                 d["DataCaptureConfig"] = {
@@ -138,13 +211,15 @@ class Endpoint:
             return d
 
     def pick(self, target_variant: str | None) -> Backend | None:
-        backends = [b for b in self.backends if b.ready.is_set()]
+        """A variant by weight (or the one asked for), then one of its instances by its routing strategy."""
+        variants = [v for v in self.variants if v.in_service()]
         if target_variant:
-            backends = [b for b in backends if b.variant == target_variant]
-        if not backends:
+            variants = [v for v in variants if v.name == target_variant]
+        if not variants:
             return None
-        weights = [max(b.weight, 0.0) for b in backends]
-        return random.choices(backends, weights=weights)[0] if sum(weights) > 0 else backends[0]
+        weights = [max(v.weight, 0.0) for v in variants]
+        variant = random.choices(variants, weights=weights)[0] if sum(weights) > 0 else variants[0]
+        return variant.choose()
 
 
 class Hosting:
@@ -158,23 +233,31 @@ class Hosting:
         self.dir = sm.work_dir / "hosting"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state_file = self.dir / "state.json"
+        self._save_lock = threading.Lock()
 
     # --- persistence: endpoints outlive the process that created them, as in the cloud ---------------------
     def save(self) -> None:
+        """state.json: models, configs and endpoints, each variant's desired and in-service instance counts
+        (`imgclf load` reads them while it runs), and the scaling targets and policies the stand-in applies."""
         from local.sagemaker.api import to_json
 
         with self.sm.lock:
             state = {"models": self.models, "configs": self.configs,
                      "endpoints": {n: {"arn": e.arn, "config": e.config_name, "status": e.status,
-                                       "created": e.creation_time} for n, e in self.endpoints.items()
-                                   if e.status not in ("Failed", "Deleting")}}
+                                       "created": e.creation_time,
+                                       "variants": {v.name: {"desired": v.desired, "current": len(v.in_service())}
+                                                    for v in e.variants}}
+                                   for n, e in self.endpoints.items() if e.status not in ("Failed", "Deleting")},
+                     "scaling": self.sm.scaling.registry.state()}
             text = json.dumps(to_json(state), indent=2)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, self.state_file)
+        with self._save_lock:  # scaling threads save too: one writer of the temporary file at a time
+            tmp = self.state_file.with_suffix(".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, self.state_file)
 
     def restore(self) -> list[str]:
-        """Bring back the models, configs and in-service endpoints of an earlier run (their servers restart)."""
+        """Bring back the models, configs and in-service endpoints of an earlier run (their servers restart, as
+        many per variant as it had), and the scaling targets and policies registered for them."""
         import datetime as dt
 
         if not self.state_file.is_file():
@@ -187,6 +270,7 @@ class Hosting:
 
         self.models = {k: times(v) for k, v in state.get("models", {}).items()}
         self.configs = {k: times(v) for k, v in state.get("configs", {}).items()}
+        self.sm.scaling.registry.load(state.get("scaling", {}))
         restored = []
         for name, e in state.get("endpoints", {}).items():
             if e["config"] not in self.configs:
@@ -195,12 +279,13 @@ class Hosting:
             endpoint.creation_time = dt.datetime.fromisoformat(e["created"])
             endpoint.status = "SystemUpdating"  # "undergoing maintenance": its servers are coming back
             self.endpoints[name] = endpoint
-            backends = self._start_backends(endpoint, e["config"])
-            if backends is None:
+            counts = {v: int(c["desired"]) for v, c in e.get("variants", {}).items()}
+            variants = self._start_variants(endpoint, e["config"], counts)
+            if variants is None:
                 endpoint.status = "Failed"
             else:
                 with self.sm.lock:
-                    endpoint.backends, endpoint.status, endpoint.last_modified = backends, "InService", now()
+                    endpoint.variants, endpoint.status, endpoint.last_modified = variants, "InService", now()
                 restored.append(name)
             endpoint.done.set()
         return restored
@@ -214,45 +299,78 @@ class Hosting:
         return self.sm.s3.path(url)
 
     # --- endpoints -------------------------------------------------------------------------------------------
-    def _start_backends(self, endpoint: Endpoint, config_name: str) -> list[Backend] | None:
-        """Start one server per variant; None (and FailureReason set) if any does not come up."""
+    def _start_variants(self, endpoint: Endpoint, config_name: str,
+                        counts: dict[str, int] | None = None) -> list[Variant] | None:
+        """Start each variant's instances (InitialInstanceCount, or `counts` by variant name), all at once; None
+        (and FailureReason set) if any does not come up."""
         config = self.configs[config_name]
-        backends: list[Backend] = []
+        variants: list[Variant] = []
         try:
-            for variant in config["ProductionVariants"]:
-                model = self.models.get(variant["ModelName"])
+            for spec in config["ProductionVariants"]:
+                model = self.models.get(spec["ModelName"])
                 if model is None:
-                    raise RuntimeError(f"Could not find model \"{variant['ModelName']}\".")
+                    raise RuntimeError(f"Could not find model \"{spec['ModelName']}\".")
                 container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
-                backend = Backend(variant["VariantName"], variant["ModelName"],
-                                  float(variant.get("InitialVariantWeight", 1.0)), container.get("Image", ""),
-                                  instances=int(variant.get("InitialInstanceCount", 1)))
-                backends.append(backend)
-                self._launch(endpoint, backend, self.model_data_path(model), container.get("Environment", {}))
-            return backends
+                variant = Variant(spec["VariantName"], spec["ModelName"], float(spec.get("InitialVariantWeight", 1.0)),
+                                  container.get("Image", ""), self.model_data_path(model),
+                                  container.get("Environment", {}),
+                                  desired=int((counts or {}).get(spec["VariantName"],
+                                                                 spec.get("InitialInstanceCount", 1))),
+                                  routing=spec.get("RoutingConfig", {}).get("RoutingStrategy", "RANDOM"))
+                variants.append(variant)
+                self._add_instances(endpoint, variant, variant.desired)
+            return variants
         except Exception as exc:  # becomes the endpoint's FailureReason
-            for backend in backends:
-                backend.stop(1.0)
+            for variant in variants:
+                variant.stop(1.0)
             with self.sm.lock:
                 endpoint.failure_reason = str(exc)[:1024]
             return None
 
-    def _launch(self, endpoint: Endpoint, backend: Backend, model_path: Path, environment: dict) -> None:
+    def _add_instances(self, endpoint: Endpoint, variant: Variant, count: int) -> None:
+        """Start `count` more servers for `variant` at once; each joins the variant (and takes requests) when it
+        passes /ping. The first failure is raised once all have finished; the ones that came up stay."""
+        errors: list[Exception] = []
+
+        def one() -> None:
+            backend = Backend(variant.name, variant)
+            try:
+                self._launch(endpoint, backend)
+            except Exception as exc:
+                errors.append(exc)
+                return
+            with self.sm.lock:
+                variant.instances.append(backend)
+            self._watch(endpoint, backend)
+
+        starters = [threading.Thread(target=one, name=f"start-{endpoint.name}-{variant.name}", daemon=True)
+                    for _ in range(count)]
+        for t in starters:
+            t.start()
+        for t in starters:
+            t.join()
+        if errors:
+            raise errors[0]
+
+    def _launch(self, endpoint: Endpoint, backend: Backend) -> None:
+        variant = backend.group
+        model_path = variant.model_path
         if not model_path.exists():
             raise RuntimeError(f"Failed to download model data from {self.sm.s3.uri_for(model_path)}: no such "
                                "object in the local S3 root")
-        if backend.model_copy is None:  # extracted here, once per backend: its replacements reuse the files
-            try:
-                model_dir, backend.model_copy = resolve_model(model_path)
-            except ModelSourceError as exc:
-                raise RuntimeError(f"Failed to extract model data from {self.sm.s3.uri_for(model_path)}: {exc}") \
-                    from None
-        model_dir = backend.model_copy or model_path
+        with variant.extracting:  # extracted once per variant: its instances and their replacements share the files
+            if variant.model_copy is None:
+                try:
+                    _, variant.model_copy = resolve_model(model_path)
+                except ModelSourceError as exc:
+                    raise RuntimeError(f"Failed to extract model data from {self.sm.s3.uri_for(model_path)}: "
+                                       f"{exc}") from None
+        model_dir = variant.model_copy or model_path
         backend.port = None
         log_dir = self.sm.work_dir / "endpoints" / endpoint.name
         log_dir.mkdir(parents=True, exist_ok=True)
-        backend.log_path = log_dir / f"{backend.variant}-{int(time.time() * 1000)}.log"
-        env = processes.child_env(environment, {
+        backend.log_path = log_dir / f"{backend.variant}-{int(time.time() * 1000)}-{uuid.uuid4().hex[:6]}.log"
+        env = processes.child_env(variant.environment, {
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": os.pathsep.join(p for p in (str(self.sm.repo_root), os.environ.get("PYTHONPATH")) if p)})
         cmd = [self.sm.python, "-m", "local.endpoint_server", "--model-dir", str(model_dir), "--port", "0",
@@ -260,6 +378,7 @@ class Hosting:
         log = backend.log_path.open("w")
         backend.proc = processes.spawn(cmd, owner=self.sm, cwd=str(self.sm.repo_root), env=env, stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        backend.stopping = False
         found = threading.Event()
 
         def pump() -> None:
@@ -281,9 +400,6 @@ class Hosting:
                 break
             if backend.port is not None and _ping(backend.url):
                 backend.ready.set()
-                threading.Thread(target=self._replace_if_it_dies, args=(endpoint, backend, backend.proc, model_path,
-                                                                       environment),
-                                 name=f"watch-{endpoint.name}-{backend.variant}", daemon=True).start()
                 return
             time.sleep(0.2)
         backend.stop(1.0)
@@ -294,10 +410,13 @@ class Hosting:
         raise RuntimeError(f"The primary container for production variant {backend.variant} {why}. "
                            + " | ".join(tail))
 
-    def _replace_if_it_dies(self, endpoint: Endpoint, backend: Backend, proc: subprocess.Popen, model_path: Path,
-                            environment: dict) -> None:
+    def _watch(self, endpoint: Endpoint, backend: Backend) -> None:
+        threading.Thread(target=self._replace_if_it_dies, args=(endpoint, backend, backend.proc),
+                         name=f"watch-{endpoint.name}-{backend.variant}", daemon=True).start()
+
+    def _replace_if_it_dies(self, endpoint: Endpoint, backend: Backend, proc: subprocess.Popen) -> None:
         """SageMaker replaces an instance whose container dies; so does the stand-in. The endpoint stays InService
-        on its other servers (none here: requests get 503 meanwhile); a replacement that does not come up leaves
+        on its other instances (with none, requests get 503 meanwhile); a replacement that does not come up leaves
         it Failed, with the reason."""
         proc.wait()
         if backend.stopping or self.sm.closed:
@@ -315,25 +434,34 @@ class Hosting:
             if backend.restarts > MAX_REPLACEMENTS:
                 raise RuntimeError(f"The primary container for production variant {backend.variant} exited "
                                    f"{backend.restarts} times.")
-            self._launch(endpoint, backend, model_path, environment)
+            self._launch(endpoint, backend)
+            self._watch(endpoint, backend)
         except Exception as exc:
             backend.stop(1.0)
             with self.sm.lock:
                 if backend not in endpoint.backends:
                     return
-                endpoint.status, endpoint.failure_reason = "Failed", str(exc)[:1024]
+                variant = backend.group
+                failed = not any(b is not backend and b.ready.is_set() for b in variant.instances)
+                if failed:
+                    endpoint.status = "Failed"
+                else:
+                    variant.instances.remove(backend)  # its siblings serve: one instance fewer than desired
+                endpoint.failure_reason = str(exc)[:1024]
                 endpoint.last_modified = now()
+            if failed:
+                variant.stop(1.0)  # nothing of it serves: its extracted model goes now
             self._emit(endpoint)
             self.save()
 
     def create(self, endpoint: Endpoint) -> None:
         def run() -> None:
-            backends = self._start_backends(endpoint, endpoint.config_name)
+            variants = self._start_variants(endpoint, endpoint.config_name)
             with self.sm.lock:
-                if backends is None:
+                if variants is None:
                     endpoint.status = "Failed"
                 else:
-                    endpoint.backends, endpoint.status = backends, "InService"
+                    endpoint.variants, endpoint.status = variants, "InService"
                 endpoint.last_modified = now()
             self._emit(endpoint)
             self.save()
@@ -342,13 +470,20 @@ class Hosting:
         self._emit(endpoint)
         threading.Thread(target=run, name=f"create-endpoint-{endpoint.name}", daemon=True).start()
 
-    def update(self, endpoint: Endpoint, config_name: str, deployment_config: dict | None) -> None:
+    def update(self, endpoint: Endpoint, config_name: str, deployment_config: dict | None,
+               retain_variant_properties: bool = False) -> None:
+        """Blue/green: the new config's fleet starts beside the old one (with RetainAllVariantProperties, each
+        variant keeps the instance count it has now), traffic switches once all of it is up, the old fleet
+        finishes its requests and stops."""
+        with self.sm.lock:
+            counts = {v.name: v.desired for v in endpoint.variants} if retain_variant_properties else None
+
         def run() -> None:
-            backends = self._start_backends(endpoint, config_name)
+            variants = self._start_variants(endpoint, config_name, counts)
             with self.sm.lock:
-                old = endpoint.backends
-                if backends is not None:
-                    endpoint.backends, endpoint.config_name = backends, config_name  # the switch: atomic for routing
+                old = endpoint.variants
+                if variants is not None:
+                    endpoint.variants, endpoint.config_name = variants, config_name  # the switch: atomic for routing
                     endpoint.failure_reason = None
                 else:
                     old = []
@@ -360,9 +495,10 @@ class Hosting:
             wait = (deployment_config or {}).get("BlueGreenUpdatePolicy", {}).get("TerminationWaitInSeconds", 0)
             if old and wait:
                 time.sleep(min(float(wait), 30.0))  # SageMaker keeps the blue fleet this long after the switch
-            for backend in old:
-                backend.drain(INVOKE_TIMEOUT)
-                backend.stop(self.sm.stop_grace_seconds)
+            for variant in old:
+                for backend in variant.instances:
+                    backend.drain(INVOKE_TIMEOUT)
+                variant.stop(self.sm.stop_grace_seconds)
             self._emit(endpoint)
             self.save()
             endpoint.done.set()
@@ -374,21 +510,79 @@ class Hosting:
         self._emit(endpoint)
         threading.Thread(target=run, name=f"update-endpoint-{endpoint.name}", daemon=True).start()
 
+    def set_capacity(self, endpoint: Endpoint, desired: dict[str, dict]) -> None:
+        """UpdateEndpointWeightsAndCapacities (what Application Auto Scaling calls): weights change at once; an
+        instance count is reached by starting servers (each takes requests once it passes /ping) or by retiring
+        them: a retired server takes no new request, finishes the ones it has, then stops. The endpoint is
+        Updating meanwhile and InService after (the caller set Updating under the lock)."""
+        def run() -> None:
+            reasons = []
+            for name, change in desired.items():
+                variant = endpoint.variant(name)
+                if variant is None:
+                    continue
+                if "DesiredWeight" in change:
+                    with self.sm.lock:
+                        variant.weight = float(change["DesiredWeight"])
+                if "DesiredInstanceCount" not in change:
+                    continue
+                target = int(change["DesiredInstanceCount"])
+                with self.sm.lock:
+                    current = len(variant.instances)
+                if target > current:
+                    try:
+                        self._add_instances(endpoint, variant, target - current)
+                    except Exception as exc:  # the ones that came up serve; the count says how many
+                        with self.sm.lock:
+                            variant.desired = len(variant.instances)
+                        reasons.append(f"Failed to scale variant {name} to {target} instances: {exc}")
+                elif target < current:
+                    self._retire(endpoint, variant, current - target)
+            with self.sm.lock:
+                endpoint.status = "InService"
+                endpoint.failure_reason = "; ".join(reasons)[:1024] or None
+                endpoint.last_modified = now()
+            self._emit(endpoint)
+            self.save()
+            endpoint.done.set()
+
+        with self.sm.lock:  # DescribeEndpoint shows the new DesiredInstanceCount from the call on
+            for name, change in desired.items():
+                variant = endpoint.variant(name)
+                if variant is not None and "DesiredInstanceCount" in change:
+                    variant.desired = int(change["DesiredInstanceCount"])
+        endpoint.done.clear()
+        self._emit(endpoint)
+        self.save()
+        threading.Thread(target=run, name=f"scale-endpoint-{endpoint.name}", daemon=True).start()
+
+    def _retire(self, endpoint: Endpoint, variant: Variant, count: int) -> None:
+        """Scale-in without dropping a request: out of routing first (under the lock the proxy picks under), then
+        drained, then stopped. The least busy, newest instances go first."""
+        with self.sm.lock:
+            ranked = sorted(variant.instances, key=lambda b: (b.inflight, -b.started))
+            leaving = ranked[:count]
+            variant.instances = [b for b in variant.instances if b not in leaving]
+        for backend in leaving:
+            backend.drain(INVOKE_TIMEOUT)
+            backend.stop(self.sm.stop_grace_seconds)
+
     def delete(self, endpoint: Endpoint) -> None:
         with self.sm.lock:
             endpoint.status = "Deleting"
-            backends, endpoint.backends = endpoint.backends, []
+            variants, endpoint.variants = endpoint.variants, []
         self._emit(endpoint)
-        for backend in backends:
-            backend.stop(self.sm.stop_grace_seconds)
+        for variant in variants:
+            variant.stop(self.sm.stop_grace_seconds)
+        self.sm.scaling.registry.forget_endpoint(endpoint.name)  # its scalable targets go with it
         with self.sm.lock:
             self.endpoints.pop(endpoint.name, None)
         self.save()
 
     def shutdown(self) -> None:
         for endpoint in list(self.endpoints.values()):
-            for backend in list(endpoint.backends):
-                backend.stop(1.0)
+            for variant in list(endpoint.variants):
+                variant.stop(1.0)
 
     def _emit(self, endpoint: Endpoint) -> None:
         d = endpoint.describe()

@@ -52,6 +52,7 @@ from local.sagemaker.api import (
 from local.sagemaker.errors import SageMakerError, in_use, not_found, validation
 from local.sagemaker.hosting import Endpoint, Hosting, RuntimeProxy
 from local.sagemaker.s3 import LocalS3
+from local.sagemaker.scaling import DEFAULT_PERIOD_S, Autoscaler
 from local.sagemaker.training import TrainingJob
 from local.sagemaker.tuning import TuningJob
 
@@ -71,7 +72,7 @@ class LocalSageMaker:
                  region: str = DEFAULT_REGION, account: str = DEFAULT_ACCOUNT, python: str = sys.executable,
                  stop_grace_seconds: float = 5.0, endpoint_startup_timeout: float = 180.0, runtime_port: int = 0,
                  restore: bool = False, on_event: Listener | None = None,
-                 debugger_available: bool | None = None) -> None:
+                 debugger_available: bool | None = None, scaling_period_s: float = DEFAULT_PERIOD_S) -> None:
         self.work_dir = Path(work_dir).resolve()
         # An account that has SageMaker Debugger (the default) or a new one (closed to new customers since
         # 2026-07-30): False refuses every Debugger/Profiler member at CreateTrainingJob. Default from the
@@ -104,9 +105,12 @@ class LocalSageMaker:
         self.training_jobs: dict[str, TrainingJob] = {}
         self.tuning_jobs: dict[str, TuningJob] = {}
         self.hosting = Hosting(self)
+        # The endpoints' Application Auto Scaling: policies mirrored from the engine's moto (local.sagemaker.scaling)
+        self.scaling = Autoscaler(self, scaling_period_s)
         self._runtime = RuntimeProxy(self, runtime_port)
         if restore:
             self.hosting.restore()
+        self.scaling.start()
 
     # --- plumbing --------------------------------------------------------------------------------------------
     @property
@@ -168,6 +172,7 @@ class LocalSageMaker:
         if self.closed:
             return
         self.closed = True
+        self.scaling.close()
         for tuning in list(self.tuning_jobs.values()):
             tuning._stop.set()
         for job in list(self.training_jobs.values()):
@@ -471,7 +476,32 @@ class LocalSageMaker:
             if endpoint.status != "InService":
                 raise validation(f"Cannot update in-progress endpoint \"{endpoint.arn}\".")
             endpoint.status = "Updating"  # claimed under the lock: a concurrent update is refused
-        self.hosting.update(endpoint, p["EndpointConfigName"], copy.deepcopy(p.get("DeploymentConfig")))
+        self.hosting.update(endpoint, p["EndpointConfigName"], copy.deepcopy(p.get("DeploymentConfig")),
+                            retain_variant_properties=bool(p.get("RetainAllVariantProperties", False)))
+        return {"EndpointArn": endpoint.arn}
+
+    def _op_UpdateEndpointWeightsAndCapacities(self, p: dict) -> dict:
+        """What Application Auto Scaling calls to scale a variant: "When it receives the request, SageMaker sets
+        the endpoint status to Updating. After updating the endpoint, it sets the status to InService."
+        (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_UpdateEndpointWeightsAndCapacities.html)"""
+        endpoint = self._endpoint(p["EndpointName"])
+        changes = {c["VariantName"]: c for c in p["DesiredWeightsAndCapacities"]}
+        with self.lock:
+            missing = [name for name in changes if endpoint.variant(name) is None]
+            if missing:
+                raise validation(f"The variant name(s) [{', '.join(missing)}] is/are not present in the endpoint "
+                                 f"\"{endpoint.arn}\".")
+            for name, change in changes.items():
+                if "ServerlessUpdateConfig" in change:
+                    raise validation(f"Variant {name} is not a serverless variant")
+                if change.get("DesiredInstanceCount", 1) < 1:
+                    raise validation(f"DesiredInstanceCount for variant {name} must be at least 1 (scaling an "
+                                     "instance-based variant to zero needs inference components)")
+            if endpoint.status != "InService":
+                raise validation(f"Cannot update in-progress endpoint \"{endpoint.arn}\".")
+            endpoint.status = "Updating"  # claimed under the lock, as UpdateEndpoint does
+            endpoint.last_modified = now()
+        self.hosting.set_capacity(endpoint, copy.deepcopy(changes))
         return {"EndpointArn": endpoint.arn}
 
     def _op_DeleteEndpoint(self, p: dict) -> dict:
