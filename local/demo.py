@@ -716,10 +716,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from cli.config import OUTPUT_API_URL
     from cli.recording import ExecutionRecord, write_recording
     from infra import load_config_for, synth_template
+    from infra.api import FORWARDER_HANDLER
     from infra.config import validate_input
     from infra.definition import Resolver
     from local.engine import run_definition
-    from local.iam import state_machine_authorizer
+    from local.iam import TemplateIAM, function_authorizer, state_machine_authorizer
     from local.rest_api import create_server, load_forwarder
     from local.sagemaker import LocalSageMaker
     from local.sagemaker.api import DEFAULT_ACCOUNT, DEFAULT_REGION
@@ -754,12 +755,15 @@ def run(args: argparse.Namespace, console: Console) -> int:
     outputs = resolver.outputs()
     timings["synth"] = time.monotonic() - t0
     dataset_uri, endpoint_name = outputs["DatasetUri"], outputs["EndpointName"]
+    # IAM as AWS enforces it: the state machine role on every Task call, the SageMaker execution role on every S3
+    # call of a job or endpoint (and the bucket policy), the forwarder's role on InvokeEndpoint.
+    iam = TemplateIAM(resolver)
     validate_input(args.input, cfg, dataset_prefix=dataset_uri)
 
     ui = DemoProgress(console)
     with ExitStack() as stack:
         sm = stack.enter_context(LocalSageMaker(out / "sagemaker", s3_root=out / "s3", restore=True,
-                                                on_event=ui.sagemaker_event))
+                                                on_event=ui.sagemaker_event, authorize_s3=iam.sagemaker_s3))
         ui.describe_endpoint = sm.describe_endpoint
         if template_path:
             for uri in stage_assets(template_path, resolver, sm.s3):
@@ -773,7 +777,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         os.environ.update(local_aws_environment(sm.runtime_url, endpoint_name))
         forwarder = load_forwarder()
         # A cold start per run: the module (and its client) may survive from an earlier run in this process.
-        forwarder.sagemaker_runtime = forwarder.make_client()
+        forwarder.sagemaker_runtime = function_authorizer(resolver, FORWARDER_HANDLER, iam).install(
+            forwarder.make_client())
         log_level = forwarder.logger.log_level
         forwarder.logger.setLevel("WARNING")  # its per-request JSON lines would drown the progress display
         stack.callback(forwarder.logger.setLevel, log_level)
@@ -809,7 +814,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             with ui.progress:
                 try:
                     result = run_definition(definition, args.input, sm, on_event=live.state_event, name=name,
-                                            authorize=state_machine_authorizer(resolver))
+                                            authorize=state_machine_authorizer(resolver, iam))
                 finally:
                     ticking.set()
                     ui.finish()
