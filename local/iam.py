@@ -20,7 +20,6 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from botocore.awsrequest import AWSResponse
 from moto.iam.access_control import IAMPolicyStatement, PermissionResult
 
 from infra import security as sec
@@ -390,7 +389,6 @@ _KIND_OF_ACTION = {
     "sagemaker:StopHyperParameterTuningJob": sec.TUNING,
     "application-autoscaling:DeregisterScalableTarget": sec.SCALABLE_TARGET,
 }
-_PARAMS_KEY = "local_iam_params"
 
 
 class ClientAuthorizer:
@@ -420,25 +418,21 @@ class ClientAuthorizer:
     def install(self, client: Any) -> Any:
         service = client.meta.service_model
         service_id = service.service_id.hyphenize()
+        code, status = (S3_ACCESS_DENIED, 403) if service.protocol == "query" else (ACCESS_DENIED, 400)
 
-        def keep_params(params: dict, context: dict, **_: Any) -> None:
-            context[_PARAMS_KEY] = dict(params)
-
-        def before_call(model: Any, context: dict, **_: Any) -> tuple[AWSResponse, dict] | None:
-            action = f"{service.signing_name}:{model.name}"
+        def check(params: dict, model: Any, **_: Any) -> None:
+            # Checked once the request's parameters are final, before it is built, signed or sent (or stubbed):
+            # a denial raises what botocore raises for the service's answer.
             try:
-                self.check(action, context.get(_PARAMS_KEY, {}))
+                self.check(f"{service.signing_name}:{model.name}", params)
             except AccessDenied as denied:
-                code, status = (S3_ACCESS_DENIED, 403) if service.protocol == "query" else (ACCESS_DENIED, 400)
-                return AWSResponse("", status, {}, None), {
+                raise client.exceptions.from_code(code)({
                     "Error": {"Code": code, "Message": denied.message},
-                    "ResponseMetadata": {"HTTPStatusCode": status, "RequestId": denied.response["ResponseMetadata"]
-                                         ["RequestId"]}}
-            return None
+                    "ResponseMetadata": {"HTTPStatusCode": status,
+                                         "RequestId": denied.response["ResponseMetadata"]["RequestId"]}},
+                    model.name) from None
 
-        client.meta.events.register(f"before-parameter-build.{service_id}", keep_params)
-        for operation in service.operation_names:  # per operation: before any less specific handler (a Stubber's)
-            client.meta.events.register_first(f"before-call.{service_id}.{operation}", before_call)
+        client.meta.events.register(f"before-parameter-build.{service_id}", check)
         return client
 
 

@@ -8,14 +8,32 @@ from __future__ import annotations
 import copy
 import json
 
+import boto3
 import pytest
+from botocore.exceptions import ClientError
+from botocore.stub import Stubber
 
+from infra import load_config_for
+from infra import sagemaker_requests as req
+from infra.api import FORWARDER_HANDLER
 from infra.definition import Resolver
 from infra.pipeline import S
 from local.engine import run_definition
-from local.iam import AccessDenied, state_machine_authorizer
+from local.iam import AccessDenied, ClientAuthorizer, TemplateIAM, function_authorizer, state_machine_authorizer
+from ml import contract
 from tests.infra.conftest import ACCOUNT
-from tests.infra.test_infra_pipeline_runs import _full_run_sagemaker
+from tests.infra.test_infra_pipeline_runs import (
+    ACCOUNT_ARN,
+    Endpoint,
+    ScriptedSageMaker,
+    _full_run_sagemaker,
+    _scripted,
+)
+from tests.infra.test_infra_teardown import TAGS as TEARDOWN_TAGS
+from tests.infra.test_infra_teardown import _deployment, _training_job
+from tests.infra.test_infra_teardown import _event as _teardown_event
+from tests.infra.test_infra_teardown import _SageMaker as _TeardownSageMaker
+from tests.test_lambda import FAKE_AWS, all_classes, call, error_of, event, ok_response
 
 
 def _run(template: dict):
@@ -106,3 +124,221 @@ def test_resource_arns_are_built_as_aws_builds_them(local):
     with pytest.raises(AccessDenied, match=r"not authorized to perform: sagemaker:CreateModel on resource: "
                                         rf"arn:aws:sagemaker:us-east-1:{ACCOUNT}:model/other-name"):
         authorize("arn:aws:states:::sagemaker:createModel", {"ModelName": "other-name"})  # outside the prefix
+
+
+# --- Stop* of a stopped .sync state ------------------------------------------------------------------------------
+def _without_action(template: dict, action: str) -> dict:
+    """The template with `action` taken out of the statement that grants it (the rest of the statement stays)."""
+    template = copy.deepcopy(template)
+    for resource in template["Resources"].values():
+        if resource["Type"] != "AWS::IAM::Policy":
+            continue
+        for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+            actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+            if action in actions:
+                statement["Action"] = [a for a in actions if a != action]
+                return template
+    raise AssertionError(f"no statement grants {action}")
+
+
+def _tuning_never_ends() -> ScriptedSageMaker:
+    """A scripted SageMaker whose tuning job runs until it is stopped."""
+    def describe(p: dict) -> dict:
+        status = "Stopping" if sm.ops("StopHyperParameterTuningJob") else "InProgress"
+        return {"HyperParameterTuningJobName": p["HyperParameterTuningJobName"],
+                "HyperParameterTuningJobStatus": status}
+
+    sm = _scripted(Endpoint(), CreateHyperParameterTuningJob=lambda p: {
+        "HyperParameterTuningJobArn": f"{ACCOUNT_ARN}:hyper-parameter-tuning-job/{p['HyperParameterTuningJobName']}"},
+        DescribeHyperParameterTuningJob=describe, StopHyperParameterTuningJob=lambda p: {})
+    return sm
+
+
+@pytest.mark.parametrize("granted", [True, False])
+def test_a_stopped_sync_state_stops_its_job_with_the_roles_permission(local, granted):
+    """sagemaker-iam.html: the .sync integrations call Stop* when the execution is stopped or times out; without
+    the permission the job is not stopped (it runs on, and bills, on AWS) and the denial is recorded."""
+    template = local.template if granted else _without_action(local.template, "sagemaker:StopHyperParameterTuningJob")
+    resolver = Resolver(template, region="us-east-1", account=ACCOUNT)
+    iam = TemplateIAM(resolver)
+    authorize = state_machine_authorizer(resolver, iam)
+    sm = _tuning_never_ends()
+    result = run_definition(resolver.definition(), {}, sm, poll_interval=0.05, timeout=6, authorize=authorize)
+    assert result.status == "ABORTED", result.states()
+    assert result.failed_state == S.TUNE
+    if granted:
+        assert [p["HyperParameterTuningJobName"] for p in sm.ops("StopHyperParameterTuningJob")] == \
+            [sm.ops("CreateHyperParameterTuningJob")[0]["HyperParameterTuningJobName"]]
+        assert "sagemaker:StopHyperParameterTuningJob" in authorize.policies.used
+        assert iam.denied == []
+    else:
+        assert sm.ops("StopHyperParameterTuningJob") == []
+        (denied,) = iam.denied
+        assert denied.action == "sagemaker:StopHyperParameterTuningJob"
+        assert denied.resource.endswith(":hyper-parameter-tuning-job/"
+                                        + sm.ops("CreateHyperParameterTuningJob")[0]["HyperParameterTuningJobName"])
+
+
+# --- the Lambda's role: InvokeEndpoint ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def forwarder():
+    """lambda/forwarder.py as the local API loads it (fake credentials, no endpoint URL)."""
+    from local.rest_api import load_forwarder
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in FAKE_AWS.items():
+            mp.setenv(key, value)
+        for key in ("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
+            mp.delenv(key, raising=False)
+        yield load_forwarder()
+
+
+@pytest.mark.parametrize("case", ["granted", "other endpoint", "statement removed"])
+def test_the_forwarder_invokes_the_endpoint_as_its_role(local, forwarder, monkeypatch, case):
+    """The local API's Lambda calls InvokeEndpoint through a client that IAM-checks it against the forwarder role's
+    synthesized policy (the endpoint's ARN); a denial is the Lambda's 5xx with the contract's JSON."""
+    template = _without_action(local.template, "sagemaker:InvokeEndpoint") if case == "statement removed" \
+        else local.template
+    resolver = Resolver(template, region="us-east-1", account=ACCOUNT)
+    endpoint = resolver.outputs()["EndpointName"] if case != "other endpoint" else "imgclf-other"
+    authorizer = function_authorizer(resolver, FORWARDER_HANDLER)
+    client = authorizer.install(forwarder.make_client())
+    monkeypatch.setattr(forwarder, "sagemaker_runtime", client)
+    monkeypatch.setenv("ENDPOINT_NAME", endpoint)
+    with Stubber(client) as stubber:
+        stubber.add_response("invoke_endpoint", ok_response(all_classes()))
+        status, payload = call(forwarder, event())
+    if case == "granted":
+        assert status == 200 and len(payload["predictions"]) == contract.DEFAULT_TOP_K
+        assert authorizer.policies.used == {"sagemaker:InvokeEndpoint"}
+        return
+    assert error_of(status, payload) == (contract.MODEL_ERROR.status, contract.MODEL_ERROR.code)
+    assert status >= 500
+    (denied,) = authorizer.iam.denied
+    assert denied.action == "sagemaker:InvokeEndpoint"
+    assert denied.resource == f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint/{endpoint}"
+    assert f":assumed-role/{authorizer.policies.role_arn.rsplit('/', 1)[1]}/{authorizer.session} " in denied.message
+
+
+# --- the teardown function's role ----------------------------------------------------------------------------------
+TEARDOWN_HANDLER = "handler.is_complete"
+
+
+class _AuthorizedSageMaker(_TeardownSageMaker):
+    """The teardown test's moto SageMaker (with the Stop* calls moto lacks), each call authorized as the role."""
+
+    def __init__(self, client, authorizer: ClientAuthorizer) -> None:
+        super().__init__(authorizer.install(client))
+        self._authorizer = authorizer
+
+    def stop_training_job(self, TrainingJobName: str) -> None:
+        self._authorizer.check("sagemaker:StopTrainingJob", {"TrainingJobName": TrainingJobName})
+        super().stop_training_job(TrainingJobName)
+
+    def stop_hyper_parameter_tuning_job(self, HyperParameterTuningJobName: str) -> None:
+        self._authorizer.check("sagemaker:StopHyperParameterTuningJob",
+                               {"HyperParameterTuningJobName": HyperParameterTuningJobName})
+        super().stop_hyper_parameter_tuning_job(HyperParameterTuningJobName)
+
+
+def _teardown(template: dict, monkeypatch) -> tuple[ClientAuthorizer, Exception | None]:
+    """A stack deletion's teardown, every call of the handlers authorized against the teardown role's synthesized
+    policy: what it stopped, deleted and left, or the error that failed it."""
+    from moto import mock_aws
+
+    from infra.teardown_handler import handler
+
+    resolver = Resolver(template, region="us-east-1", account=ACCOUNT, stack_name="ImageClassifier")
+    authorizer = function_authorizer(resolver, TEARDOWN_HANDLER)
+    cfg = load_config_for({})
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        sm = _AuthorizedSageMaker(boto3.client("sagemaker"), authorizer)
+        sfn = authorizer.install(boto3.client("stepfunctions"))
+        aas = authorizer.install(boto3.client("application-autoscaling"))
+        stack_id = resolver.pseudo["AWS::StackId"]
+        cfn = authorizer.install(boto3.client("cloudformation"))
+        stubber = Stubber(cfn)
+        for _ in range(2):
+            stubber.add_response("describe_stacks", {"Stacks": [{
+                "StackName": "ImageClassifier", "StackId": stack_id, "StackStatus": "DELETE_IN_PROGRESS",
+                "CreationTime": "2026-01-01T00:00:00Z"}]}, {"StackName": stack_id})
+        stubber.activate()
+        # What a run leaves (set up without the role's checks: these are the state machine's own calls).
+        setup = _TeardownSageMaker(boto3.client("sagemaker"))
+        _deployment(setup, "imgclf-aaaaaaaaaaaa")
+        setup.create_endpoint(EndpointName=cfg.endpoint_name, EndpointConfigName="imgclf-aaaaaaaaaaaa",
+                              Tags=TEARDOWN_TAGS)
+        _training_job(setup, "imgclf-bbbbbbbbbbbb", "InProgress")
+        tuning = "imgclf-cccccccccccc"
+        setup.create_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName=tuning, Tags=TEARDOWN_TAGS, HyperParameterTuningJobConfig={
+                "Strategy": "Random", "ResourceLimits": {"MaxNumberOfTrainingJobs": 2, "MaxParallelTrainingJobs": 2}},
+            TrainingJobDefinition={
+                "RoleArn": f"arn:aws:iam::{ACCOUNT}:role/x", "OutputDataConfig": {"S3OutputPath": "s3://b/tuning/"},
+                "AlgorithmSpecification": {"TrainingImage": "image", "TrainingInputMode": "File"},
+                "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
+                "StoppingCondition": {"MaxRuntimeInSeconds": 600}})
+        setup._backend().hyper_parameter_tuning_jobs[tuning].hyper_parameter_tuning_job_status = "InProgress"
+        boto3.client("application-autoscaling").register_scalable_target(**req.register_scalable_target(cfg))
+        plain_sfn = boto3.client("stepfunctions")
+        machine = plain_sfn.create_state_machine(
+            name=cfg.state_machine_name, roleArn=f"arn:aws:iam::{ACCOUNT}:role/x", definition=json.dumps(
+                {"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 600, "End": True}}}))["stateMachineArn"]
+        plain_sfn.start_execution(stateMachineArn=machine, name="run-1")
+        clients = handler.Clients(sm, sfn, cfn, aas)
+        event = {**_teardown_event("Delete", machine), "StackId": stack_id}
+        try:
+            polled = {**event, **handler.on_event(event, None, clients)}
+            for _ in range(6):
+                if handler.is_complete(polled, None, clients)["IsComplete"]:
+                    break
+                setup._backend().training_jobs["imgclf-bbbbbbbbbbbb"].training_job_status = "Stopped"
+                setup._backend().hyper_parameter_tuning_jobs[tuning].hyper_parameter_tuning_job_status = "Stopped"
+            else:
+                raise AssertionError("the teardown did not complete")
+        except ClientError as exc:
+            return authorizer, exc
+    return authorizer, None
+
+
+def test_the_teardown_role_allows_every_call_its_handlers_make(cloud, monkeypatch):
+    authorizer, error = _teardown(cloud.template, monkeypatch)
+    assert error is None, error
+    assert authorizer.iam.denied == []
+    # Granted and not called by the handlers: the Lambda runtime's own logging (not an API call of the code).
+    assert authorizer.policies.granted() - authorizer.policies.used == {
+        "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+
+
+def _teardown_statements(template: dict) -> list[dict]:
+    """The teardown role's statements, its Lambda's own logging aside."""
+    (logical_id,) = [k for k, r in template["Resources"].items() if r["Type"] == "AWS::Lambda::Function"
+                     and r["Properties"].get("Handler") == TEARDOWN_HANDLER]
+    role = template["Resources"][logical_id]["Properties"]["Role"]["Fn::GetAtt"][0]
+    return [s for p in template["Resources"].values() if p["Type"] == "AWS::IAM::Policy"
+            and {"Ref": role} in p["Properties"]["Roles"] for s in p["Properties"]["PolicyDocument"]["Statement"]
+            if s.get("Sid") != "Logs" and "xray:PutTraceSegments" not in s["Action"]]
+
+
+def test_removing_any_teardown_statement_fails_the_teardown_at_its_call(cloud, monkeypatch):
+    """Each statement in turn: the teardown fails with AccessDenied naming one of its actions (CloudFormation would
+    report the custom resource FAILED), so no statement is there for nothing."""
+    statements = _teardown_statements(cloud.template)
+    assert {"StackStatus", "List", "Delete", "ReadTags", "StopJobs", "DeregisterScaling", "ListExecutions",
+            "StopExecutions"} == {s["Sid"] for s in statements}
+    for statement in statements:
+        template = copy.deepcopy(cloud.template)
+        for resource in template["Resources"].values():
+            if resource["Type"] == "AWS::IAM::Policy":
+                document = resource["Properties"]["PolicyDocument"]
+                document["Statement"] = [s for s in document["Statement"] if s != statement]
+        _, error = _teardown(template, monkeypatch)
+        sid = statement["Sid"]
+        assert error is not None, f"the teardown completed without statement {sid}"
+        assert error.response["Error"]["Code"] in ("AccessDeniedException", "AccessDenied"), (sid, error)
+        named = error.response["Error"]["Message"].split("not authorized to perform: ", 1)[1].split(" ", 1)[0]
+        actions = statement["Action"]
+        assert named in ([actions] if isinstance(actions, str) else actions), (sid, named)
