@@ -34,6 +34,8 @@ from tests.infra.test_infra_teardown import _deployment, _training_job
 from tests.infra.test_infra_teardown import _event as _teardown_event
 from tests.infra.test_infra_teardown import _SageMaker as _TeardownSageMaker
 from tests.test_lambda import FAKE_AWS, all_classes, call, error_of, event, ok_response
+from tests.test_local_support import BUCKET as STAGING_BUCKET
+from tests.test_local_support import FAKE_TRAIN, sourcedir
 
 
 def _run(template: dict):
@@ -342,3 +344,109 @@ def test_removing_any_teardown_statement_fails_the_teardown_at_its_call(cloud, m
         named = error.response["Error"]["Message"].split("not authorized to perform: ", 1)[1].split(" ", 1)[0]
         actions = statement["Action"]
         assert named in ([actions] if isinstance(actions, str) else actions), (sid, named)
+
+
+# --- the SageMaker execution role: every S3 call of a job or endpoint ------------------------------------------
+EXECUTION_ROLE_SIDS = ("ListProjectPrefixes", "ReadDatasets", "ReadWriteArtifacts", "ReadTrainingSource")
+# Granted and used by no S3 call the stand-in makes, each with its reason (least privilege, the other way round).
+EXECUTION_ROLE_UNUSED = {
+    # SageMaker's own calls that the stand-in has no counterpart for: it pulls no image (ECR) and writes its logs
+    # and metrics to files, not to CloudWatch (sagemaker-roles.html, "CreateTrainingJob API: Execution Role
+    # Permissions": ecr:*, logs:*, cloudwatch:PutMetricData; s3:GetBucketLocation).
+    "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability", "ecr:GetAuthorizationToken",
+    "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams",
+    "cloudwatch:PutMetricData", "s3:GetBucketLocation",
+    # checkpoint sync deletes objects the job deleted locally; the stand-in's jobs write the S3 folder directly
+    "s3:DeleteObject",
+    # the blue/green update's rollback alarms (GUARDRAILS): the stand-in does not watch CloudWatch alarms
+    "cloudwatch:DescribeAlarms",
+}
+# What the fake job writes into the model: a model the endpoint server loads at once (no torch).
+_FAKE_MODEL = FAKE_TRAIN + (
+    "\nos.makedirs(os.path.join(os.environ['SM_MODEL_DIR'], 'code'), exist_ok=True)\n"
+    "open(os.path.join(os.environ['SM_MODEL_DIR'], 'code', 'inference.py'), 'w').write(CODE)\n")
+
+
+def _pipeline_requests(template: dict) -> dict[str, dict]:
+    """The SageMaker requests the synthesized state machine makes in a whole run (scripted answers)."""
+    scripted = _full_run_sagemaker()
+    result = run_definition(Resolver(template, region="us-east-1", account=ACCOUNT).definition(), {}, scripted,
+                            poll_interval=0.05, timeout=300)
+    assert result.succeeded, result.cause
+    return {op: params for op, params in scripted.calls if op.startswith("Create")}
+
+
+def _replay(template: dict, requests: dict[str, dict], tmp_path) -> tuple[TemplateIAM, dict, dict | None]:
+    """Run the state machine's training job, then its endpoint, on the real stand-in with the template's IAM: the
+    job's description and the endpoint's (None when the job failed)."""
+    from local.sagemaker import LocalSageMaker
+    from tests.serve_helpers import TOY_INFERENCE
+
+    iam = TemplateIAM(Resolver(template, region="us-east-1", account=ACCOUNT))
+    request = copy.deepcopy(requests["CreateTrainingJob"])
+    with LocalSageMaker(tmp_path / "sagemaker", s3_root=tmp_path / "s3", authorize_s3=iam.sagemaker_s3,
+                        stop_grace_seconds=1.0, endpoint_startup_timeout=120) as sm:
+        for channel in request["InputDataConfig"]:  # the dataset, as `imgclf` uploads it
+            image = sm.s3.path(channel["DataSource"]["S3DataSource"]["S3Uri"]) / "a" / "0.png"
+            image.parent.mkdir(parents=True)
+            image.write_bytes(b"not read by the fake script")
+        bundle = sm.s3.path(request["HyperParameters"]["sagemaker_submit_directory"])  # as `cdk deploy` publishes
+        script = _FAKE_MODEL.replace("CODE", repr(TOY_INFERENCE))
+        key = sourcedir(tmp_path / "staging", {"train.py": script}).split("/", 3)[3]
+        bundle.parent.mkdir(parents=True)
+        bundle.write_bytes((tmp_path / "staging" / STAGING_BUCKET / key).read_bytes())
+        sm.create_training_job(**request)
+        job = sm.wait_for_training_job(request["TrainingJobName"], timeout=600, rules=True)
+        if job["TrainingJobStatus"] != "Completed":
+            return iam, job, None
+        model = copy.deepcopy(requests["CreateModel"])
+        model["PrimaryContainer"]["ModelDataUrl"] = job["ModelArtifacts"]["S3ModelArtifacts"]
+        sm.create_model(**model)
+        sm.create_endpoint_config(**requests["CreateEndpointConfig"])
+        sm.create_endpoint(**requests["CreateEndpoint"])
+        endpoint = sm.wait_for_endpoint(requests["CreateEndpoint"]["EndpointName"], timeout=300)
+        if endpoint["EndpointStatus"] == "InService":  # one prediction: data capture writes with the model's role
+            runtime = boto3.client("sagemaker-runtime", region_name="us-east-1", endpoint_url=sm.runtime_url,
+                                   aws_access_key_id="x", aws_secret_access_key="x")
+            runtime.invoke_endpoint(EndpointName=endpoint["EndpointName"], Body=b"x",
+                                    ContentType="application/x-image")
+            capture = requests["CreateEndpointConfig"]["DataCaptureConfig"]["DestinationS3Uri"]
+            endpoint["captured"] = sorted(p.name for p in sm.s3.path(capture).rglob("*.jsonl"))
+        return iam, job, endpoint
+
+
+@pytest.mark.slow
+def test_the_execution_role_authorizes_every_s3_call_of_a_run(local, tmp_path):
+    iam, job, endpoint = _replay(local.template, _pipeline_requests(local.template), tmp_path)
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    rules = job["DebugRuleEvaluationStatuses"] + job["ProfilerRuleEvaluationStatuses"]
+    assert not [r for r in rules if "AccessDenied" in r.get("StatusDetails", "")], rules
+    assert endpoint is not None and endpoint["EndpointStatus"] == "InService", endpoint
+    assert endpoint["captured"], "data capture wrote nothing"
+    assert iam.denied == []
+    role = iam.role(job["RoleArn"])
+    assert role.used == {"s3:ListBucket", "s3:GetObject", "s3:PutObject"}
+    assert role.granted() - role.used == EXECUTION_ROLE_UNUSED, sorted(role.granted() - role.used)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sid", EXECUTION_ROLE_SIDS)
+def test_a_missing_execution_role_statement_fails_the_job_as_sagemaker_reports_it(local, tmp_path, sid):
+    requests = _pipeline_requests(local.template)
+    template = copy.deepcopy(local.template)
+    removed = None
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::IAM::Policy":
+            statements = resource["Properties"]["PolicyDocument"]["Statement"]
+            removed = removed or next((s for s in statements if s.get("Sid") == sid
+                                       and "SageMakerExecution" in json.dumps(resource["Properties"]["Roles"])), None)
+            resource["Properties"]["PolicyDocument"]["Statement"] = [s for s in statements if s is not removed]
+    assert removed is not None
+    _, job, endpoint = _replay(template, requests, tmp_path)
+    assert job["TrainingJobStatus"] == "Failed" and endpoint is None
+    reason = job["FailureReason"]
+    assert reason.startswith("ClientError: ") and "An error occurred (AccessDenied)" in reason, reason
+    named = reason.split("not authorized to perform: ", 1)[1].split(" ", 1)[0]
+    assert named in ([removed["Action"]] if isinstance(removed["Action"], str) else removed["Action"]), reason
+    assert f"assumed-role/{job['RoleArn'].rsplit('/', 1)[1]}/SageMaker " in reason
+    assert "TrainingStartTime" not in job  # failed while downloading, before anything trained
