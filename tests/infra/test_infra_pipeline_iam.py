@@ -450,3 +450,55 @@ def test_a_missing_execution_role_statement_fails_the_job_as_sagemaker_reports_i
     assert named in ([removed["Action"]] if isinstance(removed["Action"], str) else removed["Action"]), reason
     assert f"assumed-role/{job['RoleArn'].rsplit('/', 1)[1]}/SageMaker " in reason
     assert "TrainingStartTime" not in job  # failed while downloading, before anything trained
+
+
+# --- the state machine role, every statement -------------------------------------------------------------------
+# Statements no Task call needs: Step Functions' own log delivery and X-Ray tracing (see the whole-run test).
+NOT_TASK_ACTIONS = {"logs:CreateLogDelivery", "xray:PutTraceSegments"}
+
+
+def _state_machine_statements(template: dict) -> list[dict]:
+    from infra.definition import state_machine_resource
+
+    role = state_machine_resource(template)["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+    return [s for p in template["Resources"].values() if p["Type"] == "AWS::IAM::Policy"
+            and {"Ref": role} in p["Properties"]["Roles"] for s in p["Properties"]["PolicyDocument"]["Statement"]]
+
+
+def _denial(result) -> str | None:
+    for e in result.events:
+        cause = (e.get("taskFailedEventDetails") or {}).get("cause", "")
+        if e["type"] == "TaskFailed" and "AccessDenied" in cause:
+            return cause.split("not authorized to perform: ", 1)[1].split(" ", 1)[0]
+    return None
+
+
+@pytest.mark.slow
+def test_every_state_machine_statement_is_needed_by_a_run(local):
+    """Each statement removed in turn: the create path or the update path (an endpoint exists) of the offline run
+    ends in AccessDenied naming one of its actions, unless no Task call needs it (logging, tracing)."""
+    statements = _state_machine_statements(local.template)
+    assert len(statements) >= 10
+    for statement in statements:
+        actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+        if NOT_TASK_ACTIONS & set(actions):
+            continue
+        template = copy.deepcopy(local.template)
+        for resource in template["Resources"].values():
+            if resource["Type"] == "AWS::IAM::Policy":
+                document = resource["Properties"]["PolicyDocument"]
+                document["Statement"] = [s for s in document["Statement"] if s != statement]
+        resolver = Resolver(template, region="us-east-1", account=ACCOUNT)
+        named = None
+        for exists in (False, True):
+            scripted = _full_run_sagemaker()
+            if exists:  # the update path: DescribeEndpoint finds the endpoint
+                endpoint = Endpoint(exists=True)
+                scripted.answers.update(DescribeEndpoint=endpoint.describe, UpdateEndpoint=endpoint.deploy)
+            result = run_definition(resolver.definition(), {}, scripted, poll_interval=0.05, timeout=300,
+                                    authorize=state_machine_authorizer(resolver))
+            named = _denial(result)
+            if named:
+                break
+            assert result.succeeded, (statement.get("Sid"), result.failed_state, result.cause)
+        assert named in actions, (statement.get("Sid"), actions, named)
