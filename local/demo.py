@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -700,6 +701,27 @@ def stage_assets(template_path: Path, resolver, s3) -> list[str]:
     return staged
 
 
+def failure_reason(cause: str | None, sm) -> str:
+    """What a failed run's cause comes down to: a .sync job's cause is its whole Describe* answer, whose
+    FailureReason (for a tuning job, also its first failed trial's: the trial says why, e.g. an S3 AccessDenied)
+    is what the user needs to read; any other cause as it is."""
+    try:
+        described = json.loads(cause or "")
+    except ValueError:
+        return cause or ""
+    if not isinstance(described, dict) or "FailureReason" not in described:
+        return cause or ""
+    reason = str(described["FailureReason"])
+    tuning = described.get("HyperParameterTuningJobName")
+    if tuning:
+        with contextlib.suppress(Exception):  # best effort: the reason above stands on its own
+            failed = sm.list_training_jobs_for_hyper_parameter_tuning_job(
+                HyperParameterTuningJobName=tuning, StatusEquals="Failed")["TrainingJobSummaries"]
+            if failed:
+                reason += f" (trial {failed[0]['TrainingJobName']}: {failed[0].get('FailureReason', '')})"
+    return reason
+
+
 def check_gate_rules(gate_rules: tuple[str, ...]) -> None:
     """A gate on a rule the stand-in cannot evaluate would end every run at the rule gate ("Error" is no verdict):
     say so before anything trains."""
@@ -840,7 +862,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
         if not result.succeeded:
             console.print(f"[bold red]the pipeline failed in state {result.failed_state!r}[/]: "
-                          f"{result.error}: {str(result.cause)[:600]}")
+                          f"{escape(str(result.error))}: {escape(failure_reason(result.cause, sm)[:1200])}",
+                          highlight=False)
             console.print(f"execution history: {paths['execution history']}")
             if existing:
                 status, _ = post_image(api_url, image)

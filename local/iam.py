@@ -1,10 +1,15 @@
 """IAM on the calls local mode makes: each is authorized against the synthesized policies of the role that would
-make it on AWS, with moto's policy evaluator, on the resource ARN AWS would authorize.
-
-Today: the state machine role, for every SageMaker Task state and the calls its .sync integrations make on the
-role's behalf (infra.security.STATE_MACHINE_NEEDS says which). A denial raises AccessDeniedException naming role,
-action and resource, as AWS words it (https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_access-denied.html),
-so the Task state fails with it in the execution history.
+make it on AWS (moto's Action/Resource matching, IAM's condition operators here), on the resource ARN AWS would
+authorize, resource-based policies (the bucket's) included:
+- the state machine role (StateMachineAuthorizer): every Task state and the calls its .sync integrations make on
+  the role's behalf (infra.security.STATE_MACHINE_NEEDS says which), Stop* when a .sync state is stopped;
+- the SageMaker execution role (TemplateIAM.sagemaker_s3, used by local.sagemaker.s3): every S3 call of a job, rule
+  job or endpoint;
+- a Lambda function's role (ClientAuthorizer): every call of a boto3 client (the forwarder's InvokeEndpoint, the
+  teardown handlers' calls).
+A denial raises AccessDenied naming role, action and resource, as AWS words it
+(https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_access-denied.html), so the Task state, the job or
+the call fails with it.
 ARNs as the Service Authorization Reference builds them:
 https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsagemaker.html#amazonsagemaker-resources-for-iam-policies
 (SageMaker lower-cases names in ARNs),
