@@ -20,7 +20,7 @@ https://docs.aws.amazon.com/service-authorization/latest/reference/list_awsident
 
 from __future__ import annotations
 
-import fnmatch
+import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -71,7 +71,9 @@ class AccessDenied(SageMakerError):
 # would always apply) and answers DENIED for an Allow whose condition is unmet: conditions are judged here, moto's
 # matching of Action/Resource wildcards is kept.
 def _like(pattern: str, value: str) -> bool:
-    return fnmatch.fnmatchcase(value, pattern)  # * and ? as IAM's ...Like operators match them
+    """IAM's ...Like match: * any run of characters (slashes too), ? one character, everything else literal."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, flags=re.DOTALL) is not None
 
 
 _OPERATORS: dict[str, Callable[[str, str], bool]] = {

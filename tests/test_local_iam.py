@@ -68,6 +68,9 @@ def test_condition_operators_as_iam_defines_them():
     assert conditions_met(like, {"s3:prefix": "data/train/"})
     assert not conditions_met(like, {"s3:prefix": "other/"})
     assert not conditions_met(like, {})  # a key the request lacks does not match
+    brackets = {"StringLike": {"s3:prefix": "data/[a]?/*"}}  # only * and ? are wildcards
+    assert conditions_met(brackets, {"s3:prefix": "data/[a]b/c/d"})
+    assert not conditions_met(brackets, {"s3:prefix": "data/ab/c"})
     assert conditions_met({"Bool": {"aws:SecureTransport": "false"}}, {"aws:SecureTransport": "false"})
     assert not conditions_met({"Bool": {"aws:SecureTransport": "false"}}, {"aws:SecureTransport": "true"})
     assert conditions_met({"StringNotEquals": {"aws:PrincipalAccount": ACCOUNT}}, {})
