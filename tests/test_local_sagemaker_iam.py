@@ -105,3 +105,21 @@ def test_a_job_within_its_roles_grants_completes(sm):
     assert (sm.s3.root / BUCKET / "output" / "granted" / "output" / "model.tar.gz").is_file()
     assert sm.iam.role(ROLE).used == {"s3:ListBucket", "s3:GetObject", "s3:PutObject"}
     assert sm.iam.denied == []
+
+
+@pytest.mark.parametrize("destination, written", [("output/capture", True), ("data/capture", False)])
+def test_data_capture_is_written_with_the_models_role(sm, destination, written):
+    """Each captured request is a PutObject by the model's execution role; a denied one is dropped (the invocation
+    has been answered already), as SageMaker drops captures it cannot write."""
+    from types import SimpleNamespace
+
+    sm.hosting.models["m"] = {"ModelName": "m", "ExecutionRoleArn": ROLE}
+    sm.hosting.configs["c"] = {"EndpointConfigName": "c", "DataCaptureConfig": {
+        "EnableCapture": True, "InitialSamplingPercentage": 100, "DestinationS3Uri": f"s3://{BUCKET}/{destination}",
+        "CaptureOptions": [{"CaptureMode": "Input"}]}}
+    sm._runtime.capture(SimpleNamespace(name="e", config_name="c"), SimpleNamespace(variant="AllTraffic",
+                                                                                     model_name="m"),
+                        "application/x-image", b"img", "application/json", b"{}")
+    captured = list((sm.s3.root / BUCKET / destination).rglob("*.jsonl"))
+    assert bool(captured) is written
+    assert [d.action for d in sm.iam.denied] == ([] if written else ["s3:PutObject"])
