@@ -33,7 +33,8 @@ _BUCKET_CHARS = re.compile(r"[^a-z0-9.-]+")
 # The name property per resource type: what Ref returns when the template sets it.
 _NAME_PROPERTIES = {"AWS::S3::Bucket": "BucketName", "AWS::IAM::Role": "RoleName",
                     "AWS::Lambda::Function": "FunctionName", STATE_MACHINE_TYPE: "StateMachineName",
-                    "AWS::SageMaker::Model": "ModelName", "AWS::IAM::ManagedPolicy": "ManagedPolicyName"}
+                    "AWS::SageMaker::Model": "ModelName", "AWS::IAM::ManagedPolicy": "ManagedPolicyName",
+                    "AWS::Logs::LogGroup": "LogGroupName"}
 # Ref of these types returns the ARN, not the name (the "Return values" section of each resource's page, e.g.
 # https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-resource-stepfunctions-statemachine.html#aws-resource-stepfunctions-statemachine-return-values).
 _REF_IS_ARN = {STATE_MACHINE_TYPE, "AWS::IAM::ManagedPolicy", "AWS::SNS::Topic"}
@@ -98,7 +99,9 @@ class Resolver:
                     "AWS::Lambda::Function": f"arn:{p}:lambda:{r}:{a}:function:{name}",
                     STATE_MACHINE_TYPE: f"arn:{p}:states:{r}:{a}:stateMachine:{name}",
                     "AWS::SNS::Topic": f"arn:{p}:sns:{r}:{a}:{name}",
-                    "AWS::SQS::Queue": f"arn:{p}:sqs:{r}:{a}:{name}"}
+                    "AWS::SQS::Queue": f"arn:{p}:sqs:{r}:{a}:{name}",
+                    # with ":*" (https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-logs-loggroup.html#aws-resource-logs-loggroup-return-values)
+                    "AWS::Logs::LogGroup": f"arn:{p}:logs:{r}:{a}:log-group:{name}:*"}
             if kind in arns:
                 return arns[kind]
         if kind == "AWS::S3::Bucket" and attribute == "DomainName":

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -678,6 +679,27 @@ def stage_assets(template_path: Path, resolver, s3) -> list[str]:
     return staged
 
 
+def failure_reason(cause: str | None, sm) -> str:
+    """What a failed run's cause comes down to: a .sync job's cause is its whole Describe* answer, whose
+    FailureReason (for a tuning job, also its first failed trial's: the trial says why, e.g. an S3 AccessDenied)
+    is what the user needs to read; any other cause as it is."""
+    try:
+        described = json.loads(cause or "")
+    except ValueError:
+        return cause or ""
+    if not isinstance(described, dict) or "FailureReason" not in described:
+        return cause or ""
+    reason = str(described["FailureReason"])
+    tuning = described.get("HyperParameterTuningJobName")
+    if tuning:
+        with contextlib.suppress(Exception):  # best effort: the reason above stands on its own
+            failed = sm.list_training_jobs_for_hyper_parameter_tuning_job(
+                HyperParameterTuningJobName=tuning, StatusEquals="Failed")["TrainingJobSummaries"]
+            if failed:
+                reason += f" (trial {failed[0]['TrainingJobName']}: {failed[0].get('FailureReason', '')})"
+    return reason
+
+
 def check_gate_rules(gate_rules: tuple[str, ...]) -> None:
     """A gate on a rule the stand-in cannot evaluate would end every run at the rule gate ("Error" is no verdict):
     say so before anything trains."""
@@ -693,10 +715,11 @@ def check_gate_rules(gate_rules: tuple[str, ...]) -> None:
 def run(args: argparse.Namespace, console: Console) -> int:
     from cli.recording.writer import ExecutionRecord, write_recording
     from infra import load_config_for, synth_template
+    from infra.api import FORWARDER_HANDLER
     from infra.config import validate_input
     from infra.definition import Resolver
     from local.engine import run_definition
-    from local.iam import state_machine_authorizer
+    from local.iam import TemplateIAM, function_authorizer, state_machine_authorizer
     from local.rest_api import create_server, load_forwarder
     from local.sagemaker import LocalSageMaker
     from local.serve import local_aws_environment
@@ -730,12 +753,15 @@ def run(args: argparse.Namespace, console: Console) -> int:
     outputs = resolver.outputs()
     timings["synth"] = time.monotonic() - t0
     dataset_uri, endpoint_name = outputs["DatasetUri"], outputs["EndpointName"]
+    # IAM as AWS enforces it: the state machine role on every Task call, the SageMaker execution role on every S3
+    # call of a job or endpoint (and the bucket policy), the forwarder's role on InvokeEndpoint.
+    iam = TemplateIAM(resolver)
     validate_input(args.input, cfg, dataset_prefix=dataset_uri)
 
     ui = DemoProgress(console)
     with ExitStack() as stack:
         sm = stack.enter_context(LocalSageMaker(out / "sagemaker", s3_root=out / "s3", restore=True,
-                                                on_event=ui.sagemaker_event))
+                                                on_event=ui.sagemaker_event, authorize_s3=iam.sagemaker_s3))
         ui.describe_endpoint = sm.describe_endpoint
         if template_path:
             for uri in stage_assets(template_path, resolver, sm.s3):
@@ -754,7 +780,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         os.environ.update(local_aws_environment(sm.runtime_url, endpoint_name))
         forwarder = load_forwarder()
         # A cold start per run: the module (and its client) may survive from an earlier run in this process.
-        vars(forwarder)["sagemaker_runtime"] = forwarder.make_client()
+        vars(forwarder)["sagemaker_runtime"] = function_authorizer(resolver, FORWARDER_HANDLER, iam).install(
+            forwarder.make_client())
         log_level = forwarder.logger.log_level
         forwarder.logger.setLevel("WARNING")  # its per-request JSON lines would drown the progress display
         stack.callback(forwarder.logger.setLevel, log_level)
@@ -790,7 +817,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             with ui.progress:
                 try:
                     result = run_definition(definition, args.input, sm, on_event=live.state_event, name=name,
-                                            authorize=state_machine_authorizer(resolver))
+                                            authorize=state_machine_authorizer(resolver, iam))
                 finally:
                     ticking.set()
                     ui.finish()
@@ -816,7 +843,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
         if not result.succeeded:
             console.print(f"[bold red]the pipeline failed in state {result.failed_state!r}[/]: "
-                          f"{result.error}: {str(result.cause)[:600]}")
+                          f"{escape(str(result.error))}: {escape(failure_reason(result.cause, sm)[:1200])}",
+                          highlight=False)
             console.print(f"execution history: {paths['execution history']}")
             if existing:
                 status, _ = post_image(api_url, image)

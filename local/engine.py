@@ -95,13 +95,17 @@ def _standin(env) -> LocalSageMaker:
     return sm
 
 
-def _authorize(env, resource_arn: str, params: dict) -> None:
-    """IAM for the state machine role's calls of this Task, when the run enforces it (run_definition(authorize=))."""
+def _authorize(env, resource_arn: str, params: dict, *, stopping: bool = False) -> None:
+    """IAM for the state machine role's calls of this Task, when the run enforces it (run_definition(authorize=));
+    `stopping`: the Stop* call a .sync integration makes when its state is stopped or times out."""
     arn = env.states.context_object.context_object_data["StateMachine"]["Id"]
     with _registry_lock:
         authorize = _authorizers.get(arn)
     if authorize is not None:
-        authorize(resource_arn, params)
+        if stopping:
+            authorize(resource_arn, params, stopping=True)
+        else:
+            authorize(resource_arn, params)
 
 
 def _aws_cause(exc: SageMakerError, service: str, separator: str) -> str:
@@ -170,6 +174,10 @@ class SageMakerTask(StateTaskServiceCallback):
         result = super()._eval_sync(env, sync_resolver, timeout_seconds, None, None)
         if result is None and getattr(sync_resolver, "job", None):
             sm, operation, name_key, name = sync_resolver.job
+            try:  # Step Functions stops the job with the state machine's role (sagemaker-iam.html: Stop*)
+                _authorize(env, self.resource.resource_arn, {name_key: name}, stopping=True)
+            except SageMakerError:  # denied: the job runs on (and bills) as it would on AWS; the authorizer keeps it
+                return result
             with contextlib.suppress(SageMakerError):  # already ended
                 sm.call(STOP_OPERATIONS[operation], {name_key: name})
         return result
@@ -323,7 +331,9 @@ def run_definition(definition: dict | str, input: dict | None = None, sagemaker:
     `on_event(event)` gets every history event as GetExecutionHistory renders it (ISO timestamps), in order, while
     the execution runs. `timeout` (seconds) or setting `stop` stops the execution (ABORTED) and its .sync jobs.
     Ctrl-C does the same, then re-raises KeyboardInterrupt. `authorize(Task resource ARN, request)` (local.iam) is
-    called before every SageMaker Task call and fails the state with what it raises (AccessDenied).
+    called before every SageMaker Task call and fails the state with what it raises (AccessDenied);
+    `authorize(Task resource ARN, {name}, stopping=True)` before a stopped .sync state stops its job (a denial
+    leaves the job running, as on AWS).
     """
     text = definition if isinstance(definition, str) else json.dumps(definition)
     started = time.monotonic()

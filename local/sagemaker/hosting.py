@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from local.endpoint_server import ModelSourceError, resolve_model
 from local.sagemaker import processes
 from local.sagemaker.api import now
+from local.sagemaker.s3 import S3Denied
 from local.wsgi import REQUEST_TIMEOUT_S
 
 if TYPE_CHECKING:
@@ -48,6 +49,9 @@ INVOKE_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
 INVOKE_TIMEOUT = 60.0  # InvokeEndpoint's limit per request
 MAX_BODY = 16 * 1024 * 1024
 MAX_REPLACEMENTS = 5  # dead servers replaced per variant before the endpoint is Failed
+MODEL_DOWNLOAD = ("Failed to download model data for container \"container_1\" from URL: \"{url}\". Please ensure "
+                  "that there is an object located at the URL and that the role passed to CreateModel has "
+                  "permissions to download the object")
 
 
 @dataclass(eq=False)
@@ -296,7 +300,8 @@ class Hosting:
         url = container.get("ModelDataUrl")
         if not url:
             raise ValueError(f"model {model['ModelName']} has no ModelDataUrl (only model.tar.gz models run locally)")
-        return self.sm.s3.path(url)
+        # Downloaded with the model's execution role; SageMaker's words for a failed download.
+        return self.sm.s3.read(url, model.get("ExecutionRoleArn"), MODEL_DOWNLOAD.format(url=url))
 
     # --- endpoints -------------------------------------------------------------------------------------------
     def _start_variants(self, endpoint: Endpoint, config_name: str,
@@ -731,7 +736,12 @@ class RuntimeProxy:
         stamp = now()
         uri = self.sm.s3.join(config["DestinationS3Uri"], endpoint.name, backend.variant,
                               stamp.strftime("%Y/%m/%d/%H"), f"{self.session}.jsonl")
-        path = self.sm.s3.path(uri)
+        with self.sm.lock:
+            role = self.sm.hosting.models.get(backend.model_name, {}).get("ExecutionRoleArn")
+        try:  # written with the model's execution role
+            path = self.sm.s3.write(uri, role, "data capture")
+        except S3Denied:  # SageMaker drops the capture; the invocation itself has been answered
+            return
         with self._capture_lock:
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a") as sink:

@@ -51,7 +51,7 @@ from local.sagemaker.api import (
 )
 from local.sagemaker.errors import SageMakerError, in_use, not_found, validation
 from local.sagemaker.hosting import Endpoint, Hosting, RuntimeProxy
-from local.sagemaker.s3 import LocalS3
+from local.sagemaker.s3 import LocalS3, S3Authorizer
 from local.sagemaker.scaling import DEFAULT_PERIOD_S, Autoscaler
 from local.sagemaker.training import TrainingJob
 from local.sagemaker.tuning import TuningJob
@@ -72,7 +72,8 @@ class LocalSageMaker:
                  region: str = DEFAULT_REGION, account: str = DEFAULT_ACCOUNT, python: str = sys.executable,
                  stop_grace_seconds: float = 5.0, endpoint_startup_timeout: float = 180.0, runtime_port: int = 0,
                  restore: bool = False, on_event: Listener | None = None,
-                 debugger_available: bool | None = None, scaling_period_s: float = DEFAULT_PERIOD_S) -> None:
+                 debugger_available: bool | None = None, scaling_period_s: float = DEFAULT_PERIOD_S,
+                 authorize_s3: S3Authorizer | None = None) -> None:
         self.work_dir = Path(work_dir).resolve()
         # An account that has SageMaker Debugger (the default) or a new one (closed to new customers since
         # 2026-07-30): False refuses every Debugger/Profiler member at CreateTrainingJob. Default from the
@@ -93,7 +94,9 @@ class LocalSageMaker:
         self._lock_file.truncate(0)
         self._lock_file.write(str(os.getpid()))
         self._lock_file.flush()
-        self.s3 = LocalS3(Path(s3_root) if s3_root else self.work_dir / "s3")
+        # authorize_s3 (local.iam.TemplateIAM.sagemaker_s3): every S3 call made for a job or endpoint is authorized
+        # against the role it runs with (the template's execution role), as SageMaker's calls are.
+        self.s3 = LocalS3(Path(s3_root) if s3_root else self.work_dir / "s3", authorize=authorize_s3)
         self.source_dir = Path(source_dir).resolve() if source_dir else REPO_ROOT / "ml"
         self.repo_root = REPO_ROOT
         self.region, self.account, self.python = region, account, python

@@ -37,6 +37,7 @@ import stackfacts as facts
 from local.sagemaker import container, processes
 from local.sagemaker.api import arn, now
 from local.sagemaker.profiler import NOT_EVALUATED_STATUS, SystemMonitor, not_evaluated_locally, write_report
+from local.sagemaker.s3 import S3Denied
 from ml import contract
 
 if TYPE_CHECKING:
@@ -62,6 +63,14 @@ STATUS_MESSAGES = {
     "MaxRuntimeExceeded": "Training job exceeded MaxRuntimeInSeconds provided",
 }
 END_OF_JOB_FILE = "training_job_end.ts"  # smdebug's marker; SageMaker writes it when the job ends
+# What each S3 transfer is, in the FailureReason of a denied one (local.sagemaker.s3.S3Denied).
+DATA_DOWNLOAD = "Data download failed"
+SOURCE_DOWNLOAD = "Failed to download the source code (sagemaker_submit_directory)"
+CHECKPOINTS = "Failed to sync checkpoints with CheckpointConfig.S3Uri"
+DEBUG_OUTPUT = "Failed to write Debugger output to DebugHookConfig.S3OutputPath"
+PROFILER_OUTPUT = "Failed to write profiler output to ProfilerConfig.S3OutputPath"
+RULE_OUTPUT = "Failed to access the rule's S3 input or output"
+UPLOAD = "Please ensure that the role has access to the output path (OutputDataConfig.S3OutputPath)"
 # smdebug pins protobuf<=3.20.3 and numpy<2.3, so it has an environment of its own (`make setup` makes it from
 # ml/debugger-requirements.txt over the main environment's torch), as SageMaker keeps it in the training and rule
 # containers:
@@ -278,7 +287,7 @@ class TrainingJob:
                 outcome = ("Stopped", "Stopped", None)
             else:
                 outcome, monitor = self._train(env, cmd, cwd)
-        except JobFailure as failure:
+        except (JobFailure, S3Denied) as failure:
             outcome = ("Failed", "Failed", str(failure))
         except Exception as exc:  # the stand-in's own fault, reported as SageMaker's
             outcome = ("Failed", "Failed", f"InternalServerError: {type(exc).__name__}: {exc}")
@@ -311,8 +320,26 @@ class TrainingJob:
         self._log(f"[stand-in] {reason}")
         self.save()
 
-    def _s3_path(self, uri: str, *parts: str) -> Path:
-        return self.sm.s3.path(self.sm.s3.join(uri, *parts))
+    @property
+    def role(self) -> str:
+        """The role SageMaker makes this job's S3 calls with (its rule jobs' too)."""
+        return self.request["RoleArn"]
+
+    def _profiler_uri(self) -> str:
+        base = self.request["ProfilerConfig"].get("S3OutputPath", self.request["OutputDataConfig"]["S3OutputPath"])
+        return self.sm.s3.join(base, self.name, facts.PROFILER_OUTPUT_DIR, "system")
+
+    def _output_uris(self) -> tuple[str, str]:
+        """model.tar.gz and output.tar.gz: <S3OutputPath>/<job>/output/."""
+        output = self.sm.s3.join(self.request["OutputDataConfig"]["S3OutputPath"], self.name, facts.JOB_OUTPUT_DIR)
+        return f"{output}/{facts.MODEL_ARCHIVE}", f"{output}/{facts.OUTPUT_ARCHIVE}"
+
+    def _check_outputs(self) -> None:
+        """Before training: every prefix and object the job will write is one the role may write."""
+        self.sm.s3.write(self._output_uris()[0], self.role, UPLOAD)  # model.tar.gz (output.tar.gz only with data)
+        profiler = self.request.get("ProfilerConfig")
+        if profiler and not profiler.get("DisableProfiler", False):
+            self.sm.s3.write_prefix(self._profiler_uri(), self.role, PROFILER_OUTPUT)
 
     def _prepare(self) -> tuple[dict[str, str], list[str], Path]:
         config = self.dir / "input" / "config"
@@ -328,7 +355,7 @@ class TrainingJob:
             source = channel["DataSource"].get("S3DataSource")
             if source is None:
                 raise JobFailure(f"ClientError: channel {name}: only S3DataSource is supported locally")
-            local = self.sm.s3.path(source["S3Uri"])
+            local = self.sm.s3.read_prefix(source["S3Uri"], self.role, f"{DATA_DOWNLOAD}: channel {name}")
             target = self.dir / "input" / "data" / name
             if target.is_symlink() or target.is_file():
                 target.unlink()
@@ -357,10 +384,14 @@ class TrainingJob:
                              f"source directory {code}")
 
         if "CheckpointConfig" in self.request:
-            checkpoints = self.sm.s3.path(self.request["CheckpointConfig"]["S3Uri"])
+            # Restored from S3 at the start, then written back (SageMaker syncs the local checkpoint folder).
+            uri = self.request["CheckpointConfig"]["S3Uri"]
+            self.sm.s3.read_prefix(uri, self.role, CHECKPOINTS)
+            checkpoints = self.sm.s3.write_prefix(uri, self.role, CHECKPOINTS)
         else:
             checkpoints = self.dir / "checkpoints"
         checkpoints.mkdir(parents=True, exist_ok=True)
+        self._check_outputs()  # a denied upload fails now, not after the training it would throw away
 
         # The container's environment before the toolkit runs, then what the toolkit adds (local/sagemaker/
         # container.py: sagemaker-training's own Environment over this job's directory, the local /opt/ml).
@@ -413,8 +444,8 @@ class TrainingJob:
         """sagemaker_submit_directory from the local S3 root (a tar.gz or a folder), else the configured fallback."""
         code = self.dir / "code"
         if submit_directory:
-            local = self.sm.s3.path(submit_directory) if submit_directory.startswith(("s3://", "http")) \
-                else Path(submit_directory)
+            local = self.sm.s3.read(submit_directory, self.role, SOURCE_DOWNLOAD) \
+                if submit_directory.startswith(("s3://", "http")) else Path(submit_directory)
             if local.is_file() and tarfile.is_tarfile(local):
                 with tarfile.open(local) as archive:
                     archive.extractall(code, filter="data")
@@ -445,8 +476,7 @@ class TrainingJob:
         if uri is None:
             return None
         hook = self.request.get("DebugHookConfig", {})
-        local = self.sm.s3.path(uri)
-        local.mkdir(parents=True, exist_ok=True)
+        local = self.sm.s3.write_prefix(uri, self.role, DEBUG_OUTPUT)  # smdebug writes its tensors there
         return {"S3OutputPath": uri, "LocalPath": str(local), "HookParameters": hook.get("HookParameters", {}),
                 "CollectionConfigurations": hook.get("CollectionConfigurations", [])}
 
@@ -506,8 +536,7 @@ class TrainingJob:
             profiler = self.request.get("ProfilerConfig")
             if profiler and not profiler.get("DisableProfiler", False):
                 interval = profiler.get("ProfilingIntervalInMilliseconds", 500) / 1000
-                out = self._s3_path(profiler.get("S3OutputPath", self.request["OutputDataConfig"]["S3OutputPath"]),
-                                    self.name, facts.PROFILER_OUTPUT_DIR, "system")
+                out = self.sm.s3.write_prefix(self._profiler_uri(), self.role, PROFILER_OUTPUT)
                 monitor = SystemMonitor(self._proc.pid, interval, out).start()
             reader = threading.Thread(target=self._read_output, args=(self._proc.stdout, sink), daemon=True,
                                       name=f"log-{self.name}")
@@ -555,17 +584,24 @@ class TrainingJob:
                   "Timestamp": _from_epoch(self._line_times.get(name, time.time()))}
                  for name, values in metric_values(definitions, log_text).items()]
         model_dir = self.dir / "model"
-        output_uri = self.sm.s3.join(self.request["OutputDataConfig"]["S3OutputPath"], self.name, facts.JOB_OUTPUT_DIR)
-        if status in ("Completed", "Stopped"):
+        model_uri, data_uri = self._output_uris()
+        data_dir = self.dir / "output" / "data"
+        try:
+            model_target = self.sm.s3.write(model_uri, self.role, UPLOAD) if status in ("Completed", "Stopped") \
+                else None
+            data_target = self.sm.s3.write(data_uri, self.role, UPLOAD) \
+                if data_dir.is_dir() and any(data_dir.iterdir()) else None
+        except S3Denied as denied:  # the upload is refused: the job fails, nothing is uploaded
+            status, secondary, reason, model_target, data_target = "Failed", "Failed", str(denied), None, None
+        if model_target is not None:
             # SageMaker uploads /opt/ml/model as model.tar.gz, also after a stop (whatever the script saved in the
             # SIGTERM window, possibly nothing); a failed job uploads no model.
             if status == "Completed":
                 self._transition("Uploading")
             model_dir.mkdir(parents=True, exist_ok=True)
-            _tar_directory(model_dir, self.sm.s3.path(output_uri + "/" + facts.MODEL_ARCHIVE))
-        data_dir = self.dir / "output" / "data"
-        if data_dir.is_dir() and any(data_dir.iterdir()):
-            _tar_directory(data_dir, self.sm.s3.path(output_uri + "/" + facts.OUTPUT_ARCHIVE))
+            _tar_directory(model_dir, model_target)
+        if data_target is not None:
+            _tar_directory(data_dir, data_target)
         end = now()
         with self.sm.lock:
             d = self.desc
@@ -583,9 +619,10 @@ class TrainingJob:
         self._transition(secondary, status, message)
         uri = self.debug_output_uri()
         if uri:
-            marker = self.sm.s3.path(uri) / END_OF_JOB_FILE
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.touch()
+            with contextlib.suppress(S3Denied):  # checked before training: only a policy changed since denies it
+                marker = self.sm.s3.write(self.sm.s3.join(uri, END_OF_JOB_FILE), self.role, DEBUG_OUTPUT)
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
         self.save()
 
     def save(self) -> None:
@@ -632,11 +669,16 @@ class TrainingJob:
             return
         results_file = rules_dir / "verdicts.json"
         results_file.unlink(missing_ok=True)
-        spec = {"trial": str(self.sm.s3.path(self.debug_output_uri())), "result_file": str(results_file),
-                "rules": runnable,
-                "rule_output": {c["RuleConfigurationName"]: str(self._s3_path(
-                    c.get("S3OutputPath", base), self.name, facts.RULE_OUTPUT_DIR, c["RuleConfigurationName"]))
-                    for c in runnable}}
+        try:  # the rule job runs with the training job's role: it reads the tensors and writes its output
+            trial = self.sm.s3.read_prefix(self.debug_output_uri(), self.role, RULE_OUTPUT)
+            outputs = {c["RuleConfigurationName"]: str(self.sm.s3.write_prefix(self.sm.s3.join(
+                c.get("S3OutputPath", base), self.name, facts.RULE_OUTPUT_DIR, c["RuleConfigurationName"]), self.role,
+                RULE_OUTPUT)) for c in runnable}
+        except S3Denied as denied:
+            for config in runnable:
+                self._set_rule("debug", config["RuleConfigurationName"], "Error", str(denied))
+            return
+        spec = {"trial": str(trial), "result_file": str(results_file), "rules": runnable, "rule_output": outputs}
         spec_file = rules_dir / "spec.json"
         spec_file.write_text(json.dumps(spec, indent=2))
         env = processes.child_env({
@@ -697,8 +739,13 @@ class TrainingJob:
         if report_rule:
             name = report_rule["RuleConfigurationName"]
             base = report_rule.get("S3OutputPath", self.request["OutputDataConfig"]["S3OutputPath"])
-            report = self._s3_path(base, self.name, facts.RULE_OUTPUT_DIR, name, facts.PROFILER_OUTPUT_DIR,
-                                   facts.PROFILER_REPORT_FILE)
+            try:
+                key = self.sm.s3.join(base, self.name, facts.RULE_OUTPUT_DIR, name, facts.PROFILER_OUTPUT_DIR,
+                                      facts.PROFILER_REPORT_FILE)
+                report = self.sm.s3.write(key, self.role, RULE_OUTPUT)
+            except S3Denied as denied:
+                self._set_rule("profiler", name, "Error", str(denied))
+                return
             checks = [(r["RuleConfigurationName"], r["RuleEvaluationStatus"], r.get("StatusDetails", ""))
                       for r in self.describe().get("DebugRuleEvaluationStatuses", [])]
             checks += [(name, status, details) for name, (status, details) in verdicts.items()]

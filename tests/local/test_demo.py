@@ -380,3 +380,26 @@ def test_the_template_source_bundle_is_staged_where_its_jobs_read_it(assembly, t
     submit = hps["sagemaker_submit_directory"].strip('"')  # SageMaker passes hyperparameters as strings
     assert staged == [submit]
     assert s3.path(submit).read_bytes() == next(assembly.parent.glob("asset.*.tar.gz")).read_bytes()
+
+
+def test_a_failed_jobs_reason_is_what_the_console_shows():
+    """A .sync job's cause is its whole Describe* answer (FailureReason last, past any truncation); the console
+    shows the reason, and for a tuning job its first failed trial's (where an S3 AccessDenied is named)."""
+    denied = ("ClientError: Data download failed: channel train: An error occurred (AccessDenied) when calling the "
+              "ListObjectsV2 operation: User: arn:aws:sts::1:assumed-role/r/SageMaker is not authorized to perform: "
+              "s3:ListBucket on resource: arn:aws:s3:::b because no identity-based policy allows the s3:ListBucket "
+              "action")
+    training = json.dumps({"TrainingJobName": "j", "HyperParameters": {f"h{i}": "x" * 50 for i in range(20)},
+                           "TrainingJobStatus": "Failed", "FailureReason": denied})
+    assert demo.failure_reason(training, None) == denied
+
+    class Trials:
+        def list_training_jobs_for_hyper_parameter_tuning_job(self, **kwargs):
+            assert kwargs == {"HyperParameterTuningJobName": "t", "StatusEquals": "Failed"}
+            return {"TrainingJobSummaries": [{"TrainingJobName": "t-001", "FailureReason": denied}]}
+
+    tuning = json.dumps({"HyperParameterTuningJobName": "t", "HyperParameterTuningJobStatus": "Failed",
+                         "FailureReason": "No training job succeeded"})
+    assert demo.failure_reason(tuning, Trials()) == f"No training job succeeded (trial t-001: {denied})"
+    assert demo.failure_reason("GateFailed: plain text", None) == "GateFailed: plain text"
+    assert demo.failure_reason(None, None) == ""
