@@ -186,7 +186,6 @@ def cmd_load(args: argparse.Namespace, backend_factory: Callable[[argparse.Names
     import stackfacts as facts
     from cli import predict
     from cli.errors import CliError, UsageError
-    from cli.main import local_api
     from cli.views import console as make_console
 
     try:
@@ -207,7 +206,7 @@ def cmd_load(args: argparse.Namespace, backend_factory: Callable[[argparse.Names
             with contextlib.suppress(CliError):
                 endpoint = backend.optional_output(facts.OUTPUT_ENDPOINT)
             instances = local_instances(run_dir, endpoint)
-        base = base or local_api(recorded)
+        base = base or predict.local_api(recorded)
     if not base:
         raise UsageError("pass --url (the API base URL) or --local [DIR] (a local run that serves)")
     url = predict.predict_url(base, None)

@@ -274,7 +274,7 @@ def cmd_predict(args: argparse.Namespace, backend_factory: BackendFactory) -> in
                 backend = backend_factory(args)
                 with contextlib.suppress(CliError):
                     recorded = backend.optional_output(facts.OUTPUT_API_URL)
-            base = local_api(recorded)
+            base = predict.local_api(recorded)
         else:
             backend = backend_factory(args)
             base = backend.output(facts.OUTPUT_API_URL, "to know where the API is (or pass --url)")
@@ -310,31 +310,6 @@ def cmd_predict(args: argparse.Namespace, backend_factory: BackendFactory) -> in
         error = r.error or {}
         print(f"error: {r.image}: HTTP {r.status} {error.get('code')}: {error.get('message')}", file=sys.stderr)
     return EXIT_ERROR if failed else 0
-
-
-def _listening(url: str, timeout: float = 1.0) -> bool:
-    """Whether something accepts connections at the URL's host and port (no request is sent)."""
-    import socket
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        with socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=timeout):
-            return True
-    except (OSError, ValueError):  # refused, unreachable, or no valid port in the URL
-        return False
-
-
-def local_api(recorded: str | None) -> str:
-    """The API of a local run: the run's recorded URL (`make demo SERVE=1`) while it serves, else `make serve`'s.
-    Neither listening is one line that says what is down, not a connection error and a wrong hint."""
-    candidates = list(dict.fromkeys(u for u in (recorded, config.LOCAL_API_URL) if u))
-    for url in candidates:
-        if _listening(url):
-            return url
-    raise CliError(f"no local API is listening on {' or '.join(candidates)}: start one with `make demo SERVE=1` "
-                   "or `make serve` (or pass --url)")
 
 
 def cmd_teardown(args: argparse.Namespace, backend: Backend) -> int:

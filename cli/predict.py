@@ -11,6 +11,7 @@ from urllib.parse import urlencode, urlparse, urlunparse
 
 import requests
 
+from cli import config
 from cli.errors import CliError, UsageError
 from ml import contract
 
@@ -128,3 +129,28 @@ def post_image(session: requests.Session, url: str, image: Path, *, auth: str, r
     if response.status_code == 403 and not headers.get("Authorization"):
         error["message"] += " (if the API uses IAM auth, configure AWS credentials or pass --auth iam)"
     return Result(str(image), response.status_code, [], None, error, latency)
+
+
+def _listening(url: str, timeout: float = 1.0) -> bool:
+    """Whether something accepts connections at the URL's host and port (no request is sent)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=timeout):
+            return True
+    except (OSError, ValueError):  # refused, unreachable, or no valid port in the URL
+        return False
+
+
+def local_api(recorded: str | None) -> str:
+    """The API of a local run: the run's recorded URL (`make demo SERVE=1`) while it serves, else `make serve`'s.
+    Neither listening is one line that says what is down, not a connection error and a wrong hint."""
+    candidates = list(dict.fromkeys(u for u in (recorded, config.LOCAL_API_URL) if u))
+    for url in candidates:
+        if _listening(url):
+            return url
+    raise CliError(f"no local API is listening on {' or '.join(candidates)}: start one with `make demo SERVE=1` "
+                   "or `make serve` (or pass --url)")
