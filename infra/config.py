@@ -258,6 +258,8 @@ class StackConfig(_Model):
     artifact_retention_days: int = Field(30, ge=1)  # debugger/, profiler/, tuning/ outputs
     checkpoint_retention_days: int = Field(7, ge=1)
     execution_timeout_hours: int = Field(24, ge=1)
+    # First wait before a refused (throttled) SageMaker create call is tried again; it doubles, 3 tries.
+    retry_interval_s: int = Field(2, ge=1, le=60)
     framework_version: str = "2.6"  # training DLC; keep equal to serving's so torch matches
     py_version: str = "py312"
     nag: bool = True  # cdk-nag AwsSolutions as a synth-time validation plugin (app.py)
@@ -386,6 +388,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "debugger": {"poll_s": 1, "max_polls": 600, "saves_per_epoch": 4,
                      "gate_rules": [rule for rule in DEBUG_RULES if rule != "LossNotDecreasing"]},
         "gate": {"min_test_accuracy": 0.5},
+        "retry_interval_s": 1,
         "serving": {"poll_s": 1, "wait_interval_s": 0, "termination_wait_s": 0, "max_execution_s": 600},
     },
 }

@@ -33,6 +33,19 @@ SDK_ERROR = "SageMaker.SageMakerException"
 # declares no ResourceNotFound for DescribeEndpoint; moto and the stand-in answer the same). Throttling:
 # ThrottlingException. Step Functions puts the SDK's message and error code in the Cause.
 NOT_FOUND_CAUSE = "*Could not find endpoint*"
+# A refused create call is retried first: the optimized integrations give throttling (ThrottlingException) and
+# every other refusal the one name OPTIMIZED_ERROR, so only the Cause tells them apart
+# (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html, "Retrying after an error").
+RETRY_ATTEMPTS, RETRY_BACKOFF = 3, 2.0  # the first interval is StackConfig.retry_interval_s
+# The Debugger fallback runs only when SageMaker's refusal names Debugger. AWS does not document the exact text of
+# the refusal an account without Debugger gets; what is documented is that Debugger is configured through these
+# CreateTrainingJob members (https://docs.aws.amazon.com/sagemaker/latest/dg/debugger-createtrainingjob-api.html)
+# and that a refusal's Cause carries SageMaker's message (concepts-error-handling.html). Any other refusal
+# (quota, a bad value, throttling that outlived the retries) is a training failure, never a silent fallback.
+# StringMatches is case-sensitive: the capitalised member names cannot match the lower-case "debugger"
+# hyperparameter or S3 prefixes a message might quote.
+DEBUGGER_REFUSAL_CAUSES = ("*Debugger*", "*Profiler*", "*DebugHookConfig*", "*DebugRuleConfigurations*",
+                           "*ProfilerConfig*", "*ProfilerRuleConfigurations*")
 THROTTLED_CAUSE = "*ThrottlingException*"
 # EndpointStatus values (botocore EndpointStatus enum) that no waiting changes: the deploy loop ends on them.
 ENDPOINT_BROKEN = ("Failed", "OutOfService", "UpdateRollbackFailed")
@@ -65,6 +78,7 @@ class S:
     SELECT_BEST = "Select best trial"
     PREPARE_TRAINING = "Prepare training"
     TRAIN = "Train with best hyperparameters"
+    DEBUGGER_REFUSED = "Refused for Debugger?"
     DEBUGGER_UNAVAILABLE = "Debugger unavailable"
     TRAIN_NO_DEBUGGER = "Train without Debugger"
     TRAINING_FAILED = "Training failed"
@@ -184,6 +198,11 @@ class Pipeline(Construct):
         return self._task(name, req.task_resource(action, sync=True), parameters,
                           result_selector={"ended": True}, result_path=f"$.waited.{action}")
 
+    def _retry_refusals(self, task: sfn.CustomState) -> None:
+        """A refused create call (throttling, mostly) is tried again with backoff before its Catch sees it."""
+        task.add_retry(errors=[OPTIMIZED_ERROR], interval=Duration.seconds(self.cfg.retry_interval_s),
+                       max_attempts=RETRY_ATTEMPTS, backoff_rate=RETRY_BACKOFF)
+
     def _fail(self, name: str, error: str, *, cause: str | None = None, cause_path: str | None = None) -> sfn.Fail:
         return sfn.Fail(self, name, error=error, cause=cause, cause_path=cause_path)
 
@@ -257,9 +276,17 @@ class Pipeline(Construct):
                       "max_parallel_jobs.$": "States.JsonToString($.args.max_parallel_jobs)"},
         }, comment=f"Every SageMaker name is <prefix>-<run id> ({RUN_ID_LENGTH} hex); the endpoint name is stable.")
 
-        tuning_failed = self._fail(S.TUNING_FAILED, "TuningFailed", cause_path="$.error.Cause")
-        training_failed = self._fail(S.TRAINING_FAILED, "TrainingFailed", cause_path="$.error.Cause")
-        self._deploy_failed = self._fail(S.DEPLOY_FAILED, "DeploymentFailed", cause_path="$.error.Cause")
+        # A Catch's error output always has Error; Cause is not guaranteed (States.Timeout, States.Permissions...),
+        # and a CausePath that finds nothing raises States.Runtime instead of the intended error: quote it whole.
+        tuning_failed = self._fail(S.TUNING_FAILED, "TuningFailed", cause_path=(
+            "States.Format('Tuning job {} failed; nothing was trained or deployed: {}', $.names.tuning_job, "
+            "States.JsonToString($.error))"))
+        training_failed = self._fail(S.TRAINING_FAILED, "TrainingFailed", cause_path=(
+            "States.Format('Training job {} failed; the endpoint was not changed: {}', $.run.training_job, "
+            "States.JsonToString($.error))"))
+        self._deploy_failed = self._fail(S.DEPLOY_FAILED, "DeploymentFailed", cause_path=(
+            "States.Format('Deploying {} to endpoint {} failed: {}', $.names.endpoint_config, $.names.endpoint, "
+            "States.JsonToString($.error))"))
         self._mode_change = self._fail(S.SERVING_MODE_CHANGE, "ServingModeChangeRefused", cause=(
             f"Endpoint {cfg.endpoint_name} serves from instances and this stack deploys it serverless: SageMaker "
             f"cannot update an instance endpoint to serverless ({SERVERLESS_UPDATE_DOC}). Delete the endpoint "
@@ -267,10 +294,13 @@ class Pipeline(Construct):
             "serving.serverless=false; nothing was trained or changed."))
 
         tune = self._wait_for_job(S.TUNE, "createHyperParameterTuningJob", req.tuning_job(cfg, warm_start=False))
+        train = self._wait_for_job(S.TRAIN, "createTrainingJob", req.training_job(cfg))
         tune_warm = self._wait_for_job(S.TUNE_WARM, "createHyperParameterTuningJob",
                                        req.tuning_job(cfg, warm_start=True))
         read_tuning = self._task(S.READ_TUNING, req.task_resource("describeHyperParameterTuningJob", sdk=True),
                                  req.describe_tuning_job(), result_path="$.tuning")
+        for t in (tune, tune_warm, train):  # the create calls: throttling is retried before any Catch
+            self._retry_refusals(t)
         for t in (tune, tune_warm, read_tuning):
             t.add_catch(tuning_failed, errors=["States.ALL"], result_path="$.error")
         read_tuning.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=3,
@@ -297,7 +327,6 @@ class Pipeline(Construct):
         prepare_training = sfn.Pass(
             self, S.PREPARE_TRAINING, result_path="$.hyperparameters", parameters=static,
             comment="Static hyperparameters; the train task merges the best trial's tuned values over them.")
-        train = self._wait_for_job(S.TRAIN, "createTrainingJob", req.training_job(cfg))
         read_training = self._read_training(training_failed)
 
         if dbg.enabled:
@@ -309,11 +338,17 @@ class Pipeline(Construct):
             # the output records debugger.status "unavailable" with SageMaker's reason.
             fallback = sfn.Pass(self, S.DEBUGGER_UNAVAILABLE, result_path="$.run", parameters={
                 "training_job.$": "$.names.training_job_no_debugger",
-                "debugger": {"status": "unavailable", "reason.$": "$.debugger_refusal.Cause"}})
+                "debugger": {"status": "unavailable", "reason.$": "$.error.Cause"}})
+            cause = "$.error.Cause"
+            refused = (sfn.Choice(self, S.DEBUGGER_REFUSED, comment="Only a refusal that names Debugger falls back.")
+                       .when(sfn.Condition.and_(sfn.Condition.is_present(cause), sfn.Condition.or_(*[
+                           sfn.Condition.string_matches(cause, p) for p in DEBUGGER_REFUSAL_CAUSES])), fallback)
+                       .otherwise(training_failed))
             train_plain = self._wait_for_job(S.TRAIN_NO_DEBUGGER, "createTrainingJob",
                                              req.training_job(cfg, debugger=False))
+            self._retry_refusals(train_plain)
             train_plain.add_catch(training_failed, errors=["States.ALL"], result_path="$.error")
-            train.add_catch(fallback, errors=[OPTIMIZED_ERROR], result_path="$.debugger_refusal")
+            train.add_catch(refused, errors=[OPTIMIZED_ERROR], result_path="$.error")
             fallback.next(train_plain).next(self._reports(debugger=False)).next(read_training)
         train.add_catch(training_failed, errors=["States.ALL"], result_path="$.error")
         reports = self._reports(debugger=dbg.enabled)

@@ -196,19 +196,41 @@ def test_gate_without_debugger_uses_the_scripts_health_checks(variant):
 
 def test_debugger_refusal_runs_the_same_job_without_it(cloud):
     """Issue 11 item 1: only an error of the create call (the optimized integration's name for a refused
-    request) falls back; a job that ran and failed is a training failure."""
+    request) can fall back, and only when its Cause names Debugger (review item 2); a job that ran and failed, and
+    any other refusal, is a training failure."""
+    from infra.pipeline import DEBUGGER_REFUSAL_CAUSES
+
     states = cloud.definition["States"]
     catches = states[S.TRAIN]["Catch"]
-    assert catches[0] == {"ErrorEquals": ["SageMaker.AmazonSageMakerException"], "ResultPath": "$.debugger_refusal",
-                          "Next": S.DEBUGGER_UNAVAILABLE}
+    assert catches[0] == {"ErrorEquals": ["SageMaker.AmazonSageMakerException"], "ResultPath": "$.error",
+                          "Next": S.DEBUGGER_REFUSED}
     assert catches[1]["ErrorEquals"] == ["States.ALL"] and catches[1]["Next"] == S.TRAINING_FAILED
+    refused = states[S.DEBUGGER_REFUSED]
+    assert refused["Default"] == S.TRAINING_FAILED
+    (rule,) = refused["Choices"]
+    assert rule["Next"] == S.DEBUGGER_UNAVAILABLE
+    assert rule["And"][0] == {"Variable": "$.error.Cause", "IsPresent": True}
+    assert {c["StringMatches"] for c in rule["And"][1]["Or"]} == set(DEBUGGER_REFUSAL_CAUSES)
     fallback = states[S.DEBUGGER_UNAVAILABLE]
     assert fallback["ResultPath"] == "$.run" and fallback["Next"] == S.TRAIN_NO_DEBUGGER
-    assert fallback["Parameters"]["debugger"] == {"status": "unavailable", "reason.$": "$.debugger_refusal.Cause"}
+    assert fallback["Parameters"]["debugger"] == {"status": "unavailable", "reason.$": "$.error.Cause"}
     assert states[S.TRAIN_NO_DEBUGGER]["Next"] == S.REPORTS_NO_DEBUGGER
     assert states[S.REPORTS_NO_DEBUGGER]["Next"] == S.READ_TRAINING
     assert not {"rule_output.$", "debugger_tensors.$", "profiler_report.$"} & set(
         states[S.REPORTS_NO_DEBUGGER]["Parameters"])
+
+
+def test_refused_create_calls_are_retried_before_any_catch(any_synth):
+    """Review item 2: throttling has no name of its own in the optimized integrations, so every create call
+    retries SageMaker.AmazonSageMakerException (with backoff) before a Catch decides."""
+    states = any_synth.definition["States"]
+    creates = [n for n, s in states.items() if s["Type"] == "Task" and s["Resource"].endswith(".sync")]
+    assert set(creates) >= {S.TUNE, S.TRAIN}
+    for name in creates:
+        (retry,) = states[name]["Retry"]
+        assert retry["ErrorEquals"] == ["SageMaker.AmazonSageMakerException"], name
+        assert retry["MaxAttempts"] >= 2 and retry["BackoffRate"] >= 2
+        assert retry["IntervalSeconds"] == any_synth.config.retry_interval_s
 
 
 def test_failures_never_touch_the_endpoint(cloud):

@@ -149,13 +149,16 @@ def test_a_new_account_without_debugger_still_deploys(local):
     sm = _scripted(Endpoint(), **_trainer(debugger_available=False))
     result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
     assert result.succeeded, (result.failed_state, result.cause)
-    created = sm.ops("CreateTrainingJob")
-    assert len(created) == 2 and "DebugHookConfig" in created[0] and "DebugHookConfig" not in created[1]
-    assert created[1]["TrainingJobName"].endswith("-nd") and created[1]["HyperParameters"]["debugger"] == "off"
-    assert created[1]["ProfilerConfig"] == {"DisableProfiler": True}
+    from infra.pipeline import RETRY_ATTEMPTS
+
+    *refused, created = sm.ops("CreateTrainingJob")  # the refusal is retried like any refusal, then falls back
+    assert len(refused) == RETRY_ATTEMPTS + 1 and all("DebugHookConfig" in r for r in refused)
+    assert "DebugHookConfig" not in created
+    assert created["TrainingJobName"].endswith("-nd") and created["HyperParameters"]["debugger"] == "off"
+    assert created["ProfilerConfig"] == {"DisableProfiler": True}
     out = result.output
     assert out["debugger"]["status"] == "unavailable" and "Debugger" in out["debugger"]["reason"]
-    assert out["training_job_name"] == created[1]["TrainingJobName"] and out["rule_verdicts"] == {}
+    assert out["training_job_name"] == created["TrainingJobName"] and out["rule_verdicts"] == {}
     assert "rule_output" not in out["reports"] and out["test_accuracy"] == 0.93
     assert S.DEBUGGER_UNAVAILABLE in [r["name"] for r in result.states()]
 
@@ -170,6 +173,60 @@ def test_an_account_with_debugger_gets_rules_and_verdicts(local):
     assert out["debugger"] == {"status": "on", "reason": ""}
     assert set(out["rule_verdicts"]) >= {"VanishingGradient", "ProfilerReport"}
     assert "profiler_report" in out["reports"]
+
+
+def _refusing(*errors: SageMakerError, debugger_available: bool = True):
+    """A CreateTrainingJob that refuses with `errors` first (one per call), then behaves as _trainer."""
+    trainer = _trainer(debugger_available)
+    pending = list(errors)
+
+    def create(p: dict) -> dict:
+        if pending:
+            raise pending.pop(0)
+        return trainer["CreateTrainingJob"](p)
+    return {**trainer, "CreateTrainingJob": create}
+
+
+def test_throttling_is_retried_and_keeps_debugger(local):
+    """Review item 2: a throttled CreateTrainingJob is tried again; Debugger is not dropped for it."""
+    definition = local.definition
+    sm = _scripted(Endpoint(), **_refusing(_throttled()))
+    result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
+    assert result.succeeded, (result.failed_state, result.cause)
+    created = sm.ops("CreateTrainingJob")
+    assert len(created) == 2 and all("DebugHookConfig" in c for c in created)
+    assert result.output["debugger"] == {"status": "on", "reason": ""}
+    assert S.DEBUGGER_UNAVAILABLE not in [r["name"] for r in result.states()]
+
+
+@pytest.mark.parametrize("error", [
+    SageMakerError("ThrottlingException", "Rate exceeded"),
+    SageMakerError("ResourceLimitExceeded", "The account-level service limit 'ml.g4dn.xlarge for training job "
+                                            "usage' is 0 Instances, with current utilization of 0 Instances"),
+])
+def test_a_refusal_that_does_not_name_debugger_never_falls_back(local, error):
+    """Throttling that outlives the retries, or a quota: "Training failed", never a silent run without Debugger."""
+    from infra.pipeline import RETRY_ATTEMPTS
+
+    definition = local.definition
+    sm = _scripted(Endpoint(), **_refusing(*[error] * (RETRY_ATTEMPTS + 1)))
+    result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
+    assert result.failed_state == S.TRAINING_FAILED and result.error == "TrainingFailed", result.failed_state
+    assert error.message in result.cause
+    created = sm.ops("CreateTrainingJob")
+    assert len(created) == RETRY_ATTEMPTS + 1 and all("DebugHookConfig" in c for c in created)
+    assert S.DEBUGGER_UNAVAILABLE not in [r["name"] for r in result.states()]
+
+
+def test_the_stand_ins_debugger_refusal_is_one_the_choice_recognises(local):
+    """LOCAL_SAGEMAKER_DEBUGGER=unavailable (make demo) must take the fallback: its message names Debugger."""
+    from fnmatch import fnmatchcase
+
+    choice = local.definition["States"][S.DEBUGGER_REFUSED]["Choices"][0]["And"][1]["Or"]
+    message = DEBUGGER_REFUSED.format(members="DebugHookConfig")
+    assert any(fnmatchcase(message, c["StringMatches"]) for c in choice)
+    assert not any(fnmatchcase("Rate exceeded (Service: AmazonSageMaker; Error Code: ThrottlingException)",
+                               c["StringMatches"]) for c in choice)
 
 
 def test_a_training_job_that_fails_is_not_retried_without_debugger(local):
@@ -220,7 +277,8 @@ def test_best_trial_comes_from_describe_hyper_parameter_tuning_job(local):
     result = _run(definition, S.READ_TUNING, state, sm)
     (create, *_) = sm.ops("CreateTrainingJob")
     assert create["HyperParameters"][contract.LR] == "0.002"
-    assert result.failed_state == S.TRAINING_FAILED  # the quota refusal ends it, after the no-Debugger retry
+    assert result.failed_state == S.TRAINING_FAILED  # the quota refusal ends it: it does not name Debugger
+    assert S.DEBUGGER_UNAVAILABLE not in [r["name"] for r in result.states()]
 
 
 # --- item 7: only "not found" creates the endpoint; throttling retries; anything else fails ---------------------
