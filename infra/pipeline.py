@@ -83,6 +83,8 @@ class S:
     TRAIN_NO_DEBUGGER = "Train without Debugger"
     TRAINING_FAILED = "Training failed"
     DESCRIBE_TRAINING = "Describe training job"
+    RULES_REPORTED = "Rule statuses reported?"
+    NO_RULE_STATUSES = "Gate: no rule statuses"
     RULE_PROGRESS = "Check rule progress"
     RULES_DONE = "Rules finished?"
     WAIT_RULES = "Wait for rule evaluations"
@@ -464,59 +466,72 @@ class Pipeline(Construct):
         return read
 
     def _rule_wait(self, after: sfn.IChainable, failed: sfn.IChainable) -> sfn.IChainable:
-        """.sync ends with the training job, not with its rule jobs: poll until every rule has a verdict."""
+        """.sync ends with the training job, not with its rule jobs: poll until every rule has a verdict.
+
+        DebugRuleEvaluationStatuses / ProfilerRuleEvaluationStatuses and each entry's RuleEvaluationStatus are
+        optional members of DescribeTrainingJobResponse (botocore), and a JSONPath through an absent member raises
+        States.Runtime, which no Catch takes: the raw description is stored, a Choice checks that each list is
+        present, and an entry without a status counts as not evaluated yet (listed != stated)."""
         dbg = self.cfg.debugger
-        # Indefinite paths only ([*] of a missing list is []): an absent member never raises States.Runtime.
-        selector: dict[str, Any] = {"statuses": {}}
-        for kind, rules in (("Debug", dbg.active_rules), ("Profiler", dbg.active_profiler_rules)):
-            if rules:
-                selector[f"{kind.lower()}.$"] = f"$.{kind}RuleEvaluationStatuses[*].RuleEvaluationStatus"
-                selector["statuses"][f"{kind.lower()}.$"] = f"$.{kind}RuleEvaluationStatuses[*]"
+        job = "$.rules.job"
+        kinds = {kind: f"{job}.{member}RuleEvaluationStatuses" for kind, member, rules in (
+            ("debug", "Debug", dbg.active_rules), ("profiler", "Profiler", dbg.active_profiler_rules)) if rules}
         describe = self._task(S.DESCRIBE_TRAINING, req.task_resource("describeTrainingJob", sdk=True),
-                              req.describe_training_job(), result_selector=selector, result_path="$.rules")
+                              req.describe_training_job(), result_path=job)
         describe.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=3,
                            backoff_rate=2.0)
         describe.add_catch(failed, errors=["States.ALL"], result_path="$.error")
+        unreported = self._fail(S.NO_RULE_STATUSES, "GateFailed", cause_path=(
+            "States.Format('SageMaker listed no rule statuses for training job {} although it ran with Debugger "
+            "rules; the endpoint was not changed.', $.names.training_job)"))
 
-        running = {"count.$": "States.MathAdd($.poll.rules.count, 1)"}
-        kinds = [k for k in ("debug", "profiler") if f"{k}.$" in selector]
-        for kind in kinds:
+        running: dict[str, str] = {"count.$": "States.MathAdd($.poll.rules.count, 1)"}
+        for kind, path in kinds.items():
             for status in IN_PROGRESS:
-                running[f"{kind}_{status.lower()}.$"] = f"States.ArrayContains($.rules.{kind}, '{status}')"
+                running[f"{kind}_{status.lower()}.$"] = \
+                    f"States.ArrayContains({path}[*].RuleEvaluationStatus, '{status}')"
+            running[f"{kind}_listed.$"] = f"States.ArrayLength({path})"
+            running[f"{kind}_stated.$"] = f"States.ArrayLength({path}[*].RuleEvaluationStatus)"
         progress = sfn.Pass(self, S.RULE_PROGRESS, parameters=running, result_path="$.poll.rules")
-        still_running = sfn.Condition.or_(*[
-            sfn.Condition.boolean_equals(f"$.poll.rules.{kind}_{status.lower()}", True)
-            for kind in kinds for status in IN_PROGRESS])
+        c = sfn.Condition
+        reported = (sfn.Choice(self, S.RULES_REPORTED)
+                    .when(c.or_(*[c.is_not_present(path) for path in kinds.values()]), unreported)
+                    .otherwise(progress))
+        still_running = c.or_(
+            *[c.boolean_equals(f"$.poll.rules.{kind}_{status.lower()}", True)
+              for kind in kinds for status in IN_PROGRESS],
+            *[c.not_(c.number_equals_json_path(f"$.poll.rules.{kind}_listed", f"$.poll.rules.{kind}_stated"))
+              for kind in kinds])
         timed_out = self._fail(S.RULES_TIMED_OUT, "RulesTimedOut",
                                cause=f"Debugger/Profiler rules were still running after {dbg.max_polls} checks "
                                      f"{dbg.poll_s} s apart; the endpoint was not changed.")
         wait = sfn.Wait(self, S.WAIT_RULES, time=sfn.WaitTime.duration(Duration.seconds(dbg.poll_s)))
-        statuses = {rule: f"$.rules.statuses.{kind}[?(@.RuleConfigurationName == '{rule}')].RuleEvaluationStatus"
+        statuses = {rule: f"{kinds[kind]}[?(@.RuleConfigurationName == '{rule}')].RuleEvaluationStatus"
                     for kind, rules in (("debug", dbg.active_rules), ("profiler", dbg.active_profiler_rules))
                     for rule in rules}
         verdicts = sfn.Pass(self, S.VERDICTS, result_path="$.verdicts", parameters={
             f"{rule}.$": f"States.ArrayGetItem({path}, 0)" for rule, path in statuses.items()})
         # A filter that matches nothing is an error: first check that SageMaker lists every configured rule.
-        listed = sfn.Pass(self, S.RULE_NAMES, result_path="$.rule_names",
-                          parameters={"text.$": "States.JsonToString($.rules.statuses)"})
+        texts = [f"States.JsonToString({path})" for path in kinds.values()]
+        listed = sfn.Pass(self, S.RULE_NAMES, result_path="$.rule_names", parameters={
+            "text.$": texts[0] if len(texts) == 1 else f"States.Format('{{}} {{}}', {', '.join(texts)})"})
         missing = self._fail(S.RULES_MISSING, "GateFailed", cause_path=(
             "States.Format('SageMaker did not list every configured rule for {} (statuses: {}); the endpoint was "
             "not changed.', $.names.training_job, $.rule_names.text)"))
         all_listed = (sfn.Choice(self, S.RULES_LISTED)
-                      .when(sfn.Condition.or_(*[sfn.Condition.not_(sfn.Condition.string_matches(
-                          "$.rule_names.text", f'*"{rule}"*')) for rule in statuses]), missing)
+                      .when(c.or_(*[c.not_(c.string_matches("$.rule_names.text", f'*"{rule}"*'))
+                                    for rule in statuses]), missing)
                       .otherwise(verdicts))
         listed.next(all_listed)
         done = (sfn.Choice(self, S.RULES_DONE)
-                .when(sfn.Condition.and_(still_running,
-                                         sfn.Condition.number_greater_than_equals("$.poll.rules.count",
-                                                                                  dbg.max_polls)),
+                .when(c.and_(still_running, c.number_greater_than_equals("$.poll.rules.count", dbg.max_polls)),
                       timed_out)
                 .when(still_running, wait)
                 .otherwise(listed))
         wait.next(describe)
         verdicts.next(after)
-        return describe.next(progress).next(done)
+        progress.next(done)
+        return describe.next(reported)
 
     def _reports(self, *, debugger: bool) -> sfn.Pass:
         dbg = self.cfg.debugger

@@ -139,10 +139,18 @@ def test_rule_polling_waits_for_every_verdict(cloud, local):
         states = synth.definition["States"]
         describe = states[S.DESCRIBE_TRAINING]
         assert describe["Resource"] == "arn:aws:states:::aws-sdk:sagemaker:describeTrainingJob"
-        assert describe["ResultSelector"]["debug.$"] == "$.DebugRuleEvaluationStatuses[*].RuleEvaluationStatus"
+        # The whole description (no ResultSelector through optional lists), then IsPresent on each list.
+        assert "ResultSelector" not in describe and describe["ResultPath"] == "$.rules.job"
+        assert describe["Next"] == S.RULES_REPORTED
+        reported = states[S.RULES_REPORTED]
+        assert {c["Variable"] for c in reported["Choices"][0]["Or"]} == {
+            "$.rules.job.DebugRuleEvaluationStatuses", "$.rules.job.ProfilerRuleEvaluationStatuses"}
+        assert reported["Choices"][0]["Next"] == S.NO_RULE_STATUSES and reported["Default"] == S.RULE_PROGRESS
         progress = states[S.RULE_PROGRESS]["Parameters"]
-        assert progress["debug_inprogress.$"] == "States.ArrayContains($.rules.debug, 'InProgress')"
-        assert progress["profiler_inprogress.$"] == "States.ArrayContains($.rules.profiler, 'InProgress')"
+        debug = "$.rules.job.DebugRuleEvaluationStatuses"
+        assert progress["debug_inprogress.$"] == f"States.ArrayContains({debug}[*].RuleEvaluationStatus, 'InProgress')"
+        assert progress["debug_stated.$"] == f"States.ArrayLength({debug}[*].RuleEvaluationStatus)"
+        assert "profiler_inprogress.$" in progress
         done = states[S.RULES_DONE]
         assert {c["Next"] for c in done["Choices"]} == {S.RULES_TIMED_OUT, S.WAIT_RULES}
         assert done["Default"] == S.RULE_NAMES

@@ -240,6 +240,39 @@ def test_a_training_job_that_fails_is_not_retried_without_debugger(local):
     assert len(sm.ops("CreateTrainingJob")) == 1
 
 
+# --- review item 3: optional rule-status members end cleanly, never in States.Runtime ----------------------------
+def test_absent_rule_status_lists_fail_the_gate_not_the_interpreter(local):
+    definition = local.definition
+    trainer = _trainer(debugger_available=True)
+
+    def describe(p: dict) -> dict:
+        out = trainer["DescribeTrainingJob"](p)
+        del out["DebugRuleEvaluationStatuses"]
+        return out
+    sm = _scripted(Endpoint(), CreateTrainingJob=trainer["CreateTrainingJob"], DescribeTrainingJob=describe)
+    result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
+    assert result.failed_state == S.NO_RULE_STATUSES and result.error == "GateFailed", (result.error, result.cause)
+    assert not sm.ops("CreateModel")
+
+
+def test_a_rule_listed_without_a_status_is_waited_for(local):
+    definition = local.definition
+    trainer = _trainer(debugger_available=True)
+    calls = []
+
+    def describe(p: dict) -> dict:
+        out = trainer["DescribeTrainingJob"](p)
+        calls.append(p)
+        if len(calls) <= 2:  # .sync's and the first rule check's answers list a rule without its status
+            del out["DebugRuleEvaluationStatuses"][0]["RuleEvaluationStatus"]
+        return out
+    sm = _scripted(Endpoint(), CreateTrainingJob=trainer["CreateTrainingJob"], DescribeTrainingJob=describe)
+    result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
+    assert result.succeeded, (result.failed_state, result.cause)
+    assert [r["name"] for r in result.states()].count(S.WAIT_RULES) >= 1
+    assert set(result.output["rule_verdicts"].values()) == {"NoIssuesFound"}
+
+
 # --- item 4: results from describe calls; absent optional members end cleanly -----------------------------------
 @pytest.mark.parametrize("metrics", [None, [], [{"MetricName": contract.TEST_ACCURACY, "Value": 0.9}]])
 def test_missing_metrics_fail_the_gate_not_the_interpreter(local, metrics):

@@ -62,6 +62,11 @@ def test_no_result_selector_can_meet_an_absent_member(any_synth):
                                 "$.HyperParameterTuningJobName")
     assert not absent_member_errors("arn:aws:states:::aws-sdk:sagemaker:describeTrainingJob",
                                     "$.ModelArtifacts.S3ModelArtifacts")
+    # Review item 3: an optional list before [*] is no safer (the old "Describe training job" selector).
+    assert absent_member_errors("arn:aws:states:::aws-sdk:sagemaker:describeTrainingJob",
+                                "$.DebugRuleEvaluationStatuses[*].RuleEvaluationStatus")
+    assert not absent_member_errors("arn:aws:states:::aws-sdk:sagemaker:listTrainingJobs",
+                                    "$.TrainingJobSummaries[*].TrainingEndTime")  # after [*]: skipped if absent
 
 
 # The staged-weights check, where the jobs read pretrained weights (checked against botocore's S3 model above).
