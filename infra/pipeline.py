@@ -67,7 +67,7 @@ class S:
     CHECK_WEIGHTS = "Check pretrained weights"
     WEIGHTS_MISSING = "Pretrained weights missing"
     CHECK_ENDPOINT = "Check existing endpoint"
-    SERVING_MODE = "Serving mode allowed?"
+    EXISTING_USABLE = "Existing endpoint usable?"
     SERVING_MODE_CHANGE = "Serving mode change refused"
     TUNE = "Tune hyperparameters"
     TUNE_WARM = "Tune hyperparameters (warm start)"
@@ -152,6 +152,10 @@ class S:
     @staticmethod
     def lookup_failed(stage: str) -> str:
         return f"{stage}: lookup failed"
+
+
+def _any_of(path: str, values: tuple[str, ...]) -> sfn.Condition:
+    return sfn.Condition.or_(*[sfn.Condition.string_equals(path, v) for v in values])
 
 
 def _metric_path(name: str) -> str:
@@ -289,6 +293,12 @@ class Pipeline(Construct):
         self._deploy_failed = self._fail(S.DEPLOY_FAILED, "DeploymentFailed", cause_path=(
             "States.Format('Deploying {} to endpoint {} failed: {}', $.names.endpoint_config, $.names.endpoint, "
             "States.JsonToString($.error))"))
+        # DescribeEndpoint's EndpointStatus values that no update starts from (ENDPOINT_BROKEN): checked before
+        # tuning, and again right before the deploy (the endpoint may break while the jobs run).
+        self._endpoint_unusable = self._fail(S.ENDPOINT_UNUSABLE, "EndpointUnusable", cause_path=(
+            f"States.Format('Endpoint {{}} is {{}} and cannot be updated: delete it (aws sagemaker delete-endpoint "
+            f"--endpoint-name {cfg.endpoint_name}) and start a new execution.', $.names.endpoint, "
+            f"$.existing.EndpointStatus)"))
         self._mode_change = self._fail(S.SERVING_MODE_CHANGE, "ServingModeChangeRefused", cause=(
             f"Endpoint {cfg.endpoint_name} serves from instances and this stack deploys it serverless: SageMaker "
             f"cannot update an instance endpoint to serverless ({SERVERLESS_UPDATE_DOC}). Delete the endpoint "
@@ -365,11 +375,14 @@ class Pipeline(Construct):
                                         sfn.Condition.string_equals("$.args.warm_start_parent", "")), tune)
                 .otherwise(tune_warm))
         check_endpoint = self._lookup(S.CHECK_ENDPOINT, "existing", missing=warm)
-        if cfg.serving.serverless:  # an instance endpoint cannot become serverless: refuse before training
-            check_endpoint.next(sfn.Choice(self, S.SERVING_MODE)
-                                .when(self._instance_endpoint(), self._mode_change).otherwise(warm))
-        else:
-            check_endpoint.next(warm)
+        # Refused before any job: an endpoint no update can start from (the deploy would end there after the GPU
+        # hours), and an instance endpoint when this stack deploys serverless (SageMaker cannot switch it).
+        usable = (sfn.Choice(self, S.EXISTING_USABLE, comment="Nothing is trained for an endpoint that cannot "
+                                                               "take the result.")
+                  .when(_any_of("$.existing.EndpointStatus", ENDPOINT_BROKEN), self._endpoint_unusable))
+        if cfg.serving.serverless:
+            usable.when(self._instance_endpoint(), self._mode_change)
+        check_endpoint.next(usable.otherwise(warm))
         for t in (tune, tune_warm):
             t.next(read_tuning)
         read_tuning.next(best_found)
@@ -615,8 +628,7 @@ class Pipeline(Construct):
         status = "$.endpoint.EndpointStatus"
         in_service = sfn.Condition.string_equals(status, "InService")
 
-        def any_of(path: str, values: tuple[str, ...]) -> sfn.Condition:
-            return sfn.Condition.or_(*[sfn.Condition.string_equals(path, v) for v in values])
+        any_of = _any_of
 
         done = (sfn.Choice(self, S.DEPLOY_DONE)
                 .when(sfn.Condition.and_(in_service, sfn.Condition.is_present("$.endpoint.EndpointConfigName"),
@@ -649,11 +661,7 @@ class Pipeline(Construct):
             state.when(sfn.Condition.and_(sfn.Condition.string_equals(existing, "InService"),
                                           self._instance_endpoint()), self._mode_change)
         (state.when(sfn.Condition.string_equals(existing, "InService"), update)
-         .when(any_of(existing, ENDPOINT_BROKEN),
-               self._fail(S.ENDPOINT_UNUSABLE, "EndpointUnusable", cause_path=(
-                   f"States.Format('Endpoint {{}} is {{}} and cannot be updated: delete it (aws sagemaker "
-                   f"delete-endpoint --endpoint-name {cfg.endpoint_name}) and start a new execution; "
-                   f"model {{}} is ready for it.', $.names.endpoint, $.existing.EndpointStatus, $.names.model)")))
+         .when(any_of(existing, ENDPOINT_BROKEN), self._endpoint_unusable)
          .when(sfn.Condition.number_greater_than_equals("$.poll.settle.count", max_polls), self._fail(
              S.SETTLE_TIMED_OUT, "EndpointBusy", cause_path=(
                  f"States.Format('Endpoint {{}} stayed {{}} for {max_polls} checks {s.poll_s} s apart (another "

@@ -62,7 +62,8 @@ def test_the_story_reads_top_down(cloud):
     assert states[S.CHECK_INPUT]["Default"] == S.CHECK_WEIGHTS  # staged weights checked before anything runs
     assert states[S.CHECK_WEIGHTS]["Next"] == S.CHECK_ENDPOINT
     assert states[S.CHECK_WEIGHTS]["Catch"][0]["Next"] == S.WEIGHTS_MISSING
-    assert states[S.CHECK_ENDPOINT]["Next"] == "Warm start?"
+    assert states[S.CHECK_ENDPOINT]["Next"] == S.EXISTING_USABLE
+    assert states[S.EXISTING_USABLE]["Default"] == "Warm start?"
     assert states["Warm start?"]["Default"] == S.TUNE_WARM and states["Warm start?"]["Choices"][0]["Next"] == S.TUNE
     assert states[S.TUNE]["Next"] == S.READ_TUNING
     assert states[S.READ_TUNING]["Next"] == S.BEST_FOUND
@@ -342,7 +343,8 @@ def test_every_terminal_endpoint_status_ends_the_deploy_loop(cloud):
     assert set(model.shape_for("EndpointStatus").enum) == {"InService", *ENDPOINT_BROKEN, *ENDPOINT_BUSY}
     states = cloud.definition["States"]
     for choice_name, variable in ((S.DEPLOY_DONE, "$.endpoint.EndpointStatus"),
-                                  (S.ENDPOINT_STATE, "$.existing.EndpointStatus")):
+                                  (S.ENDPOINT_STATE, "$.existing.EndpointStatus"),
+                                  (S.EXISTING_USABLE, "$.existing.EndpointStatus")):  # before any job (review 4)
         choices = states[choice_name]["Choices"]
         broken = [c for c in choices if {"Variable": variable, "StringEquals": ENDPOINT_BROKEN[0]} in c.get("Or", [])]
         assert broken and states[broken[0]["Next"]]["Type"] == "Fail"

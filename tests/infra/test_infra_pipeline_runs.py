@@ -70,10 +70,12 @@ GOOD_METRICS = [{"MetricName": contract.TEST_ACCURACY, "Value": 0.93},
 class Endpoint:
     """DescribeEndpoint/CreateEndpoint/UpdateEndpoint of one endpoint that becomes InService with what it got."""
 
-    def __init__(self, *, exists: bool = False, serverless: bool = False, failures: list[SageMakerError] = ()):
+    def __init__(self, *, exists: bool = False, serverless: bool = False, failures: list[SageMakerError] = (),
+                 status: str = "InService"):
         self.config = "previous-config" if exists else None
         self.serverless = serverless
         self.failures = list(failures)
+        self.status = status
 
     def describe(self, params: dict) -> dict:
         if self.failures:
@@ -86,10 +88,11 @@ class Endpoint:
         else:
             variant["CurrentInstanceCount"] = 1
         return {"EndpointName": params["EndpointName"], "EndpointArn": f"{ACCOUNT_ARN}:endpoint/x",
-                "EndpointConfigName": self.config, "EndpointStatus": "InService", "ProductionVariants": [variant]}
+                "EndpointConfigName": self.config, "EndpointStatus": self.status, "ProductionVariants": [variant]}
 
     def deploy(self, params: dict) -> dict:
         self.config = params["EndpointConfigName"]
+        self.status = "InService"
         return {"EndpointArn": f"{ACCOUNT_ARN}:endpoint/{params['EndpointName']}"}
 
 
@@ -378,6 +381,17 @@ def test_switching_an_instance_endpoint_to_serverless_is_refused_before_training
         sm = _scripted(Endpoint(exists=True, serverless=serverless))
         result = _run(synth.definition, S.CHECK_ENDPOINT, _state(synth.definition), sm)
         assert sm.ops("CreateHyperParameterTuningJob"), result.failed_state
+
+
+# --- review item 4: an endpoint no update can start from is refused before any job, in both serving modes ---------
+@pytest.mark.parametrize("status", ["Failed", "OutOfService", "UpdateRollbackFailed"])
+def test_an_unusable_endpoint_is_refused_before_tuning(local, variant, status):
+    for synth, serverless in ((local, False), (variant, True)):
+        sm = _scripted(Endpoint(exists=True, serverless=serverless, status=status))
+        result = _run(synth.definition, S.CHECK_ENDPOINT, _state(synth.definition), sm)
+        assert result.failed_state == S.ENDPOINT_UNUSABLE and result.error == "EndpointUnusable", result.failed_state
+        assert status in result.cause and "delete-endpoint" in result.cause
+        assert [op for op, _ in sm.calls] == ["DescribeEndpoint"]
 
 
 # --- rules everywhere: "Check input" validates every key, as infra.config.validate_input does --------------------
