@@ -54,6 +54,19 @@ ENDPOINT_BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Delet
 # Python before a local run).
 INPUT_KEYS = ("dataset", "max_jobs", "max_parallel_jobs", "min_test_accuracy", "warm_start_parent")
 LOOKUP_RETRIES = 5  # throttled DescribeEndpoint calls before the execution gives up
+_SCALING_SDK: dict[str, Any] = {"sdk": True, "service": "applicationautoscaling"}
+# aws-sdk error names: "<service>.<exception>" (supported-services-awssdk.html, "Handling errors"): the modelled
+# transient errors of DeregisterScalableTarget (botocore application-autoscaling), and throttling, which is not
+# modelled (the SDK's base exception).
+_SCALING_TRANSIENT = ("ApplicationAutoScaling.ConcurrentUpdateException",
+                      "ApplicationAutoScaling.InternalServiceException",
+                      "ApplicationAutoScaling.ApplicationAutoScalingException")
+# A variant that is no scalable target: DeregisterScalableTarget answers ObjectNotFoundException ("the scalable
+# target with the specified service namespace, resource ID, and scalable dimension does not exist",
+# https://docs.aws.amazon.com/autoscaling/application/APIReference/API_DeregisterScalableTarget.html), whose
+# message reads "No scalable target registered for ..."; moto (local mode) answers a ValidationException "No
+# scalable target found for ...". Either means there is nothing to deregister.
+SCALING_NOT_FOUND = ("ApplicationAutoScaling.ObjectNotFoundException", "*No scalable target*")
 SERVERLESS_UPDATE_DOC = "https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints-update.html"
 
 
@@ -125,7 +138,11 @@ class S:
     DEPLOY_FAILED = "Deployment failed"
     ENDPOINT_FAILED = "Endpoint failed"
     DEPLOYED = "Deployed"
+    DEREGISTER_SCALING = "Deregister autoscaling target"
+    NOT_REGISTERED = "Scalable target absent?"
     REGISTER_SCALING = "Register autoscaling target"
+    RESTORE_SCALING = "Restore autoscaling after rollback"
+    RESTORE_POLICY = "Restore scaling policy after rollback"
     SCALING_POLICY = "Apply scaling policy"
     SCALING_FAILED = "Autoscaling not applied"
 
@@ -625,6 +642,11 @@ class Pipeline(Construct):
         describe.add_catch(deploy_failed, errors=["States.ALL"], result_path="$.error")
         deployed = sfn.Pass(self, S.DEPLOYED, parameters=self._output())
         serving = self._autoscaling(deployed) if s.scales else deployed
+        rolled_back = self._fail(
+            S.ROLLED_BACK, "DeploymentRolledBack", cause_path=(
+                "States.Format('SageMaker rolled endpoint {} back: it is InService without config {} (a "
+                "rollback alarm fired or the new fleet failed); the previous model keeps serving.', "
+                "$.names.endpoint, $.names.endpoint_config)"))
         status = "$.endpoint.EndpointStatus"
         in_service = sfn.Condition.string_equals(status, "InService")
 
@@ -634,11 +656,7 @@ class Pipeline(Construct):
                 .when(sfn.Condition.and_(in_service, sfn.Condition.is_present("$.endpoint.EndpointConfigName"),
                                          sfn.Condition.string_equals_json_path(
                                              "$.endpoint.EndpointConfigName", "$.names.endpoint_config")), serving)
-                .when(in_service, self._fail(
-                    S.ROLLED_BACK, "DeploymentRolledBack", cause_path=(
-                        "States.Format('SageMaker rolled endpoint {} back: it is InService without config {} (a "
-                        "rollback alarm fired or the new fleet failed); the previous model keeps serving.', "
-                        "$.names.endpoint, $.names.endpoint_config)")))
+                .when(in_service, self._restore_scaling(rolled_back) if s.scales else rolled_back)
                 .when(any_of(status, ENDPOINT_BROKEN), self._fail(
                     S.ENDPOINT_FAILED, "DeploymentFailed", cause_path=(
                         "States.Format('Endpoint {} is {} after deploying {}: see its FailureReason "
@@ -660,7 +678,8 @@ class Pipeline(Construct):
         if s.serverless:
             state.when(sfn.Condition.and_(sfn.Condition.string_equals(existing, "InService"),
                                           self._instance_endpoint()), self._mode_change)
-        (state.when(sfn.Condition.string_equals(existing, "InService"), update)
+        (state.when(sfn.Condition.string_equals(existing, "InService"),
+                    self._deregister_scaling(update) if s.scales else update)
          .when(any_of(existing, ENDPOINT_BROKEN), self._endpoint_unusable)
          .when(sfn.Condition.number_greater_than_equals("$.poll.settle.count", max_polls), self._fail(
              S.SETTLE_TIMED_OUT, "EndpointBusy", cause_path=(
@@ -678,7 +697,7 @@ class Pipeline(Construct):
         failed = self._fail(S.SCALING_FAILED, "AutoscalingFailed", cause_path=(
             "States.Format('Endpoint {} serves the new model, but its autoscaling was not applied: {}', "
             "$.names.endpoint, States.JsonToString($.error))"))
-        sdk = {"sdk": True, "service": "applicationautoscaling"}
+        sdk = _SCALING_SDK
         register = self._task(S.REGISTER_SCALING, req.task_resource("registerScalableTarget", **sdk),
                               req.register_scalable_target(cfg), result_selector={"registered": True},
                               result_path="$.scaling.target")
@@ -689,6 +708,46 @@ class Pipeline(Construct):
             t.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=2, backoff_rate=2.0)
             t.add_catch(failed, errors=["States.ALL"], result_path="$.error")
         return register.next(policy).next(then)
+
+    def _deregister_scaling(self, update: sfn.IChainable) -> sfn.IChainable:
+        """Before UpdateEndpoint: SageMaker refuses an update that changes the instance type of a variant that is a
+        scalable target ("Update endpoints that use auto scaling", sagemaker/latest/dg/endpoint-scaling-update.html:
+        deregister first, register again after). Deregistering also deletes the target's scaling policy
+        (application-autoscaling API_DeregisterScalableTarget); autoscaling is blocked during an update anyway, and
+        "Register autoscaling target" re-applies cdk.json's bounds and policy once the new fleet serves (or the
+        rollback branch restores them). Not registered (SCALING_NOT_FOUND) is fine: the update goes on."""
+        cfg = self.cfg
+        deregister = self._task(S.DEREGISTER_SCALING, req.task_resource("deregisterScalableTarget",
+                                                                        **_SCALING_SDK),
+                                req.deregister_scalable_target(cfg), result_selector={"deregistered": True},
+                                result_path="$.scaling.deregistered")
+        deregister.add_retry(errors=list(_SCALING_TRANSIENT), interval=Duration.seconds(5), max_attempts=2,
+                             backoff_rate=2.0)
+        c = sfn.Condition
+        not_registered = (sfn.Choice(self, S.NOT_REGISTERED)
+                          .when(c.or_(c.string_equals("$.error.Error", SCALING_NOT_FOUND[0]),
+                                      c.and_(c.is_present("$.error.Cause"),
+                                             c.string_matches("$.error.Cause", SCALING_NOT_FOUND[1]))), update)
+                          .otherwise(self._deploy_failed))
+        deregister.add_catch(not_registered, errors=["States.ALL"], result_path="$.error")
+        return deregister.next(update)
+
+    def _restore_scaling(self, then: sfn.IChainable) -> sfn.IChainable:
+        """A rolled-back update leaves the previous fleet serving without the target "Deregister autoscaling
+        target" removed: register it and its policy again, then fail with the rollback's cause (whatever happens
+        to the restore, `then` reports the rollback; the execution's history shows a refused restore)."""
+        cfg = self.cfg
+        register = self._task(S.RESTORE_SCALING, req.task_resource("registerScalableTarget", **_SCALING_SDK),
+                              req.register_scalable_target(cfg), result_selector={"registered": True},
+                              result_path="$.scaling.target")
+        policy = self._task(S.RESTORE_POLICY, req.task_resource("putScalingPolicy", **_SCALING_SDK),
+                            req.put_scaling_policy(cfg), result_selector={"arn.$": "$.PolicyARN"},
+                            result_path="$.scaling.policy")
+        for t in (register, policy):
+            t.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=2, backoff_rate=2.0)
+            t.add_catch(then, errors=["States.ALL"], result_path="$.scaling.restore_error")
+        register.next(policy).next(then)
+        return register
 
     def _output(self) -> dict[str, Any]:
         return {

@@ -359,6 +359,11 @@ def register_scalable_target(cfg: StackConfig) -> dict[str, Any]:
             "ScalableDimension": SCALABLE_DIMENSION, "MinCapacity": a.min_instances, "MaxCapacity": a.max_instances}
 
 
+def deregister_scalable_target(cfg: StackConfig) -> dict[str, Any]:
+    return {"ServiceNamespace": SCALING_NAMESPACE, "ResourceId": scaling_resource_id(cfg),
+            "ScalableDimension": SCALABLE_DIMENSION}
+
+
 def put_scaling_policy(cfg: StackConfig) -> dict[str, Any]:
     a = cfg.serving.autoscaling
     return {"PolicyName": scaling_policy_name(cfg), "ServiceNamespace": SCALING_NAMESPACE,

@@ -273,7 +273,12 @@ def test_create_or_update_the_stable_endpoint(cloud):
     assert states[classify["Default"]]["Type"] == "Fail"
     assert find["Next"] == S.ENDPOINT_STATE
     choices = {c.get("StringEquals"): c["Next"] for c in states[S.ENDPOINT_STATE]["Choices"] if "StringEquals" in c}
-    assert choices["InService"] == S.UPDATE_ENDPOINT
+    # An autoscaled variant leaves Application Auto Scaling first (review item 5); "not registered" goes on.
+    assert choices["InService"] == S.DEREGISTER_SCALING
+    assert states[S.DEREGISTER_SCALING]["Next"] == S.UPDATE_ENDPOINT
+    (catch,) = states[S.DEREGISTER_SCALING]["Catch"]
+    assert catch["Next"] == S.NOT_REGISTERED and states[S.NOT_REGISTERED]["Choices"][0]["Next"] == S.UPDATE_ENDPOINT
+    assert states[S.NOT_REGISTERED]["Default"] == S.DEPLOY_FAILED
     assert states[S.ENDPOINT_STATE]["Default"] == S.COUNT_SETTLE
     for name in (S.CREATE_ENDPOINT, S.UPDATE_ENDPOINT):
         assert states[name]["Next"] == S.WAIT_DEPLOY
@@ -283,7 +288,8 @@ def test_create_or_update_the_stable_endpoint(cloud):
     first = done["Choices"][0]
     assert first["Next"] == (S.REGISTER_SCALING if cloud.config.serving.scales else S.DEPLOYED)
     assert {"Variable": "$.endpoint.EndpointConfigName", "StringEqualsPath": "$.names.endpoint_config"} in first["And"]
-    assert done["Choices"][1]["Next"] == S.ROLLED_BACK
+    assert done["Choices"][1]["Next"] == S.RESTORE_SCALING  # a rollback registers the variant again, then fails
+    assert states[S.RESTORE_SCALING]["Next"] == S.RESTORE_POLICY and states[S.RESTORE_POLICY]["Next"] == S.ROLLED_BACK
     assert done["Default"] == S.WAIT_DEPLOY
 
 

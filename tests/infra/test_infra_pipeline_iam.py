@@ -55,6 +55,7 @@ def test_the_synthesized_policies_authorize_a_whole_run(local):
     assert unused == {
         "sagemaker:StopHyperParameterTuningJob", "sagemaker:StopTrainingJob",  # only when a .sync state is stopped
         "sagemaker:UpdateEndpoint",  # the update path (an endpoint exists)
+        "application-autoscaling:DeregisterScalableTarget",  # ... which first deregisters the autoscaled variant
         # checked by Application Auto Scaling on the endpoint's current config, which its requests do not name
         "sagemaker:DescribeEndpointConfig",
         # Step Functions' own logging to CloudWatch Logs, not a Task call (what CDK grants for LogOptions:

@@ -97,10 +97,10 @@ class Endpoint:
 
 
 def _scripted(endpoint: Endpoint, **more: Callable[[dict], dict]) -> ScriptedSageMaker:
-    return ScriptedSageMaker(
-        DescribeEndpoint=endpoint.describe, CreateEndpoint=endpoint.deploy, UpdateEndpoint=endpoint.deploy,
-        CreateModel=lambda p: {"ModelArn": f"{ACCOUNT_ARN}:model/{p['ModelName']}"},
-        CreateEndpointConfig=lambda p: {"EndpointConfigArn": f"{ACCOUNT_ARN}:endpoint-config/x"}, **more)
+    return ScriptedSageMaker(**{
+        "DescribeEndpoint": endpoint.describe, "CreateEndpoint": endpoint.deploy, "UpdateEndpoint": endpoint.deploy,
+        "CreateModel": lambda p: {"ModelArn": f"{ACCOUNT_ARN}:model/{p['ModelName']}"},
+        "CreateEndpointConfig": lambda p: {"EndpointConfigArn": f"{ACCOUNT_ARN}:endpoint-config/x"}, **more})
 
 
 def _state(definition: dict, *, debugger: str = "on") -> dict:
@@ -381,6 +381,61 @@ def test_switching_an_instance_endpoint_to_serverless_is_refused_before_training
         sm = _scripted(Endpoint(exists=True, serverless=serverless))
         result = _run(synth.definition, S.CHECK_ENDPOINT, _state(synth.definition), sm)
         assert sm.ops("CreateHyperParameterTuningJob"), result.failed_state
+
+
+# --- review item 5: an autoscaled variant leaves Application Auto Scaling during the update ------------------------
+def _with_scaling(run: Callable[[Any], Any], *, registered: bool):
+    """Runs `run(aas)` in one moto (where the aws-sdk:applicationautoscaling tasks go), the variant registered as an
+    earlier deployment left it, or not."""
+    import boto3
+
+    from infra import sagemaker_requests as req
+    from local.engine import _Mock
+
+    _Mock.acquire()
+    try:
+        aas = boto3.client("application-autoscaling", region_name="us-east-1", aws_access_key_id="local",
+                           aws_secret_access_key="local")
+        if registered:
+            import infra
+            aas.register_scalable_target(**req.register_scalable_target(infra.load_config_for({"profile": "local"})))
+        return run(aas)
+    finally:
+        _Mock.release()
+
+
+@pytest.mark.parametrize("registered", [True, False])
+def test_update_runs_with_the_variant_deregistered_then_registers_it_again(local, registered):
+    """SageMaker refuses an UpdateEndpoint that changes the instance type of a scalable target
+    (endpoint-scaling-update.html): the target is gone when UpdateEndpoint runs, and back (with its policy) after."""
+    definition = local.definition
+    endpoint = Endpoint(exists=True)
+    seen: list[int] = []
+
+    def run(aas):
+        def update(p: dict) -> dict:
+            seen.append(len(aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]))
+            return endpoint.deploy(p)
+        sm = _scripted(endpoint, UpdateEndpoint=update)
+        result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
+        return result, aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    result, targets = _with_scaling(run, registered=registered)
+    assert result.succeeded, (result.failed_state, result.cause)
+    assert seen == [0] and len(targets) == 1
+    assert S.DEREGISTER_SCALING in [r["name"] for r in result.states()]
+
+
+def test_a_rolled_back_update_gets_its_autoscaling_back(local):
+    definition = local.definition
+    endpoint = Endpoint(exists=True)
+
+    def run(aas):
+        sm = _scripted(endpoint, UpdateEndpoint=lambda p: {"EndpointArn": f"{ACCOUNT_ARN}:endpoint/x"})  # rolls back
+        result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
+        return result, aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    result, targets = _with_scaling(run, registered=True)
+    assert result.failed_state == S.ROLLED_BACK and result.error == "DeploymentRolledBack"
+    assert len(targets) == 1 and S.RESTORE_SCALING in [r["name"] for r in result.states()]
 
 
 # --- review item 4: an endpoint no update can start from is refused before any job, in both serving modes ---------

@@ -24,6 +24,7 @@ STANDARD_RESOURCES = {
 SCALING_RESOURCES = {  # instance endpoints only
     "arn:aws:states:::aws-sdk:applicationautoscaling:registerScalableTarget",
     "arn:aws:states:::aws-sdk:applicationautoscaling:putScalingPolicy",
+    "arn:aws:states:::aws-sdk:applicationautoscaling:deregisterScalableTarget",  # before a blue/green update
 }
 
 
