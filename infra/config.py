@@ -28,6 +28,14 @@ _PREFIX = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's endpoint / job name pattern
 
 
+# HyperParameterTuningJobConfig.ResourceLimits.MaxRuntimeInSeconds (botocore HyperParameterTuningMaxRuntimeInSeconds:
+# min 120, max 15768000).
+TUNING_MAX_RUNTIME = (120, 15_768_000)
+# Time an execution spends outside the bounded budgets: job start-up (instances, image pull, data download are not
+# in MaxRuntimeInSeconds), Describe calls and their retries, the lookups.
+EXECUTION_MARGIN_S = 1800
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -307,7 +315,50 @@ class StackConfig(_Model):
                              f"(the SageMaker role reads only there): {key!r}")
         return self
 
+    @model_validator(mode="after")
+    def _time_budget(self) -> StackConfig:
+        # The execution's TimeoutSeconds ends it TIMED_OUT, which no Catch takes
+        # (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html): the defaults must fit.
+        budget = self.tuning_budget_s
+        if budget < TUNING_MAX_RUNTIME[0]:
+            raise ValueError(f"execution_timeout_hours ({self.execution_timeout_hours}) leaves {budget} s for tuning "
+                             f"after training, rules and deployment ({self.after_tuning_s} s): raise it")
+        need = self.tuning_time_s(self.tuning.max_jobs, self.tuning.max_parallel_jobs)
+        if need > budget:
+            raise ValueError(f"tuning.max_jobs / max_parallel_jobs need up to {need} s of tuning, but "
+                             f"execution_timeout_hours ({self.execution_timeout_hours}) leaves {budget} s after "
+                             f"training, rules and deployment: raise it, or run fewer rounds")
+        return self
+
     # --- derived values ---------------------------------------------------------------------------
+    @property
+    def after_tuning_s(self) -> int:
+        """The longest the execution may still run once tuning ends: the final training job (its spot wait), the
+        rule polling, the settle and deploy loops (each bounded by serving.max_polls), and EXECUTION_MARGIN_S."""
+        t, d, s = self.training, self.debugger, self.serving
+        training = t.spot_max_wait_s if t.spot else t.max_runtime_s
+        rules = d.poll_s * d.max_polls if d.active_rules or d.active_profiler_rules else 0
+        return training + rules + 2 * s.max_polls * s.poll_s + EXECUTION_MARGIN_S
+
+    @property
+    def tuning_budget_s(self) -> int:
+        """What the execution timeout leaves for the tuning job: its ResourceLimits.MaxRuntimeInSeconds (capped at
+        botocore's maximum), and the bound "Check input" holds max_jobs / max_parallel_jobs to."""
+        return min(self.execution_timeout_hours * 3600 - self.after_tuning_s, TUNING_MAX_RUNTIME[1])
+
+    @property
+    def trial_s(self) -> int:
+        """The longest one tuning trial may take (its spot wait included)."""
+        return self.tuning.spot_max_wait_s if self.tuning.spot else self.tuning.max_runtime_s
+
+    @property
+    def tuning_rounds(self) -> int:
+        """How many rounds of parallel trials fit the tuning budget."""
+        return self.tuning_budget_s // self.trial_s
+
+    def tuning_time_s(self, max_jobs: int, max_parallel_jobs: int) -> int:
+        return -(-max_jobs // max_parallel_jobs) * self.trial_s
+
     @property
     def endpoint_name(self) -> str:
         return self.serving.endpoint_name or f"{self.prefix}-endpoint"
@@ -521,8 +572,13 @@ def validate_input(value: Any, cfg: StackConfig, *, dataset_prefix: str | None =
             if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
                 raise ConfigError(f"input '{key}': must be an integer from {low} to {high} (got {v!r})")
     jobs = value.get("max_jobs", cfg.tuning.max_jobs)
-    if value.get("max_parallel_jobs", cfg.tuning.max_parallel_jobs) > jobs:
+    parallel = value.get("max_parallel_jobs", cfg.tuning.max_parallel_jobs)
+    if parallel > jobs:
         raise ConfigError(f"input 'max_parallel_jobs': cannot exceed max_jobs ({jobs})")
+    if cfg.tuning_time_s(jobs, parallel) > cfg.tuning_budget_s:
+        raise ConfigError(f"input 'max_jobs': {jobs} trials {parallel} at a time need up to "
+                          f"{cfg.tuning_time_s(jobs, parallel)} s, more than the {cfg.tuning_budget_s} s the execution "
+                          f"timeout leaves for tuning (at most {cfg.tuning_rounds} rounds of max_parallel_jobs)")
     if "min_test_accuracy" in value:
         v, (low, high) = value["min_test_accuracy"], limits["min_test_accuracy"]
         if isinstance(v, bool) or not isinstance(v, int | float) or not low <= v <= high:

@@ -76,6 +76,9 @@ class S:
     APPLY_INPUT = "Apply input overrides"
     NAME = "Name resources"
     CHECK_INPUT = "Check input"
+    COUNT_ROUNDS = "Count tuning rounds"
+    ROUNDS_FIT = "Tuning fits the timeout?"
+    TUNING_TOO_LONG = "Invalid input: max_jobs for the execution timeout"
     INVALID_INPUT = "Invalid input"
     CHECK_WEIGHTS = "Check pretrained weights"
     WEIGHTS_MISSING = "Pretrained weights missing"
@@ -453,6 +456,19 @@ class Pipeline(Construct):
         choice.when(c.number_greater_than_json_path("$.args.max_parallel_jobs", "$.args.max_jobs"),
                     invalid("max_parallel_jobs", "cannot exceed max_jobs.",
                             f"{S.invalid('max_parallel_jobs')} above max_jobs"))
+        # ceil(max_jobs / max_parallel_jobs) rounds of trials must fit what the execution timeout leaves for tuning
+        # (StackConfig.tuning_budget_s): States.ArrayRange(1, max_jobs, max_parallel_jobs) has exactly that many
+        # elements, and is computed only once both are known integers in range.
+        rounds = sfn.Pass(self, S.COUNT_ROUNDS, result_path="$.check.rounds", parameters={
+            "count.$": "States.ArrayLength(States.ArrayRange(1, $.args.max_jobs, $.args.max_parallel_jobs))"})
+        fits = (sfn.Choice(self, S.ROUNDS_FIT)
+                .when(c.number_greater_than("$.check.rounds.count", cfg.tuning_rounds), invalid(
+                    "max_jobs", f"needs more than {cfg.tuning_rounds} rounds of max_parallel_jobs trials "
+                                f"({cfg.trial_s} s each): the execution timeout ({cfg.execution_timeout_hours} h) "
+                                f"leaves {cfg.tuning_budget_s} s for tuning after training, rules and deployment. "
+                                "Raise max_parallel_jobs or lower max_jobs.", S.TUNING_TOO_LONG))
+                .otherwise(valid))
+        rounds.next(fits)
         low, high = limits["min_test_accuracy"]
         bad = invalid("min_test_accuracy", f"must be a number from {low} to {high}.")
         choice.when(c.not_(c.is_numeric("$.args.min_test_accuracy")), bad)
@@ -464,7 +480,7 @@ class Pipeline(Construct):
         choice.when(c.not_(c.or_(c.is_null(var), c.is_string(var))), bad)
         choice.when(c.and_(c.is_string(var), c.not_(c.string_equals(var, "")),
                            c.not_(c.string_matches(var, f"{cfg.prefix}-*"))), bad)
-        return choice.otherwise(valid)
+        return choice.otherwise(rounds)
 
     def _read_training(self, failed: sfn.IChainable) -> sfn.CustomState:
         """DescribeTrainingJob of the job that ran: model artifacts (required members) and the gate's metrics

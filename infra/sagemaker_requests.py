@@ -159,8 +159,10 @@ def tuning_job(cfg: StackConfig, *, warm_start: bool) -> dict[str, Any]:
             "Strategy": t.strategy,
             "HyperParameterTuningJobObjective": {"Type": contract.OBJECTIVE_TYPE,
                                                  "MetricName": contract.OBJECTIVE_METRIC},
+            # MaxRuntimeInSeconds: the tuning job ends before the execution timeout could (StackConfig.tuning_budget_s).
             "ResourceLimits": {"MaxNumberOfTrainingJobs.$": "$.args.max_jobs",
-                               "MaxParallelTrainingJobs.$": "$.args.max_parallel_jobs"},
+                               "MaxParallelTrainingJobs.$": "$.args.max_parallel_jobs",
+                               "MaxRuntimeInSeconds": cfg.tuning_budget_s},
             "ParameterRanges": parameter_ranges(cfg),
             "TrainingJobEarlyStoppingType": t.early_stopping,
         },

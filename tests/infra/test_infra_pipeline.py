@@ -59,7 +59,12 @@ def test_the_story_reads_top_down(cloud):
     chain = [S.PREPARE, S.APPLY_INPUT, S.NAME, S.CHECK_INPUT]
     for a, b in itertools.pairwise(chain):
         assert states[a]["Next"] == b
-    assert states[S.CHECK_INPUT]["Default"] == S.CHECK_WEIGHTS  # staged weights checked before anything runs
+    assert states[S.CHECK_INPUT]["Default"] == S.COUNT_ROUNDS  # then the tuning rounds against the timeout
+    assert states[S.COUNT_ROUNDS]["Next"] == S.ROUNDS_FIT
+    fits = states[S.ROUNDS_FIT]
+    assert fits["Choices"][0] == {"Variable": "$.check.rounds.count", "NumericGreaterThan": cloud.config.tuning_rounds,
+                                  "Next": S.TUNING_TOO_LONG}
+    assert fits["Default"] == S.CHECK_WEIGHTS  # staged weights checked before anything runs
     assert states[S.CHECK_WEIGHTS]["Next"] == S.CHECK_ENDPOINT
     assert states[S.CHECK_WEIGHTS]["Catch"][0]["Next"] == S.WEIGHTS_MISSING
     assert states[S.CHECK_ENDPOINT]["Next"] == S.EXISTING_USABLE

@@ -478,10 +478,19 @@ def checked(local):
     def run(value: dict):
         value = {k: (v.replace("s3://bucket/data/", bucket_data) if isinstance(v, str) else v)
                  for k, v in value.items()}
-        sm = ScriptedSageMaker(DescribeEndpoint=_endpoint_missing, CreateHyperParameterTuningJob=lambda p: (
-            _ for _ in ()).throw(SageMakerError("ResourceLimitExceeded", "scripted: no tuning")))
+        sm = ScriptedSageMaker(DescribeEndpoint=_endpoint_missing, **_failing_tuning())
         return run_definition(definition, value, sm, poll_interval=0.05, timeout=120), value, bucket_data
     return run
+
+
+def _failing_tuning() -> dict[str, Callable[[dict], dict]]:
+    """A tuning job SageMaker accepts and that then fails: "Tuning failed" at once (a refused create would be
+    retried first, with backoff)."""
+    return {"CreateHyperParameterTuningJob": lambda p: {"HyperParameterTuningJobArn": (
+                f"{ACCOUNT_ARN}:hyper-parameter-tuning-job/{p['HyperParameterTuningJobName']}")},
+            "DescribeHyperParameterTuningJob": lambda p: {
+                "HyperParameterTuningJobName": p["HyperParameterTuningJobName"],
+                "HyperParameterTuningJobStatus": "Failed", "FailureReason": "scripted: no tuning"}}
 
 
 @pytest.mark.parametrize(("value", "key"), INVALID_INPUTS)
@@ -494,6 +503,24 @@ def test_check_input_refuses_each_bad_key_by_name(checked, local, value, key):
     assert result.error == "InvalidInput" and (key in result.cause or key == "keys")
     with pytest.raises(ConfigError, match=key if key != "keys" else "max_jobz"):
         validate_input(value, local.config, dataset_prefix=bucket_data)
+
+
+def test_check_input_refuses_tuning_the_execution_timeout_cannot_hold(checked, local):
+    """Review item 6: ceil(max_jobs / max_parallel_jobs) rounds of trials must fit the tuning budget; the extremes
+    (500 trials one at a time) are refused before anything runs, as infra.config.validate_input refuses them."""
+    rounds = local.config.tuning_rounds
+    for value, fits in (({"max_jobs": 500, "max_parallel_jobs": 1}, False),
+                        ({"max_jobs": 2 * rounds + 1, "max_parallel_jobs": 2}, False),
+                        ({"max_jobs": 2 * rounds, "max_parallel_jobs": 2}, True)):
+        result, value, bucket_data = checked(value)
+        if fits:
+            assert result.failed_state == S.TUNING_FAILED, (value, result.failed_state, result.cause)
+            validate_input(value, local.config, dataset_prefix=bucket_data)
+        else:
+            assert result.failed_state == S.TUNING_TOO_LONG and result.error == "InvalidInput", value
+            assert "max_jobs" in result.cause and str(local.config.tuning_budget_s) in result.cause
+            with pytest.raises(ConfigError, match="max_jobs"):
+                validate_input(value, local.config, dataset_prefix=bucket_data)
 
 
 @pytest.mark.parametrize("value", [{}, {"max_jobs": 3, "max_parallel_jobs": 3}, {"min_test_accuracy": 0},

@@ -130,7 +130,8 @@ def test_tuning_limits_come_from_context_and_input(cloud, local):
     for synth in (cloud, local):
         tune = synth.task_states()["Tune hyperparameters"]["Parameters"]["HyperParameterTuningJobConfig"]
         assert tune["ResourceLimits"] == {"MaxNumberOfTrainingJobs.$": "$.args.max_jobs",
-                                          "MaxParallelTrainingJobs.$": "$.args.max_parallel_jobs"}
+                                          "MaxParallelTrainingJobs.$": "$.args.max_parallel_jobs",
+                                          "MaxRuntimeInSeconds": synth.config.tuning_budget_s}
         assert tune["TrainingJobEarlyStoppingType"] == "Auto"
         defaults = synth.definition["States"]["Prepare run"]["Parameters"]["defaults"]
         assert (defaults["max_jobs"], defaults["max_parallel_jobs"]) == (6, 2)
