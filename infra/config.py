@@ -34,6 +34,11 @@ TUNING_MAX_RUNTIME = (120, 15_768_000)
 # Time an execution spends outside the bounded budgets: job start-up (instances, image pull, data download are not
 # in MaxRuntimeInSeconds), Describe calls and their retries, the lookups.
 EXECUTION_MARGIN_S = 1800
+# The teardown custom resource's budget (infra.teardown: the Provider framework's total timeout, inside the one hour
+# a custom resource has to answer) and what it needs once an update of the endpoint has ended: a rollback to the
+# old fleet, stopping jobs, deleting the endpoint.
+TEARDOWN_TOTAL_S = 50 * 60
+TEARDOWN_AFTER_UPDATE_S = 15 * 60
 
 
 class _Model(BaseModel):
@@ -191,7 +196,8 @@ class ServingConfig(_Model):
     traffic_step_percent: int = Field(25, ge=1, le=100)  # canary size / linear step, % of capacity
     wait_interval_s: int = Field(300, ge=0, le=3600)
     termination_wait_s: int = Field(300, ge=0, le=3600)  # baking period the rollback alarms watch
-    max_execution_s: int = Field(3600, ge=600, le=14400)
+    # MaximumExecutionTimeoutInSeconds (botocore 600-14400): the whole blue/green update, baking period included.
+    max_execution_s: int = Field(1800, ge=600, le=14400)
     alarm_5xx_errors: int = Field(1, ge=1)  # rollback when the new fleet returns this many 5xx in a minute
     alarm_latency_ms: int = Field(2000, ge=1)  # ... or its p99 model latency exceeds this
     poll_s: int = Field(30, ge=1)
@@ -313,6 +319,24 @@ class StackConfig(_Model):
             # The SageMaker role reads s3://<bucket>/<data_prefix>* only (infra.security ReadDatasets).
             raise ValueError(f"pretrained.key must name one object under data_prefix {self.data_prefix!r} "
                              f"(the SageMaker role reads only there): {key!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _teardown_budget(self) -> StackConfig:
+        # `cdk destroy` waits out an endpoint that is Updating (SageMaker may refuse DeleteEndpoint until the update
+        # ends): the longest update the config allows must fit the teardown's budget, or the stack ends
+        # DELETE_FAILED.
+        longest = self.serving.max_execution_s + TEARDOWN_AFTER_UPDATE_S
+        if self.teardown_on_destroy and longest > TEARDOWN_TOTAL_S:
+            raise ValueError(f"serving.max_execution_s ({self.serving.max_execution_s} s) + "
+                             f"{TEARDOWN_AFTER_UPDATE_S} s to roll back and delete exceed the teardown's "
+                             f"{TEARDOWN_TOTAL_S} s: lower serving.max_execution_s to at most "
+                             f"{TEARDOWN_TOTAL_S - TEARDOWN_AFTER_UPDATE_S}, or set teardown_on_destroy false")
+        if self.serving.max_execution_s <= self.serving.termination_wait_s + self.serving.wait_interval_s:
+            # "the timeout value should be larger than the total waiting time specified in
+            # TerminationWaitInSeconds and WaitIntervalInSeconds" (API_BlueGreenUpdatePolicy).
+            raise ValueError("serving.max_execution_s must exceed serving.termination_wait_s + "
+                             "serving.wait_interval_s")
         return self
 
     @model_validator(mode="after")
