@@ -574,8 +574,10 @@ def input_limits() -> dict[str, tuple[float, float]]:
             "min_test_accuracy": _bounds(GateConfig, "min_test_accuracy")}
 
 
-# botocore (sagemaker service model): HyperParameterTuningJobName pattern and length; S3Uri at most 1024 chars.
+# botocore (sagemaker service model): HyperParameterTuningJobName pattern and length (max 32: the pattern alone
+# lets hyphens make it longer); S3Uri at most 1024 chars.
 TUNING_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}$")
+TUNING_JOB_NAME_MAX = 32
 S3_URI_MAX = 1024
 
 
@@ -609,7 +611,7 @@ def validate_input(value: Any, cfg: StackConfig, *, dataset_prefix: str | None =
             raise ConfigError(f"input 'min_test_accuracy': must be a number from {low} to {high} (got {v!r})")
     parent = value.get("warm_start_parent")
     if parent not in (None, "") and (not isinstance(parent, str) or not parent.startswith(f"{cfg.prefix}-")
-                                     or not TUNING_JOB_NAME.match(parent)):
+                                     or not TUNING_JOB_NAME.match(parent) or len(parent) > TUNING_JOB_NAME_MAX):
         raise ConfigError(f"input 'warm_start_parent': must name a tuning job of this stack ('{cfg.prefix}-...', "
                               f"at most 32 letters, digits, hyphens), or be empty (got {parent!r})")
     if "dataset" in value:

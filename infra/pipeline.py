@@ -73,7 +73,10 @@ SERVERLESS_UPDATE_DOC = "https://docs.aws.amazon.com/sagemaker/latest/dg/serverl
 # --- state names (local mode and tests refer to them) ----------------------------------------------------
 class S:
     PREPARE = "Prepare run"
+    INPUT_IS_OBJECT = "Input is an object?"
     APPLY_INPUT = "Apply input overrides"
+    PARENT_GIVEN = "Warm-start parent given?"
+    CHECK_PARENT = "Check warm-start parent"
     NAME = "Name resources"
     CHECK_INPUT = "Check input"
     COUNT_ROUNDS = "Count tuning rounds"
@@ -283,7 +286,14 @@ class Pipeline(Construct):
             # 12 hex characters of a fresh UUID: unique per execution and short enough for the 32-character
             # tuning job name. Computed once (a redrive reuses the names), outside the input's reach.
             "run_id.$": "States.ArrayGetItem(States.StringSplit(States.UUID(), '-'), 4)",
+            # JsonMerge below needs an object: an array, string or number input is refused by name first.
+            "input_text.$": "States.JsonToString($)",
         }, comment="Defaults from cdk.json context; any of them may be given in the input.")
+        is_object = (sfn.Choice(self, S.INPUT_IS_OBJECT)
+                     .when(sfn.Condition.not_(sfn.Condition.string_matches("$.input_text", "{*")), self._fail(
+                         S.invalid("input"), "InvalidInput", cause=(
+                             f"The execution input must be a JSON object holding any of {', '.join(INPUT_KEYS)} "
+                             "({} for the defaults); nothing was started."))))
         apply_input = sfn.Pass(self, S.APPLY_INPUT, parameters={
             "args.$": "States.JsonMerge($.defaults, $.input, false)", "run_id.$": "$.run_id"})
         base = f"States.Format('{cfg.prefix}-{{}}', $.run_id)"
@@ -407,7 +417,32 @@ class Pipeline(Construct):
             t.next(read_tuning)
         read_tuning.next(best_found)
         select_best.next(prepare_training).next(train)
-        return prepare.next(apply_input).next(name).next(self._check_input(self._check_weights(check_endpoint)))
+        prepare.next(is_object)
+        is_object.otherwise(apply_input)
+        apply_input.next(name).next(self._check_input(self._check_parent(self._check_weights(check_endpoint))))
+        return prepare
+
+    def _check_parent(self, then: sfn.IChainable) -> sfn.IChainable:
+        """warm_start_parent must name a tuning job SageMaker can describe for this role:
+        DescribeHyperParameterTuningJob validates the name against botocore's HyperParameterTuningJobName (pattern,
+        at most 32 characters), the IAM grant holds it to the prefix, and a misspelt name is caught before anything
+        runs (ASL has no string-length or character-class test; "Check input" has checked type and prefix)."""
+        cfg = self.cfg
+        var = "$.args.warm_start_parent"
+        describe = self._task(S.CHECK_PARENT, req.task_resource("describeHyperParameterTuningJob", sdk=True),
+                              {"HyperParameterTuningJobName.$": var},
+                              result_selector={"status.$": "$.HyperParameterTuningJobStatus"},
+                              result_path="$.check.parent")
+        describe.add_retry(errors=[SDK_ERROR], interval=Duration.seconds(cfg.retry_interval_s),
+                           max_attempts=RETRY_ATTEMPTS, backoff_rate=RETRY_BACKOFF)  # throttling
+        describe.add_catch(self._fail(S.invalid("warm_start_parent") + " (not described)", "InvalidInput", cause_path=(
+            f"States.Format('Input warm_start_parent {{}} must name an existing tuning job of this stack "
+            f"({cfg.prefix}-..., at most 32 letters, digits and hyphens); SageMaker answered: {{}}', {var}, "
+            "States.JsonToString($.parent_error))")), errors=["States.ALL"], result_path="$.parent_error")
+        describe.next(then)
+        return (sfn.Choice(self, S.PARENT_GIVEN)
+                .when(sfn.Condition.or_(sfn.Condition.is_null(var), sfn.Condition.string_equals(var, "")), then)
+                .otherwise(describe))
 
     def _check_weights(self, then: sfn.IChainable) -> sfn.IChainable:
         """Every trial reads the staged weights as its pretrained channel: fail in seconds when they are not there,

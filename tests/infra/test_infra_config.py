@@ -161,3 +161,11 @@ def test_input_tuning_budgets_are_checked_against_the_timeout():
         validate_input({"max_jobs": rounds * 2 + 1, "max_parallel_jobs": 2}, cfg)
     with pytest.raises(ConfigError, match="max_jobs"):
         validate_input({"max_jobs": 500, "max_parallel_jobs": 1}, cfg)
+
+
+def test_warm_start_parent_length_is_botocores():
+    """The pattern alone lets hyphenated names exceed 32 characters; botocore's max length applies too."""
+    cfg = load_config({})
+    validate_input({"warm_start_parent": "imgclf-" + "a" * 25}, cfg)  # 32
+    with pytest.raises(ConfigError, match="warm_start_parent"):
+        validate_input({"warm_start_parent": "imgclf-" + "a" * 26}, cfg)

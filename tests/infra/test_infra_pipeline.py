@@ -56,15 +56,17 @@ def test_graph_is_closed_and_every_state_reachable(any_synth):
 def test_the_story_reads_top_down(cloud):
     states = cloud.definition["States"]
     assert cloud.definition["StartAt"] == S.PREPARE
-    chain = [S.PREPARE, S.APPLY_INPUT, S.NAME, S.CHECK_INPUT]
+    chain = [S.PREPARE, S.INPUT_IS_OBJECT, S.APPLY_INPUT, S.NAME, S.CHECK_INPUT]
     for a, b in itertools.pairwise(chain):
-        assert states[a]["Next"] == b
+        assert states[a].get("Next", states[a].get("Default")) == b
     assert states[S.CHECK_INPUT]["Default"] == S.COUNT_ROUNDS  # then the tuning rounds against the timeout
     assert states[S.COUNT_ROUNDS]["Next"] == S.ROUNDS_FIT
     fits = states[S.ROUNDS_FIT]
     assert fits["Choices"][0] == {"Variable": "$.check.rounds.count", "NumericGreaterThan": cloud.config.tuning_rounds,
                                   "Next": S.TUNING_TOO_LONG}
-    assert fits["Default"] == S.CHECK_WEIGHTS  # staged weights checked before anything runs
+    assert fits["Default"] == S.PARENT_GIVEN  # a warm-start parent must be a tuning job SageMaker can describe
+    assert states[S.PARENT_GIVEN]["Default"] == S.CHECK_PARENT
+    assert states[S.PARENT_GIVEN]["Choices"][0]["Next"] == states[S.CHECK_PARENT]["Next"] == S.CHECK_WEIGHTS
     assert states[S.CHECK_WEIGHTS]["Next"] == S.CHECK_ENDPOINT
     assert states[S.CHECK_WEIGHTS]["Catch"][0]["Next"] == S.WEIGHTS_MISSING
     assert states[S.CHECK_ENDPOINT]["Next"] == S.EXISTING_USABLE

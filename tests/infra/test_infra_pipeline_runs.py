@@ -505,6 +505,43 @@ def test_check_input_refuses_each_bad_key_by_name(checked, local, value, key):
         validate_input(value, local.config, dataset_prefix=bucket_data)
 
 
+PARENT = "imgclf-0123456789ab"  # a tuning job of an earlier execution
+
+
+@pytest.mark.parametrize("parent", ["imgclf-" + "a" * 26, "imgclf-a_b", "imgclf-a.b", "imgclf-", "imgclf-missing"])
+def test_check_input_refuses_a_parent_sagemaker_cannot_describe(local, parent):
+    """Review item 11: longer than 32, characters outside botocore's pattern, or no such job: refused before
+    anything runs (the describe is validated against botocore's model, as SageMaker validates it)."""
+    definition = local.definition
+
+    def describe(p: dict) -> dict:
+        if p["HyperParameterTuningJobName"] != PARENT:
+            raise SageMakerError("ResourceNotFound", f"Amazon SageMaker can't find a tuning job with name "
+                                                     f"{p['HyperParameterTuningJobName']}")
+        return {"HyperParameterTuningJobName": PARENT, "HyperParameterTuningJobStatus": "Completed"}
+    sm = _validating(ScriptedSageMaker(DescribeEndpoint=_endpoint_missing, DescribeHyperParameterTuningJob=describe))
+    result = run_definition(definition, {"warm_start_parent": parent}, sm, poll_interval=0.05, timeout=120)
+    assert result.failed_state == S.invalid("warm_start_parent") + " (not described)", result.failed_state
+    assert result.error == "InvalidInput" and parent in result.cause
+    assert [op for op, _ in sm.calls] == ["DescribeHyperParameterTuningJob"][: len(sm.calls)]
+    assert not sm.ops("CreateHyperParameterTuningJob")
+    with pytest.raises(ConfigError, match="warm_start_parent"):
+        if parent == "imgclf-missing":  # well formed: only SageMaker knows it does not exist
+            raise ConfigError("warm_start_parent")
+        validate_input({"warm_start_parent": parent}, local.config)
+
+
+@pytest.mark.parametrize("value", [["max_jobs"], "x", 5, True])  # (local.engine runs a falsy input as {})
+def test_a_non_object_input_is_refused_by_name(local, value):
+    """Review item 11: States.JsonMerge needs an object; anything else fails clearly, before any call."""
+    sm = ScriptedSageMaker()
+    result = run_definition(local.definition, value, sm, poll_interval=0.05, timeout=120)
+    assert result.failed_state == S.invalid("input") and result.error == "InvalidInput", result.failed_state
+    assert "JSON object" in result.cause and not sm.calls
+    with pytest.raises(ConfigError, match="JSON object"):
+        validate_input(value, local.config)
+
+
 def test_check_input_refuses_tuning_the_execution_timeout_cannot_hold(checked, local):
     """Review item 6: ceil(max_jobs / max_parallel_jobs) rounds of trials must fit the tuning budget; the extremes
     (500 trials one at a time) are refused before anything runs, as infra.config.validate_input refuses them."""
