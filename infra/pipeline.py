@@ -682,6 +682,7 @@ class Pipeline(Construct):
         # Only "not found" creates the endpoint (see _lookup); throttling retries; anything else fails.
         find = self._lookup(S.FIND_ENDPOINT, "find", missing=create)
         for t in (create_model, create_config, create, update):
+            self._retry_refusals(t)  # throttling here would otherwise end the run after the GPU hours
             t.add_catch(deploy_failed, errors=["States.ALL"], result_path="$.error")
 
         max_polls = s.max_polls

@@ -237,11 +237,13 @@ def test_debugger_refusal_runs_the_same_job_without_it(cloud):
 
 
 def test_refused_create_calls_are_retried_before_any_catch(any_synth):
-    """Review item 2: throttling has no name of its own in the optimized integrations, so every create call
-    retries SageMaker.AmazonSageMakerException (with backoff) before a Catch decides."""
+    """Review item 2, as a rule: throttling has no name of its own in the optimized integrations, so every call
+    through one (the .sync jobs and the deploy's creates and update) retries SageMaker.AmazonSageMakerException
+    (with backoff) before a Catch decides."""
     states = any_synth.definition["States"]
-    creates = [n for n, s in states.items() if s["Type"] == "Task" and s["Resource"].endswith(".sync")]
-    assert set(creates) >= {S.TUNE, S.TRAIN}
+    creates = [n for n, s in states.items() if s["Type"] == "Task"
+               and s["Resource"].startswith("arn:aws:states:::sagemaker:")]  # every optimized integration
+    assert set(creates) >= {S.TUNE, S.TRAIN, S.CREATE_MODEL, S.CREATE_CONFIG, S.CREATE_ENDPOINT, S.UPDATE_ENDPOINT}
     for name in creates:
         (retry,) = states[name]["Retry"]
         assert retry["ErrorEquals"] == ["SageMaker.AmazonSageMakerException"], name

@@ -594,6 +594,8 @@ def _full_run_sagemaker() -> ScriptedSageMaker:
 
     def describe_tuning(p: dict) -> dict:
         name = p["HyperParameterTuningJobName"]
+        if name not in tuning:  # the warm-start parent, from an earlier execution ("Check warm-start parent")
+            return {"HyperParameterTuningJobName": name, "HyperParameterTuningJobStatus": "Completed"}
         return {"HyperParameterTuningJobName": name, "HyperParameterTuningJobStatus": "Completed",
                 "BestTrainingJob": {"TrainingJobName": f"{name}-001-abcdef12", "TunedHyperParameters": {
                     r["Name"]: r.get("MaxValue") or r["Values"][0]
