@@ -38,8 +38,10 @@ NOT_FOUND_CAUSE = "*Could not find endpoint*"
 # (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html, "Retrying after an error").
 RETRY_ATTEMPTS, RETRY_BACKOFF = 3, 2.0  # the first interval is StackConfig.retry_interval_s
 # The Debugger fallback runs only when SageMaker's refusal names Debugger. AWS does not document the exact text of
-# the refusal an account without Debugger gets; what is documented is that Debugger is configured through these
-# CreateTrainingJob members (https://docs.aws.amazon.com/sagemaker/latest/dg/debugger-createtrainingjob-api.html)
+# the refusal an account without Debugger gets (https://docs.aws.amazon.com/sagemaker/latest/dg/
+# debugger-availability-change.html says only that new customers have no access); what is documented is that
+# Debugger is configured through these CreateTrainingJob members
+# (https://docs.aws.amazon.com/sagemaker/latest/dg/debugger-createtrainingjob-api.html)
 # and that a refusal's Cause carries SageMaker's message (concepts-error-handling.html). Any other refusal
 # (quota, a bad value, throttling that outlived the retries) is a training failure, never a silent fallback.
 # StringMatches is case-sensitive: the capitalised member names cannot match the lower-case "debugger"
