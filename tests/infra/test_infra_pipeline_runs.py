@@ -339,6 +339,21 @@ def test_find_endpoint_retries_throttling_then_creates_on_not_found(local):
     assert len(sm.ops("CreateEndpoint")) == 1 and not sm.ops("UpdateEndpoint")
 
 
+def test_a_throttled_deploy_call_is_retried_not_fatal(local):
+    """Rule of review item 2 beyond training: CreateModel throttled once still deploys (after the GPU hours)."""
+    definition = local.definition
+    answers: list[Any] = [_throttled()]
+
+    def create_model(p: dict) -> dict:
+        if answers:
+            raise answers.pop(0)
+        return {"ModelArn": f"{ACCOUNT_ARN}:model/{p['ModelName']}"}
+    sm = _scripted(Endpoint(), CreateModel=create_model)
+    result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
+    assert result.succeeded, (result.failed_state, result.cause)
+    assert len(sm.ops("CreateModel")) == 2 and len(sm.ops("CreateEndpoint")) == 1
+
+
 def test_find_endpoint_updates_an_existing_endpoint(local):
     definition = local.definition
     sm = _scripted(Endpoint(exists=True))
