@@ -29,6 +29,19 @@ _PREFIX = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's endpoint / job name pattern
 
 
+# HyperParameterTuningJobConfig.ResourceLimits.MaxRuntimeInSeconds (botocore HyperParameterTuningMaxRuntimeInSeconds:
+# min 120, max 15768000).
+TUNING_MAX_RUNTIME = (120, 15_768_000)
+# Time an execution spends outside the bounded budgets: job start-up (instances, image pull, data download are not
+# in MaxRuntimeInSeconds), Describe calls and their retries, the lookups.
+EXECUTION_MARGIN_S = 1800
+# The teardown custom resource's budget (infra.teardown: the Provider framework's total timeout, inside the one hour
+# a custom resource has to answer) and what it needs once an update of the endpoint has ended: a rollback to the
+# old fleet, stopping jobs, deleting the endpoint.
+TEARDOWN_TOTAL_S = 50 * 60
+TEARDOWN_AFTER_UPDATE_S = 15 * 60
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -184,7 +197,8 @@ class ServingConfig(_Model):
     traffic_step_percent: int = Field(25, ge=1, le=100)  # canary size / linear step, % of capacity
     wait_interval_s: int = Field(300, ge=0, le=3600)
     termination_wait_s: int = Field(300, ge=0, le=3600)  # baking period the rollback alarms watch
-    max_execution_s: int = Field(3600, ge=600, le=14400)
+    # MaximumExecutionTimeoutInSeconds (botocore 600-14400): the whole blue/green update, baking period included.
+    max_execution_s: int = Field(1800, ge=600, le=14400)
     alarm_5xx_errors: int = Field(1, ge=1)  # rollback when the new fleet returns this many 5xx in a minute
     alarm_latency_ms: int = Field(2000, ge=1)  # ... or its p99 model latency exceeds this
     poll_s: int = Field(30, ge=1)
@@ -259,6 +273,8 @@ class StackConfig(_Model):
     artifact_retention_days: int = Field(30, ge=1)  # debugger/, profiler/, tuning/ outputs
     checkpoint_retention_days: int = Field(7, ge=1)
     execution_timeout_hours: int = Field(24, ge=1)
+    # First wait before a refused (throttled) SageMaker create call is tried again; it doubles, 3 tries.
+    retry_interval_s: int = Field(2, ge=1, le=60)
     framework_version: str = "2.6"  # training DLC; keep equal to serving's so torch matches
     py_version: str = "py312"
     nag: bool = True  # cdk-nag AwsSolutions as a synth-time validation plugin (app.py)
@@ -306,7 +322,68 @@ class StackConfig(_Model):
                              f"(the SageMaker role reads only there): {key!r}")
         return self
 
+    @model_validator(mode="after")
+    def _teardown_budget(self) -> StackConfig:
+        # `cdk destroy` waits out an endpoint that is Updating (SageMaker may refuse DeleteEndpoint until the update
+        # ends): the longest update the config allows must fit the teardown's budget, or the stack ends
+        # DELETE_FAILED.
+        longest = self.serving.max_execution_s + TEARDOWN_AFTER_UPDATE_S
+        if self.teardown_on_destroy and longest > TEARDOWN_TOTAL_S:
+            raise ValueError(f"serving.max_execution_s ({self.serving.max_execution_s} s) + "
+                             f"{TEARDOWN_AFTER_UPDATE_S} s to roll back and delete exceed the teardown's "
+                             f"{TEARDOWN_TOTAL_S} s: lower serving.max_execution_s to at most "
+                             f"{TEARDOWN_TOTAL_S - TEARDOWN_AFTER_UPDATE_S}, or set teardown_on_destroy false")
+        if self.serving.max_execution_s <= self.serving.termination_wait_s + self.serving.wait_interval_s:
+            # "the timeout value should be larger than the total waiting time specified in
+            # TerminationWaitInSeconds and WaitIntervalInSeconds" (API_BlueGreenUpdatePolicy).
+            raise ValueError("serving.max_execution_s must exceed serving.termination_wait_s + "
+                             "serving.wait_interval_s")
+        return self
+
+    @model_validator(mode="after")
+    def _time_budget(self) -> StackConfig:
+        # The execution's TimeoutSeconds ends it TIMED_OUT, which no Catch takes
+        # (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html): the defaults must fit.
+        budget = self.tuning_budget_s
+        if budget < TUNING_MAX_RUNTIME[0]:
+            raise ValueError(f"execution_timeout_hours ({self.execution_timeout_hours}) leaves {budget} s for tuning "
+                             f"after training, rules and deployment ({self.after_tuning_s} s): raise it")
+        need = self.tuning_time_s(self.tuning.max_jobs, self.tuning.max_parallel_jobs)
+        if need > budget:
+            raise ValueError(f"tuning.max_jobs / max_parallel_jobs need up to {need} s of tuning, but "
+                             f"execution_timeout_hours ({self.execution_timeout_hours}) leaves {budget} s after "
+                             f"training, rules and deployment: raise it, or run fewer rounds")
+        return self
+
     # --- derived values ---------------------------------------------------------------------------
+    @property
+    def after_tuning_s(self) -> int:
+        """The longest the execution may still run once tuning ends: the final training job (its spot wait), the
+        rule polling, the settle and deploy loops (each bounded by serving.max_polls), and EXECUTION_MARGIN_S."""
+        t, d, s = self.training, self.debugger, self.serving
+        training = t.spot_max_wait_s if t.spot else t.max_runtime_s
+        rules = d.poll_s * d.max_polls if d.active_rules or d.active_profiler_rules else 0
+        return training + rules + 2 * s.max_polls * s.poll_s + EXECUTION_MARGIN_S
+
+    @property
+    def tuning_budget_s(self) -> int:
+        """What the execution timeout leaves for the tuning job: its ResourceLimits.MaxRuntimeInSeconds (capped at
+        botocore's maximum), and the bound "Check input" holds max_jobs / max_parallel_jobs to."""
+        return min(self.execution_timeout_hours * 3600 - self.after_tuning_s, TUNING_MAX_RUNTIME[1])
+
+    @property
+    def trial_s(self) -> int:
+        """The longest one tuning trial may take (its spot wait included)."""
+        return self.tuning.spot_max_wait_s if self.tuning.spot else self.tuning.max_runtime_s
+
+    @property
+    def tuning_rounds(self) -> int:
+        """How many rounds of parallel trials fit the tuning budget."""
+        return self.tuning_budget_s // self.trial_s
+
+    def tuning_time_s(self, max_jobs: int, max_parallel_jobs: int) -> int:
+        return -(-max_jobs // max_parallel_jobs) * self.trial_s
+
     @property
     def endpoint_name(self) -> str:
         return self.serving.endpoint_name or f"{self.prefix}-endpoint"
@@ -387,6 +464,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "debugger": {"poll_s": 1, "max_polls": 600, "saves_per_epoch": 4,
                      "gate_rules": [rule for rule in DEBUG_RULES if rule != "LossNotDecreasing"]},
         "gate": {"min_test_accuracy": 0.5},
+        "retry_interval_s": 1,
         "serving": {"poll_s": 1, "wait_interval_s": 0, "termination_wait_s": 0, "max_execution_s": 600},
     },
 }
@@ -497,8 +575,10 @@ def input_limits() -> dict[str, tuple[float, float]]:
             "min_test_accuracy": _bounds(GateConfig, "min_test_accuracy")}
 
 
-# botocore (sagemaker service model): HyperParameterTuningJobName pattern and length; S3Uri at most 1024 chars.
+# botocore (sagemaker service model): HyperParameterTuningJobName pattern and length (max 32: the pattern alone
+# lets hyphens make it longer); S3Uri at most 1024 chars.
 TUNING_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}$")
+TUNING_JOB_NAME_MAX = 32
 S3_URI_MAX = 1024
 
 
@@ -518,15 +598,20 @@ def validate_input(value: Any, cfg: StackConfig, *, dataset_prefix: str | None =
             if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
                 raise ConfigError(f"input '{key}': must be an integer from {low} to {high} (got {v!r})")
     jobs = value.get("max_jobs", cfg.tuning.max_jobs)
-    if value.get("max_parallel_jobs", cfg.tuning.max_parallel_jobs) > jobs:
+    parallel = value.get("max_parallel_jobs", cfg.tuning.max_parallel_jobs)
+    if parallel > jobs:
         raise ConfigError(f"input 'max_parallel_jobs': cannot exceed max_jobs ({jobs})")
+    if cfg.tuning_time_s(jobs, parallel) > cfg.tuning_budget_s:
+        raise ConfigError(f"input 'max_jobs': {jobs} trials {parallel} at a time need up to "
+                          f"{cfg.tuning_time_s(jobs, parallel)} s, more than the {cfg.tuning_budget_s} s the execution "
+                          f"timeout leaves for tuning (at most {cfg.tuning_rounds} rounds of max_parallel_jobs)")
     if "min_test_accuracy" in value:
         v, (low, high) = value["min_test_accuracy"], limits["min_test_accuracy"]
         if isinstance(v, bool) or not isinstance(v, int | float) or not low <= v <= high:
             raise ConfigError(f"input 'min_test_accuracy': must be a number from {low} to {high} (got {v!r})")
     parent = value.get("warm_start_parent")
     if parent not in (None, "") and (not isinstance(parent, str) or not parent.startswith(f"{cfg.prefix}-")
-                                     or not TUNING_JOB_NAME.match(parent)):
+                                     or not TUNING_JOB_NAME.match(parent) or len(parent) > TUNING_JOB_NAME_MAX):
         raise ConfigError(f"input 'warm_start_parent': must name a tuning job of this stack ('{cfg.prefix}-...', "
                               f"at most 32 letters, digits, hyphens), or be empty (got {parent!r})")
     if "dataset" in value:

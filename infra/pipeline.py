@@ -34,6 +34,21 @@ SDK_ERROR = "SageMaker.SageMakerException"
 # declares no ResourceNotFound for DescribeEndpoint; moto and the stand-in answer the same). Throttling:
 # ThrottlingException. Step Functions puts the SDK's message and error code in the Cause.
 NOT_FOUND_CAUSE = "*Could not find endpoint*"
+# A refused create call is retried first: the optimized integrations give throttling (ThrottlingException) and
+# every other refusal the one name OPTIMIZED_ERROR, so only the Cause tells them apart
+# (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html, "Retrying after an error").
+RETRY_ATTEMPTS, RETRY_BACKOFF = 3, 2.0  # the first interval is StackConfig.retry_interval_s
+# The Debugger fallback runs only when SageMaker's refusal names Debugger. AWS does not document the exact text of
+# the refusal an account without Debugger gets (https://docs.aws.amazon.com/sagemaker/latest/dg/
+# debugger-availability-change.html says only that new customers have no access); what is documented is that
+# Debugger is configured through these CreateTrainingJob members
+# (https://docs.aws.amazon.com/sagemaker/latest/dg/debugger-createtrainingjob-api.html)
+# and that a refusal's Cause carries SageMaker's message (concepts-error-handling.html). Any other refusal
+# (quota, a bad value, throttling that outlived the retries) is a training failure, never a silent fallback.
+# StringMatches is case-sensitive: the capitalised member names cannot match the lower-case "debugger"
+# hyperparameter or S3 prefixes a message might quote.
+DEBUGGER_REFUSAL_CAUSES = ("*Debugger*", "*Profiler*", "*DebugHookConfig*", "*DebugRuleConfigurations*",
+                           "*ProfilerConfig*", "*ProfilerRuleConfigurations*")
 THROTTLED_CAUSE = "*ThrottlingException*"
 # EndpointStatus values (botocore EndpointStatus enum) that no waiting changes: the deploy loop ends on them.
 ENDPOINT_BROKEN = ("Failed", "OutOfService", "UpdateRollbackFailed")
@@ -42,20 +57,39 @@ ENDPOINT_BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Delet
 # Python before a local run).
 INPUT_KEYS = facts.INPUT_KEYS
 LOOKUP_RETRIES = 5  # throttled DescribeEndpoint calls before the execution gives up
+_SCALING_SDK: dict[str, Any] = {"sdk": True, "service": "applicationautoscaling"}
+# aws-sdk error names: "<service>.<exception>" (supported-services-awssdk.html, "Handling errors"): the modelled
+# transient errors of DeregisterScalableTarget (botocore application-autoscaling), and throttling, which is not
+# modelled (the SDK's base exception).
+_SCALING_TRANSIENT = ("ApplicationAutoScaling.ConcurrentUpdateException",
+                      "ApplicationAutoScaling.InternalServiceException",
+                      "ApplicationAutoScaling.ApplicationAutoScalingException")
+# A variant that is no scalable target: DeregisterScalableTarget answers ObjectNotFoundException ("the scalable
+# target with the specified service namespace, resource ID, and scalable dimension does not exist",
+# https://docs.aws.amazon.com/autoscaling/application/APIReference/API_DeregisterScalableTarget.html), whose
+# message reads "No scalable target registered for ..."; moto (local mode) answers a ValidationException "No
+# scalable target found for ...". Either means there is nothing to deregister.
+SCALING_NOT_FOUND = ("ApplicationAutoScaling.ObjectNotFoundException", "*No scalable target*")
 SERVERLESS_UPDATE_DOC = "https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints-update.html"
 
 
 # --- state names (local mode and tests refer to them) ----------------------------------------------------
 class S:
     PREPARE = "Prepare run"
+    INPUT_IS_OBJECT = "Input is an object?"
     APPLY_INPUT = "Apply input overrides"
+    PARENT_GIVEN = "Warm-start parent given?"
+    CHECK_PARENT = "Check warm-start parent"
     NAME = "Name resources"
     CHECK_INPUT = "Check input"
+    COUNT_ROUNDS = "Count tuning rounds"
+    ROUNDS_FIT = "Tuning fits the timeout?"
+    TUNING_TOO_LONG = "Invalid input: max_jobs for the execution timeout"
     INVALID_INPUT = "Invalid input"
     CHECK_WEIGHTS = "Check pretrained weights"
     WEIGHTS_MISSING = "Pretrained weights missing"
     CHECK_ENDPOINT = "Check existing endpoint"
-    SERVING_MODE = "Serving mode allowed?"
+    EXISTING_USABLE = "Existing endpoint usable?"
     SERVING_MODE_CHANGE = "Serving mode change refused"
     TUNE = "Tune hyperparameters"
     TUNE_WARM = "Tune hyperparameters (warm start)"
@@ -66,10 +100,13 @@ class S:
     SELECT_BEST = "Select best trial"
     PREPARE_TRAINING = "Prepare training"
     TRAIN = "Train with best hyperparameters"
+    DEBUGGER_REFUSED = "Refused for Debugger?"
     DEBUGGER_UNAVAILABLE = "Debugger unavailable"
     TRAIN_NO_DEBUGGER = "Train without Debugger"
     TRAINING_FAILED = "Training failed"
     DESCRIBE_TRAINING = "Describe training job"
+    RULES_REPORTED = "Rule statuses reported?"
+    NO_RULE_STATUSES = "Gate: no rule statuses"
     RULE_PROGRESS = "Check rule progress"
     RULES_DONE = "Rules finished?"
     WAIT_RULES = "Wait for rule evaluations"
@@ -110,7 +147,11 @@ class S:
     DEPLOY_FAILED = "Deployment failed"
     ENDPOINT_FAILED = "Endpoint failed"
     DEPLOYED = "Deployed"
+    DEREGISTER_SCALING = "Deregister autoscaling target"
+    NOT_REGISTERED = "Scalable target absent?"
     REGISTER_SCALING = "Register autoscaling target"
+    RESTORE_SCALING = "Restore autoscaling after rollback"
+    RESTORE_POLICY = "Restore scaling policy after rollback"
     SCALING_POLICY = "Apply scaling policy"
     SCALING_FAILED = "Autoscaling not applied"
 
@@ -137,6 +178,10 @@ class S:
     @staticmethod
     def lookup_failed(stage: str) -> str:
         return f"{stage}: lookup failed"
+
+
+def _any_of(path: str, values: tuple[str, ...]) -> sfn.Condition:
+    return sfn.Condition.or_(*[sfn.Condition.string_equals(path, v) for v in values])
 
 
 def _metric_path(name: str) -> str:
@@ -184,6 +229,11 @@ class Pipeline(Construct):
         from an explicit aws-sdk Describe* whose shape botocore defines); a literal marks that it ended."""
         return self._task(name, req.task_resource(action, sync=True), parameters,
                           result_selector={"ended": True}, result_path=f"$.waited.{action}")
+
+    def _retry_refusals(self, task: sfn.CustomState) -> None:
+        """A refused create call (throttling, mostly) is tried again with backoff before its Catch sees it."""
+        task.add_retry(errors=[OPTIMIZED_ERROR], interval=Duration.seconds(self.cfg.retry_interval_s),
+                       max_attempts=RETRY_ATTEMPTS, backoff_rate=RETRY_BACKOFF)
 
     def _fail(self, name: str, error: str, *, cause: str | None = None, cause_path: str | None = None) -> sfn.Fail:
         return sfn.Fail(self, name, error=error, cause=cause, cause_path=cause_path)
@@ -239,7 +289,14 @@ class Pipeline(Construct):
             # 12 hex characters of a fresh UUID: unique per execution and short enough for the 32-character
             # tuning job name. Computed once (a redrive reuses the names), outside the input's reach.
             "run_id.$": "States.ArrayGetItem(States.StringSplit(States.UUID(), '-'), 4)",
+            # JsonMerge below needs an object: an array, string or number input is refused by name first.
+            "input_text.$": "States.JsonToString($)",
         }, comment="Defaults from cdk.json context; any of them may be given in the input.")
+        is_object = (sfn.Choice(self, S.INPUT_IS_OBJECT)
+                     .when(sfn.Condition.not_(sfn.Condition.string_matches("$.input_text", "{*")), self._fail(
+                         S.invalid("input"), "InvalidInput", cause=(
+                             f"The execution input must be a JSON object holding any of {', '.join(INPUT_KEYS)} "
+                             "({} for the defaults); nothing was started."))))
         apply_input = sfn.Pass(self, S.APPLY_INPUT, parameters={
             "args.$": "States.JsonMerge($.defaults, $.input, false)", "run_id.$": "$.run_id"})
         base = f"States.Format('{cfg.prefix}-{{}}', $.run_id)"
@@ -258,9 +315,23 @@ class Pipeline(Construct):
                       "max_parallel_jobs.$": "States.JsonToString($.args.max_parallel_jobs)"},
         }, comment=f"Every SageMaker name is <prefix>-<run id> ({RUN_ID_LENGTH} hex); the endpoint name is stable.")
 
-        tuning_failed = self._fail(S.TUNING_FAILED, "TuningFailed", cause_path="$.error.Cause")
-        training_failed = self._fail(S.TRAINING_FAILED, "TrainingFailed", cause_path="$.error.Cause")
-        self._deploy_failed = self._fail(S.DEPLOY_FAILED, "DeploymentFailed", cause_path="$.error.Cause")
+        # A Catch's error output always has Error; Cause is not guaranteed (States.Timeout, States.Permissions...),
+        # and a CausePath that finds nothing raises States.Runtime instead of the intended error: quote it whole.
+        tuning_failed = self._fail(S.TUNING_FAILED, "TuningFailed", cause_path=(
+            "States.Format('Tuning job {} failed; nothing was trained or deployed: {}', $.names.tuning_job, "
+            "States.JsonToString($.error))"))
+        training_failed = self._fail(S.TRAINING_FAILED, "TrainingFailed", cause_path=(
+            "States.Format('Training job {} failed; the endpoint was not changed: {}', $.run.training_job, "
+            "States.JsonToString($.error))"))
+        self._deploy_failed = self._fail(S.DEPLOY_FAILED, "DeploymentFailed", cause_path=(
+            "States.Format('Deploying {} to endpoint {} failed: {}', $.names.endpoint_config, $.names.endpoint, "
+            "States.JsonToString($.error))"))
+        # DescribeEndpoint's EndpointStatus values that no update starts from (ENDPOINT_BROKEN): checked before
+        # tuning, and again right before the deploy (the endpoint may break while the jobs run).
+        self._endpoint_unusable = self._fail(S.ENDPOINT_UNUSABLE, "EndpointUnusable", cause_path=(
+            f"States.Format('Endpoint {{}} is {{}} and cannot be updated: delete it (aws sagemaker delete-endpoint "
+            f"--endpoint-name {cfg.endpoint_name}) and start a new execution.', $.names.endpoint, "
+            f"$.existing.EndpointStatus)"))
         self._mode_change = self._fail(S.SERVING_MODE_CHANGE, "ServingModeChangeRefused", cause=(
             f"Endpoint {cfg.endpoint_name} serves from instances and this stack deploys it serverless: SageMaker "
             f"cannot update an instance endpoint to serverless ({SERVERLESS_UPDATE_DOC}). Delete the endpoint "
@@ -268,10 +339,13 @@ class Pipeline(Construct):
             "serving.serverless=false; nothing was trained or changed."))
 
         tune = self._wait_for_job(S.TUNE, "createHyperParameterTuningJob", req.tuning_job(cfg, warm_start=False))
+        train = self._wait_for_job(S.TRAIN, "createTrainingJob", req.training_job(cfg))
         tune_warm = self._wait_for_job(S.TUNE_WARM, "createHyperParameterTuningJob",
                                        req.tuning_job(cfg, warm_start=True))
         read_tuning = self._task(S.READ_TUNING, req.task_resource("describeHyperParameterTuningJob", sdk=True),
                                  req.describe_tuning_job(), result_path="$.tuning")
+        for t in (tune, tune_warm, train):  # the create calls: throttling is retried before any Catch
+            self._retry_refusals(t)
         for t in (tune, tune_warm, read_tuning):
             t.add_catch(tuning_failed, errors=["States.ALL"], result_path="$.error")
         read_tuning.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=3,
@@ -298,7 +372,6 @@ class Pipeline(Construct):
         prepare_training = sfn.Pass(
             self, S.PREPARE_TRAINING, result_path="$.hyperparameters", parameters=static,
             comment="Static hyperparameters; the train task merges the best trial's tuned values over them.")
-        train = self._wait_for_job(S.TRAIN, "createTrainingJob", req.training_job(cfg))
         read_training = self._read_training(training_failed)
 
         if dbg.enabled:
@@ -310,11 +383,17 @@ class Pipeline(Construct):
             # the output records debugger.status "unavailable" with SageMaker's reason.
             fallback = sfn.Pass(self, S.DEBUGGER_UNAVAILABLE, result_path="$.run", parameters={
                 "training_job.$": "$.names.training_job_no_debugger",
-                "debugger": {"status": "unavailable", "reason.$": "$.debugger_refusal.Cause"}})
+                "debugger": {"status": "unavailable", "reason.$": "$.error.Cause"}})
+            cause = "$.error.Cause"
+            refused = (sfn.Choice(self, S.DEBUGGER_REFUSED, comment="Only a refusal that names Debugger falls back.")
+                       .when(sfn.Condition.and_(sfn.Condition.is_present(cause), sfn.Condition.or_(*[
+                           sfn.Condition.string_matches(cause, p) for p in DEBUGGER_REFUSAL_CAUSES])), fallback)
+                       .otherwise(training_failed))
             train_plain = self._wait_for_job(S.TRAIN_NO_DEBUGGER, "createTrainingJob",
                                              req.training_job(cfg, debugger=False))
+            self._retry_refusals(train_plain)
             train_plain.add_catch(training_failed, errors=["States.ALL"], result_path="$.error")
-            train.add_catch(fallback, errors=[OPTIMIZED_ERROR], result_path="$.debugger_refusal")
+            train.add_catch(refused, errors=[OPTIMIZED_ERROR], result_path="$.error")
             fallback.next(train_plain).next(self._reports(debugger=False)).next(read_training)
         train.add_catch(training_failed, errors=["States.ALL"], result_path="$.error")
         reports = self._reports(debugger=dbg.enabled)
@@ -329,16 +408,44 @@ class Pipeline(Construct):
                                         sfn.Condition.string_equals("$.args.warm_start_parent", "")), tune)
                 .otherwise(tune_warm))
         check_endpoint = self._lookup(S.CHECK_ENDPOINT, "existing", missing=warm)
-        if cfg.serving.serverless:  # an instance endpoint cannot become serverless: refuse before training
-            check_endpoint.next(sfn.Choice(self, S.SERVING_MODE)
-                                .when(self._instance_endpoint(), self._mode_change).otherwise(warm))
-        else:
-            check_endpoint.next(warm)
+        # Refused before any job: an endpoint no update can start from (the deploy would end there after the GPU
+        # hours), and an instance endpoint when this stack deploys serverless (SageMaker cannot switch it).
+        usable = (sfn.Choice(self, S.EXISTING_USABLE, comment="Nothing is trained for an endpoint that cannot "
+                                                               "take the result.")
+                  .when(_any_of("$.existing.EndpointStatus", ENDPOINT_BROKEN), self._endpoint_unusable))
+        if cfg.serving.serverless:
+            usable.when(self._instance_endpoint(), self._mode_change)
+        check_endpoint.next(usable.otherwise(warm))
         for t in (tune, tune_warm):
             t.next(read_tuning)
         read_tuning.next(best_found)
         select_best.next(prepare_training).next(train)
-        return prepare.next(apply_input).next(name).next(self._check_input(self._check_weights(check_endpoint)))
+        prepare.next(is_object)
+        is_object.otherwise(apply_input)
+        apply_input.next(name).next(self._check_input(self._check_parent(self._check_weights(check_endpoint))))
+        return prepare
+
+    def _check_parent(self, then: sfn.IChainable) -> sfn.IChainable:
+        """warm_start_parent must name a tuning job SageMaker can describe for this role:
+        DescribeHyperParameterTuningJob validates the name against botocore's HyperParameterTuningJobName (pattern,
+        at most 32 characters), the IAM grant holds it to the prefix, and a misspelt name is caught before anything
+        runs (ASL has no string-length or character-class test; "Check input" has checked type and prefix)."""
+        cfg = self.cfg
+        var = "$.args.warm_start_parent"
+        describe = self._task(S.CHECK_PARENT, req.task_resource("describeHyperParameterTuningJob", sdk=True),
+                              {"HyperParameterTuningJobName.$": var},
+                              result_selector={"status.$": "$.HyperParameterTuningJobStatus"},
+                              result_path="$.check.parent")
+        describe.add_retry(errors=[SDK_ERROR], interval=Duration.seconds(cfg.retry_interval_s),
+                           max_attempts=RETRY_ATTEMPTS, backoff_rate=RETRY_BACKOFF)  # throttling
+        describe.add_catch(self._fail(S.invalid("warm_start_parent") + " (not described)", "InvalidInput", cause_path=(
+            f"States.Format('Input warm_start_parent {{}} must name an existing tuning job of this stack "
+            f"({cfg.prefix}-..., at most 32 letters, digits and hyphens); SageMaker answered: {{}}', {var}, "
+            "States.JsonToString($.parent_error))")), errors=["States.ALL"], result_path="$.parent_error")
+        describe.next(then)
+        return (sfn.Choice(self, S.PARENT_GIVEN)
+                .when(sfn.Condition.or_(sfn.Condition.is_null(var), sfn.Condition.string_equals(var, "")), then)
+                .otherwise(describe))
 
     def _check_weights(self, then: sfn.IChainable) -> sfn.IChainable:
         """Every trial reads the staged weights as its pretrained channel: fail in seconds when they are not there,
@@ -387,6 +494,19 @@ class Pipeline(Construct):
         choice.when(c.number_greater_than_json_path("$.args.max_parallel_jobs", "$.args.max_jobs"),
                     invalid("max_parallel_jobs", "cannot exceed max_jobs.",
                             f"{S.invalid('max_parallel_jobs')} above max_jobs"))
+        # ceil(max_jobs / max_parallel_jobs) rounds of trials must fit what the execution timeout leaves for tuning
+        # (StackConfig.tuning_budget_s): States.ArrayRange(1, max_jobs, max_parallel_jobs) has exactly that many
+        # elements, and is computed only once both are known integers in range.
+        rounds = sfn.Pass(self, S.COUNT_ROUNDS, result_path="$.check.rounds", parameters={
+            "count.$": "States.ArrayLength(States.ArrayRange(1, $.args.max_jobs, $.args.max_parallel_jobs))"})
+        fits = (sfn.Choice(self, S.ROUNDS_FIT)
+                .when(c.number_greater_than("$.check.rounds.count", cfg.tuning_rounds), invalid(
+                    "max_jobs", f"needs more than {cfg.tuning_rounds} rounds of max_parallel_jobs trials "
+                                f"({cfg.trial_s} s each): the execution timeout ({cfg.execution_timeout_hours} h) "
+                                f"leaves {cfg.tuning_budget_s} s for tuning after training, rules and deployment. "
+                                "Raise max_parallel_jobs or lower max_jobs.", S.TUNING_TOO_LONG))
+                .otherwise(valid))
+        rounds.next(fits)
         low, high = limits["min_test_accuracy"]
         bad = invalid("min_test_accuracy", f"must be a number from {low} to {high}.")
         choice.when(c.not_(c.is_numeric("$.args.min_test_accuracy")), bad)
@@ -398,7 +518,7 @@ class Pipeline(Construct):
         choice.when(c.not_(c.or_(c.is_null(var), c.is_string(var))), bad)
         choice.when(c.and_(c.is_string(var), c.not_(c.string_equals(var, "")),
                            c.not_(c.string_matches(var, f"{cfg.prefix}-*"))), bad)
-        return choice.otherwise(valid)
+        return choice.otherwise(rounds)
 
     def _read_training(self, failed: sfn.IChainable) -> sfn.CustomState:
         """DescribeTrainingJob of the job that ran: model artifacts (required members) and the gate's metrics
@@ -430,59 +550,72 @@ class Pipeline(Construct):
         return read
 
     def _rule_wait(self, after: sfn.IChainable, failed: sfn.IChainable) -> sfn.IChainable:
-        """.sync ends with the training job, not with its rule jobs: poll until every rule has a verdict."""
+        """.sync ends with the training job, not with its rule jobs: poll until every rule has a verdict.
+
+        DebugRuleEvaluationStatuses / ProfilerRuleEvaluationStatuses and each entry's RuleEvaluationStatus are
+        optional members of DescribeTrainingJobResponse (botocore), and a JSONPath through an absent member raises
+        States.Runtime, which no Catch takes: the raw description is stored, a Choice checks that each list is
+        present, and an entry without a status counts as not evaluated yet (listed != stated)."""
         dbg = self.cfg.debugger
-        # Indefinite paths only ([*] of a missing list is []): an absent member never raises States.Runtime.
-        selector: dict[str, Any] = {"statuses": {}}
-        for kind, rules in (("Debug", dbg.active_rules), ("Profiler", dbg.active_profiler_rules)):
-            if rules:
-                selector[f"{kind.lower()}.$"] = f"$.{kind}RuleEvaluationStatuses[*].RuleEvaluationStatus"
-                selector["statuses"][f"{kind.lower()}.$"] = f"$.{kind}RuleEvaluationStatuses[*]"
+        job = "$.rules.job"
+        kinds = {kind: f"{job}.{member}RuleEvaluationStatuses" for kind, member, rules in (
+            ("debug", "Debug", dbg.active_rules), ("profiler", "Profiler", dbg.active_profiler_rules)) if rules}
         describe = self._task(S.DESCRIBE_TRAINING, req.task_resource("describeTrainingJob", sdk=True),
-                              req.describe_training_job(), result_selector=selector, result_path="$.rules")
+                              req.describe_training_job(), result_path=job)
         describe.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=3,
                            backoff_rate=2.0)
         describe.add_catch(failed, errors=["States.ALL"], result_path="$.error")
+        unreported = self._fail(S.NO_RULE_STATUSES, "GateFailed", cause_path=(
+            "States.Format('SageMaker listed no rule statuses for training job {} although it ran with Debugger "
+            "rules; the endpoint was not changed.', $.names.training_job)"))
 
-        running = {"count.$": "States.MathAdd($.poll.rules.count, 1)"}
-        kinds = [k for k in ("debug", "profiler") if f"{k}.$" in selector]
-        for kind in kinds:
+        running: dict[str, str] = {"count.$": "States.MathAdd($.poll.rules.count, 1)"}
+        for kind, path in kinds.items():
             for status in IN_PROGRESS:
-                running[f"{kind}_{status.lower()}.$"] = f"States.ArrayContains($.rules.{kind}, '{status}')"
+                running[f"{kind}_{status.lower()}.$"] = \
+                    f"States.ArrayContains({path}[*].RuleEvaluationStatus, '{status}')"
+            running[f"{kind}_listed.$"] = f"States.ArrayLength({path})"
+            running[f"{kind}_stated.$"] = f"States.ArrayLength({path}[*].RuleEvaluationStatus)"
         progress = sfn.Pass(self, S.RULE_PROGRESS, parameters=running, result_path="$.poll.rules")
-        still_running = sfn.Condition.or_(*[
-            sfn.Condition.boolean_equals(f"$.poll.rules.{kind}_{status.lower()}", True)
-            for kind in kinds for status in IN_PROGRESS])
+        c = sfn.Condition
+        reported = (sfn.Choice(self, S.RULES_REPORTED)
+                    .when(c.or_(*[c.is_not_present(path) for path in kinds.values()]), unreported)
+                    .otherwise(progress))
+        still_running = c.or_(
+            *[c.boolean_equals(f"$.poll.rules.{kind}_{status.lower()}", True)
+              for kind in kinds for status in IN_PROGRESS],
+            *[c.not_(c.number_equals_json_path(f"$.poll.rules.{kind}_listed", f"$.poll.rules.{kind}_stated"))
+              for kind in kinds])
         timed_out = self._fail(S.RULES_TIMED_OUT, "RulesTimedOut",
                                cause=f"Debugger/Profiler rules were still running after {dbg.max_polls} checks "
                                      f"{dbg.poll_s} s apart; the endpoint was not changed.")
         wait = sfn.Wait(self, S.WAIT_RULES, time=sfn.WaitTime.duration(Duration.seconds(dbg.poll_s)))
-        statuses = {rule: f"$.rules.statuses.{kind}[?(@.RuleConfigurationName == '{rule}')].RuleEvaluationStatus"
+        statuses = {rule: f"{kinds[kind]}[?(@.RuleConfigurationName == '{rule}')].RuleEvaluationStatus"
                     for kind, rules in (("debug", dbg.active_rules), ("profiler", dbg.active_profiler_rules))
                     for rule in rules}
         verdicts = sfn.Pass(self, S.VERDICTS, result_path="$.verdicts", parameters={
             f"{rule}.$": f"States.ArrayGetItem({path}, 0)" for rule, path in statuses.items()})
         # A filter that matches nothing is an error: first check that SageMaker lists every configured rule.
-        listed = sfn.Pass(self, S.RULE_NAMES, result_path="$.rule_names",
-                          parameters={"text.$": "States.JsonToString($.rules.statuses)"})
+        texts = [f"States.JsonToString({path})" for path in kinds.values()]
+        listed = sfn.Pass(self, S.RULE_NAMES, result_path="$.rule_names", parameters={
+            "text.$": texts[0] if len(texts) == 1 else f"States.Format('{{}} {{}}', {', '.join(texts)})"})
         missing = self._fail(S.RULES_MISSING, "GateFailed", cause_path=(
             "States.Format('SageMaker did not list every configured rule for {} (statuses: {}); the endpoint was "
             "not changed.', $.names.training_job, $.rule_names.text)"))
         all_listed = (sfn.Choice(self, S.RULES_LISTED)
-                      .when(sfn.Condition.or_(*[sfn.Condition.not_(sfn.Condition.string_matches(
-                          "$.rule_names.text", f'*"{rule}"*')) for rule in statuses]), missing)
+                      .when(c.or_(*[c.not_(c.string_matches("$.rule_names.text", f'*"{rule}"*'))
+                                    for rule in statuses]), missing)
                       .otherwise(verdicts))
         listed.next(all_listed)
         done = (sfn.Choice(self, S.RULES_DONE)
-                .when(sfn.Condition.and_(still_running,
-                                         sfn.Condition.number_greater_than_equals("$.poll.rules.count",
-                                                                                  dbg.max_polls)),
+                .when(c.and_(still_running, c.number_greater_than_equals("$.poll.rules.count", dbg.max_polls)),
                       timed_out)
                 .when(still_running, wait)
                 .otherwise(listed))
         wait.next(describe)
         verdicts.next(after)
-        return describe.next(progress).next(done)
+        progress.next(done)
+        return describe.next(reported)
 
     def _reports(self, *, debugger: bool) -> sfn.Pass:
         dbg = self.cfg.debugger
@@ -554,6 +687,7 @@ class Pipeline(Construct):
         # Only "not found" creates the endpoint (see _lookup); throttling retries; anything else fails.
         find = self._lookup(S.FIND_ENDPOINT, "find", missing=create)
         for t in (create_model, create_config, create, update):
+            self._retry_refusals(t)  # throttling here would otherwise end the run after the GPU hours
             t.add_catch(deploy_failed, errors=["States.ALL"], result_path="$.error")
 
         max_polls = s.max_polls
@@ -565,21 +699,21 @@ class Pipeline(Construct):
         describe.add_catch(deploy_failed, errors=["States.ALL"], result_path="$.error")
         deployed = sfn.Pass(self, S.DEPLOYED, parameters=self._output())
         serving = self._autoscaling(deployed) if s.scales else deployed
+        rolled_back = self._fail(
+            S.ROLLED_BACK, "DeploymentRolledBack", cause_path=(
+                "States.Format('SageMaker rolled endpoint {} back: it is InService without config {} (a "
+                "rollback alarm fired or the new fleet failed); the previous model keeps serving.', "
+                "$.names.endpoint, $.names.endpoint_config)"))
         status = "$.endpoint.EndpointStatus"
         in_service = sfn.Condition.string_equals(status, "InService")
 
-        def any_of(path: str, values: tuple[str, ...]) -> sfn.Condition:
-            return sfn.Condition.or_(*[sfn.Condition.string_equals(path, v) for v in values])
+        any_of = _any_of
 
         done = (sfn.Choice(self, S.DEPLOY_DONE)
                 .when(sfn.Condition.and_(in_service, sfn.Condition.is_present("$.endpoint.EndpointConfigName"),
                                          sfn.Condition.string_equals_json_path(
                                              "$.endpoint.EndpointConfigName", "$.names.endpoint_config")), serving)
-                .when(in_service, self._fail(
-                    S.ROLLED_BACK, "DeploymentRolledBack", cause_path=(
-                        "States.Format('SageMaker rolled endpoint {} back: it is InService without config {} (a "
-                        "rollback alarm fired or the new fleet failed); the previous model keeps serving.', "
-                        "$.names.endpoint, $.names.endpoint_config)")))
+                .when(in_service, self._restore_scaling(rolled_back) if s.scales else rolled_back)
                 .when(any_of(status, ENDPOINT_BROKEN), self._fail(
                     S.ENDPOINT_FAILED, "DeploymentFailed", cause_path=(
                         "States.Format('Endpoint {} is {} after deploying {}: see its FailureReason "
@@ -601,12 +735,9 @@ class Pipeline(Construct):
         if s.serverless:
             state.when(sfn.Condition.and_(sfn.Condition.string_equals(existing, "InService"),
                                           self._instance_endpoint()), self._mode_change)
-        (state.when(sfn.Condition.string_equals(existing, "InService"), update)
-         .when(any_of(existing, ENDPOINT_BROKEN),
-               self._fail(S.ENDPOINT_UNUSABLE, "EndpointUnusable", cause_path=(
-                   f"States.Format('Endpoint {{}} is {{}} and cannot be updated: delete it (aws sagemaker "
-                   f"delete-endpoint --endpoint-name {cfg.endpoint_name}) and start a new execution; "
-                   f"model {{}} is ready for it.', $.names.endpoint, $.existing.EndpointStatus, $.names.model)")))
+        (state.when(sfn.Condition.string_equals(existing, "InService"),
+                    self._deregister_scaling(update) if s.scales else update)
+         .when(any_of(existing, ENDPOINT_BROKEN), self._endpoint_unusable)
          .when(sfn.Condition.number_greater_than_equals("$.poll.settle.count", max_polls), self._fail(
              S.SETTLE_TIMED_OUT, "EndpointBusy", cause_path=(
                  f"States.Format('Endpoint {{}} stayed {{}} for {max_polls} checks {s.poll_s} s apart (another "
@@ -623,7 +754,7 @@ class Pipeline(Construct):
         failed = self._fail(S.SCALING_FAILED, "AutoscalingFailed", cause_path=(
             "States.Format('Endpoint {} serves the new model, but its autoscaling was not applied: {}', "
             "$.names.endpoint, States.JsonToString($.error))"))
-        sdk = {"sdk": True, "service": "applicationautoscaling"}
+        sdk = _SCALING_SDK
         register = self._task(S.REGISTER_SCALING, req.task_resource("registerScalableTarget", **sdk),
                               req.register_scalable_target(cfg), result_selector={"registered": True},
                               result_path="$.scaling.target")
@@ -634,6 +765,46 @@ class Pipeline(Construct):
             t.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=2, backoff_rate=2.0)
             t.add_catch(failed, errors=["States.ALL"], result_path="$.error")
         return register.next(policy).next(then)
+
+    def _deregister_scaling(self, update: sfn.IChainable) -> sfn.IChainable:
+        """Before UpdateEndpoint: SageMaker refuses an update that changes the instance type of a variant that is a
+        scalable target ("Update endpoints that use auto scaling", sagemaker/latest/dg/endpoint-scaling-update.html:
+        deregister first, register again after). Deregistering also deletes the target's scaling policy
+        (application-autoscaling API_DeregisterScalableTarget); autoscaling is blocked during an update anyway, and
+        "Register autoscaling target" re-applies cdk.json's bounds and policy once the new fleet serves (or the
+        rollback branch restores them). Not registered (SCALING_NOT_FOUND) is fine: the update goes on."""
+        cfg = self.cfg
+        deregister = self._task(S.DEREGISTER_SCALING, req.task_resource("deregisterScalableTarget",
+                                                                        **_SCALING_SDK),
+                                req.deregister_scalable_target(cfg), result_selector={"deregistered": True},
+                                result_path="$.scaling.deregistered")
+        deregister.add_retry(errors=list(_SCALING_TRANSIENT), interval=Duration.seconds(5), max_attempts=2,
+                             backoff_rate=2.0)
+        c = sfn.Condition
+        not_registered = (sfn.Choice(self, S.NOT_REGISTERED)
+                          .when(c.or_(c.string_equals("$.error.Error", SCALING_NOT_FOUND[0]),
+                                      c.and_(c.is_present("$.error.Cause"),
+                                             c.string_matches("$.error.Cause", SCALING_NOT_FOUND[1]))), update)
+                          .otherwise(self._deploy_failed))
+        deregister.add_catch(not_registered, errors=["States.ALL"], result_path="$.error")
+        return deregister.next(update)
+
+    def _restore_scaling(self, then: sfn.IChainable) -> sfn.IChainable:
+        """A rolled-back update leaves the previous fleet serving without the target "Deregister autoscaling
+        target" removed: register it and its policy again, then fail with the rollback's cause (whatever happens
+        to the restore, `then` reports the rollback; the execution's history shows a refused restore)."""
+        cfg = self.cfg
+        register = self._task(S.RESTORE_SCALING, req.task_resource("registerScalableTarget", **_SCALING_SDK),
+                              req.register_scalable_target(cfg), result_selector={"registered": True},
+                              result_path="$.scaling.target")
+        policy = self._task(S.RESTORE_POLICY, req.task_resource("putScalingPolicy", **_SCALING_SDK),
+                            req.put_scaling_policy(cfg), result_selector={"arn.$": "$.PolicyARN"},
+                            result_path="$.scaling.policy")
+        for t in (register, policy):
+            t.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=2, backoff_rate=2.0)
+            t.add_catch(then, errors=["States.ALL"], result_path="$.scaling.restore_error")
+        register.next(policy).next(then)
+        return register
 
     def _output(self) -> dict[str, Any]:
         return {

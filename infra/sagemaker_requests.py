@@ -31,8 +31,9 @@ REGION = "Region"
 TRAINING_IMAGE = "TrainingImage"
 INFERENCE_IMAGE = "InferenceImage"
 RULES_IMAGE = "RuleEvaluatorImage"
+STACK_UUID = "StackUuid"  # the stack id's last part: unique per stack (infra.stack.stack_uuid)
 SUBSTITUTIONS: tuple[str, ...] = (BUCKET, ROLE_ARN, SOURCEDIR_URI, REGION, TRAINING_IMAGE, INFERENCE_IMAGE,
-                                  RULES_IMAGE)
+                                  RULES_IMAGE, STACK_UUID)
 
 # --- S3 layout of the project bucket -----------------------------------------------------------------
 TUNING_OUTPUT = "tuning/"
@@ -66,12 +67,16 @@ def task_resource(action: str, *, sync: bool = False, sdk: bool = False, service
 
 RUN_ID_TAG = "run-id"
 PROJECT_TAG = "project"
+# What marks a resource as this stack's for the teardown: the stack's UUID, so that another stack, an older one
+# with the same prefix, the CLI or a notebook tagging project=<prefix> never matches.
+STACK_TAG = "stack-id"
 
 
 def _tags(cfg: StackConfig) -> list[dict[str, str]]:
     # The run id (12 hex, also in the execution's output) ties every SageMaker resource back to the run that made
     # it. Not the execution name: names may hold characters a tag value may not ('!', '(', ... TagValue pattern).
-    return [{"Key": PROJECT_TAG, "Value": cfg.prefix}, {"Key": RUN_ID_TAG, "Value.$": "$.names.run_id"}]
+    return [{"Key": PROJECT_TAG, "Value": cfg.prefix}, {"Key": STACK_TAG, "Value": sub(STACK_UUID)},
+            {"Key": RUN_ID_TAG, "Value.$": "$.names.run_id"}]
 
 
 def _metric_definitions() -> list[dict[str, str]]:
@@ -160,8 +165,10 @@ def tuning_job(cfg: StackConfig, *, warm_start: bool) -> dict[str, Any]:
             "Strategy": t.strategy,
             "HyperParameterTuningJobObjective": {"Type": contract.OBJECTIVE_TYPE,
                                                  "MetricName": contract.OBJECTIVE_METRIC},
+            # MaxRuntimeInSeconds: the tuning job ends before the execution timeout could (StackConfig.tuning_budget_s).
             "ResourceLimits": {"MaxNumberOfTrainingJobs.$": "$.args.max_jobs",
-                               "MaxParallelTrainingJobs.$": "$.args.max_parallel_jobs"},
+                               "MaxParallelTrainingJobs.$": "$.args.max_parallel_jobs",
+                               "MaxRuntimeInSeconds": cfg.tuning_budget_s},
             "ParameterRanges": parameter_ranges(cfg),
             "TrainingJobEarlyStoppingType": t.early_stopping,
         },
@@ -359,6 +366,11 @@ def register_scalable_target(cfg: StackConfig) -> dict[str, Any]:
     a = cfg.serving.autoscaling
     return {"ServiceNamespace": SCALING_NAMESPACE, "ResourceId": scaling_resource_id(cfg),
             "ScalableDimension": SCALABLE_DIMENSION, "MinCapacity": a.min_instances, "MaxCapacity": a.max_instances}
+
+
+def deregister_scalable_target(cfg: StackConfig) -> dict[str, Any]:
+    return {"ServiceNamespace": SCALING_NAMESPACE, "ResourceId": scaling_resource_id(cfg),
+            "ScalableDimension": SCALABLE_DIMENSION}
 
 
 def put_scaling_policy(cfg: StackConfig) -> dict[str, Any]:

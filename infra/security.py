@@ -50,6 +50,9 @@ SCALING_SLR = ("https://docs.aws.amazon.com/autoscaling/application/userguide/"
 # TargetTracking-<ResourceId>-AlarmHigh/Low-<uuid>.
 SCALING_CLOUDWATCH = ("https://docs.aws.amazon.com/autoscaling/application/userguide/"
                       "security_iam_id-based-policy-examples.html#application-auto-scaling-additional-permissions")
+# "If the update would change the instance type for any model that is a target for auto scaling, the update
+# fails ... deregister the variant as a scalable target by calling DeregisterScalableTarget".
+SCALING_UPDATE = "https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-scaling-update.html"
 SCALING_SERVICE = "sagemaker.application-autoscaling.amazonaws.com"
 SCALING_ROLE_NAME = "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
 
@@ -116,6 +119,11 @@ STATE_MACHINE_NEEDS: dict[str, tuple[Need, ...]] = {
         Need("application-autoscaling:PutScalingPolicy", (SCALABLE_TARGET,), SCALING_PERMISSIONS), *_SCALED,
         *(Need(f"cloudwatch:{a}", (SCALING_ALARMS,), SCALING_CLOUDWATCH)
           for a in ("PutMetricAlarm", "DescribeAlarms", "DeleteAlarms"))),
+    # Before a blue/green update (SCALING_UPDATE): deregistering deletes the target's policy and so its
+    # target-tracking alarms, with the caller's CloudWatch permissions (SCALING_CLOUDWATCH).
+    "aws-sdk:applicationautoscaling:deregisterScalableTarget": (
+        Need("application-autoscaling:DeregisterScalableTarget", (SCALABLE_TARGET,), SCALING_UPDATE),
+        *(Need(f"cloudwatch:{a}", (SCALING_ALARMS,), SCALING_CLOUDWATCH) for a in ("DescribeAlarms", "DeleteAlarms"))),
     # "Check pretrained weights" (SFN_AWS_SDK): HeadObject is authorized by s3:GetObject (S3_HEAD_OBJECT), here on
     # the one weights object. Without s3:ListBucket a missing object answers 403, not 404: either fails the state.
     "aws-sdk:s3:headObject": (Need("s3:GetObject", (PRETRAINED,), S3_HEAD_OBJECT),),

@@ -30,7 +30,7 @@ from infra.monitoring import EndpointAlarms
 from infra.pipeline import Pipeline
 from infra.security import Roles
 from infra.storage import Storage
-from infra.teardown import Teardown
+from infra.teardown import Teardown, stack_uuid
 
 
 def asset_prefix(cfg: StackConfig) -> str:
@@ -72,6 +72,7 @@ class ImageClassifierStack(Stack):
             req.REGION: self.region,
             req.TRAINING_IMAGE: image(images.TRAINING_IMAGE),
             req.INFERENCE_IMAGE: image(images.INFERENCE_IMAGE),
+            req.STACK_UUID: stack_uuid(),
         }
         if cfg.debugger.enabled:
             substitutions[req.RULES_IMAGE] = image(images.RULES_IMAGE)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import ArnFormat, Aws, CustomResource, Duration, Stack
+from aws_cdk import ArnFormat, Aws, CustomResource, Duration, Fn, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_stepfunctions as sfn
@@ -22,7 +22,7 @@ from constructs import Construct
 from infra import nag
 from infra import sagemaker_requests as req
 from infra.common import log_group, state_machine_log_group
-from infra.config import StackConfig
+from infra.config import TEARDOWN_TOTAL_S, StackConfig
 from infra.security import sagemaker_arn
 
 HANDLER_DIR = Path(__file__).resolve().parent / "teardown_handler"
@@ -30,17 +30,24 @@ RESOURCE_TYPE = "Custom::SageMakerTeardown"
 # A custom resource gets one hour to answer (AWS::CloudFormation::CustomResource ServiceTimeout, at most 3600 s:
 # https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-cloudformation-customresource.html);
 # stopping jobs and waiting out a Creating endpoint fit well inside it.
-TOTAL_TIMEOUT = Duration.minutes(50)
+TOTAL_TIMEOUT = Duration.seconds(TEARDOWN_TOTAL_S)
 QUERY_INTERVAL = Duration.seconds(30)
 
 
+def stack_uuid() -> str:
+    """The UUID at the end of the stack id (arn:...:stack/<name>/<uuid>): unique to this stack, also against a
+    deleted and re-created stack of the same name."""
+    return Fn.select(2, Fn.split("/", Aws.STACK_ID))
+
+
 def owner_tag(cfg: StackConfig) -> tuple[str, str]:
-    """The literal tag every SageMaker request of the state machine sets: what marks a resource as this stack's."""
-    literal = [t for t in req._tags(cfg) if "Value" in t]
-    if not literal:
-        raise ValueError("the state machine's SageMaker requests carry no literal tag: teardown could not tell "
+    """The tag every SageMaker request of the state machine sets to the stack's UUID (DefinitionSubstitutions
+    STACK_UUID): what marks a resource as this stack's. Returns the key and the CloudFormation value."""
+    stack = [t for t in req._tags(cfg) if t.get("Key") == req.STACK_TAG and t.get("Value") == req.sub(req.STACK_UUID)]
+    if not stack:
+        raise ValueError("the state machine's SageMaker requests carry no stack tag: teardown could not tell "
                          "this stack's resources from others named like them")
-    return literal[0]["Key"], literal[0]["Value"]
+    return req.STACK_TAG, stack_uuid()
 
 
 # Why each wildcard of the teardown role is as narrow as it can be (cdk-nag IAM5, by Sid).
@@ -56,6 +63,9 @@ TEARDOWN_ROLE_WILDCARDS: dict[str, str] = {
     "DeregisterScaling": "Teardown: DescribeScalableTargets has no resource-level permissions and scalable targets "
                          "have generated ids; the handler deregisters only the variants of endpoints it deletes "
                          "(named '<prefix>-*' and tagged by this stack).",
+    "ScalingAlarms": "Deregistering a target-tracking target deletes its CloudWatch alarms, which Application Auto "
+                     "Scaling names TargetTracking-endpoint/<endpoint>/variant/<variant>-Alarm*-<uuid>: scoped to the "
+                     "project's endpoints ('<prefix>-*').",
     "Logs": "The teardown functions' own log group; the ':*' is its log streams, which Lambda names per "
             "execution environment.",
 }
@@ -100,6 +110,13 @@ class Teardown(Construct):
             sid="DeregisterScaling", resources=["*"],
             actions=["application-autoscaling:DescribeScalableTargets",
                      "application-autoscaling:DeregisterScalableTarget"]))
+        # Deregistering a target deletes its target-tracking policy, whose CloudWatch alarms go with the caller's
+        # permissions (infra.security.SCALING_CLOUDWATCH): the TargetTracking-* alarms of this prefix's endpoints.
+        role.add_to_policy(iam.PolicyStatement(
+            sid="ScalingAlarms", actions=["cloudwatch:DescribeAlarms", "cloudwatch:DeleteAlarms"],
+            resources=[stack.format_arn(service="cloudwatch", resource="alarm",
+                                        resource_name=f"TargetTracking-endpoint/{p}-*",
+                                        arn_format=ArnFormat.COLON_RESOURCE_NAME)]))
         role.add_to_policy(iam.PolicyStatement(
             sid="ListExecutions", actions=["states:ListExecutions"], resources=[state_machine.state_machine_arn]))
         role.add_to_policy(iam.PolicyStatement(

@@ -419,6 +419,14 @@ class ClientAuthorizer:
         raise ValueError(f"no ARN rule for {action}: add it to local.iam._KIND_OF_ACTION or _STATE_PARAMS")
 
     def check(self, action: str, params: Mapping[str, Any]) -> None:
+        # What the service authorizes on the caller's behalf besides the action itself (deregistering a target-
+        # tracking target deletes its CloudWatch alarms as the caller): the integrations table knows it.
+        service, operation = action.split(":", 1)
+        key = f"aws-sdk:{service.replace('-', '')}:{operation[:1].lower()}{operation[1:]}"
+        if key in sec.STATE_MACHINE_NEEDS:
+            for needed, resource, conditions in self._arns.calls(key, params):
+                self.iam.authorize(self.policies.role_arn, needed, resource, conditions, session=self.session)
+            return
         for resource in self.resources(action, params):
             self.iam.authorize(self.policies.role_arn, action, resource, session=self.session)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import infra
-from infra.config import DEBUG_RULES, MAX_PREFIX_LENGTH, ConfigError, load_config
+from infra.config import DEBUG_RULES, MAX_PREFIX_LENGTH, ConfigError, load_config, validate_input
 from ml import contract
 
 
@@ -123,3 +123,49 @@ def test_a_local_run_checks_input_and_context_before_it_starts(tmp_path, capsys,
     text = " ".join(capsys.readouterr().out.split())
     assert key in text and "Traceback" not in text
     assert not out.exists()  # nothing synthesized, copied or trained
+
+
+# --- review item 6: the execution timeout holds the longest run the config and input allow -----------------------
+def test_the_default_run_fits_the_execution_timeout():
+    from infra.config import TUNING_MAX_RUNTIME
+
+    cfg = load_config({})
+    need = cfg.tuning_time_s(cfg.tuning.max_jobs, cfg.tuning.max_parallel_jobs) + cfg.after_tuning_s
+    assert need <= cfg.execution_timeout_hours * 3600
+    assert TUNING_MAX_RUNTIME[0] <= cfg.tuning_budget_s <= TUNING_MAX_RUNTIME[1]
+    # The budget counts every bounded wait after tuning: training, rule polling, settle and deploy loops.
+    d, s = cfg.debugger, cfg.serving
+    assert cfg.after_tuning_s >= cfg.training.max_runtime_s + d.poll_s * d.max_polls + 2 * s.max_polls * s.poll_s
+
+
+@pytest.mark.parametrize(("context", "match"), [
+    ({"tuning.max_jobs": 500, "tuning.max_parallel_jobs": 1}, "execution_timeout_hours"),
+    ({"execution_timeout_hours": 1}, "execution_timeout_hours"),
+    ({"tuning.spot": True, "tuning.max_wait_s": 2_419_200, "tuning.max_jobs": 2}, "tuning"),
+])
+def test_budgets_the_timeout_cannot_hold_are_refused(context, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(context)
+
+
+def test_a_long_enough_timeout_holds_the_extremes():
+    cfg = load_config({"tuning.max_jobs": 500, "tuning.max_parallel_jobs": 1, "execution_timeout_hours": 1011})
+    assert cfg.tuning_time_s(500, 1) <= cfg.tuning_budget_s
+
+
+def test_input_tuning_budgets_are_checked_against_the_timeout():
+    cfg = load_config({})
+    rounds = cfg.tuning_rounds
+    validate_input({"max_jobs": rounds * 2, "max_parallel_jobs": 2}, cfg)
+    with pytest.raises(ConfigError, match=r"max_jobs.*execution"):
+        validate_input({"max_jobs": rounds * 2 + 1, "max_parallel_jobs": 2}, cfg)
+    with pytest.raises(ConfigError, match="max_jobs"):
+        validate_input({"max_jobs": 500, "max_parallel_jobs": 1}, cfg)
+
+
+def test_warm_start_parent_length_is_botocores():
+    """The pattern alone lets hyphenated names exceed 32 characters; botocore's max length applies too."""
+    cfg = load_config({})
+    validate_input({"warm_start_parent": "imgclf-" + "a" * 25}, cfg)  # 32
+    with pytest.raises(ConfigError, match="warm_start_parent"):
+        validate_input({"warm_start_parent": "imgclf-" + "a" * 26}, cfg)

@@ -56,13 +56,21 @@ def test_graph_is_closed_and_every_state_reachable(any_synth):
 def test_the_story_reads_top_down(cloud):
     states = cloud.definition["States"]
     assert cloud.definition["StartAt"] == S.PREPARE
-    chain = [S.PREPARE, S.APPLY_INPUT, S.NAME, S.CHECK_INPUT]
+    chain = [S.PREPARE, S.INPUT_IS_OBJECT, S.APPLY_INPUT, S.NAME, S.CHECK_INPUT]
     for a, b in itertools.pairwise(chain):
-        assert states[a]["Next"] == b
-    assert states[S.CHECK_INPUT]["Default"] == S.CHECK_WEIGHTS  # staged weights checked before anything runs
+        assert states[a].get("Next", states[a].get("Default")) == b
+    assert states[S.CHECK_INPUT]["Default"] == S.COUNT_ROUNDS  # then the tuning rounds against the timeout
+    assert states[S.COUNT_ROUNDS]["Next"] == S.ROUNDS_FIT
+    fits = states[S.ROUNDS_FIT]
+    assert fits["Choices"][0] == {"Variable": "$.check.rounds.count", "NumericGreaterThan": cloud.config.tuning_rounds,
+                                  "Next": S.TUNING_TOO_LONG}
+    assert fits["Default"] == S.PARENT_GIVEN  # a warm-start parent must be a tuning job SageMaker can describe
+    assert states[S.PARENT_GIVEN]["Default"] == S.CHECK_PARENT
+    assert states[S.PARENT_GIVEN]["Choices"][0]["Next"] == states[S.CHECK_PARENT]["Next"] == S.CHECK_WEIGHTS
     assert states[S.CHECK_WEIGHTS]["Next"] == S.CHECK_ENDPOINT
     assert states[S.CHECK_WEIGHTS]["Catch"][0]["Next"] == S.WEIGHTS_MISSING
-    assert states[S.CHECK_ENDPOINT]["Next"] == "Warm start?"
+    assert states[S.CHECK_ENDPOINT]["Next"] == S.EXISTING_USABLE
+    assert states[S.EXISTING_USABLE]["Default"] == "Warm start?"
     assert states["Warm start?"]["Default"] == S.TUNE_WARM and states["Warm start?"]["Choices"][0]["Next"] == S.TUNE
     assert states[S.TUNE]["Next"] == S.READ_TUNING
     assert states[S.READ_TUNING]["Next"] == S.BEST_FOUND
@@ -139,10 +147,18 @@ def test_rule_polling_waits_for_every_verdict(cloud, local):
         states = synth.definition["States"]
         describe = states[S.DESCRIBE_TRAINING]
         assert describe["Resource"] == "arn:aws:states:::aws-sdk:sagemaker:describeTrainingJob"
-        assert describe["ResultSelector"]["debug.$"] == "$.DebugRuleEvaluationStatuses[*].RuleEvaluationStatus"
+        # The whole description (no ResultSelector through optional lists), then IsPresent on each list.
+        assert "ResultSelector" not in describe and describe["ResultPath"] == "$.rules.job"
+        assert describe["Next"] == S.RULES_REPORTED
+        reported = states[S.RULES_REPORTED]
+        assert {c["Variable"] for c in reported["Choices"][0]["Or"]} == {
+            "$.rules.job.DebugRuleEvaluationStatuses", "$.rules.job.ProfilerRuleEvaluationStatuses"}
+        assert reported["Choices"][0]["Next"] == S.NO_RULE_STATUSES and reported["Default"] == S.RULE_PROGRESS
         progress = states[S.RULE_PROGRESS]["Parameters"]
-        assert progress["debug_inprogress.$"] == "States.ArrayContains($.rules.debug, 'InProgress')"
-        assert progress["profiler_inprogress.$"] == "States.ArrayContains($.rules.profiler, 'InProgress')"
+        debug = "$.rules.job.DebugRuleEvaluationStatuses"
+        assert progress["debug_inprogress.$"] == f"States.ArrayContains({debug}[*].RuleEvaluationStatus, 'InProgress')"
+        assert progress["debug_stated.$"] == f"States.ArrayLength({debug}[*].RuleEvaluationStatus)"
+        assert "profiler_inprogress.$" in progress
         done = states[S.RULES_DONE]
         assert {c["Next"] for c in done["Choices"]} == {S.RULES_TIMED_OUT, S.WAIT_RULES}
         assert done["Default"] == S.RULE_NAMES
@@ -196,19 +212,43 @@ def test_gate_without_debugger_uses_the_scripts_health_checks(variant):
 
 def test_debugger_refusal_runs_the_same_job_without_it(cloud):
     """Issue 11 item 1: only an error of the create call (the optimized integration's name for a refused
-    request) falls back; a job that ran and failed is a training failure."""
+    request) can fall back, and only when its Cause names Debugger (review item 2); a job that ran and failed, and
+    any other refusal, is a training failure."""
+    from infra.pipeline import DEBUGGER_REFUSAL_CAUSES
+
     states = cloud.definition["States"]
     catches = states[S.TRAIN]["Catch"]
-    assert catches[0] == {"ErrorEquals": ["SageMaker.AmazonSageMakerException"], "ResultPath": "$.debugger_refusal",
-                          "Next": S.DEBUGGER_UNAVAILABLE}
+    assert catches[0] == {"ErrorEquals": ["SageMaker.AmazonSageMakerException"], "ResultPath": "$.error",
+                          "Next": S.DEBUGGER_REFUSED}
     assert catches[1]["ErrorEquals"] == ["States.ALL"] and catches[1]["Next"] == S.TRAINING_FAILED
+    refused = states[S.DEBUGGER_REFUSED]
+    assert refused["Default"] == S.TRAINING_FAILED
+    (rule,) = refused["Choices"]
+    assert rule["Next"] == S.DEBUGGER_UNAVAILABLE
+    assert rule["And"][0] == {"Variable": "$.error.Cause", "IsPresent": True}
+    assert {c["StringMatches"] for c in rule["And"][1]["Or"]} == set(DEBUGGER_REFUSAL_CAUSES)
     fallback = states[S.DEBUGGER_UNAVAILABLE]
     assert fallback["ResultPath"] == "$.run" and fallback["Next"] == S.TRAIN_NO_DEBUGGER
-    assert fallback["Parameters"]["debugger"] == {"status": "unavailable", "reason.$": "$.debugger_refusal.Cause"}
+    assert fallback["Parameters"]["debugger"] == {"status": "unavailable", "reason.$": "$.error.Cause"}
     assert states[S.TRAIN_NO_DEBUGGER]["Next"] == S.REPORTS_NO_DEBUGGER
     assert states[S.REPORTS_NO_DEBUGGER]["Next"] == S.READ_TRAINING
     assert not {"rule_output.$", "debugger_tensors.$", "profiler_report.$"} & set(
         states[S.REPORTS_NO_DEBUGGER]["Parameters"])
+
+
+def test_refused_create_calls_are_retried_before_any_catch(any_synth):
+    """Review item 2, as a rule: throttling has no name of its own in the optimized integrations, so every call
+    through one (the .sync jobs and the deploy's creates and update) retries SageMaker.AmazonSageMakerException
+    (with backoff) before a Catch decides."""
+    states = any_synth.definition["States"]
+    creates = [n for n, s in states.items() if s["Type"] == "Task"
+               and s["Resource"].startswith("arn:aws:states:::sagemaker:")]  # every optimized integration
+    assert set(creates) >= {S.TUNE, S.TRAIN, S.CREATE_MODEL, S.CREATE_CONFIG, S.CREATE_ENDPOINT, S.UPDATE_ENDPOINT}
+    for name in creates:
+        (retry,) = states[name]["Retry"]
+        assert retry["ErrorEquals"] == ["SageMaker.AmazonSageMakerException"], name
+        assert retry["MaxAttempts"] >= 2 and retry["BackoffRate"] >= 2
+        assert retry["IntervalSeconds"] == any_synth.config.retry_interval_s
 
 
 def test_failures_never_touch_the_endpoint(cloud):
@@ -242,7 +282,12 @@ def test_create_or_update_the_stable_endpoint(cloud):
     assert states[classify["Default"]]["Type"] == "Fail"
     assert find["Next"] == S.ENDPOINT_STATE
     choices = {c.get("StringEquals"): c["Next"] for c in states[S.ENDPOINT_STATE]["Choices"] if "StringEquals" in c}
-    assert choices["InService"] == S.UPDATE_ENDPOINT
+    # An autoscaled variant leaves Application Auto Scaling first (review item 5); "not registered" goes on.
+    assert choices["InService"] == S.DEREGISTER_SCALING
+    assert states[S.DEREGISTER_SCALING]["Next"] == S.UPDATE_ENDPOINT
+    (catch,) = states[S.DEREGISTER_SCALING]["Catch"]
+    assert catch["Next"] == S.NOT_REGISTERED and states[S.NOT_REGISTERED]["Choices"][0]["Next"] == S.UPDATE_ENDPOINT
+    assert states[S.NOT_REGISTERED]["Default"] == S.DEPLOY_FAILED
     assert states[S.ENDPOINT_STATE]["Default"] == S.COUNT_SETTLE
     for name in (S.CREATE_ENDPOINT, S.UPDATE_ENDPOINT):
         assert states[name]["Next"] == S.WAIT_DEPLOY
@@ -252,7 +297,8 @@ def test_create_or_update_the_stable_endpoint(cloud):
     first = done["Choices"][0]
     assert first["Next"] == (S.REGISTER_SCALING if cloud.config.serving.scales else S.DEPLOYED)
     assert {"Variable": "$.endpoint.EndpointConfigName", "StringEqualsPath": "$.names.endpoint_config"} in first["And"]
-    assert done["Choices"][1]["Next"] == S.ROLLED_BACK
+    assert done["Choices"][1]["Next"] == S.RESTORE_SCALING  # a rollback registers the variant again, then fails
+    assert states[S.RESTORE_SCALING]["Next"] == S.RESTORE_POLICY and states[S.RESTORE_POLICY]["Next"] == S.ROLLED_BACK
     assert done["Default"] == S.WAIT_DEPLOY
 
 
@@ -312,7 +358,8 @@ def test_every_terminal_endpoint_status_ends_the_deploy_loop(cloud):
     assert set(model.shape_for("EndpointStatus").enum) == {"InService", *ENDPOINT_BROKEN, *ENDPOINT_BUSY}
     states = cloud.definition["States"]
     for choice_name, variable in ((S.DEPLOY_DONE, "$.endpoint.EndpointStatus"),
-                                  (S.ENDPOINT_STATE, "$.existing.EndpointStatus")):
+                                  (S.ENDPOINT_STATE, "$.existing.EndpointStatus"),
+                                  (S.EXISTING_USABLE, "$.existing.EndpointStatus")):  # before any job (review 4)
         choices = states[choice_name]["Choices"]
         broken = [c for c in choices if {"Variable": variable, "StringEquals": ENDPOINT_BROKEN[0]} in c.get("Or", [])]
         assert broken and states[broken[0]["Next"]]["Type"] == "Fail"

@@ -75,6 +75,7 @@ def test_the_synthesized_policies_authorize_a_whole_run(local):
     assert unused == {
         "sagemaker:StopHyperParameterTuningJob", "sagemaker:StopTrainingJob",  # only when a .sync state is stopped
         "sagemaker:UpdateEndpoint",  # the update path (an endpoint exists)
+        "application-autoscaling:DeregisterScalableTarget",  # ... which first deregisters the autoscaled variant
         # checked by Application Auto Scaling on the endpoint's current config, which its requests do not name
         "sagemaker:DescribeEndpointConfig",
         # Step Functions' own logging to CloudWatch Logs, not a Task call (what CDK grants for LogOptions:
@@ -329,8 +330,8 @@ def test_removing_any_teardown_statement_fails_the_teardown_at_its_call(cloud, m
     """Each statement in turn: the teardown fails with AccessDenied naming one of its actions (CloudFormation would
     report the custom resource FAILED), so no statement is there for nothing."""
     statements = _teardown_statements(cloud.template)
-    assert {"StackStatus", "List", "Delete", "ReadTags", "StopJobs", "DeregisterScaling", "ListExecutions",
-            "StopExecutions"} == {s["Sid"] for s in statements}
+    assert {"StackStatus", "List", "Delete", "ReadTags", "StopJobs", "DeregisterScaling", "ScalingAlarms",
+            "ListExecutions", "StopExecutions"} == {s["Sid"] for s in statements}
     for statement in statements:
         template = copy.deepcopy(cloud.template)
         for resource in template["Resources"].values():

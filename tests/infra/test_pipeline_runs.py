@@ -70,10 +70,12 @@ GOOD_METRICS = [{"MetricName": contract.TEST_ACCURACY, "Value": 0.93},
 class Endpoint:
     """DescribeEndpoint/CreateEndpoint/UpdateEndpoint of one endpoint that becomes InService with what it got."""
 
-    def __init__(self, *, exists: bool = False, serverless: bool = False, failures: list[SageMakerError] = ()):
+    def __init__(self, *, exists: bool = False, serverless: bool = False, failures: list[SageMakerError] = (),
+                 status: str = "InService"):
         self.config = "previous-config" if exists else None
         self.serverless = serverless
         self.failures = list(failures)
+        self.status = status
 
     def describe(self, params: dict) -> dict:
         if self.failures:
@@ -86,18 +88,19 @@ class Endpoint:
         else:
             variant["CurrentInstanceCount"] = 1
         return {"EndpointName": params["EndpointName"], "EndpointArn": f"{ACCOUNT_ARN}:endpoint/x",
-                "EndpointConfigName": self.config, "EndpointStatus": "InService", "ProductionVariants": [variant]}
+                "EndpointConfigName": self.config, "EndpointStatus": self.status, "ProductionVariants": [variant]}
 
     def deploy(self, params: dict) -> dict:
         self.config = params["EndpointConfigName"]
+        self.status = "InService"
         return {"EndpointArn": f"{ACCOUNT_ARN}:endpoint/{params['EndpointName']}"}
 
 
 def _scripted(endpoint: Endpoint, **more: Callable[[dict], dict]) -> ScriptedSageMaker:
-    return ScriptedSageMaker(
-        DescribeEndpoint=endpoint.describe, CreateEndpoint=endpoint.deploy, UpdateEndpoint=endpoint.deploy,
-        CreateModel=lambda p: {"ModelArn": f"{ACCOUNT_ARN}:model/{p['ModelName']}"},
-        CreateEndpointConfig=lambda p: {"EndpointConfigArn": f"{ACCOUNT_ARN}:endpoint-config/x"}, **more)
+    return ScriptedSageMaker(**{
+        "DescribeEndpoint": endpoint.describe, "CreateEndpoint": endpoint.deploy, "UpdateEndpoint": endpoint.deploy,
+        "CreateModel": lambda p: {"ModelArn": f"{ACCOUNT_ARN}:model/{p['ModelName']}"},
+        "CreateEndpointConfig": lambda p: {"EndpointConfigArn": f"{ACCOUNT_ARN}:endpoint-config/x"}, **more})
 
 
 def _state(definition: dict, *, debugger: str = "on") -> dict:
@@ -149,13 +152,16 @@ def test_a_new_account_without_debugger_still_deploys(local):
     sm = _scripted(Endpoint(), **_trainer(debugger_available=False))
     result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
     assert result.succeeded, (result.failed_state, result.cause)
-    created = sm.ops("CreateTrainingJob")
-    assert len(created) == 2 and "DebugHookConfig" in created[0] and "DebugHookConfig" not in created[1]
-    assert created[1]["TrainingJobName"].endswith("-nd") and created[1]["HyperParameters"]["debugger"] == "off"
-    assert created[1]["ProfilerConfig"] == {"DisableProfiler": True}
+    from infra.pipeline import RETRY_ATTEMPTS
+
+    *refused, created = sm.ops("CreateTrainingJob")  # the refusal is retried like any refusal, then falls back
+    assert len(refused) == RETRY_ATTEMPTS + 1 and all("DebugHookConfig" in r for r in refused)
+    assert "DebugHookConfig" not in created
+    assert created["TrainingJobName"].endswith("-nd") and created["HyperParameters"]["debugger"] == "off"
+    assert created["ProfilerConfig"] == {"DisableProfiler": True}
     out = result.output
     assert out["debugger"]["status"] == "unavailable" and "Debugger" in out["debugger"]["reason"]
-    assert out["training_job_name"] == created[1]["TrainingJobName"] and out["rule_verdicts"] == {}
+    assert out["training_job_name"] == created["TrainingJobName"] and out["rule_verdicts"] == {}
     assert "rule_output" not in out["reports"] and out["test_accuracy"] == 0.93
     assert S.DEBUGGER_UNAVAILABLE in [r.name for r in result.states()]
 
@@ -172,6 +178,60 @@ def test_an_account_with_debugger_gets_rules_and_verdicts(local):
     assert "profiler_report" in out["reports"]
 
 
+def _refusing(*errors: SageMakerError, debugger_available: bool = True):
+    """A CreateTrainingJob that refuses with `errors` first (one per call), then behaves as _trainer."""
+    trainer = _trainer(debugger_available)
+    pending = list(errors)
+
+    def create(p: dict) -> dict:
+        if pending:
+            raise pending.pop(0)
+        return trainer["CreateTrainingJob"](p)
+    return {**trainer, "CreateTrainingJob": create}
+
+
+def test_throttling_is_retried_and_keeps_debugger(local):
+    """Review item 2: a throttled CreateTrainingJob is tried again; Debugger is not dropped for it."""
+    definition = local.definition
+    sm = _scripted(Endpoint(), **_refusing(_throttled()))
+    result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
+    assert result.succeeded, (result.failed_state, result.cause)
+    created = sm.ops("CreateTrainingJob")
+    assert len(created) == 2 and all("DebugHookConfig" in c for c in created)
+    assert result.output["debugger"] == {"status": "on", "reason": ""}
+    assert S.DEBUGGER_UNAVAILABLE not in [r["name"] for r in result.states()]
+
+
+@pytest.mark.parametrize("error", [
+    SageMakerError("ThrottlingException", "Rate exceeded"),
+    SageMakerError("ResourceLimitExceeded", "The account-level service limit 'ml.g4dn.xlarge for training job "
+                                            "usage' is 0 Instances, with current utilization of 0 Instances"),
+])
+def test_a_refusal_that_does_not_name_debugger_never_falls_back(local, error):
+    """Throttling that outlives the retries, or a quota: "Training failed", never a silent run without Debugger."""
+    from infra.pipeline import RETRY_ATTEMPTS
+
+    definition = local.definition
+    sm = _scripted(Endpoint(), **_refusing(*[error] * (RETRY_ATTEMPTS + 1)))
+    result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
+    assert result.failed_state == S.TRAINING_FAILED and result.error == "TrainingFailed", result.failed_state
+    assert error.message in result.cause
+    created = sm.ops("CreateTrainingJob")
+    assert len(created) == RETRY_ATTEMPTS + 1 and all("DebugHookConfig" in c for c in created)
+    assert S.DEBUGGER_UNAVAILABLE not in [r["name"] for r in result.states()]
+
+
+def test_the_stand_ins_debugger_refusal_is_one_the_choice_recognises(local):
+    """LOCAL_SAGEMAKER_DEBUGGER=unavailable (make demo) must take the fallback: its message names Debugger."""
+    from fnmatch import fnmatchcase
+
+    choice = local.definition["States"][S.DEBUGGER_REFUSED]["Choices"][0]["And"][1]["Or"]
+    message = DEBUGGER_REFUSED.format(members="DebugHookConfig")
+    assert any(fnmatchcase(message, c["StringMatches"]) for c in choice)
+    assert not any(fnmatchcase("Rate exceeded (Service: AmazonSageMaker; Error Code: ThrottlingException)",
+                               c["StringMatches"]) for c in choice)
+
+
 def test_a_training_job_that_fails_is_not_retried_without_debugger(local):
     definition = local.definition
     trainer = _trainer(debugger_available=True)
@@ -181,6 +241,39 @@ def test_a_training_job_that_fails_is_not_retried_without_debugger(local):
     result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
     assert result.failed_state == S.TRAINING_FAILED and "out of memory" in result.cause
     assert len(sm.ops("CreateTrainingJob")) == 1
+
+
+# --- review item 3: optional rule-status members end cleanly, never in States.Runtime ----------------------------
+def test_absent_rule_status_lists_fail_the_gate_not_the_interpreter(local):
+    definition = local.definition
+    trainer = _trainer(debugger_available=True)
+
+    def describe(p: dict) -> dict:
+        out = trainer["DescribeTrainingJob"](p)
+        del out["DebugRuleEvaluationStatuses"]
+        return out
+    sm = _scripted(Endpoint(), CreateTrainingJob=trainer["CreateTrainingJob"], DescribeTrainingJob=describe)
+    result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
+    assert result.failed_state == S.NO_RULE_STATUSES and result.error == "GateFailed", (result.error, result.cause)
+    assert not sm.ops("CreateModel")
+
+
+def test_a_rule_listed_without_a_status_is_waited_for(local):
+    definition = local.definition
+    trainer = _trainer(debugger_available=True)
+    calls = []
+
+    def describe(p: dict) -> dict:
+        out = trainer["DescribeTrainingJob"](p)
+        calls.append(p)
+        if len(calls) <= 2:  # .sync's and the first rule check's answers list a rule without its status
+            del out["DebugRuleEvaluationStatuses"][0]["RuleEvaluationStatus"]
+        return out
+    sm = _scripted(Endpoint(), CreateTrainingJob=trainer["CreateTrainingJob"], DescribeTrainingJob=describe)
+    result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
+    assert result.succeeded, (result.failed_state, result.cause)
+    assert [r["name"] for r in result.states()].count(S.WAIT_RULES) >= 1
+    assert set(result.output["rule_verdicts"].values()) == {"NoIssuesFound"}
 
 
 # --- item 4: results from describe calls; absent optional members end cleanly -----------------------------------
@@ -220,7 +313,8 @@ def test_best_trial_comes_from_describe_hyper_parameter_tuning_job(local):
     result = _run(definition, S.READ_TUNING, state, sm)
     (create, *_) = sm.ops("CreateTrainingJob")
     assert create["HyperParameters"][contract.LR] == "0.002"
-    assert result.failed_state == S.TRAINING_FAILED  # the quota refusal ends it, after the no-Debugger retry
+    assert result.failed_state == S.TRAINING_FAILED  # the quota refusal ends it: it does not name Debugger
+    assert S.DEBUGGER_UNAVAILABLE not in [r["name"] for r in result.states()]
 
 
 # --- item 7: only "not found" creates the endpoint; throttling retries; anything else fails ---------------------
@@ -243,6 +337,21 @@ def test_find_endpoint_retries_throttling_then_creates_on_not_found(local):
     result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
     assert result.succeeded, (result.failed_state, result.cause)
     assert len(sm.ops("CreateEndpoint")) == 1 and not sm.ops("UpdateEndpoint")
+
+
+def test_a_throttled_deploy_call_is_retried_not_fatal(local):
+    """Rule of review item 2 beyond training: CreateModel throttled once still deploys (after the GPU hours)."""
+    definition = local.definition
+    answers: list[Any] = [_throttled()]
+
+    def create_model(p: dict) -> dict:
+        if answers:
+            raise answers.pop(0)
+        return {"ModelArn": f"{ACCOUNT_ARN}:model/{p['ModelName']}"}
+    sm = _scripted(Endpoint(), CreateModel=create_model)
+    result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
+    assert result.succeeded, (result.failed_state, result.cause)
+    assert len(sm.ops("CreateModel")) == 2 and len(sm.ops("CreateEndpoint")) == 1
 
 
 def test_find_endpoint_updates_an_existing_endpoint(local):
@@ -289,6 +398,72 @@ def test_switching_an_instance_endpoint_to_serverless_is_refused_before_training
         assert sm.ops("CreateHyperParameterTuningJob"), result.failed_state
 
 
+# --- review item 5: an autoscaled variant leaves Application Auto Scaling during the update ------------------------
+def _with_scaling(run: Callable[[Any], Any], *, registered: bool):
+    """Runs `run(aas)` in one moto (where the aws-sdk:applicationautoscaling tasks go), the variant registered as an
+    earlier deployment left it, or not."""
+    import boto3
+
+    from infra import sagemaker_requests as req
+    from local.engine import _Mock
+
+    _Mock.acquire()
+    try:
+        aas = boto3.client("application-autoscaling", region_name="us-east-1", aws_access_key_id="local",
+                           aws_secret_access_key="local")
+        if registered:
+            import infra
+            aas.register_scalable_target(**req.register_scalable_target(infra.load_config_for({"profile": "local"})))
+        return run(aas)
+    finally:
+        _Mock.release()
+
+
+@pytest.mark.parametrize("registered", [True, False])
+def test_update_runs_with_the_variant_deregistered_then_registers_it_again(local, registered):
+    """SageMaker refuses an UpdateEndpoint that changes the instance type of a scalable target
+    (endpoint-scaling-update.html): the target is gone when UpdateEndpoint runs, and back (with its policy) after."""
+    definition = local.definition
+    endpoint = Endpoint(exists=True)
+    seen: list[int] = []
+
+    def run(aas):
+        def update(p: dict) -> dict:
+            seen.append(len(aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]))
+            return endpoint.deploy(p)
+        sm = _scripted(endpoint, UpdateEndpoint=update)
+        result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
+        return result, aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    result, targets = _with_scaling(run, registered=registered)
+    assert result.succeeded, (result.failed_state, result.cause)
+    assert seen == [0] and len(targets) == 1
+    assert S.DEREGISTER_SCALING in [r["name"] for r in result.states()]
+
+
+def test_a_rolled_back_update_gets_its_autoscaling_back(local):
+    definition = local.definition
+    endpoint = Endpoint(exists=True)
+
+    def run(aas):
+        sm = _scripted(endpoint, UpdateEndpoint=lambda p: {"EndpointArn": f"{ACCOUNT_ARN}:endpoint/x"})  # rolls back
+        result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
+        return result, aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    result, targets = _with_scaling(run, registered=True)
+    assert result.failed_state == S.ROLLED_BACK and result.error == "DeploymentRolledBack"
+    assert len(targets) == 1 and S.RESTORE_SCALING in [r["name"] for r in result.states()]
+
+
+# --- review item 4: an endpoint no update can start from is refused before any job, in both serving modes ---------
+@pytest.mark.parametrize("status", ["Failed", "OutOfService", "UpdateRollbackFailed"])
+def test_an_unusable_endpoint_is_refused_before_tuning(local, variant, status):
+    for synth, serverless in ((local, False), (variant, True)):
+        sm = _scripted(Endpoint(exists=True, serverless=serverless, status=status))
+        result = _run(synth.definition, S.CHECK_ENDPOINT, _state(synth.definition), sm)
+        assert result.failed_state == S.ENDPOINT_UNUSABLE and result.error == "EndpointUnusable", result.failed_state
+        assert status in result.cause and "delete-endpoint" in result.cause
+        assert [op for op, _ in sm.calls] == ["DescribeEndpoint"]
+
+
 # --- rules everywhere: "Check input" validates every key, as infra.config.validate_input does --------------------
 INVALID_INPUTS = [
     ({"max_jobz": 3}, "keys"),
@@ -318,10 +493,19 @@ def checked(local):
     def run(value: dict):
         value = {k: (v.replace("s3://bucket/data/", bucket_data) if isinstance(v, str) else v)
                  for k, v in value.items()}
-        sm = ScriptedSageMaker(DescribeEndpoint=_endpoint_missing, CreateHyperParameterTuningJob=lambda p: (
-            _ for _ in ()).throw(SageMakerError("ResourceLimitExceeded", "scripted: no tuning")))
+        sm = ScriptedSageMaker(DescribeEndpoint=_endpoint_missing, **_failing_tuning())
         return run_definition(definition, value, sm, poll_interval=0.05, timeout=120), value, bucket_data
     return run
+
+
+def _failing_tuning() -> dict[str, Callable[[dict], dict]]:
+    """A tuning job SageMaker accepts and that then fails: "Tuning failed" at once (a refused create would be
+    retried first, with backoff)."""
+    return {"CreateHyperParameterTuningJob": lambda p: {"HyperParameterTuningJobArn": (
+                f"{ACCOUNT_ARN}:hyper-parameter-tuning-job/{p['HyperParameterTuningJobName']}")},
+            "DescribeHyperParameterTuningJob": lambda p: {
+                "HyperParameterTuningJobName": p["HyperParameterTuningJobName"],
+                "HyperParameterTuningJobStatus": "Failed", "FailureReason": "scripted: no tuning"}}
 
 
 @pytest.mark.parametrize(("value", "key"), INVALID_INPUTS)
@@ -334,6 +518,61 @@ def test_check_input_refuses_each_bad_key_by_name(checked, local, value, key):
     assert result.error == "InvalidInput" and (key in result.cause or key == "keys")
     with pytest.raises(ConfigError, match=key if key != "keys" else "max_jobz"):
         validate_input(value, local.config, dataset_prefix=bucket_data)
+
+
+PARENT = "imgclf-0123456789ab"  # a tuning job of an earlier execution
+
+
+@pytest.mark.parametrize("parent", ["imgclf-" + "a" * 26, "imgclf-a_b", "imgclf-a.b", "imgclf-", "imgclf-missing"])
+def test_check_input_refuses_a_parent_sagemaker_cannot_describe(local, parent):
+    """Review item 11: longer than 32, characters outside botocore's pattern, or no such job: refused before
+    anything runs (the describe is validated against botocore's model, as SageMaker validates it)."""
+    definition = local.definition
+
+    def describe(p: dict) -> dict:
+        if p["HyperParameterTuningJobName"] != PARENT:
+            raise SageMakerError("ResourceNotFound", f"Amazon SageMaker can't find a tuning job with name "
+                                                     f"{p['HyperParameterTuningJobName']}")
+        return {"HyperParameterTuningJobName": PARENT, "HyperParameterTuningJobStatus": "Completed"}
+    sm = _validating(ScriptedSageMaker(DescribeEndpoint=_endpoint_missing, DescribeHyperParameterTuningJob=describe))
+    result = run_definition(definition, {"warm_start_parent": parent}, sm, poll_interval=0.05, timeout=120)
+    assert result.failed_state == S.invalid("warm_start_parent") + " (not described)", result.failed_state
+    assert result.error == "InvalidInput" and parent in result.cause
+    assert [op for op, _ in sm.calls] == ["DescribeHyperParameterTuningJob"][: len(sm.calls)]
+    assert not sm.ops("CreateHyperParameterTuningJob")
+    with pytest.raises(ConfigError, match="warm_start_parent"):
+        if parent == "imgclf-missing":  # well formed: only SageMaker knows it does not exist
+            raise ConfigError("warm_start_parent")
+        validate_input({"warm_start_parent": parent}, local.config)
+
+
+@pytest.mark.parametrize("value", [["max_jobs"], "x", 5, True])  # (local.engine runs a falsy input as {})
+def test_a_non_object_input_is_refused_by_name(local, value):
+    """Review item 11: States.JsonMerge needs an object; anything else fails clearly, before any call."""
+    sm = ScriptedSageMaker()
+    result = run_definition(local.definition, value, sm, poll_interval=0.05, timeout=120)
+    assert result.failed_state == S.invalid("input") and result.error == "InvalidInput", result.failed_state
+    assert "JSON object" in result.cause and not sm.calls
+    with pytest.raises(ConfigError, match="JSON object"):
+        validate_input(value, local.config)
+
+
+def test_check_input_refuses_tuning_the_execution_timeout_cannot_hold(checked, local):
+    """Review item 6: ceil(max_jobs / max_parallel_jobs) rounds of trials must fit the tuning budget; the extremes
+    (500 trials one at a time) are refused before anything runs, as infra.config.validate_input refuses them."""
+    rounds = local.config.tuning_rounds
+    for value, fits in (({"max_jobs": 500, "max_parallel_jobs": 1}, False),
+                        ({"max_jobs": 2 * rounds + 1, "max_parallel_jobs": 2}, False),
+                        ({"max_jobs": 2 * rounds, "max_parallel_jobs": 2}, True)):
+        result, value, bucket_data = checked(value)
+        if fits:
+            assert result.failed_state == S.TUNING_FAILED, (value, result.failed_state, result.cause)
+            validate_input(value, local.config, dataset_prefix=bucket_data)
+        else:
+            assert result.failed_state == S.TUNING_TOO_LONG and result.error == "InvalidInput", value
+            assert "max_jobs" in result.cause and str(local.config.tuning_budget_s) in result.cause
+            with pytest.raises(ConfigError, match="max_jobs"):
+                validate_input(value, local.config, dataset_prefix=bucket_data)
 
 
 @pytest.mark.parametrize("value", [{}, {"max_jobs": 3, "max_parallel_jobs": 3}, {"min_test_accuracy": 0},
@@ -370,6 +609,8 @@ def _full_run_sagemaker() -> ScriptedSageMaker:
 
     def describe_tuning(p: dict) -> dict:
         name = p["HyperParameterTuningJobName"]
+        if name not in tuning:  # the warm-start parent, from an earlier execution ("Check warm-start parent")
+            return {"HyperParameterTuningJobName": name, "HyperParameterTuningJobStatus": "Completed"}
         return {"HyperParameterTuningJobName": name, "HyperParameterTuningJobStatus": "Completed",
                 "BestTrainingJob": {"TrainingJobName": f"{name}-001-abcdef12", "TunedHyperParameters": {
                     r["Name"]: r.get("MaxValue") or r["Values"][0]

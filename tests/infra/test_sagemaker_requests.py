@@ -24,6 +24,7 @@ STANDARD_RESOURCES = {
 SCALING_RESOURCES = {  # instance endpoints only
     "arn:aws:states:::aws-sdk:applicationautoscaling:registerScalableTarget",
     "arn:aws:states:::aws-sdk:applicationautoscaling:putScalingPolicy",
+    "arn:aws:states:::aws-sdk:applicationautoscaling:deregisterScalableTarget",  # before a blue/green update
 }
 
 
@@ -62,6 +63,11 @@ def test_no_result_selector_can_meet_an_absent_member(any_synth):
                                 "$.HyperParameterTuningJobName")
     assert not absent_member_errors("arn:aws:states:::aws-sdk:sagemaker:describeTrainingJob",
                                     "$.ModelArtifacts.S3ModelArtifacts")
+    # Review item 3: an optional list before [*] is no safer (the old "Describe training job" selector).
+    assert absent_member_errors("arn:aws:states:::aws-sdk:sagemaker:describeTrainingJob",
+                                "$.DebugRuleEvaluationStatuses[*].RuleEvaluationStatus")
+    assert not absent_member_errors("arn:aws:states:::aws-sdk:sagemaker:listTrainingJobs",
+                                    "$.TrainingJobSummaries[*].TrainingEndTime")  # after [*]: skipped if absent
 
 
 # The staged-weights check, where the jobs read pretrained weights (checked against botocore's S3 model above).
@@ -124,7 +130,8 @@ def test_tuning_limits_come_from_context_and_input(cloud, local):
     for synth in (cloud, local):
         tune = synth.task_states()["Tune hyperparameters"]["Parameters"]["HyperParameterTuningJobConfig"]
         assert tune["ResourceLimits"] == {"MaxNumberOfTrainingJobs.$": "$.args.max_jobs",
-                                          "MaxParallelTrainingJobs.$": "$.args.max_parallel_jobs"}
+                                          "MaxParallelTrainingJobs.$": "$.args.max_parallel_jobs",
+                                          "MaxRuntimeInSeconds": synth.config.tuning_budget_s}
         assert tune["TrainingJobEarlyStoppingType"] == "Auto"
         defaults = synth.definition["States"]["Prepare run"]["Parameters"]["defaults"]
         assert (defaults["max_jobs"], defaults["max_parallel_jobs"]) == (6, 2)

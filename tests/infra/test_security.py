@@ -121,6 +121,8 @@ def _needed_by_definition(definition: dict) -> set[str]:
                 # (autoscaling/application/userguide/security_iam_id-based-policy-examples.html).
                 assert '"TargetTrackingScaling"' in params
                 needed |= {"cloudwatch:PutMetricAlarm", "cloudwatch:DescribeAlarms", "cloudwatch:DeleteAlarms"}
+            if op == "DeregisterScalableTarget":  # deleting the target deletes its policy's alarms (same page)
+                needed |= {"cloudwatch:DescribeAlarms", "cloudwatch:DeleteAlarms"}
             continue
         needed.add(f"sagemaker:{op}")
         if sync:

@@ -25,9 +25,9 @@ from infra.teardown_handler import handler
 REGION = "us-east-1"
 ROLE = f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/sagemaker"
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6-cpu-py312"
-STACK_ID = f"arn:aws:cloudformation:{REGION}:{DEFAULT_ACCOUNT_ID}:stack/ImageClassifier/1"
-TAGS = [{"Key": "project", "Value": "imgclf"}]
-
+STACK_UUID = "1b2c3d4e-0000-4000-8000-123456789abc"
+TAGS = [{"Key": "project", "Value": "imgclf"}, {"Key": req.STACK_TAG, "Value": STACK_UUID}]
+STACK_ID = f"arn:aws:cloudformation:{REGION}:{DEFAULT_ACCOUNT_ID}:stack/ImageClassifier/{STACK_UUID}"
 
 # --- the template --------------------------------------------------------------------------------------------
 def test_custom_resource_runs_on_the_provider_framework(cloud, variant):
@@ -51,14 +51,23 @@ def test_custom_resource_runs_on_the_provider_framework(cloud, variant):
 
 
 def test_owner_tag_is_what_every_create_request_sets(cloud):
-    """The teardown trusts a tag: each Create* request of the state machine must carry it."""
+    """The teardown trusts a tag: each Create* request of the state machine must carry it, with the value the
+    custom resource matches: the stack's own UUID (review item 8), resolved the same way on both sides."""
+    from infra.definition import Resolver
+
     props = cloud.one(RESOURCE_TYPE)["Properties"]
-    assert (props["OwnerTagKey"], props["OwnerTagValue"]) == owner_tag(cloud.config)
-    creates = {name: s for name, s in cloud.task_states().items() if ":create" in s["Resource"].lower()}
+    resolver = Resolver(cloud.template, region=REGION, account=DEFAULT_ACCOUNT_ID)
+    resolver.pseudo["AWS::StackId"] = STACK_ID
+    key, value = props["OwnerTagKey"], resolver(props["OwnerTagValue"])
+    assert (key, value) == (req.STACK_TAG, STACK_UUID)
+    assert owner_tag(cloud.config)[0] == key
+    definition = resolver.definition({"Bucket": "b", "SageMakerRoleArn": ROLE})
+    creates = {name: s for name, s in definition["States"].items()
+               if s["Type"] == "Task" and ":create" in s["Resource"].lower()}
     assert len(creates) >= 5  # tuning (cold/warm), training, model, endpoint config, endpoint
     for name, state in creates.items():
         tags = state["Parameters"].get("Tags", [])
-        assert {"Key": props["OwnerTagKey"], "Value": props["OwnerTagValue"]} in tags, name
+        assert {"Key": key, "Value": value} in tags, name
 
 
 def test_teardown_role_can_check_the_stack_status_and_read_tags(cloud):
@@ -148,8 +157,8 @@ def _cloudformation(*statuses: str):
 def _event(kind: str, arn: str | None = None) -> dict:
     return {"RequestType": kind, "StackId": STACK_ID, "RequestId": "r1", "LogicalResourceId": "Teardown",
             "PhysicalResourceId": "imgclf-teardown", "ResourceType": RESOURCE_TYPE,
-            "ResourceProperties": {"Prefix": "imgclf", "StateMachineArn": arn, "OwnerTagKey": "project",
-                                   "OwnerTagValue": "imgclf"}}
+            "ResourceProperties": {"Prefix": "imgclf", "StateMachineArn": arn, "OwnerTagKey": req.STACK_TAG,
+                                   "OwnerTagValue": STACK_UUID}}
 
 
 def _run(event: dict, clients: handler.Clients, max_polls: int = 10) -> int:
@@ -200,6 +209,9 @@ def test_stack_deletion_removes_only_what_the_stack_made(aws):
     _deployment(sm, "imgclf-aaaaaaaaaaaa")
     _deployment(sm, "imgclf-bbbbbbbbbbbb")
     _deployment(sm, "imgclf-handmade0000", tags=[])  # the prefix, but not made by the state machine
+    # The prefix and the project tag, but another stack's (an older stack, the CLI, a notebook): review item 8.
+    _deployment(sm, "imgclf-otherstack00", tags=[{"Key": "project", "Value": "imgclf"},
+                                                 {"Key": req.STACK_TAG, "Value": "another-stack-uuid"}])
     _deployment(sm, "other-cccccccccccc", tags=[{"Key": "project", "Value": "imgclf"}])
     _deployment(sm, "imgclfx-dddddddddddd", tags=[{"Key": "project", "Value": "imgclfx"}])
     sm.create_endpoint(EndpointName="imgclf-endpoint", EndpointConfigName="imgclf-bbbbbbbbbbbb", Tags=TAGS)
@@ -220,9 +232,8 @@ def test_stack_deletion_removes_only_what_the_stack_made(aws):
     left = aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
     assert [t["ResourceId"] for t in left] == ["endpoint/other-endpoint/variant/AllTraffic"]
 
-    assert _names(sm) == {"endpoints": ["other-endpoint"],
-                          "configs": ["imgclf-handmade0000", "imgclfx-dddddddddddd", "other-cccccccccccc"],
-                          "models": ["imgclf-handmade0000", "imgclfx-dddddddddddd", "other-cccccccccccc"]}
+    kept = ["imgclf-handmade0000", "imgclf-otherstack00", "imgclfx-dddddddddddd", "other-cccccccccccc"]
+    assert _names(sm) == {"endpoints": ["other-endpoint"], "configs": kept, "models": kept}
     assert sfn.list_executions(stateMachineArn=machine)["executions"][0]["status"] == "ABORTED"
 
 
@@ -334,3 +345,52 @@ def test_the_role_allows_every_call_the_handlers_make(aws, cloud):
     assert {"sagemaker:DeleteEndpoint", "sagemaker:ListTags", "states:StopExecution",
             "cloudformation:DescribeStacks", "application-autoscaling:DeregisterScalableTarget"} <= called
     assert called <= allowed, called - allowed
+
+
+def test_a_resource_gone_before_its_tags_are_read_is_not_ours(aws):
+    """Review item 9: ListTags on something deleted since it was listed answers 'not found': not ours, no error."""
+    sm, _ = aws
+    owner = handler.Owner(_event("Delete")["ResourceProperties"])
+    arn = f"arn:aws:sagemaker:{REGION}:{DEFAULT_ACCOUNT_ID}:endpoint/imgclf-endpoint"
+    stubber = Stubber(sm._client)
+    stubber.add_client_error("list_tags", "ValidationException", f"Could not find endpoint \"{arn}\".", 400)
+    stubber.add_client_error("list_tags", "AccessDeniedException", "not allowed", 400)
+    with stubber:
+        assert owner.tagged(sm, arn) is False
+        with pytest.raises(ClientError, match="AccessDenied"):
+            owner.tagged(sm, arn)
+
+
+def test_an_updating_endpoint_is_asked_to_go_at_once(aws):
+    """Review item 7: DeleteEndpoint is sent to an endpoint that is Updating (a long blue/green update must not hold
+    `cdk destroy`); a refusal (ValidationException) only keeps it pending."""
+    sm, sfn = aws
+    _deployment(sm, "imgclf-aaaaaaaaaaaa")
+    sm.create_endpoint(EndpointName="imgclf-endpoint", EndpointConfigName="imgclf-aaaaaaaaaaaa", Tags=TAGS)
+    sm._backend().endpoints["imgclf-endpoint"].endpoint_status = "Updating"
+    cfn, _ = _cloudformation("DELETE_IN_PROGRESS")
+    clients = handler.Clients(sm, sfn, cfn)
+    event = {**_event("Delete"), **handler.on_event(_event("Delete"), None, clients)}
+    assert not handler.is_complete(event, None, clients)["IsComplete"]  # DeleteEndpoint sent: Deleting
+    assert handler.is_complete(event, None, clients)["IsComplete"]
+    assert _names(sm) == {"endpoints": [], "configs": [], "models": []}
+
+
+def test_the_longest_update_the_config_allows_fits_the_teardown():
+    from infra.config import TEARDOWN_AFTER_UPDATE_S, TEARDOWN_TOTAL_S, ConfigError
+
+    cfg = load_config_for({})
+    assert cfg.serving.max_execution_s + TEARDOWN_AFTER_UPDATE_S <= TEARDOWN_TOTAL_S == TOTAL_TIMEOUT.to_seconds()
+    with pytest.raises(ConfigError, match="max_execution_s"):
+        load_config_for({"serving.max_execution_s": 14400})
+    assert load_config_for({"serving.max_execution_s": 14400, "teardown_on_destroy": False})
+
+
+def test_teardown_role_may_delete_the_target_tracking_alarms(cloud):
+    """Item 8: deregistering a target deletes its policy's alarms with the caller's CloudWatch permissions."""
+    (role_id,) = [k for k, r in cloud.resources("AWS::IAM::Role").items() if k.startswith("TeardownRole")]
+    policy = next(p["Properties"]["PolicyDocument"] for p in cloud.resources("AWS::IAM::Policy").values()
+                  if {"Ref": role_id} in p["Properties"]["Roles"])
+    by_sid = {s["Sid"]: s for s in policy["Statement"] if "Sid" in s}
+    assert sorted(by_sid["ScalingAlarms"]["Action"]) == ["cloudwatch:DeleteAlarms", "cloudwatch:DescribeAlarms"]
+    assert f":alarm:TargetTracking-endpoint/{cloud.config.prefix}-*" in json.dumps(by_sid["ScalingAlarms"])

@@ -137,14 +137,17 @@ _SEGMENT = re.compile(r"\.([A-Za-z0-9_]+)|\[\*\]|\[\?\([^]]*\)\]|\[\d+\]")
 
 def _path_errors(shape, path: str, *, strict: bool = False) -> list[str]:
     """Walk `$.A.B[*].C` through an output shape: every member must exist. `strict` (a ResultSelector that must
-    never meet an absent member) also wants every member of a definite path required and refuses filters."""
+    never meet an absent member) also wants every member before the first [*] required (`$.Absent[*]` raises
+    States.Runtime; only members after a [*] may be missing) and refuses filters."""
     rest = path.removeprefix("$")
-    pos, definite = 0, "[*]" not in path
+    pos, definite = 0, True  # up to the first [*]: a member absent there raises States.Runtime
     while pos < len(rest):
         m = _SEGMENT.match(rest, pos)
         if not m:
             return [f"{path}: cannot parse at {rest[pos:]!r}"]
         pos = m.end()
+        if m.group(0) == "[*]":
+            definite = False
         if m.group(1):
             if shape.type_name != "structure" or m.group(1) not in shape.members:
                 return [f"{path}: {m.group(1)!r} is not a member of {shape.name}"]
@@ -170,8 +173,9 @@ def output_path_errors(resource: str, path: str) -> list[str]:
 def absent_member_errors(resource: str, path: str) -> list[str]:
     """Could `path` meet an absent member and raise States.Runtime (which no Catch takes)?
 
-    In a definite path every member must be required in its structure (botocore's `required`); an indefinite
-    path (one with [*]) yields [] where a member is missing (JsonPath's rule, and the local interpreter's).
+    Every member before the first [*] must be required in its structure (botocore's `required`): `$.Absent[*]`
+    raises States.Runtime on AWS (Jayway: an absent property upstream of a wildcard is an error, even where the
+    local interpreter answers []); after a [*], elements that lack a member are skipped.
     Filters ([?(...)]) are refused: an empty filter result is an error in the local interpreter. `.sync`
     outputs are Step Functions' own shape: nothing may be read from them.
     """
