@@ -294,8 +294,8 @@ class Roles(Construct):
             PRETRAINED: [self._bucket.arn_for_objects(cfg.pretrained_key)] if cfg.pretrained_key else [],
         }
         groups: dict[frozenset[str], list[str]] = {}
-        for action, kinds in sorted(needed_actions(integrations).items()):
-            groups.setdefault(frozenset(kinds), []).append(action)
+        for action, needed_on in sorted(needed_actions(integrations).items()):
+            groups.setdefault(frozenset(needed_on), []).append(action)
         for kinds, actions in groups.items():
             conditions = ({"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
                           if kinds == {SAGEMAKER_ROLE} else

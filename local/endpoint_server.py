@@ -475,7 +475,7 @@ def start_endpoint_server(model: str | Path, port: int = 0, host: str = "127.0.0
             shutil.rmtree(model_copy, ignore_errors=True)
         raise
     lines: deque = deque(maxlen=200)
-    started, box = threading.Event(), {}
+    started, box = threading.Event(), dict[str, Any]()
     threading.Thread(target=_pump, args=(process.stdout, log_to, log_prefix, lines, started, box), daemon=True,
                      name=f"endpoint-{process.pid}-output").start()
     handle = EndpointProcess(process, host, 0, lines, model_copy)

@@ -73,7 +73,7 @@ TERMINAL_JOB_STATUSES: Final[set[str]] = {"Completed", "Failed", "Stopped"}
 _registry_lock = threading.RLock()
 _standins: dict[str, LocalSageMaker] = {}  # state machine ARN -> the stand-in its SageMaker tasks call
 # state machine ARN -> authorize(Task resource ARN, request): raises AccessDenied as IAM would (local.iam)
-_authorizers: dict[str, Callable[[str, dict], None]] = {}
+_authorizers: dict[str, Callable[..., None]] = {}  # (resource, params, *, stopping=False)
 _original_factory = state_task_factory.state_task_service_for
 _installed = 0
 

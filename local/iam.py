@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from moto.iam.access_control import IAMPolicyStatement, PermissionResult
@@ -139,7 +139,7 @@ def statements(document: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return list(found) if isinstance(found, list) else [found]
 
 
-def evaluate(documents: list[Mapping[str, Any]], action: str, resource: str,
+def evaluate(documents: Sequence[Mapping[str, Any]], action: str, resource: str,
              context: Mapping[str, str] | None = None) -> PermissionResult:
     """DENIED if any statement denies, else PERMITTED if any allows, else NEUTRAL (an implicit deny)."""
     results = {statement_result(s, action, resource, context) for d in documents for s in statements(d)}

@@ -156,7 +156,7 @@ def _disjoint(wanted: SpecifierSet, held: SpecifierSet) -> bool:
 
 def _markers(dlc: Dlc) -> dict[str, str]:
     # The DLC's interpreter: Linux x86_64 CPython at dlc.python.
-    env = dict(default_environment())
+    env: dict[str, str] = dict(default_environment())  # type: ignore[arg-type]  # packaging's TypedDict of str
     version = Version(dlc.python)
     env.update({"python_version": f"{version.major}.{version.minor}", "python_full_version": dlc.python,
                 "implementation_name": "cpython", "platform_python_implementation": "CPython",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import datetime as dt
 import http.client
 import json
 import os
@@ -27,6 +28,7 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections import deque
@@ -59,7 +61,7 @@ class Backend:
     """One instance of a production variant: one endpoint server process."""
 
     variant: str
-    group: Variant | None = None
+    group: Variant
     proc: subprocess.Popen | None = None
     port: int | None = None
     log_path: Path | None = None
@@ -92,7 +94,11 @@ class Backend:
 
     @property
     def model_copy(self) -> Path | None:
-        return self.group.model_copy if self.group else None
+        return self.group.model_copy
+
+    @property
+    def model_name(self) -> str:
+        return self.group.model_name
 
     def stop(self, grace: float = 5.0) -> None:
         self.stopping = True
@@ -170,7 +176,7 @@ class Endpoint:
         self.creation_time = self.last_modified = now()
         self.variants: list[Variant] = []
         self.pending_config: str | None = None
-        self.pending_since = None
+        self.pending_since: dt.datetime | None = None
         self.deployment_config: dict | None = None
         self.lock = threading.Lock()
         self.done = threading.Event()
@@ -381,14 +387,17 @@ class Hosting:
         cmd = [self.sm.python, "-m", "local.endpoint_server", "--model-dir", str(model_dir), "--port", "0",
                "--endpoint-name", endpoint.name, "--parent-pid", str(os.getpid())]
         log = backend.log_path.open("w")
-        backend.proc = processes.spawn(cmd, owner=self.sm, cwd=str(self.sm.repo_root), env=env, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = processes.spawn(cmd, owner=self.sm, cwd=str(self.sm.repo_root), env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        backend.proc = proc
         backend.stopping = False
         found = threading.Event()
+        stdout = proc.stdout
+        assert stdout is not None  # stdout=PIPE
 
         def pump() -> None:
             with log:
-                for raw in iter(backend.proc.stdout.readline, b""):
+                for raw in iter(stdout.readline, b""):
                     line = raw.decode("utf-8", "replace")
                     log.write(line)
                     log.flush()
@@ -649,7 +658,7 @@ class RuntimeProxy:
                 if not match:
                     self._error(404, "UnknownOperationException", f"no route for POST {self.path}")
                     return
-                proxy.invoke(self, urllib.request.unquote(match.group(1)), body)
+                proxy.invoke(self, urllib.parse.unquote(match.group(1)), body)
 
         self._capture_lock = threading.Lock()
         self.session = f"{now():%M-%S-%f}"[:-3] + f"-{uuid.uuid4()}"  # one capture file per process and hour
@@ -682,7 +691,7 @@ class RuntimeProxy:
                    if k.lower() in ("content-type", "accept", "x-amzn-sagemaker-custom-attributes")}
         try:
             conn = http.client.HTTPConnection("127.0.0.1", backend.port, timeout=INVOKE_TIMEOUT)
-            conn.request("POST", f"/endpoints/{urllib.request.quote(name)}/invocations", body=body, headers=headers)
+            conn.request("POST", f"/endpoints/{urllib.parse.quote(name)}/invocations", body=body, headers=headers)
             response = conn.getresponse()
             payload = response.read()
             out = {k: v for k, v in response.getheaders()

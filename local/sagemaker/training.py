@@ -277,7 +277,7 @@ class TrainingJob:
     # --- the job ---------------------------------------------------------------------------------------------
     def _run(self) -> None:
         monitor: SystemMonitor | None = None
-        outcome = ("Failed", "Failed", None)
+        outcome: tuple[str, str, str | None] = ("Failed", "Failed", None)
         try:
             for sub in ("input/config", "input/data", "model", "output/data", "code", "logs"):
                 (self.dir / sub).mkdir(parents=True, exist_ok=True)
@@ -669,8 +669,10 @@ class TrainingJob:
             return
         results_file = rules_dir / "verdicts.json"
         results_file.unlink(missing_ok=True)
+        tensors = self.debug_output_uri()
+        assert tensors is not None  # rules run only for a job with a DebugHookConfig
         try:  # the rule job runs with the training job's role: it reads the tensors and writes its output
-            trial = self.sm.s3.read_prefix(self.debug_output_uri(), self.role, RULE_OUTPUT)
+            trial = self.sm.s3.read_prefix(tensors, self.role, RULE_OUTPUT)
             outputs = {c["RuleConfigurationName"]: str(self.sm.s3.write_prefix(self.sm.s3.join(
                 c.get("S3OutputPath", base), self.name, facts.RULE_OUTPUT_DIR, c["RuleConfigurationName"]), self.role,
                 RULE_OUTPUT)) for c in runnable}
