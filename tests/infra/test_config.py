@@ -169,3 +169,12 @@ def test_warm_start_parent_length_is_botocores():
     validate_input({"warm_start_parent": "imgclf-" + "a" * 25}, cfg)  # 32
     with pytest.raises(ConfigError, match="warm_start_parent"):
         validate_input({"warm_start_parent": "imgclf-" + "a" * 26}, cfg)
+
+
+@pytest.mark.parametrize("profile", ["cloud", "local"])
+def test_only_rules_that_say_the_model_is_broken_gate_by_default(profile):
+    """Overtraining and LossNotDecreasing fire when the loss flattens (a model trained to convergence): gating on
+    them stopped good deploys (make demo at random; a converged fine-tune on AWS alike). They are still evaluated."""
+    cfg = load_config({"profile": profile})
+    assert set(cfg.debugger.active_gate_rules) == {"VanishingGradient", "Overfit", "PoorWeightInitialization"}
+    assert {"Overtraining", "LossNotDecreasing"} <= set(cfg.debugger.rules)
