@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import infra
+import stackfacts as facts
 
 # Every branch the default deploy does not take: removal destroy (auto-delete), serverless serving, API key
 # instead of IAM, Debugger off, managed spot, a default warm-start parent and a pinned region (literal images).
@@ -29,7 +30,7 @@ VARIANT_CONTEXT: dict[str, Any] = {
 }
 
 
-ACCOUNT = "123456789012"
+ACCOUNT = facts.LOCAL_ACCOUNT
 SUBSTITUTION_VALUES = {
     "Bucket": "imageclassifier-storagebucket-1a2b3c4d5e6f",
     "SageMakerRoleArn": f"arn:aws:iam::{ACCOUNT}:role/ImageClassifier-RolesSageMakerExecution-AbC123",

@@ -21,27 +21,28 @@ from infra.pipeline import S
 from local.engine import run_definition
 from local.iam import AccessDenied, ClientAuthorizer, TemplateIAM, function_authorizer, state_machine_authorizer
 from ml import contract
-from tests.infra.conftest import ACCOUNT
-from tests.infra.test_pipeline_runs import (
-    ACCOUNT_ARN,
-    Endpoint,
-    ScriptedSageMaker,
-    _full_run_sagemaker,
-    _scripted,
-)
-from tests.infra.test_teardown import TAGS as TEARDOWN_TAGS
-from tests.infra.test_teardown import _deployment, _training_job
-from tests.infra.test_teardown import _event as _teardown_event
-from tests.infra.test_teardown import _SageMaker as _TeardownSageMaker
+from stackfacts import LOCAL_ACCOUNT as ACCOUNT
 from tests.support.forwarder import FAKE_AWS, all_classes, call, error_of, event, ok_response
 from tests.support.local import BUCKET as STAGING_BUCKET
 from tests.support.local import FAKE_TRAIN, sourcedir
+from tests.support.scripted import (
+    ACCOUNT_ARN,
+    Endpoint,
+    ScriptedSageMaker,
+    full_run_sagemaker,
+    scripted,
+)
+from tests.support.teardown import TAGS as TEARDOWN_TAGS
+from tests.support.teardown import TeardownSageMaker as _TeardownSageMaker
+from tests.support.teardown import deployment as _deployment
+from tests.support.teardown import teardown_event as _teardown_event
+from tests.support.teardown import training_job as _training_job
 
 
 def _run(template: dict):
     resolver = Resolver(template, region="us-east-1", account=ACCOUNT)
     authorize = state_machine_authorizer(resolver)
-    result = run_definition(resolver.definition(), {}, _full_run_sagemaker(), poll_interval=0.05, timeout=300,
+    result = run_definition(resolver.definition(), {}, full_run_sagemaker(), poll_interval=0.05, timeout=300,
                             authorize=authorize)
     return result, authorize
 
@@ -151,7 +152,7 @@ def _tuning_never_ends() -> ScriptedSageMaker:
         return {"HyperParameterTuningJobName": p["HyperParameterTuningJobName"],
                 "HyperParameterTuningJobStatus": status}
 
-    sm = _scripted(Endpoint(), CreateHyperParameterTuningJob=lambda p: {
+    sm = scripted(Endpoint(), CreateHyperParameterTuningJob=lambda p: {
         "HyperParameterTuningJobArn": f"{ACCOUNT_ARN}:hyper-parameter-tuning-job/{p['HyperParameterTuningJobName']}"},
         DescribeHyperParameterTuningJob=describe, StopHyperParameterTuningJob=lambda p: {})
     return sm
@@ -370,7 +371,7 @@ _FAKE_MODEL = FAKE_TRAIN + (
 
 def _pipeline_requests(template: dict) -> dict[str, dict]:
     """The SageMaker requests the synthesized state machine makes in a whole run (scripted answers)."""
-    scripted = _full_run_sagemaker()
+    scripted = full_run_sagemaker()
     result = run_definition(Resolver(template, region="us-east-1", account=ACCOUNT).definition(), {}, scripted,
                             poll_interval=0.05, timeout=300)
     assert result.succeeded, result.cause
@@ -492,7 +493,7 @@ def test_every_state_machine_statement_is_needed_by_a_run(local):
         resolver = Resolver(template, region="us-east-1", account=ACCOUNT)
         named = None
         for exists in (False, True):
-            scripted = _full_run_sagemaker()
+            scripted = full_run_sagemaker()
             if exists:  # the update path: DescribeEndpoint finds the endpoint
                 endpoint = Endpoint(exists=True)
                 scripted.answers.update(DescribeEndpoint=endpoint.describe, UpdateEndpoint=endpoint.deploy)

@@ -17,92 +17,19 @@ from local.engine import run_definition
 from local.sagemaker import SageMakerError
 from local.sagemaker.service import DEBUGGER_REFUSED
 from ml import contract
+from tests.support.scripted import (
+    ACCOUNT_ARN,
+    Endpoint,
+    ScriptedSageMaker,
+    endpoint_missing,
+    full_run_sagemaker,
+    scripted,
+    scripted_trainer,
+    training_description,
+    validating,
+)
 
 logging.getLogger("moto").setLevel(logging.CRITICAL)
-ACCOUNT_ARN = "arn:aws:sagemaker:us-east-1:123456789012"
-NOT_FOUND = 'Could not find endpoint "{arn}".'  # SageMaker's DescribeEndpoint answer (a ValidationException)
-
-
-class ScriptedSageMaker:
-    """What the engine needs of a stand-in (`call`), answering from a script; records every call."""
-
-    def __init__(self, **answers: Callable[[dict], dict]) -> None:
-        self.answers = answers
-        self.calls: list[tuple[str, dict]] = []
-
-    def call(self, operation: str, params: dict) -> dict:
-        self.calls.append((operation, copy.deepcopy(params)))
-        answer = self.answers.get(operation)
-        if answer is None:
-            raise SageMakerError("ValidationException", f"scripted SageMaker: unexpected {operation}")
-        return answer(params)
-
-    def ops(self, operation: str) -> list[dict]:
-        return [p for op, p in self.calls if op == operation]
-
-
-def _endpoint_missing(params: dict) -> dict:
-    raise SageMakerError("ValidationException",
-                         NOT_FOUND.format(arn=f"{ACCOUNT_ARN}:endpoint/{params['EndpointName']}"))
-
-
-def _training(name: str, *, metrics: list[dict] | None = None, rules: bool = False) -> dict:
-    out: dict[str, Any] = {
-        "TrainingJobName": name, "TrainingJobArn": f"{ACCOUNT_ARN}:training-job/{name}",
-        "TrainingJobStatus": "Completed", "SecondaryStatus": "Completed",
-        "ModelArtifacts": {"S3ModelArtifacts": f"s3://bucket/training/{name}/output/model.tar.gz"},
-    }
-    if metrics is not None:
-        out["FinalMetricDataList"] = metrics
-    if rules:
-        out["DebugRuleEvaluationStatuses"] = [{"RuleConfigurationName": r, "RuleEvaluationStatus": "NoIssuesFound"}
-                                              for r in ("VanishingGradient", "Overfit", "Overtraining",
-                                                        "LossNotDecreasing", "PoorWeightInitialization")]
-        out["ProfilerRuleEvaluationStatuses"] = [{"RuleConfigurationName": r, "RuleEvaluationStatus": "NoIssuesFound"}
-                                                 for r in ("ProfilerReport", "LowGPUUtilization")]
-    return out
-
-
-GOOD_METRICS = [{"MetricName": contract.TEST_ACCURACY, "Value": 0.93},
-                {"MetricName": contract.HEALTH_ISSUES, "Value": 0.0}, {"MetricName": "valid_loss", "Value": 0.2}]
-
-
-class Endpoint:
-    """DescribeEndpoint/CreateEndpoint/UpdateEndpoint of one endpoint that becomes InService with what it got."""
-
-    def __init__(self, *, exists: bool = False, serverless: bool = False, failures: list[SageMakerError] = (),
-                 status: str = "InService"):
-        self.config = "previous-config" if exists else None
-        self.serverless = serverless
-        self.failures = list(failures)
-        self.status = status
-
-    def describe(self, params: dict) -> dict:
-        if self.failures:
-            raise self.failures.pop(0)
-        if self.config is None:
-            _endpoint_missing(params)
-        variant: dict[str, Any] = {"VariantName": "AllTraffic"}
-        if self.serverless:
-            variant["CurrentServerlessConfig"] = {"MemorySizeInMB": 3072, "MaxConcurrency": 5}
-        else:
-            variant["CurrentInstanceCount"] = 1
-        return {"EndpointName": params["EndpointName"], "EndpointArn": f"{ACCOUNT_ARN}:endpoint/x",
-                "EndpointConfigName": self.config, "EndpointStatus": self.status, "ProductionVariants": [variant]}
-
-    def deploy(self, params: dict) -> dict:
-        self.config = params["EndpointConfigName"]
-        self.status = "InService"
-        return {"EndpointArn": f"{ACCOUNT_ARN}:endpoint/{params['EndpointName']}"}
-
-
-def _scripted(endpoint: Endpoint, **more: Callable[[dict], dict]) -> ScriptedSageMaker:
-    return ScriptedSageMaker(**{
-        "DescribeEndpoint": endpoint.describe, "CreateEndpoint": endpoint.deploy, "UpdateEndpoint": endpoint.deploy,
-        "CreateModel": lambda p: {"ModelArn": f"{ACCOUNT_ARN}:model/{p['ModelName']}"},
-        "CreateEndpointConfig": lambda p: {"EndpointConfigArn": f"{ACCOUNT_ARN}:endpoint-config/x"}, **more})
-
-
 def _state(definition: dict, *, debugger: str = "on") -> dict:
     """The execution state as it stands after tuning (what "Prepare training" reads)."""
     run_id = "0123456789ab"
@@ -129,27 +56,9 @@ def _run(definition: dict, start: str, state: dict, sm) -> Any:
 
 
 # --- issue 11 item 1: Debugger closed to new customers ---------------------------------------------------------
-def _trainer(debugger_available: bool, *, metrics: list[dict] | None = GOOD_METRICS):
-    jobs: dict[str, dict] = {}
-
-    def create(p: dict) -> dict:
-        debugging = [m for m in ("DebugHookConfig", "DebugRuleConfigurations", "ProfilerRuleConfigurations")
-                     if m in p]
-        if debugging and not debugger_available:
-            raise SageMakerError("ValidationException", DEBUGGER_REFUSED.format(members=", ".join(debugging)))
-        jobs[p["TrainingJobName"]] = p
-        return {"TrainingJobArn": f"{ACCOUNT_ARN}:training-job/{p['TrainingJobName']}"}
-
-    def describe(p: dict) -> dict:
-        name = p["TrainingJobName"]
-        return _training(name, metrics=metrics, rules="DebugRuleConfigurations" in jobs[name])
-
-    return {"CreateTrainingJob": create, "DescribeTrainingJob": describe}
-
-
 def test_a_new_account_without_debugger_still_deploys(local):
     definition = local.definition
-    sm = _scripted(Endpoint(), **_trainer(debugger_available=False))
+    sm = scripted(Endpoint(), **scripted_trainer(debugger_available=False))
     result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
     assert result.succeeded, (result.failed_state, result.cause)
     from infra.pipeline import RETRY_ATTEMPTS
@@ -168,7 +77,7 @@ def test_a_new_account_without_debugger_still_deploys(local):
 
 def test_an_account_with_debugger_gets_rules_and_verdicts(local):
     definition = local.definition
-    sm = _scripted(Endpoint(), **_trainer(debugger_available=True))
+    sm = scripted(Endpoint(), **scripted_trainer(debugger_available=True))
     result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
     assert result.succeeded, (result.failed_state, result.cause)
     assert len(sm.ops("CreateTrainingJob")) == 1
@@ -179,8 +88,8 @@ def test_an_account_with_debugger_gets_rules_and_verdicts(local):
 
 
 def _refusing(*errors: SageMakerError, debugger_available: bool = True):
-    """A CreateTrainingJob that refuses with `errors` first (one per call), then behaves as _trainer."""
-    trainer = _trainer(debugger_available)
+    """A CreateTrainingJob that refuses with `errors` first (one per call), then behaves as trainer."""
+    trainer = scripted_trainer(debugger_available)
     pending = list(errors)
 
     def create(p: dict) -> dict:
@@ -193,13 +102,13 @@ def _refusing(*errors: SageMakerError, debugger_available: bool = True):
 def test_throttling_is_retried_and_keeps_debugger(local):
     """Review item 2: a throttled CreateTrainingJob is tried again; Debugger is not dropped for it."""
     definition = local.definition
-    sm = _scripted(Endpoint(), **_refusing(_throttled()))
+    sm = scripted(Endpoint(), **_refusing(_throttled()))
     result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
     assert result.succeeded, (result.failed_state, result.cause)
     created = sm.ops("CreateTrainingJob")
     assert len(created) == 2 and all("DebugHookConfig" in c for c in created)
     assert result.output["debugger"] == {"status": "on", "reason": ""}
-    assert S.DEBUGGER_UNAVAILABLE not in [r["name"] for r in result.states()]
+    assert S.DEBUGGER_UNAVAILABLE not in [r.name for r in result.states()]
 
 
 @pytest.mark.parametrize("error", [
@@ -212,13 +121,13 @@ def test_a_refusal_that_does_not_name_debugger_never_falls_back(local, error):
     from infra.pipeline import RETRY_ATTEMPTS
 
     definition = local.definition
-    sm = _scripted(Endpoint(), **_refusing(*[error] * (RETRY_ATTEMPTS + 1)))
+    sm = scripted(Endpoint(), **_refusing(*[error] * (RETRY_ATTEMPTS + 1)))
     result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
     assert result.failed_state == S.TRAINING_FAILED and result.error == "TrainingFailed", result.failed_state
     assert error.message in result.cause
     created = sm.ops("CreateTrainingJob")
     assert len(created) == RETRY_ATTEMPTS + 1 and all("DebugHookConfig" in c for c in created)
-    assert S.DEBUGGER_UNAVAILABLE not in [r["name"] for r in result.states()]
+    assert S.DEBUGGER_UNAVAILABLE not in [r.name for r in result.states()]
 
 
 def test_the_stand_ins_debugger_refusal_is_one_the_choice_recognises(local):
@@ -234,10 +143,11 @@ def test_the_stand_ins_debugger_refusal_is_one_the_choice_recognises(local):
 
 def test_a_training_job_that_fails_is_not_retried_without_debugger(local):
     definition = local.definition
-    trainer = _trainer(debugger_available=True)
-    sm = _scripted(Endpoint(), CreateTrainingJob=trainer["CreateTrainingJob"],
-                   DescribeTrainingJob=lambda p: {**_training(p["TrainingJobName"]), "TrainingJobStatus": "Failed",
-                                                  "FailureReason": "AlgorithmError: out of memory"})
+    trainer = scripted_trainer(debugger_available=True)
+    sm = scripted(Endpoint(), CreateTrainingJob=trainer["CreateTrainingJob"],
+                  DescribeTrainingJob=lambda p: {**training_description(p["TrainingJobName"]),
+                                                 "TrainingJobStatus": "Failed",
+                                                 "FailureReason": "AlgorithmError: out of memory"})
     result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
     assert result.failed_state == S.TRAINING_FAILED and "out of memory" in result.cause
     assert len(sm.ops("CreateTrainingJob")) == 1
@@ -246,13 +156,13 @@ def test_a_training_job_that_fails_is_not_retried_without_debugger(local):
 # --- review item 3: optional rule-status members end cleanly, never in States.Runtime ----------------------------
 def test_absent_rule_status_lists_fail_the_gate_not_the_interpreter(local):
     definition = local.definition
-    trainer = _trainer(debugger_available=True)
+    trainer = scripted_trainer(debugger_available=True)
 
     def describe(p: dict) -> dict:
         out = trainer["DescribeTrainingJob"](p)
         del out["DebugRuleEvaluationStatuses"]
         return out
-    sm = _scripted(Endpoint(), CreateTrainingJob=trainer["CreateTrainingJob"], DescribeTrainingJob=describe)
+    sm = scripted(Endpoint(), CreateTrainingJob=trainer["CreateTrainingJob"], DescribeTrainingJob=describe)
     result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
     assert result.failed_state == S.NO_RULE_STATUSES and result.error == "GateFailed", (result.error, result.cause)
     assert not sm.ops("CreateModel")
@@ -260,7 +170,7 @@ def test_absent_rule_status_lists_fail_the_gate_not_the_interpreter(local):
 
 def test_a_rule_listed_without_a_status_is_waited_for(local):
     definition = local.definition
-    trainer = _trainer(debugger_available=True)
+    trainer = scripted_trainer(debugger_available=True)
     calls = []
 
     def describe(p: dict) -> dict:
@@ -269,10 +179,10 @@ def test_a_rule_listed_without_a_status_is_waited_for(local):
         if len(calls) <= 2:  # .sync's and the first rule check's answers list a rule without its status
             del out["DebugRuleEvaluationStatuses"][0]["RuleEvaluationStatus"]
         return out
-    sm = _scripted(Endpoint(), CreateTrainingJob=trainer["CreateTrainingJob"], DescribeTrainingJob=describe)
+    sm = scripted(Endpoint(), CreateTrainingJob=trainer["CreateTrainingJob"], DescribeTrainingJob=describe)
     result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
     assert result.succeeded, (result.failed_state, result.cause)
-    assert [r["name"] for r in result.states()].count(S.WAIT_RULES) >= 1
+    assert [r.name for r in result.states()].count(S.WAIT_RULES) >= 1
     assert set(result.output["rule_verdicts"].values()) == {"NoIssuesFound"}
 
 
@@ -280,7 +190,7 @@ def test_a_rule_listed_without_a_status_is_waited_for(local):
 @pytest.mark.parametrize("metrics", [None, [], [{"MetricName": contract.TEST_ACCURACY, "Value": 0.9}]])
 def test_missing_metrics_fail_the_gate_not_the_interpreter(local, metrics):
     definition = local.definition
-    sm = _scripted(Endpoint(), **_trainer(debugger_available=False, metrics=metrics))
+    sm = scripted(Endpoint(), **scripted_trainer(debugger_available=False, metrics=metrics))
     result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
     assert result.failed_state == S.METRICS_MISSING and result.error == "GateFailed", (result.error, result.cause)
     assert not sm.ops("CreateModel")
@@ -314,7 +224,7 @@ def test_best_trial_comes_from_describe_hyper_parameter_tuning_job(local):
     (create, *_) = sm.ops("CreateTrainingJob")
     assert create["HyperParameters"][contract.LR] == "0.002"
     assert result.failed_state == S.TRAINING_FAILED  # the quota refusal ends it: it does not name Debugger
-    assert S.DEBUGGER_UNAVAILABLE not in [r["name"] for r in result.states()]
+    assert S.DEBUGGER_UNAVAILABLE not in [r.name for r in result.states()]
 
 
 # --- item 7: only "not found" creates the endpoint; throttling retries; anything else fails ---------------------
@@ -333,7 +243,7 @@ def _throttled() -> SageMakerError:
 def test_find_endpoint_retries_throttling_then_creates_on_not_found(local):
     definition = local.definition
     endpoint = Endpoint(failures=[_throttled(), _throttled()])
-    sm = _scripted(endpoint)
+    sm = scripted(endpoint)
     result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
     assert result.succeeded, (result.failed_state, result.cause)
     assert len(sm.ops("CreateEndpoint")) == 1 and not sm.ops("UpdateEndpoint")
@@ -348,7 +258,7 @@ def test_a_throttled_deploy_call_is_retried_not_fatal(local):
         if answers:
             raise answers.pop(0)
         return {"ModelArn": f"{ACCOUNT_ARN}:model/{p['ModelName']}"}
-    sm = _scripted(Endpoint(), CreateModel=create_model)
+    sm = scripted(Endpoint(), CreateModel=create_model)
     result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
     assert result.succeeded, (result.failed_state, result.cause)
     assert len(sm.ops("CreateModel")) == 2 and len(sm.ops("CreateEndpoint")) == 1
@@ -356,7 +266,7 @@ def test_a_throttled_deploy_call_is_retried_not_fatal(local):
 
 def test_find_endpoint_updates_an_existing_endpoint(local):
     definition = local.definition
-    sm = _scripted(Endpoint(exists=True))
+    sm = scripted(Endpoint(exists=True))
     result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
     assert result.succeeded, (result.failed_state, result.cause)
     assert len(sm.ops("UpdateEndpoint")) == 1 and not sm.ops("CreateEndpoint")
@@ -369,7 +279,7 @@ def test_find_endpoint_updates_an_existing_endpoint(local):
 ])
 def test_find_endpoint_never_creates_on_other_errors(local, error):
     definition = local.definition
-    sm = _scripted(Endpoint(exists=True, failures=[error]))
+    sm = scripted(Endpoint(exists=True, failures=[error]))
     result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
     assert result.failed_state == S.lookup_failed(S.FIND_ENDPOINT) and result.error == "EndpointLookupFailed"
     assert error.message in result.cause
@@ -378,7 +288,7 @@ def test_find_endpoint_never_creates_on_other_errors(local, error):
 
 def test_find_endpoint_gives_up_after_bounded_throttling(local):
     definition = local.definition
-    sm = _scripted(Endpoint(failures=[_throttled() for _ in range(LOOKUP_RETRIES + 1)]))
+    sm = scripted(Endpoint(failures=[_throttled() for _ in range(LOOKUP_RETRIES + 1)]))
     result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
     assert result.failed_state == S.lookup_failed(S.FIND_ENDPOINT)
     assert len(sm.ops("DescribeEndpoint")) == LOOKUP_RETRIES + 1 and not sm.ops("CreateEndpoint")
@@ -386,14 +296,14 @@ def test_find_endpoint_gives_up_after_bounded_throttling(local):
 
 # --- item 9: an instance endpoint cannot become serverless: refused before anything is trained -----------------
 def test_switching_an_instance_endpoint_to_serverless_is_refused_before_training(variant, local):
-    sm = _scripted(Endpoint(exists=True, serverless=False))
+    sm = scripted(Endpoint(exists=True, serverless=False))
     state = _state(variant.definition)
     result = _run(variant.definition, S.CHECK_ENDPOINT, state, sm)
     assert result.failed_state == S.SERVING_MODE_CHANGE and result.error == "ServingModeChangeRefused"
     assert [op for op, _ in sm.calls] == ["DescribeEndpoint"]
     # A serverless endpoint stays serverless (tuning starts), and instance -> instance is the normal update.
     for synth, serverless in ((variant, True), (local, False)):
-        sm = _scripted(Endpoint(exists=True, serverless=serverless))
+        sm = scripted(Endpoint(exists=True, serverless=serverless))
         result = _run(synth.definition, S.CHECK_ENDPOINT, _state(synth.definition), sm)
         assert sm.ops("CreateHyperParameterTuningJob"), result.failed_state
 
@@ -431,13 +341,13 @@ def test_update_runs_with_the_variant_deregistered_then_registers_it_again(local
         def update(p: dict) -> dict:
             seen.append(len(aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]))
             return endpoint.deploy(p)
-        sm = _scripted(endpoint, UpdateEndpoint=update)
+        sm = scripted(endpoint, UpdateEndpoint=update)
         result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
         return result, aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
     result, targets = _with_scaling(run, registered=registered)
     assert result.succeeded, (result.failed_state, result.cause)
     assert seen == [0] and len(targets) == 1
-    assert S.DEREGISTER_SCALING in [r["name"] for r in result.states()]
+    assert S.DEREGISTER_SCALING in [r.name for r in result.states()]
 
 
 def test_a_rolled_back_update_gets_its_autoscaling_back(local):
@@ -445,19 +355,19 @@ def test_a_rolled_back_update_gets_its_autoscaling_back(local):
     endpoint = Endpoint(exists=True)
 
     def run(aas):
-        sm = _scripted(endpoint, UpdateEndpoint=lambda p: {"EndpointArn": f"{ACCOUNT_ARN}:endpoint/x"})  # rolls back
+        sm = scripted(endpoint, UpdateEndpoint=lambda p: {"EndpointArn": f"{ACCOUNT_ARN}:endpoint/x"})  # rolls back
         result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
         return result, aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
     result, targets = _with_scaling(run, registered=True)
     assert result.failed_state == S.ROLLED_BACK and result.error == "DeploymentRolledBack"
-    assert len(targets) == 1 and S.RESTORE_SCALING in [r["name"] for r in result.states()]
+    assert len(targets) == 1 and S.RESTORE_SCALING in [r.name for r in result.states()]
 
 
 # --- review item 4: an endpoint no update can start from is refused before any job, in both serving modes ---------
 @pytest.mark.parametrize("status", ["Failed", "OutOfService", "UpdateRollbackFailed"])
 def test_an_unusable_endpoint_is_refused_before_tuning(local, variant, status):
     for synth, serverless in ((local, False), (variant, True)):
-        sm = _scripted(Endpoint(exists=True, serverless=serverless, status=status))
+        sm = scripted(Endpoint(exists=True, serverless=serverless, status=status))
         result = _run(synth.definition, S.CHECK_ENDPOINT, _state(synth.definition), sm)
         assert result.failed_state == S.ENDPOINT_UNUSABLE and result.error == "EndpointUnusable", result.failed_state
         assert status in result.cause and "delete-endpoint" in result.cause
@@ -493,7 +403,7 @@ def checked(local):
     def run(value: dict):
         value = {k: (v.replace("s3://bucket/data/", bucket_data) if isinstance(v, str) else v)
                  for k, v in value.items()}
-        sm = ScriptedSageMaker(DescribeEndpoint=_endpoint_missing, **_failing_tuning())
+        sm = ScriptedSageMaker(DescribeEndpoint=endpoint_missing, **_failing_tuning())
         return run_definition(definition, value, sm, poll_interval=0.05, timeout=120), value, bucket_data
     return run
 
@@ -534,7 +444,7 @@ def test_check_input_refuses_a_parent_sagemaker_cannot_describe(local, parent):
             raise SageMakerError("ResourceNotFound", f"Amazon SageMaker can't find a tuning job with name "
                                                      f"{p['HyperParameterTuningJobName']}")
         return {"HyperParameterTuningJobName": PARENT, "HyperParameterTuningJobStatus": "Completed"}
-    sm = _validating(ScriptedSageMaker(DescribeEndpoint=_endpoint_missing, DescribeHyperParameterTuningJob=describe))
+    sm = validating(ScriptedSageMaker(DescribeEndpoint=endpoint_missing, DescribeHyperParameterTuningJob=describe))
     result = run_definition(definition, {"warm_start_parent": parent}, sm, poll_interval=0.05, timeout=120)
     assert result.failed_state == S.invalid("warm_start_parent") + " (not described)", result.failed_state
     assert result.error == "InvalidInput" and parent in result.cause
@@ -585,43 +495,6 @@ def test_check_input_lets_valid_inputs_through(checked, local, value):
 
 
 # --- rules everywhere: every value reaching a SageMaker request satisfies botocore's constraints ----------------
-def _validating(sm: ScriptedSageMaker) -> ScriptedSageMaker:
-    """Every request is checked against botocore's model first (types, lengths, patterns, enums), as SageMaker
-    would: a violation refuses the call (and fails the run) with the member named."""
-    from local.sagemaker.api import validate_request
-
-    call = sm.call
-
-    def checked(operation: str, params: dict) -> dict:
-        validate_request(operation, params)
-        return call(operation, params)
-    sm.call = checked
-    return sm
-
-
-def _full_run_sagemaker() -> ScriptedSageMaker:
-    objective = {"Type": "Maximize", "MetricName": contract.OBJECTIVE_METRIC, "Value": 0.91}
-    tuning: dict[str, dict] = {}
-
-    def create_tuning(p: dict) -> dict:
-        tuning[p["HyperParameterTuningJobName"]] = p
-        return {"HyperParameterTuningJobArn": f"{ACCOUNT_ARN}:hyper-parameter-tuning-job/x"}
-
-    def describe_tuning(p: dict) -> dict:
-        name = p["HyperParameterTuningJobName"]
-        if name not in tuning:  # the warm-start parent, from an earlier execution ("Check warm-start parent")
-            return {"HyperParameterTuningJobName": name, "HyperParameterTuningJobStatus": "Completed"}
-        return {"HyperParameterTuningJobName": name, "HyperParameterTuningJobStatus": "Completed",
-                "BestTrainingJob": {"TrainingJobName": f"{name}-001-abcdef12", "TunedHyperParameters": {
-                    r["Name"]: r.get("MaxValue") or r["Values"][0]
-                    for kind in tuning[name]["HyperParameterTuningJobConfig"]["ParameterRanges"].values()
-                    for r in kind},
-                    "FinalHyperParameterTuningJobObjectiveMetric": objective}}
-    return _validating(_scripted(Endpoint(), CreateHyperParameterTuningJob=create_tuning,
-                                 DescribeHyperParameterTuningJob=describe_tuning,
-                                 **_trainer(debugger_available=True)))
-
-
 @pytest.fixture(scope="module")
 def extreme(tmp_path_factory):
     """The longest prefix the config allows, in local mode (literal images, the stand-in's shapes)."""
@@ -642,7 +515,7 @@ def test_extreme_but_legal_inputs_give_requests_sagemaker_accepts(extreme):
     value = {"dataset": bucket_data + "d" * 200 + "/", "max_jobs": 500, "max_parallel_jobs": 100,
              "min_test_accuracy": 0, "warm_start_parent": f"{cfg.prefix}-0123456789ab"}
     validate_input(value, cfg, dataset_prefix=bucket_data)
-    sm = _full_run_sagemaker()
+    sm = full_run_sagemaker()
     # An execution name may hold characters a tag value may not ("!", "'", "(", ")"): 80 of them.
     name = ("run!'()-" * 10)[:80]
     result = run_definition(definition, value, sm, name=name, poll_interval=0.05, timeout=300)
@@ -676,7 +549,7 @@ def _from_the_start(cloud, stage: bool):
     definition = cloud.definition
     check = definition["States"][S.CHECK_WEIGHTS]
     bucket, key = check["Parameters"]["Bucket"], check["Parameters"]["Key"]
-    sm = ScriptedSageMaker(DescribeEndpoint=_endpoint_missing, CreateHyperParameterTuningJob=lambda p: (
+    sm = ScriptedSageMaker(DescribeEndpoint=endpoint_missing, CreateHyperParameterTuningJob=lambda p: (
         _ for _ in ()).throw(SageMakerError("ResourceLimitExceeded", "scripted: no tuning")))
     _Mock.acquire()  # one moto for the staging and the run
     try:

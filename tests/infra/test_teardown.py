@@ -15,21 +15,28 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
-from moto.sagemaker.models import sagemaker_backends
 
 from infra import load_config_for
 from infra import sagemaker_requests as req
 from infra.teardown import RESOURCE_TYPE, TOTAL_TIMEOUT, owner_tag
 from infra.teardown_handler import handler
+from tests.support.teardown import (
+    IMAGE,
+    REGION,
+    ROLE,
+    STACK_ID,
+    STACK_UUID,
+    TAGS,
+    TeardownSageMaker,
+    cloudformation,
+    deployment,
+    resource_names,
+    state_machine,
+    teardown_event,
+    training_job,
+)
 
-REGION = "us-east-1"
-ROLE = f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/sagemaker"
-IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6-cpu-py312"
-STACK_UUID = "1b2c3d4e-0000-4000-8000-123456789abc"
-TAGS = [{"Key": "project", "Value": "imgclf"}, {"Key": req.STACK_TAG, "Value": STACK_UUID}]
-STACK_ID = f"arn:aws:cloudformation:{REGION}:{DEFAULT_ACCOUNT_ID}:stack/ImageClassifier/{STACK_UUID}"
 
-# --- the template --------------------------------------------------------------------------------------------
 def test_custom_resource_runs_on_the_provider_framework(cloud, variant):
     resource = cloud.one(RESOURCE_TYPE)
     props = resource["Properties"]
@@ -81,84 +88,13 @@ def test_teardown_role_can_check_the_stack_status_and_read_tags(cloud):
 
 
 # --- the handlers --------------------------------------------------------------------------------------------
-class _SageMaker:
-    """moto's client plus the two stop calls moto lacks, behaving like SageMaker: InProgress -> Stopping, and a
-    ValidationException for a job that is not InProgress."""
-
-    def __init__(self, client) -> None:
-        self._client = client
-        self.stopped: list[str] = []
-
-    def __getattr__(self, name):
-        return getattr(self._client, name)
-
-    def _backend(self):
-        return sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION]
-
-    def _stop(self, job, attribute: str, name: str) -> None:
-        if getattr(job, attribute) != "InProgress":
-            raise ClientError({"Error": {"Code": "ValidationException",
-                                         "Message": f"The job {name} is not in progress"}}, "Stop")
-        setattr(job, attribute, "Stopping")
-        self.stopped.append(name)
-
-    def stop_training_job(self, TrainingJobName: str) -> None:
-        self._stop(self._backend().training_jobs[TrainingJobName], "training_job_status", TrainingJobName)
-
-    def stop_hyper_parameter_tuning_job(self, HyperParameterTuningJobName: str) -> None:
-        job = self._backend().hyper_parameter_tuning_jobs[HyperParameterTuningJobName]
-        self._stop(job, "hyper_parameter_tuning_job_status", HyperParameterTuningJobName)
-
-
 @pytest.fixture
 def aws(monkeypatch):
     for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                        "AWS_DEFAULT_REGION": REGION}.items():
         monkeypatch.setenv(key, value)
     with mock_aws():
-        yield _SageMaker(boto3.client("sagemaker")), boto3.client("stepfunctions")
-
-
-def _deployment(sm, name: str, tags=TAGS) -> None:
-    sm.create_model(ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer={"Image": IMAGE}, Tags=tags)
-    sm.create_endpoint_config(EndpointConfigName=name, Tags=tags, ProductionVariants=[{
-        "VariantName": req.VARIANT_NAME, "ModelName": name, "InstanceType": "ml.m5.large",
-        "InitialInstanceCount": 1}])
-
-
-def _training_job(sm, name: str, status: str, tags=TAGS) -> None:
-    sm.create_training_job(
-        TrainingJobName=name, RoleArn=ROLE, Tags=tags,
-        AlgorithmSpecification={"TrainingImage": IMAGE, "TrainingInputMode": "File"},
-        OutputDataConfig={"S3OutputPath": "s3://bucket/training/"},
-        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
-        StoppingCondition={"MaxRuntimeInSeconds": 600})
-    sm._backend().training_jobs[name].training_job_status = status
-
-
-def _state_machine(sfn) -> str:
-    arn = sfn.create_state_machine(name="imgclf-train-deploy", roleArn=ROLE, definition=json.dumps(
-        {"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 600, "End": True}}}))["stateMachineArn"]
-    sfn.start_execution(stateMachineArn=arn, name="run-1")
-    return arn
-
-
-def _cloudformation(*statuses: str):
-    client = boto3.client("cloudformation", region_name=REGION)
-    stubber = Stubber(client)
-    for status in statuses:
-        stubber.add_response("describe_stacks", {"Stacks": [{
-            "StackName": "ImageClassifier", "StackId": STACK_ID, "StackStatus": status,
-            "CreationTime": "2026-01-01T00:00:00Z"}]}, {"StackName": STACK_ID})
-    stubber.activate()
-    return client, stubber
-
-
-def _event(kind: str, arn: str | None = None) -> dict:
-    return {"RequestType": kind, "StackId": STACK_ID, "RequestId": "r1", "LogicalResourceId": "Teardown",
-            "PhysicalResourceId": "imgclf-teardown", "ResourceType": RESOURCE_TYPE,
-            "ResourceProperties": {"Prefix": "imgclf", "StateMachineArn": arn, "OwnerTagKey": req.STACK_TAG,
-                                   "OwnerTagValue": STACK_UUID}}
+        yield TeardownSageMaker(boto3.client("sagemaker")), boto3.client("stepfunctions")
 
 
 def _run(event: dict, clients: handler.Clients, max_polls: int = 10) -> int:
@@ -171,49 +107,43 @@ def _run(event: dict, clients: handler.Clients, max_polls: int = 10) -> int:
     raise AssertionError(f"not complete after {max_polls} polls")
 
 
-def _names(sm) -> dict[str, list[str]]:
-    return {"endpoints": sorted(e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]),
-            "configs": sorted(c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]),
-            "models": sorted(m["ModelName"] for m in sm.list_models()["Models"])}
-
-
 @pytest.mark.parametrize("status", ["UPDATE_COMPLETE_CLEANUP_IN_PROGRESS", "UPDATE_ROLLBACK_IN_PROGRESS",
                                     "ROLLBACK_IN_PROGRESS", "UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS"])
 def test_leaving_the_template_touches_nothing(aws, status):
     """Removing/renaming the resource, or rolling back the update that added it, keeps the live endpoint."""
     sm, sfn = aws
-    _deployment(sm, "imgclf-aaaaaaaaaaaa")
+    deployment(sm, "imgclf-aaaaaaaaaaaa")
     sm.create_endpoint(EndpointName="imgclf-endpoint", EndpointConfigName="imgclf-aaaaaaaaaaaa", Tags=TAGS)
-    machine = _state_machine(sfn)
-    cfn, stubber = _cloudformation(status)
-    before = _names(sm)
+    machine = state_machine(sfn)
+    cfn, stubber = cloudformation(status)
+    before = resource_names(sm)
 
-    assert _run(_event("Delete", machine), handler.Clients(sm, sfn, cfn)) == 1
+    assert _run(teardown_event("Delete", machine), handler.Clients(sm, sfn, cfn)) == 1
 
     stubber.assert_no_pending_responses()
-    assert _names(sm) == before
+    assert resource_names(sm) == before
     assert sfn.list_executions(stateMachineArn=machine)["executions"][0]["status"] == "RUNNING"
 
 
 @pytest.mark.parametrize("kind", ["Create", "Update"])
 def test_create_and_update_do_nothing(aws, kind):
     sm, sfn = aws
-    _deployment(sm, "imgclf-aaaaaaaaaaaa")
-    cfn, _ = _cloudformation()  # no DescribeStacks call expected: the stubber would raise
-    assert _run(_event(kind), handler.Clients(sm, sfn, cfn)) == 1
-    assert _names(sm)["models"] == ["imgclf-aaaaaaaaaaaa"]
+    deployment(sm, "imgclf-aaaaaaaaaaaa")
+    cfn, _ = cloudformation()  # no DescribeStacks call expected: the stubber would raise
+    assert _run(teardown_event(kind), handler.Clients(sm, sfn, cfn)) == 1
+    assert resource_names(sm)["models"] == ["imgclf-aaaaaaaaaaaa"]
 
 
 def test_stack_deletion_removes_only_what_the_stack_made(aws):
     sm, sfn = aws
-    _deployment(sm, "imgclf-aaaaaaaaaaaa")
-    _deployment(sm, "imgclf-bbbbbbbbbbbb")
-    _deployment(sm, "imgclf-handmade0000", tags=[])  # the prefix, but not made by the state machine
+    deployment(sm, "imgclf-aaaaaaaaaaaa")
+    deployment(sm, "imgclf-bbbbbbbbbbbb")
+    deployment(sm, "imgclf-handmade0000", tags=[])  # the prefix, but not made by the state machine
     # The prefix and the project tag, but another stack's (an older stack, the CLI, a notebook): review item 8.
-    _deployment(sm, "imgclf-otherstack00", tags=[{"Key": "project", "Value": "imgclf"},
+    deployment(sm, "imgclf-otherstack00", tags=[{"Key": "project", "Value": "imgclf"},
                                                  {"Key": req.STACK_TAG, "Value": "another-stack-uuid"}])
-    _deployment(sm, "other-cccccccccccc", tags=[{"Key": "project", "Value": "imgclf"}])
-    _deployment(sm, "imgclfx-dddddddddddd", tags=[{"Key": "project", "Value": "imgclfx"}])
+    deployment(sm, "other-cccccccccccc", tags=[{"Key": "project", "Value": "imgclf"}])
+    deployment(sm, "imgclfx-dddddddddddd", tags=[{"Key": "project", "Value": "imgclfx"}])
     sm.create_endpoint(EndpointName="imgclf-endpoint", EndpointConfigName="imgclf-bbbbbbbbbbbb", Tags=TAGS)
     sm.create_endpoint(EndpointName="other-endpoint", EndpointConfigName="other-cccccccccccc", Tags=TAGS)
     aas = boto3.client("application-autoscaling")
@@ -222,10 +152,10 @@ def test_stack_deletion_removes_only_what_the_stack_made(aws):
         register = req.register_scalable_target(cfg) | {"ResourceId": f"endpoint/{endpoint}/variant/AllTraffic"}
         aas.register_scalable_target(**register)
         aas.put_scaling_policy(**req.put_scaling_policy(cfg) | {"ResourceId": register["ResourceId"]})
-    machine = _state_machine(sfn)
-    cfn, _ = _cloudformation("DELETE_IN_PROGRESS")
+    machine = state_machine(sfn)
+    cfn, _ = cloudformation("DELETE_IN_PROGRESS")
 
-    _run(_event("Delete", machine), handler.Clients(sm, sfn, cfn, aas))
+    _run(teardown_event("Delete", machine), handler.Clients(sm, sfn, cfn, aas))
 
     # The endpoint's scalable target went with it (AWS deletes a deregistered target's policies too; moto keeps
     # them, so they are not asserted here); another endpoint's stayed.
@@ -233,7 +163,7 @@ def test_stack_deletion_removes_only_what_the_stack_made(aws):
     assert [t["ResourceId"] for t in left] == ["endpoint/other-endpoint/variant/AllTraffic"]
 
     kept = ["imgclf-handmade0000", "imgclf-otherstack00", "imgclfx-dddddddddddd", "other-cccccccccccc"]
-    assert _names(sm) == {"endpoints": ["other-endpoint"], "configs": kept, "models": kept}
+    assert resource_names(sm) == {"endpoints": ["other-endpoint"], "configs": kept, "models": kept}
     assert sfn.list_executions(stateMachineArn=machine)["executions"][0]["status"] == "ABORTED"
 
 
@@ -241,51 +171,51 @@ def test_running_jobs_are_stopped_and_waited_for(aws):
     """Stopping/Stopped jobs (a trial stopped by its tuning job) never fail the teardown; it waits until no job
     of ours is InProgress or Stopping, and leaves other jobs alone."""
     sm, sfn = aws
-    _training_job(sm, "imgclf-aaaaaaaaaaaa", "InProgress")
-    _training_job(sm, "imgclf-bbbbbbbbbbbb-001-1a2b3c4d", "Stopping")  # a trial its tuning job is stopping
-    _training_job(sm, "imgclf-cccccccccccc", "Stopped")
-    _training_job(sm, "imgclf-handmade0000", "InProgress", tags=[])
-    cfn, _ = _cloudformation("DELETE_IN_PROGRESS")
+    training_job(sm, "imgclf-aaaaaaaaaaaa", "InProgress")
+    training_job(sm, "imgclf-bbbbbbbbbbbb-001-1a2b3c4d", "Stopping")  # a trial its tuning job is stopping
+    training_job(sm, "imgclf-cccccccccccc", "Stopped")
+    training_job(sm, "imgclf-handmade0000", "InProgress", tags=[])
+    cfn, _ = cloudformation("DELETE_IN_PROGRESS")
     clients = handler.Clients(sm, sfn, cfn)
-    result = handler.on_event(_event("Delete"), None, clients)
+    result = handler.on_event(teardown_event("Delete"), None, clients)
 
-    first = handler.teardown_step(handler.Owner(_event("Delete")["ResourceProperties"]), clients)
+    first = handler.teardown_step(handler.Owner(teardown_event("Delete")["ResourceProperties"]), clients)
     assert sm.stopped == ["imgclf-aaaaaaaaaaaa"]
     assert sorted(first["pending"]) == ["training job imgclf-aaaaaaaaaaaa (InProgress)",
                                         "training job imgclf-bbbbbbbbbbbb-001-1a2b3c4d (Stopping)"]
-    assert not handler.is_complete({**_event("Delete"), **result}, None, clients)["IsComplete"]
+    assert not handler.is_complete({**teardown_event("Delete"), **result}, None, clients)["IsComplete"]
     for name in ("imgclf-aaaaaaaaaaaa", "imgclf-bbbbbbbbbbbb-001-1a2b3c4d"):
         sm._backend().training_jobs[name].training_job_status = "Stopped"
-    assert handler.is_complete({**_event("Delete"), **result}, None, clients)["IsComplete"]
+    assert handler.is_complete({**teardown_event("Delete"), **result}, None, clients)["IsComplete"]
     assert sm._backend().training_jobs["imgclf-handmade0000"].training_job_status == "InProgress"
 
 
 def test_a_creating_endpoint_is_waited_for_then_deleted(aws):
     sm, sfn = aws
-    _deployment(sm, "imgclf-aaaaaaaaaaaa")
+    deployment(sm, "imgclf-aaaaaaaaaaaa")
     sm.create_endpoint(EndpointName="imgclf-endpoint", EndpointConfigName="imgclf-aaaaaaaaaaaa", Tags=TAGS)
     endpoint = sm._backend().endpoints["imgclf-endpoint"]
     endpoint.endpoint_status = "Creating"
-    cfn, _ = _cloudformation("DELETE_IN_PROGRESS")
+    cfn, _ = cloudformation("DELETE_IN_PROGRESS")
     clients = handler.Clients(sm, sfn, cfn)
-    event = {**_event("Delete"), **handler.on_event(_event("Delete"), None, clients)}
+    event = {**teardown_event("Delete"), **handler.on_event(teardown_event("Delete"), None, clients)}
 
     assert not handler.is_complete(event, None, clients)["IsComplete"]
-    assert _names(sm)["endpoints"] == ["imgclf-endpoint"]  # not deleted while Creating
-    assert _names(sm)["models"] == ["imgclf-aaaaaaaaaaaa"]  # nor what it is being created from
+    assert resource_names(sm)["endpoints"] == ["imgclf-endpoint"]  # not deleted while Creating
+    assert resource_names(sm)["models"] == ["imgclf-aaaaaaaaaaaa"]  # nor what it is being created from
     endpoint.endpoint_status = "InService"
     assert not handler.is_complete(event, None, clients)["IsComplete"]  # DeleteEndpoint sent: Deleting
     assert handler.is_complete(event, None, clients)["IsComplete"]
-    assert _names(sm) == {"endpoints": [], "configs": [], "models": []}
+    assert resource_names(sm) == {"endpoints": [], "configs": [], "models": []}
 
 
 def test_an_unexpected_error_fails_the_event(aws):
     """The Provider framework reports FAILED to CloudFormation when a handler raises: nothing is swallowed."""
     sm, sfn = aws
-    cfn, stubber = _cloudformation()
+    cfn, stubber = cloudformation()
     stubber.add_client_error("describe_stacks", "AccessDenied", "not allowed", 403, {"StackName": STACK_ID})
     with pytest.raises(ClientError, match="AccessDenied"):
-        handler.on_event(_event("Delete"), None, handler.Clients(sm, sfn, cfn))
+        handler.on_event(teardown_event("Delete"), None, handler.Clients(sm, sfn, cfn))
 
 
 def test_a_running_tuning_job_is_stopped_with_its_trials(aws):
@@ -299,9 +229,9 @@ def test_a_running_tuning_job_is_stopped_with_its_trials(aws):
         sm.create_hyper_parameter_tuning_job(HyperParameterTuningJobName=name, HyperParameterTuningJobConfig=config,
                                              TrainingJobDefinition=spec, Tags=tags)
         sm._backend().hyper_parameter_tuning_jobs[name].hyper_parameter_tuning_job_status = "InProgress"
-    cfn, _ = _cloudformation("DELETE_IN_PROGRESS")
+    cfn, _ = cloudformation("DELETE_IN_PROGRESS")
     clients = handler.Clients(sm, sfn, cfn)
-    event = {**_event("Delete"), **handler.on_event(_event("Delete"), None, clients)}
+    event = {**teardown_event("Delete"), **handler.on_event(teardown_event("Delete"), None, clients)}
 
     assert not handler.is_complete(event, None, clients)["IsComplete"]
     assert sm.stopped == ["imgclf-aaaaaaaaaaaa"]
@@ -317,11 +247,11 @@ def test_the_role_allows_every_call_the_handlers_make(aws, cloud):
     """The IAM actions the teardown needs are derived from the calls its handlers make (botocore's operation names),
     not listed by hand: each must be in the teardown role's policy."""
     sm, sfn = aws
-    _deployment(sm, "imgclf-aaaaaaaaaaaa")
+    deployment(sm, "imgclf-aaaaaaaaaaaa")
     sm.create_endpoint(EndpointName="imgclf-endpoint", EndpointConfigName="imgclf-aaaaaaaaaaaa", Tags=TAGS)
-    _training_job(sm, "imgclf-bbbbbbbbbbbb", "InProgress")
-    machine = _state_machine(sfn)
-    cfn, _ = _cloudformation("DELETE_IN_PROGRESS")
+    training_job(sm, "imgclf-bbbbbbbbbbbb", "InProgress")
+    machine = state_machine(sfn)
+    cfn, _ = cloudformation("DELETE_IN_PROGRESS")
     aas = boto3.client("application-autoscaling")
     cfg = load_config_for({})
     aas.register_scalable_target(**req.register_scalable_target(cfg))
@@ -331,7 +261,7 @@ def test_the_role_allows_every_call_the_handlers_make(aws, cloud):
         client.meta.events.register("before-parameter-build.*.*", lambda model, prefix=prefix, **_: called.add(
             f"{prefix}:{model.name}"))
     clients = handler.Clients(sm, sfn, cfn, aas)
-    event = {**_event("Delete", machine), **handler.on_event(_event("Delete", machine), None, clients)}
+    event = {**teardown_event("Delete", machine), **handler.on_event(teardown_event("Delete", machine), None, clients)}
     handler.is_complete(event, None, clients)
     sm._backend().training_jobs["imgclf-bbbbbbbbbbbb"].training_job_status = "Stopped"
     for _ in range(3):
@@ -350,7 +280,7 @@ def test_the_role_allows_every_call_the_handlers_make(aws, cloud):
 def test_a_resource_gone_before_its_tags_are_read_is_not_ours(aws):
     """Review item 9: ListTags on something deleted since it was listed answers 'not found': not ours, no error."""
     sm, _ = aws
-    owner = handler.Owner(_event("Delete")["ResourceProperties"])
+    owner = handler.Owner(teardown_event("Delete")["ResourceProperties"])
     arn = f"arn:aws:sagemaker:{REGION}:{DEFAULT_ACCOUNT_ID}:endpoint/imgclf-endpoint"
     stubber = Stubber(sm._client)
     stubber.add_client_error("list_tags", "ValidationException", f"Could not find endpoint \"{arn}\".", 400)
@@ -365,15 +295,15 @@ def test_an_updating_endpoint_is_asked_to_go_at_once(aws):
     """Review item 7: DeleteEndpoint is sent to an endpoint that is Updating (a long blue/green update must not hold
     `cdk destroy`); a refusal (ValidationException) only keeps it pending."""
     sm, sfn = aws
-    _deployment(sm, "imgclf-aaaaaaaaaaaa")
+    deployment(sm, "imgclf-aaaaaaaaaaaa")
     sm.create_endpoint(EndpointName="imgclf-endpoint", EndpointConfigName="imgclf-aaaaaaaaaaaa", Tags=TAGS)
     sm._backend().endpoints["imgclf-endpoint"].endpoint_status = "Updating"
-    cfn, _ = _cloudformation("DELETE_IN_PROGRESS")
+    cfn, _ = cloudformation("DELETE_IN_PROGRESS")
     clients = handler.Clients(sm, sfn, cfn)
-    event = {**_event("Delete"), **handler.on_event(_event("Delete"), None, clients)}
+    event = {**teardown_event("Delete"), **handler.on_event(teardown_event("Delete"), None, clients)}
     assert not handler.is_complete(event, None, clients)["IsComplete"]  # DeleteEndpoint sent: Deleting
     assert handler.is_complete(event, None, clients)["IsComplete"]
-    assert _names(sm) == {"endpoints": [], "configs": [], "models": []}
+    assert resource_names(sm) == {"endpoints": [], "configs": [], "models": []}
 
 
 def test_the_longest_update_the_config_allows_fits_the_teardown():

@@ -12,11 +12,12 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from moto.iam.access_control import IAMPolicy, PermissionResult
 
+import stackfacts as facts
 from infra.definition import Resolver
 from local.iam import AccessDenied, ClientAuthorizer, RolePolicies, TemplateIAM, conditions_met, function_authorizer
 from local.sagemaker.s3 import LocalS3, S3Denied
 
-ACCOUNT = "123456789012"
+ACCOUNT = facts.LOCAL_ACCOUNT
 BUCKET = "project-bucket"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/exec"
 BUCKET_ARN = f"arn:aws:s3:::{BUCKET}"

@@ -28,9 +28,9 @@ from cli import config
 from cli.model import metric_queries
 from ml import contract
 
-REGION, ACCOUNT = "us-east-1", "123456789012"
+REGION, ACCOUNT = facts.LOCAL_REGION, facts.LOCAL_ACCOUNT
 STACK = config.DEFAULT_STACK_NAME  # "ImageClassifier", as infra/ names it
-BUCKET = "imgclf-artifacts-123456789012"
+BUCKET = f"imgclf-artifacts-{ACCOUNT}"
 STATE_MACHINE = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:imgclf-train-deploy"
 API_URL = f"https://abc123def4.execute-api.{REGION}.amazonaws.com/prod/predict"
 DASHBOARD_URL = f"https://{REGION}.console.aws.amazon.com/cloudwatch/home?region={REGION}#dashboards:name=imgclf-{STACK}"

@@ -8,11 +8,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import stackfacts as facts
 from ml import contract
 from tests.support import ROOT
 
 BUCKET = "local-test-bucket"
-ROLE = "arn:aws:iam::123456789012:role/sagemaker"
+ROLE = f"arn:aws:iam::{facts.LOCAL_ACCOUNT}:role/sagemaker"
 RULE_IMAGE = "503895931360.dkr.ecr.us-east-1.amazonaws.com/sagemaker-debugger-rules:latest"
 # Small enough for 2 shared cores: 80 training images of 16 px, resnet18, one or two epochs.
 TINY_HYPERPARAMETERS = {**contract.LOCAL_HYPERPARAMETERS, "image-size": "16", contract.BATCH_SIZE: "16",
