@@ -45,7 +45,7 @@ def fresh_run(tmp_path, run_dir) -> Path:
     return Path(shutil.copytree(run_dir, tmp_path / "run"))
 
 
-VERBS = ("upload-data", "stage-weights", "start", "status", "best", "report", "predict", "teardown")
+VERBS = ("upload-data", "stage-weights", "start", "status", "best", "report", "predict", "load", "teardown")
 
 
 @pytest.mark.parametrize("verb", VERBS)
