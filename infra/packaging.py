@@ -34,9 +34,11 @@ def training_sources(ml_dir: Path = ML_DIR) -> dict[str, Path]:
     install smdebug and downgrade protobuf for nothing. train.py installs contract.DEBUGGER_REQUIREMENTS
     itself, only in the job SageMaker gave a Debugger hook config.
     """
-    package = contract.PACKAGE
-    files = {contract.TRAINING_PROGRAM: ml_dir / contract.ENTRY_DIR / contract.TRAINING_PROGRAM}
+    package, entry = contract.PACKAGE, contract.ENTRY_DIR
+    files = {contract.TRAINING_PROGRAM: ml_dir / entry / contract.TRAINING_PROGRAM}
     files.update({f"{package}/{p.name}": p for p in sorted(ml_dir.glob("*.py")) if p.is_file()})
+    # The model's code/inference.py: train.py copies this shim from its own package into every model it saves.
+    files[f"{package}/{entry}/{contract.INFERENCE_PROGRAM}"] = ml_dir / entry / contract.INFERENCE_PROGRAM
     requirements = ml_dir / contract.DEBUGGER_REQUIREMENTS
     if requirements.is_file():
         files[f"{package}/{contract.DEBUGGER_REQUIREMENTS}"] = requirements

@@ -29,6 +29,9 @@ def test_sourcedir_is_reproducible_and_one_package(tmp_path):
     assert contract.TRAINING_PROGRAM in members and "ml/__init__.py" in members and "ml/contract.py" in members
     assert {m for m in members if "/" not in m} == {contract.TRAINING_PROGRAM}
     assert {m.split("/")[0] for m in members if "/" in m} == {contract.PACKAGE}
+    # What train.py copies into every model's code/ (save_model) is in the bundle it runs from.
+    needed = {f"ml/{m}" for m in contract.INFERENCE_MODULES} | {f"ml/entry/{contract.INFERENCE_PROGRAM}"}
+    assert needed <= set(members), needed - set(members)
     # smdebug's pins ship under another name: the training toolkit pip-installs a root requirements.txt in every
     # job (tuning trials included); train.py installs this file only in the job that has Debugger.
     assert f"ml/{contract.DEBUGGER_REQUIREMENTS}" in members and "requirements.txt" not in members
