@@ -22,7 +22,7 @@ from local.engine import run_definition
 from local.iam import AccessDenied, ClientAuthorizer, TemplateIAM, function_authorizer, state_machine_authorizer
 from ml import contract
 from stackfacts import LOCAL_ACCOUNT as ACCOUNT
-from tests.support.forwarder import FAKE_AWS, all_classes, call, error_of, event, ok_response
+from tests.support.forwarder import all_classes, call, error_of, event, forwarder_as_deployed, ok_response
 from tests.support.local import BUCKET as STAGING_BUCKET
 from tests.support.local import FAKE_TRAIN, sourcedir
 from tests.support.scripted import (
@@ -187,14 +187,7 @@ def test_a_stopped_sync_state_stops_its_job_with_the_roles_permission(local, gra
 @pytest.fixture(scope="module")
 def forwarder():
     """lambda/forwarder.py as the local API loads it (fake credentials, no endpoint URL)."""
-    from local.rest_api import load_forwarder
-
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in FAKE_AWS.items():
-            mp.setenv(key, value)
-        for key in ("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
-            mp.delenv(key, raising=False)
-        yield load_forwarder()
+    yield from forwarder_as_deployed()
 
 
 @pytest.mark.parametrize("case", ["granted", "other endpoint", "statement removed"])

@@ -16,17 +16,17 @@ from botocore.stub import Stubber
 import stackfacts as facts
 from local import wsgi
 from local.endpoint_server import start_endpoint_server
-from local.rest_api import LambdaContext, load_forwarder
+from local.rest_api import LambdaContext
 from ml import contract
 from tests.support.forwarder import (
     CLASSES,
     ENDPOINT,
-    FAKE_AWS,
     all_classes,
     call,
     error_of,
     event,
     expected_call,
+    forwarder_as_deployed,
     ok_response,
 )
 from tests.support.serve import (
@@ -41,12 +41,7 @@ from tests.support.serve import (
 
 @pytest.fixture(scope="module")
 def forwarder():
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in FAKE_AWS.items():
-            mp.setenv(key, value)
-        for key in ("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
-            mp.delenv(key, raising=False)
-        yield load_forwarder()
+    yield from forwarder_as_deployed()
 
 
 @pytest.fixture

@@ -5,10 +5,13 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Iterator
+from typing import Any
 
+import pytest
 from botocore.response import StreamingBody
 
-from local.rest_api import LambdaContext
+from local.rest_api import LambdaContext, load_forwarder
 from ml import contract
 from tests.support.serve import GOOD_PNG
 
@@ -60,3 +63,13 @@ def error_of(status: int, payload: dict) -> tuple[int, str]:
     assert set(payload) == {"error"} and set(payload["error"]) == {"code", "message"}, payload
     assert "Traceback" not in payload["error"]["message"]
     return status, payload["error"]["code"]
+
+
+def forwarder_as_deployed() -> Iterator[Any]:
+    """lambda/forwarder.py as the local API loads it: fake credentials, no endpoint URL (a module fixture's body)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in FAKE_AWS.items():
+            mp.setenv(key, value)
+        for key in ("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
+            mp.delenv(key, raising=False)
+        yield load_forwarder()
