@@ -324,3 +324,26 @@ def test_stack_outputs_given_by_the_runner_except_a_foreign_state_machine(tmp_pa
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
     assert outputs["PredictUrl"] == "http://127.0.0.1:8123/predict"
     assert outputs["StateMachineArn"] == STATE_MACHINE  # the one whose executions were recorded
+
+
+def test_a_resource_not_there_yet_is_no_warning(tmp_path, caplog):
+    """A live recording of a first run asks for the endpoint before it exists: that is expected (info), while any
+    other refusal stays a warning."""
+    import logging
+
+    from cli.recording.writer import _Writer
+
+    class Client:
+        def __init__(self, message: str) -> None:
+            self.message = message
+
+        def describe_endpoint(self, **_):
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": self.message}}, "DescribeEndpoint")
+
+    writer = _Writer(tmp_path)
+    with caplog.at_level(logging.INFO, logger="cli.recording.writer"):
+        writer.call(Client('Could not find endpoint "arn:aws:sagemaker:us-east-1:1:endpoint/e".'), "sagemaker",
+                    "describe_endpoint", "e", EndpointName="e")
+        writer.call(Client("Rate exceeded"), "sagemaker", "describe_endpoint", "e", EndpointName="e")
+    levels = [(r.levelno, "Rate exceeded" in r.getMessage()) for r in caplog.records]
+    assert levels == [(logging.INFO, False), (logging.WARNING, True)]
