@@ -5,6 +5,7 @@ listed."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 
@@ -24,7 +25,7 @@ from ml import contract
 from stackfacts import LOCAL_ACCOUNT as ACCOUNT
 from tests.support.forwarder import all_classes, call, error_of, event, forwarder_as_deployed, ok_response
 from tests.support.local import BUCKET as STAGING_BUCKET
-from tests.support.local import FAKE_TRAIN, sourcedir
+from tests.support.local import FAKE_TRAIN, sourcedir, wait_until
 from tests.support.scripted import (
     ACCOUNT_ARN,
     Endpoint,
@@ -406,7 +407,13 @@ def _replay(template: dict, requests: dict[str, dict], tmp_path) -> tuple[Templa
             runtime.invoke_endpoint(EndpointName=endpoint["EndpointName"], Body=b"x",
                                     ContentType="application/x-image")
             capture = requests["CreateEndpointConfig"]["DataCaptureConfig"]["DestinationS3Uri"]
-            endpoint["captured"] = sorted(p.name for p in sm.s3.path(capture).rglob("*.jsonl"))
+
+            def captured() -> list[str]:
+                return sorted(p.name for p in sm.s3.path(capture).rglob("*.jsonl"))
+            # The capture is written after the answer (as SageMaker's is): wait for it, a few seconds at most.
+            with contextlib.suppress(AssertionError):
+                wait_until(captured, timeout=10)
+            endpoint["captured"] = captured()
         return iam, job, endpoint
 
 
