@@ -152,6 +152,12 @@ class S:
     REGISTER_SCALING = "Register autoscaling target"
     RESTORE_SCALING = "Restore autoscaling after rollback"
     RESTORE_POLICY = "Restore scaling policy after rollback"
+    SCALING_REMOVED = "Autoscaling target removed?"
+    RESTORE_SCALING_FAILED = "Restore autoscaling after failure"
+    RESTORE_POLICY_FAILED = "Restore scaling policy after failure"
+    SCALING_REMOVED_TIMEOUT = "Autoscaling target removed before timeout?"
+    RESTORE_SCALING_TIMEOUT = "Restore autoscaling after timeout"
+    RESTORE_POLICY_TIMEOUT = "Restore scaling policy after timeout"
     SCALING_POLICY = "Apply scaling policy"
     SCALING_FAILED = "Autoscaling not applied"
 
@@ -686,9 +692,16 @@ class Pipeline(Construct):
                             result_selector=arn, result_path="$.deployment")
         # Only "not found" creates the endpoint (see _lookup); throttling retries; anything else fails.
         find = self._lookup(S.FIND_ENDPOINT, "find", missing=create)
+        # After "Deregister autoscaling target" a failure must give the live (old) fleet its target and policy back
+        # before it fails with the original $.error (review 2 item 1: a refused blue/green update, e.g.
+        # UpdateEndpoint's ResourceLimitExceeded when two fleets exceed the instance quota).
+        after_update_failed = self._restore_if_removed(
+            deploy_failed, S.SCALING_REMOVED, S.RESTORE_SCALING_FAILED, S.RESTORE_POLICY_FAILED) \
+            if s.scales else deploy_failed
         for t in (create_model, create_config, create, update):
             self._retry_refusals(t)  # throttling here would otherwise end the run after the GPU hours
-            t.add_catch(deploy_failed, errors=["States.ALL"], result_path="$.error")
+            t.add_catch(after_update_failed if t is update else deploy_failed, errors=["States.ALL"],
+                        result_path="$.error")
 
         max_polls = s.max_polls
         wait_deploy = sfn.Wait(self, S.WAIT_DEPLOY, time=sfn.WaitTime.duration(Duration.seconds(s.poll_s)))
@@ -696,7 +709,7 @@ class Pipeline(Construct):
                               req.describe_endpoint(cfg), result_path="$.endpoint")
         describe.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=3,
                            backoff_rate=2.0)
-        describe.add_catch(deploy_failed, errors=["States.ALL"], result_path="$.error")
+        describe.add_catch(after_update_failed, errors=["States.ALL"], result_path="$.error")
         deployed = sfn.Pass(self, S.DEPLOYED, parameters=self._output())
         serving = self._autoscaling(deployed) if s.scales else deployed
         rolled_back = self._fail(
@@ -708,6 +721,13 @@ class Pipeline(Construct):
         in_service = sfn.Condition.string_equals(status, "InService")
 
         any_of = _any_of
+        timed_out: sfn.IChainable = self._fail(
+            S.DEPLOY_TIMED_OUT, "DeploymentTimedOut", cause_path=(
+                f"States.Format('Endpoint {{}} was still {{}} after {max_polls} checks {s.poll_s} s apart; "
+                f"see aws sagemaker describe-endpoint.', $.names.endpoint, $.endpoint.EndpointStatus)"))
+        if s.scales:
+            timed_out = self._restore_if_removed(timed_out, S.SCALING_REMOVED_TIMEOUT, S.RESTORE_SCALING_TIMEOUT,
+                                                 S.RESTORE_POLICY_TIMEOUT)
 
         done = (sfn.Choice(self, S.DEPLOY_DONE)
                 .when(sfn.Condition.and_(in_service, sfn.Condition.is_present("$.endpoint.EndpointConfigName"),
@@ -719,10 +739,7 @@ class Pipeline(Construct):
                         "States.Format('Endpoint {} is {} after deploying {}: see its FailureReason "
                         "(aws sagemaker describe-endpoint).', $.names.endpoint, $.endpoint.EndpointStatus, "
                         "$.names.endpoint_config)")))
-                .when(sfn.Condition.number_greater_than_equals("$.poll.deploy.count", max_polls), self._fail(
-                    S.DEPLOY_TIMED_OUT, "DeploymentTimedOut", cause_path=(
-                        f"States.Format('Endpoint {{}} was still {{}} after {max_polls} checks {s.poll_s} s apart; "
-                        f"see aws sagemaker describe-endpoint.', $.names.endpoint, $.endpoint.EndpointStatus)")))
+                .when(sfn.Condition.number_greater_than_equals("$.poll.deploy.count", max_polls), timed_out)
                 .otherwise(wait_deploy))
         wait_deploy.next(describe).next(self._counter(S.COUNT_DEPLOY, "deploy")).next(done)
         create.next(wait_deploy)
@@ -789,15 +806,26 @@ class Pipeline(Construct):
         deregister.add_catch(not_registered, errors=["States.ALL"], result_path="$.error")
         return deregister.next(update)
 
-    def _restore_scaling(self, then: sfn.IChainable) -> sfn.IChainable:
-        """A rolled-back update leaves the previous fleet serving without the target "Deregister autoscaling
-        target" removed: register it and its policy again, then fail with the rollback's cause (whatever happens
-        to the restore, `then` reports the rollback; the execution's history shows a refused restore)."""
+    def _restore_if_removed(self, then: sfn.IChainable, choice: str, register: str, policy: str) -> sfn.IChainable:
+        """Restores the target only where "Deregister autoscaling target" removed one ($.scaling.deregistered is
+        set only by its success): a failed create, or an update of a variant that was never registered, goes
+        straight to `then`."""
+        return (sfn.Choice(self, choice)
+                .when(sfn.Condition.is_present("$.scaling.deregistered"),
+                      self._restore_scaling(then, names=(register, policy)))
+                .otherwise(then))
+
+    def _restore_scaling(self, then: sfn.IChainable, *,
+                         names: tuple[str, str] = (S.RESTORE_SCALING, S.RESTORE_POLICY)) -> sfn.IChainable:
+        """A rolled-back or failed update leaves the previous fleet serving without the target "Deregister
+        autoscaling target" removed: register it and its policy again, then fail with the original cause (whatever
+        happens to the restore, `then` reports the rollback/failure from $.error; a refused restore is kept in
+        $.scaling.restore_error and the execution's history)."""
         cfg = self.cfg
-        register = self._task(S.RESTORE_SCALING, req.task_resource("registerScalableTarget", **_SCALING_SDK),
+        register = self._task(names[0], req.task_resource("registerScalableTarget", **_SCALING_SDK),
                               req.register_scalable_target(cfg), result_selector={"registered": True},
                               result_path="$.scaling.target")
-        policy = self._task(S.RESTORE_POLICY, req.task_resource("putScalingPolicy", **_SCALING_SDK),
+        policy = self._task(names[1], req.task_resource("putScalingPolicy", **_SCALING_SDK),
                             req.put_scaling_policy(cfg), result_selector={"arn.$": "$.PolicyARN"},
                             result_path="$.scaling.policy")
         for t in (register, policy):

@@ -363,6 +363,64 @@ def test_a_rolled_back_update_gets_its_autoscaling_back(local):
     assert len(targets) == 1 and S.RESTORE_SCALING in [r.name for r in result.states()]
 
 
+# --- review 2 item 1: a failed update gives the live fleet its autoscaling back, then fails with its own error ------
+def _refused(p: dict) -> dict:
+    # botocore: UpdateEndpoint's only modelled error; a blue/green update runs two fleets (BlueGreenUpdatePolicy)
+    raise SageMakerError("ResourceLimitExceeded", "The account-level service limit 'ml.m5.large for endpoint usage' "
+                                                  "is 1 Instances")
+
+
+@pytest.mark.parametrize("how", ["update refused", "describe fails"])
+def test_a_failed_update_gets_its_autoscaling_back(local, how):
+    definition = local.definition
+    endpoint = Endpoint(exists=True)
+
+    def run(aas):
+        if how == "update refused":
+            sm = scripted(endpoint, UpdateEndpoint=_refused)
+        else:  # the endpoint is found, updated, then every DescribeEndpoint is refused
+            def update(p: dict) -> dict:
+                endpoint.failures = [SageMakerError("AccessDeniedException", "denied")] * 10
+                return endpoint.deploy(p)
+            sm = scripted(endpoint, UpdateEndpoint=update)
+        result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
+        return result, aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    result, targets = _with_scaling(run, registered=True)
+    assert result.failed_state == S.DEPLOY_FAILED and result.error == "DeploymentFailed", (result.error, result.cause)
+    expected = "ResourceLimitExceeded" if how == "update refused" else "AccessDenied"
+    assert expected in result.cause  # the original error, not the restore's
+    assert len(targets) == 1 and S.RESTORE_SCALING_FAILED in [r.name for r in result.states()]
+
+
+def test_a_deployment_timeout_gets_its_autoscaling_back(local):
+    definition = local.definition
+    endpoint = Endpoint(exists=True)
+
+    def run(aas):
+        def update(p: dict) -> dict:
+            endpoint.config, endpoint.status = p["EndpointConfigName"], "Updating"  # never finishes
+            return {"EndpointArn": f"{ACCOUNT_ARN}:endpoint/x"}
+        sm = scripted(endpoint, UpdateEndpoint=update)
+        state = _deploy_state(definition)
+        state["poll"]["deploy"]["count"] = 10**6  # the last check: the next "Updating" is the timeout
+        result = _run(definition, S.CREATE_MODEL, state, sm)
+        return result, aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    result, targets = _with_scaling(run, registered=True)
+    assert result.failed_state == S.DEPLOY_TIMED_OUT and result.error == "DeploymentTimedOut"
+    assert len(targets) == 1 and S.RESTORE_SCALING_TIMEOUT in [r.name for r in result.states()]
+
+
+def test_a_failed_create_restores_nothing(local):
+    definition = local.definition
+
+    def run(aas):
+        sm = scripted(Endpoint(), CreateEndpoint=_refused)
+        return _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm), None
+    result, _ = _with_scaling(run, registered=False)
+    assert result.failed_state == S.DEPLOY_FAILED
+    assert not {S.RESTORE_SCALING_FAILED, S.RESTORE_SCALING} & {r.name for r in result.states()}
+
+
 # --- review item 4: an endpoint no update can start from is refused before any job, in both serving modes ---------
 @pytest.mark.parametrize("status", ["Failed", "OutOfService", "UpdateRollbackFailed"])
 def test_an_unusable_endpoint_is_refused_before_tuning(local, variant, status):
