@@ -122,6 +122,8 @@ class S:
     METRIC_NAMES = "List metric names"
     METRICS_NAMED = "Gate metrics reported?"
     FINAL_METRICS = "Final metrics"
+    METRIC_VALUES = "Gate metric values"
+    METRIC_VALUES_PRESENT = "Gate metric values present?"
     GATE_RULES = "Gate: rule verdicts"
     GATE = "Gate"
     METRICS_MISSING = "Gate: metrics missing"
@@ -191,7 +193,9 @@ def _any_of(path: str, values: tuple[str, ...]) -> sfn.Condition:
 
 
 def _metric_path(name: str) -> str:
-    return f"$.training.FinalMetricDataList[?(@.MetricName == '{name}')].Value"
+    # The MetricData entries, not their .Value: a filter whose result is empty raises States.Runtime in the
+    # interpreter (moto/LocalStack's json_path: only [*] and slices yield []), and Value is optional.
+    return f"$.training.FinalMetricDataList[?(@.MetricName == '{name}')]"
 
 
 class Pipeline(Construct):
@@ -540,7 +544,7 @@ class Pipeline(Construct):
         final = sfn.Pass(self, S.FINAL_METRICS, result_path="$.training", parameters={
             "job_name.$": "$.training.TrainingJobName",
             "model_data.$": "$.training.ModelArtifacts.S3ModelArtifacts",
-            "metrics": {f"{m}.$": _metric_path(m) for m in gated}})
+            "metric_data": {f"{m}.$": _metric_path(m) for m in gated}})
         names = sfn.Pass(self, S.METRIC_NAMES, result_path="$.metric_names",
                          parameters={"text.$": "States.JsonToString($.training.FinalMetricDataList)"})
         named = (sfn.Choice(self, S.METRICS_NAMED)
@@ -550,8 +554,17 @@ class Pipeline(Construct):
         listed = (sfn.Choice(self, S.METRICS_LISTED)
                   .when(sfn.Condition.is_not_present("$.training.FinalMetricDataList"), missing)
                   .otherwise(names))
+        # MetricData.Value is optional (botocore: MetricData has no required members): [*].Value of entries without
+        # one is [], and a Choice on an absent [0] raises States.Runtime, which no Catch takes
+        # (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html).
+        values = sfn.Pass(self, S.METRIC_VALUES, result_path="$.training.metrics", parameters={
+            f"{m}.$": f"$.training.metric_data.{m}[*].Value" for m in gated})
+        valued = (sfn.Choice(self, S.METRIC_VALUES_PRESENT)
+                  .when(sfn.Condition.or_(*[sfn.Condition.is_not_present(f"$.training.metrics.{m}[0]")
+                                            for m in gated]), missing)
+                  .otherwise(self._gate()))
         names.next(named)
-        final.next(self._gate())
+        final.next(values).next(valued)
         read.next(listed)
         return read
 

@@ -187,7 +187,10 @@ def test_a_rule_listed_without_a_status_is_waited_for(local):
 
 
 # --- item 4: results from describe calls; absent optional members end cleanly -----------------------------------
-@pytest.mark.parametrize("metrics", [None, [], [{"MetricName": contract.TEST_ACCURACY, "Value": 0.9}]])
+@pytest.mark.parametrize("metrics", [None, [], [{"MetricName": contract.TEST_ACCURACY, "Value": 0.9}],
+                                     # review 2 item 8: botocore's MetricData has no required members
+                                     [{"MetricName": contract.TEST_ACCURACY},
+                                      {"MetricName": contract.HEALTH_ISSUES, "Value": 0.0}]])
 def test_missing_metrics_fail_the_gate_not_the_interpreter(local, metrics):
     definition = local.definition
     sm = scripted(Endpoint(), **scripted_trainer(debugger_available=False, metrics=metrics))
