@@ -95,6 +95,8 @@ class S:
     TUNE_WARM = "Tune hyperparameters (warm start)"
     TUNING_FAILED = "Tuning failed"
     READ_TUNING = "Read tuning results"
+    READ_ENDED_TUNING = "Read ended tuning job"
+    ENDED_WITH_BEST = "Ended tuning job has a best trial?"
     BEST_FOUND = "Best trial found?"
     NO_BEST = "Tuning found no best trial"
     SELECT_BEST = "Select best trial"
@@ -356,11 +358,22 @@ class Pipeline(Construct):
                                  req.describe_tuning_job(), result_path="$.tuning")
         for t in (tune, tune_warm, train):  # the create calls: throttling is retried before any Catch
             self._retry_refusals(t)
-        for t in (tune, tune_warm, read_tuning):
-            t.add_catch(tuning_failed, errors=["States.ALL"], result_path="$.error")
-        read_tuning.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=3,
-                              backoff_rate=2.0)
         best = "$.tuning.BestTrainingJob"
+        # A tuning job that ends Stopped or Failed (e.g. at ResourceLimits.MaxRuntimeInSeconds, "the maximum time
+        # in seconds that a hyperparameter tuning job can run": sagemaker/latest/APIReference/API_ResourceLimits.html)
+        # fails the .sync task, yet its best trial may have finished hours of GPU time: read the job, and continue
+        # with the best trial when there is one. Otherwise (or when the job was never created, or cannot be read)
+        # the run fails with the tuning task's own error, kept in $.error.
+        read_ended = self._task(S.READ_ENDED_TUNING, req.task_resource("describeHyperParameterTuningJob", sdk=True),
+                                req.describe_tuning_job(), result_path="$.tuning")
+        read_ended.add_catch(tuning_failed, errors=["States.ALL"], result_path="$.read_error")
+        for t in (tune, tune_warm):
+            t.add_catch(read_ended, errors=["States.ALL"], result_path="$.error")
+        read_tuning.add_catch(tuning_failed, errors=["States.ALL"], result_path="$.error")
+        for t in (read_tuning, read_ended):
+            t.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=3, backoff_rate=2.0)
+        has_best = sfn.Condition.and_(sfn.Condition.is_present(f"{best}.TrainingJobName"),
+                                      sfn.Condition.is_present(f"{best}.FinalHyperParameterTuningJobObjectiveMetric"))
         select_best = sfn.Pass(self, S.SELECT_BEST, result_path="$.tuning", parameters={
             "job_name.$": "$.tuning.HyperParameterTuningJobName",
             "best_training_job.$": f"{best}.TrainingJobName",
@@ -375,6 +388,7 @@ class Pipeline(Construct):
                               "States.Format('Tuning job {} ended without a best trial that reported the objective "
                               "metric; nothing was trained or deployed.', $.names.tuning_job)")))
                       .otherwise(select_best))
+        read_ended.next(sfn.Choice(self, S.ENDED_WITH_BEST).when(has_best, select_best).otherwise(tuning_failed))
 
         static: dict[str, Any] = {"static": req.static_hyperparameters(cfg, debugger=dbg.enabled)}
         if dbg.enabled:

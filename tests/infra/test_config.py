@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 import infra
-from infra.config import DEBUG_RULES, MAX_PREFIX_LENGTH, ConfigError, load_config, validate_input
+from infra.config import (
+    DEBUG_RULES,
+    MAX_PREFIX_LENGTH,
+    TRIAL_STARTUP_S,
+    ConfigError,
+    load_config,
+    validate_input,
+)
 from ml import contract
 
 
@@ -151,6 +158,15 @@ def test_budgets_the_timeout_cannot_hold_are_refused(context, match):
 def test_a_long_enough_timeout_holds_the_extremes():
     cfg = load_config({"tuning.max_jobs": 500, "tuning.max_parallel_jobs": 1, "execution_timeout_hours": 1011})
     assert cfg.tuning_time_s(500, 1) <= cfg.tuning_budget_s
+
+
+@pytest.mark.parametrize("context", [{}, {"tuning.spot": True}])
+def test_every_round_of_trials_gets_its_start_up_in_the_tuning_budget(context):
+    """Review 2 item 9: start-up counts toward the tuning job's MaxRuntimeInSeconds, not a trial's."""
+    cfg = load_config(context)
+    limit = cfg.tuning.spot_max_wait_s if cfg.tuning.spot else cfg.tuning.max_runtime_s
+    assert cfg.tuning_rounds >= 1
+    assert cfg.tuning_rounds * (limit + TRIAL_STARTUP_S) <= cfg.tuning_budget_s
 
 
 def test_input_tuning_budgets_are_checked_against_the_timeout():

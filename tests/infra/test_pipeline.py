@@ -82,7 +82,9 @@ def test_the_story_reads_top_down(cloud):
     assert states[S.VERDICTS]["Next"] == S.REPORTS
     assert states[S.REPORTS]["Next"] == S.READ_TRAINING
     assert states[S.READ_TRAINING]["Next"] == S.METRICS_LISTED
-    assert states[S.FINAL_METRICS]["Next"] == S.GATE_RULES
+    assert states[S.FINAL_METRICS]["Next"] == S.METRIC_VALUES
+    assert states[S.METRIC_VALUES]["Next"] == S.METRIC_VALUES_PRESENT
+    assert states[S.METRIC_VALUES_PRESENT]["Default"] == S.GATE_RULES
     assert states[S.GATE_RULES]["Default"] == S.GATE
     assert states[S.GATE]["Default"] == S.CREATE_MODEL
     assert states[S.CREATE_MODEL]["Next"] == S.CREATE_CONFIG
@@ -186,9 +188,15 @@ def test_gate_names_the_failing_rule_or_metric(cloud):
     assert gate[1] == {"Variable": f"$.training.metrics.{contract.TEST_ACCURACY}[0]",
                        "NumericLessThanPath": "$.args.min_test_accuracy", "Next": S.ACCURACY_LOW}
     assert "States.Format(" in states[S.ACCURACY_LOW]["CausePath"]
-    metrics = states[S.FINAL_METRICS]["Parameters"]["metrics"]
-    assert metrics == {f"{m}.$": f"$.training.FinalMetricDataList[?(@.MetricName == '{m}')].Value"
-                       for m in (contract.TEST_ACCURACY, contract.HEALTH_ISSUES)}
+    gated = (contract.TEST_ACCURACY, contract.HEALTH_ISSUES)
+    metrics = states[S.FINAL_METRICS]["Parameters"]["metric_data"]
+    assert metrics == {f"{m}.$": f"$.training.FinalMetricDataList[?(@.MetricName == '{m}')]" for m in gated}
+    # MetricData.Value is optional (botocore): [*].Value may be [], so the gate's [0] is checked first.
+    assert states[S.METRIC_VALUES]["Parameters"] == {f"{m}.$": f"$.training.metric_data.{m}[*].Value"
+                                                     for m in gated}
+    (valued,) = states[S.METRIC_VALUES_PRESENT]["Choices"]
+    assert valued["Next"] == S.METRICS_MISSING and valued["Or"] == [
+        {"Variable": f"$.training.metrics.{m}[0]", "IsPresent": False} for m in gated]
     # The filters above run only once the metric names are known to be listed.
     named = states[S.METRICS_NAMED]["Choices"][0]
     assert named["Next"] == S.METRICS_MISSING and len(named["Or"]) == 2
@@ -203,7 +211,7 @@ def test_gate_without_debugger_uses_the_scripts_health_checks(variant):
     assert S.DESCRIBE_TRAINING not in states and S.RULES_DONE not in states and S.GATE_RULES not in states
     assert S.TRAIN_NO_DEBUGGER not in states  # Debugger off by configuration: nothing to fall back from
     assert states[S.TRAIN]["Next"] == S.REPORTS
-    assert states[S.FINAL_METRICS]["Next"] == S.GATE
+    assert states[S.METRIC_VALUES_PRESENT]["Default"] == S.GATE
     targets = [c["Next"] for c in states[S.GATE]["Choices"]]
     assert targets == [S.HEALTH_FAILED, S.ACCURACY_LOW]
     assert states[S.NAME]["Parameters"]["run"]["debugger"] == {"status": "off", "reason": ""}
@@ -254,10 +262,18 @@ def test_refused_create_calls_are_retried_before_any_catch(any_synth):
 def test_failures_never_touch_the_endpoint(cloud):
     states = cloud.definition["States"]
     deploying = {S.CREATE_ENDPOINT, S.UPDATE_ENDPOINT}
-    for name in (S.TUNE, S.TUNE_WARM, S.READ_TUNING, S.TRAIN_NO_DEBUGGER, S.DESCRIBE_TRAINING, S.READ_TRAINING):
+    for name in (S.READ_TUNING, S.READ_ENDED_TUNING, S.TRAIN_NO_DEBUGGER, S.DESCRIBE_TRAINING, S.READ_TRAINING):
         (catch,) = states[name]["Catch"]
         assert catch["ErrorEquals"] == ["States.ALL"]
         assert states[catch["Next"]]["Type"] == "Fail"
+    # A tuning job that ended Stopped/Failed is read first: its best trial (if any) goes on to training, else the
+    # run fails with the tuning task's own error (review 2 item 9).
+    for name in (S.TUNE, S.TUNE_WARM):
+        (catch,) = states[name]["Catch"]
+        assert catch == {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": S.READ_ENDED_TUNING}
+    assert states[S.READ_ENDED_TUNING]["Catch"][0]["ResultPath"] == "$.read_error"
+    ended = states[S.ENDED_WITH_BEST]
+    assert ended["Choices"][0]["Next"] == S.SELECT_BEST and states[ended["Default"]]["Type"] == "Fail"
     # From the gate, every failing branch is a Fail state; only the default goes on to deploy.
     for gate in (S.GATE_RULES, S.GATE):
         for choice in states[gate]["Choices"]:

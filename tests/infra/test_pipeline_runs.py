@@ -212,6 +212,48 @@ def test_tuning_without_a_best_trial_fails_cleanly(local, best):
     assert result.failed_state == S.NO_BEST and result.error == "TuningFailed", (result.error, result.cause)
 
 
+# --- review 2 item 9: a tuning job that ends Stopped (its MaxRuntimeInSeconds) still trains its best trial ---------
+@pytest.mark.parametrize("best", [True, False])
+def test_a_stopped_tuning_job_trains_its_best_trial(local, best):
+    definition = local.definition
+    objective = {"Type": "Maximize", "MetricName": contract.OBJECTIVE_METRIC, "Value": 0.91}
+    described: dict[str, Any] = {"HyperParameterTuningJobName": "imgclf-0123456789ab",
+                                 "HyperParameterTuningJobStatus": "Stopped"}
+    if best:
+        described["BestTrainingJob"] = {"TrainingJobName": "imgclf-best",
+                                        "TunedHyperParameters": {contract.LR: "0.002"},
+                                        "FinalHyperParameterTuningJobObjectiveMetric": objective}
+    sm = ScriptedSageMaker(CreateHyperParameterTuningJob=lambda p: {"HyperParameterTuningJobArn": "arn:x"},
+                           DescribeHyperParameterTuningJob=lambda p: described,
+                           CreateTrainingJob=lambda p: (_ for _ in ()).throw(
+                               SageMakerError("ResourceLimitExceeded", "quota")))
+    state = _state(definition)
+    del state["tuning"], state["hyperparameters"]
+    result = _run(definition, S.TUNE, state, sm)
+    if best:
+        (create, *_) = sm.ops("CreateTrainingJob")
+        assert create["HyperParameters"][contract.LR] == "0.002"
+        assert result.failed_state == S.TRAINING_FAILED
+    else:  # no best trial: the tuning task's own error (the .sync job's Stopped description), nothing trained
+        assert result.failed_state == S.TUNING_FAILED and "Stopped" in result.cause, result.cause
+        assert not sm.ops("CreateTrainingJob")
+
+
+def test_a_refused_tuning_job_fails_with_its_refusal(local):
+    definition = local.definition
+
+    def refuse(p: dict) -> dict:
+        raise SageMakerError("ResourceLimitExceeded", "tuning quota")
+
+    def unknown(p: dict) -> dict:
+        raise SageMakerError("ResourceNotFound", "no such tuning job")
+    sm = ScriptedSageMaker(CreateHyperParameterTuningJob=refuse, DescribeHyperParameterTuningJob=unknown)
+    state = _state(definition)
+    del state["tuning"], state["hyperparameters"]
+    result = _run(definition, S.TUNE, state, sm)
+    assert result.failed_state == S.TUNING_FAILED and "tuning quota" in result.cause, result.cause
+
+
 def test_best_trial_comes_from_describe_hyper_parameter_tuning_job(local):
     definition = local.definition
     objective = {"Type": "Maximize", "MetricName": contract.OBJECTIVE_METRIC, "Value": 0.91}
