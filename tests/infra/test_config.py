@@ -156,7 +156,7 @@ def test_budgets_the_timeout_cannot_hold_are_refused(context, match):
 
 
 def test_a_long_enough_timeout_holds_the_extremes():
-    cfg = load_config({"tuning.max_jobs": 500, "tuning.max_parallel_jobs": 1, "execution_timeout_hours": 1011})
+    cfg = load_config({"tuning.max_jobs": 500, "tuning.max_parallel_jobs": 1, "execution_timeout_hours": 1100})
     assert cfg.tuning_time_s(500, 1) <= cfg.tuning_budget_s
 
 
