@@ -154,8 +154,13 @@ def test_rule_polling_waits_for_every_verdict(cloud, local):
         assert describe["Next"] == S.RULES_REPORTED
         reported = states[S.RULES_REPORTED]
         assert {c["Variable"] for c in reported["Choices"][0]["Or"]} == {
-            "$.rules.job.DebugRuleEvaluationStatuses", "$.rules.job.ProfilerRuleEvaluationStatuses"}
+            f"$.rules.job.{m}RuleEvaluationStatuses{i}" for m in ("Debug", "Profiler") for i in ("", "[0]")}
         assert reported["Choices"][0]["Next"] == S.NO_RULE_STATUSES and reported["Default"] == S.RULE_PROGRESS
+        # No rule statuses (absent or empty) is Debugger unavailable, not a failed gate (review 2 item 10).
+        unreported = states[S.NO_RULE_STATUSES]
+        assert unreported["Type"] == "Pass" and unreported["ResultPath"] == "$.run"
+        assert unreported["Parameters"]["debugger"]["status"] == "unavailable"
+        assert unreported["Next"] == S.REPORTS
         progress = states[S.RULE_PROGRESS]["Parameters"]
         debug = "$.rules.job.DebugRuleEvaluationStatuses"
         assert progress["debug_inprogress.$"] == f"States.ArrayContains({debug}[*].RuleEvaluationStatus, 'InProgress')"
