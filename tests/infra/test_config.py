@@ -194,3 +194,16 @@ def test_only_rules_that_say_the_model_is_broken_gate_by_default(profile):
     cfg = load_config({"profile": profile})
     assert set(cfg.debugger.active_gate_rules) == {"VanishingGradient", "Overfit", "PoorWeightInitialization"}
     assert {"Overtraining", "LossNotDecreasing"} <= set(cfg.debugger.rules)
+
+
+def test_the_readmes_time_budget_is_the_configs():
+    """Review 2 item 3: the README's tuning budget figures are what the default config computes."""
+    import re
+    from pathlib import Path
+
+    text = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    m = re.search(r"\(([\d,]+) s with the defaults: at most (\d+) rounds .*? plus (\d+) s of start-up each", text)
+    assert m, "README: the time budget sentence moved; keep its figures tested"
+    cfg = load_config({})
+    assert (int(m[1].replace(",", "")), int(m[2]), int(m[3])) == (cfg.tuning_budget_s, cfg.tuning_rounds,
+                                                                   TRIAL_STARTUP_S)
