@@ -41,6 +41,11 @@ TUNING_MAX_RUNTIME = (120, 15_768_000)
 # Time an execution spends outside the bounded budgets: job start-up (instances, image pull, data download are not
 # in MaxRuntimeInSeconds), Describe calls and their retries, the lookups.
 EXECUTION_MARGIN_S = 1800
+# Each round of tuning trials also spends start-up time (instance provisioning, the GPU image pull, the data download)
+# that no trial's StoppingCondition counts but the tuning job's ResourceLimits.MaxRuntimeInSeconds does ("the
+# maximum time in seconds that a hyperparameter tuning job can run":
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ResourceLimits.html).
+TRIAL_STARTUP_S = 600
 # The teardown custom resource's budget (infra.teardown: the Provider framework's total timeout, inside the one hour
 # a custom resource has to answer) and what it needs once an update of the endpoint has ended: a rollback to the
 # old fleet, stopping jobs, deleting the endpoint.
@@ -379,8 +384,9 @@ class StackConfig(_Model):
 
     @property
     def trial_s(self) -> int:
-        """The longest one tuning trial may take (its spot wait included)."""
-        return self.tuning.spot_max_wait_s if self.tuning.spot else self.tuning.max_runtime_s
+        """The longest one round of tuning trials may take: a trial's limit (its spot wait included) plus its
+        start-up (TRIAL_STARTUP_S)."""
+        return (self.tuning.spot_max_wait_s if self.tuning.spot else self.tuning.max_runtime_s) + TRIAL_STARTUP_S
 
     @property
     def tuning_rounds(self) -> int:

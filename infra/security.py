@@ -154,7 +154,11 @@ STATE_MACHINE_ROLE_WILDCARDS: dict[str, str] = {
             "lists the tags of what it created (sagemaker-iam.html): scoped to the project's name prefix.",
     "Autoscaling": "Application Auto Scaling gives scalable targets generated ids (scalable-target/<id>), unknown "
                    "before registration: scoped to this account and region; the variant itself is named in the "
-                   "request, and the SageMaker actions scaling needs are scoped to the endpoint.",
+                   "request, and the SageMaker actions scaling needs are scoped to the endpoint. Not narrowed by "
+                   "ABAC (aws:ResourceTag): the target registered by earlier executions carries no tag, so a tag "
+                   "condition would deny the deregistration every update needs, and which of these actions honour "
+                   "the key is not confirmed (service-authorization/latest/reference/"
+                   "list_awsapplicationautoscaling.html).",
     "ScalingAlarms": "The target-tracking policy's CloudWatch alarms get generated names "
                      "(TargetTracking-endpoint/<endpoint>/variant/<variant>-AlarmHigh-<uuid>): scoped to this "
                      "endpoint's alarms.",
@@ -196,8 +200,11 @@ def log_group_arn(scope: Construct, name: str) -> str:
 SAGEMAKER_ROLE_WILDCARDS: dict[str, str] = {
     "ReadDatasets": "SageMaker reads any dataset the execution names, but only under the project bucket's data "
                     "prefix (datasets are folders of images).",
-    "ReadWriteArtifacts": "Training, tuning, checkpoint, Debugger, Profiler and data-capture output: SageMaker "
-                          "writes per-job keys under these project prefixes only.",
+    "ReadWriteArtifacts": "Training, checkpoint, Debugger and Profiler output: SageMaker writes per-job keys under "
+                          "these project prefixes only, and reads them back (CreateModel's model.tar.gz, checkpoint "
+                          "sync, Debugger and Profiler rule jobs).",
+    "WriteOnlyOutputs": "Tuning-trial output and data capture: SageMaker writes per-job keys under these project "
+                        "prefixes only; nothing in the stack reads them as this role.",
     "ReadTrainingSource": "Training source bundles of this app only (its asset prefix in the CDK bootstrap bucket): "
                           "a running execution keeps reading the bundle its definition named before a redeploy.",
     "SyncCheckpoints": "Checkpoint sync may remove stale checkpoint files, under checkpoints/ only.",
@@ -219,18 +226,25 @@ class Roles(Construct):
             description=f"{p}: tuning trials, the training job, Debugger rule jobs and the endpoint's model")
         sm = self.sagemaker
         data = cfg.data_prefix
-        written = (req.TUNING_OUTPUT, req.TRAINING_OUTPUT, req.CHECKPOINTS, req.DEBUGGER_OUTPUT,
-                   req.PROFILER_OUTPUT, req.DATA_CAPTURE)
+        # Read back: the final model (CreateModel), checkpoint sync, Debugger tensors and profiler data (rule jobs).
+        read_back = (req.TRAINING_OUTPUT, req.CHECKPOINTS, req.DEBUGGER_OUTPUT, req.PROFILER_OUTPUT)
+        # Written only (review 2 item 7): trial output (CreateModel reads training/, warm start reads no S3) and data
+        # capture; local/sagemaker/s3.py enforces this in the stand-in (nothing reads them as this role).
+        write_only = (req.TUNING_OUTPUT, req.DATA_CAPTURE)
+        listed = (data, req.TUNING_OUTPUT, *read_back)  # a training job's output path (trials' too); not capture
         sm.add_to_policy(iam.PolicyStatement(
             sid="ListProjectPrefixes", actions=["s3:ListBucket"], resources=[bucket.bucket_arn],
-            conditions={"StringLike": {"s3:prefix": [f"{x}*" for x in (data, *written)]}}))
+            conditions={"StringLike": {"s3:prefix": [f"{x}*" for x in listed]}}))
         sm.add_to_policy(iam.PolicyStatement(
             sid="BucketLocation", actions=["s3:GetBucketLocation"], resources=[bucket.bucket_arn]))
         sm.add_to_policy(iam.PolicyStatement(
             sid="ReadDatasets", actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{data}*")]))
         sm.add_to_policy(iam.PolicyStatement(
             sid="ReadWriteArtifacts", actions=["s3:GetObject", "s3:PutObject"],
-            resources=[bucket.arn_for_objects(f"{x}*") for x in written]))
+            resources=[bucket.arn_for_objects(f"{x}*") for x in read_back]))
+        sm.add_to_policy(iam.PolicyStatement(
+            sid="WriteOnlyOutputs", actions=["s3:PutObject"],
+            resources=[bucket.arn_for_objects(f"{x}*") for x in write_only]))
         sm.add_to_policy(iam.PolicyStatement(
             sid="SyncCheckpoints", actions=["s3:DeleteObject"],
             resources=[bucket.arn_for_objects(f"{req.CHECKPOINTS}*")]))

@@ -62,7 +62,9 @@ TEARDOWN_ROLE_WILDCARDS: dict[str, str] = {
                       "'<state machine>:<execution name>').",
     "DeregisterScaling": "Teardown: DescribeScalableTargets has no resource-level permissions and scalable targets "
                          "have generated ids; the handler deregisters only the variants of endpoints it deletes "
-                         "(named '<prefix>-*' and tagged by this stack).",
+                         "(named '<prefix>-*' and tagged by this stack). No aws:ResourceTag condition: targets "
+                         "registered before any tag existed must still be deregistered (see Autoscaling in "
+                         "infra/security.py).",
     "ScalingAlarms": "Deregistering a target-tracking target deletes its CloudWatch alarms, which Application Auto "
                      "Scaling names TargetTracking-endpoint/<endpoint>/variant/<variant>-Alarm*-<uuid>: scoped to the "
                      "project's endpoints ('<prefix>-*').",

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 import infra
-from infra.config import DEBUG_RULES, MAX_PREFIX_LENGTH, ConfigError, load_config, validate_input
+from infra.config import (
+    DEBUG_RULES,
+    MAX_PREFIX_LENGTH,
+    TRIAL_STARTUP_S,
+    ConfigError,
+    load_config,
+    validate_input,
+)
 from ml import contract
 
 
@@ -149,8 +156,17 @@ def test_budgets_the_timeout_cannot_hold_are_refused(context, match):
 
 
 def test_a_long_enough_timeout_holds_the_extremes():
-    cfg = load_config({"tuning.max_jobs": 500, "tuning.max_parallel_jobs": 1, "execution_timeout_hours": 1011})
+    cfg = load_config({"tuning.max_jobs": 500, "tuning.max_parallel_jobs": 1, "execution_timeout_hours": 1100})
     assert cfg.tuning_time_s(500, 1) <= cfg.tuning_budget_s
+
+
+@pytest.mark.parametrize("context", [{}, {"tuning.spot": True}])
+def test_every_round_of_trials_gets_its_start_up_in_the_tuning_budget(context):
+    """Review 2 item 9: start-up counts toward the tuning job's MaxRuntimeInSeconds, not a trial's."""
+    cfg = load_config(context)
+    limit = cfg.tuning.spot_max_wait_s if cfg.tuning.spot else cfg.tuning.max_runtime_s
+    assert cfg.tuning_rounds >= 1
+    assert cfg.tuning_rounds * (limit + TRIAL_STARTUP_S) <= cfg.tuning_budget_s
 
 
 def test_input_tuning_budgets_are_checked_against_the_timeout():
@@ -178,3 +194,16 @@ def test_only_rules_that_say_the_model_is_broken_gate_by_default(profile):
     cfg = load_config({"profile": profile})
     assert set(cfg.debugger.active_gate_rules) == {"VanishingGradient", "Overfit", "PoorWeightInitialization"}
     assert {"Overtraining", "LossNotDecreasing"} <= set(cfg.debugger.rules)
+
+
+def test_the_readmes_time_budget_is_the_configs():
+    """Review 2 item 3: the README's tuning budget figures are what the default config computes."""
+    import re
+    from pathlib import Path
+
+    text = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    m = re.search(r"\(([\d,]+) s with the defaults: at most (\d+) rounds .*? plus (\d+) s of start-up each", text)
+    assert m, "README: the time budget sentence moved; keep its figures tested"
+    cfg = load_config({})
+    assert (int(m[1].replace(",", "")), int(m[2]), int(m[3])) == (cfg.tuning_budget_s, cfg.tuning_rounds,
+                                                                   TRIAL_STARTUP_S)

@@ -52,6 +52,12 @@ def test_the_check_fails_on_each_kind_of_unguarded_read(cloud):
     nolist = _with(d, S.METRICS_LISTED, Choices=[{"Variable": "$.names.run_id", "StringEquals": "never",
                                                   "Next": S.METRICS_MISSING}])
     assert any("FinalMetricDataList: optional" in e for e in absent_path_errors(nolist))
+    # Review 2 item 8: what a Pass stores from a filter or [*] may be [], so the Gate's [0] needs "Gate metric
+    # values present?" (MetricData.Value is optional).
+    valueless = _with(d, S.METRIC_VALUES_PRESENT, Choices=[{"Variable": "$.names.run_id", "StringEquals": "never",
+                                                            "Next": S.METRICS_MISSING}])
+    assert any(e.startswith(f"{S.GATE} Choice: $.training.metrics.") and "may be empty" in e
+               for e in absent_path_errors(valueless))
 
 
 def test_paths_are_found_inside_intrinsic_functions():

@@ -54,10 +54,17 @@ def test_sagemaker_role_reads_data_and_writes_artifacts_only(cloud):
     s = _by_sid(_statements(cloud, SAGEMAKER_ROLE))
     assert _actions(s["ReadDatasets"]) == ["s3:GetObject"]
     assert json.dumps(s["ReadDatasets"]["Resource"]).endswith('"/data/*"]]}')
-    written = json.dumps(s["ReadWriteArtifacts"]["Resource"])
-    for prefix in ("tuning/", "training/", "checkpoints/", "debugger/", "profiler/", "datacapture/"):
-        assert f"/{prefix}*" in written
-    assert "data/*" not in written
+    read_back = json.dumps(s["ReadWriteArtifacts"]["Resource"])
+    for prefix in ("training/", "checkpoints/", "debugger/", "profiler/"):
+        assert f"/{prefix}*" in read_back
+    assert "data/*" not in read_back
+    # Review 2 item 7: trial output and data capture are written, never read as this role.
+    assert _actions(s["WriteOnlyOutputs"]) == ["s3:PutObject"]
+    write_only = json.dumps(s["WriteOnlyOutputs"]["Resource"])
+    assert "/tuning/*" in write_only and "/datacapture/*" in write_only
+    for prefix in ("tuning/", "datacapture/"):
+        assert f"/{prefix}*" not in read_back
+    assert "datacapture/*" not in s["ListProjectPrefixes"]["Condition"]["StringLike"]["s3:prefix"]
     assert s["ListProjectPrefixes"]["Condition"]["StringLike"]["s3:prefix"][0] == "data/*"
     source = json.dumps(s["ReadTrainingSource"]["Resource"])
     assert "cdk-hnb659fds-assets-" in source and source.endswith('"/imgclf/*"]]}')  # the app's asset prefix

@@ -8,6 +8,8 @@ This walks the state graph forward and tracks, for every state, what lies where 
 - where a Task stored a response whose shape botocore defines (an aws-sdk call or an optimized request/response
   integration, stored whole: no ResultSelector), and where a Catch stored an error output ({"Error", "Cause"}:
   Error is always there, Cause is not: States.Timeout, States.Permissions ... carry none);
+- where a Pass stored the result of an indefinite path (a filter or [*]): a list that may be empty, so a Choice
+  Variable or parameter that indexes it needs IsPresent first (review 2 item 8: a MetricData without Value);
 - which paths are known to be present on every way into the state: a Choice branch implies the IsPresent tests
   (and comparisons) that had to hold, and the negation of every rule before it (rules are tried in order, And/Or
   stop at the first decisive member, as the local interpreter and AWS's do).
@@ -114,12 +116,43 @@ class _String:
 
 _STRING = _String()
 ERROR = ("error", "")
+# What a Pass stores from an indefinite path ([*] or a filter): always a list, possibly empty (a filter that matches
+# nothing, or matches only elements without the member, yields []), so its [0] needs IsPresent first.
+FOUND = ("found", "")
+
+
+@dataclass(frozen=True)
+class _Anything:
+    name: str = "an element of an indefinite path's result"
+    type_name: str = "any"
+
+
+@dataclass(frozen=True)
+class FoundList:
+    name: str = "the result of an indefinite path"
+    type_name: str = "list"
+    member: _Anything = _Anything()
+
+
+def indefinite_results(parameters: Any, at: Path) -> Iterator[Path]:
+    """Where a Pass's Parameters put the result of a pure indefinite path (`"x.$": "$.a[?(...)].b"`)."""
+    if not isinstance(parameters, dict):
+        return
+    for key, value in parameters.items():
+        if key.endswith(".$") and isinstance(value, str):
+            m = PATH.fullmatch(value)
+            if m and any(t == "[*]" or t.startswith("[?") for t in tokens(value)):
+                yield (*at, key.removesuffix(".$"))
+        else:
+            yield from indefinite_results(value, (*at, key))
 
 
 def _shape(key: tuple[str, str]):
     kind, resource = key
     if kind == "error":
         return ErrorOutput()
+    if kind == "found":
+        return FoundList()
     op, sync = operation(resource)
     return service_model(resource).operation_model(SYNC_OUTPUT.get(op, op) if sync else op).output_shape
 
@@ -140,6 +173,8 @@ def walk(shape, path: Path, present: frozenset[Path], *, origin: Path = ()) -> l
                 errors.append(f"{shown}: the list may be empty and nothing checks IsPresent first")
             shape = shape.member
             continue
+        if shape.type_name == "any":
+            return errors  # an element's own members are not modelled
         if shape.type_name != "structure" or tok not in shape.members:
             return [f"{shown}: {tok!r} is not a member of {shape.name}"]
         if tok not in shape.required_members and not _known(here, present):
@@ -236,6 +271,10 @@ def _edges(state: dict, facts: Facts) -> Iterator[tuple[str, Facts]]:
     if kind in ("Task", "Pass"):
         result_path = state.get("ResultPath", "$")
         after = facts.write(result_path, _stored_key(state))
+        if kind == "Pass" and result_path is not None:
+            found = frozenset((where, FOUND) for where in indefinite_results(state.get("Parameters", {}),
+                                                                            tokens(result_path)))
+            after = Facts(after.stored | found, after.present)
         for catch in state.get("Catch", []):
             yield catch["Next"], facts.write(catch.get("ResultPath", "$"), ERROR)
     else:
