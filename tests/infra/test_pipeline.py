@@ -82,7 +82,9 @@ def test_the_story_reads_top_down(cloud):
     assert states[S.VERDICTS]["Next"] == S.REPORTS
     assert states[S.REPORTS]["Next"] == S.READ_TRAINING
     assert states[S.READ_TRAINING]["Next"] == S.METRICS_LISTED
-    assert states[S.FINAL_METRICS]["Next"] == S.GATE_RULES
+    assert states[S.FINAL_METRICS]["Next"] == S.METRIC_VALUES
+    assert states[S.METRIC_VALUES]["Next"] == S.METRIC_VALUES_PRESENT
+    assert states[S.METRIC_VALUES_PRESENT]["Default"] == S.GATE_RULES
     assert states[S.GATE_RULES]["Default"] == S.GATE
     assert states[S.GATE]["Default"] == S.CREATE_MODEL
     assert states[S.CREATE_MODEL]["Next"] == S.CREATE_CONFIG
@@ -152,8 +154,13 @@ def test_rule_polling_waits_for_every_verdict(cloud, local):
         assert describe["Next"] == S.RULES_REPORTED
         reported = states[S.RULES_REPORTED]
         assert {c["Variable"] for c in reported["Choices"][0]["Or"]} == {
-            "$.rules.job.DebugRuleEvaluationStatuses", "$.rules.job.ProfilerRuleEvaluationStatuses"}
+            f"$.rules.job.{m}RuleEvaluationStatuses{i}" for m in ("Debug", "Profiler") for i in ("", "[0]")}
         assert reported["Choices"][0]["Next"] == S.NO_RULE_STATUSES and reported["Default"] == S.RULE_PROGRESS
+        # No rule statuses (absent or empty) is Debugger unavailable, not a failed gate (review 2 item 10).
+        unreported = states[S.NO_RULE_STATUSES]
+        assert unreported["Type"] == "Pass" and unreported["ResultPath"] == "$.run"
+        assert unreported["Parameters"]["debugger"]["status"] == "unavailable"
+        assert unreported["Next"] == S.REPORTS
         progress = states[S.RULE_PROGRESS]["Parameters"]
         debug = "$.rules.job.DebugRuleEvaluationStatuses"
         assert progress["debug_inprogress.$"] == f"States.ArrayContains({debug}[*].RuleEvaluationStatus, 'InProgress')"
@@ -186,9 +193,15 @@ def test_gate_names_the_failing_rule_or_metric(cloud):
     assert gate[1] == {"Variable": f"$.training.metrics.{contract.TEST_ACCURACY}[0]",
                        "NumericLessThanPath": "$.args.min_test_accuracy", "Next": S.ACCURACY_LOW}
     assert "States.Format(" in states[S.ACCURACY_LOW]["CausePath"]
-    metrics = states[S.FINAL_METRICS]["Parameters"]["metrics"]
-    assert metrics == {f"{m}.$": f"$.training.FinalMetricDataList[?(@.MetricName == '{m}')].Value"
-                       for m in (contract.TEST_ACCURACY, contract.HEALTH_ISSUES)}
+    gated = (contract.TEST_ACCURACY, contract.HEALTH_ISSUES)
+    metrics = states[S.FINAL_METRICS]["Parameters"]["metric_data"]
+    assert metrics == {f"{m}.$": f"$.training.FinalMetricDataList[?(@.MetricName == '{m}')]" for m in gated}
+    # MetricData.Value is optional (botocore): [*].Value may be [], so the gate's [0] is checked first.
+    assert states[S.METRIC_VALUES]["Parameters"] == {f"{m}.$": f"$.training.metric_data.{m}[*].Value"
+                                                     for m in gated}
+    (valued,) = states[S.METRIC_VALUES_PRESENT]["Choices"]
+    assert valued["Next"] == S.METRICS_MISSING and valued["Or"] == [
+        {"Variable": f"$.training.metrics.{m}[0]", "IsPresent": False} for m in gated]
     # The filters above run only once the metric names are known to be listed.
     named = states[S.METRICS_NAMED]["Choices"][0]
     assert named["Next"] == S.METRICS_MISSING and len(named["Or"]) == 2
@@ -203,7 +216,7 @@ def test_gate_without_debugger_uses_the_scripts_health_checks(variant):
     assert S.DESCRIBE_TRAINING not in states and S.RULES_DONE not in states and S.GATE_RULES not in states
     assert S.TRAIN_NO_DEBUGGER not in states  # Debugger off by configuration: nothing to fall back from
     assert states[S.TRAIN]["Next"] == S.REPORTS
-    assert states[S.FINAL_METRICS]["Next"] == S.GATE
+    assert states[S.METRIC_VALUES_PRESENT]["Default"] == S.GATE
     targets = [c["Next"] for c in states[S.GATE]["Choices"]]
     assert targets == [S.HEALTH_FAILED, S.ACCURACY_LOW]
     assert states[S.NAME]["Parameters"]["run"]["debugger"] == {"status": "off", "reason": ""}
@@ -254,10 +267,18 @@ def test_refused_create_calls_are_retried_before_any_catch(any_synth):
 def test_failures_never_touch_the_endpoint(cloud):
     states = cloud.definition["States"]
     deploying = {S.CREATE_ENDPOINT, S.UPDATE_ENDPOINT}
-    for name in (S.TUNE, S.TUNE_WARM, S.READ_TUNING, S.TRAIN_NO_DEBUGGER, S.DESCRIBE_TRAINING, S.READ_TRAINING):
+    for name in (S.READ_TUNING, S.READ_ENDED_TUNING, S.TRAIN_NO_DEBUGGER, S.DESCRIBE_TRAINING, S.READ_TRAINING):
         (catch,) = states[name]["Catch"]
         assert catch["ErrorEquals"] == ["States.ALL"]
         assert states[catch["Next"]]["Type"] == "Fail"
+    # A tuning job that ended Stopped/Failed is read first: its best trial (if any) goes on to training, else the
+    # run fails with the tuning task's own error (review 2 item 9).
+    for name in (S.TUNE, S.TUNE_WARM):
+        (catch,) = states[name]["Catch"]
+        assert catch == {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": S.READ_ENDED_TUNING}
+    assert states[S.READ_ENDED_TUNING]["Catch"][0]["ResultPath"] == "$.read_error"
+    ended = states[S.ENDED_WITH_BEST]
+    assert ended["Choices"][0]["Next"] == S.SELECT_BEST and states[ended["Default"]]["Type"] == "Fail"
     # From the gate, every failing branch is a Fail state; only the default goes on to deploy.
     for gate in (S.GATE_RULES, S.GATE):
         for choice in states[gate]["Choices"]:
@@ -397,9 +418,13 @@ def test_local_profile_runs_the_same_definition(cloud, local):
     # Except the staged-weights check: the local profile trains from scratch (no pretrained channel to check).
     weights_check = {S.CHECK_WEIGHTS, S.WEIGHTS_MISSING}
     assert local.config.pretrained_key is None and weights_check <= set(cloud.definition["States"])
-    # The same rules gate in both profiles (infra/config.py GATE_RULES): the same gate states.
-    assert cloud.config.debugger.active_gate_rules == local.config.debugger.active_gate_rules
-    assert {k: v for k, v in shape(cloud.definition).items() if k not in weights_check} == shape(local.definition)
+    # ... and the gate states of rules that gate only in the cloud (none since 2ee0aea: both profiles gate the same
+    # rules, infra/config.py GATE_RULES).
+    cloud_only_gates = {S.rule_failed(rule) for rule in set(cloud.config.debugger.active_gate_rules)
+                        - set(local.config.debugger.active_gate_rules)}
+    assert cloud_only_gates == set()
+    assert {k: v for k, v in shape(cloud.definition).items()
+            if k not in weights_check | cloud_only_gates} == shape(local.definition)
     waits = {n: s["Seconds"] for n, s in local.definition["States"].items() if s["Type"] == "Wait"}
     assert set(waits.values()) == {1}
 
