@@ -204,8 +204,8 @@ def test_a_model_is_served_by_its_own_code(trained_model, tmp_path):
     assert (model / "code" / "inference.py").is_file() and (model / "code" / "ml" / "inference.py").is_file()
     with (model / "code" / "ml" / "inference.py").open("a") as f:
         f.write("\n_output_fn = output_fn\n\n"
-                "def output_fn(*args):\n"
-                "    body, content_type = _output_fn(*args)\n"
+                "def output_fn(prediction, accept):\n"  # the toolkit passes what the signature names
+                "    body, content_type = _output_fn(prediction, accept)\n"
                 "    return body.replace('{', '{\"served_by\": \"model code\", ', 1), content_type\n")
     with start_endpoint_server(model, log_to=None) as server:
         answer = invoke(server, GOOD_PNG).json()
