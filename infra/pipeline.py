@@ -799,24 +799,31 @@ class Pipeline(Construct):
         return create_model.next(create_config).next(find)
 
     def _autoscaling(self, then: sfn.IChainable) -> sfn.IChainable:
-        """After every deployment: register the variant (idempotent; a blue/green update keeps the variant name, so
-        the target and policy carry over: sagemaker/latest/dg/endpoint-scaling-update.html) and put the target
-        tracking policy. A refusal fails the execution with its cause; the new model already serves."""
-        cfg = self.cfg
+        """After every deployment: register the variant (idempotent; an update deregistered it first, see
+        _deregister_scaling) and put the target tracking policy. A refusal fails the execution with its cause; the
+        new model already serves."""
         failed = self._fail(S.SCALING_FAILED, "AutoscalingFailed", cause_path=(
             "States.Format('Endpoint {} serves the new model, but its autoscaling was not applied: {}', "
             "$.names.endpoint, States.JsonToString($.error))"))
-        sdk = _SCALING_SDK
-        register = self._task(S.REGISTER_SCALING, req.task_resource("registerScalableTarget", **sdk),
+        return self._register_scaling((S.REGISTER_SCALING, S.SCALING_POLICY), then, on_error=failed,
+                                      error_path="$.error")
+
+    def _register_scaling(self, names: tuple[str, str], then: sfn.IChainable, *, on_error: sfn.IChainable,
+                          error_path: str) -> sfn.IChainable:
+        """Register the variant as a scalable target, then put cdk.json's target-tracking policy, then `then`;
+        either refused (after retries) goes to `on_error` with the error at `error_path`."""
+        cfg = self.cfg
+        register = self._task(names[0], req.task_resource("registerScalableTarget", **_SCALING_SDK),
                               req.register_scalable_target(cfg), result_selector={"registered": True},
                               result_path="$.scaling.target")
-        policy = self._task(S.SCALING_POLICY, req.task_resource("putScalingPolicy", **sdk),
+        policy = self._task(names[1], req.task_resource("putScalingPolicy", **_SCALING_SDK),
                             req.put_scaling_policy(cfg), result_selector={"arn.$": "$.PolicyARN"},
                             result_path="$.scaling.policy")
         for t in (register, policy):  # ConcurrentUpdateException / throttling, whatever name the SDK gives them
             t.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=2, backoff_rate=2.0)
-            t.add_catch(failed, errors=["States.ALL"], result_path="$.error")
-        return register.next(policy).next(then)
+            t.add_catch(on_error, errors=["States.ALL"], result_path=error_path)
+        register.next(policy).next(then)
+        return register
 
     def _deregister_scaling(self, update: sfn.IChainable) -> sfn.IChainable:
         """Before UpdateEndpoint: SageMaker refuses an update that changes the instance type of a variant that is a
@@ -856,18 +863,7 @@ class Pipeline(Construct):
         autoscaling target" removed: register it and its policy again, then fail with the original cause (whatever
         happens to the restore, `then` reports the rollback/failure from $.error; a refused restore is kept in
         $.scaling.restore_error and the execution's history)."""
-        cfg = self.cfg
-        register = self._task(names[0], req.task_resource("registerScalableTarget", **_SCALING_SDK),
-                              req.register_scalable_target(cfg), result_selector={"registered": True},
-                              result_path="$.scaling.target")
-        policy = self._task(names[1], req.task_resource("putScalingPolicy", **_SCALING_SDK),
-                            req.put_scaling_policy(cfg), result_selector={"arn.$": "$.PolicyARN"},
-                            result_path="$.scaling.policy")
-        for t in (register, policy):
-            t.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=2, backoff_rate=2.0)
-            t.add_catch(then, errors=["States.ALL"], result_path="$.scaling.restore_error")
-        register.next(policy).next(then)
-        return register
+        return self._register_scaling(names, then, on_error=then, error_path="$.scaling.restore_error")
 
     def _output(self) -> dict[str, Any]:
         return {
