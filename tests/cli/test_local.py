@@ -27,17 +27,6 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-@pytest.fixture(scope="module")
-def scenario() -> Scenario:
-    return Scenario()
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, scenario) -> Path:
-    root = tmp_path_factory.mktemp("demo-output")
-    record(root, scenario)
-    return root
-
 
 @pytest.fixture
 def fresh_run(tmp_path, run_dir) -> Path:

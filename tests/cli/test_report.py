@@ -22,17 +22,6 @@ from tests.support.cli import BUCKET, Scenario, png_bytes, record
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def scenario() -> Scenario:
-    return Scenario()
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, scenario) -> Path:
-    root = tmp_path_factory.mktemp("demo-output")
-    record(root, scenario)
-    return root
-
 
 def write_predictions(folder: Path, classes: list[str], wrong: dict[tuple[str, str], int], per_class: int = 5) -> Path:
     """A predictions file over real image files: `per_class` right per class plus the given confusions."""
