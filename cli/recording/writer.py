@@ -17,6 +17,7 @@ import stackfacts as facts
 from awsshapes import collect, jsonable, output_problems, paginator_config
 from cli import config
 from cli.aws import s3_location
+from cli.errors import is_not_found
 from cli.loaders import fetch_metric_data
 from cli.model import execution_refs, job_from
 from cli.recording.reader import (
@@ -122,9 +123,8 @@ class _Writer:
             # Not there yet (the endpoint before a first run deploys it: SageMaker answers ValidationException "Could
             # not find endpoint", https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_DescribeEndpoint.html)
             # is what a live recording expects; anything else is worth a warning.
-            missing = "could not find" in str(exc).lower() or "not found" in str(exc).lower()
-            (log.info if missing else log.warning)("recording: %s.%s(%s) failed: %s", service, method, identifier,
-                                                   exc)
+            (log.info if is_not_found(exc) else log.warning)("recording: %s.%s(%s) failed: %s", service, method,
+                                                             identifier, exc)
             return None
         return self.save(service, method, identifier, response)
 
