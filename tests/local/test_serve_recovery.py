@@ -134,5 +134,6 @@ def test_the_stand_in_replaces_a_dead_endpoint_server(tmp_path):
         failed = wait_until(lambda: (d := sm.describe_endpoint(EndpointName="toy"))["EndpointStatus"] == "Failed"
                             and d, timeout=120)
         assert "AllTraffic" in failed["FailureReason"]
-        sm.delete_endpoint(EndpointName="toy")
+        sm.delete_endpoint(EndpointName="toy")  # asynchronous, as on AWS: Deleting, then gone
+        wait_until(lambda: not sm.list_endpoints()["Endpoints"], timeout=60)
         assert not copy.exists()
