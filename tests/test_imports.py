@@ -29,6 +29,21 @@ LAYERS = {
     "local": 4,  # the offline pipeline: runs infra's template, records runs with the CLI's writer
 }
 
+# The SageMaker stand-in in tiers of its own, top first: an import goes to a lower tier only. Its resources (jobs,
+# endpoints) are given the narrow context, never the service, which alone registers them and serves the API.
+STANDIN = "local.sagemaker"
+STANDIN_TIERS = [
+    [STANDIN],  # the package's face: the service and its error
+    ["local.sagemaker.service"],  # the API: every operation, the tables of resources
+    ["local.sagemaker.tuning"],  # a tuning job: its trials are training jobs it starts through a callable
+    ["local.sagemaker.training", "local.sagemaker.hosting", "local.sagemaker.scaling"],  # jobs, endpoints, scaling
+    ["local.sagemaker.rule_jobs"],  # a training job's rule jobs
+    ["local.sagemaker.context"],  # what a job or an endpoint may use of the stand-in
+    ["local.sagemaker.api", "local.sagemaker.s3", "local.sagemaker.processes", "local.sagemaker.container",
+     "local.sagemaker.profiler", "local.sagemaker.rules"],
+    ["local.sagemaker.errors"],
+]
+
 
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
@@ -53,11 +68,12 @@ def _is_type_checking(node: ast.If) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _runtime_imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+def _runtime_imports(tree: ast.AST, type_checking: bool = False) -> list[ast.Import | ast.ImportFrom]:
+    """The imports that run; with `type_checking`, those of `if TYPE_CHECKING:` blocks too (annotations)."""
     found: list[ast.Import | ast.ImportFrom] = []
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
+        if isinstance(node, ast.If) and _is_type_checking(node) and not type_checking:
             for child in node.orelse:
                 visit(child)
             return
@@ -81,11 +97,12 @@ def _resolve(importer: str, name: str) -> str | None:
 
 
 @cache
-def graph() -> dict[str, set[str]]:
+def graph(type_checking: bool = False) -> dict[str, set[str]]:
+    """module -> the project modules it imports when it runs (with `type_checking`: for annotations too)."""
     edges: dict[str, set[str]] = {name: set() for name in modules()}
     for name, path in modules().items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in _runtime_imports(ast.parse(path.read_text(), str(path))):
+        for node in _runtime_imports(ast.parse(path.read_text(), str(path)), type_checking):
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
@@ -146,7 +163,8 @@ def test_the_graph_sees_the_imports():
     assert "ml.contract" in edges["ml.imaging"]  # `import contract`, flat
     assert "cli.recording.writer" in edges["local.demo"]  # inside a function
     assert "infra.images" in edges["infra.stack"]  # from infra import images
-    assert "local.sagemaker.service" not in edges["local.sagemaker.training"]  # under TYPE_CHECKING only
+    assert "local.sagemaker.scaling" not in edges["local.sagemaker.hosting"]  # under TYPE_CHECKING only
+    assert "local.sagemaker.scaling" in graph(type_checking=True)["local.sagemaker.hosting"]
 
 
 def test_no_import_circle():
@@ -160,6 +178,22 @@ def test_a_circle_is_found():
 def test_no_arrow_from_a_lower_layer_up():
     wrong = [f"{a} -> {b}" for a, targets in graph().items() for b in sorted(targets)
              if a.split(".")[0] != b.split(".")[0] and LAYERS[a.split(".")[0]] <= LAYERS[b.split(".")[0]]]
+    assert wrong == []
+
+
+def test_the_standin_imports_only_down_its_tiers():
+    tier = {name: depth for depth, names in enumerate(STANDIN_TIERS) for name in names}
+    ours = [name for name in modules() if name == STANDIN or name.startswith(f"{STANDIN}.")]
+    assert sorted(ours) == sorted(tier), "place each module of the stand-in in STANDIN_TIERS"
+    wrong = [f"{a} -> {b}" for a in ours for b in sorted(graph()[a]) if b in tier and tier[b] <= tier[a]]
+    assert wrong == []
+
+
+def test_jobs_and_endpoints_never_name_the_service():
+    """Not even for an annotation: they are given the context (local.sagemaker.context) and narrow callables."""
+    top = {STANDIN, "local.sagemaker.service"}
+    wrong = [f"{a} -> {b}" for a, targets in graph(type_checking=True).items() if a.startswith(f"{STANDIN}.")
+             and a not in top for b in sorted(targets & top)]
     assert wrong == []
 
 

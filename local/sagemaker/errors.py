@@ -45,3 +45,7 @@ def not_found(message: str = "Requested resource not found.") -> SageMakerError:
 
 def in_use(message: str) -> SageMakerError:
     return SageMakerError(IN_USE, message)
+
+
+class JobFailure(Exception):
+    """Ends a training job as Failed with this FailureReason (one line: a reason SageMaker would give)."""

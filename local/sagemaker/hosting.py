@@ -32,6 +32,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -40,11 +41,12 @@ from typing import TYPE_CHECKING, Any
 from local.endpoint_server import ModelSourceError, resolve_model
 from local.sagemaker import processes
 from local.sagemaker.api import now
+from local.sagemaker.context import Context
 from local.sagemaker.s3 import S3Denied
 from local.wsgi import REQUEST_TIMEOUT_S
 
 if TYPE_CHECKING:
-    from local.sagemaker.service import LocalSageMaker
+    from local.sagemaker.scaling import ScalingRegistry
 
 LISTENING = re.compile(r"listening on http://([^:\s]+):(\d+)")
 INVOKE_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
@@ -167,8 +169,10 @@ class Variant:
 
 
 class Endpoint:
-    def __init__(self, sm: LocalSageMaker, name: str, arn: str, config_name: str) -> None:
-        self.sm = sm
+    def __init__(self, context: Context, name: str, arn: str, config_name: str,
+                 data_capture: Callable[[str], dict | None]) -> None:
+        self.context = context
+        self.data_capture = data_capture  # an endpoint config's DataCaptureConfig (Hosting.data_capture)
         self.name, self.arn = name, arn
         self.config_name = config_name
         self.status = "Creating"
@@ -190,7 +194,7 @@ class Endpoint:
         return next((v for v in self.variants if v.name == name), None)
 
     def describe(self) -> dict:
-        with self.sm.lock:
+        with self.context.lock:
             d: dict[str, Any] = {"EndpointName": self.name, "EndpointArn": self.arn,
                                  "EndpointConfigName": self.config_name, "EndpointStatus": self.status,
                                  "CreationTime": self.creation_time, "LastModifiedTime": self.last_modified}
@@ -203,7 +207,7 @@ class Endpoint:
                     "CurrentInstanceCount": len(v.in_service()), "DesiredInstanceCount": v.desired,
                     **({"RoutingConfig": {"RoutingStrategy": v.routing}} if v.routing != "RANDOM" else {}),
                 } for v in self.variants]
-            capture = self.sm.hosting.configs.get(self.config_name, {}).get("DataCaptureConfig")
+            capture = self.data_capture(self.config_name)
             if capture:
                 d["DataCaptureConfig"] = {
                     "EnableCapture": capture.get("EnableCapture", True),
@@ -235,12 +239,13 @@ class Endpoint:
 class Hosting:
     """The hosting half of the stand-in (models, endpoint configs, endpoints), persisted in <work>/hosting."""
 
-    def __init__(self, sm: LocalSageMaker) -> None:
-        self.sm = sm
+    def __init__(self, context: Context, registry: ScalingRegistry) -> None:
+        self.context = context
+        self.registry = registry  # the variants' scaling targets and policies: saved and restored with the endpoints
         self.models: dict[str, dict] = {}
         self.configs: dict[str, dict] = {}
         self.endpoints: dict[str, Endpoint] = {}
-        self.dir = sm.work_dir / "hosting"
+        self.dir = context.work_dir / "hosting"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state_file = self.dir / "state.json"
         self._save_lock = threading.Lock()
@@ -251,14 +256,14 @@ class Hosting:
         (`imgclf load` reads them while it runs), and the scaling targets and policies the stand-in applies."""
         from local.sagemaker.api import to_json
 
-        with self.sm.lock:
+        with self.context.lock:
             state = {"models": self.models, "configs": self.configs,
                      "endpoints": {n: {"arn": e.arn, "config": e.config_name, "status": e.status,
                                        "created": e.creation_time,
                                        "variants": {v.name: {"desired": v.desired, "current": len(v.in_service())}
                                                     for v in e.variants}}
                                    for n, e in self.endpoints.items() if e.status not in ("Failed", "Deleting")},
-                     "scaling": self.sm.scaling.registry.state()}
+                     "scaling": self.registry.state()}
             text = json.dumps(to_json(state), indent=2)
         with self._save_lock:  # scaling threads save too: one writer of the temporary file at a time
             tmp = self.state_file.with_suffix(".tmp")
@@ -280,12 +285,12 @@ class Hosting:
 
         self.models = {k: times(v) for k, v in state.get("models", {}).items()}
         self.configs = {k: times(v) for k, v in state.get("configs", {}).items()}
-        self.sm.scaling.registry.load(state.get("scaling", {}))
+        self.registry.load(state.get("scaling", {}))
         restored = []
         for name, e in state.get("endpoints", {}).items():
             if e["config"] not in self.configs:
                 continue
-            endpoint = Endpoint(self.sm, name, e["arn"], e["config"])
+            endpoint = Endpoint(self.context, name, e["arn"], e["config"], self.data_capture)
             endpoint.creation_time = dt.datetime.fromisoformat(e["created"])
             endpoint.status = "SystemUpdating"  # "undergoing maintenance": its servers are coming back
             self.endpoints[name] = endpoint
@@ -294,20 +299,24 @@ class Hosting:
             if variants is None:
                 endpoint.status = "Failed"
             else:
-                with self.sm.lock:
+                with self.context.lock:
                     endpoint.variants, endpoint.status, endpoint.last_modified = variants, "InService", now()
                 restored.append(name)
             endpoint.done.set()
         return restored
 
     # --- models and configs ----------------------------------------------------------------------------------
+    def data_capture(self, config_name: str) -> dict | None:
+        """An endpoint config's DataCaptureConfig (DescribeEndpoint shows it; the runtime captures by it)."""
+        return self.configs.get(config_name, {}).get("DataCaptureConfig")
+
     def model_data_path(self, model: dict) -> Path:
         container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
         url = container.get("ModelDataUrl")
         if not url:
             raise ValueError(f"model {model['ModelName']} has no ModelDataUrl (only model.tar.gz models run locally)")
         # Downloaded with the model's execution role; SageMaker's words for a failed download.
-        return self.sm.s3.read(url, model.get("ExecutionRoleArn"), MODEL_DOWNLOAD.format(url=url))
+        return self.context.s3.read(url, model.get("ExecutionRoleArn"), MODEL_DOWNLOAD.format(url=url))
 
     # --- endpoints -------------------------------------------------------------------------------------------
     def _start_variants(self, endpoint: Endpoint, config_name: str,
@@ -334,7 +343,7 @@ class Hosting:
         except Exception as exc:  # becomes the endpoint's FailureReason
             for variant in variants:
                 variant.stop(1.0)
-            with self.sm.lock:
+            with self.context.lock:
                 endpoint.failure_reason = str(exc)[:1024]
             return None
 
@@ -350,7 +359,7 @@ class Hosting:
             except Exception as exc:
                 errors.append(exc)
                 return
-            with self.sm.lock:
+            with self.context.lock:
                 variant.instances.append(backend)
             self._watch(endpoint, backend)
 
@@ -367,28 +376,28 @@ class Hosting:
         variant = backend.group
         model_path = variant.model_path
         if not model_path.exists():
-            raise RuntimeError(f"Failed to download model data from {self.sm.s3.uri_for(model_path)}: no such "
+            raise RuntimeError(f"Failed to download model data from {self.context.s3.uri_for(model_path)}: no such "
                                "object in the local S3 root")
         with variant.extracting:  # extracted once per variant: its instances and their replacements share the files
             if variant.model_copy is None:
                 try:
                     _, variant.model_copy = resolve_model(model_path)
                 except ModelSourceError as exc:
-                    raise RuntimeError(f"Failed to extract model data from {self.sm.s3.uri_for(model_path)}: "
+                    raise RuntimeError(f"Failed to extract model data from {self.context.s3.uri_for(model_path)}: "
                                        f"{exc}") from None
         model_dir = variant.model_copy or model_path
         backend.port = None
-        log_dir = self.sm.work_dir / "endpoints" / endpoint.name
+        log_dir = self.context.work_dir / "endpoints" / endpoint.name
         log_dir.mkdir(parents=True, exist_ok=True)
         backend.log_path = log_dir / f"{backend.variant}-{int(time.time() * 1000)}-{uuid.uuid4().hex[:6]}.log"
         env = processes.child_env(variant.environment, {
             "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(p for p in (str(self.sm.repo_root), os.environ.get("PYTHONPATH")) if p)})
-        cmd = [self.sm.python, "-m", "local.endpoint_server", "--model-dir", str(model_dir), "--port", "0",
+            "PYTHONPATH": os.pathsep.join(p for p in (str(self.context.repo_root), os.environ.get("PYTHONPATH")) if p)})
+        cmd = [self.context.python, "-m", "local.endpoint_server", "--model-dir", str(model_dir), "--port", "0",
                "--endpoint-name", endpoint.name, "--parent-pid", str(os.getpid())]
         log = backend.log_path.open("w")
-        proc = processes.spawn(cmd, owner=self.sm, cwd=str(self.sm.repo_root), env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = processes.spawn(cmd, owner=self.context, cwd=str(self.context.repo_root), env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         backend.proc = proc
         backend.stopping = False
         found = threading.Event()
@@ -407,9 +416,9 @@ class Hosting:
             found.set()
 
         threading.Thread(target=pump, name=f"endpoint-{endpoint.name}-{backend.variant}", daemon=True).start()
-        deadline = time.monotonic() + self.sm.endpoint_startup_timeout
-        found.wait(self.sm.endpoint_startup_timeout)
-        while time.monotonic() < deadline and not self.sm.closed:
+        deadline = time.monotonic() + self.context.endpoint_startup_timeout
+        found.wait(self.context.endpoint_startup_timeout)
+        while time.monotonic() < deadline and not self.context.closed:
             if backend.proc.poll() is not None:
                 break
             if backend.port is not None and _ping(backend.url):
@@ -420,7 +429,7 @@ class Hosting:
         time.sleep(0.1)
         tail = backend.log_path.read_text(errors="replace").strip().splitlines()[-6:]
         why = "exited" if backend.proc.poll() is not None else \
-            f"did not pass the /ping health check within {self.sm.endpoint_startup_timeout:g}s"
+            f"did not pass the /ping health check within {self.context.endpoint_startup_timeout:g}s"
         raise RuntimeError(f"The primary container for production variant {backend.variant} {why}. "
                            + " | ".join(tail))
 
@@ -433,10 +442,10 @@ class Hosting:
         on its other instances (with none, requests get 503 meanwhile); a replacement that does not come up leaves
         it Failed, with the reason."""
         proc.wait()
-        if backend.stopping or self.sm.closed:
+        if backend.stopping or self.context.closed:
             return
         backend.ready.clear()
-        with self.sm.lock:
+        with self.context.lock:
             serving = backend in endpoint.backends
         if not serving:
             return
@@ -452,7 +461,7 @@ class Hosting:
             self._watch(endpoint, backend)
         except Exception as exc:
             backend.stop(1.0)
-            with self.sm.lock:
+            with self.context.lock:
                 if backend not in endpoint.backends:
                     return
                 variant = backend.group
@@ -471,7 +480,7 @@ class Hosting:
     def create(self, endpoint: Endpoint) -> None:
         def run() -> None:
             variants = self._start_variants(endpoint, endpoint.config_name)
-            with self.sm.lock:
+            with self.context.lock:
                 if variants is None:
                     endpoint.status = "Failed"
                 else:
@@ -489,12 +498,12 @@ class Hosting:
         """Blue/green: the new config's fleet starts beside the old one (with RetainAllVariantProperties, each
         variant keeps the instance count it has now), traffic switches once all of it is up, the old fleet
         finishes its requests and stops."""
-        with self.sm.lock:
+        with self.context.lock:
             counts = {v.name: v.desired for v in endpoint.variants} if retain_variant_properties else None
 
         def run() -> None:
             variants = self._start_variants(endpoint, config_name, counts)
-            with self.sm.lock:
+            with self.context.lock:
                 old = endpoint.variants
                 if variants is not None:
                     endpoint.variants, endpoint.config_name = variants, config_name  # the switch: atomic for routing
@@ -512,13 +521,13 @@ class Hosting:
             for variant in old:
                 for backend in variant.instances:
                     backend.drain(INVOKE_TIMEOUT)
-                variant.stop(self.sm.stop_grace_seconds)
+                variant.stop(self.context.stop_grace_seconds)
             self._emit(endpoint)
             self.save()
             endpoint.done.set()
 
         endpoint.done.clear()
-        with self.sm.lock:
+        with self.context.lock:
             endpoint.status, endpoint.pending_config, endpoint.pending_since = "Updating", config_name, now()
             endpoint.last_modified = now()
         self._emit(endpoint)
@@ -536,23 +545,23 @@ class Hosting:
                 if variant is None:
                     continue
                 if "DesiredWeight" in change:
-                    with self.sm.lock:
+                    with self.context.lock:
                         variant.weight = float(change["DesiredWeight"])
                 if "DesiredInstanceCount" not in change:
                     continue
                 target = int(change["DesiredInstanceCount"])
-                with self.sm.lock:
+                with self.context.lock:
                     current = len(variant.instances)
                 if target > current:
                     try:
                         self._add_instances(endpoint, variant, target - current)
                     except Exception as exc:  # the ones that came up serve; the count says how many
-                        with self.sm.lock:
+                        with self.context.lock:
                             variant.desired = len(variant.instances)
                         reasons.append(f"Failed to scale variant {name} to {target} instances: {exc}")
                 elif target < current:
                     self._retire(endpoint, variant, current - target)
-            with self.sm.lock:
+            with self.context.lock:
                 endpoint.status = "InService"
                 endpoint.failure_reason = "; ".join(reasons)[:1024] or None
                 endpoint.last_modified = now()
@@ -560,7 +569,7 @@ class Hosting:
             self.save()
             endpoint.done.set()
 
-        with self.sm.lock:  # DescribeEndpoint shows the new DesiredInstanceCount from the call on
+        with self.context.lock:  # DescribeEndpoint shows the new DesiredInstanceCount from the call on
             for name, change in desired.items():
                 variant = endpoint.variant(name)
                 if variant is not None and "DesiredInstanceCount" in change:
@@ -573,23 +582,23 @@ class Hosting:
     def _retire(self, endpoint: Endpoint, variant: Variant, count: int) -> None:
         """Scale-in without dropping a request: out of routing first (under the lock the proxy picks under), then
         drained, then stopped. The least busy, newest instances go first."""
-        with self.sm.lock:
+        with self.context.lock:
             ranked = sorted(variant.instances, key=lambda b: (b.inflight, -b.started))
             leaving = ranked[:count]
             variant.instances = [b for b in variant.instances if b not in leaving]
         for backend in leaving:
             backend.drain(INVOKE_TIMEOUT)
-            backend.stop(self.sm.stop_grace_seconds)
+            backend.stop(self.context.stop_grace_seconds)
 
     def delete(self, endpoint: Endpoint) -> None:
-        with self.sm.lock:
+        with self.context.lock:
             endpoint.status = "Deleting"
             variants, endpoint.variants = endpoint.variants, []
         self._emit(endpoint)
         for variant in variants:
-            variant.stop(self.sm.stop_grace_seconds)
-        self.sm.scaling.registry.forget_endpoint(endpoint.name)  # its scalable targets go with it
-        with self.sm.lock:
+            variant.stop(self.context.stop_grace_seconds)
+        self.registry.forget_endpoint(endpoint.name)  # its scalable targets go with it
+        with self.context.lock:
             self.endpoints.pop(endpoint.name, None)
         self.save()
 
@@ -600,7 +609,7 @@ class Hosting:
 
     def _emit(self, endpoint: Endpoint) -> None:
         d = endpoint.describe()
-        self.sm.emit({"type": "Endpoint", "EndpointName": endpoint.name, "EndpointStatus": d["EndpointStatus"],
+        self.context.emit({"type": "Endpoint", "EndpointName": endpoint.name, "EndpointStatus": d["EndpointStatus"],
                       "EndpointConfigName": d["EndpointConfigName"],
                       **({"FailureReason": d["FailureReason"]} if "FailureReason" in d else {})})
 
@@ -617,8 +626,8 @@ def _ping(url: str) -> bool:
 class RuntimeProxy:
     """http://127.0.0.1:<port>: InvokeEndpoint for every local endpoint, routed to its current server."""
 
-    def __init__(self, sm: LocalSageMaker, port: int = 0) -> None:
-        self.sm = sm
+    def __init__(self, context: Context, hosting: Hosting, port: int = 0) -> None:
+        self.context, self.hosting = context, hosting
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -673,8 +682,9 @@ class RuntimeProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def invoke(self, handler: Any, name: str, body: bytes) -> None:
-        endpoint = self.sm.hosting.endpoints.get(name)
-        with self.sm.lock:  # the blue/green switch holds this lock too: a request is counted on the fleet it picked
+        endpoint = self.hosting.endpoints.get(name)
+        # The blue/green switch holds this lock too: a request is counted on the fleet it picked.
+        with self.context.lock:
             backend = endpoint.pick(handler.headers.get("X-Amzn-SageMaker-Target-Variant")) if endpoint else None
             status = endpoint.status if endpoint else None
             if backend is not None:
@@ -682,7 +692,7 @@ class RuntimeProxy:
         if endpoint is None or status in ("Creating", "Failed", "Deleting"):
             if backend is not None:
                 backend.leave()
-            handler._error(400, "ValidationError", f"Endpoint {name} of account {self.sm.account} not found.")
+            handler._error(400, "ValidationError", f"Endpoint {name} of account {self.context.account} not found.")
             return
         if backend is None:
             handler._error(400, "ValidationError", f"Endpoint {name} has no variant in service")
@@ -716,8 +726,8 @@ class RuntimeProxy:
     def capture(self, endpoint: Endpoint, backend: Backend, content_type: str | None, body: bytes,
                 output_type: str, payload: bytes) -> None:
         """Data capture as SageMaker writes it: JSON lines under <destination>/<endpoint>/<variant>/yyyy/mm/dd/hh/."""
-        with self.sm.lock:
-            config = self.sm.hosting.configs.get(endpoint.config_name, {}).get("DataCaptureConfig")
+        with self.context.lock:
+            config = self.hosting.data_capture(endpoint.config_name)
         if not config or not config.get("EnableCapture", True):
             return
         if random.uniform(0, 100) >= config["InitialSamplingPercentage"]:
@@ -743,12 +753,12 @@ class RuntimeProxy:
         if "Output" in modes:
             record["captureData"]["endpointOutput"] = encode(payload, output_type, "OUTPUT")
         stamp = now()
-        uri = self.sm.s3.join(config["DestinationS3Uri"], endpoint.name, backend.variant,
+        uri = self.context.s3.join(config["DestinationS3Uri"], endpoint.name, backend.variant,
                               stamp.strftime("%Y/%m/%d/%H"), f"{self.session}.jsonl")
-        with self.sm.lock:
-            role = self.sm.hosting.models.get(backend.model_name, {}).get("ExecutionRoleArn")
+        with self.context.lock:
+            role = self.hosting.models.get(backend.model_name, {}).get("ExecutionRoleArn")
         try:  # written with the model's execution role
-            path = self.sm.s3.write(uri, role, "data capture")
+            path = self.context.s3.write(uri, role, "data capture")
         except S3Denied:  # SageMaker drops the capture; the invocation itself has been answered
             return
         with self._capture_lock:

@@ -40,8 +40,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from local.sagemaker.context import Context
+
 if TYPE_CHECKING:
-    from local.sagemaker.service import LocalSageMaker
+    from local.sagemaker.hosting import Endpoint
 
 DEFAULT_PERIOD_S = 10.0  # CloudWatch publishes the metric per minute; locally shorter (see the module docs)
 HIGH_DATAPOINTS = 3  # AlarmHigh: metric > target for 3 datapoints
@@ -249,14 +251,18 @@ def datapoint(variant: Any, start: float, end: float, period_s: float, in_servic
 
 
 class Autoscaler:
-    """Evaluates every registered variant once per period and scales it with UpdateEndpointWeightsAndCapacities."""
+    """Evaluates every registered variant once per period and scales it with UpdateEndpointWeightsAndCapacities:
+    `endpoints()` lists the stand-in's endpoints, `scale(request)` makes that call (as Application Auto Scaling
+    does, through the API: its checks and its Updating status)."""
 
-    def __init__(self, sm: LocalSageMaker, period_s: float = DEFAULT_PERIOD_S) -> None:
+    def __init__(self, context: Context, registry: ScalingRegistry, endpoints: Callable[[], list[Endpoint]],
+                 scale: Callable[[dict], object], period_s: float = DEFAULT_PERIOD_S) -> None:
         if period_s <= 0:
             raise ValueError("scaling_period_s must be positive")
-        self.sm = sm
+        self.context = context
         self.period_s = period_s
-        self.registry = ScalingRegistry(sm.account, sm.region, on_change=lambda: sm.hosting.save())
+        self.registry = registry
+        self.endpoints, self.scale = endpoints, scale
         self.trackers: dict[str, TargetTracker] = {}
         self.activities: list[dict] = []  # DescribeScalingActivities, in short
         self._stop = threading.Event()
@@ -279,7 +285,7 @@ class Autoscaler:
 
     def evaluate(self, start: float, end: float) -> None:
         """One period [start, end): a datapoint per registered variant, and the scaling it calls for."""
-        for endpoint in list(self.sm.hosting.endpoints.values()):
+        for endpoint in self.endpoints():
             for variant in list(endpoint.variants):
                 resource_id = variant_resource_id(endpoint.name, variant.name)
                 target = self.registry.target(resource_id)
@@ -288,7 +294,7 @@ class Autoscaler:
                     self.trackers.pop(resource_id, None)
                     continue
                 tracker = self.trackers.setdefault(resource_id, TargetTracker())
-                with self.sm.lock:
+                with self.context.lock:
                     status, desired, in_service = endpoint.status, variant.desired, len(variant.in_service())
                 value, capacity = datapoint(variant, start, end, self.period_s, in_service)
                 variant.forget_invocations(before=end - self.period_s)
@@ -297,10 +303,9 @@ class Autoscaler:
                 if wanted is None or wanted == desired or status != "InService":
                     continue  # an endpoint being updated refuses the call: the next period tries again
                 try:
-                    self.sm.call("UpdateEndpointWeightsAndCapacities", {
-                        "EndpointName": endpoint.name,
-                        "DesiredWeightsAndCapacities": [{"VariantName": variant.name,
-                                                         "DesiredInstanceCount": wanted}]})
+                    self.scale({"EndpointName": endpoint.name,
+                                "DesiredWeightsAndCapacities": [{"VariantName": variant.name,
+                                                                 "DesiredInstanceCount": wanted}]})
                 except Exception:
                     continue
                 tracker.scaled(time.monotonic(), desired, wanted)
@@ -308,4 +313,4 @@ class Autoscaler:
                             "From": desired, "To": wanted, "InvocationsPerInstance": round(value, 1),
                             "TargetValue": float(policy["TargetValue"])}
                 self.activities.append(activity)
-                self.sm.emit(activity)
+                self.context.emit(activity)

@@ -49,10 +49,11 @@ from local.sagemaker.api import (
     service_model,
     validate_request,
 )
+from local.sagemaker.context import Context
 from local.sagemaker.errors import SageMakerError, in_use, not_found, validation
 from local.sagemaker.hosting import Endpoint, Hosting, RuntimeProxy
 from local.sagemaker.s3 import LocalS3, S3Authorizer
-from local.sagemaker.scaling import DEFAULT_PERIOD_S, Autoscaler
+from local.sagemaker.scaling import DEFAULT_PERIOD_S, Autoscaler, ScalingRegistry
 from local.sagemaker.training import TrainingJob
 from local.sagemaker.tuning import TuningJob
 
@@ -74,46 +75,94 @@ class LocalSageMaker:
                  restore: bool = False, on_event: Listener | None = None,
                  debugger_available: bool | None = None, scaling_period_s: float = DEFAULT_PERIOD_S,
                  authorize_s3: S3Authorizer | None = None) -> None:
-        self.work_dir = Path(work_dir).resolve()
+        work_dir = Path(work_dir).resolve()
         # An account that has SageMaker Debugger (the default) or a new one (closed to new customers since
         # 2026-07-30): False refuses every Debugger/Profiler member at CreateTrainingJob. Default from the
         # environment, so `make demo` and its tests can play a new account: LOCAL_SAGEMAKER_DEBUGGER=unavailable.
         if debugger_available is None:
             debugger_available = os.environ.get(DEBUGGER_ENV, "available").lower() != "unavailable"
         self.debugger_available = debugger_available
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = (self.work_dir / ".lock").open("a+")
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = (work_dir / ".lock").open("a+")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock_file.seek(0)
             holder = self._lock_file.read().strip() or "another process"
             self._lock_file.close()
-            raise RuntimeError(f"{self.work_dir} is in use by a running stand-in (pid {holder}): stop it first or "
+            raise RuntimeError(f"{work_dir} is in use by a running stand-in (pid {holder}): stop it first or "
                                "use another working directory") from None
         self._lock_file.truncate(0)
         self._lock_file.write(str(os.getpid()))
         self._lock_file.flush()
         # authorize_s3 (local.iam.TemplateIAM.sagemaker_s3): every S3 call made for a job or endpoint is authorized
         # against the role it runs with (the template's execution role), as SageMaker's calls are.
-        self.s3 = LocalS3(Path(s3_root) if s3_root else self.work_dir / "s3", authorize=authorize_s3)
-        self.source_dir = Path(source_dir).resolve() if source_dir else REPO_ROOT / "ml"
-        self.repo_root = REPO_ROOT
-        self.region, self.account, self.python = region, account, python
-        self.stop_grace_seconds = stop_grace_seconds
-        self.endpoint_startup_timeout = endpoint_startup_timeout
-        self.lock = threading.RLock()
-        self.closed = False
+        s3 = LocalS3(Path(s3_root) if s3_root else work_dir / "s3", authorize=authorize_s3)
         self._listeners: list[Listener] = [on_event] if on_event else []
+        # What jobs and endpoints may use of the stand-in: they are given this, never the service.
+        self.context = Context(
+            work_dir=work_dir, s3=s3, lock=threading.RLock(), emit=self.emit, region=region, account=account,
+            python=python, repo_root=REPO_ROOT,
+            source_dir=Path(source_dir).resolve() if source_dir else REPO_ROOT / "ml",
+            stop_grace_seconds=stop_grace_seconds, endpoint_startup_timeout=endpoint_startup_timeout)
         self.training_jobs: dict[str, TrainingJob] = {}
         self.tuning_jobs: dict[str, TuningJob] = {}
-        self.hosting = Hosting(self)
-        # The endpoints' Application Auto Scaling: policies mirrored from the engine's moto (local.sagemaker.scaling)
-        self.scaling = Autoscaler(self, scaling_period_s)
-        self._runtime = RuntimeProxy(self, runtime_port)
+        # The endpoints' Application Auto Scaling: policies mirrored from the engine's moto (local.sagemaker.scaling),
+        # kept with the endpoints in hosting/state.json; scaling goes through the API, as Application Auto Scaling's.
+        registry = ScalingRegistry(account, region, on_change=lambda: self.hosting.save())
+        self.hosting = Hosting(self.context, registry)
+        self.scaling = Autoscaler(self.context, registry, endpoints=lambda: list(self.hosting.endpoints.values()),
+                                  scale=lambda request: self.call("UpdateEndpointWeightsAndCapacities", request),
+                                  period_s=scaling_period_s)
+        self._runtime = RuntimeProxy(self.context, self.hosting, runtime_port)
         if restore:
             self.hosting.restore()
         self.scaling.start()
+
+    # --- the context's settings, read-only: its jobs and endpoints hold the same one ----------------------------
+    @property
+    def work_dir(self) -> Path:
+        return self.context.work_dir
+
+    @property
+    def s3(self) -> LocalS3:
+        return self.context.s3
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self.context.lock
+
+    @property
+    def region(self) -> str:
+        return self.context.region
+
+    @property
+    def account(self) -> str:
+        return self.context.account
+
+    @property
+    def python(self) -> str:
+        return self.context.python
+
+    @property
+    def repo_root(self) -> Path:
+        return self.context.repo_root
+
+    @property
+    def source_dir(self) -> Path:
+        return self.context.source_dir
+
+    @property
+    def stop_grace_seconds(self) -> float:
+        return self.context.stop_grace_seconds
+
+    @property
+    def endpoint_startup_timeout(self) -> float:
+        return self.context.endpoint_startup_timeout
+
+    @property
+    def closed(self) -> bool:
+        return self.context.closed
 
     # --- plumbing --------------------------------------------------------------------------------------------
     @property
@@ -174,7 +223,7 @@ class LocalSageMaker:
         """Stop every tuning job, training job, rule job and endpoint server, and the runtime URL."""
         if self.closed:
             return
-        self.closed = True
+        self.context.shutdown.set()
         self.scaling.close()
         for tuning in list(self.tuning_jobs.values()):
             tuning._stop.set()
@@ -182,7 +231,7 @@ class LocalSageMaker:
             job.kill()
         self.hosting.shutdown()
         self._runtime.close()
-        processes.kill_all(owner=self)
+        processes.kill_all(owner=self.context)
         # Their processes are gone; their threads finish the bookkeeping. One deadline for all of them, not 10 s
         # each in turn: on a busy machine a Ctrl-C must not take a minute to return.
         deadline = time.monotonic() + 10
@@ -253,7 +302,7 @@ class LocalSageMaker:
                 job_arn = arn("training-job", name, self.region, self.account)
                 raise in_use("Training job names must be unique within an AWS account and region, and a training "
                              f"job with this name already exists ({job_arn})")
-            job = TrainingJob(self, request, tuning_job_arn)
+            job = TrainingJob(self.context, request, tuning_job_arn)
             self.training_jobs[name] = job
         self.emit({"type": "TrainingJob", "TrainingJobName": name, "TrainingJobStatus": "InProgress",
                    "SecondaryStatus": "Starting", "TuningJobArn": tuning_job_arn,
@@ -296,7 +345,8 @@ class LocalSageMaker:
 
     def _op_CreateHyperParameterTuningJob(self, p: dict) -> dict:
         name = p["HyperParameterTuningJobName"]
-        job = TuningJob(self, p)  # validates the configuration
+        job = TuningJob(self.context, p, start_trial=self._start_training_job,  # validates the configuration
+                        tuning_job=lambda parent: self.tuning_jobs.get(parent))
         with self.lock:
             if any(n.lower() == name.lower() for n in self.tuning_jobs):
                 raise in_use(f"Hyperparameter tuning job with name {name} already exists")
@@ -462,7 +512,7 @@ class LocalSageMaker:
         with self.lock:
             if name in self.hosting.endpoints:
                 raise validation(f"Cannot create already existing endpoint \"{endpoint_arn}\".")
-            endpoint = Endpoint(self, name, endpoint_arn, p["EndpointConfigName"])
+            endpoint = Endpoint(self.context, name, endpoint_arn, p["EndpointConfigName"], self.hosting.data_capture)
             if "DeploymentConfig" in p:
                 endpoint.deployment_config = copy.deepcopy(p["DeploymentConfig"])
             self.hosting.endpoints[name] = endpoint

@@ -31,17 +31,17 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import stackfacts as facts
 from local.sagemaker import container, processes
-from local.sagemaker.api import arn, now
-from local.sagemaker.profiler import NOT_EVALUATED_STATUS, SystemMonitor, not_evaluated_locally, write_report
+from local.sagemaker.api import now
+from local.sagemaker.context import Context
+from local.sagemaker.errors import JobFailure
+from local.sagemaker.profiler import SystemMonitor
+from local.sagemaker.rule_jobs import RuleJobs, smdebug_python
 from local.sagemaker.s3 import S3Denied
 from ml import contract
-
-if TYPE_CHECKING:
-    from local.sagemaker.service import LocalSageMaker
 
 TERMINAL = ("Completed", "Failed", "Stopped")
 RULE_TERMINAL = ("NoIssuesFound", "IssuesFound", "Error", "Stopped")
@@ -69,29 +69,7 @@ SOURCE_DOWNLOAD = "Failed to download the source code (sagemaker_submit_director
 CHECKPOINTS = "Failed to sync checkpoints with CheckpointConfig.S3Uri"
 DEBUG_OUTPUT = "Failed to write Debugger output to DebugHookConfig.S3OutputPath"
 PROFILER_OUTPUT = "Failed to write profiler output to ProfilerConfig.S3OutputPath"
-RULE_OUTPUT = "Failed to access the rule's S3 input or output"
 UPLOAD = "Please ensure that the role has access to the output path (OutputDataConfig.S3OutputPath)"
-# smdebug pins protobuf<=3.20.3 and numpy<2.3, so it has an environment of its own (`make setup` makes it from
-# ml/debugger-requirements.txt over the main environment's torch), as SageMaker keeps it in the training and rule
-# containers:
-# Debugger-on training jobs and the rule jobs run with this interpreter.
-SMDEBUG_VENV = ".venv-smdebug"
-SMDEBUG_PYTHON_ENV = "IMGCLF_SMDEBUG_PYTHON"  # another interpreter with smdebug (overrides the repository's venv)
-
-
-class JobFailure(Exception):
-    """Ends the job as Failed with this FailureReason."""
-
-
-def smdebug_python(repo_root: Path) -> str:
-    """The interpreter of smdebug's environment; JobFailure (one line, before any training) when it is missing."""
-    python = Path(os.environ.get(SMDEBUG_PYTHON_ENV) or repo_root / SMDEBUG_VENV / "bin" / "python")
-    if not os.access(python, os.X_OK):
-        raise JobFailure(f"ClientError: Debugger needs smdebug's environment and {python} is not there: run "
-                         f"`make setup` (or set {SMDEBUG_PYTHON_ENV})")
-    return str(python)
-
-
 def _decode_hp(value: str) -> str:
     # The SageMaker Python SDK JSON-encodes script-mode values ('"train.py"'); raw API callers do not.
     if len(value) >= 2 and value[0] == value[-1] == '"':
@@ -141,27 +119,25 @@ def _tar_directory(source: Path, target: Path) -> None:
 class TrainingJob:
     """One CreateTrainingJob request, run on a thread; `describe()` is DescribeTrainingJob's answer."""
 
-    def __init__(self, sm: LocalSageMaker, request: dict, tuning_job_arn: str | None = None) -> None:
-        self.sm = sm
+    def __init__(self, context: Context, request: dict, tuning_job_arn: str | None = None) -> None:
+        self.context = context
         self.request = copy.deepcopy(request)
         self.name: str = request["TrainingJobName"]
-        self.dir = sm.work_dir / "training-jobs" / self.name
+        self.dir = context.work_dir / "training-jobs" / self.name
         self.log_path = self.dir / "logs" / f"{HOST}.log"
         self.metric_listeners: list[Callable[[str, float, int], None]] = []
         self._stop = threading.Event()
         self._finished = threading.Event()
         self._rules_finished = threading.Event()
         self._proc: subprocess.Popen | None = None
-        self._rule_proc: subprocess.Popen | None = None
         self._thread: threading.Thread | None = None
         self._line_times: dict[str, float] = {}
-        self.report_path: Path | None = None
         self.epochs: list[dict] = []
         self._log_error: OSError | None = None  # the first failed write to the job's log (a full disk)
         created = now()
         d: dict[str, Any] = {
             "TrainingJobName": self.name,
-            "TrainingJobArn": arn("training-job", self.name, sm.region, sm.account),
+            "TrainingJobArn": context.arn("training-job", self.name),
             "TrainingJobStatus": "InProgress",
             "SecondaryStatus": "Starting",
             "HyperParameters": dict(request.get("HyperParameters", {})),
@@ -180,8 +156,8 @@ class TrainingJob:
             "EnableManagedSpotTraining": request.get("EnableManagedSpotTraining", False),
         }
         # Required in DescribeTrainingJob's shape: the location the model is (or would be) uploaded to.
-        d["ModelArtifacts"] = {"S3ModelArtifacts": sm.s3.join(request["OutputDataConfig"]["S3OutputPath"], self.name,
-                                                              facts.JOB_OUTPUT_DIR, facts.MODEL_ARCHIVE)}
+        d["ModelArtifacts"] = {"S3ModelArtifacts": context.s3.join(
+            request["OutputDataConfig"]["S3OutputPath"], self.name, facts.JOB_OUTPUT_DIR, facts.MODEL_ARCHIVE)}
         if tuning_job_arn:
             d["TuningJobArn"] = tuning_job_arn
         for key in ("VpcConfig", "CheckpointConfig", "DebugHookConfig", "DebugRuleConfigurations",
@@ -198,27 +174,31 @@ class TrainingJob:
             d["ProfilerRuleEvaluationStatuses"] = [self._rule_status(c, "profiler")
                                                    for c in request["ProfilerRuleConfigurations"]]
         self.desc = d
+        # Its rule jobs, run once it has ended; the statuses they report stay here (DescribeTrainingJob's shape).
+        self.rules = RuleJobs(context, job_name=self.name, request=self.request, role=self.role,
+                              folder=self.dir / "rules", tensors=self.debug_output_uri(), describe=self.describe,
+                              set_status=self._set_rule, log=self._log)
 
     # --- status --------------------------------------------------------------------------------------------
     def _rule_status(self, config: dict, kind: str) -> dict:
         name = config["RuleConfigurationName"]
         return {"RuleConfigurationName": name,
-                "RuleEvaluationJobArn": arn("processing-job", f"{self.name[:26]}-{name[:20]}-{kind[:1]}",
-                                            self.sm.region, self.sm.account),
+                "RuleEvaluationJobArn": self.context.arn("processing-job",
+                                                         f"{self.name[:26]}-{name[:20]}-{kind[:1]}"),
                 "RuleEvaluationStatus": "InProgress", "LastModifiedTime": now()}
 
     def describe(self) -> dict:
-        with self.sm.lock:
+        with self.context.lock:
             return copy.deepcopy(self.desc)
 
     @property
     def status(self) -> str:
-        with self.sm.lock:
+        with self.context.lock:
             return self.desc["TrainingJobStatus"]
 
     def _transition(self, secondary: str, status: str | None = None, message: str | None = None) -> None:
         stamp = now()
-        with self.sm.lock:
+        with self.context.lock:
             transitions = self.desc["SecondaryStatusTransitions"]
             if transitions and "EndTime" not in transitions[-1]:
                 transitions[-1]["EndTime"] = stamp
@@ -233,18 +213,18 @@ class TrainingJob:
             event = {"type": "TrainingJob", "TrainingJobName": self.name,
                      "TrainingJobStatus": self.desc["TrainingJobStatus"], "SecondaryStatus": secondary,
                      "StatusMessage": transitions[-1]["StatusMessage"]}
-        self.sm.emit(event)
+        self.context.emit(event)
 
     def _set_rule(self, kind: str, name: str, status: str, details: str | None = None) -> None:
         key = "DebugRuleEvaluationStatuses" if kind == "debug" else "ProfilerRuleEvaluationStatuses"
-        with self.sm.lock:
+        with self.context.lock:
             for entry in self.desc.get(key, []):
                 if entry["RuleConfigurationName"] == name:
                     entry["RuleEvaluationStatus"] = status
                     entry["LastModifiedTime"] = now()
                     if details:
                         entry["StatusDetails"] = details[:1024]
-        self.sm.emit({"type": "DebugRuleEvaluation" if kind == "debug" else "ProfilerRuleEvaluation",
+        self.context.emit({"type": "DebugRuleEvaluation" if kind == "debug" else "ProfilerRuleEvaluation",
                       "TrainingJobName": self.name, "RuleConfigurationName": name, "RuleEvaluationStatus": status,
                       "StatusDetails": details or ""})
 
@@ -255,7 +235,7 @@ class TrainingJob:
 
     def stop(self) -> None:
         """StopTrainingJob: Stopping now, Stopped once the process has ended (SIGTERM, then SIGKILL)."""
-        with self.sm.lock:
+        with self.context.lock:
             if self.desc["TrainingJobStatus"] != "InProgress":
                 return
         self._transition("Stopping", "Stopping")
@@ -270,9 +250,9 @@ class TrainingJob:
     def kill(self) -> None:
         """Shutdown of the stand-in: end the processes now, whatever the state."""
         self._stop.set()
-        for proc in (self._proc, self._rule_proc):
-            if proc is not None:
-                processes.terminate(proc, grace=1.0)
+        if self._proc is not None:
+            processes.terminate(self._proc, grace=1.0)
+        self.rules.kill()
 
     # --- the job ---------------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -301,6 +281,19 @@ class TrainingJob:
             self._finished.set()
         threading.Thread(target=self._evaluate_rules, args=(monitor,), name=f"rules-{self.name}", daemon=True).start()
 
+    def _evaluate_rules(self, monitor: SystemMonitor | None) -> None:
+        """After the job (SageMaker reports rule statuses after the training job has ended)."""
+        try:
+            self.rules.run(monitor.samples if monitor else [], self.epochs)
+        finally:
+            self.save()
+            self._rules_finished.set()
+
+    @property
+    def report_path(self) -> Path | None:
+        """The profiler report (ProfilerReport rule), once written."""
+        return self.rules.report_path
+
     def _log(self, text: str) -> None:
         """Append to the job's log; never raises (it runs inside error handlers, maybe on a full disk)."""
         try:
@@ -313,7 +306,7 @@ class TrainingJob:
     def _fail_in_memory(self, reason: str) -> None:
         """End the job as Failed without touching the disk (which may be what failed)."""
         if self.status not in TERMINAL:
-            with self.sm.lock:
+            with self.context.lock:
                 self.desc["FailureReason"] = reason[:1024]
                 self.desc.setdefault("TrainingEndTime", now())
             self._transition("Failed", "Failed", f"{STATUS_MESSAGES['Failed']}: {reason.splitlines()[0][:200]}")
@@ -327,19 +320,19 @@ class TrainingJob:
 
     def _profiler_uri(self) -> str:
         base = self.request["ProfilerConfig"].get("S3OutputPath", self.request["OutputDataConfig"]["S3OutputPath"])
-        return self.sm.s3.join(base, self.name, facts.PROFILER_OUTPUT_DIR, "system")
+        return self.context.s3.join(base, self.name, facts.PROFILER_OUTPUT_DIR, "system")
 
     def _output_uris(self) -> tuple[str, str]:
         """model.tar.gz and output.tar.gz: <S3OutputPath>/<job>/output/."""
-        output = self.sm.s3.join(self.request["OutputDataConfig"]["S3OutputPath"], self.name, facts.JOB_OUTPUT_DIR)
+        output = self.context.s3.join(self.request["OutputDataConfig"]["S3OutputPath"], self.name, facts.JOB_OUTPUT_DIR)
         return f"{output}/{facts.MODEL_ARCHIVE}", f"{output}/{facts.OUTPUT_ARCHIVE}"
 
     def _check_outputs(self) -> None:
         """Before training: every prefix and object the job will write is one the role may write."""
-        self.sm.s3.write(self._output_uris()[0], self.role, UPLOAD)  # model.tar.gz (output.tar.gz only with data)
+        self.context.s3.write(self._output_uris()[0], self.role, UPLOAD)  # model.tar.gz (output.tar.gz only with data)
         profiler = self.request.get("ProfilerConfig")
         if profiler and not profiler.get("DisableProfiler", False):
-            self.sm.s3.write_prefix(self._profiler_uri(), self.role, PROFILER_OUTPUT)
+            self.context.s3.write_prefix(self._profiler_uri(), self.role, PROFILER_OUTPUT)
 
     def _prepare(self) -> tuple[dict[str, str], list[str], Path]:
         config = self.dir / "input" / "config"
@@ -355,7 +348,7 @@ class TrainingJob:
             source = channel["DataSource"].get("S3DataSource")
             if source is None:
                 raise JobFailure(f"ClientError: channel {name}: only S3DataSource is supported locally")
-            local = self.sm.s3.read_prefix(source["S3Uri"], self.role, f"{DATA_DOWNLOAD}: channel {name}")
+            local = self.context.s3.read_prefix(source["S3Uri"], self.role, f"{DATA_DOWNLOAD}: channel {name}")
             target = self.dir / "input" / "data" / name
             if target.is_symlink() or target.is_file():
                 target.unlink()
@@ -368,7 +361,7 @@ class TrainingJob:
                 shutil.copy2(local, target / local.name)
             else:
                 raise JobFailure(f"ClientError: Data download failed:Could not download {source['S3Uri']}: "
-                                 f"no such key or prefix in the local S3 root {self.sm.s3.root}")
+                                 f"no such key or prefix in the local S3 root {self.context.s3.root}")
         (config / "inputdataconfig.json").write_text(json.dumps(channels, indent=2))
         (config / "resourceconfig.json").write_text(json.dumps(resource_config(self.request["ResourceConfig"]),
                                                                indent=2))
@@ -386,8 +379,8 @@ class TrainingJob:
         if "CheckpointConfig" in self.request:
             # Restored from S3 at the start, then written back (SageMaker syncs the local checkpoint folder).
             uri = self.request["CheckpointConfig"]["S3Uri"]
-            self.sm.s3.read_prefix(uri, self.role, CHECKPOINTS)
-            checkpoints = self.sm.s3.write_prefix(uri, self.role, CHECKPOINTS)
+            self.context.s3.read_prefix(uri, self.role, CHECKPOINTS)
+            checkpoints = self.context.s3.write_prefix(uri, self.role, CHECKPOINTS)
         else:
             checkpoints = self.dir / "checkpoints"
         checkpoints.mkdir(parents=True, exist_ok=True)
@@ -416,9 +409,9 @@ class TrainingJob:
         })
 
         hook = self._hook_config()
-        python = self.sm.python
+        python = self.context.python
         if hook is not None:
-            python = smdebug_python(self.sm.repo_root)  # the container with ml/debugger-requirements.txt installed
+            python = smdebug_python(self.context.repo_root)  # the container with ml/debugger-requirements.txt installed
             path = config / "debughookconfig.json"
             path.write_text(json.dumps(hook, indent=2))
             # SageMaker writes it to /opt/ml/input/config/debughookconfig.json, smdebug's default; here the job's
@@ -444,7 +437,7 @@ class TrainingJob:
         """sagemaker_submit_directory from the local S3 root (a tar.gz or a folder), else the configured fallback."""
         code = self.dir / "code"
         if submit_directory:
-            local = self.sm.s3.read(submit_directory, self.role, SOURCE_DOWNLOAD) \
+            local = self.context.s3.read(submit_directory, self.role, SOURCE_DOWNLOAD) \
                 if submit_directory.startswith(("s3://", "http")) else Path(submit_directory)
             if local.is_file() and tarfile.is_tarfile(local):
                 with tarfile.open(local) as archive:
@@ -455,10 +448,10 @@ class TrainingJob:
                 self._log(f"[stand-in] source code: {local}")
                 return local
         self._log(f"[stand-in] source code: {submit_directory or '(none given)'} is not in the local S3 root; "
-                  f"using {self.sm.source_dir}")
+                  f"using {self.context.source_dir}")
         from infra.packaging import training_sources  # the source bundle's layout: entry shim + the ml package
 
-        for name, source in training_sources(self.sm.source_dir).items():
+        for name, source in training_sources(self.context.source_dir).items():
             (code / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, code / name)
         return code
@@ -468,7 +461,7 @@ class TrainingJob:
         if hook is None and not self.request.get("DebugRuleConfigurations"):
             return None
         base = hook["S3OutputPath"] if hook else self.request["OutputDataConfig"]["S3OutputPath"]
-        return self.sm.s3.join(base, self.name, facts.DEBUG_OUTPUT_DIR)
+        return self.context.s3.join(base, self.name, facts.DEBUG_OUTPUT_DIR)
 
     def _hook_config(self) -> dict | None:
         """The JSON SageMaker writes to /opt/ml/input/config/debughookconfig.json (smdebug's json_config format)."""
@@ -476,7 +469,7 @@ class TrainingJob:
         if uri is None:
             return None
         hook = self.request.get("DebugHookConfig", {})
-        local = self.sm.s3.write_prefix(uri, self.role, DEBUG_OUTPUT)  # smdebug writes its tensors there
+        local = self.context.s3.write_prefix(uri, self.role, DEBUG_OUTPUT)  # smdebug writes its tensors there
         return {"S3OutputPath": uri, "LocalPath": str(local), "HookParameters": hook.get("HookParameters", {}),
                 "CollectionConfigurations": hook.get("CollectionConfigurations", [])}
 
@@ -494,7 +487,7 @@ class TrainingJob:
                 except OSError as exc:
                     # Keep draining the pipe: a reader that stops leaves the script blocked on print() forever.
                     self._log_error = exc
-            self.sm.emit({"type": "TrainingLog", "TrainingJobName": self.name, "line": line.rstrip("\n")})
+            self.context.emit({"type": "TrainingLog", "TrainingJobName": self.name, "line": line.rstrip("\n")})
             progress = EPOCH_PROGRESS.search(line)
             values: dict[str, float] = {}
             for name, regex in compiled:
@@ -509,7 +502,7 @@ class TrainingJob:
                 event = {"type": "TrainingMetric", "TrainingJobName": self.name, "MetricName": name, "Value": value}
                 if progress:
                     event["Epoch"], event["Epochs"] = int(progress.group(1)), int(progress.group(2))
-                self.sm.emit(event)
+                self.context.emit(event)
                 for listener in list(self.metric_listeners):
                     with contextlib.suppress(Exception):  # a listener must not break the job
                         listener(name, value, counts[name])
@@ -523,20 +516,20 @@ class TrainingJob:
         failure_file = self.dir / "output" / "failure"
         failure_file.unlink(missing_ok=True)
         limit = self.request["StoppingCondition"].get("MaxRuntimeInSeconds", 86400)
-        with self.sm.lock:
+        with self.context.lock:
             self.desc["TrainingStartTime"] = now()
         self._transition("Training")
         started = time.monotonic()
         with self.log_path.open("a") as sink:
             sink.write(f"[stand-in] {' '.join(cmd)}\n")
             sink.flush()
-            self._proc = processes.spawn(cmd, owner=self.sm, cwd=str(cwd), env=env,
+            self._proc = processes.spawn(cmd, owner=self.context, cwd=str(cwd), env=env,
                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             monitor = None
             profiler = self.request.get("ProfilerConfig")
             if profiler and not profiler.get("DisableProfiler", False):
                 interval = profiler.get("ProfilingIntervalInMilliseconds", 500) / 1000
-                out = self.sm.s3.write_prefix(self._profiler_uri(), self.role, PROFILER_OUTPUT)
+                out = self.context.s3.write_prefix(self._profiler_uri(), self.role, PROFILER_OUTPUT)
                 monitor = SystemMonitor(self._proc.pid, interval, out).start()
             reader = threading.Thread(target=self._read_output, args=(self._proc.stdout, sink), daemon=True,
                                       name=f"log-{self.name}")
@@ -551,9 +544,9 @@ class TrainingJob:
             if self._proc.poll() is None:
                 why = f"MaxRuntimeInSeconds ({limit}s) exceeded" if timed_out else "stop"
                 with contextlib.suppress(OSError):
-                    sink.write(f"[stand-in] {why}: SIGTERM, then SIGKILL after {self.sm.stop_grace_seconds:g}s\n")
+                    sink.write(f"[stand-in] {why}: SIGTERM, then SIGKILL after {self.context.stop_grace_seconds:g}s\n")
                     sink.flush()
-                processes.terminate(self._proc, self.sm.stop_grace_seconds)
+                processes.terminate(self._proc, self.context.stop_grace_seconds)
             rc = self._proc.wait()
             processes.forget(self._proc)
             reader.join(timeout=10)
@@ -587,9 +580,9 @@ class TrainingJob:
         model_uri, data_uri = self._output_uris()
         data_dir = self.dir / "output" / "data"
         try:
-            model_target = self.sm.s3.write(model_uri, self.role, UPLOAD) if status in ("Completed", "Stopped") \
+            model_target = self.context.s3.write(model_uri, self.role, UPLOAD) if status in ("Completed", "Stopped") \
                 else None
-            data_target = self.sm.s3.write(data_uri, self.role, UPLOAD) \
+            data_target = self.context.s3.write(data_uri, self.role, UPLOAD) \
                 if data_dir.is_dir() and any(data_dir.iterdir()) else None
         except S3Denied as denied:  # the upload is refused: the job fails, nothing is uploaded
             status, secondary, reason, model_target, data_target = "Failed", "Failed", str(denied), None, None
@@ -603,7 +596,7 @@ class TrainingJob:
         if data_target is not None:
             _tar_directory(data_dir, data_target)
         end = now()
-        with self.sm.lock:
+        with self.context.lock:
             d = self.desc
             if final:
                 d["FinalMetricDataList"] = final
@@ -620,7 +613,7 @@ class TrainingJob:
         uri = self.debug_output_uri()
         if uri:
             with contextlib.suppress(S3Denied):  # checked before training: only a policy changed since denies it
-                marker = self.sm.s3.write(self.sm.s3.join(uri, END_OF_JOB_FILE), self.role, DEBUG_OUTPUT)
+                marker = self.context.s3.write(self.context.s3.join(uri, END_OF_JOB_FILE), self.role, DEBUG_OUTPUT)
                 marker.parent.mkdir(parents=True, exist_ok=True)
                 marker.touch()
         self.save()
@@ -631,130 +624,6 @@ class TrainingJob:
 
         with contextlib.suppress(OSError):
             (self.dir / "description.json").write_text(json.dumps(to_json(self.describe()), indent=2))
-
-    # --- rules, after the job (SageMaker reports them after the training job has ended) ----------------------
-    def _evaluate_rules(self, monitor: SystemMonitor | None) -> None:
-        try:
-            if self.request.get("DebugRuleConfigurations"):
-                self._evaluate_debug_rules()
-            if self.request.get("ProfilerRuleConfigurations"):
-                self._profiler_rules(monitor)
-        except Exception as exc:  # a rule failure is a rule status, never a crash
-            self._log(f"[stand-in] rule evaluation failed: {traceback.format_exc()}")
-            for kind, key in (("debug", "DebugRuleEvaluationStatuses"), ("profiler", "ProfilerRuleEvaluationStatuses")):
-                for entry in self.describe().get(key, []):
-                    if entry["RuleEvaluationStatus"] == "InProgress":
-                        self._set_rule(kind, entry["RuleConfigurationName"], "Error", f"InternalServerError: {exc}")
-        finally:
-            self.save()
-            self._rules_finished.set()
-
-    def _evaluate_debug_rules(self) -> None:
-        configs = self.request["DebugRuleConfigurations"]
-        rules_dir = self.dir / "rules"
-        rules_dir.mkdir(exist_ok=True)
-        # Rule output goes under the job's output path, as with SageMaker: <output>/<job>/rule-output/<rule>/
-        base = self.request["OutputDataConfig"]["S3OutputPath"]
-        if self.sm.closed or self.describe()["SecondaryStatus"] == "Stopped":
-            # StopTrainingJob stops the rule jobs with it.
-            for config in configs:
-                self._set_rule("debug", config["RuleConfigurationName"], "Stopped", "The training job was stopped")
-            return
-        runnable = list(configs)
-        try:
-            python = smdebug_python(self.sm.repo_root)  # SageMaker's rule container has smdebug; so does this venv
-        except JobFailure as missing:
-            for config in runnable:
-                self._set_rule("debug", config["RuleConfigurationName"], "Error", str(missing))
-            return
-        results_file = rules_dir / "verdicts.json"
-        results_file.unlink(missing_ok=True)
-        tensors = self.debug_output_uri()
-        assert tensors is not None  # rules run only for a job with a DebugHookConfig
-        try:  # the rule job runs with the training job's role: it reads the tensors and writes its output
-            trial = self.sm.s3.read_prefix(tensors, self.role, RULE_OUTPUT)
-            outputs = {c["RuleConfigurationName"]: str(self.sm.s3.write_prefix(self.sm.s3.join(
-                c.get("S3OutputPath", base), self.name, facts.RULE_OUTPUT_DIR, c["RuleConfigurationName"]), self.role,
-                RULE_OUTPUT)) for c in runnable}
-        except S3Denied as denied:
-            for config in runnable:
-                self._set_rule("debug", config["RuleConfigurationName"], "Error", str(denied))
-            return
-        spec = {"trial": str(trial), "result_file": str(results_file), "rules": runnable, "rule_output": outputs}
-        spec_file = rules_dir / "spec.json"
-        spec_file.write_text(json.dumps(spec, indent=2))
-        env = processes.child_env({
-            "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
-            "PYTHONPATH": os.pathsep.join(p for p in (str(self.sm.repo_root), os.environ.get("PYTHONPATH")) if p)})
-        env.pop("TRAINING_JOB_NAME", None)  # smdebug would otherwise think it runs inside a training job
-        reported: set[str] = set()
-        with (rules_dir / "rule-job.log").open("w") as log:
-            self._rule_proc = processes.spawn([python, "-m", "local.sagemaker.rules", str(spec_file)],
-                                              owner=self.sm,
-                                              cwd=str(self.sm.repo_root), env=env, stdout=log,
-                                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            while True:
-                done = self._rule_proc.poll() is not None
-                reported |= self._report_verdicts(results_file, reported)
-                if done:
-                    break
-                time.sleep(0.2)
-            processes.forget(self._rule_proc)
-        for config in runnable:
-            if config["RuleConfigurationName"] not in reported:
-                self._set_rule("debug", config["RuleConfigurationName"], "Error",
-                               f"InternalServerError: the rule job exited with status {self._rule_proc.returncode}; "
-                               f"see {rules_dir / 'rule-job.log'}")
-
-    def _report_verdicts(self, results_file: Path, reported: set[str]) -> set[str]:
-        if not results_file.is_file():
-            return set()
-        try:
-            results = json.loads(results_file.read_text())
-        except ValueError:
-            return set()
-        new = set()
-        for name, result in results.items():
-            if name not in reported:
-                status = result["status"]
-                self._set_rule("debug", name, status, result.get("details") if status != "NoIssuesFound" else None)
-                new.add(name)
-        return new
-
-    def _profiler_rules(self, monitor: SystemMonitor | None) -> None:
-        samples = monitor.samples if monitor else []
-        configs = self.request.get("ProfilerRuleConfigurations", [])
-        verdicts: dict[str, tuple[str, str]] = {}
-        report_rule: dict | None = None
-        for config in configs:
-            name = config["RuleConfigurationName"]
-            rule = config.get("RuleParameters", {}).get("rule_to_invoke", name)
-            if rule == facts.PROFILER_REPORT_RULE:
-                report_rule = config
-            elif reason := not_evaluated_locally(rule):
-                verdicts[name] = (NOT_EVALUATED_STATUS, f"ClientError: {reason}")
-            else:
-                verdicts[name] = ("Error", f"ClientError: profiler rule {rule!r} is not implemented locally "
-                                           "(local rules: ProfilerReport, LowGPUUtilization)")
-        for name, (status, details) in verdicts.items():
-            self._set_rule("profiler", name, status, details)
-        if report_rule:
-            name = report_rule["RuleConfigurationName"]
-            base = report_rule.get("S3OutputPath", self.request["OutputDataConfig"]["S3OutputPath"])
-            try:
-                key = self.sm.s3.join(base, self.name, facts.RULE_OUTPUT_DIR, name, facts.PROFILER_OUTPUT_DIR,
-                                      facts.PROFILER_REPORT_FILE)
-                report = self.sm.s3.write(key, self.role, RULE_OUTPUT)
-            except S3Denied as denied:
-                self._set_rule("profiler", name, "Error", str(denied))
-                return
-            checks = [(r["RuleConfigurationName"], r["RuleEvaluationStatus"], r.get("StatusDetails", ""))
-                      for r in self.describe().get("DebugRuleEvaluationStatuses", [])]
-            checks += [(name, status, details) for name, (status, details) in verdicts.items()]
-            write_report(report, self.describe(), samples, self.epochs, checks)
-            self.report_path = report
-            self._set_rule("profiler", name, "NoIssuesFound",
-                           f"Report: {self.sm.s3.uri_for(report)} ({len(samples)} system samples)")
 
 
 def _from_epoch(seconds: float):

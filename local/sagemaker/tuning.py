@@ -15,23 +15,22 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from local.sagemaker.api import arn, now, validate_request
+from local.sagemaker.api import now, validate_request
+from local.sagemaker.context import Context
 from local.sagemaker.errors import validation
 from local.sagemaker.training import TUNING_OBJECTIVE_HP, TrainingJob
 
 # What a ParameterRanges entry becomes: an optuna Int-, Float- or CategoricalDistribution (optuna's own signatures
 # take BaseDistribution, which has no low/high: the space is typed loosely, each use reads its own kind).
 Distribution = Any
-
-if TYPE_CHECKING:
-    from local.sagemaker.service import LocalSageMaker
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 TERMINAL = ("Completed", "Failed", "Stopped")
@@ -109,8 +108,15 @@ class _GridSampler(optuna.samplers.GridSampler):
 
 
 class TuningJob:
-    def __init__(self, sm: LocalSageMaker, request: dict) -> None:
-        self.sm = sm
+    """One CreateHyperParameterTuningJob request, run on a thread; `describe()` is
+    DescribeHyperParameterTuningJob's answer. Its trials are training jobs it has the service start
+    (`start_trial(request, tuning job ARN)`, CreateTrainingJob's checks and bookkeeping); `tuning_job(name)` finds a
+    warm start's parent among the stand-in's tuning jobs."""
+
+    def __init__(self, context: Context, request: dict, *, start_trial: Callable[[dict, str], TrainingJob],
+                 tuning_job: Callable[[str], TuningJob | None]) -> None:
+        self.context = context
+        self._start_trial, self._tuning_job = start_trial, tuning_job
         self.request = copy.deepcopy(request)
         self.name: str = request["HyperParameterTuningJobName"]
         self.config = request["HyperParameterTuningJobConfig"]
@@ -155,7 +161,7 @@ class TuningJob:
         created = now()
         self.desc: dict[str, Any] = {
             "HyperParameterTuningJobName": self.name,
-            "HyperParameterTuningJobArn": arn("hyper-parameter-tuning-job", self.name, sm.region, sm.account),
+            "HyperParameterTuningJobArn": context.arn("hyper-parameter-tuning-job", self.name),
             "HyperParameterTuningJobConfig": copy.deepcopy(self.config),
             "TrainingJobDefinition": copy.deepcopy(self.definition),
             "HyperParameterTuningJobStatus": "InProgress",
@@ -180,11 +186,11 @@ class TuningJob:
 
     def _parent_trials(self, parent: str) -> list[dict]:
         """A parent tuning job's trial summaries: from this stand-in, or from an earlier run's working directory."""
-        with self.sm.lock:
-            job = self.sm.tuning_jobs.get(parent)
+        with self.context.lock:
+            job = self._tuning_job(parent)
         if job is not None:
             return [job.summary(t) for t in job.trials]
-        saved = self.sm.work_dir / "tuning-jobs" / parent / "training-jobs.json"
+        saved = self.context.work_dir / "tuning-jobs" / parent / "training-jobs.json"
         if saved.is_file():
             return json.loads(saved.read_text())
         raise validation(f"The parent hyperparameter tuning job {parent} for warm start was not found")
@@ -251,7 +257,7 @@ class TuningJob:
 
     # --- status --------------------------------------------------------------------------------------------
     def describe(self) -> dict:
-        with self.sm.lock:
+        with self.context.lock:
             desc = copy.deepcopy(self.desc)
         counters = {"Completed": 0, "InProgress": 0, "RetryableError": 0, "NonRetryableError": 0, "Stopped": 0}
         objectives = {"Succeeded": 0, "Pending": 0, "Failed": 0}
@@ -300,7 +306,7 @@ class TuningJob:
         threading.Thread(target=self._run, name=f"tuning-{self.name}", daemon=True).start()
 
     def stop(self) -> None:
-        with self.sm.lock:
+        with self.context.lock:
             if self.desc["HyperParameterTuningJobStatus"] != "InProgress":
                 return
             self.desc["HyperParameterTuningJobStatus"] = "Stopping"
@@ -313,14 +319,14 @@ class TuningJob:
         return self._finished.wait(timeout)
 
     def _set_status(self, status: str, reason: str | None = None) -> None:
-        with self.sm.lock:
+        with self.context.lock:
             self.desc["HyperParameterTuningJobStatus"] = status
             self.desc["LastModifiedTime"] = now()
             if status in TERMINAL:
                 self.desc["HyperParameterTuningEndTime"] = self.desc["LastModifiedTime"]
             if reason:
                 self.desc["FailureReason"] = reason[:1024]
-        self.sm.emit({"type": "TuningJob", "HyperParameterTuningJobName": self.name,
+        self.context.emit({"type": "TuningJob", "HyperParameterTuningJobName": self.name,
                       "HyperParameterTuningJobStatus": status, **({"FailureReason": reason} if reason else {})})
 
     def _run(self) -> None:
@@ -357,7 +363,7 @@ class TuningJob:
                     running_best, since = v, 0
                 else:
                     since += 1
-            with self.sm.lock:
+            with self.context.lock:
                 self.desc["TuningJobCompletionDetails"] = {"NumberOfTrainingJobsObjectiveNotImproving": since}
             return since >= patience
         return False
@@ -374,7 +380,7 @@ class TuningJob:
                 if deadline is not None and time.monotonic() > deadline and not self._stop.is_set():
                     # ResourceLimits.MaxRuntimeInSeconds bounds the whole tuning job: its running trials stop.
                     self.stop()
-                stop_launching = self._stop.is_set() or self.sm.closed or self._done_early(completed)
+                stop_launching = self._stop.is_set() or self.context.closed or self._done_early(completed)
                 while not stop_launching and len(futures) < self.parallel and launched < self.max_jobs:
                     launched += 1
                     trial = study.ask(self.space)
@@ -391,9 +397,9 @@ class TuningJob:
         name = f"{self.name}-{index:03d}-{uuid.uuid4().hex[:8]}"
         request = self._trial_request(name, tuned)
         self._tuned[name] = tuned
-        job = self.sm._start_training_job(request, tuning_job_arn=self.desc["HyperParameterTuningJobArn"])
+        job = self._start_trial(request, self.desc["HyperParameterTuningJobArn"])
         self.trials.append(job)
-        self.sm.emit({"type": "TuningTrial", "HyperParameterTuningJobName": self.name, "TrainingJobName": name,
+        self.context.emit({"type": "TuningTrial", "HyperParameterTuningJobName": self.name, "TrainingJobName": name,
                       "Index": index, "TunedHyperParameters": tuned, "TrainingJobStatus": "InProgress"})
         metric = self.objective["MetricName"]
         pruned = threading.Event()
@@ -421,9 +427,9 @@ class TuningJob:
             completed.append(value)
         else:
             study.tell(trial, state=TrialState.FAIL)
-        with self.sm.lock:
+        with self.context.lock:
             self.desc["LastModifiedTime"] = now()
-        self.sm.emit({"type": "TuningTrial", "HyperParameterTuningJobName": self.name, "TrainingJobName": name,
+        self.context.emit({"type": "TuningTrial", "HyperParameterTuningJobName": self.name, "TrainingJobName": name,
                       "Index": index, "TunedHyperParameters": tuned, "TrainingJobStatus": status,
                       "EarlyStopped": pruned.is_set(), "ObjectiveValue": self._objective_values.get(name),
                       **({"FailureReason": d["FailureReason"]} if "FailureReason" in d else {})})
@@ -431,7 +437,7 @@ class TuningJob:
     def _save(self) -> None:
         from local.sagemaker.api import to_json
 
-        folder = self.sm.work_dir / "tuning-jobs" / self.name
+        folder = self.context.work_dir / "tuning-jobs" / self.name
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "description.json").write_text(json.dumps(to_json(self.describe()), indent=2))
         (folder / "training-jobs.json").write_text(json.dumps(to_json([self.summary(j) for j in self.trials]),

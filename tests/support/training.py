@@ -36,8 +36,8 @@ def run_train(args: list[str], env_extra: dict[str, str] | None = None, timeout:
 
 def smdebug_python() -> str:
     """The interpreter of smdebug's environment (.venv-smdebug, made by `make setup`), as local mode finds it."""
-    from local.sagemaker.training import JobFailure
-    from local.sagemaker.training import smdebug_python as find
+    from local.sagemaker.errors import JobFailure
+    from local.sagemaker.rule_jobs import smdebug_python as find
 
     try:
         return find(ROOT)

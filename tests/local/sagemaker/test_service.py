@@ -365,16 +365,12 @@ def test_tuning_fails_when_every_trial_fails(sm, data, fake_code):
 
 
 def test_tuning_job_max_runtime_stops_it(sm, data, fake_code):
-    from local.sagemaker.tuning import TuningJob
-
     ranges = {"ContinuousParameterRanges": [{"Name": contract.LR, "MinValue": "0.001", "MaxValue": "0.1"}]}
     request = tuning_request("fake-capped", data, fake_code, "Random", ranges, 4, 2,
                               static={contract.EPOCHS: "1000", "sleep": "0.5"})
     request["HyperParameterTuningJobConfig"]["ResourceLimits"]["MaxRuntimeInSeconds"] = 3  # API minimum is 120
-    job = TuningJob(sm, request)
-    sm.tuning_jobs[job.name] = job
     started = time.monotonic()
-    job.start()
+    sm._op_CreateHyperParameterTuningJob(request)  # the operation without `call`'s request validation
     d = sm.wait_for_tuning_job("fake-capped", timeout=120)
     assert d["HyperParameterTuningJobStatus"] == "Stopped" and time.monotonic() - started < 60
     assert d["TrainingJobStatusCounters"]["Stopped"] == 2 and d["TrainingJobStatusCounters"]["InProgress"] == 0

@@ -13,7 +13,7 @@ import pytest
 from packaging.version import Version
 
 from local.sagemaker import LocalSageMaker
-from local.sagemaker.training import SMDEBUG_PYTHON_ENV
+from local.sagemaker.rule_jobs import SMDEBUG_PYTHON_ENV
 from tests.support.local import s3_data, tiny_dataset, training_request
 from tests.support.training import in_smdebug_env
 
