@@ -105,6 +105,9 @@ class LocalSageMaker:
             python=python, repo_root=REPO_ROOT,
             source_dir=Path(source_dir).resolve() if source_dir else REPO_ROOT / "ml",
             stop_grace_seconds=stop_grace_seconds, endpoint_startup_timeout=endpoint_startup_timeout)
+        # What the service and local tooling read of it: the same objects (the context is frozen: never reassign).
+        self.work_dir, self.s3, self.lock = work_dir, s3, self.context.lock
+        self.region, self.account, self.stop_grace_seconds = region, account, stop_grace_seconds
         self.training_jobs: dict[str, TrainingJob] = {}
         self.tuning_jobs: dict[str, TuningJob] = {}
         # The endpoints' Application Auto Scaling: policies mirrored from the engine's moto (local.sagemaker.scaling),
@@ -119,49 +122,9 @@ class LocalSageMaker:
             self.hosting.restore()
         self.scaling.start()
 
-    # --- the context's settings, read-only: its jobs and endpoints hold the same one ----------------------------
-    @property
-    def work_dir(self) -> Path:
-        return self.context.work_dir
-
-    @property
-    def s3(self) -> LocalS3:
-        return self.context.s3
-
-    @property
-    def lock(self) -> threading.RLock:
-        return self.context.lock
-
-    @property
-    def region(self) -> str:
-        return self.context.region
-
-    @property
-    def account(self) -> str:
-        return self.context.account
-
-    @property
-    def python(self) -> str:
-        return self.context.python
-
-    @property
-    def repo_root(self) -> Path:
-        return self.context.repo_root
-
-    @property
-    def source_dir(self) -> Path:
-        return self.context.source_dir
-
-    @property
-    def stop_grace_seconds(self) -> float:
-        return self.context.stop_grace_seconds
-
-    @property
-    def endpoint_startup_timeout(self) -> float:
-        return self.context.endpoint_startup_timeout
-
     @property
     def closed(self) -> bool:
+        """close() has begun: no operation is served, no job or endpoint starts anything more."""
         return self.context.closed
 
     # --- plumbing --------------------------------------------------------------------------------------------
