@@ -610,8 +610,8 @@ class Hosting:
     def _emit(self, endpoint: Endpoint) -> None:
         d = endpoint.describe()
         self.context.emit({"type": "Endpoint", "EndpointName": endpoint.name, "EndpointStatus": d["EndpointStatus"],
-                      "EndpointConfigName": d["EndpointConfigName"],
-                      **({"FailureReason": d["FailureReason"]} if "FailureReason" in d else {})})
+                           "EndpointConfigName": d["EndpointConfigName"],
+                           **({"FailureReason": d["FailureReason"]} if "FailureReason" in d else {})})
 
 
 def _ping(url: str) -> bool:

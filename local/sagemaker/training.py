@@ -70,6 +70,8 @@ CHECKPOINTS = "Failed to sync checkpoints with CheckpointConfig.S3Uri"
 DEBUG_OUTPUT = "Failed to write Debugger output to DebugHookConfig.S3OutputPath"
 PROFILER_OUTPUT = "Failed to write profiler output to ProfilerConfig.S3OutputPath"
 UPLOAD = "Please ensure that the role has access to the output path (OutputDataConfig.S3OutputPath)"
+
+
 def _decode_hp(value: str) -> str:
     # The SageMaker Python SDK JSON-encodes script-mode values ('"train.py"'); raw API callers do not.
     if len(value) >= 2 and value[0] == value[-1] == '"':
@@ -225,8 +227,8 @@ class TrainingJob:
                     if details:
                         entry["StatusDetails"] = details[:1024]
         self.context.emit({"type": "DebugRuleEvaluation" if kind == "debug" else "ProfilerRuleEvaluation",
-                      "TrainingJobName": self.name, "RuleConfigurationName": name, "RuleEvaluationStatus": status,
-                      "StatusDetails": details or ""})
+                           "TrainingJobName": self.name, "RuleConfigurationName": name, "RuleEvaluationStatus": status,
+                           "StatusDetails": details or ""})
 
     # --- lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> None:

@@ -327,7 +327,7 @@ class TuningJob:
             if reason:
                 self.desc["FailureReason"] = reason[:1024]
         self.context.emit({"type": "TuningJob", "HyperParameterTuningJobName": self.name,
-                      "HyperParameterTuningJobStatus": status, **({"FailureReason": reason} if reason else {})})
+                           "HyperParameterTuningJobStatus": status, **({"FailureReason": reason} if reason else {})})
 
     def _run(self) -> None:
         try:
@@ -400,7 +400,7 @@ class TuningJob:
         job = self._start_trial(request, self.desc["HyperParameterTuningJobArn"])
         self.trials.append(job)
         self.context.emit({"type": "TuningTrial", "HyperParameterTuningJobName": self.name, "TrainingJobName": name,
-                      "Index": index, "TunedHyperParameters": tuned, "TrainingJobStatus": "InProgress"})
+                           "Index": index, "TunedHyperParameters": tuned, "TrainingJobStatus": "InProgress"})
         metric = self.objective["MetricName"]
         pruned = threading.Event()
 
@@ -430,9 +430,9 @@ class TuningJob:
         with self.context.lock:
             self.desc["LastModifiedTime"] = now()
         self.context.emit({"type": "TuningTrial", "HyperParameterTuningJobName": self.name, "TrainingJobName": name,
-                      "Index": index, "TunedHyperParameters": tuned, "TrainingJobStatus": status,
-                      "EarlyStopped": pruned.is_set(), "ObjectiveValue": self._objective_values.get(name),
-                      **({"FailureReason": d["FailureReason"]} if "FailureReason" in d else {})})
+                           "Index": index, "TunedHyperParameters": tuned, "TrainingJobStatus": status,
+                           "EarlyStopped": pruned.is_set(), "ObjectiveValue": self._objective_values.get(name),
+                           **({"FailureReason": d["FailureReason"]} if "FailureReason" in d else {})})
 
     def _save(self) -> None:
         from local.sagemaker.api import to_json
