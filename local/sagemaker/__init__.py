@@ -14,6 +14,10 @@ Working directory layout:
     hosting/state.json                models, endpoint configs, endpoints with each variant's desired and in-service
                                       instance counts, and the scaling targets and policies (restored with
                                       restore=True; `imgclf load` reads the counts while it runs)
+
+Inside, top down (tests/test_imports.py holds it): the service (every operation, the tables of resources); tuning
+jobs; training jobs, endpoints and their scaling; a training job's rule jobs (rule_jobs.py, beside the rules they
+run); the context (context.py), all a job or an endpoint is given of the stand-in, never the service itself.
 """
 
 from local.sagemaker.errors import SageMakerError
