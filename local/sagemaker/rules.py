@@ -31,8 +31,6 @@ from smdebug.rules.rule import Rule
 from smdebug.rules.rule_invoker import invoke_rule
 from smdebug.trials import create_trial
 
-END_OF_JOB_FILE = "training_job_end.ts"  # what SageMaker writes next to the tensors when the job ends
-
 
 class RuleConfigError(Exception):
     """The rule cannot run as configured (SageMaker reports these as a ClientError of the rule job)."""

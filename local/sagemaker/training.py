@@ -44,7 +44,6 @@ from local.sagemaker.s3 import S3Denied
 from ml import contract
 
 TERMINAL = ("Completed", "Failed", "Stopped")
-RULE_TERMINAL = ("NoIssuesFound", "IssuesFound", "Error", "Stopped")
 HOST = facts.TRAINING_HOST
 INSTANCE_GROUP = "homogeneousCluster"  # SageMaker's name for the one group of a job without InstanceGroups
 # The tuner adds it to each trial's hyperparameters; the training toolkit keeps it from the script (one of its own,
