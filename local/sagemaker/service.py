@@ -189,7 +189,7 @@ class LocalSageMaker:
         self.context.shutdown.set()
         self.scaling.close()
         for tuning in list(self.tuning_jobs.values()):
-            tuning._stop.set()
+            tuning.halt()
         for job in list(self.training_jobs.values()):
             job.kill()
         self.hosting.shutdown()

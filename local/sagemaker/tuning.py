@@ -315,6 +315,10 @@ class TuningJob:
         for job in list(self.trials):
             job.stop()
 
+    def halt(self) -> None:
+        """No more trials (the stand-in is closing; its trials are killed with it), without a Stopping status."""
+        self._stop.set()
+
     def wait(self, timeout: float | None = None) -> bool:
         return self._finished.wait(timeout)
 
