@@ -19,10 +19,12 @@ from pathlib import Path
 import psutil
 import pytest
 
+import stackfacts as facts
 from local.endpoint_server import EndpointProcess, start_endpoint_server
 from ml import contract
 from tests.support import ROOT
 from tests.support.serve import (
+    DIGIT_CLASSES,
     GOOD_PNG,
     assert_error,
     assert_predictions,
@@ -36,7 +38,6 @@ from tests.support.serve import (
 )
 
 pytestmark = pytest.mark.slow
-CLASSES = [str(d) for d in range(10)]
 
 
 def free_port() -> int:
@@ -80,7 +81,7 @@ def test_invocations_answer_every_class_best_first(endpoint, digits_dir):
                        headers={"Accept": contract.JSON_CONTENT_TYPE})
         assert reply.status == 200 and reply.headers["content-type"] == contract.JSON_CONTENT_TYPE
         payload = reply.json()
-        assert_predictions(payload, 10, CLASSES)
+        assert_predictions(payload, 10, DIGIT_CLASSES)
         assert payload["predictions"][0]["label"] == folder.name
 
 
@@ -117,7 +118,7 @@ def test_runtime_api_names_the_endpoint(endpoint):
     assert reply.status == 400 and reply.headers["x-amzn-errortype"] == "ValidationError"
     assert "not found" in reply.json()["message"]
     reply = http_request(endpoint.port, "POST", "/endpoints/ep/invocations", GOOD_PNG, "image/png")
-    assert reply.status == 200 and reply.headers["x-amzn-invoked-production-variant"] == "AllTraffic"
+    assert reply.status == 200 and reply.headers["x-amzn-invoked-production-variant"] == facts.VARIANT_NAME
 
 
 def test_concurrent_invocations_are_consistent(endpoint):

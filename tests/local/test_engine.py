@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
-import boto3
 import pytest
 
 from infra.definition import Resolver
@@ -18,13 +16,17 @@ from tests.support.engine import ENDPOINT, SAGEMAKER, pipeline, run_input
 from tests.support.local import (
     BUCKET,
     FAKE_TRAIN,
+    keep_invoking,
     pid_alive,
+    runtime_client,
     s3_data,
     sourcedir,
     tiny_dataset,
 )
 
 pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def sm(tmp_path_factory):
     with LocalSageMaker(tmp_path_factory.mktemp("engine"), stop_grace_seconds=2.0) as standin:
@@ -35,11 +37,6 @@ def sm(tmp_path_factory):
 def definition(sm, digits_dir, tmp_path_factory) -> dict:
     data = s3_data(sm.s3.root, tiny_dataset(digits_dir, tmp_path_factory.mktemp("tiny")))
     return pipeline(data, sourcedir(sm.s3.root, {"train.py": FAKE_TRAIN}, key="code/fake.tar.gz"))
-
-
-def _runtime(sm: LocalSageMaker):
-    return boto3.client("sagemaker-runtime", region_name="us-east-1", endpoint_url=sm.runtime_url,
-                        aws_access_key_id="local", aws_secret_access_key="local")
 
 
 def _image(sm: LocalSageMaker) -> bytes:
@@ -76,7 +73,7 @@ def test_pipeline_runs_end_to_end_and_creates_the_endpoint(sm, first_run, tmp_pa
     assert output["training"]["model"] == trained["ModelArtifacts"]["S3ModelArtifacts"]
     assert output["rules_state"]["statuses"] == ["NoIssuesFound", "NoIssuesFound"]
     assert sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == "config-one"
-    answer = _runtime(sm).invoke_endpoint(EndpointName=ENDPOINT, Body=_image(sm), ContentType="image/png")
+    answer = runtime_client(sm).invoke_endpoint(EndpointName=ENDPOINT, Body=_image(sm), ContentType="image/png")
     assert json.loads(answer["Body"].read())
     saved = json.loads(result.save(tmp_path / "history.json").read_text())
     assert saved["status"] == "SUCCEEDED" and len(saved["events"]) == len(events)
@@ -84,32 +81,14 @@ def test_pipeline_runs_end_to_end_and_creates_the_endpoint(sm, first_run, tmp_pa
 
 def test_second_run_updates_the_endpoint_without_downtime(sm, definition, first_run):
     assert first_run[0].succeeded
-    failures: list[str] = []
-    answered = [0]
-    stop = threading.Event()
-
-    def hammer() -> None:
-        client = _runtime(sm)
-        while not stop.is_set():
-            try:
-                client.invoke_endpoint(EndpointName=ENDPOINT, Body=_image(sm), ContentType="image/png")
-                answered[0] += 1
-            except Exception as exc:
-                failures.append(repr(exc))
-            time.sleep(0.2)
-
-    worker = threading.Thread(target=hammer)
-    worker.start()
-    try:
+    with keep_invoking(sm, lambda client: client.invoke_endpoint(EndpointName=ENDPOINT, Body=_image(sm),
+                                                                  ContentType="image/png"), pause=0.2) as load:
         result = run_definition(definition, run_input("two"), sm, timeout=900)
-    finally:
-        stop.set()
-        worker.join()
     assert result.status == "SUCCEEDED", (result.error, result.cause)
     visited = [row.name for row in result.states()]
     assert "Update endpoint" in visited and "Create endpoint" not in visited
     assert sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == "config-two"
-    assert failures == [] and answered[0] > 5
+    assert load.failures == [] and load.answered > 5
 
 
 def test_gate_stops_on_rule_issues_and_leaves_the_endpoint_untouched(sm, definition, first_run):
@@ -122,7 +101,7 @@ def test_gate_stops_on_rule_issues_and_leaves_the_endpoint_untouched(sm, definit
     after = sm.describe_endpoint(EndpointName=ENDPOINT)
     assert after["EndpointConfigName"] == before["EndpointConfigName"]
     assert after["LastModifiedTime"] == before["LastModifiedTime"]
-    answer = _runtime(sm).invoke_endpoint(EndpointName=ENDPOINT, Body=_image(sm), ContentType="image/png")
+    answer = runtime_client(sm).invoke_endpoint(EndpointName=ENDPOINT, Body=_image(sm), ContentType="image/png")
     assert json.loads(answer["Body"].read())
 
 

@@ -6,23 +6,23 @@ from __future__ import annotations
 import copy
 import json
 import threading
-import time
 
 import boto3
 import pytest
 
 import infra
+import stackfacts as facts
 from infra import sagemaker_requests as req
 from infra.definition import definition as definition_of
 from infra.pipeline import S
-from tests.support.local import wait_until
+from tests.support.local import keep_invoking, runtime_client, wait_until
 
 
 @pytest.fixture(scope="module")
 def scaling_states(tmp_path_factory) -> dict:
     template = infra.synth({"profile": "local"}, outdir=tmp_path_factory.mktemp("synth"), nag=False)
-    states = definition_of(template, {"Bucket": "b", "SageMakerRoleArn": "arn:aws:iam::123456789012:role/r"},
-                           region="us-east-1", account="123456789012")["States"]
+    states = definition_of(template, {"Bucket": "b", "SageMakerRoleArn": f"arn:aws:iam::{facts.LOCAL_ACCOUNT}:role/r"},
+                           region=facts.LOCAL_REGION, account=facts.LOCAL_ACCOUNT)["States"]
     picked = {n: copy.deepcopy(states[n]) for n in (S.REGISTER_SCALING, S.SCALING_POLICY, S.SCALING_FAILED)}
     picked[S.DEPLOYED] = {"Type": "Pass", "End": True}
     return {"StartAt": S.REGISTER_SCALING, "States": picked}
@@ -37,7 +37,7 @@ def test_scaling_states_register_the_variant_and_its_policy(scaling_states, tmp_
     with mock_aws():
         result = run_definition(scaling_states, {"names": {"endpoint": cfg.endpoint_name}}, timeout=120)
         assert result.status == "SUCCEEDED", (result.error, result.cause)
-        aas = boto3.client("application-autoscaling", region_name="us-east-1")
+        aas = boto3.client("application-autoscaling", region_name=facts.LOCAL_REGION)
         (target,) = aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
         (policy,) = aas.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
         # A second deployment registers again: the same target, updated in place, and the same policy.
@@ -92,14 +92,24 @@ def _toy_endpoint(sm, name: str, count: int, config: str | None = None, routing:
         sm.create_model(ModelName=name, ExecutionRoleArn=ROLE,
                         PrimaryContainer={"Image": "pytorch-inference:2.6",
                                           "ModelDataUrl": f"s3://{BUCKET}/{name}.tar.gz"})
-    variant = {"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": count,
+    variant = {"VariantName": facts.VARIANT_NAME, "ModelName": name, "InitialInstanceCount": count,
                "InstanceType": "ml.m5.large", **({"RoutingConfig": {"RoutingStrategy": routing}} if routing else {})}
     sm.create_endpoint_config(EndpointConfigName=config or f"{name}-config", ProductionVariants=[variant])
 
 
-def _runtime(sm):
-    return boto3.client("sagemaker-runtime", region_name="us-east-1", endpoint_url=sm.runtime_url,
-                        aws_access_key_id="local", aws_secret_access_key="local")
+def _serve(sm, name: str, count: int, routing: str | None = None) -> dict:
+    """A toy endpoint of `count` instances, in service (DescribeEndpoint's answer)."""
+    _toy_endpoint(sm, name, count, routing=routing)
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config")
+    described = sm.wait_for_endpoint(name, timeout=180)
+    assert described["EndpointStatus"] == "InService", described.get("FailureReason")
+    return described
+
+
+def _scale(sm, name: str, count: int) -> None:
+    """UpdateEndpointWeightsAndCapacities: the endpoint's one variant to `count` instances."""
+    sm.update_endpoint_weights_and_capacities(EndpointName=name, DesiredWeightsAndCapacities=[
+        {"VariantName": facts.VARIANT_NAME, "DesiredInstanceCount": count}])
 
 
 def _counts(sm, name: str) -> tuple[int, int]:
@@ -126,31 +136,26 @@ def sm(tmp_path):
 def test_a_variant_runs_its_instance_count_and_requests_are_spread(sm):
     from local.sagemaker.api import validate_response
 
-    _toy_endpoint(sm, "three", 3)
-    sm.create_endpoint(EndpointName="three", EndpointConfigName="three-config")
-    described = sm.wait_for_endpoint("three", timeout=180)
-    assert described["EndpointStatus"] == "InService", described.get("FailureReason")
+    described = _serve(sm, "three", 3)
     assert validate_response("DescribeEndpoint", described) == []
     assert _counts(sm, "three") == (3, 3)
     backends = sm.hosting.endpoints["three"].backends
     assert len({b.proc.pid for b in backends}) == 3 and all(b.proc.poll() is None for b in backends)
-    runtime = _runtime(sm)
+    runtime = runtime_client(sm)
     answered_by = {_invoke(runtime, "three") for _ in range(60)}
     assert answered_by == {b.proc.pid for b in backends}  # RANDOM routing: all three take requests
 
 
 def test_least_outstanding_requests_routes_around_a_busy_instance(sm):
-    _toy_endpoint(sm, "lor", 2, routing="LEAST_OUTSTANDING_REQUESTS")
-    sm.create_endpoint(EndpointName="lor", EndpointConfigName="lor-config")
-    assert sm.wait_for_endpoint("lor", timeout=180)["EndpointStatus"] == "InService"
+    _serve(sm, "lor", 2, routing="LEAST_OUTSTANDING_REQUESTS")
     from local.sagemaker.api import validate_response
 
     described = sm.describe_endpoint(EndpointName="lor")
     assert described["ProductionVariants"][0]["RoutingConfig"] == {"RoutingStrategy": "LEAST_OUTSTANDING_REQUESTS"}
     assert validate_response("DescribeEndpoint", described) == []
-    runtime = _runtime(sm)
+    runtime = runtime_client(sm)
     busy: list[int] = []
-    slow = threading.Thread(target=lambda: busy.append(_invoke(_runtime(sm), "lor", b"slow:15")))
+    slow = threading.Thread(target=lambda: busy.append(_invoke(runtime_client(sm), "lor", b"slow:15")))
     slow.start()
     wait_until(lambda: any(b.inflight for b in sm.hosting.endpoints["lor"].backends), timeout=30)
     quick = {_invoke(runtime, "lor") for _ in range(5)}  # well within the slow one's 15 s, even on a busy machine
@@ -161,9 +166,7 @@ def test_least_outstanding_requests_routes_around_a_busy_instance(sm):
 def test_scaling_in_drains_before_it_stops_and_out_adds_servers(sm):
     from local.sagemaker import SageMakerError
 
-    _toy_endpoint(sm, "elastic", 2, routing="LEAST_OUTSTANDING_REQUESTS")  # the slow requests land on both
-    sm.create_endpoint(EndpointName="elastic", EndpointConfigName="elastic-config")
-    assert sm.wait_for_endpoint("elastic", timeout=180)["EndpointStatus"] == "InService"
+    _serve(sm, "elastic", 2, routing="LEAST_OUTSTANDING_REQUESTS")  # the slow requests land on both
     with pytest.raises(SageMakerError, match="not present"):
         sm.update_endpoint_weights_and_capacities(EndpointName="elastic", DesiredWeightsAndCapacities=[
             {"VariantName": "Nope", "DesiredInstanceCount": 1}])
@@ -172,7 +175,7 @@ def test_scaling_in_drains_before_it_stops_and_out_adds_servers(sm):
 
     def slow() -> None:
         try:
-            results.append(_invoke(_runtime(sm), "elastic", b"slow:3"))
+            results.append(_invoke(runtime_client(sm), "elastic", b"slow:3"))
         except Exception as exc:
             results.append(repr(exc))
 
@@ -181,8 +184,7 @@ def test_scaling_in_drains_before_it_stops_and_out_adds_servers(sm):
     for w in workers:
         w.start()
     wait_until(lambda: all(b.inflight for b in backends), timeout=30)
-    sm.update_endpoint_weights_and_capacities(EndpointName="elastic", DesiredWeightsAndCapacities=[
-        {"VariantName": "AllTraffic", "DesiredInstanceCount": 1}])
+    _scale(sm, "elastic", 1)
     assert sm.describe_endpoint(EndpointName="elastic")["EndpointStatus"] == "Updating"
     with pytest.raises(SageMakerError, match="in-progress"):
         sm.update_endpoint(EndpointName="elastic", EndpointConfigName="elastic-config")
@@ -194,46 +196,26 @@ def test_scaling_in_drains_before_it_stops_and_out_adds_servers(sm):
     retired = [b for b in backends if b not in sm.hosting.endpoints["elastic"].backends]
     assert len(retired) == 1 and wait_until(lambda: retired[0].proc.poll() is not None, timeout=30)
     # Out again: a new server joins once it answers /ping.
-    sm.update_endpoint_weights_and_capacities(EndpointName="elastic", DesiredWeightsAndCapacities=[
-        {"VariantName": "AllTraffic", "DesiredInstanceCount": 3}])
+    _scale(sm, "elastic", 3)
     assert _counts(sm, "elastic") == (1, 3)  # asked for at once; in service once they answer /ping
     assert json.loads(sm.hosting.state_file.read_text())["endpoints"]["elastic"]["variants"] == {
-        "AllTraffic": {"desired": 3, "current": 1}}
+        facts.VARIANT_NAME: {"desired": 3, "current": 1}}
     assert sm.wait_for_endpoint("elastic", timeout=180)["EndpointStatus"] == "InService"
     assert _counts(sm, "elastic") == (3, 3)
     assert json.loads(sm.hosting.state_file.read_text())["endpoints"]["elastic"]["variants"] == {
-        "AllTraffic": {"desired": 3, "current": 3}}
+        facts.VARIANT_NAME: {"desired": 3, "current": 3}}
 
 
 def test_blue_green_keeps_serving_with_many_instances_and_can_retain_the_count(sm):
-    _toy_endpoint(sm, "bg", 2)
-    sm.create_endpoint(EndpointName="bg", EndpointConfigName="bg-config")
-    assert sm.wait_for_endpoint("bg", timeout=180)["EndpointStatus"] == "InService"
-    sm.update_endpoint_weights_and_capacities(EndpointName="bg", DesiredWeightsAndCapacities=[
-        {"VariantName": "AllTraffic", "DesiredInstanceCount": 3}])
+    _serve(sm, "bg", 2)
+    _scale(sm, "bg", 3)
     assert sm.wait_for_endpoint("bg", timeout=180)["EndpointStatus"] == "InService"
     _toy_endpoint(sm, "bg", 1, config="bg-green")
     blue = [b.proc for b in sm.hosting.endpoints["bg"].backends]
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def hammer() -> None:
-        client = _runtime(sm)
-        while not stop.is_set():
-            try:
-                _invoke(client, "bg")
-            except Exception as exc:
-                failures.append(repr(exc))
-
-    worker = threading.Thread(target=hammer)
-    worker.start()
-    try:
+    with keep_invoking(sm, lambda client: _invoke(client, "bg")) as load:
         sm.update_endpoint(EndpointName="bg", EndpointConfigName="bg-green", RetainAllVariantProperties=True)
         assert sm.wait_for_endpoint("bg", timeout=180)["EndpointStatus"] == "InService"
-    finally:
-        stop.set()
-        worker.join()
-    assert failures == []
+    assert load.failures == []
     assert _counts(sm, "bg") == (3, 3)  # kept, not the new config's InitialInstanceCount of 1
     wait_until(lambda: all(p.poll() is not None for p in blue), timeout=60)
     sm.update_endpoint(EndpointName="bg", EndpointConfigName="bg-config")  # without: the config's count (2)
@@ -247,9 +229,9 @@ def _policy(target: float = 100.0, scale_in_cooldown: int = 300, **extra) -> dic
 
 
 def _target(lo: int = 1, hi: int = 4, **suspended):
-    from local.sagemaker.scaling import ScalableTarget
+    from local.sagemaker.scaling import ScalableTarget, variant_resource_id
 
-    return ScalableTarget("endpoint/e/variant/AllTraffic", lo, hi, suspended)
+    return ScalableTarget(variant_resource_id("e", facts.VARIANT_NAME), lo, hi, suspended)
 
 
 def test_target_tracking_scales_out_after_three_high_datapoints_in_proportion():
@@ -350,10 +332,10 @@ def test_the_registered_policy_scales_the_endpoint_out_under_load_and_back_in(sm
     registers them), load above the target, a second server, no load, back to one; no request fails."""
     from moto import mock_aws
 
-    _toy_endpoint(sm, "auto", 1)
-    sm.create_endpoint(EndpointName="auto", EndpointConfigName="auto-config")
-    assert sm.wait_for_endpoint("auto", timeout=180)["EndpointStatus"] == "InService"
-    resource_id = "endpoint/auto/variant/AllTraffic"
+    from local.sagemaker.scaling import variant_resource_id
+
+    _serve(sm, "auto", 1)
+    resource_id = variant_resource_id("auto", facts.VARIANT_NAME)
     with mock_aws():
         aas = boto3.client("application-autoscaling", region_name=sm.region)
         aas.register_scalable_target(ServiceNamespace=req.SCALING_NAMESPACE, ResourceId=resource_id,
@@ -364,29 +346,13 @@ def test_the_registered_policy_scales_the_endpoint_out_under_load_and_back_in(sm
             TargetTrackingScalingPolicyConfiguration={
                 "TargetValue": 60.0, "PredefinedMetricSpecification": {"PredefinedMetricType": req.SCALING_METRIC},
                 "ScaleOutCooldown": 1, "ScaleInCooldown": 1})
-    failures: list[str] = []
-    loaded = threading.Event()
-
-    def load() -> None:  # about 10 requests/s: 600 a minute against a target of 60 per instance
-        client = _runtime(sm)
-        while not loaded.is_set():
-            try:
-                _invoke(client, "auto")
-            except Exception as exc:
-                failures.append(repr(exc))
-            time.sleep(0.1)
-
-    worker = threading.Thread(target=load)
-    worker.start()
-    try:
+    # About 10 requests/s: 600 a minute against a target of 60 per instance.
+    with keep_invoking(sm, lambda client: _invoke(client, "auto"), pause=0.1) as load:
         wait_until(lambda: _counts(sm, "auto") == (2, 2), timeout=120)
-    finally:
-        loaded.set()
-        worker.join()
     out = [a for a in sm.scaling.activities if a["EndpointName"] == "auto"]
     assert out[0]["From"] == 1 and out[0]["To"] == 2 and out[0]["InvocationsPerInstance"] > 60
     wait_until(lambda: _counts(sm, "auto") == (1, 1), timeout=120)
-    assert failures == []
+    assert load.failures == []
     assert [(a["From"], a["To"]) for a in sm.scaling.activities if a["EndpointName"] == "auto"] == [(1, 2), (2, 1)]
 
 
@@ -399,7 +365,7 @@ def test_a_datapoint_is_measured_on_the_capacity_that_served_it():
     from local.sagemaker.hosting import Variant
     from local.sagemaker.scaling import TargetTracker, datapoint
 
-    variant = Variant("AllTraffic", "m", 1.0, "image", Path("model.tar.gz"), {})
+    variant = Variant(facts.VARIANT_NAME, "m", 1.0, "image", Path(facts.MODEL_ARCHIVE), {})
     variant.invocations.extend([(0.5 + i * 0.1, 1.0) for i in range(10)] + [(2.0 + i * 0.05, 1 / 3) for i in range(30)])
     value, capacity = datapoint(variant, 0.0, 4.0, 4.0, in_service=3)
     assert value == pytest.approx((10 + 10) * 15)  # per instance, per minute
@@ -416,12 +382,9 @@ def test_a_restarted_stand_in_brings_back_each_variants_instance_count(tmp_path)
     from local.sagemaker import LocalSageMaker
 
     with LocalSageMaker(tmp_path / "sm", stop_grace_seconds=2.0, endpoint_startup_timeout=120) as first:
-        _toy_endpoint(first, "kept", 1)
-        first.create_endpoint(EndpointName="kept", EndpointConfigName="kept-config")
-        assert first.wait_for_endpoint("kept", timeout=180)["EndpointStatus"] == "InService"
-        first.update_endpoint_weights_and_capacities(EndpointName="kept", DesiredWeightsAndCapacities=[
-            {"VariantName": "AllTraffic", "DesiredInstanceCount": 2}])
+        _serve(first, "kept", 1)
+        _scale(first, "kept", 2)
         assert first.wait_for_endpoint("kept", timeout=180)["EndpointStatus"] == "InService"
     with LocalSageMaker(tmp_path / "sm", restore=True, stop_grace_seconds=2.0) as second:
         assert _counts(second, "kept") == (2, 2)
-        assert len({_invoke(_runtime(second), "kept") for _ in range(40)}) == 2
+        assert len({_invoke(runtime_client(second), "kept") for _ in range(40)}) == 2

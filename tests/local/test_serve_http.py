@@ -26,6 +26,7 @@ from ml import contract
 from tests.support import ROOT
 from tests.support.serve import (
     BAD_AND_ODD,
+    DIGIT_CLASSES,
     GOOD_PNG,
     Case,
     assert_error,
@@ -38,7 +39,6 @@ from tests.support.serve import (
 )
 
 pytestmark = pytest.mark.slow
-CLASSES = [str(d) for d in range(10)]
 
 
 @dataclass
@@ -101,7 +101,7 @@ def api(trained_model):
 def good_request_succeeds(api: Api) -> None:
     reply = api.post(GOOD_PNG)
     assert reply.status == 200, reply.body[:300]
-    assert_predictions(reply.json(), contract.DEFAULT_TOP_K, CLASSES)
+    assert_predictions(reply.json(), contract.DEFAULT_TOP_K, DIGIT_CLASSES)
 
 
 def test_predict_returns_top_k_labels(api, digits_dir):
@@ -113,7 +113,7 @@ def test_predict_returns_top_k_labels(api, digits_dir):
         assert reply.status == 200
         payload = reply.json()
         assert set(payload) == {"predictions", "model"} and payload["model"] == "local-endpoint"
-        assert_predictions(payload, 3, CLASSES)
+        assert_predictions(payload, 3, DIGIT_CLASSES)
         right += payload["predictions"][0]["label"] == label
     assert right >= 0.8 * len(images), f"{right}/{len(images)} right: the served model is not the trained one"
 
@@ -121,7 +121,7 @@ def test_predict_returns_top_k_labels(api, digits_dir):
 def test_default_top_k_and_request_id(api):
     reply = api.post(GOOD_PNG)
     assert reply.status == 200 and reply.headers["content-type"] == contract.JSON_CONTENT_TYPE
-    assert_predictions(reply.json(), contract.DEFAULT_TOP_K, CLASSES)
+    assert_predictions(reply.json(), contract.DEFAULT_TOP_K, DIGIT_CLASSES)
     assert re.fullmatch(r"[0-9a-f-]{36}", reply.headers["x-amzn-requestid"])
 
 
@@ -131,7 +131,7 @@ def test_bad_and_odd_inputs(api, case: Case):
     if case.status == 200:
         assert reply.status == 200, reply.body[:300]
         k = int(case.query.split("=")[1]) if case.query else contract.DEFAULT_TOP_K
-        assert_predictions(reply.json(), k, CLASSES)
+        assert_predictions(reply.json(), k, DIGIT_CLASSES)
     else:
         assert_error(reply, case.status, case.code)
         if case.status == 413:

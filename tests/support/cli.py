@@ -24,6 +24,7 @@ from botocore.validate import ParamValidator
 
 import awsshapes
 import stackfacts as facts
+from awsshapes import join_key, s3_uri
 from cli import config
 from cli.model import metric_queries
 from ml import contract
@@ -31,6 +32,10 @@ from ml import contract
 REGION, ACCOUNT = facts.LOCAL_REGION, facts.LOCAL_ACCOUNT
 STACK = config.DEFAULT_STACK_NAME  # "ImageClassifier", as infra/ names it
 BUCKET = f"imgclf-artifacts-{ACCOUNT}"
+DATASET = f"s3://{BUCKET}/{facts.DATA_PREFIX}"  # the stack's DatasetUri output
+JOBS = "jobs"  # the jobs' OutputDataConfig.S3OutputPath: s3://BUCKET/jobs
+RUN = f"{facts.RESOURCE_PREFIX}-0a1b2c3d4e5f"  # what the state machine names a run's resources: <prefix>-<run id>
+PROFILER_RULES = (facts.PROFILER_REPORT_RULE, "LowGPUUtilization")
 STATE_MACHINE = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:imgclf-train-deploy"
 API_URL = f"https://abc123def4.execute-api.{REGION}.amazonaws.com/prod/predict"
 DASHBOARD_URL = f"https://{REGION}.console.aws.amazon.com/cloudwatch/home?region={REGION}#dashboards:name=imgclf-{STACK}"
@@ -67,11 +72,11 @@ class Scenario:
 
     # As the state machine names them: every resource "<prefix>-<run id>", the endpoint stable.
     execution_name: str = "run-0001"
-    tuning_job: str = "imgclf-0a1b2c3d4e5f"
-    final_job: str = "imgclf-0a1b2c3d4e5f"
-    endpoint: str = "imgclf-endpoint"
-    endpoint_config: str = "imgclf-0a1b2c3d4e5f"
-    model: str = "imgclf-0a1b2c3d4e5f"
+    tuning_job: str = RUN
+    final_job: str = RUN
+    endpoint: str = f"{facts.RESOURCE_PREFIX}-endpoint"
+    endpoint_config: str = RUN
+    model: str = RUN
     trials: list[TrialSpec] = field(default_factory=lambda: list(TRIALS))
     with_history: bool = True  # output.tar.gz with history.json for every completed job
     endpoint_instances: int = 3  # scaled out: CurrentInstanceCount above the config's InitialInstanceCount
@@ -142,7 +147,7 @@ class Scenario:
                 "AlgorithmSpecification": {"TrainingImage": f"763104351884.dkr.ecr.{REGION}.amazonaws.com/pytorch:2.1",
                                            "TrainingInputMode": "File"},
                 "RoleArn": f"arn:aws:iam::{ACCOUNT}:role/imgclf-sagemaker",
-                "OutputDataConfig": {"S3OutputPath": f"s3://{BUCKET}/jobs"},
+                "OutputDataConfig": {"S3OutputPath": s3_uri(BUCKET, JOBS)},
                 "ResourceConfig": {"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
                 "StoppingCondition": {"MaxRuntimeInSeconds": 3600}},
             "HyperParameterTuningJobStatus": "Completed",
@@ -189,7 +194,7 @@ class Scenario:
         completed = spec.objective is not None
         d: dict[str, Any] = {
             "TrainingJobName": name, "TrainingJobArn": sm_arn("training-job", name),
-            "ModelArtifacts": {"S3ModelArtifacts": f"s3://{BUCKET}/jobs/{name}/output/model.tar.gz"},
+            "ModelArtifacts": {"S3ModelArtifacts": s3_uri(BUCKET, self.model_key(name))},
             "TrainingJobStatus": "Completed" if completed else "Failed",
             "SecondaryStatus": "Completed" if completed else "Failed",
             "HyperParameters": {contract.BATCH_SIZE: spec.batch_size, contract.LR: spec.lr,
@@ -201,8 +206,8 @@ class Scenario:
                                                              for m in contract.METRICS]},
             "RoleArn": f"arn:aws:iam::{ACCOUNT}:role/imgclf-sagemaker",
             "InputDataConfig": [{"ChannelName": c, "DataSource": {"S3DataSource": {
-                "S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/data/{c}"}}} for c in contract.CHANNELS],
-            "OutputDataConfig": {"S3OutputPath": f"s3://{BUCKET}/jobs"},
+                "S3DataType": "S3Prefix", "S3Uri": DATASET + c}}} for c in contract.CHANNELS],
+            "OutputDataConfig": {"S3OutputPath": s3_uri(BUCKET, JOBS)},
             "ResourceConfig": {"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
             "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
             "CreationTime": start - dt.timedelta(seconds=30), "TrainingStartTime": start, "TrainingEndTime": end,
@@ -239,10 +244,10 @@ class Scenario:
             d["ProfilerConfig"] = {"S3OutputPath": f"s3://{BUCKET}/profiler"}
             d["ProfilerRuleConfigurations"] = [{"RuleConfigurationName": r, "RuleEvaluatorImage": "rules:latest",
                                                 "RuleParameters": {"rule_to_invoke": r}}
-                                               for r in ("ProfilerReport", "LowGPUUtilization")]
+                                               for r in PROFILER_RULES]
             d["ProfilerRuleEvaluationStatuses"] = [
                 {"RuleConfigurationName": r, "RuleEvaluationStatus": "NoIssuesFound", "LastModifiedTime": end}
-                for r in ("ProfilerReport", "LowGPUUtilization")]
+                for r in PROFILER_RULES]
             d["ProfilingStatus"] = "Enabled"
         return d
 
@@ -266,22 +271,31 @@ class Scenario:
         return make_tar({contract.HISTORY_FILE: json.dumps(history).encode(),
                          contract.HEALTH_FILE: json.dumps(self.health()).encode()})
 
+    @staticmethod
+    def model_key(name: str) -> str:
+        return facts.job_output_key(JOBS, name, facts.MODEL_ARCHIVE)
+
+    @staticmethod
+    def output_key(name: str) -> str:
+        """Where SageMaker puts a job's output.tar.gz, beside its model.tar.gz."""
+        return facts.job_output_key(JOBS, name, facts.OUTPUT_ARCHIVE)
+
     @property
     def profiler_report_key(self) -> str:
-        return f"jobs/{self.final_job}/rule-output/ProfilerReport/profiler-output/profiler-report.html"
+        return facts.profiler_report_key(join_key(JOBS, self.final_job, facts.RULE_OUTPUT_DIR))
 
     def s3_objects(self) -> dict[tuple[str, str], bytes]:
         objects = {}
         for name in self.job_names:
             if (data := self.output_archive(name)) is not None:
-                objects[(BUCKET, f"jobs/{name}/output/output.tar.gz")] = data
+                objects[(BUCKET, self.output_key(name))] = data
         objects[(BUCKET, self.profiler_report_key)] = b"<html><body>profiler report</body></html>"
         return objects
 
     def describe_endpoint(self) -> dict:
         return {"EndpointName": self.endpoint, "EndpointArn": sm_arn("endpoint", self.endpoint),
                 "EndpointConfigName": self.endpoint_config, "EndpointStatus": "InService",
-                "ProductionVariants": [{"VariantName": "AllTraffic", "CurrentWeight": 1.0, "DesiredWeight": 1.0,
+                "ProductionVariants": [{"VariantName": facts.VARIANT_NAME, "CurrentWeight": 1.0, "DesiredWeight": 1.0,
                                         "CurrentInstanceCount": self.endpoint_instances,
                                         "DesiredInstanceCount": self.endpoint_instances}],
                 "CreationTime": T0 + dt.timedelta(minutes=27), "LastModifiedTime": T0 + dt.timedelta(minutes=31)}
@@ -289,8 +303,9 @@ class Scenario:
     def describe_endpoint_config(self) -> dict:
         return {"EndpointConfigName": self.endpoint_config,
                 "EndpointConfigArn": sm_arn("endpoint-config", self.endpoint_config),
-                "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": self.model, "InitialInstanceCount": 1,
-                                        "InstanceType": "ml.m5.large", "InitialVariantWeight": 1.0}],
+                "ProductionVariants": [{"VariantName": facts.VARIANT_NAME, "ModelName": self.model,
+                                        "InitialInstanceCount": 1, "InstanceType": "ml.m5.large",
+                                        "InitialVariantWeight": 1.0}],
                 "CreationTime": T0 + dt.timedelta(minutes=26)}
 
     def list_endpoints(self) -> dict:
@@ -310,7 +325,7 @@ class Scenario:
     def describe_execution(self) -> dict:
         d = {"executionArn": self.execution_arn, "stateMachineArn": STATE_MACHINE, "name": self.execution_name,
              "status": self.status, "startDate": T0 - dt.timedelta(seconds=5),
-             "input": json.dumps({facts.INPUT_DATASET: f"s3://{BUCKET}/data/"}),
+             "input": json.dumps({facts.INPUT_DATASET: DATASET}),
              "output": json.dumps({"endpoint": self.endpoint})}
         if self.status != "RUNNING":
             d["stopDate"] = T0 + dt.timedelta(minutes=32)
@@ -363,7 +378,7 @@ class Scenario:
 
     def describe_stacks(self, outputs: dict[str, str] | None = None) -> dict:
         outputs = outputs if outputs is not None else {
-            facts.OUTPUT_BUCKET: BUCKET, facts.OUTPUT_DATASET: f"s3://{BUCKET}/data/",
+            facts.OUTPUT_BUCKET: BUCKET, facts.OUTPUT_DATASET: DATASET,
             facts.OUTPUT_STATE_MACHINE: STATE_MACHINE, facts.OUTPUT_API_URL: API_URL,
             facts.OUTPUT_ENDPOINT: self.endpoint, facts.OUTPUT_DASHBOARD: DASHBOARD_URL}
         return {"Stacks": [{"StackName": STACK, "StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/"
@@ -417,59 +432,67 @@ def _paged(items: list, key: str, token_in: str | None, size: int, token_out: st
     return page
 
 
-class FakeSageMaker:
+class _FakeClient:
+    """A client of one service answering from a Scenario; every answer checked against botocore's output shape."""
+
+    service = ""
+
     def __init__(self, scenario: Scenario) -> None:
         self.s = scenario
+
+    def _answer(self, operation: str, response: dict) -> dict:
+        return _checked(self.service, operation, response)
+
+
+class FakeSageMaker(_FakeClient):
+    service = "sagemaker"
 
     def describe_hyper_parameter_tuning_job(self, HyperParameterTuningJobName: str) -> dict:
         if HyperParameterTuningJobName != self.s.tuning_job:
             raise _missing("ResourceNotFound", "DescribeHyperParameterTuningJob")
-        return _checked("sagemaker", "DescribeHyperParameterTuningJob", self.s.describe_tuning())
+        return self._answer("DescribeHyperParameterTuningJob", self.s.describe_tuning())
 
     def list_training_jobs_for_hyper_parameter_tuning_job(self, HyperParameterTuningJobName: str,
                                                            NextToken: str | None = None, **_: Any) -> dict:
-        return _checked("sagemaker", "ListTrainingJobsForHyperParameterTuningJob",
-                        _paged(self.s.list_trials(), "TrainingJobSummaries", NextToken, 4))
+        return self._answer("ListTrainingJobsForHyperParameterTuningJob",
+                            _paged(self.s.list_trials(), "TrainingJobSummaries", NextToken, 4))
 
     def describe_training_job(self, TrainingJobName: str) -> dict:
         if TrainingJobName not in self.s.job_names:
             raise _missing("ValidationException", "DescribeTrainingJob", "Requested resource not found.")
-        return _checked("sagemaker", "DescribeTrainingJob", self.s.describe_job(TrainingJobName))
+        return self._answer("DescribeTrainingJob", self.s.describe_job(TrainingJobName))
 
     def describe_endpoint(self, EndpointName: str) -> dict:
-        return _checked("sagemaker", "DescribeEndpoint", self.s.describe_endpoint())
+        return self._answer("DescribeEndpoint", self.s.describe_endpoint())
 
     def describe_endpoint_config(self, EndpointConfigName: str) -> dict:
         if EndpointConfigName != self.s.endpoint_config:
             raise _missing("ValidationException", "DescribeEndpointConfig", "Could not find endpoint configuration.")
-        return _checked("sagemaker", "DescribeEndpointConfig", self.s.describe_endpoint_config())
+        return self._answer("DescribeEndpointConfig", self.s.describe_endpoint_config())
 
     def list_endpoints(self, **_: Any) -> dict:
-        return _checked("sagemaker", "ListEndpoints", self.s.list_endpoints())
+        return self._answer("ListEndpoints", self.s.list_endpoints())
 
     def list_endpoint_configs(self, **_: Any) -> dict:
-        return _checked("sagemaker", "ListEndpointConfigs", self.s.list_endpoint_configs())
+        return self._answer("ListEndpointConfigs", self.s.list_endpoint_configs())
 
     def list_models(self, **_: Any) -> dict:
-        return _checked("sagemaker", "ListModels", self.s.list_models())
+        return self._answer("ListModels", self.s.list_models())
 
 
-class FakeStepFunctions:
-    def __init__(self, scenario: Scenario) -> None:
-        self.s = scenario
+class FakeStepFunctions(_FakeClient):
+    service = "stepfunctions"
 
     def describe_execution(self, executionArn: str) -> dict:
         if executionArn != self.s.execution_arn:
             raise _missing("ExecutionDoesNotExist", "DescribeExecution")
-        return _checked("stepfunctions", "DescribeExecution", self.s.describe_execution())
+        return self._answer("DescribeExecution", self.s.describe_execution())
 
     def get_execution_history(self, executionArn: str, nextToken: str | None = None, **_: Any) -> dict:
-        return _checked("stepfunctions", "GetExecutionHistory",
-                        _paged(self.s.events(), "events", nextToken, 7, "nextToken"))
+        return self._answer("GetExecutionHistory", _paged(self.s.events(), "events", nextToken, 7, "nextToken"))
 
     def list_executions(self, stateMachineArn: str, nextToken: str | None = None, **_: Any) -> dict:
-        return _checked("stepfunctions", "ListExecutions",
-                        _paged(self.s.list_executions(), "executions", nextToken, 1, "nextToken"))
+        return self._answer("ListExecutions", _paged(self.s.list_executions(), "executions", nextToken, 1, "nextToken"))
 
 
 class FakeS3:
@@ -488,13 +511,12 @@ class FakeS3:
                 "IsTruncated": False, "KeyCount": len(keys)}
 
 
-class FakeCloudWatch:
-    def __init__(self, scenario: Scenario) -> None:
-        self.s = scenario
+class FakeCloudWatch(_FakeClient):
+    service = "cloudwatch"
 
     def get_metric_data(self, MetricDataQueries: list[dict], **_: Any) -> dict:
         host = MetricDataQueries[0]["MetricStat"]["Metric"]["Dimensions"][0]["Value"]
-        return _checked("cloudwatch", "GetMetricData", self.s.metric_data(host.split("/")[0]))
+        return self._answer("GetMetricData", self.s.metric_data(host.split("/")[0]))
 
 
 # --- real boto3 clients behind Stubbers -----------------------------------------------------------------------
@@ -594,7 +616,7 @@ class Stubs:
     def expect_output(self, name: str, cloudwatch: bool = True) -> None:
         """output.tar.gz of a job; when the job has none, the CloudWatch fallback (if it has a start time)."""
         data = self.scenario.output_archive(name)
-        key = f"jobs/{name}/output/output.tar.gz"
+        key = self.scenario.output_key(name)
         if data is not None:
             self.add("s3", "get_object", {"Body": StreamingBody(io.BytesIO(data), len(data)),
                                           "ContentLength": len(data)}, {"Bucket": BUCKET, "Key": key})

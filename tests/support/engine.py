@@ -3,6 +3,7 @@ what the engine and the recording tests run against the stand-in."""
 
 from __future__ import annotations
 
+import stackfacts as facts
 from ml import contract
 from tests.support.local import BUCKET, RULE_IMAGE, channels, metric_definitions, training_request
 
@@ -90,7 +91,7 @@ def pipeline(data: str, fake_code: str) -> dict:
             "Create endpoint config": {
                 "Type": "Task", "Resource": f"{SAGEMAKER}:createEndpointConfig",
                 "Parameters": {"EndpointConfigName.$": "States.Format('config-{}', $.run)", "ProductionVariants": [
-                    {"VariantName": "AllTraffic", "ModelName.$": "States.Format('model-{}', $.run)",
+                    {"VariantName": facts.VARIANT_NAME, "ModelName.$": "States.Format('model-{}', $.run)",
                      "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}]},
                 "ResultPath": "$.config", "Next": "Find endpoint"},
             "Find endpoint": {

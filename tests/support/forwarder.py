@@ -11,14 +11,16 @@ from typing import Any
 import pytest
 from botocore.response import StreamingBody
 
+import stackfacts as facts
 from local.rest_api import LambdaContext, load_forwarder
 from ml import contract
-from tests.support.serve import GOOD_PNG
+from tests.support.serve import DIGIT_CLASSES, GOOD_PNG
 
 ENDPOINT = "ep-test"
-CLASSES = [str(d) for d in range(10)]
+CLASSES = DIGIT_CLASSES  # what the forwarder tests' endpoint answers
 FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+            "AWS_DEFAULT_REGION": facts.LOCAL_REGION, "AWS_REGION": facts.LOCAL_REGION,
+            "AWS_EC2_METADATA_DISABLED": "true"}
 
 
 def event(body: bytes | str | None = GOOD_PNG, content_type: str | None = "image/png", b64: bool | None = None,
@@ -44,7 +46,7 @@ def all_classes(scores: list[float] | None = None) -> bytes:
 
 def ok_response(data: bytes) -> dict:
     return {"Body": StreamingBody(io.BytesIO(data), len(data)), "ContentType": contract.JSON_CONTENT_TYPE,
-            "InvokedProductionVariant": "AllTraffic"}
+            "InvokedProductionVariant": facts.VARIANT_NAME}
 
 
 def expected_call(body: bytes = GOOD_PNG) -> dict:

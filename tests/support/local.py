@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tarfile
 import textwrap
+import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import boto3
 
 import stackfacts as facts
 from ml import contract
 from tests.support import ROOT
 
 BUCKET = "local-test-bucket"
+OUTPUT_PREFIX = "output"  # training_request's S3OutputPath: jobs write s3://BUCKET/output/<job>/output/...
 ROLE = f"arn:aws:iam::{facts.LOCAL_ACCOUNT}:role/sagemaker"
 RULE_IMAGE = "503895931360.dkr.ecr.us-east-1.amazonaws.com/sagemaker-debugger-rules:latest"
 # Small enough for 2 shared cores: 80 training images of 16 px, resnet18, one or two epochs.
@@ -58,7 +66,7 @@ def training_request(name: str, data_uri: str, *, hyperparameters: dict | None =
                                    "TrainingInputMode": "File", "MetricDefinitions": metric_definitions()},
         "RoleArn": ROLE,
         "InputDataConfig": channels(data_uri),
-        "OutputDataConfig": {"S3OutputPath": f"https://s3.us-east-1.amazonaws.com/{BUCKET}/output"},
+        "OutputDataConfig": {"S3OutputPath": f"https://s3.{facts.LOCAL_REGION}.amazonaws.com/{BUCKET}/{OUTPUT_PREFIX}"},
         "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5},
         "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime},
         "HyperParameters": {"sagemaker_program": "train.py", "sagemaker_submit_directory": submit_directory,
@@ -78,7 +86,7 @@ def training_request(name: str, data_uri: str, *, hyperparameters: dict | None =
         request["ProfilerConfig"] = {"S3OutputPath": f"s3://{BUCKET}/profiler", "ProfilingIntervalInMilliseconds": 200}
         request["ProfilerRuleConfigurations"] = [
             {"RuleConfigurationName": n, "RuleEvaluatorImage": RULE_IMAGE, "RuleParameters": {"rule_to_invoke": n}}
-            for n in ("ProfilerReport", "LowGPUUtilization")]
+            for n in (facts.PROFILER_REPORT_RULE, "LowGPUUtilization")]
     return request
 
 
@@ -136,6 +144,47 @@ def wait_until(predicate, timeout: float = 60.0, interval: float = 0.1):
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+def runtime_client(sm: Any) -> Any:
+    """boto3's sagemaker-runtime client on a LocalSageMaker's runtime URL, in the stand-in's region."""
+    return boto3.client("sagemaker-runtime", region_name=sm.region, endpoint_url=sm.runtime_url,
+                        aws_access_key_id="local", aws_secret_access_key="local")
+
+
+@dataclass
+class Load:
+    """What a background load saw: the calls answered and every exception raised (as repr)."""
+
+    answered: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def keep_invoking(sm: Any, invoke: Callable[[Any], object], pause: float = 0.0) -> Iterator[Load]:
+    """Call invoke(runtime client) over and over on a background thread (its own client) while the block runs,
+    `pause` seconds apart; stopped and joined when the block ends, also when it raises."""
+    load = Load()
+    stop = threading.Event()
+
+    def run() -> None:
+        client = runtime_client(sm)
+        while not stop.is_set():
+            try:
+                invoke(client)
+                load.answered += 1
+            except Exception as exc:
+                load.failures.append(repr(exc))
+            if pause:
+                stop.wait(pause)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        yield load
+    finally:
+        stop.set()
+        worker.join()
 
 
 def pid_alive(pid: int) -> bool:

@@ -96,11 +96,11 @@ def validate(shape: Shape, value: Any, path: str = "") -> list[str]:
     elif t in ("integer", "long"):
         if not isinstance(value, int) or isinstance(value, bool):
             return [f"{path}: expected an integer, got {value!r}"]
-        errors += _range(meta, value, path)
+        errors += _bounds(meta, value, path)
     elif t in ("float", "double"):
         if not isinstance(value, int | float) or isinstance(value, bool):
             return [f"{path}: expected a number, got {value!r}"]
-        errors += _range(meta, value, path)
+        errors += _bounds(meta, value, path)
     elif t == "boolean":
         if not isinstance(value, bool):
             return [f"{path}: expected a boolean, got {value!r}"]
@@ -109,22 +109,18 @@ def validate(shape: Shape, value: Any, path: str = "") -> list[str]:
     return errors
 
 
-def _length(meta: dict, n: int, path: str) -> list[str]:
-    out = []
-    if "min" in meta and n < meta["min"]:
-        out.append(f"{path}: length {n} < min {meta['min']}")
-    if "max" in meta and n > meta["max"]:
-        out.append(f"{path}: length {n} > max {meta['max']}")
-    return out
-
-
-def _range(meta: dict, v: float, path: str) -> list[str]:
+def _bounds(meta: dict, v: float, path: str, what: str = "") -> list[str]:
+    """The shape's min/max: a length's for strings, lists and maps (what="length "), a value's for numbers."""
     out = []
     if "min" in meta and v < meta["min"]:
-        out.append(f"{path}: {v} < min {meta['min']}")
+        out.append(f"{path}: {what}{v} < min {meta['min']}")
     if "max" in meta and v > meta["max"]:
-        out.append(f"{path}: {v} > max {meta['max']}")
+        out.append(f"{path}: {what}{v} > max {meta['max']}")
     return out
+
+
+def _length(meta: dict, n: int, path: str) -> list[str]:
+    return _bounds(meta, n, path, "length ")
 
 
 def validate_request(resource: str, parameters: dict[str, Any]) -> list[str]:

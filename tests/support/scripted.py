@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import stackfacts as facts
+from awsshapes import s3_uri
 from local.sagemaker import SageMakerError
 from local.sagemaker.service import DEBUGGER_REFUSED
 from ml import contract
@@ -43,7 +44,8 @@ def training_description(name: str, *, metrics: list[dict] | None = None, rules:
     out: dict[str, Any] = {
         "TrainingJobName": name, "TrainingJobArn": f"{ACCOUNT_ARN}:training-job/{name}",
         "TrainingJobStatus": "Completed", "SecondaryStatus": "Completed",
-        "ModelArtifacts": {"S3ModelArtifacts": f"s3://bucket/training/{name}/output/model.tar.gz"},
+        "ModelArtifacts": {"S3ModelArtifacts": s3_uri("bucket", facts.job_output_key("training", name,
+                                                                                   facts.MODEL_ARCHIVE))},
     }
     if metrics is not None:
         out["FinalMetricDataList"] = metrics
@@ -52,7 +54,7 @@ def training_description(name: str, *, metrics: list[dict] | None = None, rules:
                                               for r in ("VanishingGradient", "Overfit", "Overtraining",
                                                         "LossNotDecreasing", "PoorWeightInitialization")]
         out["ProfilerRuleEvaluationStatuses"] = [{"RuleConfigurationName": r, "RuleEvaluationStatus": "NoIssuesFound"}
-                                                 for r in ("ProfilerReport", "LowGPUUtilization")]
+                                                 for r in (facts.PROFILER_REPORT_RULE, "LowGPUUtilization")]
     return out
 
 
@@ -75,7 +77,7 @@ class Endpoint:
             raise self.failures.pop(0)
         if self.config is None:
             endpoint_missing(params)
-        variant: dict[str, Any] = {"VariantName": "AllTraffic"}
+        variant: dict[str, Any] = {"VariantName": facts.VARIANT_NAME}
         if self.serverless:
             variant["CurrentServerlessConfig"] = {"MemorySizeInMB": 3072, "MaxConcurrency": 5}
         else:

@@ -20,6 +20,7 @@ from tests.support import ROOT
 
 ML_DIR = ROOT / "ml"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+DIGIT_CLASSES = [str(d) for d in range(10)]  # the classes of local/digits.py's dataset: one folder per digit
 EXIF_ORIENTATION = 0x0112
 
 

@@ -11,10 +11,11 @@ from botocore.stub import Stubber
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sagemaker.models import sagemaker_backends
 
+import stackfacts as facts
 from infra import sagemaker_requests as req
 from infra.teardown import RESOURCE_TYPE
 
-REGION = "us-east-1"
+REGION = facts.LOCAL_REGION
 ROLE = f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/sagemaker"
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6-cpu-py312"
 STACK_UUID = "1b2c3d4e-0000-4000-8000-123456789abc"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import stackfacts as facts
 from local.sagemaker import LocalSageMaker
 from local.sagemaker.container import (
     PYTORCH_TRAINING_2_6,
@@ -51,13 +52,34 @@ def dump_code(sm) -> str:
     return sourcedir(sm.s3.root, {"train.py": DUMP}, key="code/dump.tar.gz")
 
 
+def _seen_file(sm: LocalSageMaker, name: str) -> Path:
+    return sm.training_job_dir(name) / "output" / "data" / "seen.json"
+
+
 def _seen(sm: LocalSageMaker, name: str) -> dict:
-    return json.loads((sm.training_job_dir(name) / "output" / "data" / "seen.json").read_text())
+    return json.loads(_seen_file(sm, name).read_text())
 
 
 def _run(sm: LocalSageMaker, request: dict) -> dict:
     sm.create_training_job(**request)
     return sm.wait_for_training_job(request["TrainingJobName"], timeout=300)
+
+
+def _run_on_the_dlc(sm: LocalSageMaker, name: str, files: dict[str, str], debugger: bool = False) -> dict:
+    """A job on the PyTorch 2.6 DLC's image whose source directory holds DUMP and `files`: its description."""
+    code = sourcedir(sm.s3.root, {"train.py": DUMP, **files}, key=f"code/{name}.tar.gz")
+    request = training_request(name, f"s3://{BUCKET}/data", debugger=debugger, submit_directory=code)
+    request["AlgorithmSpecification"]["TrainingImage"] = IMAGE_2_6
+    return _run(sm, request)
+
+
+def _refused_before_training(sm: LocalSageMaker, described: dict) -> str:
+    """Failed on its requirements, before the script ran: the FailureReason."""
+    assert described["TrainingJobStatus"] == "Failed"
+    reason = described["FailureReason"]
+    assert reason.startswith("AlgorithmError: InstallRequirementsError:")
+    assert not _seen_file(sm, described["TrainingJobName"]).exists(), "the script ran"
+    return reason
 
 
 def test_the_final_job_gets_the_toolkits_environment_and_arguments(sm, dump_code):
@@ -88,7 +110,7 @@ def test_the_final_job_gets_the_toolkits_environment_and_arguments(sm, dump_code
     assert json.loads((config / "hyperparameters.json").read_text()) == request["HyperParameters"]
     resource = json.loads((config / "resourceconfig.json").read_text())
     assert json.loads(env["SM_RESOURCE_CONFIG"]) == resource and resource["current_host"] == env["SM_CURRENT_HOST"]
-    assert env["SM_CURRENT_INSTANCE_TYPE"] == "ml.m5.large" and json.loads(env["SM_HOSTS"]) == ["algo-1"]
+    assert env["SM_CURRENT_INSTANCE_TYPE"] == "ml.m5.large" and json.loads(env["SM_HOSTS"]) == [facts.TRAINING_HOST]
     assert set(json.loads(env["SM_INPUT_DATA_CONFIG"])) == set(contract.CHANNELS)
     assert json.loads(env["SM_CHANNELS"]) == sorted(contract.CHANNELS)
     assert env["SM_CHANNEL_TRAIN"] == str(job_dir / "input" / "data" / contract.TRAIN)
@@ -143,25 +165,16 @@ def test_a_tuning_trial_keeps_the_tuners_objective_from_the_script(sm, dump_code
 
 
 def test_a_requirement_that_breaks_the_dlc_fails_before_training(sm):
-    code = sourcedir(sm.s3.root, {"train.py": DUMP, "requirements.txt": "requests>=2\nprotobuf<=3.20.3\n"},
-                     key="code/conflict.tar.gz")
-    request = training_request("conflict", f"s3://{BUCKET}/data", submit_directory=code)
-    request["AlgorithmSpecification"]["TrainingImage"] = IMAGE_2_6
-    described = _run(sm, request)
-    assert described["TrainingJobStatus"] == "Failed"
-    reason = described["FailureReason"]
-    assert reason.startswith("AlgorithmError: InstallRequirementsError:") and "\n" not in reason
+    described = _run_on_the_dlc(sm, "conflict", {"requirements.txt": "requests>=2\nprotobuf<=3.20.3\n"})
+    reason = _refused_before_training(sm, described)
+    assert "\n" not in reason
     assert "requirements.txt:2: protobuf<=3.20.3 would downgrade" in reason and "(>=5.28.1)" in reason
     assert "Training" not in [t["Status"] for t in described["SecondaryStatusTransitions"]]
-    assert not (sm.training_job_dir("conflict") / "output" / "data" / "seen.json").exists(), "the script ran"
 
 
 def test_requirements_that_fit_the_dlc_train(sm):
-    code = sourcedir(sm.s3.root, {"train.py": DUMP, "requirements.txt": "requests>=2\nnumpy<2.3\n"},
-                     key="code/fits.tar.gz")
-    request = training_request("fits", f"s3://{BUCKET}/data", submit_directory=code)
-    request["AlgorithmSpecification"]["TrainingImage"] = IMAGE_2_6
-    assert _run(sm, request)["TrainingJobStatus"] == "Completed"
+    assert _run_on_the_dlc(sm, "fits", {"requirements.txt": "requests>=2\nnumpy<2.3\n"})["TrainingJobStatus"] \
+        == "Completed"
 
 
 def test_a_requirement_without_a_wheel_for_the_dlcs_python_fails_before_training(sm, tmp_path):
@@ -171,27 +184,17 @@ def test_a_requirement_without_a_wheel_for_the_dlcs_python_fails_before_training
     probe.write_text("pyinstrument-cext==0.2.4\n")
     if wheel_problems(probe, PYTORCH_TRAINING_2_6) is None:
         pytest.skip("the package index does not answer here")
-    code = sourcedir(sm.s3.root, {"train.py": DUMP, "requirements.txt": "requests>=2\npyinstrument-cext==0.2.4\n"},
-                     key="code/nowheel.tar.gz")
-    request = training_request("nowheel", f"s3://{BUCKET}/data", submit_directory=code)
-    request["AlgorithmSpecification"]["TrainingImage"] = IMAGE_2_6
-    described = _run(sm, request)
-    assert described["TrainingJobStatus"] == "Failed"
-    assert described["FailureReason"].startswith("AlgorithmError: InstallRequirementsError:")
-    assert "pyinstrument-cext has no wheel for CPython 3.12" in described["FailureReason"]
-    assert not (sm.training_job_dir("nowheel") / "output" / "data" / "seen.json").exists(), "the script ran"
+    described = _run_on_the_dlc(sm, "nowheel", {"requirements.txt": "requests>=2\npyinstrument-cext==0.2.4\n"})
+    assert "pyinstrument-cext has no wheel for CPython 3.12" in _refused_before_training(sm, described)
 
 
 def test_a_debugger_job_says_what_its_requirements_would_change_in_the_dlc(sm):
     """train.py pip-installs ml/debugger-requirements.txt in a Debugger job's DLC: smdebug's protobuf pin downgrades
     the image's protobuf there. The job goes on (the script's choice), and its log says so."""
     requirements = (ROOT / "ml" / contract.DEBUGGER_REQUIREMENTS).read_text()
-    code = sourcedir(sm.s3.root, {"train.py": DUMP, contract.DEBUGGER_REQUIREMENTS: requirements},
-                     key="code/debugger.tar.gz")
-    request = training_request("debugger-reqs", f"s3://{BUCKET}/data", debugger=True, submit_directory=code)
-    request["AlgorithmSpecification"]["TrainingImage"] = IMAGE_2_6
-    assert _run(sm, request)["TrainingJobStatus"] == "Completed"
-    log = (sm.training_job_dir("debugger-reqs") / "logs" / "algo-1.log").read_text()
+    described = _run_on_the_dlc(sm, "debugger-reqs", {contract.DEBUGGER_REQUIREMENTS: requirements}, debugger=True)
+    assert described["TrainingJobStatus"] == "Completed"
+    log = (sm.training_job_dir("debugger-reqs") / "logs" / f"{facts.TRAINING_HOST}.log").read_text()
     assert "[stand-in] warning: on AWS, debugger-requirements.txt:" in log
     assert "protobuf<=3.20.3 would downgrade the PyTorch training DLC 2.6 (py312)'s preinstalled protobuf" in log
 
@@ -206,7 +209,7 @@ def _job_dir(root: Path, resource: str) -> Path:
 
 
 def test_the_toolkit_reads_the_job_directory_not_the_users_aws_profile(tmp_path):
-    job = _job_dir(tmp_path, json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
+    job = _job_dir(tmp_path, json.dumps({"current_host": facts.TRAINING_HOST, "hosts": [facts.TRAINING_HOST]}))
     launch = toolkit_launch(job, {**os.environ, "AWS_PROFILE": "no-such-profile"})
     assert launch.argv == ["--lr", "0.1"] and launch.entry_point == "train.py"
     assert launch.env["SM_CHANNEL_TRAIN"] == str(job / "input" / "data" / "train")

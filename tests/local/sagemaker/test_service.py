@@ -7,13 +7,13 @@ import io
 import json
 import shutil
 import tarfile
-import threading
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 
+import stackfacts as facts
+from awsshapes import join_key, s3_uri
 from local.sagemaker import LocalSageMaker, SageMakerError
 from local.sagemaker.api import validate_response
 from local.sagemaker.s3 import LocalS3
@@ -21,8 +21,11 @@ from ml import contract
 from tests.support.local import (
     BUCKET,
     FAKE_TRAIN,
+    OUTPUT_PREFIX,
     ROLE,
+    keep_invoking,
     pid_alive,
+    runtime_client,
     s3_data,
     sourcedir,
     tiny_dataset,
@@ -130,11 +133,11 @@ def test_training_job_completes_with_metrics_model_and_transitions(sm, completed
     assert "--sagemaker_program" not in log and "does not know" not in log
 
     artifacts = d["ModelArtifacts"]["S3ModelArtifacts"]
-    assert artifacts == f"s3://{BUCKET}/output/tiny-debug/output/model.tar.gz"
+    assert artifacts == s3_uri(BUCKET, facts.job_output_key(OUTPUT_PREFIX, "tiny-debug", facts.MODEL_ARCHIVE))
     with tarfile.open(sm.s3.path(artifacts)) as archive:
         names = set(archive.getnames())
     assert {contract.MODEL_WEIGHTS_FILE, contract.MODEL_CONFIG_FILE, "code/inference.py"} <= names
-    assert sm.s3.path(f"s3://{BUCKET}/output/tiny-debug/output/output.tar.gz").is_file()
+    assert sm.s3.path(s3_uri(BUCKET, facts.job_output_key(OUTPUT_PREFIX, "tiny-debug", facts.OUTPUT_ARCHIVE))).is_file()
     assert (sm.s3.path(f"s3://{BUCKET}/checkpoints/tiny-debug") / contract.CHECKPOINT_FILE).is_file()
     assert json.loads((sm.training_job_dir("tiny-debug") / "description.json").read_text())["TrainingJobStatus"] \
         == "Completed"
@@ -149,7 +152,7 @@ def test_debug_hook_config_is_smdebugs_format(sm, completed):
         "config = get_json_config_as_dict(sys.argv[1])\n"
         "print(json.dumps({'out_dir': collect_hook_config_params(config)['out_dir'], "
         "'collections': sorted(get_include_collections(config))}))", str(path))
-    debug_output = sm.s3.path(f"s3://{BUCKET}/debug/tiny-debug/debug-output")
+    debug_output = sm.s3.path(f"s3://{BUCKET}/debug/tiny-debug/{facts.DEBUG_OUTPUT_DIR}")
     assert Path(parsed["out_dir"]) == debug_output
     assert {"losses", "gradients", "relu_input"} <= set(parsed["collections"])
     assert any(debug_output.glob("events/*/*.tfevents")), "the hook wrote no tensors"
@@ -176,16 +179,16 @@ def test_rule_statuses_are_reported_after_the_job(sm, completed, events):
     # Not evaluated locally: SageMaker's "Error", never a NoIssuesFound nobody checked.
     assert profiler["LowGPUUtilization"]["RuleEvaluationStatus"] == "Error"
     assert "was not evaluated" in profiler["LowGPUUtilization"]["StatusDetails"]
-    assert profiler["ProfilerReport"]["RuleEvaluationStatus"] == "NoIssuesFound"
+    assert profiler[facts.PROFILER_REPORT_RULE]["RuleEvaluationStatus"] == "NoIssuesFound"
     assert completed["ProfilingStatus"] == "Enabled"
     report = sm.profiler_report("tiny-debug")
-    assert report == sm.s3.path(f"s3://{BUCKET}/output/tiny-debug/rule-output/ProfilerReport/profiler-output/"
-                                "profiler-report.html")
-    verdict = sm.s3.path(f"s3://{BUCKET}/output/tiny-debug/rule-output/VanishingGradientStrict/verdict.json")
+    rule_output = join_key(OUTPUT_PREFIX, "tiny-debug", facts.RULE_OUTPUT_DIR)
+    assert report == sm.s3.path(s3_uri(BUCKET, facts.profiler_report_key(rule_output)))
+    verdict = sm.s3.path(s3_uri(BUCKET, join_key(rule_output, "VanishingGradientStrict", "verdict.json")))
     assert json.loads(verdict.read_text())["status"] == "IssuesFound"
     page = report.read_text()
     assert "tiny-debug" in page and page.count("data:image/png;base64,") >= 2 and "VanishingGradientStrict" in page
-    system = sm.s3.path(f"s3://{BUCKET}/profiler/tiny-debug/profiler-output/system/incremental")
+    system = sm.s3.path(f"s3://{BUCKET}/profiler/tiny-debug/{facts.PROFILER_OUTPUT_DIR}/system/incremental")
     samples = [json.loads(line) for f in system.iterdir() for line in f.read_text().splitlines()]
     assert samples and {"CPUUtilization", "Memory"} <= {s["Dimension"] for s in samples}
 
@@ -237,7 +240,7 @@ def test_stop_training_job(sm, data):
     proc = wait_until(lambda: sm.training_jobs["tiny-stop"]._proc)
     env = dict(item.split("=", 1) for item in Path(f"/proc/{proc.pid}/environ").read_text().split("\0") if "=" in item)
     job_dir = sm.training_job_dir("tiny-stop")
-    assert env["TRAINING_JOB_NAME"] == "tiny-stop" and env["SM_CURRENT_HOST"] == "algo-1"
+    assert env["TRAINING_JOB_NAME"] == "tiny-stop" and env["SM_CURRENT_HOST"] == facts.TRAINING_HOST
     assert env["SM_CHANNEL_TRAIN"] == str(job_dir / "input" / "data" / contract.TRAIN)
     assert env["SM_MODEL_DIR"] == str(job_dir / "model") and env["SM_OUTPUT_DIR"] == str(job_dir / "output")
     assert json.loads(env["SM_HPS"])[contract.EPOCHS] == 500 and env["SM_HP_EPOCHS"] == "500"  # the toolkit's JSON
@@ -422,13 +425,9 @@ def _deploy_model(sm: LocalSageMaker, name: str, model_data: str, capture: dict 
     sm.create_model(ModelName=name, ExecutionRoleArn=ROLE,
                     PrimaryContainer={"Image": "pytorch-inference:2.6", "ModelDataUrl": model_data})
     sm.create_endpoint_config(EndpointConfigName=f"{name}-config", ProductionVariants=[
-        {"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}],
+        {"VariantName": facts.VARIANT_NAME, "ModelName": name, "InitialInstanceCount": 1,
+         "InstanceType": "ml.m5.large"}],
         **({"DataCaptureConfig": capture} if capture else {}))
-
-
-def _runtime(sm: LocalSageMaker):
-    return boto3.client("sagemaker-runtime", region_name="us-east-1", endpoint_url=sm.runtime_url,
-                        aws_access_key_id="local", aws_secret_access_key="local")
 
 
 def test_endpoint_serves_and_updates_without_downtime(sm, completed, tiny):
@@ -439,13 +438,13 @@ def test_endpoint_serves_and_updates_without_downtime(sm, completed, tiny):
     d = sm.wait_for_endpoint("digits", timeout=180)
     assert d["EndpointStatus"] == "InService", d.get("FailureReason")
     assert validate_response("DescribeEndpoint", d) == []
-    runtime = _runtime(sm)
+    runtime = runtime_client(sm)
     answer = runtime.invoke_endpoint(EndpointName="digits", Body=_image(tiny), ContentType="image/png")
     predictions = json.loads(answer["Body"].read())
-    assert answer["InvokedProductionVariant"] == "AllTraffic" and predictions
+    assert answer["InvokedProductionVariant"] == facts.VARIANT_NAME and predictions
     # Data capture, in SageMaker's JSON-lines format: the image as base64, the JSON answer as text.
     assert d["DataCaptureConfig"]["CaptureStatus"] == "Started"
-    capture_dir = sm.s3.path(f"s3://{BUCKET}/capture/digits/AllTraffic")
+    capture_dir = sm.s3.path(f"s3://{BUCKET}/capture/digits/{facts.VARIANT_NAME}")
     captured = wait_until(lambda: [json.loads(line) for f in capture_dir.rglob("*.jsonl")  # written after the reply
                                    for line in f.read_text().splitlines()], timeout=10)
     assert len(captured) == 1
@@ -461,32 +460,15 @@ def test_endpoint_serves_and_updates_without_downtime(sm, completed, tiny):
     # Blue/green: keep invoking through the update; every request must be answered.
     blue = [b.proc for b in sm.hosting.endpoints["digits"].backends]
     _deploy_model(sm, "green", model_data)
-    failures: list[str] = []
-    answered = [0]
-    stop = threading.Event()
-
-    def hammer() -> None:
-        client = _runtime(sm)
-        while not stop.is_set():
-            try:
-                client.invoke_endpoint(EndpointName="digits", Body=_image(tiny), ContentType="image/png")
-                answered[0] += 1
-            except Exception as exc:
-                failures.append(repr(exc))
-
-    worker = threading.Thread(target=hammer)
-    worker.start()
-    try:
+    with keep_invoking(sm, lambda client: client.invoke_endpoint(EndpointName="digits", Body=_image(tiny),
+                                                                  ContentType="image/png")) as load:
         sm.update_endpoint(EndpointName="digits", EndpointConfigName="green-config")
         assert sm.describe_endpoint(EndpointName="digits")["EndpointStatus"] == "Updating"
         with pytest.raises(SageMakerError, match="Cannot update in-progress endpoint"):
             sm.update_endpoint(EndpointName="digits", EndpointConfigName="green-config")
         d = sm.wait_for_endpoint("digits", timeout=180)
         time.sleep(0.5)
-    finally:
-        stop.set()
-        worker.join()
-    assert failures == [] and answered[0] > 0
+    assert load.failures == [] and load.answered > 0
     assert d["EndpointStatus"] == "InService" and d["EndpointConfigName"] == "green-config"
     wait_until(lambda: all(p.poll() is not None for p in blue), timeout=30)
     assert json.loads(runtime.invoke_endpoint(EndpointName="digits", Body=_image(tiny),
@@ -507,7 +489,7 @@ def test_endpoint_that_does_not_come_up_fails(sm, tiny):
     d = sm.wait_for_endpoint("broken", timeout=120)
     assert d["EndpointStatus"] == "Failed" and "code/inference.py" in d["FailureReason"]
     with pytest.raises(Exception) as refused:
-        _runtime(sm).invoke_endpoint(EndpointName="broken", Body=_image(tiny), ContentType="image/png")
+        runtime_client(sm).invoke_endpoint(EndpointName="broken", Body=_image(tiny), ContentType="image/png")
     assert refused.value.response["Error"]["Code"] == "ValidationError"
 
 
@@ -525,7 +507,7 @@ def test_endpoints_survive_a_restart_of_the_stand_in(completed, sm, tmp_path, ti
     with LocalSageMaker(tmp_path / "first", restore=True) as second:
         assert second.describe_endpoint(EndpointName="kept")["EndpointStatus"] == "InService"
         assert second.describe_model(ModelName="m1")["PrimaryContainer"]["ModelDataUrl"].endswith("model.tar.gz")
-        answer = _runtime(second).invoke_endpoint(EndpointName="kept", Body=_image(tiny), ContentType="image/png")
+        answer = runtime_client(second).invoke_endpoint(EndpointName="kept", Body=_image(tiny), ContentType="image/png")
         assert json.loads(answer["Body"].read())
 
 
