@@ -25,6 +25,7 @@ OUTPUT_TUNING_PARALLEL: Final = "TuningMaxParallelJobs"  # the default of INPUT_
 OUTPUT_TRAINING_INSTANCE_TYPE: Final = "TrainingInstanceType"
 OUTPUT_TRAINING_INSTANCE_COUNT: Final = "TrainingInstanceCount"
 OUTPUT_TRAINING_SPOT: Final = "TrainingSpot"  # "true": the final job runs on managed spot (its own quota)
+OUTPUT_TUNING_SPOT: Final = "TuningSpot"  # "true": every tuning trial runs on managed spot (the spot quota)
 OUTPUT_PRETRAINED_URI: Final = "PretrainedWeightsUri"  # s3://<bucket>/<StackConfig.pretrained_key> (when set)
 OUTPUT_PRETRAINED_BACKBONE: Final = "PretrainedBackbone"  # the torchvision backbone those weights must fit
 OUTPUT_RESOURCE_PREFIX: Final = "ResourcePrefix"  # what teardown looks for once runs are gone
@@ -34,8 +35,9 @@ OUTPUT_DASHBOARD: Final = "DashboardUrl"  # the CloudWatch console address of th
 OUTPUT_API_KEY_ID: Final = "ApiKeyId"  # only with api.iam_auth false
 OUTPUTS: Final = (OUTPUT_BUCKET, OUTPUT_DATASET, OUTPUT_STATE_MACHINE, OUTPUT_ENDPOINT, OUTPUT_TUNING_INSTANCE_TYPE,
                   OUTPUT_TUNING_PARALLEL, OUTPUT_TRAINING_INSTANCE_TYPE, OUTPUT_TRAINING_INSTANCE_COUNT,
-                  OUTPUT_TRAINING_SPOT, OUTPUT_PRETRAINED_URI, OUTPUT_PRETRAINED_BACKBONE, OUTPUT_RESOURCE_PREFIX,
-                  OUTPUT_API_URL, OUTPUT_PREDICT_METHOD_ARN, OUTPUT_DASHBOARD, OUTPUT_API_KEY_ID)
+                  OUTPUT_TRAINING_SPOT, OUTPUT_TUNING_SPOT, OUTPUT_PRETRAINED_URI, OUTPUT_PRETRAINED_BACKBONE,
+                  OUTPUT_RESOURCE_PREFIX, OUTPUT_API_URL, OUTPUT_PREDICT_METHOD_ARN, OUTPUT_DASHBOARD,
+                  OUTPUT_API_KEY_ID)
 
 # --- the state machine's execution input (what `imgclf start` sends; a key left out takes the stack's default) ---
 INPUT_DATASET: Final = "dataset"  # s3:// prefix ending in '/', under OUTPUT_DATASET, holding train/ valid/ test/
