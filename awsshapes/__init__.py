@@ -189,9 +189,82 @@ def constraint_errors(value: Any, shape: Shape, path: str = "") -> list[str]:
     return errors
 
 
+# --- constraints AWS states in a member's documentation that botocore's shape does not carry ---------------------
+# The SageMaker stand-in refuses them like SageMaker (request_problems), the config refuses them before anything is
+# deployed, and the tests check every synthesized request against them (tests/support/sagemaker_model.py).
+# botocore ProfilerConfig.ProfilingIntervalInMilliseconds: "Available values are 100, 200, 500, 1000 (1 second),
+# 5000 (5 seconds), and 60000 (1 minute) milliseconds." (API_ProfilerConfig.html)
+PROFILING_INTERVALS_MS: tuple[int, ...] = (100, 200, 500, 1000, 5000, 60000)
+# botocore TrafficRoutingConfig.CanarySize: "Value must be less than or equal to 50% of the variant's total instance
+# count"; LinearStepSize: "Value must be 10-50% of the variant's total instance count" (API_TrafficRoutingConfig.html,
+# https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-blue-green-linear.html).
+CANARY_MAX_PERCENT = 50
+LINEAR_PERCENT = (10, 50)
+
+
+def blue_green_waits(traffic: str, step_percent: int | None, wait_interval_s: int) -> int:
+    """The WaitIntervalInSeconds of a blue/green shift, counted once per step: LINEAR bakes after each of its
+    ceil(100 / step) steps (deployment-guardrails-blue-green-linear.html: "For each step, there is a baking period");
+    a canary is one step, and ALL_AT_ONCE is counted once too, as BlueGreenUpdatePolicy's text names both waits."""
+    if traffic == "LINEAR" and step_percent:
+        return -(-100 // step_percent) * wait_interval_s
+    return wait_interval_s
+
+
+def _routing_errors(value: dict) -> list[str]:
+    errors = []
+    for member, (low, high) in (("CanarySize", (1, CANARY_MAX_PERCENT)), ("LinearStepSize", LINEAR_PERCENT)):
+        size = value.get(member)
+        if isinstance(size, dict) and size.get("Type") == "CAPACITY_PERCENT" and isinstance(size.get("Value"), int) \
+                and not low <= size["Value"] <= high:
+            errors.append(f"TrafficRoutingConfig.{member}: a CAPACITY_PERCENT of {size['Value']} is outside "
+                          f"{low}-{high}% of the variant's capacity")
+    return errors
+
+
+def _blue_green_errors(value: dict) -> list[str]:
+    # botocore BlueGreenUpdatePolicy.MaximumExecutionTimeoutInSeconds: "the timeout value should be larger than the
+    # total waiting time specified in TerminationWaitInSeconds and WaitIntervalInSeconds".
+    routing = value.get("TrafficRoutingConfiguration")
+    limit, termination = value.get("MaximumExecutionTimeoutInSeconds"), value.get("TerminationWaitInSeconds", 0)
+    if not isinstance(routing, dict) or not isinstance(limit, int) or not isinstance(termination, int):
+        return []
+    size = routing.get("LinearStepSize") or routing.get("CanarySize") or {}
+    step = size.get("Value") if size.get("Type") == "CAPACITY_PERCENT" else None
+    wait = routing.get("WaitIntervalInSeconds")
+    if not isinstance(wait, int) or not isinstance(routing.get("Type"), str):
+        return []
+    total = termination + blue_green_waits(routing["Type"], step if isinstance(step, int) else None, wait)
+    if limit <= total:
+        return [f"BlueGreenUpdatePolicy.MaximumExecutionTimeoutInSeconds ({limit}) must be larger than the total "
+                f"waiting time ({total} s: TerminationWaitInSeconds and every WaitIntervalInSeconds)"]
+    return []
+
+
+def _profiler_errors(value: dict) -> list[str]:
+    interval = value.get("ProfilingIntervalInMilliseconds")
+    if isinstance(interval, int) and interval not in PROFILING_INTERVALS_MS:
+        return [f"ProfilerConfig.ProfilingIntervalInMilliseconds {interval} is not one of "
+                f"{list(PROFILING_INTERVALS_MS)}"]
+    return []
+
+
+# botocore structure shape name -> its documented-only checks over a request's (static) members.
+DOCUMENTED_CONSTRAINTS = {"ProfilerConfig": _profiler_errors, "TrafficRoutingConfig": _routing_errors,
+                          "BlueGreenUpdatePolicy": _blue_green_errors}
+
+
+def documented_errors(shape_name: str, value: Any) -> list[str]:
+    """The documented-only constraints of a structure (DOCUMENTED_CONSTRAINTS); dynamic (`.$`) members are skipped."""
+    check = DOCUMENTED_CONSTRAINTS.get(shape_name)
+    return check(value) if check is not None and isinstance(value, dict) else []
+
+
 def _constraints(value: Any, shape: Shape, path: str, errors: list[str]) -> None:
     meta = shape.metadata
     if isinstance(shape, StructureShape) and isinstance(value, dict):
+        errors += [f"Value at '{_member_label(path)}' failed to satisfy constraint: {e}"
+                   for e in documented_errors(shape.name, value)]
         for key, member_value in value.items():
             if key in shape.members:
                 _constraints(member_value, shape.members[key], f"{path}.{key}", errors)

@@ -65,9 +65,10 @@ def job_cost(job: Job, kind: str, *, local: bool) -> JobCost:
 
 
 def trial_cost(trial: Trial, instance_type: str | None, *, local: bool) -> JobCost:
-    """A trial from its summary alone (what `status` reads): trials run on demand (no spot in the tuning request),
-    where billable time is the training time, TrainingEndTime - TrainingStartTime; the report uses
-    BillableTimeInSeconds of each DescribeTrainingJob instead."""
+    """A trial from its summary alone (what `status` reads): its training time, TrainingEndTime - TrainingStartTime,
+    at the on-demand price. That is the bill of an on-demand trial; with tuning.spot (managed spot trials) it is an
+    upper bound, as the summary carries no BillableTimeInSeconds. The report uses BillableTimeInSeconds of each
+    DescribeTrainingJob instead (spot savings included)."""
     if local:
         instance_type = cloud_instances().tuning
     seconds = None if trial.duration_s is None else round(trial.duration_s)

@@ -420,10 +420,10 @@ class Curves:
 
 
 def metric_queries(job_name: str, metrics: Iterable[str] = CURVE_METRICS) -> list[dict]:
-    """GetMetricData queries for a training job's metrics (SageMaker publishes them per Host <job>/algo-1)."""
+    """GetMetricData queries for a training job's metrics (published per TrainingJobName: facts.METRIC_DIMENSIONS)."""
     return [{"Id": f"m{i}", "Label": name, "ReturnData": True, "MetricStat": {
         "Metric": {"Namespace": facts.TRAINING_METRICS_NAMESPACE, "MetricName": name,
-                   "Dimensions": [{"Name": "Host", "Value": job_name + "/" + facts.TRAINING_HOST}]},
+                   "Dimensions": [{"Name": facts.TRAINING_METRIC_DIMENSION, "Value": job_name}]},
         "Period": 60, "Stat": "Average"}} for i, name in enumerate(metrics)]
 
 

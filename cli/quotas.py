@@ -47,7 +47,10 @@ def needs(outputs: dict[str, str], parallel: int | None) -> list[Need]:
         return []
     trials = parallel if parallel is not None else int(outputs[facts.OUTPUT_TUNING_PARALLEL])
     spot = outputs.get(facts.OUTPUT_TRAINING_SPOT) == "true"
-    wanted = [Need(outputs[facts.OUTPUT_TUNING_INSTANCE_TYPE], False, trials, f"{trials} tuning trials at once"),
+    # With tuning.spot every trial is a managed-spot training job (HyperParameterTrainingJobDefinition.
+    # EnableManagedSpotTraining): the spot quota of its type applies.
+    tuning_spot = outputs.get(facts.OUTPUT_TUNING_SPOT) == "true"
+    wanted = [Need(outputs[facts.OUTPUT_TUNING_INSTANCE_TYPE], tuning_spot, trials, f"{trials} tuning trials at once"),
               Need(outputs[facts.OUTPUT_TRAINING_INSTANCE_TYPE], spot,
                    int(outputs[facts.OUTPUT_TRAINING_INSTANCE_COUNT]), "the final training job")]
     merged: dict[str, Need] = {}

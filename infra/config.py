@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+import awsshapes
 import stackfacts as facts
 from ml import contract
 
@@ -148,9 +149,18 @@ class DebuggerConfig(_Model):
     # Steps between tensor saves; None: derived in the job from its steps per epoch (saves_per_epoch per mode).
     save_interval: int | None = Field(None, ge=1)
     saves_per_epoch: int = Field(10, ge=1, le=1000)
-    profiling_interval_ms: int = Field(500, ge=100)
+    # One of awsshapes.PROFILING_INTERVALS_MS (SageMaker refuses others, after the tuning hours).
+    profiling_interval_ms: int = 500
     poll_s: int = Field(60, ge=1)  # wait between DescribeTrainingJob calls while rules run
     max_polls: int = Field(180, ge=1)
+
+    @field_validator("profiling_interval_ms")
+    @classmethod
+    def _interval(cls, value: int) -> int:
+        if value not in awsshapes.PROFILING_INTERVALS_MS:
+            raise ValueError(f"debugger.profiling_interval_ms must be one of {list(awsshapes.PROFILING_INTERVALS_MS)} "
+                             f"(ProfilerConfig.ProfilingIntervalInMilliseconds, API_ProfilerConfig.html): {value}")
+        return value
 
     @model_validator(mode="after")
     def _gate_subset(self) -> DebuggerConfig:
@@ -208,7 +218,8 @@ class ServingConfig(_Model):
     traffic_step_percent: int = Field(25, ge=1, le=100)  # canary size / linear step, % of capacity
     wait_interval_s: int = Field(300, ge=0, le=3600)
     termination_wait_s: int = Field(300, ge=0, le=3600)  # baking period the rollback alarms watch
-    # MaximumExecutionTimeoutInSeconds (botocore 600-14400): the whole blue/green update, baking period included.
+    # MaximumExecutionTimeoutInSeconds (botocore 600-28800; narrower here so `cdk destroy` can wait out an update):
+    # the whole blue/green update, baking period included.
     max_execution_s: int = Field(1800, ge=600, le=14400)
     alarm_5xx_errors: int = Field(1, ge=1)  # rollback when the new fleet returns this many 5xx in a minute
     alarm_latency_ms: int = Field(2000, ge=1)  # ... or its p99 model latency exceeds this
@@ -227,6 +238,14 @@ class ServingConfig(_Model):
         if self.scales and not a.min_instances <= self.instance_count <= a.max_instances:
             raise ValueError("serving.instance_count must lie within serving.autoscaling.min_instances.."
                              "max_instances")
+        step = self.traffic_step_percent
+        if self.traffic == "CANARY" and step > awsshapes.CANARY_MAX_PERCENT:
+            raise ValueError(f"serving.traffic_step_percent: a CANARY step is at most {awsshapes.CANARY_MAX_PERCENT}% "
+                             f"of the fleet (TrafficRoutingConfig.CanarySize, API_TrafficRoutingConfig.html): {step}")
+        low, high = awsshapes.LINEAR_PERCENT
+        if self.traffic == "LINEAR" and not low <= step <= high:
+            raise ValueError(f"serving.traffic_step_percent: a LINEAR step is {low}-{high}% of the fleet "
+                             f"(TrafficRoutingConfig.LinearStepSize, API_TrafficRoutingConfig.html): {step}")
         return self
 
     @property
@@ -344,11 +363,13 @@ class StackConfig(_Model):
                              f"{TEARDOWN_AFTER_UPDATE_S} s to roll back and delete exceed the teardown's "
                              f"{TEARDOWN_TOTAL_S} s: lower serving.max_execution_s to at most "
                              f"{TEARDOWN_TOTAL_S - TEARDOWN_AFTER_UPDATE_S}, or set teardown_on_destroy false")
-        if self.serving.max_execution_s <= self.serving.termination_wait_s + self.serving.wait_interval_s:
+        s = self.serving
+        waits = s.termination_wait_s + awsshapes.blue_green_waits(s.traffic, s.traffic_step_percent, s.wait_interval_s)
+        if s.max_execution_s <= waits:
             # "the timeout value should be larger than the total waiting time specified in
-            # TerminationWaitInSeconds and WaitIntervalInSeconds" (API_BlueGreenUpdatePolicy).
-            raise ValueError("serving.max_execution_s must exceed serving.termination_wait_s + "
-                             "serving.wait_interval_s")
+            # TerminationWaitInSeconds and WaitIntervalInSeconds" (API_BlueGreenUpdatePolicy); LINEAR bakes per step.
+            raise ValueError(f"serving.max_execution_s ({s.max_execution_s}) must exceed the update's total waiting "
+                             f"time: serving.termination_wait_s + serving.wait_interval_s per traffic step ({waits} s)")
         return self
 
     @model_validator(mode="after")

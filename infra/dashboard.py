@@ -15,13 +15,16 @@ from infra.config import StackConfig
 from ml import contract
 
 PERIOD = Duration.minutes(1)
-# Endpoint invocation metrics (AWS/SageMaker, EndpointName + VariantName; ModelLatency in microseconds):
-# https://docs.aws.amazon.com/sagemaker/latest/dg/monitoring-cloudwatch.html#cloudwatch-metrics-endpoint-invocation
-ENDPOINT_NAMESPACE = "AWS/SageMaker"
-# Training jobs publish their MetricDefinitions and instance metrics under /aws/sagemaker/TrainingJobs with a Host
-# dimension "<job>/algo-1" (same page, "Training job metrics"); their names are per run, so a SEARCH expression
-# finds every job of this stack by its prefix token.
+# Every metric's namespace and dimensions come from facts.METRIC_DIMENSIONS (with their documentation); the
+# training jobs' names are per run, so a SEARCH expression finds every job of this stack by its prefix token.
+ENDPOINT_NAMESPACE = facts.ENDPOINT_METRICS_NAMESPACE
 TRAINING_METRICS: tuple[str, ...] = (contract.VALID_ACCURACY, contract.VALID_LOSS, contract.TRAIN_LOSS)
+
+
+def endpoint_dimensions(cfg: StackConfig) -> dict[str, str]:
+    """This stack's one variant, under the endpoint metrics' dimension names."""
+    names = facts.METRIC_DIMENSIONS[facts.ENDPOINT_METRICS_NAMESPACE]
+    return dict(zip(names, (cfg.endpoint_name, req.VARIANT_NAME), strict=True))
 
 
 def dashboard_name(cfg: StackConfig) -> str:
@@ -35,7 +38,8 @@ def dashboard_url(name: str, region: str) -> str:
 
 
 def training_search(cfg: StackConfig, metric: str, stat: str = "Maximum") -> str:
-    return (f"SEARCH('{{{facts.TRAINING_METRICS_NAMESPACE},Host}} MetricName=\"{metric}\" {cfg.prefix}', "
+    schema = ",".join((facts.TRAINING_METRICS_NAMESPACE, *facts.METRIC_DIMENSIONS[facts.TRAINING_METRICS_NAMESPACE]))
+    return (f"SEARCH('{{{schema}}} MetricName=\"{metric}\" {cfg.prefix}', "
             f"'{stat}', {int(PERIOD.to_seconds())})")
 
 
@@ -44,7 +48,7 @@ class Dashboard(Construct):
                  function: lambda_.IFunction) -> None:
         super().__init__(scope, cid)
         self.name = dashboard_name(cfg)
-        dims = {"EndpointName": cfg.endpoint_name, "VariantName": req.VARIANT_NAME}
+        dims = endpoint_dimensions(cfg)
 
         def endpoint(metric: str, stat: str = "Sum", label: str | None = None) -> cw.Metric:
             return cw.Metric(namespace=ENDPOINT_NAMESPACE, metric_name=metric, dimensions_map=dims, statistic=stat,

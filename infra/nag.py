@@ -85,12 +85,9 @@ def acknowledge_role(role: iam.IRole, reasons: Mapping[str, str]) -> list[str]:
 
 
 def acknowledge_provider(provider: IConstruct) -> None:
-    """aws-cdk-lib's custom-resource Provider framework: its own Lambda roles and waiter state machine."""
+    """aws-cdk-lib's custom-resource Provider framework: its waiter state machine (its functions run with the role
+    the construct gives them, acknowledged there) and any role the framework makes itself (the waiter's)."""
     for role in (c for c in provider.node.find_all() if isinstance(c, iam.Role)):
-        acknowledge(role, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-                          "AWSLambdaBasicExecutionRole]",
-                    "The Provider framework's own functions (aws-cdk-lib custom_resources) use the narrow "
-                    "AWSLambdaBasicExecutionRole for their logs; they run only during the teardown resource's events.")
         acknowledge_role(role, {})
     waiter = provider.node.try_find_child("waiter-state-machine")
     if waiter is not None:

@@ -31,8 +31,7 @@ IN_PROGRESS = ("InProgress", "Stopping")  # RuleEvaluationStatus values that are
 OPTIMIZED_ERROR = "SageMaker.AmazonSageMakerException"
 SDK_ERROR = "SageMaker.SageMakerException"
 # DescribeEndpoint on a missing endpoint: ValidationException 'Could not find endpoint "arn:..."' (botocore
-# declares no ResourceNotFound for DescribeEndpoint; moto and the stand-in answer the same). Throttling:
-# ThrottlingException. Step Functions puts the SDK's message and error code in the Cause.
+# declares no ResourceNotFound for DescribeEndpoint; moto and the stand-in answer the same).
 NOT_FOUND_CAUSE = "*Could not find endpoint*"
 # A refused create call is retried first: the optimized integrations give throttling (ThrottlingException) and
 # every other refusal the one name OPTIMIZED_ERROR, so only the Cause tells them apart
@@ -49,14 +48,13 @@ RETRY_ATTEMPTS, RETRY_BACKOFF = 3, 2.0  # the first interval is StackConfig.retr
 # hyperparameter or S3 prefixes a message might quote.
 DEBUGGER_REFUSAL_CAUSES = ("*Debugger*", "*Profiler*", "*DebugHookConfig*", "*DebugRuleConfigurations*",
                            "*ProfilerConfig*", "*ProfilerRuleConfigurations*")
-THROTTLED_CAUSE = "*ThrottlingException*"
 # EndpointStatus values (botocore EndpointStatus enum) that no waiting changes: the deploy loop ends on them.
 ENDPOINT_BROKEN = ("Failed", "OutOfService", "UpdateRollbackFailed")
 ENDPOINT_BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
 # The execution input: every key and how "Check input" validates it (infra.config.validate_input does the same in
 # Python before a local run).
 INPUT_KEYS = facts.INPUT_KEYS
-LOOKUP_RETRIES = 5  # throttled DescribeEndpoint calls before the execution gives up
+LOOKUP_RETRIES = 5  # DescribeEndpoint errors (other than not-found) retried before the execution gives up
 _SCALING_SDK: dict[str, Any] = {"sdk": True, "service": "applicationautoscaling"}
 # aws-sdk error names: "<service>.<exception>" (supported-services-awssdk.html, "Handling errors"): the modelled
 # transient errors of DeregisterScalableTarget (botocore application-autoscaling), and throttling, which is not
@@ -256,8 +254,15 @@ class Pipeline(Construct):
                         result_path=f"$.poll.{key}")
 
     def _lookup(self, name: str, key: str, *, missing: sfn.IChainable) -> sfn.CustomState:
-        """DescribeEndpoint into $.existing. Not found goes to `missing`; throttling waits and asks again (at most
-        LOOKUP_RETRIES times); any other error (access denied, ...) fails the execution with its cause."""
+        """DescribeEndpoint into $.existing. Not found goes to `missing`; any other error waits and asks again (at
+        most LOOKUP_RETRIES times), then fails the execution with its cause: nothing is created but on not-found.
+
+        Every error is retried, not only throttling, because a throttle cannot be told apart reliably: AWS
+        documents only the Error name of an aws-sdk task ("SageMaker.SageMakerException" for an undeclared code,
+        supported-services-awssdk.html), not that the Cause carries the error code; the SDK for Java 2.x's message
+        is "<message> (Service: SageMaker, Status Code: 400, Request ID: ...)", and SageMaker's throttling message
+        is "Rate exceeded" (unverified which text Step Functions puts in the Cause). Retrying an access denial
+        costs LOOKUP_RETRIES waits before the same failure; a transient 5xx gets its retry too."""
         cfg = self.cfg
         task = self._task(name, req.task_resource("describeEndpoint", sdk=True), req.describe_endpoint(cfg),
                           result_path="$.existing")
@@ -270,9 +275,7 @@ class Pipeline(Construct):
         classify = (sfn.Choice(self, S.lookup_error(name))
                     .when(sfn.Condition.is_not_present(cause), failed)
                     .when(sfn.Condition.string_matches(cause, NOT_FOUND_CAUSE), missing)
-                    .when(sfn.Condition.and_(sfn.Condition.string_matches(cause, THROTTLED_CAUSE),
-                                             sfn.Condition.number_less_than(f"$.poll.{key}.count", LOOKUP_RETRIES)),
-                          count)
+                    .when(sfn.Condition.number_less_than(f"$.poll.{key}.count", LOOKUP_RETRIES), count)
                     .otherwise(failed))
         count.next(wait).next(task)
         task.add_catch(classify, errors=["States.ALL"], result_path="$.lookup_error")

@@ -96,6 +96,7 @@ class ImageClassifierStack(Stack):
         CfnOutput(self, facts.OUTPUT_TRAINING_INSTANCE_TYPE, value=cfg.training.instance_type)
         CfnOutput(self, facts.OUTPUT_TRAINING_INSTANCE_COUNT, value=str(cfg.training.instance_count))
         CfnOutput(self, facts.OUTPUT_TRAINING_SPOT, value="true" if cfg.training.spot else "false")
+        CfnOutput(self, facts.OUTPUT_TUNING_SPOT, value="true" if cfg.tuning.spot else "false")
         if cfg.pretrained_key is not None:  # `imgclf stage-weights` uploads there; `imgclf start` checks it exists
             CfnOutput(self, facts.OUTPUT_PRETRAINED_URI, value=f"s3://{bucket.bucket_name}/{cfg.pretrained_key}",
                       description="Stage the backbone's ImageNet state dict here once: imgclf stage-weights")

@@ -60,11 +60,13 @@ TEARDOWN_ROLE_WILDCARDS: dict[str, str] = {
                 "to act only on what this stack's state machine created.",
     "StopExecutions": "The teardown stops this state machine's running executions (execution ARNs are "
                       "'<state machine>:<execution name>').",
-    "DeregisterScaling": "Teardown: DescribeScalableTargets has no resource-level permissions and scalable targets "
-                         "have generated ids; the handler deregisters only the variants of endpoints it deletes "
-                         "(named '<prefix>-*' and tagged by this stack). No aws:ResourceTag condition: targets "
-                         "registered before any tag existed must still be deregistered (see Autoscaling in "
-                         "infra/security.py).",
+    "DescribeScaling": "DescribeScalableTargets has no resource-level permissions "
+                       "(list_applicationautoscaling.html); the handler reads only the variants of the endpoints it "
+                       "deletes.",
+    "DeregisterScaling": "Scalable targets have generated ids (scalable-target/<id>): this account and region's; the "
+                         "handler deregisters only the variants of endpoints it deletes (named '<prefix>-*' and "
+                         "tagged by this stack). No aws:ResourceTag condition: targets registered before any tag "
+                         "existed must still be deregistered (see Autoscaling in infra/security.py).",
     "ScalingAlarms": "Deregistering a target-tracking target deletes its CloudWatch alarms, which Application Auto "
                      "Scaling names TargetTracking-endpoint/<endpoint>/variant/<variant>-Alarm*-<uuid>: scoped to the "
                      "project's endpoints ('<prefix>-*').",
@@ -106,12 +108,15 @@ class Teardown(Construct):
             sid="StopJobs", actions=["sagemaker:StopHyperParameterTuningJob", "sagemaker:StopTrainingJob"],
             resources=[sagemaker_arn(self, "hyper-parameter-tuning-job", f"{p}-*"),
                        sagemaker_arn(self, "training-job", f"{p}-*")]))
-        # DescribeScalableTargets has no resource-level permissions; scalable targets have generated ids
+        # DescribeScalableTargets has no resource-level permissions; DeregisterScalableTarget takes the
+        # scalable-target resource type, whose ids are generated
         # (https://docs.aws.amazon.com/service-authorization/latest/reference/list_applicationautoscaling.html).
         role.add_to_policy(iam.PolicyStatement(
-            sid="DeregisterScaling", resources=["*"],
-            actions=["application-autoscaling:DescribeScalableTargets",
-                     "application-autoscaling:DeregisterScalableTarget"]))
+            sid="DescribeScaling", resources=["*"], actions=["application-autoscaling:DescribeScalableTargets"]))
+        role.add_to_policy(iam.PolicyStatement(
+            sid="DeregisterScaling", actions=["application-autoscaling:DeregisterScalableTarget"],
+            resources=[stack.format_arn(service="application-autoscaling", resource="scalable-target",
+                                        resource_name="*")]))
         # Deregistering a target deletes its target-tracking policy, whose CloudWatch alarms go with the caller's
         # permissions (infra.security.SCALING_CLOUDWATCH): the TargetTracking-* alarms of this prefix's endpoints.
         role.add_to_policy(iam.PolicyStatement(
@@ -138,8 +143,25 @@ class Teardown(Construct):
         self.on_event = handler("OnEvent", "on_event", "(acts only when the stack itself is being deleted)")
         self.is_complete = handler("IsComplete", "is_complete", "progress: stop jobs, delete endpoint/configs/models")
         self.function = self.is_complete
+        # The framework's own functions get roles that log to the teardown's log group only (its default role
+        # carries AWSLambdaBasicExecutionRole: logs on every group). The framework adds to them what it needs:
+        # invoking the handlers (and lambda:GetFunction on them), and for onEvent starting the waiter state machine.
+        # Two roles, as aws-cdk-lib offers: one would be a cycle (onEvent's role names the waiter, which names the
+        # isComplete function, which waits for its role's policy).
+
+        def framework_role(cid: str, what: str) -> iam.Role:
+            role = iam.Role(self, cid, assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+                            description=f"{p}: the teardown's custom-resource Provider framework ({what})")
+            role.add_to_policy(iam.PolicyStatement(
+                sid="Logs", actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[logs.log_group_arn]))
+            return role
+
+        self.framework_roles = (framework_role("FrameworkOnEventRole", "onEvent"),
+                                framework_role("FrameworkWaiterRole", "isComplete, onTimeout"))
         self.provider = cr.Provider(
             self, "Provider", on_event_handler=self.on_event, is_complete_handler=self.is_complete,
+            framework_on_event_role=self.framework_roles[0],
+            framework_complete_and_timeout_role=self.framework_roles[1],
             query_interval=QUERY_INTERVAL, total_timeout=TOTAL_TIMEOUT, log_group=logs,
             disable_waiter_state_machine_logging=False,
             waiter_state_machine_log_options=cr.LogOptions(
@@ -152,6 +174,8 @@ class Teardown(Construct):
             self, "Resource", service_token=self.provider.service_token, resource_type=RESOURCE_TYPE,
             properties={"Prefix": p, "StateMachineArn": state_machine.state_machine_arn,
                         "OwnerTagKey": tag_key, "OwnerTagValue": tag_value})
-        self.resource.node.add_dependency(role)
+        self.resource.node.add_dependency(role, *self.framework_roles)
         nag.acknowledge_role(role, TEARDOWN_ROLE_WILDCARDS)
+        for framework in self.framework_roles:
+            nag.acknowledge_role(framework, {"Logs": TEARDOWN_ROLE_WILDCARDS["Logs"]})
         nag.acknowledge_provider(self.provider)

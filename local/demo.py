@@ -403,9 +403,8 @@ def _copy_artifacts(out: Path, sm, output: dict | None, execution) -> dict[str, 
 
 class LocalMetrics:
     """CloudWatch's GetMetricData over the stand-in's training jobs: the metrics of each epoch line, as SageMaker
-    publishes what the MetricDefinitions regexes match (namespace /aws/sagemaker/TrainingJobs, Host <job>/algo-1:
-    https://docs.aws.amazon.com/sagemaker/latest/dg/training-metrics.html). Recorded with a run, it gives the
-    report the curves of every trial, stopped ones included (they write no history.json)."""
+    publishes what the MetricDefinitions regexes match (namespace and dimension: facts.METRIC_DIMENSIONS). Recorded
+    with a run, it gives the report the curves of every trial, stopped ones included (they write no history.json)."""
 
     def __init__(self, sm) -> None:
         self.sm = sm
@@ -431,8 +430,9 @@ class LocalMetrics:
         results = []
         for query in MetricDataQueries:
             metric = query["MetricStat"]["Metric"]
-            host = next((d["Value"] for d in metric.get("Dimensions", []) if d["Name"] == "Host"), "")
-            points = self._points(host.split("/")[0], metric["MetricName"])
+            job = next((d["Value"] for d in metric.get("Dimensions", [])
+                        if d["Name"] == facts.TRAINING_METRIC_DIMENSION), "")
+            points = self._points(job, metric["MetricName"])
             results.append({"Id": query["Id"], "Label": query.get("Label", metric["MetricName"]),
                             "Timestamps": [t for t, _ in points], "Values": [v for _, v in points],
                             "StatusCode": "Complete"})

@@ -278,7 +278,10 @@ def check_image_request(body: bytes | None, content_type: str | None, max_bytes:
 
 # --- Serving: AWS limits in front of the Lambda, and a fault of the service itself -------------------
 API_GATEWAY_MAX_BODY_BYTES = 10_485_760  # API Gateway REST payload limit
-LAMBDA_MAX_EVENT_BYTES = 6_291_456  # Lambda synchronous invocation payload limit (the event JSON)
+# Lambda synchronous invocation payload limit (the event JSON; gettingstarted-limits.html). A body from about 4.7 MB
+# to API_GATEWAY_MAX_BODY_BYTES passes API Gateway but not Lambda: in the cloud it never reaches the forwarder's 413
+# and API Gateway answers its integration error (status undocumented); the local REST API answers 413 for it.
+LAMBDA_MAX_EVENT_BYTES = 6_291_456
 INTERNAL_ERROR = ApiError(500, "internal_error")  # a bug of ours, never a client's mistake
 # What API Gateway itself refuses before the Lambda runs (infra/api.py's gateway responses carry these codes).
 BAD_REQUEST = ApiError(400, "bad_request")

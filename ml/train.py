@@ -462,6 +462,19 @@ def checkpoint_path(args: argparse.Namespace) -> Path:
     return base / contract.CHECKPOINT_FILE
 
 
+def release_checkpoint(args: argparse.Namespace) -> None:
+    """A finished tuning trial removes its own checkpoint folder: nothing resumes a trial that completed, and every
+    trial shares the tuning job's one CheckpointConfig.S3Uri, which SageMaker syncs into /opt/ml/checkpoints when a
+    job starts (model-checkpoints.html), so each finished trial's ~100 MB would otherwise be downloaded by every
+    later one. Unverified: whether a trial receives its siblings' files, and whether SageMaker mirrors a local
+    deletion to S3 (the bucket's expire-checkpoints rule removes them either way). The final job (its own prefix)
+    keeps its checkpoint."""
+    if getattr(args, "checkpoint_scope", "shared") != "job" or not os.environ.get("TRAINING_JOB_NAME"):
+        return
+    folder = checkpoint_path(args).parent
+    shutil.rmtree(folder, ignore_errors=True)  # a leftover costs download time, never the trial's result
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -645,6 +658,7 @@ def run(args: argparse.Namespace, world: World) -> dict | None:
         indent=2))
     save_model(Path(args.model_dir), module, classes, settings, args, metrics)
     log.info("model written to %s", args.model_dir)
+    release_checkpoint(args)
     return metrics
 
 

@@ -25,6 +25,7 @@ OUTPUT_TUNING_PARALLEL: Final = "TuningMaxParallelJobs"  # the default of INPUT_
 OUTPUT_TRAINING_INSTANCE_TYPE: Final = "TrainingInstanceType"
 OUTPUT_TRAINING_INSTANCE_COUNT: Final = "TrainingInstanceCount"
 OUTPUT_TRAINING_SPOT: Final = "TrainingSpot"  # "true": the final job runs on managed spot (its own quota)
+OUTPUT_TUNING_SPOT: Final = "TuningSpot"  # "true": every tuning trial runs on managed spot (the spot quota)
 OUTPUT_PRETRAINED_URI: Final = "PretrainedWeightsUri"  # s3://<bucket>/<StackConfig.pretrained_key> (when set)
 OUTPUT_PRETRAINED_BACKBONE: Final = "PretrainedBackbone"  # the torchvision backbone those weights must fit
 OUTPUT_RESOURCE_PREFIX: Final = "ResourcePrefix"  # what teardown looks for once runs are gone
@@ -34,8 +35,9 @@ OUTPUT_DASHBOARD: Final = "DashboardUrl"  # the CloudWatch console address of th
 OUTPUT_API_KEY_ID: Final = "ApiKeyId"  # only with api.iam_auth false
 OUTPUTS: Final = (OUTPUT_BUCKET, OUTPUT_DATASET, OUTPUT_STATE_MACHINE, OUTPUT_ENDPOINT, OUTPUT_TUNING_INSTANCE_TYPE,
                   OUTPUT_TUNING_PARALLEL, OUTPUT_TRAINING_INSTANCE_TYPE, OUTPUT_TRAINING_INSTANCE_COUNT,
-                  OUTPUT_TRAINING_SPOT, OUTPUT_PRETRAINED_URI, OUTPUT_PRETRAINED_BACKBONE, OUTPUT_RESOURCE_PREFIX,
-                  OUTPUT_API_URL, OUTPUT_PREDICT_METHOD_ARN, OUTPUT_DASHBOARD, OUTPUT_API_KEY_ID)
+                  OUTPUT_TRAINING_SPOT, OUTPUT_TUNING_SPOT, OUTPUT_PRETRAINED_URI, OUTPUT_PRETRAINED_BACKBONE,
+                  OUTPUT_RESOURCE_PREFIX, OUTPUT_API_URL, OUTPUT_PREDICT_METHOD_ARN, OUTPUT_DASHBOARD,
+                  OUTPUT_API_KEY_ID)
 
 # --- the state machine's execution input (what `imgclf start` sends; a key left out takes the stack's default) ---
 INPUT_DATASET: Final = "dataset"  # s3:// prefix ending in '/', under OUTPUT_DATASET, holding train/ valid/ test/
@@ -62,10 +64,27 @@ RULE_OUTPUT_DIR: Final = "rule-output"
 PROFILER_OUTPUT_DIR: Final = "profiler-output"
 PROFILER_REPORT_RULE: Final = "ProfilerReport"
 PROFILER_REPORT_FILE: Final = "profiler-report.html"
-# The one host of a single-instance job (SM_CURRENT_HOST), and CloudWatch's Host dimension <job>/algo-1 in the
-# training namespace: https://docs.aws.amazon.com/sagemaker/latest/dg/monitoring-cloudwatch.html#cloudwatch-metrics-jobs
+# The one host of a single-instance job (SM_CURRENT_HOST; also the instance metrics' Host dimension <job>/algo-1:
+# https://docs.aws.amazon.com/sagemaker/latest/dg/monitoring-cloudwatch.html#cloudwatch-metrics-jobs).
 TRAINING_HOST: Final = "algo-1"
 TRAINING_METRICS_NAMESPACE: Final = "/aws/sagemaker/TrainingJobs"
+ENDPOINT_METRICS_NAMESPACE: Final = "AWS/SageMaker"
+# The CloudWatch metrics this stack reads (dashboard, alarms, the CLI's curves): namespace -> the dimension set they
+# are published under. A SEARCH or GetMetricData with any other set finds nothing.
+METRIC_DIMENSIONS: Final[dict[str, tuple[str, ...]]] = {
+    # Endpoint invocation metrics:
+    # https://docs.aws.amazon.com/sagemaker/latest/dg/monitoring-cloudwatch.html#cloudwatch-metrics-endpoint-invocation
+    ENDPOINT_METRICS_NAMESPACE: ("EndpointName", "VariantName"),
+    # What a job's MetricDefinitions match, per TrainingJobName (Host is the instance metrics' dimension):
+    # https://docs.aws.amazon.com/sagemaker/latest/dg/training-metrics.html ("Monitoring Training Job Metrics
+    # (CloudWatch console)"); the SageMaker SDK's TrainingJobAnalytics queries {"Name": "TrainingJobName"} too.
+    TRAINING_METRICS_NAMESPACE: ("TrainingJobName",),
+    # https://docs.aws.amazon.com/apigateway/latest/developerguide/api-gateway-metrics-and-dimensions.html
+    "AWS/ApiGateway": ("ApiName",),
+    # https://docs.aws.amazon.com/lambda/latest/dg/monitoring-metrics-types.html (per function)
+    "AWS/Lambda": ("FunctionName",),
+}
+TRAINING_METRIC_DIMENSION: Final = METRIC_DIMENSIONS[TRAINING_METRICS_NAMESPACE][0]
 TRAINING_LOG_GROUP: Final = "/aws/sagemaker/TrainingJobs"  # the log group SageMaker writes job logs to (same name)
 # The production variant of a single-model endpoint (the SageMaker Python SDK's default name):
 # https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ProductionVariant.html

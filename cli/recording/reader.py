@@ -246,8 +246,8 @@ class RecordedClient:
         results = []
         for query in params["MetricDataQueries"]:
             metric = (query.get("MetricStat") or {}).get("Metric") or {}
-            host = next((d["Value"] for d in metric.get("Dimensions", []) if d.get("Name") == "Host"), "")
-            job = host.split("/")[0]
+            job = next((d["Value"] for d in metric.get("Dimensions", [])
+                        if d.get("Name") == facts.TRAINING_METRIC_DIMENSION), "")
             path = record_path(self.root, "cloudwatch", "get_metric_data", job)
             recorded = self._checked(path, "get_metric_data").get("MetricDataResults", []) \
                 if job and path.is_file() else []

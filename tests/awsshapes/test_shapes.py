@@ -54,3 +54,25 @@ def test_request_and_output_checks():
     assert awsshapes.output_problems("sagemaker", "describe_training_job", {"TrainingJobName": "j"})  # required ones
     assert awsshapes.operation_name("application-autoscaling", "describe_scalable_targets") == \
         awsshapes.operation_name("applicationautoscaling", "DescribeScalableTargets") == "DescribeScalableTargets"
+
+
+def test_documented_only_constraints_are_refused_like_sagemaker():
+    """Review 4 R2/R6: limits SageMaker states in a member's documentation, not in botocore's shape (the stand-in
+    refuses them through request_problems, as SageMaker does)."""
+    report, errors = awsshapes.request_problems("sagemaker", "UpdateEndpoint", {
+        "EndpointName": "e", "EndpointConfigName": "c", "DeploymentConfig": {"BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": {"Type": "LINEAR", "WaitIntervalInSeconds": 300,
+                                            "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": 5}},
+            "TerminationWaitInSeconds": 300, "MaximumExecutionTimeoutInSeconds": 1800}}})
+    assert report is None
+    assert any("LinearStepSize" in e and "10-50%" in e for e in errors)
+    assert any("MaximumExecutionTimeoutInSeconds (1800)" in e for e in errors)  # 20 bakes of 300 s
+    _, errors = awsshapes.request_problems("sagemaker", "UpdateEndpoint", {
+        "EndpointName": "e", "EndpointConfigName": "c", "DeploymentConfig": {"BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": {"Type": "CANARY", "WaitIntervalInSeconds": 300,
+                                            "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 50}},
+            "TerminationWaitInSeconds": 300, "MaximumExecutionTimeoutInSeconds": 1800}}})
+    assert errors == []
+    params = {"ProfilingIntervalInMilliseconds": 300}
+    assert awsshapes.documented_errors("ProfilerConfig", params)
+    assert not awsshapes.documented_errors("ProfilerConfig", {"ProfilingIntervalInMilliseconds": 60000})

@@ -123,3 +123,13 @@ def test_skip_and_older_stacks_make_no_quota_call(service_quotas, capsys):
 def test_phases_that_run_one_after_the_other_share_a_quota():
     same = quotas.needs({**CAPACITY, facts.OUTPUT_TRAINING_INSTANCE_COUNT: "3"}, parallel=2)
     assert [(n.quota, n.count) for n in same] == [(f"{GPU} for training job usage", 3)]
+
+
+def test_spot_tuning_trials_need_the_spot_quota():
+    """Review 4 R3: with tuning.spot every trial is a managed-spot job, counted against "<type> for spot training
+    job usage"; the final job (on demand here) keeps the on-demand quota."""
+    wanted = quotas.needs({**CAPACITY, facts.OUTPUT_TUNING_SPOT: "true"}, None)
+    assert {(n.quota, n.count) for n in wanted} == {(f"{GPU} for spot training job usage", 2),
+                                                    (f"{GPU} for training job usage", 1)}
+    on_demand = quotas.needs({**CAPACITY, facts.OUTPUT_TUNING_SPOT: "false"}, 3)
+    assert {(n.quota, n.count) for n in on_demand} == {(f"{GPU} for training job usage", 3)}

@@ -50,6 +50,9 @@ def test_every_output_the_cli_reads_is_emitted(cloud, variant):
     for synth in (cloud, variant):
         assert keys <= set(synth.template["Outputs"]), keys - set(synth.template["Outputs"])
         assert synth.template["Outputs"][facts.OUTPUT_RESOURCE_PREFIX]["Value"] == synth.config.prefix
+        for key, spot in ((facts.OUTPUT_TUNING_SPOT, synth.config.tuning.spot),
+                          (facts.OUTPUT_TRAINING_SPOT, synth.config.training.spot)):
+            assert synth.template["Outputs"][key]["Value"] == ("true" if spot else "false")
     assert variant.config.prefix == "imgvar"
 
 

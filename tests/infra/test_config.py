@@ -77,6 +77,13 @@ def test_training_hyperparameters_and_ranges_can_be_narrowed_by_name():
     ({"training": {"spot": True, "max_runtime_s": 3600, "max_wait_s": 60}}, "at least"),
     ({"data_prefix": "/data"}, "ending with '/'"),
     ({"tuning": {"instance_typo": "ml.m5.large"}}, "context 'tuning.instance_typo': unknown key"),
+    # review 4 R2: TrafficRoutingConfig's documented step sizes, and LINEAR's bakes within the timeout
+    ({"serving": {"traffic": "CANARY", "instance_count": 2, "traffic_step_percent": 60}}, "at most 50%"),
+    ({"serving": {"traffic": "LINEAR", "instance_count": 2, "traffic_step_percent": 5}}, "10-50%"),
+    ({"serving": {"traffic": "LINEAR", "instance_count": 2, "traffic_step_percent": 10}}, "total waiting time"),
+    ({"serving": {"traffic": "LINEAR", "instance_count": 2, "traffic_step_percent": 20}}, "total waiting time"),
+    # review 4 R6: ProfilerConfig.ProfilingIntervalInMilliseconds' documented values
+    ({"debugger": {"profiling_interval_ms": 300}}, "must be one of"),
 ])
 def test_refuses(context, message):
     with pytest.raises(ConfigError, match=message) as info:

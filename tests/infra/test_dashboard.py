@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from infra import dashboard
@@ -62,8 +63,56 @@ def test_dashboard_covers_api_lambda_endpoint_and_training(any_synth):
     # Training and tuning jobs: SEARCH over the per-run job names by this stack's prefix.
     searches = [r[0]["expression"] for title, m in widgets.items() if title.startswith("Training") for r in m]
     assert searches == [dashboard.training_search(cfg, m) for m in dashboard.TRAINING_METRICS]
-    assert all("/aws/sagemaker/TrainingJobs,Host} MetricName=" in s and s.split("'")[1].endswith(cfg.prefix)
-               for s in searches)
+    # Review 4 R1: MetricDefinitions' metrics are published per TrainingJobName (training-metrics.html); a SEARCH
+    # on {namespace,Host} (the instance metrics' schema) matched nothing.
+    assert all("{/aws/sagemaker/TrainingJobs,TrainingJobName} MetricName=" in s
+               and s.split("'")[1].endswith(cfg.prefix) for s in searches)
+
+
+_SCHEMA = re.compile(r"SEARCH\('\{([^}]*)\}")
+
+
+def _alarm_metrics(synth) -> list[tuple[str, list[str]]]:
+    out = []
+    for res in synth.template["Resources"].values():
+        if res["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        props = res["Properties"]
+        queries = [q["MetricStat"]["Metric"] for q in props.get("Metrics", []) if "MetricStat" in q]
+        if "Namespace" in props:
+            queries.append(props)
+        out += [(q["Namespace"], sorted(d["Name"] for d in q.get("Dimensions", []))) for q in queries]
+    return out
+
+
+def test_every_metric_the_stack_reads_has_its_documented_dimensions(any_synth):
+    """Every dashboard row, SEARCH schema and alarm metric names a namespace of facts.METRIC_DIMENSIONS (each with
+    its documentation) and exactly that dimension set: CloudWatch matches a metric only by its full set."""
+    import stackfacts as facts
+
+    seen = []
+    for rows in _metrics(_body(any_synth)).values():
+        for r in rows:
+            if isinstance(r[0], dict):  # a math expression; a SEARCH names its schema
+                seen += [(parts[0], sorted(parts[1:])) for parts in
+                         (m.split(",") for m in _SCHEMA.findall(r[0]["expression"]))]
+            elif not r[0].startswith("..."):
+                dims = [x for x in r[2:] if not isinstance(x, dict)]
+                seen.append((r[0], sorted(dims[0::2])))
+    seen += _alarm_metrics(any_synth)
+    assert {ns for ns, _ in seen} == set(facts.METRIC_DIMENSIONS)
+    wrong = [(ns, dims) for ns, dims in seen if dims != sorted(facts.METRIC_DIMENSIONS[ns])]
+    assert not wrong, wrong
+
+
+def test_the_cli_queries_training_metrics_by_their_dimension():
+    import stackfacts as facts
+    from cli.model import metric_queries
+
+    for q in metric_queries("imgclf-0123456789ab-train"):
+        metric = q["MetricStat"]["Metric"]
+        assert [d["Name"] for d in metric["Dimensions"]] == list(facts.METRIC_DIMENSIONS[metric["Namespace"]])
+        assert metric["Dimensions"][0]["Value"] == "imgclf-0123456789ab-train"
 
 
 def test_dashboard_url_is_an_output_the_cli_reads(any_synth):

@@ -325,7 +325,8 @@ def test_removing_any_teardown_statement_fails_the_teardown_at_its_call(cloud, m
     """Each statement in turn: the teardown fails with AccessDenied naming one of its actions (CloudFormation would
     report the custom resource FAILED), so no statement is there for nothing."""
     statements = _teardown_statements(cloud.template)
-    assert {"StackStatus", "List", "Delete", "ReadTags", "StopJobs", "DeregisterScaling", "ScalingAlarms",
+    assert {"StackStatus", "List", "Delete", "ReadTags", "StopJobs", "DescribeScaling", "DeregisterScaling",
+            "ScalingAlarms",
             "ListExecutions", "StopExecutions"} == {s["Sid"] for s in statements}
     for statement in statements:
         template = copy.deepcopy(cloud.template)

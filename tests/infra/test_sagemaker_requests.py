@@ -256,3 +256,58 @@ def test_the_fallback_job_is_the_debugger_job_without_debugger(cloud):
     assert static["static"]["debugger"] == "on" and static["static_no_debugger"]["debugger"] == "off"
     assert {k: v for k, v in static["static"].items() if k != "debugger"} == {
         k: v for k, v in static["static_no_debugger"].items() if k != "debugger"}
+
+
+# --- review 4 R2/R6: what the config accepts, SageMaker accepts (constraints its documentation states in prose) ----
+def _config_or_none(context: dict):
+    from infra.config import ConfigError, load_config
+    try:
+        return load_config(context)
+    except ConfigError:
+        return None
+
+
+
+def test_the_config_accepts_exactly_the_traffic_shifts_sagemaker_accepts():
+    """Every step size, wait and timeout the config lets through yields an UpdateEndpoint that satisfies
+    TrafficRoutingConfig's and BlueGreenUpdatePolicy's documented limits; everything else is refused at synth."""
+    import awsshapes
+
+    update = req.task_resource("updateEndpoint")
+    accepted = refused = 0
+    for traffic in ("ALL_AT_ONCE", "CANARY", "LINEAR"):
+        for step in (1, 5, 9, 10, 20, 25, 34, 50, 51, 60, 100):
+            for wait, limit in ((300, 1800), (60, 1800), (300, 2100), (0, 600)):  # within the teardown's budget
+                context = {"serving": {"traffic": traffic, "traffic_step_percent": step, "instance_count": 2,
+                                       "wait_interval_s": wait, "max_execution_s": limit}}
+                cfg = _config_or_none(context)
+                params = req.update_endpoint(cfg or load_unchecked(context))
+                errors = validate_request(update, params)
+                assert bool(errors) == (cfg is None), (context, errors)
+                accepted += cfg is not None
+                refused += cfg is None
+    assert accepted and refused
+    canary = {"Type": "CANARY", "WaitIntervalInSeconds": 1, "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 60}}
+    assert awsshapes.documented_errors("TrafficRoutingConfig", canary)
+
+
+def load_unchecked(context: dict):
+    """The config a context would give without the documented-limit checks (to build the request SageMaker
+    would have been sent)."""
+    from infra.config import ServingConfig, StackConfig, load_config
+    serving = ServingConfig.model_construct(**{**load_config({}).serving.model_dump(), **context["serving"]})
+    return StackConfig.model_construct(**{**dict(load_config({})), "serving": serving})
+
+
+def test_the_config_accepts_exactly_the_profiling_intervals_sagemaker_accepts():
+    import awsshapes
+
+    train = req.task_resource("createTrainingJob", sync=True)
+    for interval in (50, 100, 200, 300, 500, 1000, 2000, 5000, 60000, 120000):
+        cfg = _config_or_none({"debugger": {"profiling_interval_ms": interval}})
+        assert (cfg is not None) == (interval in awsshapes.PROFILING_INTERVALS_MS)
+        if cfg is not None:
+            errors = validate_request(train, req.training_job(cfg))  # the bucket is a CloudFormation token here
+            assert not [e for e in errors if "ProfilingInterval" in e], interval
+    errors = validate_request(train, {"ProfilerConfig": {"ProfilingIntervalInMilliseconds": 300}})
+    assert any("ProfilingIntervalInMilliseconds 300" in e for e in errors)

@@ -44,9 +44,8 @@ def test_no_full_access_and_no_action_wildcards(any_synth):
     for lid, arns in managed.items():
         if lid.startswith("CustomS3AutoDeleteObjects"):  # CDK's own provider, removal_policy "destroy" only
             assert "AWSLambdaBasicExecutionRole" in arns and any_synth.config.removal_policy == "destroy"
-        elif lid.startswith("TeardownProviderframework"):  # aws-cdk-lib's custom-resource Provider framework
-            assert arns.count("arn:") == 1 and "AWSLambdaBasicExecutionRole" in arns
-        else:
+        else:  # review 4 R7: the Provider framework's functions run with the teardown's FrameworkRole, no managed
+            # AWSLambdaBasicExecutionRole (logs on every group)
             assert "AmazonAPIGatewayPushToCloudWatchLogs" in arns, lid
 
 
@@ -231,3 +230,38 @@ def test_weights_check_reads_only_the_one_weights_object(cloud):
     assert _actions(statement) == ["s3:GetObject"]
     (resource,) = _resources(statement)
     assert json.dumps(resource).endswith(f'/{cloud.config.pretrained_key}"]]}}')
+
+
+def test_the_provider_framework_logs_to_the_teardown_group_only(any_synth):
+    """Review 4 R7b: the framework's three functions run with roles that write the teardown's log group, invoke
+    the handlers and (onEvent) start the waiter: nothing else, no managed policy."""
+    resources = any_synth.template["Resources"]
+    framework = [r["Properties"] for lid, r in resources.items()
+                 if r["Type"] == "AWS::Lambda::Function" and lid.startswith("TeardownProviderframework")]
+    if not any_synth.resources("Custom::SageMakerTeardown"):  # the local profile has no teardown
+        assert not framework
+        return
+    assert len(framework) == 3
+    role_ids = {f["Role"]["Fn::GetAtt"][0] for f in framework}
+    assert len(role_ids) == 2
+    (group,) = [lid for lid, r in resources.items()
+                if r["Type"] == "AWS::Logs::LogGroup" and lid.startswith("TeardownLogs")]
+    actions = set()
+    for role_id in role_ids:
+        assert "ManagedPolicyArns" not in resources[role_id]["Properties"]
+        statements = [st for p in any_synth.resources("AWS::IAM::Policy").values()
+                      if {"Ref": role_id} in p["Properties"]["Roles"]
+                      for st in p["Properties"]["PolicyDocument"]["Statement"]]
+        actions |= {a for st in statements for a in _actions(st)}
+        (logs,) = [st for st in statements if st.get("Sid") == "Logs"]
+        assert _resources(logs) == [{"Fn::GetAtt": [group, "Arn"]}]
+    assert actions == {"logs:CreateLogStream", "logs:PutLogEvents", "lambda:InvokeFunction", "lambda:GetFunction",
+                       "states:StartExecution"}
+
+
+def test_the_teardown_deregisters_scalable_targets_only(cloud):
+    """Review 4 R7a: only DescribeScalableTargets (no resource-level permissions) is on '*'."""
+    wide = [a for p in cloud.resources("AWS::IAM::Policy").values()
+            for st in p["Properties"]["PolicyDocument"]["Statement"]
+            if "*" in _resources(st) for a in _actions(st) if a.startswith("application-autoscaling:")]
+    assert wide == ["application-autoscaling:DescribeScalableTargets"]

@@ -64,3 +64,22 @@ def test_data_capture_expiry_is_configurable(variant):
     project, _ = _buckets(variant)
     rules = {r["Id"]: r for r in project["Properties"]["LifecycleConfiguration"]["Rules"]}
     assert rules["expire-data-capture"]["ExpirationInDays"] == variant.config.data_capture_retention_days == 14
+
+
+def test_versioned_expiry_removes_what_it_expires(any_synth):
+    """Review 4 R5: on a versioned bucket an Expiration leaves a noncurrent version (billed) and a delete marker
+    (lifecycle-expire-general-considerations.html). Every expiring rule of every versioned bucket also expires
+    its noncurrent versions, and one rule removes expired delete markers (not allowed beside Expiration days)."""
+    from infra.storage import EXPIRED_NONCURRENT_DAYS
+
+    versioned = [b["Properties"] for b in any_synth.resources("AWS::S3::Bucket").values()
+                 if b["Properties"].get("VersioningConfiguration", {}).get("Status") == "Enabled"]
+    assert versioned
+    for props in versioned:
+        rules = props["LifecycleConfiguration"]["Rules"]
+        expiring = [r for r in rules if "ExpirationInDays" in r]
+        assert expiring
+        for rule in expiring:
+            assert rule["NoncurrentVersionExpiration"]["NoncurrentDays"] == EXPIRED_NONCURRENT_DAYS, rule["Id"]
+        (markers,) = [r for r in rules if r.get("ExpiredObjectDeleteMarker")]
+        assert "ExpirationInDays" not in markers and "ExpirationDate" not in markers and "Prefix" not in markers

@@ -335,6 +335,23 @@ def test_trial_checkpoints_are_kept_apart(monkeypatch, tmp_path):
     assert train.checkpoint_path(final) == tmp_path / contract.CHECKPOINT_FILE
 
 
+def test_a_finished_trial_removes_only_its_own_checkpoint(monkeypatch, tmp_path):
+    """Review 4 R11: trials share the tuning job's CheckpointConfig.S3Uri; a finished trial leaves nothing for the
+    later ones to download. Its siblings' folders and the final job's (shared scope) checkpoint stay."""
+    mine, sibling = "imgclf-0123-001-abcdef", "imgclf-0123-002-abcdef"
+    for job in (mine, sibling):
+        (tmp_path / job).mkdir()
+        (tmp_path / job / contract.CHECKPOINT_FILE).write_bytes(b"state")
+    (tmp_path / contract.CHECKPOINT_FILE).write_bytes(b"final")
+    monkeypatch.setenv("TRAINING_JOB_NAME", mine)
+    train.release_checkpoint(train.parse_args(["--checkpoint-dir", str(tmp_path), f"--{contract.CHECKPOINT_SCOPE}",
+                                               "job"]))
+    assert not (tmp_path / mine).exists()
+    assert (tmp_path / sibling / contract.CHECKPOINT_FILE).is_file()
+    train.release_checkpoint(train.parse_args(["--checkpoint-dir", str(tmp_path)]))
+    assert (tmp_path / contract.CHECKPOINT_FILE).read_bytes() == b"final"
+
+
 # --- smdebug only in the job that has Debugger -----------------------------------------------------------
 @pytest.fixture
 def pip_calls(monkeypatch, tmp_path):

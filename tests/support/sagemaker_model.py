@@ -51,6 +51,7 @@ def validate(shape: Shape, value: Any, path: str = "") -> list[str]:
     if t == "structure":
         if not isinstance(value, dict):
             return [f"{path}: expected an object for {shape.name}, got {type(value).__name__}"]
+        errors += [f"{path}: {e}" for e in awsshapes.documented_errors(shape.name, value)]
         seen: set[str] = set()
         for key, item in value.items():
             dynamic = key.endswith(".$")
