@@ -87,8 +87,9 @@ def test_the_story_reads_top_down(cloud):
     assert states[S.METRIC_VALUES_PRESENT]["Default"] == S.GATE_RULES
     assert states[S.GATE_RULES]["Default"] == S.GATE
     assert states[S.GATE]["Default"] == S.CREATE_MODEL
-    assert states[S.CREATE_MODEL]["Next"] == S.CREATE_CONFIG
-    assert states[S.CREATE_CONFIG]["Next"] == S.FIND_ENDPOINT
+    # The endpoint is found first, so that an update's config is sized from the live fleet (review 3 N1).
+    assert states[S.CREATE_MODEL]["Next"] == S.FIND_ENDPOINT
+    assert states[S.CREATE_CONFIG]["Next"] == S.CREATE_OR_UPDATE
 
 
 def test_names_derive_from_one_run_id_per_execution(cloud):
@@ -153,14 +154,24 @@ def test_rule_polling_waits_for_every_verdict(cloud, local):
         assert "ResultSelector" not in describe and describe["ResultPath"] == "$.rules.job"
         assert describe["Next"] == S.RULES_REPORTED
         reported = states[S.RULES_REPORTED]
-        assert {c["Variable"] for c in reported["Choices"][0]["Or"]} == {
-            f"$.rules.job.{m}RuleEvaluationStatuses{i}" for m in ("Debug", "Profiler") for i in ("", "[0]")}
+        # "Debugger ran no rules" is decided on the Debugger list alone (review 3 N3); the profiler list alone
+        # absent or empty polls the Debugger rules only and records the profiler unavailable.
+        debugger_list, profiler_list = (f"$.rules.job.{m}RuleEvaluationStatuses" for m in ("Debug", "Profiler"))
+        assert {c["Variable"] for c in reported["Choices"][0]["Or"]} == {debugger_list, f"{debugger_list}[0]"}
+        assert {c["Variable"] for c in reported["Choices"][1]["Or"]} == {profiler_list, f"{profiler_list}[0]"}
         assert reported["Choices"][0]["Next"] == S.NO_RULE_STATUSES and reported["Default"] == S.RULE_PROGRESS
-        # No rule statuses (absent or empty) is Debugger unavailable, not a failed gate (review 2 item 10).
+        assert reported["Choices"][1]["Next"] == S.RULE_PROGRESS + S.NO_PROFILER_SUFFIX
+        assert not any("Profiler" in p for p in states[S.RULE_PROGRESS + S.NO_PROFILER_SUFFIX]["Parameters"].values())
+        assert states[S.VERDICTS + S.NO_PROFILER_SUFFIX]["Next"] == S.NO_PROFILER_STATUSES
+        assert states[S.NO_PROFILER_STATUSES]["ResultPath"] == "$.run.profiler"
+        assert states[S.NO_PROFILER_STATUSES]["Next"] == S.REPORTS_NO_PROFILER
+        # No rule statuses (absent or empty) is Debugger unavailable, not a failed gate (review 2 item 10), and
+        # promises only the locations a job without Debugger writes.
         unreported = states[S.NO_RULE_STATUSES]
         assert unreported["Type"] == "Pass" and unreported["ResultPath"] == "$.run"
         assert unreported["Parameters"]["debugger"]["status"] == "unavailable"
-        assert unreported["Next"] == S.REPORTS
+        assert unreported["Parameters"]["profiler"] == "unavailable"
+        assert unreported["Next"] == S.REPORTS_NO_DEBUGGER
         progress = states[S.RULE_PROGRESS]["Parameters"]
         debug = "$.rules.job.DebugRuleEvaluationStatuses"
         assert progress["debug_inprogress.$"] == f"States.ArrayContains({debug}[*].RuleEvaluationStatus, 'InProgress')"
@@ -278,7 +289,15 @@ def test_failures_never_touch_the_endpoint(cloud):
         assert catch == {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": S.READ_ENDED_TUNING}
     assert states[S.READ_ENDED_TUNING]["Catch"][0]["ResultPath"] == "$.read_error"
     ended = states[S.ENDED_WITH_BEST]
-    assert ended["Choices"][0]["Next"] == S.SELECT_BEST and states[ended["Default"]]["Type"] == "Fail"
+    # Still running (review 3 N2): stopped first, then "Tuning failed" whatever the stop answers.
+    assert {c["StringEquals"] for c in ended["Choices"][0]["Or"]} == {"InProgress", "Stopping"}
+    assert ended["Choices"][0]["Next"] == S.STOP_TUNING
+    stop = states[S.STOP_TUNING]
+    assert stop["Resource"] == "arn:aws:states:::aws-sdk:sagemaker:stopHyperParameterTuningJob"
+    assert stop["Next"] == S.TUNING_FAILED and stop["Catch"][0]["Next"] == S.TUNING_FAILED
+    assert stop["Catch"][0]["ResultPath"] == "$.stop_error"  # the Fail reports the tuning task's own $.error
+    assert ended["Choices"][1]["Next"] == S.SELECT_BEST and states[ended["Default"]]["Type"] == "Fail"
+    assert {c["StringEquals"] for c in ended["Choices"][1]["And"][0]["Or"]} == {"Completed", "Stopped", "Failed"}
     # From the gate, every failing branch is a Fail state; only the default goes on to deploy.
     for gate in (S.GATE_RULES, S.GATE):
         for choice in states[gate]["Choices"]:
@@ -296,15 +315,38 @@ def test_create_or_update_the_stable_endpoint(cloud):
     # anything else (access denied, ...) fails without touching the endpoint.
     classify = states[S.lookup_error(S.FIND_ENDPOINT)]
     not_found = [c for c in classify["Choices"] if c.get("StringMatches") == "*Could not find endpoint*"]
-    assert not_found and not_found[0]["Next"] == S.CREATE_ENDPOINT
+    assert not_found and not_found[0]["Next"] == S.SIZE_NEW
+    assert states[S.SIZE_NEW]["Parameters"] == {"instance_count": cloud.config.serving.instance_count, "update": False}
+    assert states[S.SIZE_NEW]["Next"] == S.CREATE_CONFIG
     throttled = [c for c in classify["Choices"] if "And" in c]
     assert throttled[0]["And"][0]["StringMatches"] == "*ThrottlingException*"
     assert classify["Default"] == S.lookup_failed(S.FIND_ENDPOINT)
     assert states[classify["Default"]]["Type"] == "Fail"
     assert find["Next"] == S.ENDPOINT_STATE
     choices = {c.get("StringEquals"): c["Next"] for c in states[S.ENDPOINT_STATE]["Choices"] if "StringEquals" in c}
-    # An autoscaled variant leaves Application Auto Scaling first (review item 5); "not registered" goes on.
-    assert choices["InService"] == S.DEREGISTER_SCALING
+    # An update's new fleet is sized from the live one: no fewer than CurrentInstanceCount (review 3 N1).
+    assert choices["InService"] == S.SIZE_UPDATE
+    live = "$.existing.ProductionVariants[0].CurrentInstanceCount"
+    (bigger,) = states[S.SIZE_UPDATE]["Choices"]
+    assert bigger["And"] == [{"Variable": live, "IsPresent": True},
+                             {"Variable": live, "NumericGreaterThan": cloud.config.serving.instance_count}]
+    assert states[bigger["Next"]]["Parameters"] == {"instance_count.$": live, "update": True}
+    assert states[states[S.SIZE_UPDATE]["Default"]]["Parameters"] == {
+        "instance_count": cloud.config.serving.instance_count, "update": True}
+    assert states[S.CREATE_CONFIG]["Parameters"]["ProductionVariants"][0]["InitialInstanceCount.$"] == \
+        "$.fleet.instance_count"
+    # Then the variant leaves Application Auto Scaling only when its instance type changes (or is unknown);
+    # "not registered" goes on.
+    choose = states[S.CREATE_OR_UPDATE]
+    assert [c["Next"] for c in choose["Choices"]] == [S.DESCRIBE_LIVE_CONFIG, S.DEREGISTER_SCALING]
+    assert choose["Default"] == S.CREATE_ENDPOINT
+    describe = states[S.DESCRIBE_LIVE_CONFIG]
+    assert describe["Parameters"] == {"EndpointConfigName.$": "$.existing.EndpointConfigName"}
+    assert describe["Catch"][0]["Next"] == S.DEREGISTER_SCALING and describe["Next"] == S.TYPE_CHANGES
+    same = states[S.TYPE_CHANGES]
+    assert same["Choices"][0]["Next"] == S.UPDATE_ENDPOINT and same["Default"] == S.DEREGISTER_SCALING
+    assert {"Variable": "$.live_config.ProductionVariants[0].InstanceType",
+            "StringEquals": cloud.config.serving.instance_type} in same["Choices"][0]["And"]
     assert states[S.DEREGISTER_SCALING]["Next"] == S.UPDATE_ENDPOINT
     (catch,) = states[S.DEREGISTER_SCALING]["Catch"]
     assert catch["Next"] == S.NOT_REGISTERED and states[S.NOT_REGISTERED]["Choices"][0]["Next"] == S.UPDATE_ENDPOINT
@@ -394,7 +436,8 @@ def test_output_shape(cloud):
     assert set(output) == {
         "run_id.$", "endpoint_name.$", "endpoint_config_name.$", "model_name.$", "training_job_name.$",
         "tuning_job_name.$", "best_training_job_name.$", "best_hyperparameters.$", "objective.$", "test_accuracy.$",
-        "health_issues.$", "debugger.$", "rule_verdicts.$", "reports.$"}
+        "health_issues.$", "debugger.$", "rule_verdicts.$", "reports.$", "tuning_status.$", "profiler.$"}
+    assert output["tuning_status.$"] == "$.tuning.status" and output["profiler.$"] == "$.run.profiler"
     assert output["training_job_name.$"] == "$.run.training_job" and output["debugger.$"] == "$.run.debugger"
     reports = cloud.definition["States"][S.REPORTS]["Parameters"]
     assert set(reports) == {"model_artifacts.$", "output_data.$", "rule_output.$", "debugger_tensors.$",

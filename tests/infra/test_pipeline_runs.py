@@ -39,10 +39,10 @@ def _state(definition: dict, *, debugger: str = "on") -> dict:
                  "warm_start_parent": ""},
         "names": {"run_id": run_id, "tuning_job": base, "training_job": base, "training_job_no_debugger": f"{base}-nd",
                   "model": base, "endpoint_config": base, "endpoint": "imgclf-endpoint"},
-        "run": {"training_job": base, "debugger": {"status": debugger, "reason": ""}},
+        "run": {"training_job": base, "debugger": {"status": debugger, "reason": ""}, "profiler": "on"},
         "poll": {k: {"count": 0} for k in ("rules", "settle", "deploy", "existing", "find")},
         "verdicts": {},
-        "tuning": {"job_name": base, "best_training_job": f"{base}-001-abc", "objective": {"MetricName": "x",
+        "tuning": {"job_name": base, "status": "Completed", "best_training_job": f"{base}-001-abc", "objective": {"MetricName": "x",
                                                                                           "Value": 0.9},
                    "hyperparameters": {contract.LR: "0.001", contract.BATCH_SIZE: "64", contract.EPOCHS: "2"}},
         "hyperparameters": definition["States"][S.PREPARE_TRAINING]["Parameters"],
@@ -382,12 +382,42 @@ def _with_scaling(run: Callable[[Any], Any], *, registered: bool):
         _Mock.release()
 
 
-@pytest.mark.parametrize("registered", [True, False])
-def test_update_runs_with_the_variant_deregistered_then_registers_it_again(local, registered):
+def _denied_config(p: dict) -> dict:
+    raise SageMakerError("AccessDeniedException", "not authorized to perform: sagemaker:DescribeEndpointConfig")
+
+
+@pytest.mark.parametrize(("live", "registered"), [("ml.c5.xlarge", True), ("ml.c5.xlarge", False),
+                                                   ("unreadable", True)])
+def test_a_type_changing_update_runs_deregistered_then_registers_it_again(local, live, registered):
     """SageMaker refuses an UpdateEndpoint that changes the instance type of a scalable target
-    (endpoint-scaling-update.html): the target is gone when UpdateEndpoint runs, and back (with its policy) after."""
+    (endpoint-scaling-update.html): the target is gone when UpdateEndpoint runs, and back (with its policy) after.
+    A live config that cannot be read takes the same (safe) path."""
     definition = local.definition
-    endpoint = Endpoint(exists=True)
+    endpoint = Endpoint(exists=True, instance_type=live)
+    seen: list[int] = []
+
+    def run(aas):
+        def update(p: dict) -> dict:
+            seen.append(len(aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]))
+            return endpoint.deploy(p)
+        more: dict[str, Callable[[dict], dict]] = {"DescribeEndpointConfig": _denied_config} \
+            if live == "unreadable" else {}
+        sm = scripted(endpoint, UpdateEndpoint=update, **more)
+        result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
+        return result, aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"], sm
+    result, targets, sm = _with_scaling(run, registered=registered)
+    assert result.succeeded, (result.failed_state, result.cause)
+    assert seen == [0] and len(targets) == 1
+    assert S.DEREGISTER_SCALING in [r.name for r in result.states()]
+    assert [p["EndpointConfigName"] for p in sm.ops("DescribeEndpointConfig")][:1] == ["previous-config"]
+
+
+def test_a_same_type_update_keeps_its_autoscaling_target(local):
+    """Review 3 N1 / issue 16: AWS needs the variant deregistered only when the instance type changes; a model
+    update on the same type keeps the target and its policy through the update (and registers them again after:
+    idempotent, re-applying cdk.json's bounds)."""
+    definition = local.definition
+    endpoint = Endpoint(exists=True, instance_type=local.config.serving.instance_type)
     seen: list[int] = []
 
     def run(aas):
@@ -396,11 +426,41 @@ def test_update_runs_with_the_variant_deregistered_then_registers_it_again(local
             return endpoint.deploy(p)
         sm = scripted(endpoint, UpdateEndpoint=update)
         result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
-        return result, aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
-    result, targets = _with_scaling(run, registered=registered)
+        return result, aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"], aas
+    result, targets, aas = _with_scaling(run, registered=True)
     assert result.succeeded, (result.failed_state, result.cause)
-    assert seen == [0] and len(targets) == 1
-    assert S.DEREGISTER_SCALING in [r.name for r in result.states()]
+    names = [r.name for r in result.states()]
+    assert seen == [1] and len(targets) == 1, (names[5:], seen)
+    assert S.DEREGISTER_SCALING not in names and S.DESCRIBE_LIVE_CONFIG in names and S.REGISTER_SCALING in names
+
+
+@pytest.mark.parametrize("live", [3, 1, None])
+def test_an_update_never_starts_a_smaller_fleet_than_serves_now(local, live):
+    """Review 3 N1: a variant autoscaling took to 3 instances is updated to a fleet of no fewer than 3 (the new
+    config's InitialInstanceCount, which serves after the switch: RetainAllVariantProperties false), and never to
+    fewer than serving.instance_count; an answer without CurrentInstanceCount (optional) uses the configured count."""
+    definition = local.definition
+    configured = local.config.serving.instance_count
+    endpoint = Endpoint(exists=True, instances=live or 0)
+    if live is None:
+        describe = endpoint.describe
+
+        def without_count(p: dict) -> dict:
+            out = describe(p)
+            out["ProductionVariants"][0].pop("CurrentInstanceCount", None)
+            return out
+        endpoint.describe = without_count  # type: ignore[method-assign]
+    sm = validating(scripted(endpoint))
+    result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
+    assert result.succeeded, (result.failed_state, result.cause)
+    (config,) = sm.ops("CreateEndpointConfig")
+    assert config["ProductionVariants"][0]["InitialInstanceCount"] == max(live or 0, configured)
+    (update,) = sm.ops("UpdateEndpoint")
+    assert update["RetainAllVariantProperties"] is False  # the sized config's count, weight and capture apply
+    # A new endpoint gets the configured count.
+    sm = validating(scripted(Endpoint()))
+    assert _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm).succeeded
+    assert sm.ops("CreateEndpointConfig")[0]["ProductionVariants"][0]["InitialInstanceCount"] == configured
 
 
 def test_a_rolled_back_update_gets_its_autoscaling_back(local):
