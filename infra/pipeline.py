@@ -165,6 +165,8 @@ class S:
     SIZE_CONFIGURED = "Configured instance count"
     CREATE_OR_UPDATE = "Create or update?"
     DESCRIBE_LIVE_CONFIG = "Describe live endpoint config"
+    LIVE_VARIANT_KNOWN = "Live instance type known?"
+    LIVE_VARIANT = "Live variant"
     TYPE_CHANGES = "Instance type unchanged?"
     DEREGISTER_SCALING = "Deregister autoscaling target"
     NOT_REGISTERED = "Scalable target absent?"
@@ -923,12 +925,20 @@ class Pipeline(Construct):
         deregister = self._deregister_scaling(update)
         # Unreadable (deleted by hand, access denied): the safe path, which works whatever the type.
         describe.add_catch(deregister, errors=["States.ALL"], result_path="$.live_config_error")
-        variant = "$.live_config.ProductionVariants[0]"
+        variants = "$.live_config.ProductionVariants"
         c = sfn.Condition
-        same_type = c.and_(c.is_present(variant), c.string_equals(f"{variant}.VariantName", req.VARIANT_NAME),
-                           c.is_present(f"{variant}.InstanceType"),
-                           c.string_equals(f"{variant}.InstanceType", s.instance_type))
-        describe.next(sfn.Choice(self, S.TYPE_CHANGES).when(same_type, update).otherwise(deregister))
+        # The one variant's name and type as plain values ([*] then ArrayGetItem: the local interpreter answers a
+        # definite path through [0] with a list), read once a Choice saw that variant 0 has an InstanceType.
+        live = sfn.Pass(self, S.LIVE_VARIANT, result_path="$.live_variant", parameters={
+            "name.$": f"States.ArrayGetItem({variants}[*].VariantName, 0)",
+            "instance_type.$": f"States.ArrayGetItem({variants}[*].InstanceType, 0)"})
+        live.next(sfn.Choice(self, S.TYPE_CHANGES)
+                  .when(c.and_(c.string_equals("$.live_variant.name", req.VARIANT_NAME),
+                               c.string_equals("$.live_variant.instance_type", s.instance_type)), update)
+                  .otherwise(deregister))
+        describe.next(sfn.Choice(self, S.LIVE_VARIANT_KNOWN)
+                      .when(c.and_(c.is_present(f"{variants}[0]"), c.is_present(f"{variants}[0].InstanceType")), live)
+                      .otherwise(deregister))
         return describe
 
     def _autoscaling(self, then: sfn.IChainable) -> sfn.IChainable:

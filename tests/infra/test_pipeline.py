@@ -342,10 +342,12 @@ def test_create_or_update_the_stable_endpoint(cloud):
     assert choose["Default"] == S.CREATE_ENDPOINT
     describe = states[S.DESCRIBE_LIVE_CONFIG]
     assert describe["Parameters"] == {"EndpointConfigName.$": "$.existing.EndpointConfigName"}
-    assert describe["Catch"][0]["Next"] == S.DEREGISTER_SCALING and describe["Next"] == S.TYPE_CHANGES
+    assert describe["Catch"][0]["Next"] == S.DEREGISTER_SCALING and describe["Next"] == S.LIVE_VARIANT_KNOWN
+    assert states[S.LIVE_VARIANT_KNOWN]["Choices"][0]["Next"] == S.LIVE_VARIANT
+    assert states[S.LIVE_VARIANT_KNOWN]["Default"] == S.DEREGISTER_SCALING
     same = states[S.TYPE_CHANGES]
     assert same["Choices"][0]["Next"] == S.UPDATE_ENDPOINT and same["Default"] == S.DEREGISTER_SCALING
-    assert {"Variable": "$.live_config.ProductionVariants[0].InstanceType",
+    assert {"Variable": "$.live_variant.instance_type",
             "StringEquals": cloud.config.serving.instance_type} in same["Choices"][0]["And"]
     assert states[S.DEREGISTER_SCALING]["Next"] == S.UPDATE_ENDPOINT
     (catch,) = states[S.DEREGISTER_SCALING]["Catch"]

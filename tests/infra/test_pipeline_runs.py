@@ -430,7 +430,7 @@ def test_a_same_type_update_keeps_its_autoscaling_target(local):
     result, targets, aas = _with_scaling(run, registered=True)
     assert result.succeeded, (result.failed_state, result.cause)
     names = [r.name for r in result.states()]
-    assert seen == [1] and len(targets) == 1, (names[5:], seen)
+    assert seen == [1] and len(targets) == 1, (names, seen)
     assert S.DEREGISTER_SCALING not in names and S.DESCRIBE_LIVE_CONFIG in names and S.REGISTER_SCALING in names
 
 
@@ -749,3 +749,89 @@ def test_staged_weights_let_tuning_start(cloud):
 
 def test_no_weights_check_when_training_from_scratch(local):
     assert S.CHECK_WEIGHTS not in local.definition["States"]
+
+
+# --- review 3 N2: a tuning job still running when its .sync task failed is stopped, never left running ------------
+@pytest.mark.parametrize(("status", "stop_answer"), [("InProgress", None), ("Stopping", "ValidationException")])
+def test_a_tuning_job_still_running_is_stopped_before_tuning_failed(local, status, stop_answer):
+    definition = local.definition
+    objective = {"Type": "Maximize", "MetricName": contract.OBJECTIVE_METRIC, "Value": 0.91}
+    described = {"HyperParameterTuningJobName": "imgclf-0123456789ab", "HyperParameterTuningJobStatus": status,
+                 "BestTrainingJob": {"TrainingJobName": "imgclf-interim", "TunedHyperParameters": {contract.LR: "0.1"},
+                                     "FinalHyperParameterTuningJobObjectiveMetric": objective}}
+
+    def create(p: dict) -> dict:  # e.g. a create re-sent after a lost answer
+        raise SageMakerError("ResourceInUse", "Tuning job imgclf-0123456789ab already exists")
+
+    def stop(p: dict) -> dict:
+        if stop_answer:
+            raise SageMakerError(stop_answer, "The tuning job is already stopping")
+        return {}
+    sm = ScriptedSageMaker(CreateHyperParameterTuningJob=create, DescribeHyperParameterTuningJob=lambda p: described,
+                           StopHyperParameterTuningJob=stop)
+    state = _state(definition)
+    del state["tuning"], state["hyperparameters"]
+    result = _run(definition, S.TUNE, state, sm)
+    assert result.failed_state == S.TUNING_FAILED and "already exists" in result.cause, result.cause
+    assert [p["HyperParameterTuningJobName"] for p in sm.ops("StopHyperParameterTuningJob")][:1] == \
+        ["imgclf-0123456789ab"]
+    assert not sm.ops("CreateTrainingJob")  # never the interim best trial of a job that still runs
+
+
+def test_the_tuning_status_reaches_the_output(local):
+    definition = local.definition
+    objective = {"Type": "Maximize", "MetricName": contract.OBJECTIVE_METRIC, "Value": 0.91}
+    described = {"HyperParameterTuningJobName": "imgclf-0123456789ab", "HyperParameterTuningJobStatus": "Stopped",
+                 "BestTrainingJob": {"TrainingJobName": "imgclf-best", "TunedHyperParameters": {contract.LR: "0.002"},
+                                     "FinalHyperParameterTuningJobObjectiveMetric": objective}}
+    sm = scripted(Endpoint(), DescribeHyperParameterTuningJob=lambda p: described,
+                  **scripted_trainer(debugger_available=True))
+    state = _state(definition)
+    del state["tuning"], state["hyperparameters"]
+    result = _run(definition, S.READ_TUNING, state, sm)
+    assert result.succeeded, (result.failed_state, result.cause)
+    assert result.output["tuning_status"] == "Stopped"
+
+
+# --- review 3 N3: the profiler list alone missing keeps the Debugger gate --------------------------------------
+@pytest.mark.parametrize("lists", ["absent", "empty"])
+@pytest.mark.parametrize("verdict", ["NoIssuesFound", "IssuesFound"])
+def test_a_job_without_profiler_statuses_still_gates_on_debugger_verdicts(local, lists, verdict):
+    definition = local.definition
+    trainer = scripted_trainer(debugger_available=True)
+
+    def describe(p: dict) -> dict:
+        out = trainer["DescribeTrainingJob"](p)
+        if lists == "absent":
+            del out["ProfilerRuleEvaluationStatuses"]
+        else:
+            out["ProfilerRuleEvaluationStatuses"] = []
+        out["DebugRuleEvaluationStatuses"][0]["RuleEvaluationStatus"] = verdict  # VanishingGradient gates
+        return out
+    sm = scripted(Endpoint(), CreateTrainingJob=trainer["CreateTrainingJob"], DescribeTrainingJob=describe)
+    result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
+    if verdict == "IssuesFound":
+        assert result.failed_state == S.rule_failed("VanishingGradient"), (result.failed_state, result.cause)
+        assert not sm.ops("CreateModel")
+        return
+    assert result.succeeded, (result.failed_state, result.cause)
+    out = result.output
+    assert out["debugger"] == {"status": "on", "reason": ""} and out["profiler"] == "unavailable"
+    assert set(out["rule_verdicts"]) == set(local.config.debugger.active_rules)
+    assert "profiler_report" not in out["reports"] and "debugger_tensors" in out["reports"]
+
+
+def test_a_job_without_debugger_statuses_reports_no_debugger_locations(local):
+    definition = local.definition
+    trainer = scripted_trainer(debugger_available=True)
+
+    def describe(p: dict) -> dict:
+        out = trainer["DescribeTrainingJob"](p)
+        del out["DebugRuleEvaluationStatuses"]  # the profiler's are listed: the Debugger list alone decides
+        return out
+    sm = scripted(Endpoint(), CreateTrainingJob=trainer["CreateTrainingJob"], DescribeTrainingJob=describe)
+    result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
+    assert result.succeeded, (result.failed_state, result.cause)
+    assert result.output["debugger"]["status"] == "unavailable"
+    assert S.REPORTS_NO_DEBUGGER in [r.name for r in result.states()]
+    assert not {"rule_output", "debugger_tensors", "profiler_report"} & set(result.output["reports"])
