@@ -42,8 +42,8 @@ def _state(definition: dict, *, debugger: str = "on") -> dict:
         "run": {"training_job": base, "debugger": {"status": debugger, "reason": ""}, "profiler": "on"},
         "poll": {k: {"count": 0} for k in ("rules", "settle", "deploy", "existing", "find")},
         "verdicts": {},
-        "tuning": {"job_name": base, "status": "Completed", "best_training_job": f"{base}-001-abc", "objective": {"MetricName": "x",
-                                                                                          "Value": 0.9},
+        "tuning": {"job_name": base, "status": "Completed", "best_training_job": f"{base}-001-abc",
+                   "objective": {"MetricName": "x", "Value": 0.9},
                    "hyperparameters": {contract.LR: "0.001", contract.BATCH_SIZE: "64", contract.EPOCHS: "2"}},
         "hyperparameters": definition["States"][S.PREPARE_TRAINING]["Parameters"],
     }
@@ -426,8 +426,8 @@ def test_a_same_type_update_keeps_its_autoscaling_target(local):
             return endpoint.deploy(p)
         sm = scripted(endpoint, UpdateEndpoint=update)
         result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
-        return result, aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"], aas
-    result, targets, aas = _with_scaling(run, registered=True)
+        return result, aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    result, targets = _with_scaling(run, registered=True)
     assert result.succeeded, (result.failed_state, result.cause)
     names = [r.name for r in result.states()]
     assert seen == [1] and len(targets) == 1, (names, seen)
