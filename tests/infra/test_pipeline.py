@@ -548,3 +548,103 @@ def test_autoscaling_bounds_are_checked_up_front():
     with pytest.raises(ConfigError, match="instance_count"):
         load_config_for({"serving.instance_count": 5})
     assert not load_config_for({"serving.autoscaling.enabled": False, "serving.instance_count": 5}).serving.scales
+
+
+# --- review 3: the rules behind N1-N3, over the whole definition ------------------------------------------------
+def _reachable(states: dict, start: str, *, without: set[str]) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name in seen or name in without:
+            continue
+        seen.add(name)
+        todo.extend(_targets(states[name]))
+    return seen
+
+
+def test_no_update_is_reachable_without_sizing_from_the_live_fleet(any_synth):
+    """N1's rule: every way into an UpdateEndpoint passes a state that reads the live CurrentInstanceCount (instance
+    endpoints), and every way into a DeregisterScalableTarget passes a DescribeEndpointConfig of the live config or a
+    Choice that found its name unknown: a same-type update never leaves Application Auto Scaling."""
+    d = any_synth.definition
+    states = d["States"]
+    updates = {n for n, s in states.items() if s.get("Resource", "").endswith(":updateEndpoint")}
+    assert updates
+    if any_synth.config.serving.serverless:
+        return
+    sizing = {n for n, s in states.items() if "CurrentInstanceCount" in json.dumps(s.get("Choices", []))}
+    # What says "update": a Pass that sets $.fleet.update true, reachable only through the sizing Choice ...
+    updating = {n for n, s in states.items() if s["Type"] == "Pass" and s.get("ResultPath") == "$.fleet"
+                and s["Parameters"].get("update") is True}
+    assert sizing and updating and not updating & _reachable(states, d["StartAt"], without=sizing)
+    # ... and read by the Choices every way into an UpdateEndpoint passes, whose rules towards it require it.
+    deciding = {n for n, s in states.items() if "$.fleet.update" in json.dumps(s.get("Choices", []))}
+    assert deciding and not updates & _reachable(states, d["StartAt"], without=deciding)
+    for name in deciding:
+        for rule in states[name]["Choices"]:
+            if updates & _reachable(states, rule["Next"], without=set()):
+                tests = [{k: v for k, v in c.items() if k != "Next"} for c in (rule, *rule.get("And", []))]
+                assert {"Variable": "$.fleet.update", "BooleanEquals": True} in tests, name
+        assert not updates & _reachable(states, states[name]["Default"], without=set())
+    deregister = {n for n, s in states.items() if s.get("Resource", "").endswith(":deregisterScalableTarget")}
+    if not any_synth.config.serving.scales:
+        assert not deregister
+        return
+    # Deregistering follows the live config's description, or the Choice that found its name unknown.
+    describe = {n for n, s in states.items() if s.get("Resource", "").endswith(":describeEndpointConfig")}
+    assert describe and not deregister & _reachable(states, d["StartAt"], without=describe | {S.CREATE_OR_UPDATE})
+    (unknown,) = [c for c in states[S.CREATE_OR_UPDATE]["Choices"] if c["Next"] in deregister]
+    assert states[S.CREATE_OR_UPDATE]["Choices"].index(unknown) > 0  # after the rule that describes a known one
+
+
+def _matches(condition: dict, values: dict) -> bool:
+    """The Choice rule's verdict for an input whose status variables hold `values` (other variables: absent)."""
+    if "And" in condition:
+        return all(_matches(c, values) for c in condition["And"])
+    if "Or" in condition:
+        return any(_matches(c, values) for c in condition["Or"])
+    if "Not" in condition:
+        return not _matches(condition["Not"], values)
+    var = condition["Variable"]
+    if "IsPresent" in condition:
+        return (var in values) == condition["IsPresent"]
+    if "StringEquals" in condition:
+        return values.get(var) == condition["StringEquals"]
+    return False
+
+
+def test_every_running_job_status_a_choice_reads_stops_the_job_first(any_synth):
+    """N2's rule: a Choice on a job's *JobStatus (botocore's enum) sends each running value (InProgress, Stopping)
+    to a Stop* task, and no ended value there."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    states = any_synth.definition["States"]
+    checked = 0
+    for name, state in states.items():
+        if state["Type"] != "Choice":
+            continue
+        variables = {v for c in state["Choices"] for v in _variables(c) if v.endswith("JobStatus")}
+        for var in variables:
+            enum = model.shape_for(var.rsplit(".", 1)[1]).enum
+            for value in enum:
+                rule = next((c for c in state["Choices"] if _matches(c, {var: value})), None)
+                target = states[rule["Next"] if rule else state["Default"]]
+                stops = ":stop" in target.get("Resource", "")
+                assert stops == (value in ("InProgress", "Stopping")), (name, value, rule)
+                checked += 1
+    assert checked >= 7  # "Ended tuning job has a best trial?" reads HyperParameterTuningJobStatus
+
+
+def test_only_the_debugger_list_decides_that_debugger_ran_no_rules(any_synth):
+    """N3's rule: every Choice rule that records Debugger as unavailable after a job ran reads the Debugger rule list
+    only (when Debugger rules are configured), never the profiler's."""
+    states = any_synth.definition["States"]
+    if not any_synth.config.debugger.active_rules:
+        assert S.NO_RULE_STATUSES not in states
+        return
+    rules = [c for s in states.values() if s["Type"] == "Choice" for c in s["Choices"]
+             if c["Next"] == S.NO_RULE_STATUSES]
+    assert rules
+    for rule in rules:
+        assert {v.split("[")[0] for v in _variables(rule)} == {"$.rules.job.DebugRuleEvaluationStatuses"}
