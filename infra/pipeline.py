@@ -161,6 +161,8 @@ class S:
     DEPLOYED = "Deployed"
     SIZE_NEW = "Size the new endpoint"
     SIZE_UPDATE = "Size fleet for update?"
+    LIVE_COUNT = "Live instance count"
+    LIVE_LARGER = "Live fleet larger?"
     SIZE_LIVE = "Keep the live instance count"
     SIZE_CONFIGURED = "Configured instance count"
     CREATE_OR_UPDATE = "Create or update?"
@@ -900,12 +902,19 @@ class Pipeline(Construct):
         if s.serverless:
             return configured
         live = "$.existing.ProductionVariants[0].CurrentInstanceCount"
+        # A plain number ([*] then ArrayGetItem: the local interpreter answers a definite path through [0] with a
+        # list), read once the Choice saw that variant 0 has it.
+        read = sfn.Pass(self, S.LIVE_COUNT, result_path="$.live_fleet", parameters={
+            "instance_count.$": "States.ArrayGetItem($.existing.ProductionVariants[*].CurrentInstanceCount, 0)"})
         keep = sfn.Pass(self, S.SIZE_LIVE, result_path="$.fleet",
-                        parameters={"instance_count.$": live, "update": True})
+                        parameters={"instance_count.$": "$.live_fleet.instance_count", "update": True})
         keep.next(then)
         c = sfn.Condition
+        read.next(sfn.Choice(self, S.LIVE_LARGER)
+                  .when(c.number_greater_than("$.live_fleet.instance_count", s.instance_count), keep)
+                  .otherwise(configured))
         return (sfn.Choice(self, S.SIZE_UPDATE)
-                .when(c.and_(c.is_present(live), c.number_greater_than(live, s.instance_count)), keep)
+                .when(c.is_present(live), read)
                 .otherwise(configured))
 
     def _scaling_before_update(self, update: sfn.IChainable) -> sfn.IChainable:

@@ -327,12 +327,16 @@ def test_create_or_update_the_stable_endpoint(cloud):
     # An update's new fleet is sized from the live one: no fewer than CurrentInstanceCount (review 3 N1).
     assert choices["InService"] == S.SIZE_UPDATE
     live = "$.existing.ProductionVariants[0].CurrentInstanceCount"
-    (bigger,) = states[S.SIZE_UPDATE]["Choices"]
-    assert bigger["And"] == [{"Variable": live, "IsPresent": True},
-                             {"Variable": live, "NumericGreaterThan": cloud.config.serving.instance_count}]
-    assert states[bigger["Next"]]["Parameters"] == {"instance_count.$": live, "update": True}
-    assert states[states[S.SIZE_UPDATE]["Default"]]["Parameters"] == {
-        "instance_count": cloud.config.serving.instance_count, "update": True}
+    (present,) = states[S.SIZE_UPDATE]["Choices"]
+    assert present == {"Variable": live, "IsPresent": True, "Next": S.LIVE_COUNT}
+    assert states[S.LIVE_COUNT]["Next"] == S.LIVE_LARGER
+    (bigger,) = states[S.LIVE_LARGER]["Choices"]
+    assert bigger == {"Variable": "$.live_fleet.instance_count",
+                      "NumericGreaterThan": cloud.config.serving.instance_count, "Next": S.SIZE_LIVE}
+    assert states[S.SIZE_LIVE]["Parameters"] == {"instance_count.$": "$.live_fleet.instance_count", "update": True}
+    for choice in (S.SIZE_UPDATE, S.LIVE_LARGER):
+        assert states[states[choice]["Default"]]["Parameters"] == {
+            "instance_count": cloud.config.serving.instance_count, "update": True}
     assert states[S.CREATE_CONFIG]["Parameters"]["ProductionVariants"][0]["InitialInstanceCount.$"] == \
         "$.fleet.instance_count"
     # Then the variant leaves Application Auto Scaling only when its instance type changes (or is unknown);

@@ -382,11 +382,14 @@ def _with_scaling(run: Callable[[Any], Any], *, registered: bool):
         _Mock.release()
 
 
+OTHER_TYPE = "ml.c5.xlarge"  # a live instance type other than the local profile's serving.instance_type
+
+
 def _denied_config(p: dict) -> dict:
     raise SageMakerError("AccessDeniedException", "not authorized to perform: sagemaker:DescribeEndpointConfig")
 
 
-@pytest.mark.parametrize(("live", "registered"), [("ml.c5.xlarge", True), ("ml.c5.xlarge", False),
+@pytest.mark.parametrize(("live", "registered"), [(OTHER_TYPE, True), (OTHER_TYPE, False),
                                                    ("unreadable", True)])
 def test_a_type_changing_update_runs_deregistered_then_registers_it_again(local, live, registered):
     """SageMaker refuses an UpdateEndpoint that changes the instance type of a scalable target
@@ -486,7 +489,7 @@ def _refused(p: dict) -> dict:
 @pytest.mark.parametrize("how", ["update refused", "describe fails"])
 def test_a_failed_update_gets_its_autoscaling_back(local, how):
     definition = local.definition
-    endpoint = Endpoint(exists=True)
+    endpoint = Endpoint(exists=True, instance_type=OTHER_TYPE)  # the update deregistered the target
 
     def run(aas):
         if how == "update refused":
@@ -507,7 +510,7 @@ def test_a_failed_update_gets_its_autoscaling_back(local, how):
 
 def test_a_deployment_timeout_gets_its_autoscaling_back(local):
     definition = local.definition
-    endpoint = Endpoint(exists=True)
+    endpoint = Endpoint(exists=True, instance_type=OTHER_TYPE)  # the update deregistered the target
 
     def run(aas):
         def update(p: dict) -> dict:
