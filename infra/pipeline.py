@@ -49,6 +49,10 @@ RETRY_ATTEMPTS, RETRY_BACKOFF = 3, 2.0  # the first interval is StackConfig.retr
 DEBUGGER_REFUSAL_CAUSES = ("*Debugger*", "*Profiler*", "*DebugHookConfig*", "*DebugRuleConfigurations*",
                            "*ProfilerConfig*", "*ProfilerRuleConfigurations*")
 # EndpointStatus values (botocore EndpointStatus enum) that no waiting changes: the deploy loop ends on them.
+# HyperParameterTuningJobStatus values (botocore enum: Completed | InProgress | Failed | Stopped | Stopping |
+# Deleting | DeleteFailed): a job still running, and the ended ones whose best trial may be trained.
+TUNING_RUNNING = ("InProgress", "Stopping")
+TUNING_ENDED = ("Completed", "Stopped", "Failed")
 ENDPOINT_BROKEN = ("Failed", "OutOfService", "UpdateRollbackFailed")
 ENDPOINT_BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
 # The execution input: every key and how "Check input" validates it (infra.config.validate_input does the same in
@@ -95,6 +99,7 @@ class S:
     READ_TUNING = "Read tuning results"
     READ_ENDED_TUNING = "Read ended tuning job"
     ENDED_WITH_BEST = "Ended tuning job has a best trial?"
+    STOP_TUNING = "Stop tuning job"
     BEST_FOUND = "Best trial found?"
     NO_BEST = "Tuning found no best trial"
     SELECT_BEST = "Select best trial"
@@ -107,6 +112,8 @@ class S:
     DESCRIBE_TRAINING = "Describe training job"
     RULES_REPORTED = "Rule statuses reported?"
     NO_RULE_STATUSES = "Debugger ran no rules"
+    NO_PROFILER_STATUSES = "Profiler rules unreported"
+    NO_PROFILER_SUFFIX = " (no profiler rules)"  # the rule-polling states that read the Debugger list only
     RULE_PROGRESS = "Check rule progress"
     RULES_DONE = "Rules finished?"
     WAIT_RULES = "Wait for rule evaluations"
@@ -117,6 +124,7 @@ class S:
     RULES_MISSING = "Gate: rules not listed"
     REPORTS = "Report locations"
     REPORTS_NO_DEBUGGER = "Report locations (no Debugger)"
+    REPORTS_NO_PROFILER = "Report locations (no profiler rules)"
     READ_TRAINING = "Read training results"
     METRICS_LISTED = "Metrics reported?"
     METRIC_NAMES = "List metric names"
@@ -149,6 +157,17 @@ class S:
     DEPLOY_FAILED = "Deployment failed"
     ENDPOINT_FAILED = "Endpoint failed"
     DEPLOYED = "Deployed"
+    SIZE_NEW = "Size the new endpoint"
+    SIZE_UPDATE = "Size fleet for update?"
+    LIVE_COUNT = "Live instance count"
+    LIVE_LARGER = "Live fleet larger?"
+    SIZE_LIVE = "Keep the live instance count"
+    SIZE_CONFIGURED = "Configured instance count"
+    CREATE_OR_UPDATE = "Create or update?"
+    DESCRIBE_LIVE_CONFIG = "Describe live endpoint config"
+    LIVE_VARIANT_KNOWN = "Live instance type known?"
+    LIVE_VARIANT = "Live variant"
+    TYPE_CHANGES = "Instance type unchanged?"
     DEREGISTER_SCALING = "Deregister autoscaling target"
     NOT_REGISTERED = "Scalable target absent?"
     REGISTER_SCALING = "Register autoscaling target"
@@ -207,6 +226,7 @@ class Pipeline(Construct):
         super().__init__(scope, cid)
         self.cfg = cfg
         self.integrations: set[str] = set()
+        self._deregister: sfn.IChainable | None = None
         needed = set(req.SUBSTITUTIONS) - (set() if cfg.debugger.enabled else {req.RULES_IMAGE})
         if needed != set(substitutions):
             raise ValueError(f"definition substitutions {sorted(substitutions)} != needed {sorted(needed)}")
@@ -321,7 +341,9 @@ class Pipeline(Construct):
                       "training_job_no_debugger.$": f"States.Format('{cfg.prefix}-{{}}-nd', $.run_id)",
                       "model.$": base, "endpoint_config.$": base, "endpoint": cfg.endpoint_name},
             # The final training job that ran and whether it had Debugger ("unavailable": SageMaker refused it).
-            "run": {"training_job.$": base, "debugger": {"status": "on" if dbg.enabled else "off", "reason": ""}},
+            "run": {"training_job.$": base, "debugger": {"status": "on" if dbg.enabled else "off", "reason": ""},
+                    # Profiler rules: "unavailable" when SageMaker ran the job without listing their statuses.
+                    "profiler": "on" if dbg.active_profiler_rules else "off"},
             "poll": {k: {"count": 0} for k in ("rules", "settle", "deploy", "existing", "find")},
             "verdicts": {},
             # For "Check input": every value of the merged input (more than INPUT_KEYS: an unknown key) and the
@@ -362,11 +384,13 @@ class Pipeline(Construct):
         for t in (tune, tune_warm, train):  # the create calls: throttling is retried before any Catch
             self._retry_refusals(t)
         best = "$.tuning.BestTrainingJob"
-        # A tuning job that ends Stopped or Failed (e.g. at ResourceLimits.MaxRuntimeInSeconds, "the maximum time
-        # in seconds that a hyperparameter tuning job can run": sagemaker/latest/APIReference/API_ResourceLimits.html)
-        # fails the .sync task, yet its best trial may have finished hours of GPU time: read the job, and continue
-        # with the best trial when there is one. Otherwise (or when the job was never created, or cannot be read)
-        # the run fails with the tuning task's own error, kept in $.error.
+        # The .sync task fails when the tuning job ends Stopped or Failed (e.g. at ResourceLimits.MaxRuntimeInSeconds,
+        # "the maximum time in seconds that a hyperparameter tuning job can run":
+        # sagemaker/latest/APIReference/API_ResourceLimits.html), yet its best trial may have finished hours of GPU
+        # time: read the job, and continue with the best trial when there is one. The task can also fail while the
+        # job still runs (a create retried after a lost answer gets ResourceInUse): an InProgress or Stopping job
+        # is stopped first, so that no trial keeps running, and the run fails with the task's own error. Otherwise
+        # (or when the job was never created, or cannot be read) the run fails with that error, kept in $.error.
         read_ended = self._task(S.READ_ENDED_TUNING, req.task_resource("describeHyperParameterTuningJob", sdk=True),
                                 req.describe_tuning_job(), result_path="$.tuning")
         read_ended.add_catch(tuning_failed, errors=["States.ALL"], result_path="$.read_error")
@@ -379,6 +403,8 @@ class Pipeline(Construct):
                                       sfn.Condition.is_present(f"{best}.FinalHyperParameterTuningJobObjectiveMetric"))
         select_best = sfn.Pass(self, S.SELECT_BEST, result_path="$.tuning", parameters={
             "job_name.$": "$.tuning.HyperParameterTuningJobName",
+            # Completed, or Stopped/Failed with a best trial ("Read ended tuning job"): the run's output says which.
+            "status.$": "$.tuning.HyperParameterTuningJobStatus",
             "best_training_job.$": f"{best}.TrainingJobName",
             "hyperparameters.$": f"{best}.TunedHyperParameters",
             "objective.$": f"{best}.FinalHyperParameterTuningJobObjectiveMetric"})
@@ -391,7 +417,21 @@ class Pipeline(Construct):
                               "States.Format('Tuning job {} ended without a best trial that reported the objective "
                               "metric; nothing was trained or deployed.', $.names.tuning_job)")))
                       .otherwise(select_best))
-        read_ended.next(sfn.Choice(self, S.ENDED_WITH_BEST).when(has_best, select_best).otherwise(tuning_failed))
+        # StopHyperParameterTuningJob stops the job "and all running training jobs that the tuning job launched"
+        # (sagemaker/latest/APIReference/API_StopHyperParameterTuningJob.html). A job already Stopping answers a
+        # ValidationException (SDK_ERROR, an error code botocore does not model); whatever the stop's answer
+        # (kept in $.stop_error and the history), the run fails with the tuning task's own error.
+        stop = self._task(S.STOP_TUNING, req.task_resource("stopHyperParameterTuningJob", sdk=True),
+                          req.stop_tuning_job(), result_selector={"stopped": True}, result_path="$.tuning_stop")
+        stop.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(cfg.retry_interval_s),
+                       max_attempts=2, backoff_rate=2.0)
+        stop.add_catch(tuning_failed, errors=["States.ALL"], result_path="$.stop_error")
+        stop.next(tuning_failed)
+        status = "$.tuning.HyperParameterTuningJobStatus"  # a required member (botocore)
+        read_ended.next(sfn.Choice(self, S.ENDED_WITH_BEST)
+                        .when(_any_of(status, TUNING_RUNNING), stop)
+                        .when(sfn.Condition.and_(_any_of(status, TUNING_ENDED), has_best), select_best)
+                        .otherwise(tuning_failed))
 
         static: dict[str, Any] = {"static": req.static_hyperparameters(cfg, debugger=dbg.enabled)}
         if dbg.enabled:
@@ -410,7 +450,8 @@ class Pipeline(Construct):
             # the output records debugger.status "unavailable" with SageMaker's reason.
             fallback = sfn.Pass(self, S.DEBUGGER_UNAVAILABLE, result_path="$.run", parameters={
                 "training_job.$": "$.names.training_job_no_debugger",
-                "debugger": {"status": "unavailable", "reason.$": "$.error.Cause"}})
+                "debugger": {"status": "unavailable", "reason.$": "$.error.Cause"},
+                "profiler": "unavailable" if dbg.active_profiler_rules else "off"})
             cause = "$.error.Cause"
             refused = (sfn.Choice(self, S.DEBUGGER_REFUSED, comment="Only a refusal that names Debugger falls back.")
                        .when(sfn.Condition.and_(sfn.Condition.is_present(cause), sfn.Condition.or_(*[
@@ -421,12 +462,18 @@ class Pipeline(Construct):
             self._retry_refusals(train_plain)
             train_plain.add_catch(training_failed, errors=["States.ALL"], result_path="$.error")
             train.add_catch(refused, errors=[OPTIMIZED_ERROR], result_path="$.error")
-            fallback.next(train_plain).next(self._reports(debugger=False)).next(read_training)
+            reports_no_debugger = self._reports(debugger=False)
+            reports_no_debugger.next(read_training)
+            fallback.next(train_plain).next(reports_no_debugger)
         train.add_catch(training_failed, errors=["States.ALL"], result_path="$.error")
         reports = self._reports(debugger=dbg.enabled)
         reports.next(read_training)
         if dbg.enabled and (dbg.active_rules or dbg.active_profiler_rules):
-            train.next(self._rule_wait(reports, training_failed))
+            reports_no_profiler = None
+            if dbg.active_rules and dbg.active_profiler_rules:
+                reports_no_profiler = self._reports(debugger=True, profiler=False)
+                reports_no_profiler.next(read_training)
+            train.next(self._rule_wait(reports, reports_no_debugger, reports_no_profiler, training_failed))
         else:
             train.next(reports)
 
@@ -585,17 +632,24 @@ class Pipeline(Construct):
         read.next(listed)
         return read
 
-    def _rule_wait(self, after: sfn.IChainable, failed: sfn.IChainable) -> sfn.IChainable:
+    def _rule_wait(self, after: sfn.IChainable, after_no_debugger: sfn.IChainable,
+                   after_no_profiler: sfn.IChainable | None, failed: sfn.IChainable) -> sfn.IChainable:
         """.sync ends with the training job, not with its rule jobs: poll until every rule has a verdict.
 
         DebugRuleEvaluationStatuses / ProfilerRuleEvaluationStatuses and each entry's RuleEvaluationStatus are
         optional members of DescribeTrainingJobResponse (botocore), and a JSONPath through an absent member raises
         States.Runtime, which no Catch takes: the raw description is stored, a Choice checks that each list is
-        present, and an entry without a status counts as not evaluated yet (listed != stated)."""
+        present, and an entry without a status counts as not evaluated yet (listed != stated).
+
+        "Debugger ran no rules" is decided on the Debugger list alone (the gating rules are Debugger rules): a job
+        that lists its Debugger rules but no profiler rules still collects and gates on the Debugger verdicts,
+        with the profiler recorded "unavailable" (review 3 N3). Only when no Debugger rule is configured does the
+        profiler list decide."""
         dbg = self.cfg.debugger
         job = "$.rules.job"
         kinds = {kind: f"{job}.{member}RuleEvaluationStatuses" for kind, member, rules in (
             ("debug", "Debug", dbg.active_rules), ("profiler", "Profiler", dbg.active_profiler_rules)) if rules}
+        rules_of = {"debug": dbg.active_rules, "profiler": dbg.active_profiler_rules}
         describe = self._task(S.DESCRIBE_TRAINING, req.task_resource("describeTrainingJob", sdk=True),
                               req.describe_training_job(), result_path=job)
         describe.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=3,
@@ -603,65 +657,81 @@ class Pipeline(Construct):
         describe.add_catch(failed, errors=["States.ALL"], result_path="$.error")
         # A job SageMaker accepted with Debugger rules but that lists no rule statuses (absent or empty: AWS only says
         # new customers "have no access", sagemaker/latest/dg/debugger-createtrainingjob-api.html) ran without
-        # Debugger: recorded like the refusal fallback, and the script's health checks and accuracy gate decide,
-        # so a new account still deploys (issue 11 item 1; review 2 item 10).
+        # Debugger: recorded like the refusal fallback (with its report locations), and the script's health checks
+        # and accuracy gate decide, so a new account still deploys (issue 11 item 1; review 2 item 10).
         unreported = sfn.Pass(self, S.NO_RULE_STATUSES, result_path="$.run", parameters={
             "training_job.$": "$.run.training_job",
             "debugger": {"status": "unavailable", "reason.$": (
                 "States.Format('SageMaker listed no rule statuses for training job {} although it ran with "
-                "Debugger rules', $.run.training_job)")}})
-        unreported.next(after)
+                "Debugger rules', $.run.training_job)")},
+            "profiler": "unavailable" if dbg.active_profiler_rules else "off"})
+        unreported.next(after_no_debugger)
 
-        running: dict[str, str] = {"count.$": "States.MathAdd($.poll.rules.count, 1)"}
-        for kind, path in kinds.items():
-            for status in IN_PROGRESS:
-                running[f"{kind}_{status.lower()}.$"] = \
-                    f"States.ArrayContains({path}[*].RuleEvaluationStatus, '{status}')"
-            running[f"{kind}_listed.$"] = f"States.ArrayLength({path})"
-            running[f"{kind}_stated.$"] = f"States.ArrayLength({path}[*].RuleEvaluationStatus)"
-        progress = sfn.Pass(self, S.RULE_PROGRESS, parameters=running, result_path="$.poll.rules")
         c = sfn.Condition
-        reported = (sfn.Choice(self, S.RULES_REPORTED)
-                    .when(c.or_(*[c.is_not_present(p) for path in kinds.values() for p in (path, f"{path}[0]")]),
-                          unreported)
-                    .otherwise(progress))
-        still_running = c.or_(
-            *[c.boolean_equals(f"$.poll.rules.{kind}_{status.lower()}", True)
-              for kind in kinds for status in IN_PROGRESS],
-            *[c.not_(c.number_equals_json_path(f"$.poll.rules.{kind}_listed", f"$.poll.rules.{kind}_stated"))
-              for kind in kinds])
         timed_out = self._fail(S.RULES_TIMED_OUT, "RulesTimedOut",
                                cause=f"Debugger/Profiler rules were still running after {dbg.max_polls} checks "
                                      f"{dbg.poll_s} s apart; the endpoint was not changed.")
         wait = sfn.Wait(self, S.WAIT_RULES, time=sfn.WaitTime.duration(Duration.seconds(dbg.poll_s)))
-        statuses = {rule: f"{kinds[kind]}[?(@.RuleConfigurationName == '{rule}')].RuleEvaluationStatus"
-                    for kind, rules in (("debug", dbg.active_rules), ("profiler", dbg.active_profiler_rules))
-                    for rule in rules}
-        verdicts = sfn.Pass(self, S.VERDICTS, result_path="$.verdicts", parameters={
-            f"{rule}.$": f"States.ArrayGetItem({path}, 0)" for rule, path in statuses.items()})
-        # A filter that matches nothing is an error: first check that SageMaker lists every configured rule.
-        texts = [f"States.JsonToString({path})" for path in kinds.values()]
-        listed = sfn.Pass(self, S.RULE_NAMES, result_path="$.rule_names", parameters={
-            "text.$": texts[0] if len(texts) == 1 else f"States.Format('{{}} {{}}', {', '.join(texts)})"})
         missing = self._fail(S.RULES_MISSING, "GateFailed", cause_path=(
             "States.Format('SageMaker did not list every configured rule for {} (statuses: {}); the endpoint was "
             "not changed.', $.names.training_job, $.rule_names.text)"))
-        all_listed = (sfn.Choice(self, S.RULES_LISTED)
-                      .when(c.or_(*[c.not_(c.string_matches("$.rule_names.text", f'*"{rule}"*'))
-                                    for rule in statuses]), missing)
-                      .otherwise(verdicts))
-        listed.next(all_listed)
-        done = (sfn.Choice(self, S.RULES_DONE)
-                .when(c.and_(still_running, c.number_greater_than_equals("$.poll.rules.count", dbg.max_polls)),
-                      timed_out)
-                .when(still_running, wait)
-                .otherwise(listed))
+
+        def polled(kinds_here: dict[str, str], suffix: str, then: sfn.IChainable) -> sfn.Pass:
+            """Progress, done?, every rule listed?, verdicts, for the rule lists in `kinds_here`."""
+            running: dict[str, str] = {"count.$": "States.MathAdd($.poll.rules.count, 1)"}
+            for kind, path in kinds_here.items():
+                for status in IN_PROGRESS:
+                    running[f"{kind}_{status.lower()}.$"] = \
+                        f"States.ArrayContains({path}[*].RuleEvaluationStatus, '{status}')"
+                running[f"{kind}_listed.$"] = f"States.ArrayLength({path})"
+                running[f"{kind}_stated.$"] = f"States.ArrayLength({path}[*].RuleEvaluationStatus)"
+            progress = sfn.Pass(self, S.RULE_PROGRESS + suffix, parameters=running, result_path="$.poll.rules")
+            still_running = c.or_(
+                *[c.boolean_equals(f"$.poll.rules.{kind}_{status.lower()}", True)
+                  for kind in kinds_here for status in IN_PROGRESS],
+                *[c.not_(c.number_equals_json_path(f"$.poll.rules.{kind}_listed", f"$.poll.rules.{kind}_stated"))
+                  for kind in kinds_here])
+            statuses = {rule: f"{path}[?(@.RuleConfigurationName == '{rule}')].RuleEvaluationStatus"
+                        for kind, path in kinds_here.items() for rule in rules_of[kind]}
+            verdicts = sfn.Pass(self, S.VERDICTS + suffix, result_path="$.verdicts", parameters={
+                f"{rule}.$": f"States.ArrayGetItem({path}, 0)" for rule, path in statuses.items()})
+            # A filter that matches nothing is an error: first check that SageMaker lists every configured rule.
+            texts = [f"States.JsonToString({path})" for path in kinds_here.values()]
+            listed = sfn.Pass(self, S.RULE_NAMES + suffix, result_path="$.rule_names", parameters={
+                "text.$": texts[0] if len(texts) == 1 else f"States.Format('{{}} {{}}', {', '.join(texts)})"})
+            all_listed = (sfn.Choice(self, S.RULES_LISTED + suffix)
+                          .when(c.or_(*[c.not_(c.string_matches("$.rule_names.text", f'*"{rule}"*'))
+                                        for rule in statuses]), missing)
+                          .otherwise(verdicts))
+            listed.next(all_listed)
+            done = (sfn.Choice(self, S.RULES_DONE + suffix)
+                    .when(c.and_(still_running, c.number_greater_than_equals("$.poll.rules.count", dbg.max_polls)),
+                          timed_out)
+                    .when(still_running, wait)
+                    .otherwise(listed))
+            verdicts.next(then)
+            progress.next(done)
+            return progress
+
+        def unlisted(path: str) -> sfn.Condition:  # absent or empty
+            return c.or_(c.is_not_present(path), c.is_not_present(f"{path}[0]"))
+
+        deciding = kinds.get("debug") or kinds["profiler"]
+        reported = sfn.Choice(self, S.RULES_REPORTED).when(unlisted(deciding), unreported)
+        if after_no_profiler is not None:  # both kinds configured: the profiler list alone may be missing
+            profiler_unreported = sfn.Pass(self, S.NO_PROFILER_STATUSES, result_path="$.run.profiler",
+                                           result=sfn.Result.from_string("unavailable"))
+            profiler_unreported.next(after_no_profiler)
+            reported.when(unlisted(kinds["profiler"]),
+                          polled({"debug": kinds["debug"]}, S.NO_PROFILER_SUFFIX, profiler_unreported))
+        reported.otherwise(polled(kinds, "", after))
         wait.next(describe)
-        verdicts.next(after)
-        progress.next(done)
         return describe.next(reported)
 
-    def _reports(self, *, debugger: bool) -> sfn.Pass:
+    def _reports(self, *, debugger: bool, profiler: bool = True) -> sfn.Pass:
+        """Where the run's artifacts are. `debugger=False`: the job ran without Debugger (refused, or no rule
+        statuses listed); `profiler=False`: Debugger rules ran but no profiler rule was listed, so the profiler's
+        outputs are not promised."""
         dbg = self.cfg.debugger
         job = "$.run.training_job"
 
@@ -676,11 +746,12 @@ class Pipeline(Construct):
             params["rule_output.$"] = at(req.TRAINING_OUTPUT, facts.RULE_OUTPUT_DIR, "")
         if debugger and dbg.active_rules:
             params["debugger_tensors.$"] = at(req.DEBUGGER_OUTPUT, facts.DEBUG_OUTPUT_DIR, "")
-        if debugger and dbg.enabled and dbg.profiler:
+        if debugger and profiler and dbg.enabled and dbg.profiler:
             params["profiler_output.$"] = at(req.PROFILER_OUTPUT, facts.PROFILER_OUTPUT_DIR, "")
-        if debugger and facts.PROFILER_REPORT_RULE in dbg.active_profiler_rules:
+        if debugger and profiler and facts.PROFILER_REPORT_RULE in dbg.active_profiler_rules:
             params["profiler_report.$"] = at(req.TRAINING_OUTPUT, facts.profiler_report_key(facts.RULE_OUTPUT_DIR))
-        name = S.REPORTS if debugger or not dbg.enabled else S.REPORTS_NO_DEBUGGER
+        name = (S.REPORTS if debugger or not dbg.enabled else S.REPORTS_NO_DEBUGGER) if profiler \
+            else S.REPORTS_NO_PROFILER
         return sfn.Pass(self, name, parameters=params, result_path="$.reports")
 
     def _gate(self) -> sfn.IChainable:
@@ -728,8 +799,12 @@ class Pipeline(Construct):
                             result_selector=arn, result_path="$.deployment")
         update = self._task(S.UPDATE_ENDPOINT, req.task_resource("updateEndpoint"), req.update_endpoint(cfg),
                             result_selector=arn, result_path="$.deployment")
+        # The endpoint is looked up before its config is made, so that an update's config can be sized from the
+        # live fleet: $.fleet.update says which way "Create or update?" goes once the config exists.
+        new_fleet = sfn.Pass(self, S.SIZE_NEW, result_path="$.fleet",
+                             parameters={"instance_count": s.instance_count, "update": False})
         # Only "not found" creates the endpoint (see _lookup); throttling retries; anything else fails.
-        find = self._lookup(S.FIND_ENDPOINT, "find", missing=create)
+        find = self._lookup(S.FIND_ENDPOINT, "find", missing=new_fleet)
         # After "Deregister autoscaling target" a failure must give the live (old) fleet its target and policy back
         # before it fails with the original $.error (review 2 item 1: a refused blue/green update, e.g.
         # UpdateEndpoint's ResourceLimitExceeded when two fleets exceed the instance quota).
@@ -783,6 +858,21 @@ class Pipeline(Construct):
         create.next(wait_deploy)
         update.next(wait_deploy)
 
+        c = sfn.Condition
+        # The update path: with autoscaling, leave Application Auto Scaling only when the instance type changes.
+        # The live config's name is optional in DescribeEndpoint's answer (botocore): without it, the safe path.
+        to_update = c.boolean_equals("$.fleet.update", True)
+        create_or_update = sfn.Choice(self, S.CREATE_OR_UPDATE)
+        if s.scales:
+            create_or_update.when(c.and_(to_update, c.is_present("$.existing.EndpointConfigName")),
+                                  self._scaling_before_update(update))
+            create_or_update.when(to_update, self._deregister_scaling(update))
+        else:
+            create_or_update.when(to_update, update)
+        create_or_update.otherwise(create)
+        create_config.next(create_or_update)
+        new_fleet.next(create_config)
+
         existing = "$.existing.EndpointStatus"
         settle = self._counter(S.COUNT_SETTLE, "settle")
         settle.next(sfn.Wait(self, S.WAIT_SETTLE, time=sfn.WaitTime.duration(Duration.seconds(s.poll_s)))).next(find)
@@ -790,8 +880,7 @@ class Pipeline(Construct):
         if s.serverless:
             state.when(sfn.Condition.and_(sfn.Condition.string_equals(existing, "InService"),
                                           self._instance_endpoint()), self._mode_change)
-        (state.when(sfn.Condition.string_equals(existing, "InService"),
-                    self._deregister_scaling(update) if s.scales else update)
+        (state.when(sfn.Condition.string_equals(existing, "InService"), self._size_update(create_config))
          .when(any_of(existing, ENDPOINT_BROKEN), self._endpoint_unusable)
          .when(sfn.Condition.number_greater_than_equals("$.poll.settle.count", max_polls), self._fail(
              S.SETTLE_TIMED_OUT, "EndpointBusy", cause_path=(
@@ -799,7 +888,70 @@ class Pipeline(Construct):
                  f"deployment?); nothing was changed.', $.names.endpoint, $.existing.EndpointStatus)")))
          .otherwise(settle))  # Creating / Updating / SystemUpdating / RollingBack / Deleting: wait for it
         find.next(state)
-        return create_model.next(create_config).next(find)
+        return create_model.next(find)
+
+    def _size_update(self, then: sfn.IChainable) -> sfn.IChainable:
+        """The new fleet of a blue/green update starts with no fewer instances than the live variant serves now
+        (CurrentInstanceCount, an optional member of ProductionVariantSummary: IsPresent first), and with
+        serving.instance_count when that is more. Autoscaling is blocked during an update
+        (sagemaker/latest/dg/endpoint-scaling-update.html, step 2), and with RetainAllVariantProperties false the
+        new config's InitialInstanceCount is what serves after the switch (API_UpdateEndpoint.html): sized from
+        cdk.json alone, a scaled-out endpoint would drop to serving.instance_count under load for the whole update
+        (review 3 N1). A serverless config has no instance count: the update goes on as configured."""
+        s = self.cfg.serving
+        configured = sfn.Pass(self, S.SIZE_CONFIGURED, result_path="$.fleet",
+                              parameters={"instance_count": s.instance_count, "update": True})
+        configured.next(then)
+        if s.serverless:
+            return configured
+        live = "$.existing.ProductionVariants[0].CurrentInstanceCount"
+        # A plain number ([*] then ArrayGetItem: the local interpreter answers a definite path through [0] with a
+        # list), read once the Choice saw that variant 0 has it.
+        read = sfn.Pass(self, S.LIVE_COUNT, result_path="$.live_fleet", parameters={
+            "instance_count.$": "States.ArrayGetItem($.existing.ProductionVariants[*].CurrentInstanceCount, 0)"})
+        keep = sfn.Pass(self, S.SIZE_LIVE, result_path="$.fleet",
+                        parameters={"instance_count.$": "$.live_fleet.instance_count", "update": True})
+        keep.next(then)
+        c = sfn.Condition
+        read.next(sfn.Choice(self, S.LIVE_LARGER)
+                  .when(c.number_greater_than("$.live_fleet.instance_count", s.instance_count), keep)
+                  .otherwise(configured))
+        return (sfn.Choice(self, S.SIZE_UPDATE)
+                .when(c.is_present(live), read)
+                .otherwise(configured))
+
+    def _scaling_before_update(self, update: sfn.IChainable) -> sfn.IChainable:
+        """AWS refuses an update that changes the instance type of a variant that is a scalable target, and only
+        then needs it deregistered first ("Steps 1 and 7 are only required when ... changing the instance type
+        for a production variant that has autoscaling configured, or removing a production variant that has
+        autoscaling configured": sagemaker/latest/dg/endpoint-scaling-update.html). So the live endpoint config is
+        described (DescribeEndpointConfig, sagemaker/latest/APIReference/API_DescribeEndpointConfig.html): when
+        its variant is this stack's variant on this stack's instance type, the target and its policy stay through
+        the update; otherwise (another type, another variant, serverless, or the config cannot be read) the target
+        is deregistered first and registered again after, as before."""
+        s = self.cfg.serving
+        describe = self._task(S.DESCRIBE_LIVE_CONFIG, req.task_resource("describeEndpointConfig", sdk=True),
+                              req.describe_live_endpoint_config(), result_path="$.live_config")
+        describe.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=3,
+                           backoff_rate=2.0)
+        deregister = self._deregister_scaling(update)
+        # Unreadable (deleted by hand, access denied): the safe path, which works whatever the type.
+        describe.add_catch(deregister, errors=["States.ALL"], result_path="$.live_config_error")
+        variants = "$.live_config.ProductionVariants"
+        c = sfn.Condition
+        # The one variant's name and type as plain values ([*] then ArrayGetItem: the local interpreter answers a
+        # definite path through [0] with a list), read once a Choice saw that variant 0 has an InstanceType.
+        live = sfn.Pass(self, S.LIVE_VARIANT, result_path="$.live_variant", parameters={
+            "name.$": f"States.ArrayGetItem({variants}[*].VariantName, 0)",
+            "instance_type.$": f"States.ArrayGetItem({variants}[*].InstanceType, 0)"})
+        live.next(sfn.Choice(self, S.TYPE_CHANGES)
+                  .when(c.and_(c.string_equals("$.live_variant.name", req.VARIANT_NAME),
+                               c.string_equals("$.live_variant.instance_type", s.instance_type)), update)
+                  .otherwise(deregister))
+        describe.next(sfn.Choice(self, S.LIVE_VARIANT_KNOWN)
+                      .when(c.and_(c.is_present(f"{variants}[0]"), c.is_present(f"{variants}[0].InstanceType")), live)
+                      .otherwise(deregister))
+        return describe
 
     def _autoscaling(self, then: sfn.IChainable) -> sfn.IChainable:
         """After every deployment: register the variant (idempotent; an update deregistered it first, see
@@ -829,12 +981,15 @@ class Pipeline(Construct):
         return register
 
     def _deregister_scaling(self, update: sfn.IChainable) -> sfn.IChainable:
-        """Before UpdateEndpoint: SageMaker refuses an update that changes the instance type of a variant that is a
-        scalable target ("Update endpoints that use auto scaling", sagemaker/latest/dg/endpoint-scaling-update.html:
-        deregister first, register again after). Deregistering also deletes the target's scaling policy
+        """Before an UpdateEndpoint that changes the instance type (or cannot tell, see _scaling_before_update):
+        SageMaker refuses such an update of a variant that is a scalable target ("Update endpoints that use auto
+        scaling", sagemaker/latest/dg/endpoint-scaling-update.html: deregister first, register again after); one
+        state for every way here. Deregistering also deletes the target's scaling policy
         (application-autoscaling API_DeregisterScalableTarget); autoscaling is blocked during an update anyway, and
         "Register autoscaling target" re-applies cdk.json's bounds and policy once the new fleet serves (or the
         rollback branch restores them). Not registered (SCALING_NOT_FOUND) is fine: the update goes on."""
+        if self._deregister is not None:
+            return self._deregister
         cfg = self.cfg
         deregister = self._task(S.DEREGISTER_SCALING, req.task_resource("deregisterScalableTarget",
                                                                         **_SCALING_SDK),
@@ -849,7 +1004,8 @@ class Pipeline(Construct):
                                              c.string_matches("$.error.Cause", SCALING_NOT_FOUND[1]))), update)
                           .otherwise(self._deploy_failed))
         deregister.add_catch(not_registered, errors=["States.ALL"], result_path="$.error")
-        return deregister.next(update)
+        self._deregister = deregister.next(update)
+        return self._deregister
 
     def _restore_if_removed(self, then: sfn.IChainable, choice: str, register: str, policy: str) -> sfn.IChainable:
         """Restores the target only where "Deregister autoscaling target" removed one ($.scaling.deregistered is
@@ -876,12 +1032,14 @@ class Pipeline(Construct):
             "model_name.$": "$.names.model",
             "training_job_name.$": "$.run.training_job",
             "tuning_job_name.$": "$.names.tuning_job",
+            "tuning_status.$": "$.tuning.status",
             "best_training_job_name.$": "$.tuning.best_training_job",
             "best_hyperparameters.$": "$.tuning.hyperparameters",
             "objective.$": "$.tuning.objective",
             "test_accuracy.$": f"States.ArrayGetItem($.training.metrics.{contract.TEST_ACCURACY}, 0)",
             "health_issues.$": f"States.ArrayGetItem($.training.metrics.{contract.HEALTH_ISSUES}, 0)",
             "debugger.$": "$.run.debugger",
+            "profiler.$": "$.run.profiler",
             "rule_verdicts.$": "$.verdicts",
             "reports.$": "$.reports",
         }

@@ -11,6 +11,8 @@ State layout the requests read (built by infra.pipeline):
   $.tuning.hyperparameters          the best trial's tuned hyperparameters (strings)
   $.run.training_job                the final training job that ran (with Debugger, or without when refused)
   $.training.model_data             s3://.../model.tar.gz of the final training job
+  $.fleet.instance_count            the new fleet's InitialInstanceCount (instance endpoints; infra.pipeline sizes it)
+  $.existing                        DescribeEndpoint of the live endpoint (an update reads its EndpointConfigName)
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ DEBUGGER_OUTPUT = "debugger/"
 PROFILER_OUTPUT = "profiler/"
 DATA_CAPTURE = "datacapture/"
 VARIANT_NAME = facts.VARIANT_NAME
+FLEET_INSTANCE_COUNT = "$.fleet.instance_count"  # set by infra.pipeline before "Create endpoint config"
 
 
 def sub(key: str) -> str:
@@ -317,7 +320,9 @@ def create_endpoint_config(cfg: StackConfig) -> dict[str, Any]:
         variant["ServerlessConfig"] = {"MemorySizeInMB": s.serverless_memory_mb,
                                        "MaxConcurrency": s.serverless_max_concurrency}
     else:
-        variant.update({"InstanceType": s.instance_type, "InitialInstanceCount": s.instance_count,
+        # serving.instance_count for a new endpoint; for an update, no fewer than the live variant serves now
+        # (infra.pipeline "Size fleet for update?"): an update never shrinks a scaled-out endpoint.
+        variant.update({"InstanceType": s.instance_type, "InitialInstanceCount.$": FLEET_INSTANCE_COUNT,
                         "InitialVariantWeight": 1.0})
     request: dict[str, Any] = {
         "EndpointConfigName.$": "$.names.endpoint_config",  # per execution: configs are immutable
@@ -333,6 +338,16 @@ def create_endpoint_config(cfg: StackConfig) -> dict[str, Any]:
             "CaptureContentTypeHeader": {"JsonContentTypes": [contract.JSON_CONTENT_TYPE]},
         }
     return request
+
+
+def describe_live_endpoint_config() -> dict[str, Any]:
+    """DescribeEndpointConfig of the config the live endpoint serves (its variant's InstanceType decides whether
+    the update must leave Application Auto Scaling first)."""
+    return {"EndpointConfigName.$": "$.existing.EndpointConfigName"}
+
+
+def stop_tuning_job() -> dict[str, Any]:
+    return {"HyperParameterTuningJobName.$": "$.names.tuning_job"}
 
 
 def describe_endpoint(cfg: StackConfig) -> dict[str, Any]:
@@ -395,6 +410,12 @@ def update_endpoint(cfg: StackConfig) -> dict[str, Any]:
     return {
         "EndpointName": cfg.endpoint_name,
         "EndpointConfigName.$": "$.names.endpoint_config",
+        # The new config's variant properties apply (API_UpdateEndpoint.html, RetainAllVariantProperties): its
+        # InitialInstanceCount is already max(serving.instance_count, the live CurrentInstanceCount), so the green
+        # fleet starts no smaller than the blue one serves, a raised serving.instance_count takes effect, and its
+        # weight and DataCaptureConfig apply. Retaining instead would ignore a raised instance_count (the retained
+        # DesiredInstanceCount wins), and DataCaptureConfig cannot be excluded from retention (API_VariantProperty:
+        # "Not currently supported"), so a changed capture setting might not apply.
         "RetainAllVariantProperties": False,
         # Blue/green: the old fleet keeps serving until the new one passes the baking period without an alarm.
         "DeploymentConfig": {

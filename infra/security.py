@@ -113,6 +113,14 @@ STATE_MACHINE_NEEDS: dict[str, tuple[Need, ...]] = {
         Need("sagemaker:DescribeHyperParameterTuningJob", (TUNING,), SFN_SAGEMAKER_IAM),),
     "aws-sdk:sagemaker:describeTrainingJob": (Need("sagemaker:DescribeTrainingJob", (TRAINING,), SFN_SAGEMAKER_IAM),),
     "aws-sdk:sagemaker:describeEndpoint": (Need("sagemaker:DescribeEndpoint", (ENDPOINT,), SFN_SAGEMAKER_IAM),),
+    # "Describe live endpoint config": the live variant's instance type decides whether an update must leave
+    # Application Auto Scaling first (SCALING_UPDATE); the live config is one of this stack's ('<prefix>-<run id>').
+    "aws-sdk:sagemaker:describeEndpointConfig": (
+        Need("sagemaker:DescribeEndpointConfig", (CONFIG,), SFN_AWS_SDK),),
+    # "Stop tuning job": a tuning job still running when its .sync task failed is stopped before the run ends
+    # (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StopHyperParameterTuningJob.html).
+    "aws-sdk:sagemaker:stopHyperParameterTuningJob": (
+        Need("sagemaker:StopHyperParameterTuningJob", (TUNING,), SFN_AWS_SDK),),
     "aws-sdk:applicationautoscaling:registerScalableTarget": (
         Need("application-autoscaling:RegisterScalableTarget", (SCALABLE_TARGET,), SCALING_PERMISSIONS), *_SCALED),
     "aws-sdk:applicationautoscaling:putScalingPolicy": (

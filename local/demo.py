@@ -367,7 +367,8 @@ def _copy_artifacts(out: Path, sm, output: dict | None, execution) -> dict[str, 
     paths["execution history"] = str(out / "execution.json")
     output = output or {}
     if "best_hyperparameters" in output:
-        best = {"tuning_job": output.get("tuning_job_name"), "training_job": output.get("best_training_job_name"),
+        best = {"tuning_job": output.get("tuning_job_name"), "tuning_status": output.get("tuning_status"),
+                "training_job": output.get("best_training_job_name"),
                 "hyperparameters": output["best_hyperparameters"], "objective": output.get("objective")}
         (out / "best-hyperparameters.json").write_text(json.dumps(best, indent=2))
         paths["best hyperparameters JSON"] = str(out / "best-hyperparameters.json")
@@ -614,10 +615,13 @@ def _summary(console: Console, output: dict, paths: dict[str, str], api_url: str
         "best hyperparameters": _hyperparameters(output.get("best_hyperparameters", {})),
         "tuning objective": f"{objective.get('MetricName')} = {objective.get('Value'):.4f}" if objective else "",
         "best trial": output.get("best_training_job_name", ""),
+        "tuning job": f"{output.get('tuning_job_name', '')} ({output['tuning_status']})"
+        if output.get("tuning_status") else "",
         "training job": output.get("training_job_name", ""),
         "test accuracy": f"{output['test_accuracy']:.4f}" if "test_accuracy" in output else "",
         "health issues": f"{output['health_issues']:g}" if "health_issues" in output else "",
         "rule verdicts": ", ".join(f"{k}: {v}" for k, v in output.get("rule_verdicts", {}).items()),
+        "profiler rules": "unavailable (not listed by SageMaker)" if output.get("profiler") == "unavailable" else "",
         "endpoint": f"{output.get('endpoint_name', '')} ({output.get('endpoint_config_name', '')})",
         "REST API": api_url if serving else "",
     }

@@ -255,13 +255,14 @@ class StateMachineAuthorizer:
 
     def calls(self, key: str, params: Mapping[str, Any], *, stopping: bool = False
               ) -> list[tuple[str, str, dict[str, str]]]:
-        """(action, resource ARN, condition values) of every call AWS authorizes for this Task: Stop* only when
-        `stopping` (a stopped or timed-out .sync state; then only those), AddTags only when the request tags (as
-        SageMaker checks it)."""
+        """(action, resource ARN, condition values) of every call AWS authorizes for this Task: a .sync job's Stop*
+        only when `stopping` (a stopped or timed-out .sync state; then only those; an aws-sdk Stop* task is its
+        own call), AddTags only when the request tags (as SageMaker checks it)."""
         out = []
+        sync = key.endswith(".sync")
         for need in sec.STATE_MACHINE_NEEDS[key]:
-            if need.action.startswith("sagemaker:Stop") != stopping or (need.action == "sagemaker:AddTags"
-                                                                        and not params.get("Tags")):
+            if (sync and need.action.startswith("sagemaker:Stop") != stopping) or (
+                    need.action == "sagemaker:AddTags" and not params.get("Tags")):
                 continue
             conditions = (PASSED_TO_SAGEMAKER if need.action == "iam:PassRole" else
                           SCALING_SERVICE_NAME if need.action == "iam:CreateServiceLinkedRole" else {})

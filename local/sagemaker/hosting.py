@@ -32,7 +32,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -494,15 +494,20 @@ class Hosting:
         threading.Thread(target=run, name=f"create-endpoint-{endpoint.name}", daemon=True).start()
 
     def update(self, endpoint: Endpoint, config_name: str, deployment_config: dict | None,
-               retain_variant_properties: bool = False) -> None:
-        """Blue/green: the new config's fleet starts beside the old one (with RetainAllVariantProperties, each
-        variant keeps the instance count it has now), traffic switches once all of it is up, the old fleet
-        finishes its requests and stops."""
+               retained: Collection[str] = ()) -> None:
+        """Blue/green: the new config's fleet starts beside the old one, traffic switches once all of it is up, the
+        old fleet finishes its requests and stops. `retained`: the VariantPropertyType values whose live value a
+        variant of the same name keeps (RetainAllVariantProperties less ExcludeRetainedVariantProperties:
+        DesiredInstanceCount instead of InitialInstanceCount, DesiredWeight instead of InitialVariantWeight;
+        https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_VariantProperty.html)."""
         with self.context.lock:
-            counts = {v.name: v.desired for v in endpoint.variants} if retain_variant_properties else None
+            counts = {v.name: v.desired for v in endpoint.variants} if "DesiredInstanceCount" in retained else None
+            weights = {v.name: v.weight for v in endpoint.variants} if "DesiredWeight" in retained else {}
 
         def run() -> None:
             variants = self._start_variants(endpoint, config_name, counts)
+            for variant in variants or ():
+                variant.weight = weights.get(variant.name, variant.weight)
             with self.context.lock:
                 old = endpoint.variants
                 if variants is not None:

@@ -53,7 +53,7 @@ from local.sagemaker.context import Context
 from local.sagemaker.errors import SageMakerError, in_use, not_found, validation
 from local.sagemaker.hosting import Endpoint, Hosting, RuntimeProxy
 from local.sagemaker.s3 import LocalS3, S3Authorizer
-from local.sagemaker.scaling import DEFAULT_PERIOD_S, Autoscaler, ScalingRegistry
+from local.sagemaker.scaling import DEFAULT_PERIOD_S, Autoscaler, ScalingRegistry, variant_resource_id
 from local.sagemaker.training import TrainingJob
 from local.sagemaker.tuning import TuningJob
 
@@ -486,14 +486,34 @@ class LocalSageMaker:
         return self._endpoint(p["EndpointName"]).describe()
 
     def _op_UpdateEndpoint(self, p: dict) -> dict:
+        """RetainAllVariantProperties true keeps each same-named variant's live DesiredInstanceCount and
+        DesiredWeight, less the ExcludeRetainedVariantProperties, which come from the new config (false, the
+        default: the new config's values; API_UpdateEndpoint.html, API_VariantProperty.html). Refused like AWS
+        refuses it: an update that changes the instance type of (or removes) a variant registered with Application
+        Auto Scaling (sagemaker/latest/dg/endpoint-scaling-update.html: "the update fails")."""
         endpoint = self._endpoint(p["EndpointName"])
-        self._config(p["EndpointConfigName"])
+        config = self._config(p["EndpointConfigName"])
+        retained: set[str] = set()
+        if p.get("RetainAllVariantProperties", False):
+            retained = {"DesiredInstanceCount", "DesiredWeight"} - {
+                x["VariantPropertyType"] for x in p.get("ExcludeRetainedVariantProperties") or ()}
+        with self.lock:
+            live = self.hosting.configs.get(endpoint.config_name, {})
+        new = {v["VariantName"]: v for v in config["ProductionVariants"]}
+        for variant in live.get("ProductionVariants", []):
+            name = variant["VariantName"]
+            if self.scaling.registry.target(variant_resource_id(endpoint.name, name)) is None:
+                continue
+            if name not in new or new[name].get("InstanceType") != variant.get("InstanceType"):
+                raise validation(f"The update of endpoint \"{endpoint.arn}\" would change the instance type of (or "
+                                 f"remove) variant {name}, which is registered with Application Auto Scaling: "
+                                 "deregister it (DeregisterScalableTarget) before the update, register it after.")
         with self.lock:
             if endpoint.status != "InService":
                 raise validation(f"Cannot update in-progress endpoint \"{endpoint.arn}\".")
             endpoint.status = "Updating"  # claimed under the lock: a concurrent update is refused
         self.hosting.update(endpoint, p["EndpointConfigName"], copy.deepcopy(p.get("DeploymentConfig")),
-                            retain_variant_properties=bool(p.get("RetainAllVariantProperties", False)))
+                            retained=retained)
         return {"EndpointArn": endpoint.arn}
 
     def _op_UpdateEndpointWeightsAndCapacities(self, p: dict) -> dict:

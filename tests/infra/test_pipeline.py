@@ -87,8 +87,9 @@ def test_the_story_reads_top_down(cloud):
     assert states[S.METRIC_VALUES_PRESENT]["Default"] == S.GATE_RULES
     assert states[S.GATE_RULES]["Default"] == S.GATE
     assert states[S.GATE]["Default"] == S.CREATE_MODEL
-    assert states[S.CREATE_MODEL]["Next"] == S.CREATE_CONFIG
-    assert states[S.CREATE_CONFIG]["Next"] == S.FIND_ENDPOINT
+    # The endpoint is found first, so that an update's config is sized from the live fleet (review 3 N1).
+    assert states[S.CREATE_MODEL]["Next"] == S.FIND_ENDPOINT
+    assert states[S.CREATE_CONFIG]["Next"] == S.CREATE_OR_UPDATE
 
 
 def test_names_derive_from_one_run_id_per_execution(cloud):
@@ -153,14 +154,24 @@ def test_rule_polling_waits_for_every_verdict(cloud, local):
         assert "ResultSelector" not in describe and describe["ResultPath"] == "$.rules.job"
         assert describe["Next"] == S.RULES_REPORTED
         reported = states[S.RULES_REPORTED]
-        assert {c["Variable"] for c in reported["Choices"][0]["Or"]} == {
-            f"$.rules.job.{m}RuleEvaluationStatuses{i}" for m in ("Debug", "Profiler") for i in ("", "[0]")}
+        # "Debugger ran no rules" is decided on the Debugger list alone (review 3 N3); the profiler list alone
+        # absent or empty polls the Debugger rules only and records the profiler unavailable.
+        debugger_list, profiler_list = (f"$.rules.job.{m}RuleEvaluationStatuses" for m in ("Debug", "Profiler"))
+        assert {c["Variable"] for c in reported["Choices"][0]["Or"]} == {debugger_list, f"{debugger_list}[0]"}
+        assert {c["Variable"] for c in reported["Choices"][1]["Or"]} == {profiler_list, f"{profiler_list}[0]"}
         assert reported["Choices"][0]["Next"] == S.NO_RULE_STATUSES and reported["Default"] == S.RULE_PROGRESS
-        # No rule statuses (absent or empty) is Debugger unavailable, not a failed gate (review 2 item 10).
+        assert reported["Choices"][1]["Next"] == S.RULE_PROGRESS + S.NO_PROFILER_SUFFIX
+        assert not any("Profiler" in p for p in states[S.RULE_PROGRESS + S.NO_PROFILER_SUFFIX]["Parameters"].values())
+        assert states[S.VERDICTS + S.NO_PROFILER_SUFFIX]["Next"] == S.NO_PROFILER_STATUSES
+        assert states[S.NO_PROFILER_STATUSES]["ResultPath"] == "$.run.profiler"
+        assert states[S.NO_PROFILER_STATUSES]["Next"] == S.REPORTS_NO_PROFILER
+        # No rule statuses (absent or empty) is Debugger unavailable, not a failed gate (review 2 item 10), and
+        # promises only the locations a job without Debugger writes.
         unreported = states[S.NO_RULE_STATUSES]
         assert unreported["Type"] == "Pass" and unreported["ResultPath"] == "$.run"
         assert unreported["Parameters"]["debugger"]["status"] == "unavailable"
-        assert unreported["Next"] == S.REPORTS
+        assert unreported["Parameters"]["profiler"] == "unavailable"
+        assert unreported["Next"] == S.REPORTS_NO_DEBUGGER
         progress = states[S.RULE_PROGRESS]["Parameters"]
         debug = "$.rules.job.DebugRuleEvaluationStatuses"
         assert progress["debug_inprogress.$"] == f"States.ArrayContains({debug}[*].RuleEvaluationStatus, 'InProgress')"
@@ -278,7 +289,15 @@ def test_failures_never_touch_the_endpoint(cloud):
         assert catch == {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": S.READ_ENDED_TUNING}
     assert states[S.READ_ENDED_TUNING]["Catch"][0]["ResultPath"] == "$.read_error"
     ended = states[S.ENDED_WITH_BEST]
-    assert ended["Choices"][0]["Next"] == S.SELECT_BEST and states[ended["Default"]]["Type"] == "Fail"
+    # Still running (review 3 N2): stopped first, then "Tuning failed" whatever the stop answers.
+    assert {c["StringEquals"] for c in ended["Choices"][0]["Or"]} == {"InProgress", "Stopping"}
+    assert ended["Choices"][0]["Next"] == S.STOP_TUNING
+    stop = states[S.STOP_TUNING]
+    assert stop["Resource"] == "arn:aws:states:::aws-sdk:sagemaker:stopHyperParameterTuningJob"
+    assert stop["Next"] == S.TUNING_FAILED and stop["Catch"][0]["Next"] == S.TUNING_FAILED
+    assert stop["Catch"][0]["ResultPath"] == "$.stop_error"  # the Fail reports the tuning task's own $.error
+    assert ended["Choices"][1]["Next"] == S.SELECT_BEST and states[ended["Default"]]["Type"] == "Fail"
+    assert {c["StringEquals"] for c in ended["Choices"][1]["And"][0]["Or"]} == {"Completed", "Stopped", "Failed"}
     # From the gate, every failing branch is a Fail state; only the default goes on to deploy.
     for gate in (S.GATE_RULES, S.GATE):
         for choice in states[gate]["Choices"]:
@@ -297,7 +316,9 @@ def test_create_or_update_the_stable_endpoint(cloud):
     # touching the endpoint.
     classify = states[S.lookup_error(S.FIND_ENDPOINT)]
     not_found = [c for c in classify["Choices"] if c.get("StringMatches") == "*Could not find endpoint*"]
-    assert not_found and not_found[0]["Next"] == S.CREATE_ENDPOINT
+    assert not_found and not_found[0]["Next"] == S.SIZE_NEW
+    assert states[S.SIZE_NEW]["Parameters"] == {"instance_count": cloud.config.serving.instance_count, "update": False}
+    assert states[S.SIZE_NEW]["Next"] == S.CREATE_CONFIG
     assert classify["Choices"].index(not_found[0]) < len(classify["Choices"]) - 1
     (retry,) = [c for c in classify["Choices"] if "NumericLessThan" in c]
     assert retry == {"Variable": retry["Variable"], "NumericLessThan": LOOKUP_RETRIES, "Next": retry["Next"]}
@@ -305,8 +326,35 @@ def test_create_or_update_the_stable_endpoint(cloud):
     assert states[classify["Default"]]["Type"] == "Fail"
     assert find["Next"] == S.ENDPOINT_STATE
     choices = {c.get("StringEquals"): c["Next"] for c in states[S.ENDPOINT_STATE]["Choices"] if "StringEquals" in c}
-    # An autoscaled variant leaves Application Auto Scaling first (review item 5); "not registered" goes on.
-    assert choices["InService"] == S.DEREGISTER_SCALING
+    # An update's new fleet is sized from the live one: no fewer than CurrentInstanceCount (review 3 N1).
+    assert choices["InService"] == S.SIZE_UPDATE
+    live = "$.existing.ProductionVariants[0].CurrentInstanceCount"
+    (present,) = states[S.SIZE_UPDATE]["Choices"]
+    assert present == {"Variable": live, "IsPresent": True, "Next": S.LIVE_COUNT}
+    assert states[S.LIVE_COUNT]["Next"] == S.LIVE_LARGER
+    (bigger,) = states[S.LIVE_LARGER]["Choices"]
+    assert bigger == {"Variable": "$.live_fleet.instance_count",
+                      "NumericGreaterThan": cloud.config.serving.instance_count, "Next": S.SIZE_LIVE}
+    assert states[S.SIZE_LIVE]["Parameters"] == {"instance_count.$": "$.live_fleet.instance_count", "update": True}
+    for choice in (S.SIZE_UPDATE, S.LIVE_LARGER):
+        assert states[states[choice]["Default"]]["Parameters"] == {
+            "instance_count": cloud.config.serving.instance_count, "update": True}
+    assert states[S.CREATE_CONFIG]["Parameters"]["ProductionVariants"][0]["InitialInstanceCount.$"] == \
+        "$.fleet.instance_count"
+    # Then the variant leaves Application Auto Scaling only when its instance type changes (or is unknown);
+    # "not registered" goes on.
+    choose = states[S.CREATE_OR_UPDATE]
+    assert [c["Next"] for c in choose["Choices"]] == [S.DESCRIBE_LIVE_CONFIG, S.DEREGISTER_SCALING]
+    assert choose["Default"] == S.CREATE_ENDPOINT
+    describe = states[S.DESCRIBE_LIVE_CONFIG]
+    assert describe["Parameters"] == {"EndpointConfigName.$": "$.existing.EndpointConfigName"}
+    assert describe["Catch"][0]["Next"] == S.DEREGISTER_SCALING and describe["Next"] == S.LIVE_VARIANT_KNOWN
+    assert states[S.LIVE_VARIANT_KNOWN]["Choices"][0]["Next"] == S.LIVE_VARIANT
+    assert states[S.LIVE_VARIANT_KNOWN]["Default"] == S.DEREGISTER_SCALING
+    same = states[S.TYPE_CHANGES]
+    assert same["Choices"][0]["Next"] == S.UPDATE_ENDPOINT and same["Default"] == S.DEREGISTER_SCALING
+    assert {"Variable": "$.live_variant.instance_type",
+            "StringEquals": cloud.config.serving.instance_type} in same["Choices"][0]["And"]
     assert states[S.DEREGISTER_SCALING]["Next"] == S.UPDATE_ENDPOINT
     (catch,) = states[S.DEREGISTER_SCALING]["Catch"]
     assert catch["Next"] == S.NOT_REGISTERED and states[S.NOT_REGISTERED]["Choices"][0]["Next"] == S.UPDATE_ENDPOINT
@@ -396,7 +444,8 @@ def test_output_shape(cloud):
     assert set(output) == {
         "run_id.$", "endpoint_name.$", "endpoint_config_name.$", "model_name.$", "training_job_name.$",
         "tuning_job_name.$", "best_training_job_name.$", "best_hyperparameters.$", "objective.$", "test_accuracy.$",
-        "health_issues.$", "debugger.$", "rule_verdicts.$", "reports.$"}
+        "health_issues.$", "debugger.$", "rule_verdicts.$", "reports.$", "tuning_status.$", "profiler.$"}
+    assert output["tuning_status.$"] == "$.tuning.status" and output["profiler.$"] == "$.run.profiler"
     assert output["training_job_name.$"] == "$.run.training_job" and output["debugger.$"] == "$.run.debugger"
     reports = cloud.definition["States"][S.REPORTS]["Parameters"]
     assert set(reports) == {"model_artifacts.$", "output_data.$", "rule_output.$", "debugger_tensors.$",
@@ -505,3 +554,103 @@ def test_autoscaling_bounds_are_checked_up_front():
     with pytest.raises(ConfigError, match="instance_count"):
         load_config_for({"serving.instance_count": 5})
     assert not load_config_for({"serving.autoscaling.enabled": False, "serving.instance_count": 5}).serving.scales
+
+
+# --- review 3: the rules behind N1-N3, over the whole definition ------------------------------------------------
+def _reachable(states: dict, start: str, *, without: set[str]) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name in seen or name in without:
+            continue
+        seen.add(name)
+        todo.extend(_targets(states[name]))
+    return seen
+
+
+def test_no_update_is_reachable_without_sizing_from_the_live_fleet(any_synth):
+    """N1's rule: every way into an UpdateEndpoint passes a state that reads the live CurrentInstanceCount (instance
+    endpoints), and every way into a DeregisterScalableTarget passes a DescribeEndpointConfig of the live config or a
+    Choice that found its name unknown: a same-type update never leaves Application Auto Scaling."""
+    d = any_synth.definition
+    states = d["States"]
+    updates = {n for n, s in states.items() if s.get("Resource", "").endswith(":updateEndpoint")}
+    assert updates
+    if any_synth.config.serving.serverless:
+        return
+    sizing = {n for n, s in states.items() if "CurrentInstanceCount" in json.dumps(s.get("Choices", []))}
+    # What says "update": a Pass that sets $.fleet.update true, reachable only through the sizing Choice ...
+    updating = {n for n, s in states.items() if s["Type"] == "Pass" and s.get("ResultPath") == "$.fleet"
+                and s["Parameters"].get("update") is True}
+    assert sizing and updating and not updating & _reachable(states, d["StartAt"], without=sizing)
+    # ... and read by the Choices every way into an UpdateEndpoint passes, whose rules towards it require it.
+    deciding = {n for n, s in states.items() if "$.fleet.update" in json.dumps(s.get("Choices", []))}
+    assert deciding and not updates & _reachable(states, d["StartAt"], without=deciding)
+    for name in deciding:
+        for rule in states[name]["Choices"]:
+            if updates & _reachable(states, rule["Next"], without=set()):
+                tests = [{k: v for k, v in c.items() if k != "Next"} for c in (rule, *rule.get("And", []))]
+                assert {"Variable": "$.fleet.update", "BooleanEquals": True} in tests, name
+        assert not updates & _reachable(states, states[name]["Default"], without=set())
+    deregister = {n for n, s in states.items() if s.get("Resource", "").endswith(":deregisterScalableTarget")}
+    if not any_synth.config.serving.scales:
+        assert not deregister
+        return
+    # Deregistering follows the live config's description, or the Choice that found its name unknown.
+    describe = {n for n, s in states.items() if s.get("Resource", "").endswith(":describeEndpointConfig")}
+    assert describe and not deregister & _reachable(states, d["StartAt"], without=describe | {S.CREATE_OR_UPDATE})
+    (unknown,) = [c for c in states[S.CREATE_OR_UPDATE]["Choices"] if c["Next"] in deregister]
+    assert states[S.CREATE_OR_UPDATE]["Choices"].index(unknown) > 0  # after the rule that describes a known one
+
+
+def _matches(condition: dict, values: dict) -> bool:
+    """The Choice rule's verdict for an input whose status variables hold `values` (other variables: absent)."""
+    if "And" in condition:
+        return all(_matches(c, values) for c in condition["And"])
+    if "Or" in condition:
+        return any(_matches(c, values) for c in condition["Or"])
+    if "Not" in condition:
+        return not _matches(condition["Not"], values)
+    var = condition["Variable"]
+    if "IsPresent" in condition:
+        return (var in values) == condition["IsPresent"]
+    if "StringEquals" in condition:
+        return values.get(var) == condition["StringEquals"]
+    return False
+
+
+def test_every_running_job_status_a_choice_reads_stops_the_job_first(any_synth):
+    """N2's rule: a Choice on a job's *JobStatus (botocore's enum) sends each running value (InProgress, Stopping)
+    to a Stop* task, and no ended value there."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    states = any_synth.definition["States"]
+    checked = 0
+    for name, state in states.items():
+        if state["Type"] != "Choice":
+            continue
+        variables = {v for c in state["Choices"] for v in _variables(c) if v.endswith("JobStatus")}
+        for var in variables:
+            enum = model.shape_for(var.rsplit(".", 1)[1]).enum
+            for value in enum:
+                rule = next((c for c in state["Choices"] if _matches(c, {var: value})), None)
+                target = states[rule["Next"] if rule else state["Default"]]
+                stops = ":stop" in target.get("Resource", "")
+                assert stops == (value in ("InProgress", "Stopping")), (name, value, rule)
+                checked += 1
+    assert checked >= 7  # "Ended tuning job has a best trial?" reads HyperParameterTuningJobStatus
+
+
+def test_only_the_debugger_list_decides_that_debugger_ran_no_rules(any_synth):
+    """N3's rule: every Choice rule that records Debugger as unavailable after a job ran reads the Debugger rule list
+    only (when Debugger rules are configured), never the profiler's."""
+    states = any_synth.definition["States"]
+    if not any_synth.config.debugger.active_rules:
+        assert S.NO_RULE_STATUSES not in states
+        return
+    rules = [c for s in states.values() if s["Type"] == "Choice" for c in s["Choices"]
+             if c["Next"] == S.NO_RULE_STATUSES]
+    assert rules
+    for rule in rules:
+        assert {v.split("[")[0] for v in _variables(rule)} == {"$.rules.job.DebugRuleEvaluationStatuses"}

@@ -39,11 +39,11 @@ def _state(definition: dict, *, debugger: str = "on") -> dict:
                  "warm_start_parent": ""},
         "names": {"run_id": run_id, "tuning_job": base, "training_job": base, "training_job_no_debugger": f"{base}-nd",
                   "model": base, "endpoint_config": base, "endpoint": "imgclf-endpoint"},
-        "run": {"training_job": base, "debugger": {"status": debugger, "reason": ""}},
+        "run": {"training_job": base, "debugger": {"status": debugger, "reason": ""}, "profiler": "on"},
         "poll": {k: {"count": 0} for k in ("rules", "settle", "deploy", "existing", "find")},
         "verdicts": {},
-        "tuning": {"job_name": base, "best_training_job": f"{base}-001-abc", "objective": {"MetricName": "x",
-                                                                                          "Value": 0.9},
+        "tuning": {"job_name": base, "status": "Completed", "best_training_job": f"{base}-001-abc",
+                   "objective": {"MetricName": "x", "Value": 0.9},
                    "hyperparameters": {contract.LR: "0.001", contract.BATCH_SIZE: "64", contract.EPOCHS: "2"}},
         "hyperparameters": definition["States"][S.PREPARE_TRAINING]["Parameters"],
     }
@@ -403,12 +403,45 @@ def _with_scaling(run: Callable[[Any], Any], *, registered: bool):
         _Mock.release()
 
 
-@pytest.mark.parametrize("registered", [True, False])
-def test_update_runs_with_the_variant_deregistered_then_registers_it_again(local, registered):
+OTHER_TYPE = "ml.c5.xlarge"  # a live instance type other than the local profile's serving.instance_type
+
+
+def _denied_config(p: dict) -> dict:
+    raise SageMakerError("AccessDeniedException", "not authorized to perform: sagemaker:DescribeEndpointConfig")
+
+
+@pytest.mark.parametrize(("live", "registered"), [(OTHER_TYPE, True), (OTHER_TYPE, False),
+                                                   ("unreadable", True)])
+def test_a_type_changing_update_runs_deregistered_then_registers_it_again(local, live, registered):
     """SageMaker refuses an UpdateEndpoint that changes the instance type of a scalable target
-    (endpoint-scaling-update.html): the target is gone when UpdateEndpoint runs, and back (with its policy) after."""
+    (endpoint-scaling-update.html): the target is gone when UpdateEndpoint runs, and back (with its policy) after.
+    A live config that cannot be read takes the same (safe) path."""
     definition = local.definition
-    endpoint = Endpoint(exists=True)
+    endpoint = Endpoint(exists=True, instance_type=live)
+    seen: list[int] = []
+
+    def run(aas):
+        def update(p: dict) -> dict:
+            seen.append(len(aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]))
+            return endpoint.deploy(p)
+        more: dict[str, Callable[[dict], dict]] = {"DescribeEndpointConfig": _denied_config} \
+            if live == "unreadable" else {}
+        sm = scripted(endpoint, UpdateEndpoint=update, **more)
+        result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
+        return result, aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"], sm
+    result, targets, sm = _with_scaling(run, registered=registered)
+    assert result.succeeded, (result.failed_state, result.cause)
+    assert seen == [0] and len(targets) == 1
+    assert S.DEREGISTER_SCALING in [r.name for r in result.states()]
+    assert [p["EndpointConfigName"] for p in sm.ops("DescribeEndpointConfig")][:1] == ["previous-config"]
+
+
+def test_a_same_type_update_keeps_its_autoscaling_target(local):
+    """Review 3 N1 / issue 16: AWS needs the variant deregistered only when the instance type changes; a model
+    update on the same type keeps the target and its policy through the update (and registers them again after:
+    idempotent, re-applying cdk.json's bounds)."""
+    definition = local.definition
+    endpoint = Endpoint(exists=True, instance_type=local.config.serving.instance_type)
     seen: list[int] = []
 
     def run(aas):
@@ -418,10 +451,40 @@ def test_update_runs_with_the_variant_deregistered_then_registers_it_again(local
         sm = scripted(endpoint, UpdateEndpoint=update)
         result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
         return result, aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
-    result, targets = _with_scaling(run, registered=registered)
+    result, targets = _with_scaling(run, registered=True)
     assert result.succeeded, (result.failed_state, result.cause)
-    assert seen == [0] and len(targets) == 1
-    assert S.DEREGISTER_SCALING in [r.name for r in result.states()]
+    names = [r.name for r in result.states()]
+    assert seen == [1] and len(targets) == 1, (names, seen)
+    assert S.DEREGISTER_SCALING not in names and S.DESCRIBE_LIVE_CONFIG in names and S.REGISTER_SCALING in names
+
+
+@pytest.mark.parametrize("live", [3, 1, None])
+def test_an_update_never_starts_a_smaller_fleet_than_serves_now(local, live):
+    """Review 3 N1: a variant autoscaling took to 3 instances is updated to a fleet of no fewer than 3 (the new
+    config's InitialInstanceCount, which serves after the switch: RetainAllVariantProperties false), and never to
+    fewer than serving.instance_count; an answer without CurrentInstanceCount (optional) uses the configured count."""
+    definition = local.definition
+    configured = local.config.serving.instance_count
+    endpoint = Endpoint(exists=True, instances=live or 0)
+    if live is None:
+        describe = endpoint.describe
+
+        def without_count(p: dict) -> dict:
+            out = describe(p)
+            out["ProductionVariants"][0].pop("CurrentInstanceCount", None)
+            return out
+        endpoint.describe = without_count  # type: ignore[method-assign]
+    sm = validating(scripted(endpoint))
+    result = _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm)
+    assert result.succeeded, (result.failed_state, result.cause)
+    (config,) = sm.ops("CreateEndpointConfig")
+    assert config["ProductionVariants"][0]["InitialInstanceCount"] == max(live or 0, configured)
+    (update,) = sm.ops("UpdateEndpoint")
+    assert update["RetainAllVariantProperties"] is False  # the sized config's count, weight and capture apply
+    # A new endpoint gets the configured count.
+    sm = validating(scripted(Endpoint()))
+    assert _run(definition, S.CREATE_MODEL, _deploy_state(definition), sm).succeeded
+    assert sm.ops("CreateEndpointConfig")[0]["ProductionVariants"][0]["InitialInstanceCount"] == configured
 
 
 def test_a_rolled_back_update_gets_its_autoscaling_back(local):
@@ -447,7 +510,7 @@ def _refused(p: dict) -> dict:
 @pytest.mark.parametrize("how", ["update refused", "describe fails"])
 def test_a_failed_update_gets_its_autoscaling_back(local, how):
     definition = local.definition
-    endpoint = Endpoint(exists=True)
+    endpoint = Endpoint(exists=True, instance_type=OTHER_TYPE)  # the update deregistered the target
 
     def run(aas):
         if how == "update refused":
@@ -468,7 +531,7 @@ def test_a_failed_update_gets_its_autoscaling_back(local, how):
 
 def test_a_deployment_timeout_gets_its_autoscaling_back(local):
     definition = local.definition
-    endpoint = Endpoint(exists=True)
+    endpoint = Endpoint(exists=True, instance_type=OTHER_TYPE)  # the update deregistered the target
 
     def run(aas):
         def update(p: dict) -> dict:
@@ -710,3 +773,89 @@ def test_staged_weights_let_tuning_start(cloud):
 
 def test_no_weights_check_when_training_from_scratch(local):
     assert S.CHECK_WEIGHTS not in local.definition["States"]
+
+
+# --- review 3 N2: a tuning job still running when its .sync task failed is stopped, never left running ------------
+@pytest.mark.parametrize(("status", "stop_answer"), [("InProgress", None), ("Stopping", "ValidationException")])
+def test_a_tuning_job_still_running_is_stopped_before_tuning_failed(local, status, stop_answer):
+    definition = local.definition
+    objective = {"Type": "Maximize", "MetricName": contract.OBJECTIVE_METRIC, "Value": 0.91}
+    described = {"HyperParameterTuningJobName": "imgclf-0123456789ab", "HyperParameterTuningJobStatus": status,
+                 "BestTrainingJob": {"TrainingJobName": "imgclf-interim", "TunedHyperParameters": {contract.LR: "0.1"},
+                                     "FinalHyperParameterTuningJobObjectiveMetric": objective}}
+
+    def create(p: dict) -> dict:  # e.g. a create re-sent after a lost answer
+        raise SageMakerError("ResourceInUse", "Tuning job imgclf-0123456789ab already exists")
+
+    def stop(p: dict) -> dict:
+        if stop_answer:
+            raise SageMakerError(stop_answer, "The tuning job is already stopping")
+        return {}
+    sm = ScriptedSageMaker(CreateHyperParameterTuningJob=create, DescribeHyperParameterTuningJob=lambda p: described,
+                           StopHyperParameterTuningJob=stop)
+    state = _state(definition)
+    del state["tuning"], state["hyperparameters"]
+    result = _run(definition, S.TUNE, state, sm)
+    assert result.failed_state == S.TUNING_FAILED and "already exists" in result.cause, result.cause
+    assert [p["HyperParameterTuningJobName"] for p in sm.ops("StopHyperParameterTuningJob")][:1] == \
+        ["imgclf-0123456789ab"]
+    assert not sm.ops("CreateTrainingJob")  # never the interim best trial of a job that still runs
+
+
+def test_the_tuning_status_reaches_the_output(local):
+    definition = local.definition
+    objective = {"Type": "Maximize", "MetricName": contract.OBJECTIVE_METRIC, "Value": 0.91}
+    described = {"HyperParameterTuningJobName": "imgclf-0123456789ab", "HyperParameterTuningJobStatus": "Stopped",
+                 "BestTrainingJob": {"TrainingJobName": "imgclf-best", "TunedHyperParameters": {contract.LR: "0.002"},
+                                     "FinalHyperParameterTuningJobObjectiveMetric": objective}}
+    sm = scripted(Endpoint(), DescribeHyperParameterTuningJob=lambda p: described,
+                  **scripted_trainer(debugger_available=True))
+    state = _state(definition)
+    del state["tuning"], state["hyperparameters"]
+    result = _run(definition, S.READ_TUNING, state, sm)
+    assert result.succeeded, (result.failed_state, result.cause)
+    assert result.output["tuning_status"] == "Stopped"
+
+
+# --- review 3 N3: the profiler list alone missing keeps the Debugger gate --------------------------------------
+@pytest.mark.parametrize("lists", ["absent", "empty"])
+@pytest.mark.parametrize("verdict", ["NoIssuesFound", "IssuesFound"])
+def test_a_job_without_profiler_statuses_still_gates_on_debugger_verdicts(local, lists, verdict):
+    definition = local.definition
+    trainer = scripted_trainer(debugger_available=True)
+
+    def describe(p: dict) -> dict:
+        out = trainer["DescribeTrainingJob"](p)
+        if lists == "absent":
+            del out["ProfilerRuleEvaluationStatuses"]
+        else:
+            out["ProfilerRuleEvaluationStatuses"] = []
+        out["DebugRuleEvaluationStatuses"][0]["RuleEvaluationStatus"] = verdict  # VanishingGradient gates
+        return out
+    sm = scripted(Endpoint(), CreateTrainingJob=trainer["CreateTrainingJob"], DescribeTrainingJob=describe)
+    result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
+    if verdict == "IssuesFound":
+        assert result.failed_state == S.rule_failed("VanishingGradient"), (result.failed_state, result.cause)
+        assert not sm.ops("CreateModel")
+        return
+    assert result.succeeded, (result.failed_state, result.cause)
+    out = result.output
+    assert out["debugger"] == {"status": "on", "reason": ""} and out["profiler"] == "unavailable"
+    assert set(out["rule_verdicts"]) == set(local.config.debugger.active_rules)
+    assert "profiler_report" not in out["reports"] and "debugger_tensors" in out["reports"]
+
+
+def test_a_job_without_debugger_statuses_reports_no_debugger_locations(local):
+    definition = local.definition
+    trainer = scripted_trainer(debugger_available=True)
+
+    def describe(p: dict) -> dict:
+        out = trainer["DescribeTrainingJob"](p)
+        del out["DebugRuleEvaluationStatuses"]  # the profiler's are listed: the Debugger list alone decides
+        return out
+    sm = scripted(Endpoint(), CreateTrainingJob=trainer["CreateTrainingJob"], DescribeTrainingJob=describe)
+    result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
+    assert result.succeeded, (result.failed_state, result.cause)
+    assert result.output["debugger"]["status"] == "unavailable"
+    assert S.REPORTS_NO_DEBUGGER in [r.name for r in result.states()]
+    assert not {"rule_output", "debugger_tensors", "profiler_report"} & set(result.output["reports"])

@@ -15,6 +15,7 @@ STANDARD_RESOURCES = {
     "arn:aws:states:::sagemaker:createTrainingJob.sync",
     "arn:aws:states:::aws-sdk:sagemaker:describeTrainingJob",
     "arn:aws:states:::aws-sdk:sagemaker:describeHyperParameterTuningJob",
+    "arn:aws:states:::aws-sdk:sagemaker:stopHyperParameterTuningJob",  # a tuning job still running (review 3 N2)
     "arn:aws:states:::aws-sdk:sagemaker:describeEndpoint",
     "arn:aws:states:::sagemaker:createModel",
     "arn:aws:states:::sagemaker:createEndpointConfig",
@@ -24,7 +25,8 @@ STANDARD_RESOURCES = {
 SCALING_RESOURCES = {  # instance endpoints only
     "arn:aws:states:::aws-sdk:applicationautoscaling:registerScalableTarget",
     "arn:aws:states:::aws-sdk:applicationautoscaling:putScalingPolicy",
-    "arn:aws:states:::aws-sdk:applicationautoscaling:deregisterScalableTarget",  # before a blue/green update
+    "arn:aws:states:::aws-sdk:applicationautoscaling:deregisterScalableTarget",  # before a type-changing update
+    "arn:aws:states:::aws-sdk:sagemaker:describeEndpointConfig",  # the live instance type (review 3 N1)
 }
 
 

@@ -66,11 +66,13 @@ class Endpoint:
     """DescribeEndpoint/CreateEndpoint/UpdateEndpoint of one endpoint that becomes InService with what it got."""
 
     def __init__(self, *, exists: bool = False, serverless: bool = False, failures: list[SageMakerError] = (),
-                 status: str = "InService"):
+                 status: str = "InService", instances: int = 1, instance_type: str = "ml.m5.large"):
         self.config = "previous-config" if exists else None
         self.serverless = serverless
         self.failures = list(failures)
         self.status = status
+        self.instances = instances  # the live variant's CurrentInstanceCount
+        self.instance_type = instance_type  # the live config's variant InstanceType
 
     def describe(self, params: dict) -> dict:
         if self.failures:
@@ -81,9 +83,22 @@ class Endpoint:
         if self.serverless:
             variant["CurrentServerlessConfig"] = {"MemorySizeInMB": 3072, "MaxConcurrency": 5}
         else:
-            variant["CurrentInstanceCount"] = 1
+            variant["CurrentInstanceCount"] = self.instances
         return {"EndpointName": params["EndpointName"], "EndpointArn": f"{ACCOUNT_ARN}:endpoint/x",
                 "EndpointConfigName": self.config, "EndpointStatus": self.status, "ProductionVariants": [variant]}
+
+    def describe_config(self, params: dict) -> dict:
+        """DescribeEndpointConfig of the live config (the only one this scripted endpoint knows)."""
+        if params["EndpointConfigName"] != self.config:
+            raise SageMakerError("ValidationException", f'Could not find endpoint configuration "{ACCOUNT_ARN}:'
+                                                        f'endpoint-config/{params["EndpointConfigName"]}".')
+        variant: dict[str, Any] = {"VariantName": "AllTraffic", "ModelName": "previous-model"}
+        if self.serverless:
+            variant["ServerlessConfig"] = {"MemorySizeInMB": 3072, "MaxConcurrency": 5}
+        else:
+            variant.update({"InstanceType": self.instance_type, "InitialInstanceCount": 1})
+        return {"EndpointConfigName": self.config, "EndpointConfigArn": f"{ACCOUNT_ARN}:endpoint-config/x",
+                "ProductionVariants": [variant], "CreationTime": "2026-01-01T00:00:00Z"}
 
     def deploy(self, params: dict) -> dict:
         self.config = params["EndpointConfigName"]
@@ -94,6 +109,7 @@ class Endpoint:
 def scripted(endpoint: Endpoint, **more: Callable[[dict], dict]) -> ScriptedSageMaker:
     return ScriptedSageMaker(**{
         "DescribeEndpoint": endpoint.describe, "CreateEndpoint": endpoint.deploy, "UpdateEndpoint": endpoint.deploy,
+        "DescribeEndpointConfig": endpoint.describe_config,
         "CreateModel": lambda p: {"ModelArn": f"{ACCOUNT_ARN}:model/{p['ModelName']}"},
         "CreateEndpointConfig": lambda p: {"EndpointConfigArn": f"{ACCOUNT_ARN}:endpoint-config/x"}, **more})
 
