@@ -100,6 +100,7 @@ class S:
     READ_ENDED_TUNING = "Read ended tuning job"
     ENDED_WITH_BEST = "Ended tuning job has a best trial?"
     STOP_TUNING = "Stop tuning job"
+    STOP_TRAINING = "Stop training job"
     BEST_FOUND = "Best trial found?"
     NO_BEST = "Tuning found no best trial"
     SELECT_BEST = "Select best trial"
@@ -440,6 +441,20 @@ class Pipeline(Construct):
             self, S.PREPARE_TRAINING, result_path="$.hyperparameters", parameters=static,
             comment="Static hyperparameters; the train task merges the best trial's tuned values over them.")
         read_training = self._read_training(training_failed)
+        # A training task can fail while its job still runs: a create re-sent after a lost answer gets ResourceInUse
+        # for the job the first call started (CreateTrainingJob's errors: ResourceInUse, ResourceLimitExceeded,
+        # ResourceNotFound; sagemaker/latest/APIReference/API_CreateTrainingJob.html), which would bill on for up to
+        # MaxRuntimeInSeconds (review 4 R9). Every failure of a training task therefore stops the run's job
+        # (sagemaker/latest/APIReference/API_StopTrainingJob.html) before "Training failed". A job that already
+        # ended, or never started, answers a ValidationException or ResourceNotFound: kept in $.stop_error, and the
+        # run fails with the training task's own error either way.
+        stop_training = self._task(S.STOP_TRAINING, req.task_resource("stopTrainingJob", sdk=True),
+                                   req.stop_training_job(), result_selector={"stopped": True},
+                                   result_path="$.training_stop")
+        stop_training.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(cfg.retry_interval_s),
+                                max_attempts=2, backoff_rate=2.0)
+        stop_training.add_catch(training_failed, errors=["States.ALL"], result_path="$.stop_error")
+        stop_training.next(training_failed)
 
         if dbg.enabled:
             # Debugger is closed to new customers (2026-07-30): an account without it has the Debugger job refused
@@ -456,16 +471,16 @@ class Pipeline(Construct):
             refused = (sfn.Choice(self, S.DEBUGGER_REFUSED, comment="Only a refusal that names Debugger falls back.")
                        .when(sfn.Condition.and_(sfn.Condition.is_present(cause), sfn.Condition.or_(*[
                            sfn.Condition.string_matches(cause, p) for p in DEBUGGER_REFUSAL_CAUSES])), fallback)
-                       .otherwise(training_failed))
+                       .otherwise(stop_training))
             train_plain = self._wait_for_job(S.TRAIN_NO_DEBUGGER, "createTrainingJob",
                                              req.training_job(cfg, debugger=False))
             self._retry_refusals(train_plain)
-            train_plain.add_catch(training_failed, errors=["States.ALL"], result_path="$.error")
+            train_plain.add_catch(stop_training, errors=["States.ALL"], result_path="$.error")
             train.add_catch(refused, errors=[OPTIMIZED_ERROR], result_path="$.error")
             reports_no_debugger = self._reports(debugger=False)
             reports_no_debugger.next(read_training)
             fallback.next(train_plain).next(reports_no_debugger)
-        train.add_catch(training_failed, errors=["States.ALL"], result_path="$.error")
+        train.add_catch(stop_training, errors=["States.ALL"], result_path="$.error")
         reports = self._reports(debugger=dbg.enabled)
         reports.next(read_training)
         if dbg.enabled and (dbg.active_rules or dbg.active_profiler_rules):

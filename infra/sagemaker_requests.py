@@ -350,6 +350,11 @@ def stop_tuning_job() -> dict[str, Any]:
     return {"HyperParameterTuningJobName.$": "$.names.tuning_job"}
 
 
+def stop_training_job() -> dict[str, Any]:
+    """The run's training job: $.run.training_job names the Debugger job, or the fallback's once it runs."""
+    return {"TrainingJobName.$": "$.run.training_job"}
+
+
 def describe_endpoint(cfg: StackConfig) -> dict[str, Any]:
     return {"EndpointName": cfg.endpoint_name}
 

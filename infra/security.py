@@ -121,6 +121,9 @@ STATE_MACHINE_NEEDS: dict[str, tuple[Need, ...]] = {
     # (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StopHyperParameterTuningJob.html).
     "aws-sdk:sagemaker:stopHyperParameterTuningJob": (
         Need("sagemaker:StopHyperParameterTuningJob", (TUNING,), SFN_AWS_SDK),),
+    # "Stop training job": the run's training job, when its task failed while it may still run (review 4 R9;
+    # https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StopTrainingJob.html).
+    "aws-sdk:sagemaker:stopTrainingJob": (Need("sagemaker:StopTrainingJob", (TRAINING,), SFN_AWS_SDK),),
     "aws-sdk:applicationautoscaling:registerScalableTarget": (
         Need("application-autoscaling:RegisterScalableTarget", (SCALABLE_TARGET,), SCALING_PERMISSIONS), *_SCALED),
     "aws-sdk:applicationautoscaling:putScalingPolicy": (

@@ -244,9 +244,9 @@ def test_debugger_refusal_runs_the_same_job_without_it(cloud):
     catches = states[S.TRAIN]["Catch"]
     assert catches[0] == {"ErrorEquals": ["SageMaker.AmazonSageMakerException"], "ResultPath": "$.error",
                           "Next": S.DEBUGGER_REFUSED}
-    assert catches[1]["ErrorEquals"] == ["States.ALL"] and catches[1]["Next"] == S.TRAINING_FAILED
+    assert catches[1]["ErrorEquals"] == ["States.ALL"] and catches[1]["Next"] == S.STOP_TRAINING
     refused = states[S.DEBUGGER_REFUSED]
-    assert refused["Default"] == S.TRAINING_FAILED
+    assert refused["Default"] == S.STOP_TRAINING
     (rule,) = refused["Choices"]
     assert rule["Next"] == S.DEBUGGER_UNAVAILABLE
     assert rule["And"][0] == {"Variable": "$.error.Cause", "IsPresent": True}
@@ -278,7 +278,7 @@ def test_refused_create_calls_are_retried_before_any_catch(any_synth):
 def test_failures_never_touch_the_endpoint(cloud):
     states = cloud.definition["States"]
     deploying = {S.CREATE_ENDPOINT, S.UPDATE_ENDPOINT}
-    for name in (S.READ_TUNING, S.READ_ENDED_TUNING, S.TRAIN_NO_DEBUGGER, S.DESCRIBE_TRAINING, S.READ_TRAINING):
+    for name in (S.READ_TUNING, S.READ_ENDED_TUNING, S.DESCRIBE_TRAINING, S.READ_TRAINING):
         (catch,) = states[name]["Catch"]
         assert catch["ErrorEquals"] == ["States.ALL"]
         assert states[catch["Next"]]["Type"] == "Fail"
@@ -654,3 +654,27 @@ def test_only_the_debugger_list_decides_that_debugger_ran_no_rules(any_synth):
     assert rules
     for rule in rules:
         assert {v.split("[")[0] for v in _variables(rule)} == {"$.rules.job.DebugRuleEvaluationStatuses"}
+
+
+def test_every_failed_training_task_stops_its_job_before_training_failed(cloud, variant):
+    """Review 4 R9: a training task can fail while its job runs on (a create re-sent after a lost answer gets
+    ResourceInUse): every path from a training task to "Training failed" passes "Stop training job", which names
+    the run's job and fails with the task's own error whatever the stop answers."""
+    for stack in (cloud, variant):
+        states = stack.definition["States"]
+        trainers = [n for n, st in states.items()
+                    if st.get("Resource", "").startswith("arn:aws:states:::sagemaker:createTrainingJob")]
+        assert trainers
+        for name in trainers:
+            assert S.TRAINING_FAILED not in [c["Next"] for c in states[name].get("Catch", [])], name
+            assert any(c["Next"] == S.STOP_TRAINING for c in states[name]["Catch"]), name
+        for choice in (st for st in states.values() if st["Type"] == "Choice"):
+            targets = [c["Next"] for c in choice.get("Choices", [])] + [choice.get("Default")]
+            if S.DEBUGGER_UNAVAILABLE in targets:  # the refusal's other outcomes
+                assert S.TRAINING_FAILED not in targets
+        stop = states[S.STOP_TRAINING]
+        assert stop["Resource"] == "arn:aws:states:::aws-sdk:sagemaker:stopTrainingJob"
+        assert stop["Parameters"] == {"TrainingJobName.$": "$.run.training_job"}
+        assert stop["ResultPath"] == "$.training_stop" and stop["Next"] == S.TRAINING_FAILED
+        (catch,) = stop["Catch"]
+        assert catch == {"ErrorEquals": ["States.ALL"], "ResultPath": "$.stop_error", "Next": S.TRAINING_FAILED}

@@ -859,3 +859,48 @@ def test_a_job_without_debugger_statuses_reports_no_debugger_locations(local):
     assert result.output["debugger"]["status"] == "unavailable"
     assert S.REPORTS_NO_DEBUGGER in [r.name for r in result.states()]
     assert not {"rule_output", "debugger_tensors", "profiler_report"} & set(result.output["reports"])
+
+
+# --- review 4 R9: a training task that fails while its job runs stops the job --------------------------------------
+@pytest.mark.parametrize("debugger", [True, False])
+@pytest.mark.parametrize("stop_answer", [None, "ValidationException"])
+def test_a_training_job_left_running_by_its_failed_task_is_stopped(local, debugger, stop_answer):
+    """The create is re-sent after a lost answer and gets ResourceInUse: the job the first call started runs on, so
+    the run stops it (a job that already ended answers ValidationException), then fails with the task's error."""
+    definition = local.definition
+    trainer = scripted_trainer(debugger_available=debugger)
+
+    def create(p: dict) -> dict:
+        if "DebugHookConfig" in p and not debugger:
+            return trainer["CreateTrainingJob"](p)  # the refusal of an account without Debugger
+        raise SageMakerError("ResourceInUse", f"Training job {p['TrainingJobName']} already exists")
+
+    def stop(p: dict) -> dict:
+        if stop_answer:
+            raise SageMakerError(stop_answer, "The request was rejected because the training job is in status Failed.")
+        return {}
+    sm = scripted(Endpoint(), CreateTrainingJob=create, DescribeTrainingJob=trainer["DescribeTrainingJob"],
+                  StopTrainingJob=stop)
+    result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
+    assert result.failed_state == S.TRAINING_FAILED and "already exists" in result.cause, result.cause
+    job = sm.ops("CreateTrainingJob")[-1]["TrainingJobName"]
+    assert job.endswith("-nd") != debugger
+    assert {p["TrainingJobName"] for p in sm.ops("StopTrainingJob")} == {job}
+    assert S.STOP_TRAINING in [r.name for r in result.states()]
+
+
+def test_a_training_job_that_failed_on_its_own_is_reported_with_its_reason(local):
+    """A job that ran and failed: the stop finds it ended (ValidationException), the cause stays the job's."""
+    definition = local.definition
+    trainer = scripted_trainer(debugger_available=True)
+
+    def stop(p: dict) -> dict:
+        raise SageMakerError("ValidationException", "The request was rejected because the training job is in status "
+                                                    "Failed.")
+    sm = scripted(Endpoint(), CreateTrainingJob=trainer["CreateTrainingJob"], StopTrainingJob=stop,
+                  DescribeTrainingJob=lambda p: {**training_description(p["TrainingJobName"]),
+                                                 "TrainingJobStatus": "Failed",
+                                                 "FailureReason": "AlgorithmError: out of memory"})
+    result = _run(definition, S.PREPARE_TRAINING, _state(definition), sm)
+    assert result.failed_state == S.TRAINING_FAILED and "out of memory" in result.cause
+    assert "status Failed" not in result.cause
