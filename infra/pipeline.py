@@ -391,10 +391,21 @@ class Pipeline(Construct):
         # time: read the job, and continue with the best trial when there is one. The task can also fail while the
         # job still runs (a create retried after a lost answer gets ResourceInUse): an InProgress or Stopping job
         # is stopped first, so that no trial keeps running, and the run fails with the task's own error. Otherwise
-        # (or when the job was never created, or cannot be read) the run fails with that error, kept in $.error.
+        # (or when the job was never created) the run fails with that error, kept in $.error.
+        # StopHyperParameterTuningJob stops the job "and all running training jobs that the tuning job launched"
+        # (sagemaker/latest/APIReference/API_StopHyperParameterTuningJob.html). A job already Stopping answers a
+        # ValidationException (SDK_ERROR, an error code botocore does not model); whatever the stop's answer
+        # (kept in $.stop_error and the history), the run fails with the tuning task's own error. A describe that
+        # keeps failing stops the job too: it may be running (review 5 F3), and a stop of an ended job is refused.
+        stop = self._task(S.STOP_TUNING, req.task_resource("stopHyperParameterTuningJob", sdk=True),
+                          req.stop_tuning_job(), result_selector={"stopped": True}, result_path="$.tuning_stop")
+        stop.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(cfg.retry_interval_s),
+                       max_attempts=2, backoff_rate=2.0)
+        stop.add_catch(tuning_failed, errors=["States.ALL"], result_path="$.stop_error")
+        stop.next(tuning_failed)
         read_ended = self._task(S.READ_ENDED_TUNING, req.task_resource("describeHyperParameterTuningJob", sdk=True),
                                 req.describe_tuning_job(), result_path="$.tuning")
-        read_ended.add_catch(tuning_failed, errors=["States.ALL"], result_path="$.read_error")
+        read_ended.add_catch(stop, errors=["States.ALL"], result_path="$.read_error")
         for t in (tune, tune_warm):
             t.add_catch(read_ended, errors=["States.ALL"], result_path="$.error")
         read_tuning.add_catch(tuning_failed, errors=["States.ALL"], result_path="$.error")
@@ -418,16 +429,6 @@ class Pipeline(Construct):
                               "States.Format('Tuning job {} ended without a best trial that reported the objective "
                               "metric; nothing was trained or deployed.', $.names.tuning_job)")))
                       .otherwise(select_best))
-        # StopHyperParameterTuningJob stops the job "and all running training jobs that the tuning job launched"
-        # (sagemaker/latest/APIReference/API_StopHyperParameterTuningJob.html). A job already Stopping answers a
-        # ValidationException (SDK_ERROR, an error code botocore does not model); whatever the stop's answer
-        # (kept in $.stop_error and the history), the run fails with the tuning task's own error.
-        stop = self._task(S.STOP_TUNING, req.task_resource("stopHyperParameterTuningJob", sdk=True),
-                          req.stop_tuning_job(), result_selector={"stopped": True}, result_path="$.tuning_stop")
-        stop.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(cfg.retry_interval_s),
-                       max_attempts=2, backoff_rate=2.0)
-        stop.add_catch(tuning_failed, errors=["States.ALL"], result_path="$.stop_error")
-        stop.next(tuning_failed)
         status = "$.tuning.HyperParameterTuningJobStatus"  # a required member (botocore)
         read_ended.next(sfn.Choice(self, S.ENDED_WITH_BEST)
                         .when(_any_of(status, TUNING_RUNNING), stop)

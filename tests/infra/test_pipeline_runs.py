@@ -802,6 +802,26 @@ def test_a_tuning_job_still_running_is_stopped_before_tuning_failed(local, statu
     assert not sm.ops("CreateTrainingJob")  # never the interim best trial of a job that still runs
 
 
+def test_a_tuning_job_that_cannot_be_read_after_its_task_failed_is_stopped(local):
+    """Review 5 F3: the describe after a failed tuning task keeps failing: the job may run on, so it is stopped,
+    and the run fails with the tuning task's own error."""
+    definition = local.definition
+
+    def create(p: dict) -> dict:
+        raise SageMakerError("ResourceInUse", "Tuning job imgclf-0123456789ab already exists")
+
+    def describe(p: dict) -> dict:
+        raise SageMakerError("ThrottlingException", "Rate exceeded")
+    sm = ScriptedSageMaker(CreateHyperParameterTuningJob=create, DescribeHyperParameterTuningJob=describe,
+                           StopHyperParameterTuningJob=lambda p: {})
+    state = _state(definition)
+    del state["tuning"], state["hyperparameters"]
+    result = _run(definition, S.TUNE, state, sm)
+    assert result.failed_state == S.TUNING_FAILED and "already exists" in result.cause, result.cause
+    assert len(sm.ops("DescribeHyperParameterTuningJob")) > 1  # retried first
+    assert [p["HyperParameterTuningJobName"] for p in sm.ops("StopHyperParameterTuningJob")] == ["imgclf-0123456789ab"]
+
+
 def test_the_tuning_status_reaches_the_output(local):
     definition = local.definition
     objective = {"Type": "Maximize", "MetricName": contract.OBJECTIVE_METRIC, "Value": 0.91}
