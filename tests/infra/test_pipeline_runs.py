@@ -220,17 +220,22 @@ def test_tuning_without_a_best_trial_fails_cleanly(local, best):
     assert result.failed_state == S.NO_BEST and result.error == "TuningFailed", (result.error, result.cause)
 
 
+def _described_tuning(status: str, best: str | None = "imgclf-best", lr: str = "0.002") -> dict[str, Any]:
+    """DescribeHyperParameterTuningJob's answer for the run's tuning job, with a best trial unless best is None."""
+    out: dict[str, Any] = {"HyperParameterTuningJobName": "imgclf-0123456789ab",
+                           "HyperParameterTuningJobStatus": status}
+    if best is not None:
+        out["BestTrainingJob"] = {"TrainingJobName": best, "TunedHyperParameters": {contract.LR: lr},
+                                  "FinalHyperParameterTuningJobObjectiveMetric": {
+                                      "Type": "Maximize", "MetricName": contract.OBJECTIVE_METRIC, "Value": 0.91}}
+    return out
+
+
 # --- review 2 item 9: a tuning job that ends Stopped (its MaxRuntimeInSeconds) still trains its best trial ---------
 @pytest.mark.parametrize("best", [True, False])
 def test_a_stopped_tuning_job_trains_its_best_trial(local, best):
     definition = local.definition
-    objective = {"Type": "Maximize", "MetricName": contract.OBJECTIVE_METRIC, "Value": 0.91}
-    described: dict[str, Any] = {"HyperParameterTuningJobName": "imgclf-0123456789ab",
-                                 "HyperParameterTuningJobStatus": "Stopped"}
-    if best:
-        described["BestTrainingJob"] = {"TrainingJobName": "imgclf-best",
-                                        "TunedHyperParameters": {contract.LR: "0.002"},
-                                        "FinalHyperParameterTuningJobObjectiveMetric": objective}
+    described = _described_tuning("Stopped", best="imgclf-best" if best else None)
     sm = ScriptedSageMaker(CreateHyperParameterTuningJob=lambda p: {"HyperParameterTuningJobArn": "arn:x"},
                            DescribeHyperParameterTuningJob=lambda p: described,
                            CreateTrainingJob=lambda p: (_ for _ in ()).throw(
@@ -264,10 +269,7 @@ def test_a_refused_tuning_job_fails_with_its_refusal(local):
 
 def test_best_trial_comes_from_describe_hyper_parameter_tuning_job(local):
     definition = local.definition
-    objective = {"Type": "Maximize", "MetricName": contract.OBJECTIVE_METRIC, "Value": 0.91}
-    described = {"HyperParameterTuningJobName": "imgclf-0123456789ab", "HyperParameterTuningJobStatus": "Completed",
-                 "BestTrainingJob": {"TrainingJobName": "imgclf-best", "TunedHyperParameters": {contract.LR: "0.002"},
-                                     "FinalHyperParameterTuningJobObjectiveMetric": objective}}
+    described = _described_tuning("Completed")
     sm = ScriptedSageMaker(DescribeHyperParameterTuningJob=lambda p: described,
                            CreateTrainingJob=lambda p: (_ for _ in ()).throw(
                                SageMakerError("ResourceLimitExceeded", "quota")))
@@ -779,10 +781,7 @@ def test_no_weights_check_when_training_from_scratch(local):
 @pytest.mark.parametrize(("status", "stop_answer"), [("InProgress", None), ("Stopping", "ValidationException")])
 def test_a_tuning_job_still_running_is_stopped_before_tuning_failed(local, status, stop_answer):
     definition = local.definition
-    objective = {"Type": "Maximize", "MetricName": contract.OBJECTIVE_METRIC, "Value": 0.91}
-    described = {"HyperParameterTuningJobName": "imgclf-0123456789ab", "HyperParameterTuningJobStatus": status,
-                 "BestTrainingJob": {"TrainingJobName": "imgclf-interim", "TunedHyperParameters": {contract.LR: "0.1"},
-                                     "FinalHyperParameterTuningJobObjectiveMetric": objective}}
+    described = _described_tuning(status, best="imgclf-interim", lr="0.1")
 
     def create(p: dict) -> dict:  # e.g. a create re-sent after a lost answer
         raise SageMakerError("ResourceInUse", "Tuning job imgclf-0123456789ab already exists")
@@ -824,10 +823,7 @@ def test_a_tuning_job_that_cannot_be_read_after_its_task_failed_is_stopped(local
 
 def test_the_tuning_status_reaches_the_output(local):
     definition = local.definition
-    objective = {"Type": "Maximize", "MetricName": contract.OBJECTIVE_METRIC, "Value": 0.91}
-    described = {"HyperParameterTuningJobName": "imgclf-0123456789ab", "HyperParameterTuningJobStatus": "Stopped",
-                 "BestTrainingJob": {"TrainingJobName": "imgclf-best", "TunedHyperParameters": {contract.LR: "0.002"},
-                                     "FinalHyperParameterTuningJobObjectiveMetric": objective}}
+    described = _described_tuning("Stopped")
     sm = scripted(Endpoint(), DescribeHyperParameterTuningJob=lambda p: described,
                   **scripted_trainer(debugger_available=True))
     state = _state(definition)
