@@ -16,6 +16,7 @@ STANDARD_RESOURCES = {
     "arn:aws:states:::aws-sdk:sagemaker:describeTrainingJob",
     "arn:aws:states:::aws-sdk:sagemaker:describeHyperParameterTuningJob",
     "arn:aws:states:::aws-sdk:sagemaker:stopHyperParameterTuningJob",  # a tuning job still running (review 3 N2)
+    "arn:aws:states:::aws-sdk:sagemaker:stopTrainingJob",  # a training job its failed task left running (review 4 R9)
     "arn:aws:states:::aws-sdk:sagemaker:describeEndpoint",
     "arn:aws:states:::sagemaker:createModel",
     "arn:aws:states:::sagemaker:createEndpointConfig",
