@@ -12,7 +12,8 @@ is in progress: `arn:aws:states:::sagemaker:<action>[.sync]` and `arn:aws:states
 to a LocalSageMaker; every other service keeps moto's own implementation. Errors carry the names Step Functions
 gives them (optimised integration: SageMaker.AmazonSageMakerException; aws-sdk: SageMaker.<Exception>), a failed
 or stopped .sync job fails its state with States.TaskFailed and the Describe* output as the cause, and a .sync
-state that times out or is aborted stops its job.
+state that times out or is aborted stops its job. Paths yield what Step Functions yields (local/jsonpath.py), and
+`time_scale` shortens Wait states and Retry intervals for runs against scripted answers.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from moto.stepfunctions.parser.asl.component.common.error_name.failure_event imp
 )
 from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
 from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import StatesErrorNameType
+from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 from moto.stepfunctions.parser.asl.component.state.exec.state_task import state_task_factory
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import ResourceCondition
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk import (
@@ -47,10 +49,12 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_callback import (
     StateTaskServiceCallback,
 )
+from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 
 import awsshapes
 from cli.model import StateVisit, history_states
+from local import jsonpath
 from local.sagemaker import LocalSageMaker, SageMakerError
 from local.sagemaker.api import DEFAULT_ACCOUNT, DEFAULT_REGION, service_model, to_json
 
@@ -74,7 +78,11 @@ _registry_lock = threading.RLock()
 _standins: dict[str, LocalSageMaker] = {}  # state machine ARN -> the stand-in its SageMaker tasks call
 # state machine ARN -> authorize(Task resource ARN, request): raises AccessDenied as IAM would (local.iam)
 _authorizers: dict[str, Callable[..., None]] = {}  # (resource, params, *, stopping=False)
+# state machine ARN -> the factor on its Wait states' and Retry intervals' wall-clock time (run_definition(time_scale=))
+_time_scales: dict[str, float] = {}
 _original_factory = state_task_factory.state_task_service_for
+_original_retry = retrier_decl.RetrierDecl._eval_body
+_original_wait = WaitFunction._wait_interval
 _installed = 0
 
 
@@ -106,6 +114,48 @@ def _authorize(env, resource_arn: str, params: dict, *, stopping: bool = False) 
             authorize(resource_arn, params, stopping=True)
         else:
             authorize(resource_arn, params)
+
+
+# --- compressed time --------------------------------------------------------------------------------------------
+# A run against scripted answers needs no real time to pass: time_scale shortens every Wait state and Retry interval
+# by a factor, while the interpreter still takes each wait and each retry, in order, into the history.
+def _time_scale(env) -> float:
+    arn = env.states.context_object.context_object_data["StateMachine"]["Id"]
+    with _registry_lock:
+        return _time_scales.get(arn, 1.0)
+
+
+_retrying = threading.local()  # the scale of the Retry being evaluated on this thread (the interpreter's own)
+
+
+class _RetryClock:
+    """retrier_decl's `time` while runs are routed: its one sleep (the retry interval) follows the run's scale."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        time.sleep(seconds * getattr(_retrying, "scale", 1.0))
+
+
+def _scaled_retry(self, env) -> None:
+    _retrying.scale = _time_scale(env)
+    try:
+        _original_retry(self, env)
+    finally:
+        _retrying.scale = 1.0
+
+
+def _scaled_wait(self, env, wait_seconds: int) -> None:
+    scale = _time_scale(env)
+    if scale == 1.0:
+        return _original_wait(self, env, wait_seconds)
+    # moto's own re-waits whole seconds lost to an interrupt, which a fraction of a second never reaches; a stop
+    # (program_state_event) ends the wait early, as it does there
+    if wait_seconds > 0:
+        env.program_state_event.wait(wait_seconds * scale)
+    return None
 
 
 def _aws_cause(exc: SageMakerError, service: str, separator: str) -> str:
@@ -238,13 +288,18 @@ def _service_for(service_name: str):
 
 
 class _Routing:
-    """Installs the factory for the duration of a run (reference-counted: runs may overlap)."""
+    """Installs the factory, the time scaling and Step Functions' JSONPath results for the duration of a run
+    (reference-counted: runs may overlap)."""
 
     def __enter__(self) -> None:
         global _installed
         with _registry_lock:
             if _installed == 0:
                 state_task_factory.state_task_service_for = _service_for
+                retrier_decl.time = _RetryClock()
+                retrier_decl.RetrierDecl._eval_body = _scaled_retry
+                WaitFunction._wait_interval = _scaled_wait
+                jsonpath.install()  # Step Functions' JSONPath result shapes (local/jsonpath.py)
             _installed += 1
 
     def __exit__(self, *exc: object) -> None:
@@ -253,6 +308,10 @@ class _Routing:
             _installed -= 1
             if _installed == 0:
                 state_task_factory.state_task_service_for = _original_factory
+                retrier_decl.time = time
+                retrier_decl.RetrierDecl._eval_body = _original_retry
+                WaitFunction._wait_interval = _original_wait
+                jsonpath.install(jsonpath.moto_extract_json)
 
 
 # --- running -----------------------------------------------------------------------------------------------------
@@ -325,7 +384,8 @@ def run_definition(definition: dict | str, input: dict | None = None, sagemaker:
                    timeout: float | None = None, region: str = DEFAULT_REGION, account: str = DEFAULT_ACCOUNT,
                    role_arn: str | None = None, poll_interval: float = 0.2,
                    stop: threading.Event | None = None,
-                   authorize: Callable[[str, dict], None] | None = None) -> ExecutionResult:
+                   authorize: Callable[[str, dict], None] | None = None,
+                   time_scale: float = 1.0) -> ExecutionResult:
     """Execute `definition` with `input`; SageMaker tasks call `sagemaker`. Blocks until the execution ends.
 
     `on_event(event)` gets every history event as GetExecutionHistory renders it (ISO timestamps), in order, while
@@ -334,7 +394,11 @@ def run_definition(definition: dict | str, input: dict | None = None, sagemaker:
     called before every SageMaker Task call and fails the state with what it raises (AccessDenied);
     `authorize(Task resource ARN, {name}, stopping=True)` before a stopped .sync state stops its job (a denial
     leaves the job running, as on AWS).
+    `time_scale` multiplies the wall-clock time of every Wait state and Retry interval (0.01 for a run against
+    scripted answers, where nothing needs time to pass); the history is the same, only sooner.
     """
+    if not 0 < time_scale <= 1:
+        raise ValueError(f"time_scale must be in (0, 1], not {time_scale}")
     text = definition if isinstance(definition, str) else json.dumps(definition)
     started = time.monotonic()
     machine_name = f"local-{uuid.uuid4().hex[:12]}"
@@ -358,6 +422,9 @@ def run_definition(definition: dict | str, input: dict | None = None, sagemaker:
             if authorize is not None:
                 with _registry_lock:
                     _authorizers[machine_arn] = authorize
+            if time_scale != 1.0:
+                with _registry_lock:
+                    _time_scales[machine_arn] = time_scale
             execution_arn = client.start_execution(stateMachineArn=machine_arn, name=execution_name,
                                                    input=json.dumps(input or {}))["executionArn"]
             deadline = None if timeout is None else started + timeout
@@ -398,6 +465,7 @@ def run_definition(definition: dict | str, input: dict | None = None, sagemaker:
                 with _registry_lock:
                     _standins.pop(machine_arn, None)
                     _authorizers.pop(machine_arn, None)
+                    _time_scales.pop(machine_arn, None)
             _Mock.release()
 
 

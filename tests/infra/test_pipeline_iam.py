@@ -19,7 +19,6 @@ from infra import sagemaker_requests as req
 from infra.api import FORWARDER_HANDLER
 from infra.definition import Resolver
 from infra.pipeline import S
-from local.engine import run_definition
 from local.iam import AccessDenied, ClientAuthorizer, TemplateIAM, function_authorizer, state_machine_authorizer
 from ml import contract
 from stackfacts import LOCAL_ACCOUNT as ACCOUNT
@@ -31,6 +30,7 @@ from tests.support.scripted import (
     Endpoint,
     ScriptedSageMaker,
     full_run_sagemaker,
+    run_scripted,
     scripted,
 )
 from tests.support.teardown import TAGS as TEARDOWN_TAGS
@@ -43,7 +43,7 @@ from tests.support.teardown import training_job as _training_job
 def _run(template: dict):
     resolver = Resolver(template, region="us-east-1", account=ACCOUNT)
     authorize = state_machine_authorizer(resolver)
-    result = run_definition(resolver.definition(), {}, full_run_sagemaker(), poll_interval=0.05, timeout=300,
+    result = run_scripted(resolver.definition(), {}, full_run_sagemaker(), timeout=300,
                             authorize=authorize)
     return result, authorize
 
@@ -168,7 +168,7 @@ def test_a_stopped_sync_state_stops_its_job_with_the_roles_permission(local, gra
     iam = TemplateIAM(resolver)
     authorize = state_machine_authorizer(resolver, iam)
     sm = _tuning_never_ends()
-    result = run_definition(resolver.definition(), {}, sm, poll_interval=0.05, timeout=6, authorize=authorize)
+    result = run_scripted(resolver.definition(), {}, sm, timeout=6, authorize=authorize)
     assert result.status == "ABORTED", result.states()
     assert result.failed_state == S.TUNE
     if granted:
@@ -367,8 +367,8 @@ _FAKE_MODEL = FAKE_TRAIN + (
 def _pipeline_requests(template: dict) -> dict[str, dict]:
     """The SageMaker requests the synthesized state machine makes in a whole run (scripted answers)."""
     scripted = full_run_sagemaker()
-    result = run_definition(Resolver(template, region="us-east-1", account=ACCOUNT).definition(), {}, scripted,
-                            poll_interval=0.05, timeout=300)
+    result = run_scripted(Resolver(template, region="us-east-1", account=ACCOUNT).definition(), {}, scripted,
+                          timeout=300)
     assert result.succeeded, result.cause
     return {op: params for op, params in scripted.calls if op.startswith("Create")}
 
@@ -498,7 +498,7 @@ def test_every_state_machine_statement_is_needed_by_a_run(local):
             if exists:  # the update path: DescribeEndpoint finds the endpoint
                 endpoint = Endpoint(exists=True)
                 scripted.answers.update(DescribeEndpoint=endpoint.describe, UpdateEndpoint=endpoint.deploy)
-            result = run_definition(resolver.definition(), {}, scripted, poll_interval=0.05, timeout=300,
+            result = run_scripted(resolver.definition(), {}, scripted, timeout=300,
                                     authorize=state_machine_authorizer(resolver))
             named = _denial(result)
             if named:

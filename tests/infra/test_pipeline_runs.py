@@ -13,7 +13,6 @@ import pytest
 
 from infra.config import ConfigError, validate_input
 from infra.pipeline import LOOKUP_RETRIES, S
-from local.engine import run_definition
 from local.sagemaker import SageMakerError
 from local.sagemaker.service import DEBUGGER_REFUSED
 from ml import contract
@@ -23,6 +22,7 @@ from tests.support.scripted import (
     ScriptedSageMaker,
     endpoint_missing,
     full_run_sagemaker,
+    run_scripted,
     scripted,
     scripted_trainer,
     training_description,
@@ -52,7 +52,7 @@ def _state(definition: dict, *, debugger: str = "on") -> dict:
 def _run(definition: dict, start: str, state: dict, sm) -> Any:
     d = copy.deepcopy(definition)
     d["StartAt"] = start
-    return run_definition(d, state, sm, poll_interval=0.05, timeout=120)
+    return run_scripted(d, state, sm, timeout=120)
 
 
 # --- issue 11 item 1: Debugger closed to new customers ---------------------------------------------------------
@@ -601,7 +601,7 @@ def checked(local):
         value = {k: (v.replace("s3://bucket/data/", bucket_data) if isinstance(v, str) else v)
                  for k, v in value.items()}
         sm = ScriptedSageMaker(DescribeEndpoint=endpoint_missing, **_failing_tuning())
-        return run_definition(definition, value, sm, poll_interval=0.05, timeout=120), value, bucket_data
+        return run_scripted(definition, value, sm, timeout=120), value, bucket_data
     return run
 
 
@@ -642,7 +642,7 @@ def test_check_input_refuses_a_parent_sagemaker_cannot_describe(local, parent):
                                                      f"{p['HyperParameterTuningJobName']}")
         return {"HyperParameterTuningJobName": PARENT, "HyperParameterTuningJobStatus": "Completed"}
     sm = validating(ScriptedSageMaker(DescribeEndpoint=endpoint_missing, DescribeHyperParameterTuningJob=describe))
-    result = run_definition(definition, {"warm_start_parent": parent}, sm, poll_interval=0.05, timeout=120)
+    result = run_scripted(definition, {"warm_start_parent": parent}, sm, timeout=120)
     assert result.failed_state == S.invalid("warm_start_parent") + " (not described)", result.failed_state
     assert result.error == "InvalidInput" and parent in result.cause
     assert [op for op, _ in sm.calls] == ["DescribeHyperParameterTuningJob"][: len(sm.calls)]
@@ -657,7 +657,7 @@ def test_check_input_refuses_a_parent_sagemaker_cannot_describe(local, parent):
 def test_a_non_object_input_is_refused_by_name(local, value):
     """Review item 11: States.JsonMerge needs an object; anything else fails clearly, before any call."""
     sm = ScriptedSageMaker()
-    result = run_definition(local.definition, value, sm, poll_interval=0.05, timeout=120)
+    result = run_scripted(local.definition, value, sm, timeout=120)
     assert result.failed_state == S.invalid("input") and result.error == "InvalidInput", result.failed_state
     assert "JSON object" in result.cause and not sm.calls
     with pytest.raises(ConfigError, match="JSON object"):
@@ -715,7 +715,7 @@ def test_extreme_but_legal_inputs_give_requests_sagemaker_accepts(extreme):
     sm = full_run_sagemaker()
     # An execution name may hold characters a tag value may not ("!", "'", "(", ")"): 80 of them.
     name = ("run!'()-" * 10)[:80]
-    result = run_definition(definition, value, sm, name=name, poll_interval=0.05, timeout=300)
+    result = run_scripted(definition, value, sm, name=name, timeout=300)
     assert result.succeeded, (result.failed_state, result.cause)
     ops = [op for op, _ in sm.calls]
     for op in ("CreateHyperParameterTuningJob", "CreateTrainingJob", "CreateModel", "CreateEndpointConfig",
@@ -754,7 +754,7 @@ def _from_the_start(cloud, stage: bool):
         s3.create_bucket(Bucket=bucket)
         if stage:
             s3.put_object(Bucket=bucket, Key=key, Body=b"weights")
-        return run_definition(definition, {}, sm, poll_interval=0.05, timeout=120), sm, key
+        return run_scripted(definition, {}, sm, timeout=120), sm, key
     finally:
         _Mock.release()
 
