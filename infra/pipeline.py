@@ -266,6 +266,23 @@ class Pipeline(Construct):
         task.add_retry(errors=[OPTIMIZED_ERROR], interval=Duration.seconds(self.cfg.retry_interval_s),
                        max_attempts=RETRY_ATTEMPTS, backoff_rate=RETRY_BACKOFF)
 
+    @staticmethod
+    def _retry_reads(task: sfn.CustomState) -> None:
+        """A describe call that fails (throttling, a transient 5xx) is read again before its Catch sees it."""
+        task.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=3, backoff_rate=2.0)
+
+    def _stop_job(self, name: str, action: str, parameters: dict[str, Any], result_path: str,
+                  failed: sfn.IChainable) -> sfn.CustomState:
+        """A stop of the run's job on the way to `failed`: retried once more, and whatever it answers (an ended job
+        refuses the stop) kept in $.stop_error, so that `failed` reports the task's own $.error."""
+        stop = self._task(name, req.task_resource(action, sdk=True), parameters, result_selector={"stopped": True},
+                          result_path=result_path)
+        stop.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(self.cfg.retry_interval_s),
+                       max_attempts=2, backoff_rate=2.0)
+        stop.add_catch(failed, errors=["States.ALL"], result_path="$.stop_error")
+        stop.next(failed)
+        return stop
+
     def _fail(self, name: str, error: str, *, cause: str | None = None, cause_path: str | None = None) -> sfn.Fail:
         return sfn.Fail(self, name, error=error, cause=cause, cause_path=cause_path)
 
@@ -397,12 +414,8 @@ class Pipeline(Construct):
         # ValidationException (SDK_ERROR, an error code botocore does not model); whatever the stop's answer
         # (kept in $.stop_error and the history), the run fails with the tuning task's own error. A describe that
         # keeps failing stops the job too: it may be running (review 5 F3), and a stop of an ended job is refused.
-        stop = self._task(S.STOP_TUNING, req.task_resource("stopHyperParameterTuningJob", sdk=True),
-                          req.stop_tuning_job(), result_selector={"stopped": True}, result_path="$.tuning_stop")
-        stop.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(cfg.retry_interval_s),
-                       max_attempts=2, backoff_rate=2.0)
-        stop.add_catch(tuning_failed, errors=["States.ALL"], result_path="$.stop_error")
-        stop.next(tuning_failed)
+        stop = self._stop_job(S.STOP_TUNING, "stopHyperParameterTuningJob", req.stop_tuning_job(), "$.tuning_stop",
+                              tuning_failed)
         read_ended = self._task(S.READ_ENDED_TUNING, req.task_resource("describeHyperParameterTuningJob", sdk=True),
                                 req.describe_tuning_job(), result_path="$.tuning")
         read_ended.add_catch(stop, errors=["States.ALL"], result_path="$.read_error")
@@ -410,7 +423,7 @@ class Pipeline(Construct):
             t.add_catch(read_ended, errors=["States.ALL"], result_path="$.error")
         read_tuning.add_catch(tuning_failed, errors=["States.ALL"], result_path="$.error")
         for t in (read_tuning, read_ended):
-            t.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=3, backoff_rate=2.0)
+            self._retry_reads(t)
         has_best = sfn.Condition.and_(sfn.Condition.is_present(f"{best}.TrainingJobName"),
                                       sfn.Condition.is_present(f"{best}.FinalHyperParameterTuningJobObjectiveMetric"))
         select_best = sfn.Pass(self, S.SELECT_BEST, result_path="$.tuning", parameters={
@@ -449,13 +462,8 @@ class Pipeline(Construct):
         # (sagemaker/latest/APIReference/API_StopTrainingJob.html) before "Training failed". A job that already
         # ended, or never started, answers a ValidationException or ResourceNotFound: kept in $.stop_error, and the
         # run fails with the training task's own error either way.
-        stop_training = self._task(S.STOP_TRAINING, req.task_resource("stopTrainingJob", sdk=True),
-                                   req.stop_training_job(), result_selector={"stopped": True},
-                                   result_path="$.training_stop")
-        stop_training.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(cfg.retry_interval_s),
-                                max_attempts=2, backoff_rate=2.0)
-        stop_training.add_catch(training_failed, errors=["States.ALL"], result_path="$.stop_error")
-        stop_training.next(training_failed)
+        stop_training = self._stop_job(S.STOP_TRAINING, "stopTrainingJob", req.stop_training_job(), "$.training_stop",
+                                       training_failed)
 
         if dbg.enabled:
             # Debugger is closed to new customers (2026-07-30): an account without it has the Debugger job refused
@@ -615,7 +623,7 @@ class Pipeline(Construct):
         (FinalMetricDataList is optional, and a metric may be missing from it: both end at the gate cleanly)."""
         read = self._task(S.READ_TRAINING, req.task_resource("describeTrainingJob", sdk=True),
                           req.describe_training_job("$.run.training_job"), result_path="$.training")
-        read.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=3, backoff_rate=2.0)
+        self._retry_reads(read)
         read.add_catch(failed, errors=["States.ALL"], result_path="$.error")
         missing = self._fail(S.METRICS_MISSING, "GateFailed",
                              cause=f"The training job reported no final {contract.TEST_ACCURACY} / "
@@ -663,13 +671,12 @@ class Pipeline(Construct):
         profiler list decide."""
         dbg = self.cfg.debugger
         job = "$.rules.job"
-        kinds = {kind: f"{job}.{member}RuleEvaluationStatuses" for kind, member, rules in (
-            ("debug", "Debug", dbg.active_rules), ("profiler", "Profiler", dbg.active_profiler_rules)) if rules}
         rules_of = {"debug": dbg.active_rules, "profiler": dbg.active_profiler_rules}
+        # Debug/ProfilerRuleEvaluationStatuses of the kinds configured
+        kinds = {kind: f"{job}.{kind.capitalize()}RuleEvaluationStatuses" for kind, rules in rules_of.items() if rules}
         describe = self._task(S.DESCRIBE_TRAINING, req.task_resource("describeTrainingJob", sdk=True),
                               req.describe_training_job(), result_path=job)
-        describe.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=3,
-                           backoff_rate=2.0)
+        self._retry_reads(describe)
         describe.add_catch(failed, errors=["States.ALL"], result_path="$.error")
         # A job SageMaker accepted with Debugger rules but that lists no rule statuses (absent or empty: AWS only says
         # new customers "have no access", sagemaker/latest/dg/debugger-createtrainingjob-api.html) ran without
@@ -836,8 +843,7 @@ class Pipeline(Construct):
         wait_deploy = sfn.Wait(self, S.WAIT_DEPLOY, time=sfn.WaitTime.duration(Duration.seconds(s.poll_s)))
         describe = self._task(S.DESCRIBE_ENDPOINT, req.task_resource("describeEndpoint", sdk=True),
                               req.describe_endpoint(cfg), result_path="$.endpoint")
-        describe.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=3,
-                           backoff_rate=2.0)
+        self._retry_reads(describe)
         describe.add_catch(after_update_failed, errors=["States.ALL"], result_path="$.error")
         deployed = sfn.Pass(self, S.DEPLOYED, parameters=self._output())
         serving = self._autoscaling(deployed) if s.scales else deployed
@@ -921,8 +927,9 @@ class Pipeline(Construct):
         if s.serverless:
             return configured
         live = "$.existing.ProductionVariants[0].CurrentInstanceCount"
-        # A plain number ([*] then ArrayGetItem: the local interpreter answers a definite path through [0] with a
-        # list), read once the Choice saw that variant 0 has it.
+        # A plain number, read once the Choice saw that variant 0 has it ([*] then ArrayGetItem: written when moto's
+        # interpreter answered [0].member with a list; local/jsonpath.py now answers as AWS does, and both read this
+        # form alike).
         read = sfn.Pass(self, S.LIVE_COUNT, result_path="$.live_fleet", parameters={
             "instance_count.$": "States.ArrayGetItem($.existing.ProductionVariants[*].CurrentInstanceCount, 0)"})
         keep = sfn.Pass(self, S.SIZE_LIVE, result_path="$.fleet",
@@ -948,15 +955,14 @@ class Pipeline(Construct):
         s = self.cfg.serving
         describe = self._task(S.DESCRIBE_LIVE_CONFIG, req.task_resource("describeEndpointConfig", sdk=True),
                               req.describe_live_endpoint_config(), result_path="$.live_config")
-        describe.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=3,
-                           backoff_rate=2.0)
+        self._retry_reads(describe)
         deregister = self._deregister_scaling(update)
         # Unreadable (deleted by hand, access denied): the safe path, which works whatever the type.
         describe.add_catch(deregister, errors=["States.ALL"], result_path="$.live_config_error")
         variants = "$.live_config.ProductionVariants"
         c = sfn.Condition
-        # The one variant's name and type as plain values ([*] then ArrayGetItem: the local interpreter answers a
-        # definite path through [0] with a list), read once a Choice saw that variant 0 has an InstanceType.
+        # The one variant's name and type as plain values, read once a Choice saw that variant 0 has an InstanceType
+        # ([*] then ArrayGetItem: see "Live instance count").
         live = sfn.Pass(self, S.LIVE_VARIANT, result_path="$.live_variant", parameters={
             "name.$": f"States.ArrayGetItem({variants}[*].VariantName, 0)",
             "instance_type.$": f"States.ArrayGetItem({variants}[*].InstanceType, 0)"})

@@ -49,6 +49,13 @@ def _state(definition: dict, *, debugger: str = "on") -> dict:
     }
 
 
+def _state_before_tuning(definition: dict) -> dict:
+    """The execution state as "Tune hyperparameters" finds it (no tuning results yet)."""
+    state = _state(definition)
+    del state["tuning"], state["hyperparameters"]
+    return state
+
+
 def _run(definition: dict, start: str, state: dict, sm) -> Any:
     d = copy.deepcopy(definition)
     d["StartAt"] = start
@@ -214,8 +221,7 @@ def test_tuning_without_a_best_trial_fails_cleanly(local, best):
     if best:
         described["BestTrainingJob"] = best  # without its FinalHyperParameterTuningJobObjectiveMetric
     sm = ScriptedSageMaker(DescribeHyperParameterTuningJob=lambda p: described)
-    state = _state(definition)
-    del state["tuning"], state["hyperparameters"]
+    state = _state_before_tuning(definition)
     result = _run(definition, S.READ_TUNING, state, sm)
     assert result.failed_state == S.NO_BEST and result.error == "TuningFailed", (result.error, result.cause)
 
@@ -240,8 +246,7 @@ def test_a_stopped_tuning_job_trains_its_best_trial(local, best):
                            DescribeHyperParameterTuningJob=lambda p: described,
                            CreateTrainingJob=lambda p: (_ for _ in ()).throw(
                                SageMakerError("ResourceLimitExceeded", "quota")))
-    state = _state(definition)
-    del state["tuning"], state["hyperparameters"]
+    state = _state_before_tuning(definition)
     result = _run(definition, S.TUNE, state, sm)
     if best:
         (create, *_) = sm.ops("CreateTrainingJob")
@@ -261,8 +266,7 @@ def test_a_refused_tuning_job_fails_with_its_refusal(local):
     def unknown(p: dict) -> dict:
         raise SageMakerError("ResourceNotFound", "no such tuning job")
     sm = ScriptedSageMaker(CreateHyperParameterTuningJob=refuse, DescribeHyperParameterTuningJob=unknown)
-    state = _state(definition)
-    del state["tuning"], state["hyperparameters"]
+    state = _state_before_tuning(definition)
     result = _run(definition, S.TUNE, state, sm)
     assert result.failed_state == S.TUNING_FAILED and "tuning quota" in result.cause, result.cause
 
@@ -273,8 +277,7 @@ def test_best_trial_comes_from_describe_hyper_parameter_tuning_job(local):
     sm = ScriptedSageMaker(DescribeHyperParameterTuningJob=lambda p: described,
                            CreateTrainingJob=lambda p: (_ for _ in ()).throw(
                                SageMakerError("ResourceLimitExceeded", "quota")))
-    state = _state(definition)
-    del state["tuning"], state["hyperparameters"]
+    state = _state_before_tuning(definition)
     result = _run(definition, S.READ_TUNING, state, sm)
     (create, *_) = sm.ops("CreateTrainingJob")
     assert create["HyperParameters"][contract.LR] == "0.002"
@@ -792,8 +795,7 @@ def test_a_tuning_job_still_running_is_stopped_before_tuning_failed(local, statu
         return {}
     sm = ScriptedSageMaker(CreateHyperParameterTuningJob=create, DescribeHyperParameterTuningJob=lambda p: described,
                            StopHyperParameterTuningJob=stop)
-    state = _state(definition)
-    del state["tuning"], state["hyperparameters"]
+    state = _state_before_tuning(definition)
     result = _run(definition, S.TUNE, state, sm)
     assert result.failed_state == S.TUNING_FAILED and "already exists" in result.cause, result.cause
     assert [p["HyperParameterTuningJobName"] for p in sm.ops("StopHyperParameterTuningJob")][:1] == \
@@ -813,8 +815,7 @@ def test_a_tuning_job_that_cannot_be_read_after_its_task_failed_is_stopped(local
         raise SageMakerError("ThrottlingException", "Rate exceeded")
     sm = ScriptedSageMaker(CreateHyperParameterTuningJob=create, DescribeHyperParameterTuningJob=describe,
                            StopHyperParameterTuningJob=lambda p: {})
-    state = _state(definition)
-    del state["tuning"], state["hyperparameters"]
+    state = _state_before_tuning(definition)
     result = _run(definition, S.TUNE, state, sm)
     assert result.failed_state == S.TUNING_FAILED and "already exists" in result.cause, result.cause
     assert len(sm.ops("DescribeHyperParameterTuningJob")) > 1  # retried first
@@ -826,8 +827,7 @@ def test_the_tuning_status_reaches_the_output(local):
     described = _described_tuning("Stopped")
     sm = scripted(Endpoint(), DescribeHyperParameterTuningJob=lambda p: described,
                   **scripted_trainer(debugger_available=True))
-    state = _state(definition)
-    del state["tuning"], state["hyperparameters"]
+    state = _state_before_tuning(definition)
     result = _run(definition, S.READ_TUNING, state, sm)
     assert result.succeeded, (result.failed_state, result.cause)
     assert result.output["tuning_status"] == "Stopped"

@@ -99,7 +99,7 @@ class Endpoint:
         if params["EndpointConfigName"] != self.config:
             raise SageMakerError("ValidationException", f'Could not find endpoint configuration "{ACCOUNT_ARN}:'
                                                         f'endpoint-config/{params["EndpointConfigName"]}".')
-        variant: dict[str, Any] = {"VariantName": "AllTraffic", "ModelName": "previous-model"}
+        variant: dict[str, Any] = {"VariantName": facts.VARIANT_NAME, "ModelName": "previous-model"}
         if self.serverless:
             variant["ServerlessConfig"] = {"MemorySizeInMB": 3072, "MaxConcurrency": 5}
         else:
