@@ -46,6 +46,9 @@ def full_run(data: Path, *extra: str) -> tuple[float, float]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
         env.update({f"SM_CHANNEL_{c.upper()}": str(data / c) for c in contract.CHANNELS})
         env.update(SM_MODEL_DIR=f"{tmp}/model", SM_OUTPUT_DATA_DIR=f"{tmp}/out", SM_OUTPUT_DIR=tmp)
+        # ml/ is a package (the containers put the source root on the path); a host without this project
+        # installed, e.g. a bare GPU machine, needs the root on PYTHONPATH for `from ml import ...`.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         started = time.perf_counter()
         result = subprocess.run([sys.executable, str(ROOT / "ml" / "train.py"), "--preset", "local",
                                  "--checkpoint-dir", f"{tmp}/ckpt", *extra], env=env, capture_output=True,
@@ -112,7 +115,7 @@ def precision_and_health(rounds: int, steps: int, backbone: str | None, image_si
         model = build_model(backbone, 10, "none", "all").to(device)
         if precision.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        optimizer = train.make_optimizer(list(model.parameters()), 1e-3, 0.0, device)  # as train.py builds it
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
         return model, optimizer, scheduler, precision.grad_scaler(device)
 

@@ -329,6 +329,13 @@ def choose_precision(mode: str, device: torch.device) -> Precision:
     return Precision(torch.float16, scaler=True, channels_last=True)
 
 
+def make_optimizer(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW; on CUDA its fused kernel (one launch for all parameters instead of several per group), which
+    matters when a fast GPU waits on the host between small steps. GradScaler supports fused optimizers
+    (docs.pytorch.org/docs/stable/generated/torch.optim.AdamW.html: `fused`)."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=device.type == "cuda")
+
+
 def usable_cpus() -> int:
     """CPUs this process may run on (a container's or a stand-in's affinity), not the host's count."""
     try:
@@ -568,7 +575,7 @@ def run(args: argparse.Namespace, world: World) -> dict | None:
     scaler = precision.grad_scaler(device)
     loss_fn = nn.CrossEntropyLoss()
     params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    optimizer = make_optimizer(params, args.lr, args.weight_decay, device)
     steps = args.epochs * len(train_loader)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=steps,
                                                     pct_start=0.15)
