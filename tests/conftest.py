@@ -1,6 +1,7 @@
-"""Shared fixtures: the local digits dataset and one small model trained by the real ml/train.py.
+"""Shared fixtures: the local digits dataset and one small model trained by the real ml/train.py; and one check
+before the slow tests run (enough free disk).
 
-Helpers live in tests.support (this file holds fixtures only)."""
+Helpers live in tests.support (this file holds fixtures and that hook only)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from tests.support.scratch import disk_shortfall
 from tests.support.training import BASELINE_ARGS, TrainingRun, channel_env, run_train
 
 # Property tests: `make test` runs the same examples every time (a green suite stays green for the code it was green
@@ -17,6 +19,14 @@ from tests.support.training import BASELINE_ARGS, TrainingRun, channel_env, run_
 settings.register_profile("suite", derandomize=True)
 settings.register_profile("fuzz", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A run with slow tests (pipelines, training) on a disk too full for them stops now, in one line."""
+    if any(item.get_closest_marker("slow") for item in session.items):
+        problem = disk_shortfall(session.config.option.basetemp)
+        if problem:
+            pytest.exit(problem, returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ Per job, under <work>/training-jobs/<name>/ (the container's /opt/ml, made local
     input/config/{hyperparameters,inputdataconfig,resourceconfig,debughookconfig}.json
     input/data/<channel>  -> the channel's folder in the local S3 root
     code/                 sagemaker_submit_directory, extracted (or the repository's ml/ as a fallback)
-    model/  output/  output/data/  checkpoints/ (when no CheckpointConfig)
+    model/  output/  output/data/  checkpoints/ (when no CheckpointConfig): removed when the job ends
     logs/algo-1.log       the CloudWatch log stream: everything the script printed
     rules/                rule evaluation spec, verdicts and the rule job's log
     description.json      the last DescribeTrainingJob answer
@@ -596,6 +596,7 @@ class TrainingJob:
             _tar_directory(model_dir, model_target)
         if data_target is not None:
             _tar_directory(data_dir, data_target)
+        self._release_storage()
         end = now()
         with self.context.lock:
             d = self.desc
@@ -618,6 +619,13 @@ class TrainingJob:
                 marker.parent.mkdir(parents=True, exist_ok=True)
                 marker.touch()
         self.save()
+
+    def _release_storage(self) -> None:
+        """The instance's volume goes when the job ends (SageMaker keeps what it uploaded, the log and the
+        description): /opt/ml/model and output/data are in S3 now, and a job-local checkpoint folder (no
+        CheckpointConfig) is lost on AWS too. Without this, every local job kept a copy of its model on disk."""
+        for sub in ("model", "output/data", "checkpoints"):
+            shutil.rmtree(self.dir / sub, ignore_errors=True)
 
     def save(self) -> None:
         """Persist the description; best effort (a full disk must not stop the job from ending)."""

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import Scenario, record
+from tests.support.scratch import module_scratch
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +16,7 @@ def scenario() -> Scenario:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, scenario) -> Path:
-    root = tmp_path_factory.mktemp("demo-output")
+def run_dir(tmp_path_factory, scenario, request) -> Path:
+    root = module_scratch(request, tmp_path_factory, "demo-output")
     record(root, scenario)
     return root

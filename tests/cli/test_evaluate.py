@@ -9,12 +9,13 @@ import pytest
 
 from cli.evaluate import evaluate
 from ml import contract
+from tests.support.scratch import module_scratch
 from tests.support.serve import GOOD_PNG, write_random_model
 
 
 @pytest.fixture(scope="module")
-def random_model(tmp_path_factory) -> Path:
-    return write_random_model(tmp_path_factory.mktemp("model") / "model", classes=("a", "b"))
+def random_model(tmp_path_factory, request) -> Path:
+    return write_random_model(module_scratch(request, tmp_path_factory, "model") / "model", classes=("a", "b"))
 
 
 def test_an_undecodable_test_image_is_skipped_not_a_crash(tmp_path, random_model):

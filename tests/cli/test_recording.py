@@ -22,6 +22,7 @@ from tests.support.cli import (
     Scenario,
     record,
 )
+from tests.support.scratch import module_scratch
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +31,8 @@ def scenario() -> Scenario:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, scenario):
-    root = tmp_path_factory.mktemp("recorded")
+def run_dir(tmp_path_factory, scenario, request):
+    root = module_scratch(request, tmp_path_factory, "recorded")
     record(root, scenario)
     return root
 

@@ -18,6 +18,7 @@ from PIL import Image
 from cli.main import main
 from cli.report import FIGURES
 from tests.support.cli import BUCKET, Scenario, png_bytes, record
+from tests.support.scratch import module_scratch
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -43,8 +44,8 @@ def write_predictions(folder: Path, classes: list[str], wrong: dict[tuple[str, s
 
 
 @pytest.fixture(scope="module")
-def report_dir(tmp_path_factory, run_dir) -> Path:
-    work = tmp_path_factory.mktemp("report")
+def report_dir(tmp_path_factory, run_dir, request) -> Path:
+    work = module_scratch(request, tmp_path_factory, "report")
     predictions = write_predictions(work / "preds", [str(d) for d in range(10)], {("3", "8"): 3, ("9", "4"): 1})
     assert main(["report", "--local", str(run_dir), "--out", str(work / "out"), "--predictions",
                  str(predictions)]) == 0

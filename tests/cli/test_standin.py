@@ -14,15 +14,17 @@ from local.engine import run_definition
 from local.sagemaker import LocalSageMaker
 from tests.support.engine import pipeline, run_input
 from tests.support.local import FAKE_TRAIN, s3_data, sourcedir, tiny_dataset
+from tests.support.scratch import module_scratch
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory, digits_dir):
-    out = tmp_path_factory.mktemp("demo-output")
-    with LocalSageMaker(tmp_path_factory.mktemp("standin"), s3_root=out / "s3", stop_grace_seconds=2.0) as sm:
-        data = s3_data(sm.s3.root, tiny_dataset(digits_dir, tmp_path_factory.mktemp("tiny")))
+def recorded(tmp_path_factory, digits_dir, request):
+    out = module_scratch(request, tmp_path_factory, "demo-output")
+    work = module_scratch(request, tmp_path_factory, "standin")
+    with LocalSageMaker(work, s3_root=out / "s3", stop_grace_seconds=2.0) as sm:
+        data = s3_data(sm.s3.root, tiny_dataset(digits_dir, module_scratch(request, tmp_path_factory, "tiny")))
         definition = pipeline(data, sourcedir(sm.s3.root, {"train.py": FAKE_TRAIN}, key="code/fake.tar.gz"))
         result = run_definition(definition, run_input("rec"), sm, timeout=900)
         assert result.status == "SUCCEEDED", (result.error, result.cause)

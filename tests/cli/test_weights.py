@@ -14,6 +14,7 @@ from torchvision import models
 import stackfacts as facts
 from cli.main import main
 from tests.support.cli import BUCKET, STACK, STATE_MACHINE, Scenario, Stubs, make_dataset, record
+from tests.support.scratch import module_scratch
 
 KEY = "data/pretrained/resnet18.pt"
 WEIGHTS = {facts.OUTPUT_PRETRAINED_URI: f"s3://{BUCKET}/{KEY}", facts.OUTPUT_PRETRAINED_BACKBONE: "resnet18"}
@@ -44,8 +45,8 @@ def expect_head(stubs: Stubs, found: bool) -> None:
 
 
 @pytest.fixture(scope="module")
-def resnet18_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("w") / "resnet18.pt"
+def resnet18_file(tmp_path_factory, request):
+    path = module_scratch(request, tmp_path_factory, "w") / "resnet18.pt"
     torch.save(models.get_model("resnet18", weights=None).state_dict(), path)
     return path
 

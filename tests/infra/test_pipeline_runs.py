@@ -16,6 +16,7 @@ from infra.pipeline import LOOKUP_RETRIES, S
 from local.sagemaker import SageMakerError
 from local.sagemaker.service import DEBUGGER_REFUSED
 from ml import contract
+from tests.support.scratch import module_scratch
 from tests.support.scripted import (
     ACCOUNT_ARN,
     Endpoint,
@@ -696,7 +697,7 @@ def test_check_input_lets_valid_inputs_through(checked, local, value):
 
 # --- rules everywhere: every value reaching a SageMaker request satisfies botocore's constraints ----------------
 @pytest.fixture(scope="module")
-def extreme(tmp_path_factory):
+def extreme(tmp_path_factory, request):
     """The longest prefix the config allows, in local mode (literal images, the stand-in's shapes)."""
     import infra
     from infra.config import MAX_PREFIX_LENGTH
@@ -704,7 +705,7 @@ def extreme(tmp_path_factory):
 
     prefix = ("abcdefghij-" * 3)[:MAX_PREFIX_LENGTH].rstrip("-")
     context = {"profile": "local", "prefix": prefix}
-    template = infra.synth(context, outdir=tmp_path_factory.mktemp("extreme"))
+    template = infra.synth(context, outdir=module_scratch(request, tmp_path_factory, "extreme"))
     return definition(template, {"Bucket": "b" * 63, "SageMakerRoleArn": f"arn:aws:iam::123456789012:role/{'r' * 64}"},
                       region="us-east-1", account="123456789012"), infra.load_config_for(context)
 

@@ -22,6 +22,7 @@ from local import demo
 from local.demo import DemoError, DemoProgress, check_dataset, demo_console, prune_runs, stage_dataset
 from ml import contract
 from tests.support.cli import make_dataset
+from tests.support.scratch import module_scratch
 
 
 # --- refused before anything starts ------------------------------------------------------------------------------
@@ -335,11 +336,11 @@ def test_a_rule_that_cannot_be_evaluated_locally_is_no_verdict():
 
 # --- run what you deploy: --template ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def assembly(tmp_path_factory) -> Path:
+def assembly(tmp_path_factory, request) -> Path:
     """A cloud assembly as `cdk synth` writes it, gating on LowGPUUtilization (which the stand-in cannot evaluate)."""
     import infra
 
-    outdir = tmp_path_factory.mktemp("cdk.out")
+    outdir = module_scratch(request, tmp_path_factory, "cdk.out")
     infra.synth({"profile": "local", "debugger": {"gate_rules": ["VanishingGradient", "LowGPUUtilization"]}},
                 outdir=outdir)
     return outdir / "ImageClassifier.template.json"

@@ -23,19 +23,20 @@ from tests.support.local import (
     sourcedir,
     tiny_dataset,
 )
+from tests.support.scratch import module_scratch
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def sm(tmp_path_factory):
-    with LocalSageMaker(tmp_path_factory.mktemp("engine"), stop_grace_seconds=2.0) as standin:
+def sm(tmp_path_factory, request):
+    with LocalSageMaker(module_scratch(request, tmp_path_factory, "engine"), stop_grace_seconds=2.0) as standin:
         yield standin
 
 
 @pytest.fixture(scope="module")
-def definition(sm, digits_dir, tmp_path_factory) -> dict:
-    data = s3_data(sm.s3.root, tiny_dataset(digits_dir, tmp_path_factory.mktemp("tiny")))
+def definition(sm, digits_dir, tmp_path_factory, request) -> dict:
+    data = s3_data(sm.s3.root, tiny_dataset(digits_dir, module_scratch(request, tmp_path_factory, "tiny")))
     return pipeline(data, sourcedir(sm.s3.root, {"train.py": FAKE_TRAIN}, key="code/fake.tar.gz"))
 
 

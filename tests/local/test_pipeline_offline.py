@@ -12,6 +12,7 @@ import threading
 import pytest
 
 from ml import contract
+from tests.support.scratch import module_scratch
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +47,8 @@ def _endpoint_config(out) -> str:
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory):
-    return tmp_path_factory.mktemp("demo")
+def out(tmp_path_factory, request):
+    return module_scratch(request, tmp_path_factory, "demo")
 
 
 def test_first_run_creates_the_endpoint_and_predicts(out, digits_dir, capsys):

@@ -16,11 +16,12 @@ from infra import sagemaker_requests as req
 from infra.definition import definition as definition_of
 from infra.pipeline import S
 from tests.support.local import keep_invoking, runtime_client, wait_until
+from tests.support.scratch import module_scratch
 
 
 @pytest.fixture(scope="module")
-def scaling_states(tmp_path_factory) -> dict:
-    template = infra.synth({"profile": "local"}, outdir=tmp_path_factory.mktemp("synth"), nag=False)
+def scaling_states(tmp_path_factory, request) -> dict:
+    template = infra.synth({"profile": "local"}, outdir=module_scratch(request, tmp_path_factory, "synth"), nag=False)
     states = definition_of(template, {"Bucket": "b", "SageMakerRoleArn": f"arn:aws:iam::{facts.LOCAL_ACCOUNT}:role/r"},
                            region=facts.LOCAL_REGION, account=facts.LOCAL_ACCOUNT)["States"]
     picked = {n: copy.deepcopy(states[n]) for n in (S.REGISTER_SCALING, S.SCALING_POLICY, S.SCALING_FAILED)}

@@ -11,6 +11,7 @@ import pytest
 
 from local.endpoint_server import Context, start_endpoint_server, torchserve_body
 from ml import contract
+from tests.support.scratch import module_scratch
 from tests.support.serve import (
     GOOD_PNG,
     assert_error,
@@ -25,8 +26,8 @@ from tests.support.serve import (
 
 
 @pytest.fixture(scope="module")
-def random_endpoint(tmp_path_factory):
-    model = write_random_model(tmp_path_factory.mktemp("random") / "model", classes=("a", "b", "c"))
+def random_endpoint(tmp_path_factory, request):
+    model = write_random_model(module_scratch(request, tmp_path_factory, "random") / "model", classes=("a", "b", "c"))
     with start_endpoint_server(model, endpoint_name="ep", log_to=None) as server:
         yield server
 

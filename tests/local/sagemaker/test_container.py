@@ -23,6 +23,7 @@ from local.sagemaker.container import (
 from ml import contract
 from tests.support import ROOT
 from tests.support.local import BUCKET, metric_definitions, sourcedir, training_request
+from tests.support.scratch import module_scratch
 
 # An entry point that records what it was started with.
 DUMP = """
@@ -38,8 +39,8 @@ IMAGE_2_6 = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.6.0
 
 
 @pytest.fixture(scope="module")
-def sm(tmp_path_factory):
-    with LocalSageMaker(tmp_path_factory.mktemp("sagemaker"), stop_grace_seconds=2.0) as standin:
+def sm(tmp_path_factory, request):
+    with LocalSageMaker(module_scratch(request, tmp_path_factory, "sagemaker"), stop_grace_seconds=2.0) as standin:
         for channel in contract.CHANNELS:  # the channels only need to exist: the script reads none
             folder = standin.s3.root / BUCKET / "data" / channel / "a"
             folder.mkdir(parents=True)

@@ -33,14 +33,15 @@ from tests.support.local import (
     tuning_request,
     wait_until,
 )
+from tests.support.scratch import module_scratch
 from tests.support.training import in_smdebug_env
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tiny(digits_dir, tmp_path_factory) -> Path:
-    return tiny_dataset(digits_dir, tmp_path_factory.mktemp("tiny"))
+def tiny(digits_dir, tmp_path_factory, request) -> Path:
+    return tiny_dataset(digits_dir, module_scratch(request, tmp_path_factory, "tiny"))
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +50,9 @@ def events() -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def sm(tmp_path_factory, events):
-    with LocalSageMaker(tmp_path_factory.mktemp("sagemaker"), stop_grace_seconds=2.0, endpoint_startup_timeout=120,
-                        on_event=events.append) as standin:
+def sm(tmp_path_factory, events, request):
+    with LocalSageMaker(module_scratch(request, tmp_path_factory, "sagemaker"), stop_grace_seconds=2.0,
+                        endpoint_startup_timeout=120, on_event=events.append) as standin:
         yield standin
     assert not any(pid_alive(p) for p in _pids(standin)), "a child process outlived close()"
 
@@ -141,6 +142,10 @@ def test_training_job_completes_with_metrics_model_and_transitions(sm, completed
     assert (sm.s3.path(f"s3://{BUCKET}/checkpoints/tiny-debug") / contract.CHECKPOINT_FILE).is_file()
     assert json.loads((sm.training_job_dir("tiny-debug") / "description.json").read_text())["TrainingJobStatus"] \
         == "Completed"
+    # The instance's volume is gone with the job: the model lives on in S3 only (as on AWS), the log stays.
+    job_dir = sm.training_job_dir("tiny-debug")
+    assert not (job_dir / "model").exists() and not (job_dir / "output" / "data").exists()
+    assert sm.training_log("tiny-debug").is_file()
 
 
 def test_debug_hook_config_is_smdebugs_format(sm, completed):
