@@ -7,7 +7,8 @@
 Working directory layout:
     s3/<bucket>/<key>                 the local S3 root (configurable): channels, sourcedir.tar.gz, model.tar.gz,
                                       debug-output/, rule-output/, profiler-output/ as SageMaker writes them
-    training-jobs/<job>/              the job's /opt/ml (input/config, input/data, code, model, output),
+    training-jobs/<job>/              the job's /opt/ml (input/config, input/data, code, model, output; model/ and
+                                      output/data go when the job ends, as the instance's volume does),
                                       logs/algo-1.log, rules/ (spec, rule-job.log, verdicts.json), description.json
     tuning-jobs/<job>/                description.json, training-jobs.json (every trial's summary)
     endpoints/<endpoint>/             one log per endpoint-server process (one process per instance)
