@@ -19,7 +19,7 @@ import pytest
 # `make test` on a fresh clone: PEAK_NOTE), plus room for the logs and caches written beside it. Before this
 # folder's cleanup the same suite held 7.4 GB at its end.
 SUITE_DISK_GB = 3.0
-PEAK_NOTE = "2.8 GB, in tests/local/test_pipeline_offline.py's five demo runs"
+PEAK_NOTE = "2.5 GB, during tests/local/test_pipeline_offline.py's demo runs"
 
 
 def module_scratch(request: pytest.FixtureRequest, factory: pytest.TempPathFactory, name: str) -> Path:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import tarfile
 from pathlib import Path
 
 import pytest
 
 import stackfacts as facts
+from awsshapes import parse_s3_uri
 from local.sagemaker import LocalSageMaker
 from local.sagemaker.container import (
     PYTORCH_TRAINING_2_6,
@@ -53,12 +55,18 @@ def dump_code(sm) -> str:
     return sourcedir(sm.s3.root, {"train.py": DUMP}, key="code/dump.tar.gz")
 
 
-def _seen_file(sm: LocalSageMaker, name: str) -> Path:
-    return sm.training_job_dir(name) / "output" / "data" / "seen.json"
+def _output_archive(sm: LocalSageMaker, name: str) -> Path:
+    """Where SageMaker keeps a job's output/data once the job has ended (the instance's volume is gone)."""
+    described = sm.describe_training_job(TrainingJobName=name)
+    bucket, prefix = parse_s3_uri(described["OutputDataConfig"]["S3OutputPath"])
+    return sm.s3.root / bucket / facts.job_output_key(prefix, name, facts.OUTPUT_ARCHIVE)
 
 
 def _seen(sm: LocalSageMaker, name: str) -> dict:
-    return json.loads(_seen_file(sm, name).read_text())
+    with tarfile.open(_output_archive(sm, name)) as archive:
+        member = archive.extractfile("seen.json")
+        assert member is not None
+        return json.loads(member.read())
 
 
 def _run(sm: LocalSageMaker, request: dict) -> dict:
@@ -79,7 +87,7 @@ def _refused_before_training(sm: LocalSageMaker, described: dict) -> str:
     assert described["TrainingJobStatus"] == "Failed"
     reason = described["FailureReason"]
     assert reason.startswith("AlgorithmError: InstallRequirementsError:")
-    assert not _seen_file(sm, described["TrainingJobName"]).exists(), "the script ran"
+    assert not _output_archive(sm, described["TrainingJobName"]).exists(), "the script ran"
     return reason
 
 
