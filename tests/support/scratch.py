@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 
 # The most the slow suite holds in its temporary folder at once (pytest's basetemp, sampled every 5 s through a whole
-# `make test` on a fresh clone: PEAK_NOTE), plus room for the logs and caches written beside it. Before this
-# folder's cleanup the same suite held 7.4 GB at its end.
+# `make test` on a fresh clone: 2.5 GB, during tests/local/test_pipeline_offline.py's demo runs), plus room for the
+# logs and caches written beside it. Before this module the same suite held 7.4 GB at its end.
 SUITE_DISK_GB = 3.0
-PEAK_NOTE = "2.5 GB, during tests/local/test_pipeline_offline.py's demo runs"
 
 
 def module_scratch(request: pytest.FixtureRequest, factory: pytest.TempPathFactory, name: str) -> Path:
