@@ -43,8 +43,7 @@ from tests.support.teardown import training_job as _training_job
 def _run(template: dict):
     resolver = Resolver(template, region="us-east-1", account=ACCOUNT)
     authorize = state_machine_authorizer(resolver)
-    result = run_scripted(resolver.definition(), {}, full_run_sagemaker(), timeout=300,
-                            authorize=authorize)
+    result = run_scripted(resolver.definition(), {}, full_run_sagemaker(), timeout=300, authorize=authorize)
     return result, authorize
 
 
@@ -499,7 +498,7 @@ def test_every_state_machine_statement_is_needed_by_a_run(local):
                 endpoint = Endpoint(exists=True)
                 scripted.answers.update(DescribeEndpoint=endpoint.describe, UpdateEndpoint=endpoint.deploy)
             result = run_scripted(resolver.definition(), {}, scripted, timeout=300,
-                                    authorize=state_machine_authorizer(resolver))
+                                  authorize=state_machine_authorizer(resolver))
             named = _denial(result)
             if named:
                 break

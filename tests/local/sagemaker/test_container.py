@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import stackfacts as facts
-from awsshapes import parse_s3_uri
+from awsshapes import parse_s3_uri, s3_uri
 from local.sagemaker import LocalSageMaker
 from local.sagemaker.container import (
     PYTORCH_TRAINING_2_6,
@@ -59,7 +59,7 @@ def _output_archive(sm: LocalSageMaker, name: str) -> Path:
     """Where SageMaker keeps a job's output/data once the job has ended (the instance's volume is gone)."""
     described = sm.describe_training_job(TrainingJobName=name)
     bucket, prefix = parse_s3_uri(described["OutputDataConfig"]["S3OutputPath"])
-    return sm.s3.root / bucket / facts.job_output_key(prefix, name, facts.OUTPUT_ARCHIVE)
+    return sm.s3.path(s3_uri(bucket, facts.job_output_key(prefix, name, facts.OUTPUT_ARCHIVE)))
 
 
 def _seen(sm: LocalSageMaker, name: str) -> dict:
